@@ -1,0 +1,1 @@
+"""Pure domain rules: spec v1, statuses, DAG algorithms. No I/O here."""

@@ -1,0 +1,103 @@
+"""Run and node statuses, and the one table of legal transitions.
+
+Every status change anywhere in the product is checked here (through
+``aihub.services.status.transition_node`` / ``transition_run``). Detail such as "retrying" or "stopped by
+user" lives in a message, never in a new status.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class RunStatus(StrEnum):
+    PENDING = "PENDING"
+    RUNNING = "RUNNING"
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+    STOPPING = "STOPPING"
+    STOPPED = "STOPPED"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in _RUN_TERMINAL
+
+    @property
+    def is_active(self) -> bool:
+        return not self.is_terminal
+
+
+class NodeStatus(StrEnum):
+    WAITING = "WAITING"
+    RUNNING = "RUNNING"
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+    STOPPED = "STOPPED"
+    SKIPPED = "SKIPPED"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in _NODE_TERMINAL
+
+    @property
+    def is_done_ok(self) -> bool:
+        """The node's outputs are available to its children."""
+        return self in (NodeStatus.SUCCEEDED, NodeStatus.SKIPPED)
+
+
+_RUN_TERMINAL = frozenset({RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.STOPPED})
+_NODE_TERMINAL = frozenset(
+    {NodeStatus.SUCCEEDED, NodeStatus.FAILED, NodeStatus.STOPPED, NodeStatus.SKIPPED}
+)
+
+R, N = RunStatus, NodeStatus
+
+RUN_TRANSITIONS: dict[RunStatus, frozenset[RunStatus]] = {
+    R.PENDING: frozenset({R.RUNNING, R.STOPPING, R.STOPPED, R.FAILED}),
+    R.RUNNING: frozenset({R.SUCCEEDED, R.FAILED, R.STOPPING}),
+    R.STOPPING: frozenset({R.STOPPED}),
+    # retry of a finished run puts it back in the queue
+    R.FAILED: frozenset({R.PENDING}),
+    R.STOPPED: frozenset({R.PENDING}),
+    R.SUCCEEDED: frozenset(),
+}
+
+NODE_TRANSITIONS: dict[NodeStatus, frozenset[NodeStatus]] = {
+    N.WAITING: frozenset({N.RUNNING, N.SKIPPED, N.STOPPED}),
+    # RUNNING -> WAITING is an automatic retry after a failed attempt
+    N.RUNNING: frozenset({N.SUCCEEDED, N.FAILED, N.STOPPED, N.WAITING}),
+    # a run retry resets every node that did not succeed; retry-from-node also resets successes
+    N.FAILED: frozenset({N.WAITING}),
+    N.STOPPED: frozenset({N.WAITING}),
+    N.SUCCEEDED: frozenset({N.WAITING}),
+    N.SKIPPED: frozenset({N.WAITING}),
+}
+
+
+class IllegalTransition(ValueError):
+    """A status change the table does not allow."""
+
+    def __init__(self, kind: str, name: str, current: str, target: str) -> None:
+        super().__init__(f"{kind} {name!r} cannot go from {current} to {target}")
+        self.kind, self.name, self.current, self.target = kind, name, current, target
+
+
+def check_run_transition(name: str, current: RunStatus, target: RunStatus) -> None:
+    if target not in RUN_TRANSITIONS[current]:
+        raise IllegalTransition("run", name, current.value, target.value)
+
+
+def check_node_transition(name: str, current: NodeStatus, target: NodeStatus) -> None:
+    if target not in NODE_TRANSITIONS[current]:
+        raise IllegalTransition("node", name, current.value, target.value)
+
+
+#: node colours used by the DAG drawing (seed: blue running, green ok, red failed, grey waiting)
+NODE_COLOURS: dict[NodeStatus, str] = {
+    N.WAITING: "#9e9e9e",
+    N.RUNNING: "#1e88e5",
+    N.SUCCEEDED: "#43a047",
+    N.FAILED: "#e53935",
+    N.STOPPED: "#6d4c41",
+    N.SKIPPED: "#7cb342",
+}

@@ -1,0 +1,149 @@
+"""The executor protocol: how the engine runs one attempt of one node somewhere.
+
+Executors report facts (started, exited with a code, outputs collected, logs written); they never decide
+what happens next — the scheduler does. A handle is plain JSON so it can be stored on the attempt row and
+used again after a server restart (``find`` re-attaches to a job that was started before).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal, Protocol
+
+OutputType = Literal["text", "path"]
+
+
+@dataclass(frozen=True)
+class JobKey:
+    run_id: int
+    node: str
+    attempt: int
+
+    @property
+    def slug(self) -> str:
+        return f"r{self.run_id}-{self.node}-a{self.attempt}"
+
+
+@dataclass(frozen=True)
+class OutputDecl:
+    name: str
+    path: str  # absolute path inside the node's filesystem
+    type: OutputType
+
+
+@dataclass(frozen=True)
+class ArtifactInput:
+    """A packed ``path`` output of an ancestor to unpack at the same absolute path before start."""
+
+    name: str
+    path: str
+    digest: str
+
+
+@dataclass(frozen=True)
+class StorageMount:
+    name: str
+    path: str  # where the node sees it
+    host_path: str = ""  # local executor: the directory bound at ``path`` ("" = same as path)
+    volume: dict[str, Any] = field(default_factory=dict)  # kubernetes volume source
+    read_only: bool = False
+
+
+@dataclass(frozen=True)
+class Resources:
+    cpu_millis: int = 1000
+    memory_mib: int = 1024
+    gpu: int = 0
+    gpu_type: str = ""
+    gpu_devices: tuple[str, ...] = ()  # local executor: ids handed out as CUDA_VISIBLE_DEVICES
+    node_selector: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Job:
+    key: JobKey
+    argv: list[str]  # plain node: ["sh", "-c", command]; module node: entrypoint + --name=value
+    env: dict[str, str]
+    image: str = ""
+    workdir: str = ""  # "" = the scratch dir (local) / image default (kubernetes)
+    artifacts_in: list[ArtifactInput] = field(default_factory=list)
+    outputs: list[OutputDecl] = field(default_factory=list)
+    storages: list[StorageMount] = field(default_factory=list)
+    resources: Resources = field(default_factory=Resources)
+    labels: dict[str, str] = field(default_factory=dict)
+    max_text_output: int = 1000
+
+
+@dataclass
+class Handle:
+    executor: str
+    id: str
+    data: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"executor": self.executor, "id": self.id, "data": self.data}
+
+    @classmethod
+    def from_json(cls, raw: dict[str, Any]) -> Handle:
+        return cls(executor=raw["executor"], id=raw["id"], data=dict(raw.get("data") or {}))
+
+
+@dataclass(frozen=True)
+class OutputValue:
+    """A collected output: ``value`` is the text, or for ``path`` outputs the absolute path."""
+
+    name: str
+    type: OutputType
+    value: str
+    digest: str | None = None  # sha256 of the packed archive (path outputs)
+    size: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        return {"type": self.type, "value": self.value, "digest": self.digest, "size": self.size}
+
+
+@dataclass
+class ExitReport:
+    """How an attempt ended. It succeeded when ``exit_code == 0`` and ``error`` is None."""
+
+    exit_code: int | None
+    outputs: dict[str, OutputValue] = field(default_factory=dict)
+    error: str | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    stopped: bool = False  # ended because stop() was called
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_code == 0 and self.error is None and not self.stopped
+
+
+class Executor(Protocol):
+    name: str
+
+    async def start(self, job: Job) -> Handle:
+        """Launch the attempt; returns once it is running (or has already failed to launch)."""
+        ...
+
+    async def find(self, key: JobKey) -> Handle | None:
+        """Re-attach after a restart to an attempt started earlier, or None if it never started."""
+        ...
+
+    async def wait(self, handle: Handle) -> ExitReport:
+        """Return when the attempt has ended, with its exit code and collected outputs."""
+        ...
+
+    async def stop(self, handle: Handle, grace: float) -> None:
+        """SIGTERM (pod delete), then SIGKILL after ``grace`` seconds; wait() then reports stopped."""
+        ...
+
+    async def describe(self, handle: Handle) -> dict[str, Any]:
+        """The container tab: process/pod, image, host, resources, state, isolation."""
+        ...
+
+    async def events(self, handle: Handle) -> list[dict[str, Any]]:
+        """Executor-side events of the attempt (Kubernetes events of the pod; [] for local)."""
+        ...
+
+    async def close(self) -> None: ...

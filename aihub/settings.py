@@ -1,0 +1,59 @@
+"""Configuration from ``AIHUB_*`` environment variables.
+
+Defaults need nothing else: SQLite under ``./.aihub/``, the local executor, the in-process bus, artifacts
+and logs on local disk.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="AIHUB_", extra="ignore")
+
+    data_dir: Path = Field(default=Path(".aihub"), description="where SQLite, artifacts and logs live")
+    database_url: str | None = Field(
+        default=None, description="sqlite://PATH or postgres://USER@HOST:PORT/DB; default SQLite in data_dir"
+    )
+    executor: Literal["local", "kubernetes"] = "local"
+    bus: Literal["memory", "kafka"] = "memory"
+    kafka_bootstrap: str = "127.0.0.1:9092"
+    kafka_topic_prefix: str = "aihub"
+    host: str = "127.0.0.1"
+    port: int = 8000
+    api_url: str | None = Field(default=None, description="URL nodes use to reach the API")
+    admin_password: str | None = None
+    secret_key: str | None = Field(default=None, description="signs session cookies; generated if unset")
+    stop_grace_seconds: float = 10.0
+    local_cpus: float | None = Field(default=None, description="CPUs of the built-in local cluster")
+    local_memory_mib: int | None = None
+    local_gpus: str | None = Field(default=None, description="comma-separated GPU ids, e.g. 0,1")
+    local_isolation: Literal["auto", "off"] = "auto"
+    max_text_output: int = 1000
+    allow_file_git: bool = Field(default=False, description="allow file:// module repositories")
+    kubernetes_namespace: str = "aihub"
+    kubernetes_in_cluster: bool = False
+    registry: str = "registry.local:5000"
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite://{(self.data_dir / 'aihub.sqlite3').absolute()}"
+
+    @property
+    def resolved_api_url(self) -> str:
+        return self.api_url or f"http://{self.host}:{self.port}"
+
+    def ensure_dirs(self) -> None:
+        for sub in ("", "artifacts", "logs", "runs", "builds"):
+            (self.data_dir / sub).mkdir(parents=True, exist_ok=True)
+
+
+def get_settings() -> Settings:
+    return Settings()
