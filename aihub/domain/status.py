@@ -46,9 +46,7 @@ class NodeStatus(StrEnum):
 
 
 _RUN_TERMINAL = frozenset({RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.STOPPED})
-_NODE_TERMINAL = frozenset(
-    {NodeStatus.SUCCEEDED, NodeStatus.FAILED, NodeStatus.STOPPED, NodeStatus.SKIPPED}
-)
+_NODE_TERMINAL = frozenset({NodeStatus.SUCCEEDED, NodeStatus.FAILED, NodeStatus.STOPPED, NodeStatus.SKIPPED})
 
 R, N = RunStatus, NodeStatus
 

@@ -39,7 +39,7 @@ class LogStore(Protocol):
         ...
 
     def follow(
-        self, run_id: int, node: str, attempt: int, *, done: "DoneCheck", offset: int = 0
+        self, run_id: int, node: str, attempt: int, *, done: DoneCheck, offset: int = 0
     ) -> AsyncIterator[str]:
         """Yield lines from ``offset`` as they are written until ``done()`` is true and the file is drained.
 
