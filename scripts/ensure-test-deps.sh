@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# System packages the test suite needs that pip cannot install: Debian's Chromium for the browser tests.
+# PostgreSQL is expected on 127.0.0.1:5432 (see .ci/run, which starts it when it is down).
+set -euo pipefail
+if ! command -v chromium >/dev/null 2>&1; then
+  if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
+    echo "installing Debian chromium for the browser tests"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+  else
+    echo "warning: chromium is missing; install it (apt-get install chromium) to run the browser tests" >&2
+  fi
+fi
