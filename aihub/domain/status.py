@@ -57,7 +57,8 @@ RUN_TRANSITIONS: dict[RunStatus, frozenset[RunStatus]] = {
     # retry of a finished run puts it back in the queue
     R.FAILED: frozenset({R.PENDING}),
     R.STOPPED: frozenset({R.PENDING}),
-    R.SUCCEEDED: frozenset(),
+    # only "retry from node" re-opens a succeeded run
+    R.SUCCEEDED: frozenset({R.PENDING}),
 }
 
 NODE_TRANSITIONS: dict[NodeStatus, frozenset[NodeStatus]] = {

@@ -1,0 +1,16 @@
+"""In-process bus: publish delivers straight to this process's subscribers."""
+
+from __future__ import annotations
+
+from aihub.bus.base import BaseBus, RunEvent
+
+
+class MemoryBus(BaseBus):
+    async def start(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+    async def publish(self, event: RunEvent) -> None:
+        self.deliver(event)

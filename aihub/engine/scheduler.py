@@ -1,0 +1,622 @@
+"""The run loop: start nodes whose parents succeeded, as cluster capacity allows; follow them to the end.
+
+Level-triggered and idempotent: ``activate(run_id)`` rebuilds a run's state from the database and from what
+the executor still knows (re-attaching to attempts that outlived a server restart), then drives it. In
+memory the engine keeps, per active run, how many parents of each node are still unfinished, so a hand-off
+from a parent to its children costs O(children), whatever the size of the run.
+
+Every status change goes through ``aihub.services.status`` (persisted first, then published). The engine
+never holds a database transaction across an await on the executor.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from aihub.bus.base import Bus, RunEvent
+from aihub.db.models import (
+    Attempt,
+    DataStorage,
+    ModuleBuild,
+    NodeRun,
+    Run,
+    TokenKind,
+    VirtualCluster,
+)
+from aihub.domain.spec import NodeSpec, OutputDecl, WorkflowSpec, parse_spec
+from aihub.domain.status import NodeStatus, RunStatus
+from aihub.engine.capacity import Capacity, Pool, Sku, local_pool
+from aihub.engine.executors.base import (
+    Executor,
+    ExitReport,
+    Handle,
+    Job,
+    JobKey,
+    Resources,
+    StorageMount,
+)
+from aihub.engine.executors.base import OutputDecl as JobOutput
+from aihub.engine.params import InputError, build_env, cache_key, injected_env, module_argv, resolve_inputs
+from aihub.services.status import transition_node, transition_run, utcnow
+from aihub.services.tokens import issue_token, revoke_run_tokens
+from aihub.settings import Settings
+
+log = logging.getLogger("aihub.engine")
+
+
+@dataclass
+class Running:
+    lease: Resources
+    pool: Pool
+    handle: Handle | None = None
+    attempt: Attempt | None = None
+
+
+@dataclass
+class RunState:
+    run: Run
+    spec: WorkflowSpec
+    nodes: dict[str, NodeRun]
+    parents: dict[str, list[str]]
+    children: dict[str, list[str]]
+    blocked: dict[str, int]
+    builds: dict[str, ModuleBuild]
+    storages: dict[str, DataStorage]
+    token: str = ""
+    running: dict[str, Running] = field(default_factory=dict)
+    queued: set[str] = field(default_factory=set)
+    failed_node: str | None = None
+    auto_retries: dict[str, int] = field(default_factory=dict)
+    stopping: bool = False
+    finished: bool = False
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    @property
+    def busy(self) -> bool:
+        return bool(self.running or self.queued)
+
+
+class Engine:
+    def __init__(
+        self,
+        settings: Settings,
+        bus: Bus,
+        executor: Executor,
+    ) -> None:
+        self.settings = settings
+        self.bus = bus
+        self.executor = executor
+        self.capacity = Capacity([])
+        self.runs: dict[int, RunState] = {}
+        self._waiting: dict[str, deque[tuple[int, str]]] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._activating: set[int] = set()
+        self._subscription = None
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    # ----------------------------------------------------------------- lifecycle
+    async def start(self, *, recover: bool = True) -> None:
+        """Probe the executor, load cluster pools, listen for run events, and (``recover``) resume every
+        active run of the database. The embedded ``aihub run`` does not recover: a server may own them."""
+        probe = getattr(self.executor, "probe", None)
+        if probe is not None:
+            await probe()
+        await self.load_pools()
+        self._subscription = self.bus.subscribe(None)
+        self._spawn(self._listen(), "bus listener")
+        if not recover:
+            return
+        for run_id in await Run.filter(
+            status__in=[RunStatus.PENDING, RunStatus.RUNNING, RunStatus.STOPPING]
+        ).values_list("id", flat=True):
+            self._spawn(self.activate(run_id), f"recover run {run_id}")
+
+    async def close(self) -> None:
+        """Stop following runs; running nodes keep running and are re-attached on the next start."""
+        if self._subscription is not None:
+            self._subscription.close()
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await self.executor.close()
+
+    async def load_pools(self) -> None:
+        s = self.settings
+        local = local_pool(s.local_cpus, s.local_memory_mib, s.local_gpus)
+        pools = [local]
+        for vc in await VirtualCluster.all():
+            pools.append(
+                Pool(
+                    name=vc.name,
+                    sku=Sku(vc.cpu_millis, vc.memory_mib, vc.gpu, vc.gpu_type),
+                    capacity=vc.capacity,
+                    node_selector=dict(vc.node_selector or {}),
+                    gpu_devices=local.gpu_devices,  # one host list: a GPU is never handed out twice
+                )
+            )
+        for name, old in self.capacity.pools.items():  # keep reservations of running nodes
+            for pool in pools:
+                if pool.name == name:
+                    pool.used_cpu, pool.used_mem, pool.used_gpu = old.used_cpu, old.used_mem, old.used_gpu
+        self.capacity = Capacity(pools)
+
+    def _spawn(self, coro: Any, what: str) -> asyncio.Task[Any]:
+        task = asyncio.create_task(coro, name=what)
+        self._tasks.add(task)
+        self._idle.clear()
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("engine task %s failed", task.get_name(), exc_info=task.exception())
+        if not self._tasks or all(t.get_name() == "bus listener" for t in self._tasks):
+            self._idle.set()
+
+    async def _listen(self) -> None:
+        assert self._subscription is not None
+        async for event in self._subscription:
+            if event.node is None:
+                self._on_run_event(event)
+
+    def _on_run_event(self, event: RunEvent) -> None:
+        if event.run_status == RunStatus.PENDING and event.run_id not in self.runs:
+            self._spawn(self.activate(event.run_id), f"activate run {event.run_id}")
+        elif event.run_status == RunStatus.STOPPING:
+            state = self.runs.get(event.run_id)
+            if state is not None:
+                self._spawn(self._stop(state), f"stop run {event.run_id}")
+            elif event.run_id not in self._activating:
+                self._spawn(self.activate(event.run_id), f"activate run {event.run_id}")
+
+    # ----------------------------------------------------------------- activation
+    async def activate(self, run_id: int) -> None:
+        if run_id in self.runs or run_id in self._activating:
+            return
+        self._activating.add(run_id)
+        try:
+            state = await self._load(run_id)
+            if state is None:
+                return
+            self.runs[run_id] = state
+            async with state.lock:
+                if state.run.status is RunStatus.PENDING:
+                    await transition_run(self.bus, state.run, RunStatus.RUNNING, message="started")
+                state.token, _ = await issue_token(
+                    state.run.owner_id, TokenKind.RUN, name="run", run_id=run_id
+                )  # type: ignore[attr-defined]
+                await self._reattach(state)
+                if state.run.status is RunStatus.STOPPING:
+                    state.stopping = True
+            if state.stopping:
+                await self._stop(state)
+            else:
+                await self._advance(state)
+        finally:
+            self._activating.discard(run_id)
+
+    async def _load(self, run_id: int) -> RunState | None:
+        run = await Run.get_or_none(id=run_id).prefetch_related("version")
+        if run is None or run.status.is_terminal:
+            return None
+        spec = parse_spec(run.version.spec)
+        nodes = {n.name: n for n in await NodeRun.filter(run_id=run_id)}
+        parents = spec.parents()
+        children: dict[str, list[str]] = {name: [] for name in parents}
+        for name, ps in parents.items():
+            for p in ps:
+                children[p].append(name)
+        blocked = {name: sum(1 for p in ps if not nodes[p].status.is_done_ok) for name, ps in parents.items()}
+        pins = {k: int(v) for k, v in (run.version.pinned_builds or {}).items()}
+        builds = {b.id: b for b in await ModuleBuild.filter(id__in=list(pins.values()))} if pins else {}
+        wanted = {s for n in spec.nodes for s in n.storages}
+        storages = {d.name: d for d in await DataStorage.filter(name__in=list(wanted))} if wanted else {}
+        failed = next((n for n, r in nodes.items() if r.status is NodeStatus.FAILED), None)
+        return RunState(
+            run=run,
+            spec=spec,
+            nodes=nodes,
+            parents=parents,
+            children=children,
+            blocked=blocked,
+            builds={node: builds[bid] for node, bid in pins.items() if bid in builds},
+            storages=storages,
+            failed_node=failed,
+        )
+
+    async def _reattach(self, state: RunState) -> None:
+        """After a restart: follow attempts that are still running, or that started but were not recorded."""
+        for name, node in state.nodes.items():
+            if node.status is NodeStatus.RUNNING:
+                attempt = await Attempt.get_or_none(node_run_id=node.id, number=node.attempt)
+                handle = Handle.from_json(attempt.handle) if attempt and attempt.handle else None
+                if handle is None:
+                    handle = await self.executor.find(JobKey(state.run.id, name, node.attempt))
+                self._follow(state, name, attempt, handle)
+            elif node.status is NodeStatus.WAITING and state.blocked[name] == 0:
+                key = JobKey(state.run.id, name, node.attempt + 1)
+                handle = await self.executor.find(key)
+                if handle is not None:
+                    attempt = await self._record_start(state, name, handle)
+                    self._follow(state, name, attempt, handle)
+
+    def _follow(self, state: RunState, name: str, attempt: Attempt | None, handle: Handle | None) -> None:
+        spec = state.spec.node(name)
+        pool = self._pool_for(spec)
+        req = pool.request(spec.task_type, spec.sku_count)
+        lease = pool.acquire(req)  # it is running already, whether or not it fits
+        state.running[name] = Running(lease=lease, pool=pool, handle=handle, attempt=attempt)
+        self._spawn(self._watch(state, name), f"watch {state.run.id}/{name}")
+
+    def _pool_for(self, spec: NodeSpec) -> Pool:
+        pool = self.capacity.pool(spec.cluster)
+        return pool if pool is not None else self.capacity.pools["local"]
+
+    # ----------------------------------------------------------------- scheduling
+    async def _advance(self, state: RunState) -> None:
+        """Queue every node that may start now, dispatch, and finish the run when nothing is left."""
+        if state.finished:
+            return
+        if not state.stopping and state.failed_node is None:
+            for name, node in state.nodes.items():
+                if (
+                    node.status is NodeStatus.WAITING
+                    and state.blocked[name] == 0
+                    and name not in state.running
+                    and name not in state.queued
+                ):
+                    await self._enqueue(state, name)
+        self._dispatch()
+        await self._maybe_finish(state)
+
+    async def _enqueue(self, state: RunState, name: str) -> None:
+        spec = state.spec.node(name)
+        pool = self._pool_for(spec)
+        req = pool.request(spec.task_type, spec.sku_count)
+        if not pool.can_ever_fit(req):
+            total = pool.total
+            msg = (
+                f"needs {req.cpu_millis}m CPU, {req.memory_mib} MiB, {req.gpu} GPU but cluster {pool.name!r} "
+                f"has {total.cpu_millis}m CPU, {total.memory_mib} MiB, {total.gpu} GPU in all"
+            )
+            await self._fail_unstarted(state, name, msg)
+            return
+        state.queued.add(name)
+        self._waiting.setdefault(pool.name, deque()).append((state.run.id, name))
+
+    def _dispatch(self) -> None:
+        """Start queued nodes in arrival order wherever capacity allows (smaller ones may backfill)."""
+        for pool_name, queue in self._waiting.items():
+            pool = self.capacity.pools[pool_name]
+            keep: deque[tuple[int, str]] = deque()
+            while queue:
+                run_id, name = queue.popleft()
+                state = self.runs.get(run_id)
+                if state is None or name not in state.queued:
+                    continue
+                spec = state.spec.node(name)
+                req = pool.request(spec.task_type, spec.sku_count)
+                if not pool.fits(req):
+                    keep.append((run_id, name))
+                    if pool.used_cpu >= pool.total.cpu_millis:
+                        keep.extend(queue)
+                        queue.clear()
+                    continue
+                state.queued.discard(name)
+                state.running[name] = Running(lease=pool.acquire(req), pool=pool)
+                self._spawn(self._start(state, name), f"start {run_id}/{name}")
+            self._waiting[pool_name] = keep
+
+    async def _start(self, state: RunState, name: str) -> None:
+        spec = state.spec.node(name)
+        node = state.nodes[name]
+        try:
+            job, fingerprint = self._job(state, spec, node)
+        except InputError as exc:
+            self._release(state, name)
+            async with state.lock:
+                await self._fail_unstarted(state, name, str(exc))
+            await self._advance(state)
+            return
+        build = state.builds.get(name)
+        if build is not None and spec.cache and state.run.use_cache:
+            key = cache_key(build.id, fingerprint)
+            node.cache_key = key
+            if await self._try_cache(state, name, key):
+                return
+        try:
+            handle = await self.executor.start(job)
+        except Exception as exc:  # the executor could not launch it: a failed attempt, with the reason
+            log.warning("start of %s/%s failed: %s", state.run.id, name, exc)
+            async with state.lock:
+                attempt = await self._record_start(state, name, None)
+            await self._finish_attempt(
+                state, name, attempt, ExitReport(exit_code=None, error=f"could not start: {exc}")
+            )
+            return
+        async with state.lock:
+            attempt = await self._record_start(state, name, handle)
+            state.running[name].handle = handle
+            state.running[name].attempt = attempt
+            stop_now = state.stopping
+        if stop_now:
+            await self.executor.stop(handle, self.settings.stop_grace_seconds)
+        await self._watch(state, name)
+
+    def _job(self, state: RunState, spec: NodeSpec, node: NodeRun) -> tuple[Job, dict[str, str]]:
+        outputs_of = {p: state.nodes[p].outputs for p in state.parents[spec.name]}
+        inputs = resolve_inputs(spec, state.run.params, outputs_of)
+        build = state.builds.get(spec.name)
+        snap = build.snapshot if build else {}
+        decls: list[OutputDecl] = spec.outputs or [OutputDecl(**o) for o in snap.get("outputs", [])]
+        injected = injected_env(
+            user_id=state.run.owner_id,  # type: ignore[attr-defined]
+            token=state.token,
+            run_id=state.run.id,
+            api_url=self.settings.resolved_api_url,
+        )
+        env = build_env(
+            module_env=snap.get("env", {}), node_env=spec.env, inputs=inputs.values, injected=injected
+        )
+        if build is not None:
+            argv = module_argv(list(build.entrypoint), inputs.values)
+            image, workdir = build.image, build.workdir
+        else:
+            argv, image, workdir = ["sh", "-c", spec.command], spec.image, ""
+        key = JobKey(state.run.id, spec.name, node.attempt + 1)
+        pool = state.running[spec.name].pool
+        storages = [
+            StorageMount(
+                name=s.name,
+                path=s.path,
+                host_path=s.host_path,
+                volume=dict(s.volume or {}),
+                read_only=s.read_only,
+            )
+            for n in spec.storages
+            if (s := state.storages.get(n)) is not None
+        ]
+        job = Job(
+            key=key,
+            argv=argv,
+            env=env,
+            image=image,
+            workdir=workdir,
+            artifacts_in=inputs.artifacts,
+            outputs=[JobOutput(name=o.name, path=o.path, type=o.type) for o in decls],
+            storages=storages,
+            resources=state.running[spec.name].lease,
+            labels={
+                "aihub/run": str(state.run.id),
+                "aihub/node": spec.name,
+                "aihub/attempt": str(key.attempt),
+                "aihub/cluster": pool.name,
+            },
+            max_text_output=self.settings.max_text_output,
+        )
+        node.inputs = inputs.values
+        return job, inputs.fingerprint
+
+    async def _record_start(
+        self,
+        state: RunState,
+        name: str,
+        handle: Handle | None,
+    ) -> Attempt:
+        node = state.nodes[name]
+        node.attempt += 1
+        node.retry_count = node.attempt - 1
+        attempt = Attempt(
+            node_run_id=node.id,
+            number=node.attempt,
+            status=NodeStatus.RUNNING,
+            executor=self.executor.name,
+            handle=handle.to_json() if handle else {},
+            started_at=utcnow(),
+        )
+        label = f"attempt {node.attempt}" + (f" (retry {node.retry_count})" if node.retry_count else "")
+        await transition_node(
+            self.bus, state.run, node, NodeStatus.RUNNING, kind="started", message=label, attempt=attempt
+        )
+        return attempt
+
+    async def _try_cache(self, state: RunState, name: str, key: str) -> bool:
+        source = (
+            await NodeRun.filter(cache_key=key, status=NodeStatus.SUCCEEDED)
+            .exclude(id=state.nodes[name].id)
+            .order_by("-finished_at")
+            .first()
+        )
+        if source is None:
+            return False
+        self._release(state, name)
+        node = state.nodes[name]
+        node.cache_source_id = source.id
+        async with state.lock:
+            await transition_node(
+                self.bus,
+                state.run,
+                node,
+                NodeStatus.SKIPPED,
+                kind="cache_hit",
+                message=f"cache hit: outputs of run {source.run_id} node {source.name}",  # type: ignore[attr-defined]
+                outputs=dict(source.outputs),
+            )
+            self._unblock_children(state, name)
+        await self._advance(state)
+        return True
+
+    # ----------------------------------------------------------------- following attempts
+    async def _watch(self, state: RunState, name: str) -> None:
+        running = state.running[name]
+        if running.handle is None:
+            report = ExitReport(exit_code=None, error="lost: the attempt never started (server restarted?)")
+        else:
+            try:
+                report = await self.executor.wait(running.handle)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.exception("waiting for %s/%s failed", state.run.id, name)
+                report = ExitReport(exit_code=None, error=f"executor error: {exc}")
+        attempt = running.attempt
+        if attempt is None:
+            attempt = await Attempt.get_or_none(
+                node_run_id=state.nodes[name].id, number=state.nodes[name].attempt
+            )
+        await self._finish_attempt(state, name, attempt, report)
+
+    async def _finish_attempt(
+        self, state: RunState, name: str, attempt: Attempt | None, report: ExitReport
+    ) -> None:
+        self._release(state, name)
+        spec = state.spec.node(name)
+        node = state.nodes[name]
+        if attempt is not None and report.started_at:
+            attempt.started_at = report.started_at
+        if attempt is not None and report.finished_at:
+            attempt.finished_at = report.finished_at
+        code = report.exit_code
+        async with state.lock:
+            if report.ok:
+                outputs = {k: v.to_json() for k, v in report.outputs.items()}
+                stored = [("output_stored", _describe_output(k, v)) for k, v in outputs.items()]
+                await transition_node(
+                    self.bus,
+                    state.run,
+                    node,
+                    NodeStatus.SUCCEEDED,
+                    kind="exited",
+                    message="exited with code 0",
+                    attempt=attempt,
+                    exit_code=0,
+                    outputs=outputs,
+                    extra_events=stored,
+                )
+                self._unblock_children(state, name)
+            elif report.stopped or state.stopping:
+                await transition_node(
+                    self.bus,
+                    state.run,
+                    node,
+                    NodeStatus.STOPPED,
+                    kind="stopped",
+                    message="stopped by user" if state.stopping else (report.error or "stopped"),
+                    attempt=attempt,
+                    exit_code=code,
+                )
+            else:
+                reason = report.error or f"exited with code {code}"
+                if state.auto_retries.get(name, 0) < spec.retries:
+                    state.auto_retries[name] = state.auto_retries.get(name, 0) + 1
+                    await transition_node(
+                        self.bus,
+                        state.run,
+                        node,
+                        NodeStatus.WAITING,
+                        kind="retry",
+                        message=f"attempt {node.attempt} failed ({reason}); retrying",
+                        attempt=attempt,
+                        exit_code=code,
+                    )
+                else:
+                    await transition_node(
+                        self.bus,
+                        state.run,
+                        node,
+                        NodeStatus.FAILED,
+                        kind="exited",
+                        message=reason,
+                        attempt=attempt,
+                        exit_code=code,
+                    )
+                    self._fail_fast(state, name)
+        await self._advance(state)
+
+    def _release(self, state: RunState, name: str) -> None:
+        running = state.running.pop(name, None)
+        if running is not None:
+            running.pool.release(running.lease)
+
+    def _unblock_children(self, state: RunState, name: str) -> None:
+        for child in state.children[name]:
+            state.blocked[child] -= 1
+
+    async def _fail_unstarted(self, state: RunState, name: str, message: str) -> None:
+        """A node that cannot start at all: it fails without an attempt."""
+        node = state.nodes[name]
+        attempt = await self._record_start(state, name, None)
+        await transition_node(
+            self.bus, state.run, node, NodeStatus.FAILED, kind="failed", message=message, attempt=attempt
+        )
+        self._fail_fast(state, name)
+
+    def _fail_fast(self, state: RunState, name: str) -> None:
+        """A node failed for good: nothing new starts; running nodes finish, then the run fails."""
+        state.failed_node = state.failed_node or name
+        state.queued.clear()
+
+    async def _maybe_finish(self, state: RunState) -> None:
+        async with state.lock:
+            if state.finished or state.busy:
+                return
+            run = state.run
+            if state.stopping:
+                for node in state.nodes.values():
+                    if node.status is NodeStatus.WAITING:
+                        await transition_node(
+                            self.bus, run, node, NodeStatus.STOPPED, kind="stopped", message="stopped by user"
+                        )
+                await transition_run(self.bus, run, RunStatus.STOPPED, message=run.message or "stopped")
+            elif state.failed_node is not None:
+                node = state.nodes[state.failed_node]
+                await transition_run(
+                    self.bus, run, RunStatus.FAILED, message=f"node {node.name!r} failed: {node.message}"
+                )
+            elif all(n.status.is_done_ok for n in state.nodes.values()):
+                await transition_run(self.bus, run, RunStatus.SUCCEEDED, message="all nodes succeeded")
+            else:
+                return  # more nodes became ready in the meantime
+            state.finished = True
+            self.runs.pop(run.id, None)
+        await revoke_run_tokens(run.id)
+
+    # ----------------------------------------------------------------- stop
+    async def _stop(self, state: RunState) -> None:
+        async with state.lock:
+            state.stopping = True
+            state.queued.clear()
+            await state.run.refresh_from_db(fields=["status", "message"])  # the stop request wrote it
+            handles = [r.handle for r in state.running.values() if r.handle is not None]
+        await asyncio.gather(
+            *(self.executor.stop(h, self.settings.stop_grace_seconds) for h in handles),
+            return_exceptions=True,
+        )
+        await self._advance(state)
+
+    # ----------------------------------------------------------------- helpers for tests and tools
+    async def wait_idle(self) -> None:
+        """Wait until no engine task is running (tests)."""
+        while True:
+            await self._idle.wait()
+            await asyncio.sleep(0)
+            if self._idle.is_set():
+                return
+
+    async def describe(self, attempt: Attempt) -> dict[str, Any]:
+        if not attempt.handle:
+            return {}
+        return await self.executor.describe(Handle.from_json(attempt.handle))
+
+
+def _describe_output(name: str, value: dict[str, Any]) -> str:
+    if value["type"] == "path":
+        return f"{name}: {value['value']} packed ({value['size']} bytes, sha256 {str(value['digest'])[:12]})"
+    return f"{name}: text ({len(value['value'])} characters)"

@@ -1,0 +1,149 @@
+"""``aihub run FILE -p k=v``: submit a workflow file and follow it until it ends.
+
+Embedded (no ``AIHUB_URL``): runs in this process on the embedded defaults. Status changes and node logs are
+printed as they come — plain lines when the output is not a terminal. Exit code 0 on success, 1 otherwise,
+with the failing node's last log lines.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from pathlib import Path
+from typing import TextIO
+
+from aihub.bus.base import RunEvent
+from aihub.db.models import NodeRun, Run, User
+from aihub.domain.spec import SpecError, load_spec_file
+from aihub.domain.status import NodeStatus, RunStatus
+from aihub.runtime import Runtime, open_runtime
+from aihub.services.errors import ServiceError
+from aihub.services.runs import create_run
+from aihub.services.users import ensure_admin
+from aihub.services.workflows import find_or_create_for_file
+from aihub.settings import Settings
+
+COLOURS = {
+    "RUNNING": "\033[34m",
+    "SUCCEEDED": "\033[32m",
+    "FAILED": "\033[31m",
+    "STOPPED": "\033[33m",
+    "SKIPPED": "\033[32m",
+}
+
+
+def parse_params(items: list[str]) -> dict[str, str]:
+    params: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"parameter {item!r} must look like NAME=VALUE")
+        params[key] = value
+    return params
+
+
+class Printer:
+    def __init__(self, out: TextIO) -> None:
+        self.out = out
+        self.tty = out.isatty() and not os.environ.get("NO_COLOR")
+
+    def status(self, event: RunEvent) -> None:
+        if event.node is None:
+            self.line(
+                f"run {event.run_id}: {self._c(event.run_status)}"
+                + (f" — {event.message}" if event.message else "")
+            )
+        else:
+            count = f" ({event.retry_count})" if event.retry_count else ""
+            extra = f" — {event.message}" if event.message else ""
+            self.line(f"{event.node}{count}: {self._c(event.node_status or '')}{extra}")
+
+    def log(self, node: str, text: str) -> None:
+        self.line(f"{node} | {text}")
+
+    def line(self, text: str) -> None:
+        self.out.write(text + "\n")
+        self.out.flush()
+
+    def _c(self, status: str) -> str:
+        if not self.tty or status not in COLOURS:
+            return status
+        return f"{COLOURS[status]}{status}\033[0m"
+
+
+async def follow_run(rt: Runtime, run: Run, printer: Printer) -> Run:
+    """Print every status change and log line of ``run`` until it ends; returns the finished run."""
+    followers: set[asyncio.Task[None]] = set()
+    sub = rt.bus.subscribe(run.id)
+    try:
+        await run.refresh_from_db()
+        while not run.status.is_terminal:
+            try:
+                event = await asyncio.wait_for(sub.__anext__(), timeout=1.0)
+            except TimeoutError:
+                await run.refresh_from_db(fields=["status"])
+                continue
+            printer.status(event)
+            if event.node and event.node_status == NodeStatus.RUNNING and event.attempt:
+                task = asyncio.create_task(_follow_logs(rt, run.id, event.node, event.attempt, printer))
+                followers.add(task)
+                task.add_done_callback(followers.discard)
+            if event.node is None and RunStatus(event.run_status).is_terminal:
+                break
+        await asyncio.gather(*followers)
+    finally:
+        sub.close()
+        for task in followers:
+            task.cancel()
+    await run.refresh_from_db()
+    return run
+
+
+async def _follow_logs(rt: Runtime, run_id: int, node: str, attempt: int, printer: Printer) -> None:
+    async def done() -> bool:
+        row = await NodeRun.get(run_id=run_id, name=node)
+        return row.attempt != attempt or row.status is not NodeStatus.RUNNING
+
+    async for line in rt.logs.follow(run_id, node, attempt, done=done):
+        printer.log(node, line)
+
+
+async def report_failure(rt: Runtime, run: Run, printer: Printer, lines: int = 20) -> None:
+    for node in await NodeRun.filter(run_id=run.id, status=NodeStatus.FAILED):
+        printer.line(f"node {node.name} failed: {node.message}")
+        tail = await rt.logs.tail_lines(run.id, node.name, node.attempt, lines)
+        if tail:
+            printer.line(f"last {len(tail)} log lines of {node.name} (attempt {node.attempt}):")
+            for text in tail:
+                printer.line(f"  {text}")
+
+
+async def run_file(settings: Settings, args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
+    printer = Printer(out)
+    try:
+        params = parse_params(args.param)
+        load_spec_file(Path(args.file))
+        source = Path(args.file).read_text()
+    except (ValueError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except SpecError as exc:
+        print(str(exc), file=sys.stderr)
+        return 2
+    async with open_runtime(settings, recover=False) as rt:
+        await ensure_admin(settings)
+        user = await User.get(username="admin")
+        try:
+            version = await find_or_create_for_file(user, source)
+            run = await create_run(rt.bus, user, version.id, name=args.name, params=params)
+        except ServiceError as exc:
+            print(f"error: {exc.message}", file=sys.stderr)
+            return 2
+        printer.line(f"run {run.id} '{run.name}' of {version.workflow.name} v{version.number}")
+        run = await follow_run(rt, run, printer)
+        if run.status is RunStatus.SUCCEEDED:
+            return 0
+        await report_failure(rt, run, printer)
+        return 1

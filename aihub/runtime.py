@@ -1,0 +1,63 @@
+"""The assembled core: database, bus, storage, executor and engine, started and stopped together.
+
+``aihub serve`` and the embedded ``aihub run`` both use it, so they behave the same.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+from aihub.bus import Bus, build_bus
+from aihub.db.setup import close_db, init_db, migrate
+from aihub.engine.executors.base import Executor
+from aihub.engine.scheduler import Engine
+from aihub.settings import Settings
+from aihub.storage.local import LocalArtifactStore, LocalLogStore, build_storage
+
+log = logging.getLogger("aihub")
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    bus: Bus
+    artifacts: LocalArtifactStore
+    logs: LocalLogStore
+    executor: Executor
+    engine: Engine
+
+
+def build_executor(settings: Settings, artifacts: LocalArtifactStore, logs: LocalLogStore) -> Executor:
+    if settings.executor == "kubernetes":
+        from aihub.engine.executors.kubernetes import KubernetesExecutor
+
+        return KubernetesExecutor.from_settings(settings, artifacts, logs)
+    from aihub.engine.executors.local import LocalExecutor
+
+    return LocalExecutor(settings.data_dir / "runs", artifacts, logs, isolation=settings.local_isolation)
+
+
+@asynccontextmanager
+async def open_runtime(
+    settings: Settings, *, run_engine: bool = True, recover: bool = True, apply_migrations: bool = True
+) -> AsyncIterator[Runtime]:
+    settings.ensure_dirs()
+    if apply_migrations:
+        await migrate(settings)
+    await init_db(settings)
+    bus = build_bus(settings)
+    await bus.start()
+    artifacts, logs = build_storage(settings)
+    executor = build_executor(settings, artifacts, logs)
+    engine = Engine(settings, bus, executor)
+    try:
+        if run_engine:
+            await engine.start(recover=recover)
+        yield Runtime(settings, bus, artifacts, logs, executor, engine)
+    finally:
+        await engine.close()
+        await bus.close()
+        await close_db()

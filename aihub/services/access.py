@@ -1,0 +1,46 @@
+"""Who sees what. An object the caller may not see is reported exactly like a missing one."""
+
+from __future__ import annotations
+
+from tortoise.expressions import Q
+from tortoise.queryset import QuerySet
+
+from aihub.db.models import Run, User, Workflow
+from aihub.services.errors import NotFound
+
+
+def workflows_visible_to(user: User) -> QuerySet[Workflow]:
+    if user.is_admin:
+        return Workflow.all()
+    query = Q(owner_id=user.id)
+    if user.team_id is not None:  # type: ignore[attr-defined]
+        query |= Q(shared_with_team=True, owner__team_id=user.team_id)  # type: ignore[attr-defined]
+    return Workflow.filter(query)
+
+
+def runs_visible_to(user: User) -> QuerySet[Run]:
+    if user.is_admin:
+        return Run.all()
+    query = Q(owner_id=user.id)
+    if user.team_id is not None:  # type: ignore[attr-defined]
+        query |= Q(workflow__shared_with_team=True, owner__team_id=user.team_id)  # type: ignore[attr-defined]
+    return Run.filter(query)
+
+
+async def get_workflow(user: User, workflow_id: int) -> Workflow:
+    wf = await workflows_visible_to(user).get_or_none(id=workflow_id)
+    if wf is None:
+        raise NotFound(f"workflow {workflow_id} not found", field="workflowId")
+    return wf
+
+
+async def get_run(user: User, run_id: int) -> Run:
+    run = await runs_visible_to(user).get_or_none(id=run_id)
+    if run is None:
+        raise NotFound(f"run {run_id} not found", field="id")
+    return run
+
+
+def can_act_on_run(user: User, run: Run) -> bool:
+    """Acting (stop/retry) needs ownership or admin; team members may only look."""
+    return user.is_admin or run.owner_id == user.id  # type: ignore[attr-defined]

@@ -1,0 +1,34 @@
+"""Typed errors of the use cases. Adapters map them: GraphQL errors with ``code``/``field``, HTTP 4xx."""
+
+from __future__ import annotations
+
+
+class ServiceError(Exception):
+    code = "ERROR"
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.field = field
+
+
+class NotFound(ServiceError):
+    """Missing, or not visible to the caller (an unauthorised read looks exactly like a missing object)."""
+
+    code = "NOT_FOUND"
+
+
+class Forbidden(ServiceError):
+    """Visible but not allowed (e.g. a member reviewing their own module)."""
+
+    code = "FORBIDDEN"
+
+
+class InvalidInput(ServiceError):
+    code = "INVALID_INPUT"
+
+
+class Conflict(ServiceError):
+    """The object is in a state that does not allow the request (retry a RUNNING run, stop a finished one)."""
+
+    code = "CONFLICT"

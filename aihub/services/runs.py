@@ -1,0 +1,135 @@
+"""Runs: create, stop, retry (in place, or from a node), copy.
+
+The engine picks up what these leave behind: a PENDING run is started, a STOPPING run is stopped. Both are
+signalled by the run event published on the bus, so the same calls work when the engine is elsewhere.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from tortoise.transactions import in_transaction
+
+from aihub.bus.base import Bus
+from aihub.db.models import NodeRun, Run, User, WorkflowVersion
+from aihub.domain import dag
+from aihub.domain.spec import SpecError, parse_spec, validate_run_params
+from aihub.domain.status import NodeStatus, RunStatus
+from aihub.services.access import can_act_on_run, get_run
+from aihub.services.errors import Conflict, InvalidInput, NotFound
+from aihub.services.status import reset_nodes, transition_node, transition_run
+from aihub.services.workflows import get_version
+
+
+def _check_params(version: WorkflowVersion, params: Mapping[str, object]) -> dict[str, str]:
+    try:
+        return validate_run_params(parse_spec(version.spec), params)
+    except SpecError as exc:
+        raise InvalidInput(str(exc), field="params") from exc
+
+
+async def create_run(
+    bus: Bus,
+    user: User,
+    version_id: int,
+    *,
+    name: str | None = None,
+    params: Mapping[str, object] | None = None,
+    use_cache: bool = True,
+    copied_from: int | None = None,
+) -> Run:
+    version = await get_version(user, version_id)
+    values = _check_params(version, params or {})
+    run_name = (name or "").strip() or f"{version.workflow.name}-v{version.number}"
+    if len(run_name) > 200:
+        raise InvalidInput("run name is longer than 200 characters", field="name")
+    spec = parse_spec(version.spec)
+    async with in_transaction():
+        run = await Run.create(
+            name=run_name,
+            version=version,
+            workflow_id=version.workflow_id,  # type: ignore[attr-defined]
+            owner=user,
+            params=values,
+            use_cache=use_cache,
+            copied_from_id=copied_from,
+        )
+        await NodeRun.bulk_create([NodeRun(run_id=run.id, name=n.name) for n in spec.nodes], batch_size=500)
+    await bus.publish(_created_event(run))
+    return run
+
+
+def _created_event(run: Run):
+    from aihub.services.status import run_event
+
+    return run_event(run, message="created")
+
+
+async def _run_for_action(user: User, run_id: int) -> Run:
+    run = await get_run(user, run_id)
+    if not can_act_on_run(user, run):
+        raise NotFound(f"run {run_id} not found", field="id")
+    return run
+
+
+async def stop_run(bus: Bus, user: User, run_id: int) -> Run:
+    run = await _run_for_action(user, run_id)
+    if run.status is RunStatus.PENDING:
+        for node in await NodeRun.filter(run_id=run.id, status=NodeStatus.WAITING):
+            await transition_node(
+                bus, run, node, NodeStatus.STOPPED, kind="stopped", message="stopped by user"
+            )
+        await transition_run(bus, run, RunStatus.STOPPED, message=f"stopped by {user.username}")
+    elif run.status is RunStatus.RUNNING:
+        await transition_run(bus, run, RunStatus.STOPPING, message=f"stop requested by {user.username}")
+    elif run.status is RunStatus.STOPPING:
+        pass  # already on its way; stopping twice is harmless
+    else:
+        raise Conflict(f"run {run.id} is {run.status.value} and cannot be stopped", field="id")
+    return run
+
+
+async def retry_run(bus: Bus, user: User, run_id: int, *, from_node: str | None = None) -> Run:
+    """Re-run what did not succeed; with ``from_node`` also that node and its descendants."""
+    run = await _run_for_action(user, run_id)
+    nodes = {n.name: n for n in await NodeRun.filter(run_id=run.id)}
+    to_reset = {
+        name for name, n in nodes.items() if n.status not in (NodeStatus.SUCCEEDED, NodeStatus.SKIPPED)
+    }
+    if from_node is not None:
+        if from_node not in nodes:
+            raise InvalidInput(f"run {run.id} has no node {from_node!r}", field="fromNode")
+        parents = parse_spec((await run.version).spec).parents()
+        to_reset |= {from_node, *dag.descendants(parents, from_node)}
+    if run.status in (RunStatus.FAILED, RunStatus.STOPPED) or (
+        run.status is RunStatus.SUCCEEDED and from_node is not None
+    ):
+        pass
+    elif run.status is RunStatus.SUCCEEDED:
+        raise Conflict(f"run {run.id} succeeded; nothing to retry (choose a node to re-run from)", field="id")
+    else:
+        raise Conflict(f"run {run.id} is {run.status.value}; only a finished run can be retried", field="id")
+    resettable = [nodes[n] for n in sorted(to_reset) if nodes[n].status is not NodeStatus.WAITING]
+    await reset_nodes(bus, run, resettable, message=f"retry {run.retry_count + 1}")
+    run.retry_count += 1
+    await run.save(update_fields=["retry_count"])
+    await transition_run(
+        bus, run, RunStatus.PENDING, message=f"retry {run.retry_count} by {user.username}", kind="run_retry"
+    )
+    return run
+
+
+async def copy_run(
+    bus: Bus, user: User, run_id: int, *, name: str | None = None, params: Mapping[str, object] | None = None
+) -> Run:
+    source = await get_run(user, run_id)
+    merged = {**source.params, **(params or {})}
+    return await create_run(
+        bus,
+        user,
+        source.version_id,  # type: ignore[attr-defined]
+        name=name or f"{source.name}-copy",
+        params=merged,
+        use_cache=source.use_cache,
+        copied_from=source.id,
+    )

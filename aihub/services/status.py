@@ -1,0 +1,128 @@
+"""The one place that writes run and node statuses.
+
+Each function checks ``aihub.domain.status``'s table, sets timings and counters once, appends the event,
+commits, and only then publishes on the bus. Engine, GraphQL, web and CLI all go through here.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from tortoise.transactions import in_transaction
+
+from aihub.bus.base import Bus, RunEvent
+from aihub.db.models import Attempt, NodeEvent, NodeRun, Run
+from aihub.domain.status import (
+    NodeStatus,
+    RunStatus,
+    check_node_transition,
+    check_run_transition,
+)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def run_event(run: Run, node: NodeRun | None = None, message: str = "") -> RunEvent:
+    return RunEvent(
+        run_id=run.id,
+        run_status=run.status.value,
+        node=node.name if node else None,
+        node_status=node.status.value if node else None,
+        retry_count=node.retry_count if node else run.retry_count,
+        attempt=node.attempt if node else None,
+        message=message,
+    )
+
+
+async def transition_run(
+    bus: Bus, run: Run, target: RunStatus, *, message: str | None = None, kind: str | None = None
+) -> None:
+    check_run_transition(run.name, run.status, target)
+    now = utcnow()
+    run.status = target
+    fields = ["status"]
+    if target is RunStatus.RUNNING and run.started_at is None:
+        run.started_at = now
+        fields.append("started_at")
+    if target.is_terminal:
+        run.finished_at = now
+        fields.append("finished_at")
+    elif target is RunStatus.PENDING:
+        run.finished_at = None
+        fields.append("finished_at")
+    if message is not None:
+        run.message = message
+        fields.append("message")
+    async with in_transaction():
+        await run.save(update_fields=fields)
+        await NodeEvent.create(
+            run_id=run.id, kind=kind or f"run_{target.value.lower()}", message=message or ""
+        )
+    await bus.publish(run_event(run, message=message or ""))
+
+
+async def transition_node(
+    bus: Bus,
+    run: Run,
+    node: NodeRun,
+    target: NodeStatus,
+    *,
+    kind: str,
+    message: str = "",
+    attempt: Attempt | None = None,
+    exit_code: int | None = None,
+    outputs: dict | None = None,
+    extra_events: list[tuple[str, str]] = (),  # type: ignore[assignment]
+) -> None:
+    """Move ``node`` to ``target``; ``attempt`` (new or finished) is saved in the same transaction."""
+    check_node_transition(node.name, node.status, target)
+    now = utcnow()
+    node.status = target
+    node.message = message
+    if target is NodeStatus.RUNNING:
+        node.started_at = now
+        node.finished_at = None
+        node.exit_code = None
+    elif target.is_terminal:
+        node.finished_at = now
+        if exit_code is not None:
+            node.exit_code = exit_code
+    if outputs is not None:
+        node.outputs = outputs
+    if attempt is not None:
+        attempt.status = target if target is not NodeStatus.WAITING else NodeStatus.FAILED
+        if target is not NodeStatus.RUNNING:
+            attempt.finished_at = attempt.finished_at or now
+            attempt.exit_code = exit_code
+            attempt.message = message
+    events = [
+        NodeEvent(run_id=run.id, node=node.name, attempt=node.attempt or None, kind=k, message=m)
+        for k, m in (*extra_events, (kind, message))
+    ]
+    async with in_transaction():
+        if attempt is not None:
+            await attempt.save()
+        await node.save()
+        await NodeEvent.bulk_create(events)
+    await bus.publish(run_event(run, node, message))
+
+
+async def reset_nodes(bus: Bus, run: Run, nodes: list[NodeRun], *, message: str) -> None:
+    """Put finished nodes back to WAITING for a retry of the run (one transaction, then publish each)."""
+    for node in nodes:
+        check_node_transition(node.name, node.status, NodeStatus.WAITING)
+    async with in_transaction():
+        for node in nodes:
+            node.status = NodeStatus.WAITING
+            node.message = message
+            node.outputs = {}
+            node.exit_code = None
+            node.cache_source_id = None
+            await node.save(update_fields=["status", "message", "outputs", "exit_code", "cache_source_id"])
+        await NodeEvent.bulk_create(
+            [NodeEvent(run_id=run.id, node=n.name, kind="reset", message=message) for n in nodes]
+        )
+    for node in nodes:
+        await bus.publish(run_event(run, node, message))

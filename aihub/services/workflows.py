@@ -1,0 +1,106 @@
+"""Workflows and their immutable versions: create, version, copy, export."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from tortoise.exceptions import IntegrityError
+from tortoise.transactions import in_transaction
+
+from aihub.db.models import DataStorage, User, VirtualCluster, Workflow, WorkflowVersion
+from aihub.domain.spec import SpecError, WorkflowSpec, parse_spec
+from aihub.services.access import get_workflow, workflows_visible_to
+from aihub.services.errors import InvalidInput, NotFound
+from aihub.services.modules_resolve import resolve_modules
+
+LOCAL_CLUSTER = "local"
+
+
+async def validate_spec(user: User, source: str | bytes | Mapping[str, Any]) -> tuple[WorkflowSpec, dict]:
+    """Parse and check a spec against this installation; returns it and the module builds it pins."""
+    clusters = {LOCAL_CLUSTER, *await VirtualCluster.all().values_list("name", flat=True)}
+    storages = set(await DataStorage.all().values_list("name", flat=True))
+    try:
+        raw = parse_spec(source)
+        modules, pins = await resolve_modules(user, raw)
+        spec = parse_spec(source, clusters=clusters, storages=storages, modules=modules)
+    except SpecError as exc:
+        raise InvalidInput(str(exc), field="spec") from exc
+    return spec, pins
+
+
+async def create_workflow(
+    user: User,
+    spec_source: str | bytes | Mapping[str, Any],
+    *,
+    name: str | None = None,
+    description: str | None = None,
+) -> WorkflowVersion:
+    spec, pins = await validate_spec(user, spec_source)
+    wf_name = name or spec.name
+    if await Workflow.filter(owner_id=user.id, name=wf_name).exists():
+        raise InvalidInput(
+            f"you already have a workflow named {wf_name!r}; save a new version of it instead", field="name"
+        )
+    try:
+        async with in_transaction():
+            wf = await Workflow.create(
+                name=wf_name,
+                description=description if description is not None else spec.description,
+                owner=user,
+            )
+            return await _add_version(user, wf, spec, pins)
+    except IntegrityError as exc:  # a concurrent create with the same name
+        raise InvalidInput(f"workflow {wf_name!r} already exists", field="name") from exc
+
+
+async def create_version(
+    user: User, workflow_id: int, spec_source: str | bytes | Mapping[str, Any], *, description: str = ""
+) -> WorkflowVersion:
+    wf = await get_workflow(user, workflow_id)
+    if wf.owner_id != user.id and not user.is_admin:  # type: ignore[attr-defined]
+        raise NotFound(f"workflow {workflow_id} not found", field="workflowId")
+    spec, pins = await validate_spec(user, spec_source)
+    async with in_transaction():
+        return await _add_version(user, wf, spec, pins, description=description)
+
+
+async def _add_version(
+    user: User, wf: Workflow, spec: WorkflowSpec, pins: dict, *, description: str = ""
+) -> WorkflowVersion:
+    last = await WorkflowVersion.filter(workflow_id=wf.id).order_by("-number").first()
+    number = (last.number + 1) if last else 1
+    version = await WorkflowVersion.create(
+        workflow=wf,
+        number=number,
+        spec=spec.to_dict(),
+        description=description,
+        pinned_builds=pins,
+        created_by=user,
+    )
+    await wf.save(update_fields=["updated_at"])
+    version.workflow = wf
+    return version
+
+
+async def get_version(user: User, version_id: int) -> WorkflowVersion:
+    version = await WorkflowVersion.get_or_none(id=version_id).prefetch_related("workflow")
+    if version is None or not await workflows_visible_to(user).filter(id=version.workflow_id).exists():  # type: ignore[attr-defined]
+        raise NotFound(f"workflow version {version_id} not found", field="versionId")
+    return version
+
+
+async def find_or_create_for_file(
+    user: User, spec_source: str | bytes | Mapping[str, Any]
+) -> WorkflowVersion:
+    """`aihub run FILE`: reuse the user's workflow of that name, adding a version only when the spec changed."""
+    spec, _ = await validate_spec(user, spec_source)
+    wf = await Workflow.get_or_none(owner_id=user.id, name=spec.name)
+    if wf is None:
+        return await create_workflow(user, spec_source)
+    last = await WorkflowVersion.filter(workflow_id=wf.id).order_by("-number").first()
+    if last is not None and last.spec == spec.to_dict():
+        last.workflow = wf
+        return last
+    return await create_version(user, wf.id, spec_source)

@@ -1,0 +1,312 @@
+"""The run loop through the real services, real database and real local processes."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import pytest
+
+from aihub.db.models import Attempt, NodeEvent, NodeRun, User
+from aihub.domain.status import NodeStatus, RunStatus
+from aihub.runtime import Runtime
+from aihub.services.errors import Conflict, InvalidInput
+from aihub.services.runs import copy_run, retry_run, stop_run
+from tests.engine.conftest import node_log, start_run, wait_for_node, wait_for_run
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+
+def spec(*nodes: dict, params: list | None = None, name: str = "wf") -> dict:
+    return {"name": name, "params": params or [], "nodes": list(nodes)}
+
+
+async def test_seed_example_prints_the_five_lines(rt: Runtime, user: User) -> None:
+    run = await start_run(rt, user, (EXAMPLES / "pass-params-demo.yaml").read_text())
+    run = await wait_for_run(rt, run.id)
+    assert run.status is RunStatus.SUCCEEDED, run.message
+    assert (await node_log(rt, run.id, "step2")).splitlines() == [
+        "outparam1",
+        "/tmp/outparam2.txt",
+        "/tmp/outparam3",
+        "outparam2",
+        "file1",
+    ]
+    step1 = await NodeRun.get(run_id=run.id, name="step1")
+    assert step1.outputs["output_param1"] == {"type": "text", "value": "outparam1", "digest": None, "size": 9}
+    assert step1.outputs["output_param2"]["type"] == "path"
+    assert len(step1.outputs["output_param2"]["digest"]) == 64
+    assert await rt.artifacts.exists(step1.outputs["output_param3"]["digest"])
+    step2 = await NodeRun.get(run_id=run.id, name="step2")
+    assert step2.inputs["step1param2"] == "/tmp/outparam2.txt"
+
+
+async def test_values_are_never_shell_code(rt: Runtime, user: User, tmp_path: Path) -> None:
+    target = tmp_path / "pwned"
+    evil = f"$(touch {target}); `touch {target}`; echo hi > {target}"
+    run = await start_run(
+        rt,
+        user,
+        spec(
+            {
+                "name": "a",
+                "command": 'printf "%s\\n" "$x" "$AI_HUB_WORKFLOW_RUN_ID"',
+                "inputs": [{"name": "x", "from": "params.p"}],
+            },
+            params=[{"name": "p"}],
+        ),
+        p=evil,
+    )
+    run = await wait_for_run(rt, run.id)
+    assert run.status is RunStatus.SUCCEEDED
+    assert (await node_log(rt, run.id, "a")).splitlines() == [evil, str(run.id)]
+    assert not target.exists()
+
+
+async def test_injected_env(rt: Runtime, user: User) -> None:
+    run = await start_run(
+        rt,
+        user,
+        spec(
+            {
+                "name": "a",
+                "command": 'echo "$AI_HUB_USER_ID"; echo "${AI_HUB_TOKEN%%_*}"; echo "$AI_HUB_API_URL"; ls -A /tmp/workflow_space | wc -l',
+            }
+        ),
+    )
+    run = await wait_for_run(rt, run.id)
+    assert run.status is RunStatus.SUCCEEDED
+    lines = (await node_log(rt, run.id, "a")).split()
+    assert lines[:3] == [str(user.id), "aih", rt.settings.resolved_api_url]
+    assert lines[3] == "0"
+
+
+async def test_fail_fast_stops_new_nodes(rt: Runtime, user: User) -> None:
+    run = await start_run(
+        rt,
+        user,
+        spec(
+            {"name": "bad", "command": "echo broken >&2; exit 3"},
+            {"name": "after", "command": "echo never", "depends_on": ["bad"]},
+        ),
+    )
+    run = await wait_for_run(rt, run.id)
+    assert run.status is RunStatus.FAILED
+    assert "bad" in run.message and "exited with code 3" in run.message
+    bad = await NodeRun.get(run_id=run.id, name="bad")
+    after = await NodeRun.get(run_id=run.id, name="after")
+    assert (bad.status, bad.exit_code) == (NodeStatus.FAILED, 3)
+    assert after.status is NodeStatus.WAITING and after.attempt == 0
+    assert "broken" in await node_log(rt, run.id, "bad")
+
+
+async def test_automatic_retries_are_recorded(rt: Runtime, user: User, tmp_path: Path) -> None:
+    marker = tmp_path / "tries"
+    command = 'echo x >> "$MARK"; [ "$(wc -l < "$MARK")" -ge 3 ]'
+    run = await start_run(
+        rt, user, spec({"name": "flaky", "command": command, "retries": 2, "env": {"MARK": str(marker)}})
+    )
+    run = await wait_for_run(rt, run.id)
+    assert run.status is RunStatus.SUCCEEDED
+    node = await NodeRun.get(run_id=run.id, name="flaky")
+    assert (node.attempt, node.retry_count) == (3, 2)
+    attempts = await Attempt.filter(node_run_id=node.id).order_by("number")
+    assert [(a.number, a.status, a.exit_code) for a in attempts] == [
+        (1, NodeStatus.FAILED, 1),
+        (2, NodeStatus.FAILED, 1),
+        (3, NodeStatus.SUCCEEDED, 0),
+    ]
+    kinds = await NodeEvent.filter(run_id=run.id, node="flaky").order_by("id").values_list("kind", flat=True)
+    assert kinds.count("retry") == 2 and kinds.count("started") == 3
+
+
+async def test_retries_exhausted_fail_the_run(rt: Runtime, user: User) -> None:
+    run = await start_run(rt, user, spec({"name": "a", "command": "exit 7", "retries": 1}))
+    run = await wait_for_run(rt, run.id)
+    assert run.status is RunStatus.FAILED
+    node = await NodeRun.get(run_id=run.id, name="a")
+    assert (node.status, node.attempt, node.exit_code) == (NodeStatus.FAILED, 2, 7)
+
+
+async def test_stop_terminates_and_never_retries(rt: Runtime, user: User) -> None:
+    run = await start_run(
+        rt,
+        user,
+        spec(
+            {"name": "slow", "command": "sleep 1000", "retries": 3},
+            {"name": "later", "command": "true", "depends_on": ["slow"]},
+        ),
+    )
+    await wait_for_node(rt, run.id, "slow", NodeStatus.RUNNING)
+    await stop_run(rt.bus, user, run.id)
+    run = await wait_for_run(rt, run.id)
+    assert run.status is RunStatus.STOPPED
+    slow = await NodeRun.get(run_id=run.id, name="slow")
+    later = await NodeRun.get(run_id=run.id, name="later")
+    assert (slow.status, slow.attempt) == (NodeStatus.STOPPED, 1)
+    assert later.status is NodeStatus.STOPPED
+    with pytest.raises(Conflict, match="cannot be stopped"):
+        await stop_run(rt.bus, user, run.id)
+
+
+async def test_retry_in_place_keeps_successes(rt: Runtime, user: User, tmp_path: Path) -> None:
+    count, gate = tmp_path / "count", tmp_path / "gate"
+    run = await start_run(
+        rt,
+        user,
+        spec(
+            {
+                "name": "a",
+                "command": 'echo run >> "$COUNT"; echo "$COUNT" > /tmp/o.txt',
+                "env": {"COUNT": str(count)},
+                "outputs": [{"name": "o", "path": "/tmp/o.txt", "type": "text"}],
+            },
+            {
+                "name": "b",
+                "command": '[ -f "$GATE" ]',
+                "env": {"GATE": str(gate)},
+                "inputs": [{"name": "v", "from": "a.o"}],
+            },
+        ),
+    )
+    run = await wait_for_run(rt, run.id)
+    assert run.status is RunStatus.FAILED
+    with pytest.raises(Conflict, match="only a finished run can be retried"):
+        await _retry_running(rt, user)
+    gate.touch()
+    await retry_run(rt.bus, user, run.id)
+    run = await wait_for_run(rt, run.id)
+    assert (run.status, run.retry_count) == (RunStatus.SUCCEEDED, 1)
+    assert count.read_text().splitlines() == ["run"]  # a kept its outputs and was not re-run
+    b = await NodeRun.get(run_id=run.id, name="b")
+    assert (b.attempt, b.retry_count, b.inputs) == (2, 1, {"v": str(count)})
+
+
+async def _retry_running(rt: Runtime, user: User) -> None:
+    run = await start_run(rt, user, spec({"name": "s", "command": "sleep 1000"}, name="other"))
+    await wait_for_node(rt, run.id, "s", NodeStatus.RUNNING)
+    try:
+        await retry_run(rt.bus, user, run.id)
+    finally:
+        await stop_run(rt.bus, user, run.id)
+        await wait_for_run(rt, run.id)
+
+
+async def test_retry_from_node_reruns_descendants(rt: Runtime, user: User, tmp_path: Path) -> None:
+    count = tmp_path / "count"
+    env = {"COUNT": str(count)}
+    run = await start_run(
+        rt,
+        user,
+        spec(
+            {"name": "a", "command": 'echo a >> "$COUNT"', "env": env},
+            {"name": "b", "command": 'echo b >> "$COUNT"', "env": env, "depends_on": ["a"]},
+            {"name": "c", "command": 'echo c >> "$COUNT"', "env": env, "depends_on": ["b"]},
+        ),
+    )
+    run = await wait_for_run(rt, run.id)
+    assert run.status is RunStatus.SUCCEEDED
+    with pytest.raises(Conflict, match="nothing to retry"):
+        await retry_run(rt.bus, user, run.id)
+    with pytest.raises(InvalidInput, match="no node 'zz'"):
+        await retry_run(rt.bus, user, run.id, from_node="zz")
+    await retry_run(rt.bus, user, run.id, from_node="b")
+    run = await wait_for_run(rt, run.id)
+    assert run.status is RunStatus.SUCCEEDED
+    assert count.read_text().split() == ["a", "b", "c", "b", "c"]
+
+
+async def test_copy_run_with_overrides(rt: Runtime, user: User) -> None:
+    run = await start_run(
+        rt,
+        user,
+        spec(
+            {
+                "name": "a",
+                "command": 'echo "$x-$y"',
+                "inputs": [{"name": "x", "from": "params.x"}, {"name": "y", "from": "params.y"}],
+            },
+            params=[{"name": "x"}, {"name": "y", "default": "d"}],
+        ),
+        x="one",
+    )
+    run = await wait_for_run(rt, run.id)
+    copy = await copy_run(rt.bus, user, run.id, params={"y": "two"})
+    assert copy.id != run.id and copy.copied_from_id == run.id
+    copy = await wait_for_run(rt, copy.id)
+    assert copy.params == {"x": "one", "y": "two"}
+    assert (await node_log(rt, copy.id, "a")).strip() == "one-two"
+    with pytest.raises(InvalidInput, match="nope"):
+        await copy_run(rt.bus, user, run.id, params={"nope": "1"})
+
+
+async def test_text_output_too_long_fails_with_reason(rt: Runtime, user: User) -> None:
+    run = await start_run(
+        rt,
+        user,
+        spec(
+            {
+                "name": "a",
+                "command": "head -c 1500 /dev/zero | tr '\\0' x > /tmp/t",
+                "outputs": [{"name": "t", "path": "/tmp/t", "type": "text"}],
+            }
+        ),
+    )
+    run = await wait_for_run(rt, run.id)
+    node = await NodeRun.get(run_id=run.id, name="a")
+    assert node.status is NodeStatus.FAILED
+    assert "'t'" in node.message and "1500" in node.message
+
+
+async def test_node_too_big_for_its_cluster(rt: Runtime, user: User) -> None:
+    run = await start_run(rt, user, spec({"name": "huge", "command": "true", "sku_count": 4096}))
+    run = await wait_for_run(rt, run.id)
+    node = await NodeRun.get(run_id=run.id, name="huge")
+    assert node.status is NodeStatus.FAILED
+    assert "cluster 'local'" in node.message
+
+
+@pytest.mark.parametrize("cpus", [1])
+async def test_capacity_serialises_compute_nodes(rt: Runtime, user: User, cpus: int) -> None:
+    rt.settings.local_cpus = cpus
+    await rt.engine.load_pools()
+    run = await start_run(rt, user, spec(*({"name": f"n{i}", "command": "sleep 0.2"} for i in range(3))))
+    run = await wait_for_run(rt, run.id)
+    assert run.status is RunStatus.SUCCEEDED
+    attempts = sorted(
+        [await Attempt.get(node_run__run_id=run.id, node_run__name=f"n{i}") for i in range(3)],
+        key=lambda a: a.started_at,
+    )
+    for before, after in itertools.pairwise(attempts):
+        assert after.started_at >= before.finished_at
+
+
+async def test_monitor_tasks_share_a_cpu(rt: Runtime, user: User, tmp_path: Path) -> None:
+    """Monitor tasks ask for 100m CPU, so three of them run at once on a one-CPU cluster."""
+    rt.settings.local_cpus = 1
+    await rt.engine.load_pools()
+    wait_all = 'touch "$D/$N"; for i in $(seq 1 200); do [ "$(ls "$D" | wc -l)" -ge 3 ] && exit 0; sleep 0.05; done; exit 1'
+    nodes = [
+        {
+            "name": f"m{i}",
+            "command": wait_all,
+            "task_type": "monitor",
+            "env": {"D": str(tmp_path), "N": str(i)},
+        }
+        for i in range(3)
+    ]
+    run = await wait_for_run(rt, (await start_run(rt, user, spec(*nodes))).id)
+    assert run.status is RunStatus.SUCCEEDED
+
+
+async def test_only_the_status_service_assigns_status() -> None:
+    """Hazard: a status written outside services/status.py bypasses the transition table and the bus."""
+    root = Path(__file__).resolve().parents[2] / "aihub"
+    offenders = [
+        f"{p.relative_to(root)}:{i}"
+        for p in root.rglob("*.py")
+        if p.name != "status.py"
+        for i, line in enumerate(p.read_text().splitlines(), 1)
+        if ".status = " in line and "snapshot" not in line
+    ]
+    assert offenders == []
