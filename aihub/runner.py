@@ -16,7 +16,7 @@ from typing import TextIO
 
 from aihub.bus.base import RunEvent
 from aihub.db.models import NodeRun, Run, User
-from aihub.domain.spec import SpecError, load_spec_file
+from aihub.domain.spec import SpecError, parse_spec
 from aihub.domain.status import NodeStatus, RunStatus
 from aihub.runtime import Runtime, open_runtime
 from aihub.services.errors import ServiceError
@@ -124,8 +124,8 @@ async def run_file(settings: Settings, args: argparse.Namespace, out: TextIO = s
     printer = Printer(out)
     try:
         params = parse_params(args.param)
-        load_spec_file(Path(args.file))
-        source = Path(args.file).read_text()
+        source = await asyncio.to_thread(Path(args.file).read_text)
+        parse_spec(source)
     except (ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

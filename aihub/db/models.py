@@ -14,6 +14,8 @@ from tortoise.models import Model
 
 from aihub.domain.status import NodeStatus, RunStatus
 
+# ``Index(fields=...)`` takes column names as they are: a foreign key ``owner`` is the column ``owner_id``.
+
 
 class TokenKind(StrEnum):
     PERSONAL = "personal"
@@ -147,7 +149,7 @@ class Workflow(Model):
     class Meta:
         table = "workflow"
         unique_together = (("owner", "name"),)
-        indexes = (Index(fields=("owner", "updated_at")),)
+        indexes = (Index(fields=("owner_id", "updated_at")),)
 
 
 class WorkflowVersion(Model):
@@ -198,8 +200,8 @@ class Run(Model):
         table = "run"
         indexes = (
             Index(fields=("status", "created_at")),
-            Index(fields=("owner", "created_at")),
-            Index(fields=("workflow", "created_at")),
+            Index(fields=("owner_id", "created_at")),
+            Index(fields=("workflow_id", "created_at")),
         )
 
 
@@ -265,7 +267,7 @@ class NodeEvent(Model):
 
     class Meta:
         table = "node_event"
-        indexes = (Index(fields=("run", "node")),)
+        indexes = (Index(fields=("run_id", "node")),)
 
 
 class Module(Model):
@@ -292,7 +294,7 @@ class Module(Model):
 
     class Meta:
         table = "module"
-        indexes = (Index(fields=("status", "owner")),)
+        indexes = (Index(fields=("status", "owner_id")),)
 
 
 class ModuleBuild(Model):
