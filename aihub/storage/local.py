@@ -1,0 +1,313 @@
+"""Artifacts and logs on local disk under the data directory (the default storage).
+
+Artifacts are content-addressed: an archive whose sha256 is ``abcdef…`` lives at ``root/ab/cdef…``. Putting
+moves the file into a staging area inside the store first and hashes it *there*, so the digest always
+describes the bytes actually stored; the final rename is atomic, and a digest already present keeps its copy
+(identical content, so either is right). Digests are validated as 64 lowercase hex characters before they
+touch the filesystem, which makes path traversal through a digest impossible.
+
+Logs are append-only files ``root/<run_id>/<node>/<attempt>.log`` written by executors and read by byte
+offset. Readers never hold a whole log or a whole line: :meth:`LocalLogStore.tail_lines` reads backwards from
+the end a block at a time, and :meth:`LocalLogStore.follow` polls the file and yields lines, cutting any line
+longer than :data:`MAX_LINE_BYTES` into chunks. All file I/O runs in worker threads so the event loop never
+blocks on a slow disk or a big file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import hashlib
+import os
+import re
+import tempfile
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import BinaryIO
+
+from aihub.settings import Settings
+from aihub.storage.base import DoneCheck
+
+__all__ = ["MAX_LINE_BYTES", "LocalArtifactStore", "LocalLogStore", "build_storage"]
+
+_DIGEST = re.compile(r"[0-9a-f]{64}")
+_NODE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_COPY_CHUNK = 1024 * 1024
+
+MAX_LINE_BYTES = 64 * 1024
+"""Longest piece of a line that ``follow`` yields at once; longer lines arrive in several chunks."""
+TAIL_LINE_CHARS = 8 * 1024
+"""Lines returned by ``tail_lines`` are cut to their last this-many bytes (marked with a leading "…")."""
+_READ_LIMIT_CAP = 8 * 1024 * 1024
+
+
+class LocalArtifactStore:
+    """Content-addressed archives in ``root/ab/cdef…`` (sha256 hex digest split after two characters)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+
+    async def put_file(self, archive: Path) -> tuple[str, int]:
+        """Move ``archive`` into the store (it is consumed); returns (sha256 hex digest, size in bytes)."""
+        return await asyncio.to_thread(self._put_file, Path(archive))
+
+    def path(self, digest: str) -> Path:
+        """The stored archive for ``digest``; KeyError for a malformed or unknown digest."""
+        location = self._location(digest)
+        if not location.is_file():
+            raise KeyError(digest)
+        return location
+
+    async def exists(self, digest: str) -> bool:
+        """Whether ``digest`` is stored (False for a malformed digest)."""
+        try:
+            location = self._location(digest)
+        except KeyError:
+            return False
+        return await asyncio.to_thread(location.is_file)
+
+    def _location(self, digest: str) -> Path:
+        if not isinstance(digest, str) or not _DIGEST.fullmatch(digest):
+            raise KeyError(digest)
+        return self.root / digest[:2] / digest[2:]
+
+    def _put_file(self, archive: Path) -> tuple[str, int]:
+        staging = self.root / ".staging"
+        staging.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(dir=staging, suffix=".part")
+        os.close(fd)
+        staged = Path(name)
+        try:
+            digest, size = _move_and_hash(archive, staged)
+            dest = self._location(digest)
+            if dest.is_file():
+                staged.unlink()  # same content already stored
+            else:
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                staged.chmod(0o444)
+                os.replace(staged, dest)
+        except BaseException:
+            staged.unlink(missing_ok=True)
+            raise
+        return digest, size
+
+
+def _move_and_hash(source: Path, staged: Path) -> tuple[str, int]:
+    """Move ``source`` to ``staged`` (same filesystem: rename; else copy) and hash what was stored."""
+    try:
+        os.replace(source, staged)
+    except OSError as exc:
+        if exc.errno != errno.EXDEV:
+            raise
+        with open(source, "rb") as src, open(staged, "wb") as dst:
+            digest, size = _hash_stream(src, dst)
+        source.unlink()
+        return digest, size
+    with open(staged, "rb") as f:
+        return _hash_stream(f, None)
+
+
+def _hash_stream(src: BinaryIO, copy_to: BinaryIO | None) -> tuple[str, int]:
+    digest = hashlib.sha256()
+    size = 0
+    while chunk := src.read(_COPY_CHUNK):
+        digest.update(chunk)
+        size += len(chunk)
+        if copy_to is not None:
+            copy_to.write(chunk)
+    return digest.hexdigest(), size
+
+
+class LocalLogStore:
+    """Append-only log files ``root/<run_id>/<node>/<attempt>.log``, one per node attempt."""
+
+    def __init__(self, root: Path, *, poll_interval: float = 0.05) -> None:
+        self.root = Path(root)
+        self.poll_interval = poll_interval
+
+    def path(self, run_id: int, node: str, attempt: int) -> Path:
+        """The log file of one attempt, for writing; its parent directory is created."""
+        location = self._location(run_id, node, attempt)
+        location.parent.mkdir(parents=True, exist_ok=True)
+        return location
+
+    async def size(self, run_id: int, node: str, attempt: int) -> int:
+        """Bytes written so far (0 for a log that does not exist yet)."""
+        location = self._location(run_id, node, attempt)
+        return await asyncio.to_thread(_size_or_zero, location)
+
+    async def read(
+        self, run_id: int, node: str, attempt: int, offset: int = 0, limit: int = 65536
+    ) -> tuple[bytes, int]:
+        """Up to ``limit`` bytes (capped at 8 MiB) from ``offset``; returns (data, next_offset).
+
+        A missing log reads as ``(b"", 0)``.
+        """
+        if offset < 0 or limit <= 0:
+            raise ValueError(f"offset must be >= 0 and limit > 0 (got {offset}, {limit})")
+        location = self._location(run_id, node, attempt)
+        return await asyncio.to_thread(_read_at, location, offset, min(limit, _READ_LIMIT_CAP))
+
+    async def tail_lines(self, run_id: int, node: str, attempt: int, count: int) -> list[str]:
+        """The last ``count`` lines, reading only the end of the file; long lines keep their last 8 KiB."""
+        if count <= 0:
+            return []
+        location = self._location(run_id, node, attempt)
+        return await asyncio.to_thread(_tail_lines, location, count)
+
+    async def follow(
+        self, run_id: int, node: str, attempt: int, *, done: DoneCheck, offset: int = 0
+    ) -> AsyncIterator[str]:
+        """Yield lines from ``offset`` as they are appended, until ``done()`` is true and the file is drained.
+
+        ``done()`` is awaited *before* each drain, so everything written before it turned true is yielded.
+        Lines are decoded as UTF-8 (invalid bytes replaced) without their line ending; a line longer than
+        :data:`MAX_LINE_BYTES` arrives as several chunks, each at most that long.
+        """
+        location = self._location(run_id, node, attempt)
+        splitter = _LineSplitter()
+        f: BinaryIO | None = None
+        try:
+            while True:
+                finished = await done()
+                if f is None:
+                    f = await asyncio.to_thread(_open_if_exists, location, offset)
+                while f is not None and (data := await asyncio.to_thread(f.read, MAX_LINE_BYTES)):
+                    for line in splitter.feed(data):
+                        yield line
+                if finished:
+                    for line in splitter.flush():
+                        yield line
+                    return
+                await asyncio.sleep(self.poll_interval)
+        finally:
+            if f is not None:
+                f.close()
+
+    def _location(self, run_id: int, node: str, attempt: int) -> Path:
+        if not _is_index(run_id) or not _is_index(attempt):
+            raise ValueError(
+                f"run id and attempt must be non-negative integers (got {run_id!r}, {attempt!r})"
+            )
+        if not isinstance(node, str) or not _NODE.fullmatch(node):
+            raise ValueError(f"invalid node name {node!r}")
+        return self.root / str(run_id) / node / f"{attempt}.log"
+
+
+def _is_index(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _size_or_zero(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0
+
+
+def _read_at(path: Path, offset: int, limit: int) -> tuple[bytes, int]:
+    try:
+        with open(path, "rb") as f:
+            f.seek(offset)
+            data = f.read(limit)
+    except FileNotFoundError:
+        return b"", 0
+    return data, offset + len(data)
+
+
+def _open_if_exists(path: Path, offset: int) -> BinaryIO | None:
+    try:
+        f = open(path, "rb")  # noqa: SIM115 - closed by follow()'s finally
+    except FileNotFoundError:
+        return None
+    f.seek(offset)
+    return f
+
+
+class _LineSplitter:
+    """Turns a byte stream into decoded lines, holding at most one partial line of bounded size."""
+
+    def __init__(self) -> None:
+        self._pending = bytearray()
+
+    def feed(self, data: bytes) -> list[str]:
+        lines: list[str] = []
+        start = 0
+        while (end := data.find(b"\n", start)) != -1:
+            self._pending += data[start:end]
+            lines.extend(self._cut_long())
+            lines.append(_decode_line(bytes(self._pending)))
+            self._pending.clear()
+            start = end + 1
+        self._pending += data[start:]
+        lines.extend(self._cut_long())
+        return lines
+
+    def flush(self) -> list[str]:
+        if not self._pending:
+            return []
+        line = _decode_line(bytes(self._pending))
+        self._pending.clear()
+        return [line]
+
+    def _cut_long(self) -> list[str]:
+        """Emit leading chunks of an over-long partial line, cut on a UTF-8 character boundary."""
+        chunks = []
+        while len(self._pending) > MAX_LINE_BYTES:
+            cut = MAX_LINE_BYTES
+            # back off over continuation bytes (0b10xxxxxx) so a character is never split in two
+            while cut > MAX_LINE_BYTES - 4 and self._pending[cut] & 0xC0 == 0x80:
+                cut -= 1
+            chunks.append(self._pending[:cut].decode("utf-8", errors="replace"))
+            del self._pending[:cut]
+        return chunks
+
+
+def _decode_line(raw: bytes) -> str:
+    return raw.removesuffix(b"\r").decode("utf-8", errors="replace")
+
+
+_TAIL_BLOCK = 64 * 1024
+
+
+def _tail_lines(path: Path, count: int) -> list[str]:
+    try:
+        f = open(path, "rb")  # noqa: SIM115 - closed below
+    except FileNotFoundError:
+        return []
+    with f:
+        pos = f.seek(0, os.SEEK_END)
+        # Enough bytes for `count` cut lines; a longer window would only hold text we would cut away.
+        window = count * (TAIL_LINE_CHARS + 1) + 1
+        blocks: list[bytes] = []
+        held = newlines = 0
+        while pos > 0 and newlines <= count and held < window:
+            step = min(_TAIL_BLOCK, pos)
+            pos -= step
+            f.seek(pos)
+            block = f.read(step)
+            blocks.append(block)
+            held += len(block)
+            newlines += block.count(b"\n")
+    text = b"".join(reversed(blocks))
+    text = text.removesuffix(b"\n")
+    raw_lines = text.split(b"\n")
+    starts_mid_line = pos > 0
+    lines = raw_lines[-count:]
+    cut_first = starts_mid_line and len(lines) == len(raw_lines)
+    return [_cut_tail_line(raw, partial=cut_first and i == 0) for i, raw in enumerate(lines)]
+
+
+def _cut_tail_line(raw: bytes, *, partial: bool) -> str:
+    if len(raw) > TAIL_LINE_CHARS or partial:
+        return "…" + raw[-TAIL_LINE_CHARS:].decode("utf-8", errors="replace").removesuffix("\r")
+    return _decode_line(raw)
+
+
+def build_storage(settings: Settings) -> tuple[LocalArtifactStore, LocalLogStore]:
+    """The default stores under ``settings.data_dir`` (``artifacts/`` and ``logs/``), directories created."""
+    artifacts = LocalArtifactStore(settings.data_dir / "artifacts")
+    logs = LocalLogStore(settings.data_dir / "logs")
+    for store in (artifacts, logs):
+        store.root.mkdir(parents=True, exist_ok=True)
+    return artifacts, logs
