@@ -2,19 +2,25 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import Route, WebSocketRoute
 
 from aihub import __version__
+from aihub.graphql.downloads import download_routes
+from aihub.graphql.view import DEFAULT_SUBSCRIBER_BUFFER, GraphQLView
 from aihub.runtime import open_runtime
 from aihub.services.users import ensure_admin
 from aihub.settings import Settings
 from aihub.web.routes import web_routes
+
+log = logging.getLogger("aihub")
 
 
 async def health(request: Request) -> Response:
@@ -30,7 +36,16 @@ async def health(request: Request) -> Response:
     )
 
 
-def create_app(settings: Settings, *, run_engine: bool = True) -> Starlette:
+def create_app(
+    settings: Settings,
+    *,
+    run_engine: bool = True,
+    subscriber_buffer: int = DEFAULT_SUBSCRIBER_BUFFER,
+    **graphql_limits: Any,
+) -> Starlette:
+    """The application; ``subscriber_buffer`` and ``graphql_limits`` (``max_depth``, ``max_tokens``,
+    ``max_aliases``) tune the GraphQL endpoint."""
+
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         async with open_runtime(settings, run_engine=run_engine) as rt:
@@ -40,5 +55,12 @@ def create_app(settings: Settings, *, run_engine: bool = True) -> Starlette:
                 print(f"created user 'admin' with password: {password}", flush=True)
             yield
 
-    routes = [Route("/healthz", health), *web_routes()]
+    graphql = GraphQLView(subscriber_buffer=subscriber_buffer, **graphql_limits)
+    routes = [
+        Route("/healthz", health),
+        Route("/graphql", graphql, methods=["GET", "POST"]),
+        WebSocketRoute("/graphql", graphql),
+        *download_routes(),
+        *web_routes(),
+    ]
     return Starlette(routes=routes, lifespan=lifespan)

@@ -1,0 +1,54 @@
+"""The per-request (per websocket connection) context: the runtime, the caller, and fresh DataLoaders.
+
+DataLoaders are replaced at the start of every operation (``schema.FreshLoaders``), so a long-lived websocket
+never serves rows cached by an earlier operation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.websockets import WebSocket
+from strawberry.types import Info as StrawberryInfo
+
+from aihub.db.models import User
+from aihub.graphql.loaders import Loaders
+from aihub.runtime import Runtime
+from aihub.services.auth import Unauthenticated
+
+
+@dataclass
+class Context:
+    request: Request | WebSocket
+    response: Response | WebSocket | None
+    runtime: Runtime
+    user: User | None = None
+    #: the bearer token the caller presented (valid or not)
+    token: str | None = None
+    connection_params: dict[str, Any] | None = None
+    #: events a subscriber may fall behind before it is dropped
+    subscriber_buffer: int = 10_000
+    loaders: Loaders = field(default_factory=Loaders)
+
+    def require_user(self) -> User:
+        if self.user is not None:
+            return self.user
+        if self.token:
+            raise Unauthenticated("the token is invalid, revoked or expired; log in again")
+        raise Unauthenticated("authentication required: send 'Authorization: Bearer <token>' (see login)")
+
+
+Info = StrawberryInfo[Context, None]
+
+
+def bearer_token(value: str | None) -> str | None:
+    """The token of an ``Authorization: Bearer <token>`` value (the scheme is case-insensitive)."""
+    if not value:
+        return None
+    scheme, _, token = value.strip().partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return None
+    return token.strip()

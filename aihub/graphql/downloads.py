@@ -1,0 +1,41 @@
+"""``GET /api/runs/{run}/nodes/{node}/outputs/{output}``: download a ``path`` output as its ``.tar.gz``.
+
+The URL is what ``NodeOutput.downloadUrl`` gives; the same bearer token as the GraphQL API authorises it, and
+an output the caller may not see is a 404 like a missing one.
+"""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from aihub.graphql.context import bearer_token
+from aihub.services.auth import authenticate
+from aihub.services.errors import ServiceError
+from aihub.services.queries import output_artifact
+
+
+def _error(status: int, code: str, message: str) -> JSONResponse:
+    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status)
+
+
+async def download_output(request: Request) -> Response:
+    token = bearer_token(request.headers.get("authorization"))
+    user = await authenticate(token) if token else None
+    if user is None:
+        return _error(401, "UNAUTHENTICATED", "authentication required: send 'Authorization: Bearer <token>'")
+    params = request.path_params
+    try:
+        digest = await output_artifact(user, params["run_id"], params["node"], params["output"])
+        path = request.app.state.runtime.artifacts.path(digest)
+    except ServiceError as exc:
+        return _error(404, exc.code, exc.message)
+    except KeyError:
+        return _error(404, "NOT_FOUND", "the artifact is no longer stored")
+    filename = f"run{params['run_id']}-{params['node']}-{params['output']}.tar.gz"
+    return FileResponse(path, media_type="application/gzip", filename=filename)
+
+
+def download_routes() -> list[BaseRoute]:
+    return [Route("/api/runs/{run_id:int}/nodes/{node:str}/outputs/{output:str}", download_output)]

@@ -1,0 +1,149 @@
+"""Live views over ``graphql-transport-ws``: ``runEvents`` and ``nodeLogs``.
+
+Both subscribe to the bus *before* reading the database, so no change between the read and the first live
+event is lost (at worst one arrives twice, which a status view absorbs). Each subscriber has its own bounded
+buffer on the bus: a client that falls behind gets a ``SUBSCRIBER_TOO_SLOW`` error and is dropped, while the
+engine and the other clients carry on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncGenerator
+
+import strawberry
+
+from aihub.bus.base import RunEvent, SubscriberTooSlow, Subscription
+from aihub.db.models import NodeRun, Run
+from aihub.domain.status import NodeStatus, RunStatus
+from aihub.graphql.context import Info
+from aihub.graphql.types.common import NodeStatusEnum, RunStatusEnum, parse_id
+from aihub.services import queries
+from aihub.services.errors import InvalidInput
+
+
+@strawberry.type(name="RunEvent")
+class RunEventType:
+    run_id: strawberry.ID
+    run_status: RunStatusEnum
+    node: str | None = strawberry.field(description="null for run-level events")
+    node_status: NodeStatusEnum | None
+    retry_count: int
+    attempt: int | None
+    message: str
+    snapshot: bool = strawberry.field(description="part of the snapshot sent first")
+
+    @classmethod
+    def from_event(cls, event: RunEvent, *, snapshot: bool = False) -> RunEventType:
+        return cls(
+            run_id=strawberry.ID(str(event.run_id)),
+            run_status=RunStatus(event.run_status),
+            node=event.node,
+            node_status=NodeStatus(event.node_status) if event.node_status else None,
+            retry_count=event.retry_count,
+            attempt=event.attempt,
+            message=event.message,
+            snapshot=snapshot,
+        )
+
+
+@strawberry.type(name="LogLine")
+class LogLineType:
+    text: str
+
+
+def snapshot_events(run: Run, nodes: list[NodeRun]) -> list[RunEvent]:
+    first = RunEvent(run.id, run.status.value, retry_count=run.retry_count, message=run.message)
+    return [first] + [
+        RunEvent(
+            run.id, run.status.value, n.name, n.status.value, n.retry_count, n.attempt or None, n.message
+        )
+        for n in nodes
+    ]
+
+
+class AttemptWatch:
+    """Knows when one attempt of a node is over, from bus events (the database only after a dropped buffer)."""
+
+    def __init__(self, sub: Subscription, run_id: int, node: str, number: int) -> None:
+        self.sub, self.run_id, self.node, self.number = sub, run_id, node, number
+        self.over = asyncio.Event()
+        self.lost_events = False
+        self.task: asyncio.Task[None] | None = None
+
+    def judge(self, attempt: int, node_status: str, run_status: str) -> None:
+        if (
+            attempt > self.number
+            or (attempt == self.number and node_status != NodeStatus.RUNNING)
+            or RunStatus(run_status).is_terminal
+        ):
+            self.over.set()
+
+    async def watch(self) -> None:
+        try:
+            async for event in self.sub:
+                if event.node == self.node:
+                    self.judge(event.attempt or 0, event.node_status or "", event.run_status)
+                elif event.node is None and RunStatus(event.run_status).is_terminal:
+                    self.over.set()
+                if self.over.is_set():
+                    return
+        except SubscriberTooSlow:
+            self.lost_events = True
+
+    async def check_database(self) -> None:
+        row = await NodeRun.get(run_id=self.run_id, name=self.node)
+        run = await Run.get(id=self.run_id)
+        self.judge(row.attempt, row.status.value, run.status.value)
+
+    async def done(self) -> bool:
+        if not self.over.is_set() and self.lost_events:
+            await self.check_database()
+        return self.over.is_set()
+
+
+@strawberry.type
+class LiveSubscription:
+    @strawberry.subscription(
+        description="the run and each node's status first (parents first), then every change"
+    )
+    async def run_events(self, info: Info, run_id: strawberry.ID) -> AsyncGenerator[RunEventType, None]:
+        user = info.context.require_user()
+        rid = parse_id(run_id, "runId")
+        sub = info.context.runtime.bus.subscribe(rid, maxsize=info.context.subscriber_buffer)
+        try:
+            run, nodes = await queries.run_snapshot(user, rid)
+            for event in snapshot_events(run, nodes):
+                yield RunEventType.from_event(event, snapshot=True)
+            async for event in sub:
+                yield RunEventType.from_event(event)
+        finally:
+            sub.close()
+
+    @strawberry.subscription(
+        description="an attempt's log lines from the start, then live; ends with the attempt"
+    )
+    async def node_logs(
+        self, info: Info, run_id: strawberry.ID, node: str, attempt: int | None = None
+    ) -> AsyncGenerator[LogLineType, None]:
+        user = info.context.require_user()
+        rid = parse_id(run_id, "runId")
+        if attempt is not None and attempt < 1:
+            raise InvalidInput(f"attempt must be at least 1 (got {attempt})", field="attempt")
+        sub = info.context.runtime.bus.subscribe(rid, maxsize=info.context.subscriber_buffer)
+        watch: AttemptWatch | None = None
+        try:
+            run, row = await queries.get_node(user, rid, node)
+            number = attempt or max(row.attempt, 1)
+            watch = AttemptWatch(sub, rid, node, number)
+            watch.judge(row.attempt, row.status.value, run.status.value)
+            watch.task = asyncio.create_task(watch.watch(), name=f"watch logs {rid}/{node}/{number}")
+            async for line in info.context.runtime.logs.follow(rid, node, number, done=watch.done):
+                yield LogLineType(text=line)
+        finally:
+            sub.close()
+            if watch is not None and watch.task is not None:
+                watch.task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await watch.task

@@ -1,0 +1,94 @@
+"""The schema: per-area operation classes merged into ``Query``, ``Mutation`` and ``Subscription``.
+
+An area adds itself by appending its classes to the tuples below (module mutations: ``aihub.graphql.modules``).
+Limits are on for every operation: query depth, tokens and aliases; operation batching stays off (Strawberry's
+default).
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+import strawberry
+from graphql import GraphQLError
+from strawberry.extensions import MaxAliasesLimiter, MaxTokensLimiter, QueryDepthLimiter, SchemaExtension
+from strawberry.tools import merge_types
+from strawberry.types import ExecutionContext
+
+from aihub.graphql.admin import AdminMutation, AdminQuery
+from aihub.graphql.auth import AuthMutation, AuthQuery
+from aihub.graphql.catalog import CatalogQuery
+from aihub.graphql.errors import ErrorCodes, error_extensions
+from aihub.graphql.live import LiveSubscription
+from aihub.graphql.loaders import Loaders
+from aihub.graphql.runs import RunMutation, RunQuery
+from aihub.graphql.workflows import WorkflowMutation, WorkflowQuery
+
+log = logging.getLogger("aihub.graphql")
+
+QUERIES: tuple[type, ...] = (AuthQuery, WorkflowQuery, RunQuery, AdminQuery, CatalogQuery)
+MUTATIONS: tuple[type, ...] = (AuthMutation, WorkflowMutation, RunMutation, AdminMutation)
+SUBSCRIPTIONS: tuple[type, ...] = (LiveSubscription,)
+
+#: optional areas: ``module`` -> classes named ``<Prefix>Query`` / ``Mutation`` / ``Subscription`` if present
+OPTIONAL_AREAS = {"aihub.graphql.modules": "Module"}
+
+MAX_DEPTH = 12
+MAX_TOKENS = 5000
+MAX_ALIASES = 30
+
+
+class FreshLoaders(SchemaExtension):
+    """New DataLoaders for every operation (a websocket connection shares one context between operations)."""
+
+    def on_operation(self) -> Iterator[None]:
+        context = self.execution_context.context
+        context.loaders = Loaders(context.user)
+        yield
+
+
+class AIHubSchema(strawberry.Schema):
+    def process_errors(
+        self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None
+    ) -> None:
+        """Expected errors (bad input, not found, limits) are answers, not server problems: no traceback."""
+        for error in errors:
+            if error_extensions(error) is None and error.original_error is not None:
+                super().process_errors([error], execution_context)
+
+
+def _areas() -> tuple[list[type], list[type], list[type]]:
+    queries, mutations, subscriptions = list(QUERIES), list(MUTATIONS), list(SUBSCRIPTIONS)
+    for module_name, prefix in OPTIONAL_AREAS.items():
+        try:
+            module: Any = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name != module_name:
+                raise
+            continue
+        for target, suffix in ((queries, "Query"), (mutations, "Mutation"), (subscriptions, "Subscription")):
+            cls = getattr(module, prefix + suffix, None)
+            if cls is not None:
+                target.append(cls)
+    return queries, mutations, subscriptions
+
+
+def build_schema(
+    *, max_depth: int = MAX_DEPTH, max_tokens: int = MAX_TOKENS, max_aliases: int = MAX_ALIASES
+) -> strawberry.Schema:
+    queries, mutations, subscriptions = _areas()
+    return AIHubSchema(
+        query=merge_types("Query", tuple(queries)),
+        mutation=merge_types("Mutation", tuple(mutations)),
+        subscription=merge_types("Subscription", tuple(subscriptions)),
+        extensions=[
+            lambda: QueryDepthLimiter(max_depth=max_depth),
+            lambda: MaxTokensLimiter(max_token_count=max_tokens),
+            lambda: MaxAliasesLimiter(max_alias_count=max_aliases),
+            FreshLoaders,
+            ErrorCodes,
+        ],
+    )

@@ -1,0 +1,138 @@
+"""Modules, their builds and review records, as read by the catalogue (mutations live in
+``aihub.graphql.modules``, next to the module services)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import strawberry
+
+from aihub.db.models import Module, ModuleBuild, ModuleReview
+from aihub.graphql.context import Info
+from aihub.graphql.types.catalog import CategoryType
+from aihub.graphql.types.common import JSON, ModuleStatusEnum, ReviewStatusEnum
+from aihub.graphql.types.users import UserType, load_user
+
+
+@strawberry.type(name="ModuleBuild")
+class ModuleBuildType:
+    id: strawberry.ID
+    number: int
+    status: str
+    commit_sha: str
+    image: str
+    entrypoint: JSON
+    readme: str
+    message: str
+    published: bool
+    created_at: datetime
+    finished_at: datetime | None
+
+    @classmethod
+    def from_row(cls, row: ModuleBuild) -> ModuleBuildType:
+        return cls(
+            id=strawberry.ID(str(row.id)),
+            number=row.number,
+            status=str(row.status),
+            commit_sha=row.commit_sha,
+            image=row.image,
+            entrypoint=row.entrypoint,
+            readme=row.readme,
+            message=row.message,
+            published=row.published,
+            created_at=row.created_at,
+            finished_at=row.finished_at,
+        )
+
+
+@strawberry.type(name="Module")
+class ModuleType:
+    id: strawberry.ID
+    name: str
+    description: str
+    git_url: str
+    ref: str
+    dockerfile_path: str
+    build_context: str
+    readme_path: str
+    env: JSON
+    inputs: JSON
+    outputs: JSON
+    status: ModuleStatusEnum
+    created_at: datetime
+    updated_at: datetime
+    row: strawberry.Private[Module]
+
+    @classmethod
+    def from_row(cls, row: Module) -> ModuleType:
+        return cls(
+            id=strawberry.ID(str(row.id)),
+            name=row.name,
+            description=row.description,
+            git_url=row.git_url,
+            ref=row.ref,
+            dockerfile_path=row.dockerfile_path,
+            build_context=row.build_context,
+            readme_path=row.readme_path,
+            env=row.env,
+            inputs=row.inputs,
+            outputs=row.outputs,
+            status=row.status,
+            created_at=row.created_at,
+            updated_at=row.updated_at,
+            row=row,
+        )
+
+    @strawberry.field
+    async def owner(self, info: Info) -> UserType | None:
+        return await load_user(info, self.row.owner_id)  # type: ignore[attr-defined]
+
+    @strawberry.field
+    async def category(self, info: Info) -> CategoryType | None:
+        row = await info.context.loaders.category.load(self.row.category_id)  # type: ignore[attr-defined]
+        return CategoryType.from_row(row) if row else None
+
+    @strawberry.field(description="newest first")
+    async def builds(self, info: Info) -> list[ModuleBuildType]:
+        rows = await info.context.loaders.builds_of_module.load(self.row.id)
+        return [ModuleBuildType.from_row(b) for b in rows]
+
+
+@strawberry.type(name="ModuleReview")
+class ModuleReviewType:
+    id: strawberry.ID
+    status: ReviewStatusEnum
+    reason: str
+    created_at: datetime
+    decided_at: datetime | None
+    row: strawberry.Private[ModuleReview]
+
+    @classmethod
+    def from_row(cls, row: ModuleReview) -> ModuleReviewType:
+        return cls(
+            id=strawberry.ID(str(row.id)),
+            status=row.status,
+            reason=row.reason,
+            created_at=row.created_at,
+            decided_at=row.decided_at,
+            row=row,
+        )
+
+    @strawberry.field
+    async def module(self, info: Info) -> ModuleType | None:
+        row = await info.context.loaders.module.load(self.row.module_id)  # type: ignore[attr-defined]
+        return ModuleType.from_row(row) if row else None
+
+    @strawberry.field
+    async def build(self, info: Info) -> ModuleBuildType | None:
+        row = await info.context.loaders.build.load(self.row.build_id)  # type: ignore[attr-defined]
+        return ModuleBuildType.from_row(row) if row else None
+
+    @strawberry.field
+    async def requester(self, info: Info) -> UserType | None:
+        return await load_user(info, self.row.requester_id)  # type: ignore[attr-defined]
+
+    @strawberry.field
+    async def reviewer(self, info: Info) -> UserType | None:
+        reviewer_id = self.row.reviewer_id  # type: ignore[attr-defined]
+        return await load_user(info, reviewer_id) if reviewer_id else None

@@ -1,0 +1,61 @@
+"""The ASGI GraphQL endpoint: HTTP (GraphiQL in a browser) and ``graphql-transport-ws`` (legacy protocol off).
+
+HTTP requests authenticate with ``Authorization: Bearer <token>``; websockets with the token in the
+``connection_init`` payload (``{"Authorization": "Bearer <token>"}`` or ``{"token": "<token>"}``). A websocket
+without a valid token is closed with 4403.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.websockets import WebSocket
+from strawberry.asgi import GraphQL
+from strawberry.exceptions import ConnectionRejectionError
+from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
+
+from aihub.graphql.context import Context, bearer_token
+from aihub.graphql.schema import build_schema
+from aihub.services.auth import authenticate
+
+DEFAULT_SUBSCRIBER_BUFFER = 10_000
+
+
+class GraphQLView(GraphQL):
+    def __init__(self, *, subscriber_buffer: int = DEFAULT_SUBSCRIBER_BUFFER, **limits: Any) -> None:
+        super().__init__(
+            build_schema(**limits),
+            subscription_protocols=(GRAPHQL_TRANSPORT_WS_PROTOCOL,),
+            max_subscriptions_per_connection=500,
+        )
+        self.subscriber_buffer = subscriber_buffer
+
+    async def get_context(self, request: Request | WebSocket, response: Response | WebSocket) -> Context:  # type: ignore[override]
+        context = Context(
+            request=request,
+            response=response,
+            runtime=request.app.state.runtime,
+            subscriber_buffer=self.subscriber_buffer,
+        )
+        if isinstance(request, Request):
+            context.token = bearer_token(request.headers.get("authorization"))
+            if context.token:
+                context.user = await authenticate(context.token)
+        return context
+
+    async def on_ws_connect(self, context: Context) -> dict[str, object] | None:  # type: ignore[override]
+        params = context.connection_params or {}
+        token = params.get("token") or bearer_token(
+            _str(params.get("Authorization") or params.get("authorization"))
+        )
+        user = await authenticate(token) if isinstance(token, str) and token else None
+        if user is None:
+            raise ConnectionRejectionError({"message": "a valid token is required"})
+        context.token, context.user = token, user  # type: ignore[assignment]
+        return {"user": user.username}
+
+
+def _str(value: object) -> str | None:
+    return value if isinstance(value, str) else None

@@ -1,0 +1,107 @@
+"""Authentication: log in (a session token), log out, personal access tokens, password changes.
+
+Tokens are bearer secrets; only their sha256 is stored (``aihub.services.tokens``). A wrong username and a wrong
+password get the same answer, and both cost one password hash, so neither message nor timing tells which.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+from aihub.db.models import ApiToken, TokenKind, User
+from aihub.services.admin import check_password
+from aihub.services.errors import InvalidInput, NotFound, ServiceError
+from aihub.services.status import utcnow
+from aihub.services.tokens import hash_token, issue_token, user_for_token
+from aihub.services.users import hash_password, verify_password
+
+SESSION_LIFETIME = timedelta(days=14)
+MAX_TOKEN_DAYS = 3650
+
+_DUMMY_HASH: str | None = None
+
+
+class Unauthenticated(ServiceError):
+    """No valid credentials: the request needs a token (or the one given is unknown, revoked or expired)."""
+
+    code = "UNAUTHENTICATED"
+
+
+def _dummy_hash() -> str:
+    global _DUMMY_HASH
+    if _DUMMY_HASH is None:
+        _DUMMY_HASH = hash_password("not-a-real-password")
+    return _DUMMY_HASH
+
+
+async def login(username: str, password: str) -> tuple[str, User]:
+    """A new session token for valid credentials of an active user."""
+    user = await User.get_or_none(username=username.strip())
+    stored = (
+        user.password_hash
+        if user is not None and user.password_hash
+        else await asyncio.to_thread(_dummy_hash)
+    )
+    valid = await asyncio.to_thread(verify_password, stored, password)
+    if user is None or not user.is_active or not valid:
+        raise Unauthenticated("wrong username or password", field="password")
+    token, _ = await issue_token(
+        user.id, TokenKind.SESSION, name="login", expires_at=utcnow() + SESSION_LIFETIME
+    )
+    return token, user
+
+
+async def authenticate(token: str) -> User | None:
+    return await user_for_token(token)
+
+
+async def logout(token: str) -> bool:
+    """Revoke the session or personal token used for the request; run tokens end with their run."""
+    updated = await ApiToken.filter(
+        token_hash=hash_token(token), revoked_at=None, kind__in=[TokenKind.SESSION, TokenKind.PERSONAL]
+    ).update(revoked_at=utcnow())
+    return bool(updated)
+
+
+async def create_personal_token(
+    user: User, name: str, *, expires_in_days: int | None = None
+) -> tuple[str, ApiToken]:
+    name = name.strip()
+    if not name or len(name) > 100:
+        raise InvalidInput("a token needs a name of 1 to 100 characters", field="name")
+    expires_at = None
+    if expires_in_days is not None:
+        if not 1 <= expires_in_days <= MAX_TOKEN_DAYS:
+            raise InvalidInput(
+                f"expiresInDays must be between 1 and {MAX_TOKEN_DAYS} (got {expires_in_days})",
+                field="expiresInDays",
+            )
+        expires_at = utcnow() + timedelta(days=expires_in_days)
+    return await issue_token(user.id, TokenKind.PERSONAL, name=name, expires_at=expires_at)
+
+
+async def list_personal_tokens(user: User) -> list[ApiToken]:
+    return await ApiToken.filter(user_id=user.id, kind=TokenKind.PERSONAL).order_by("-id")
+
+
+async def revoke_personal_token(user: User, token_id: int) -> ApiToken:
+    """Revoke one of the caller's personal tokens (admins may revoke anybody's)."""
+    query = ApiToken.filter(id=token_id, kind=TokenKind.PERSONAL)
+    if not user.is_admin:
+        query = query.filter(user_id=user.id)
+    row = await query.first()
+    if row is None:
+        raise NotFound(f"token {token_id} not found", field="id")
+    if row.revoked_at is None:
+        row.revoked_at = utcnow()
+        await row.save(update_fields=["revoked_at"])
+    return row
+
+
+async def change_password(user: User, old_password: str, new_password: str) -> None:
+    if not await asyncio.to_thread(verify_password, user.password_hash, old_password):
+        raise InvalidInput("the current password is wrong", field="oldPassword")
+    check_password(new_password, field="newPassword")
+    user.password_hash = await asyncio.to_thread(hash_password, new_password)
+    await user.save(update_fields=["password_hash"])

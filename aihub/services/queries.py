@@ -1,0 +1,219 @@
+"""Read use cases: listings with filters and cursor pagination, run snapshots, module visibility.
+
+Every listing starts from the caller's visibility (``aihub.services.access``), so a filter can only narrow what
+the caller may see. Pages are keyset-paginated on the id (newest first): a cursor is an opaque string that
+stays valid while rows are added, and a page costs one query whatever its position.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+from tortoise.expressions import Q
+from tortoise.models import Model
+from tortoise.queryset import QuerySet
+
+from aihub.db.models import (
+    Attempt,
+    Module,
+    ModuleReview,
+    ModuleStatus,
+    NodeEvent,
+    NodeRun,
+    Run,
+    User,
+    Workflow,
+    WorkflowVersion,
+)
+from aihub.domain import dag
+from aihub.domain.spec import parse_spec
+from aihub.domain.status import RunStatus
+from aihub.services.access import get_run, runs_visible_to, workflows_visible_to
+from aihub.services.errors import InvalidInput, NotFound
+
+MAX_PAGE = 1000
+DEFAULT_PAGE = 50
+
+M = TypeVar("M", bound=Model)
+
+
+@dataclass
+class Page(Generic[M]):
+    items: list[M]
+    next_cursor: str | None
+
+
+def encode_cursor(kind: str, row_id: int) -> str:
+    return base64.urlsafe_b64encode(f"{kind}:{row_id}".encode()).decode().rstrip("=")
+
+
+def decode_cursor(kind: str, cursor: str) -> int:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        prefix, _, value = raw.partition(":")
+        if prefix != kind:
+            raise ValueError(prefix)
+        return int(value)
+    except ValueError as exc:
+        raise InvalidInput(f"invalid cursor {cursor!r}", field="after") from exc
+
+
+async def _page(query: QuerySet[M], kind: str, first: int, after: str | None) -> Page[M]:
+    if not 1 <= first <= MAX_PAGE:
+        raise InvalidInput(f"first must be between 1 and {MAX_PAGE} (got {first})", field="first")
+    if after is not None:
+        query = query.filter(id__lt=decode_cursor(kind, after))
+    rows = await query.order_by("-id").limit(first + 1)
+    more = len(rows) > first
+    rows = rows[:first]
+    return Page(rows, encode_cursor(kind, rows[-1].pk) if more and rows else None)
+
+
+async def _user_id(username: str, field: str) -> int:
+    user = await User.get_or_none(username=username)
+    if user is None:
+        raise InvalidInput(f"no user named {username!r}", field=field)
+    return user.id
+
+
+async def list_runs(
+    user: User,
+    *,
+    statuses: Sequence[RunStatus] = (),
+    workflow_id: int | None = None,
+    owner: str | None = None,
+    first: int = DEFAULT_PAGE,
+    after: str | None = None,
+) -> Page[Run]:
+    """Runs the caller may see, newest first, filtered by status, workflow and owner's username."""
+    query = runs_visible_to(user)
+    if statuses:
+        query = query.filter(status__in=list(statuses))
+    if workflow_id is not None:
+        query = query.filter(workflow_id=workflow_id)
+    if owner:
+        query = query.filter(owner_id=await _user_id(owner, "owner"))
+    return await _page(query, "run", first, after)
+
+
+async def list_workflows(
+    user: User,
+    *,
+    search: str | None = None,
+    owner: str | None = None,
+    first: int = DEFAULT_PAGE,
+    after: str | None = None,
+) -> Page[Workflow]:
+    query = workflows_visible_to(user)
+    if search:
+        query = query.filter(name__icontains=search)
+    if owner:
+        query = query.filter(owner_id=await _user_id(owner, "owner"))
+    return await _page(query, "workflow", first, after)
+
+
+async def list_versions(user: User, workflow_id: int) -> list[WorkflowVersion]:
+    if not await workflows_visible_to(user).filter(id=workflow_id).exists():
+        raise NotFound(f"workflow {workflow_id} not found", field="workflowId")
+    return await WorkflowVersion.filter(workflow_id=workflow_id).order_by("number")
+
+
+async def run_nodes_in_order(run: Run, version: WorkflowVersion | None = None) -> list[NodeRun]:
+    """The run's nodes, parents first (declaration order among nodes ready together)."""
+    version = version or await WorkflowVersion.get(id=run.version_id)  # type: ignore[attr-defined]
+    nodes = {n.name: n for n in await NodeRun.filter(run_id=run.id)}
+    order = dag.topological_order(parse_spec(version.spec).parents())
+    return [nodes[name] for name in order if name in nodes]
+
+
+async def run_snapshot(user: User, run_id: int) -> tuple[Run, list[NodeRun]]:
+    """A consistent picture of a run for live views: the run row and its nodes in topological order."""
+    run = await get_run(user, run_id)
+    return run, await run_nodes_in_order(run)
+
+
+async def get_node(user: User, run_id: int, node: str) -> tuple[Run, NodeRun]:
+    run = await get_run(user, run_id)
+    row = await NodeRun.get_or_none(run_id=run.id, name=node)
+    if row is None:
+        raise NotFound(f"run {run_id} has no node {node!r}", field="node")
+    return run, row
+
+
+async def get_attempt(user: User, run_id: int, node: str, number: int | None) -> tuple[NodeRun, Attempt]:
+    """An attempt of a node (its current one when ``number`` is None)."""
+    _, row = await get_node(user, run_id, node)
+    wanted = row.attempt if number is None else number
+    attempt = await Attempt.get_or_none(node_run_id=row.id, number=wanted)
+    if attempt is None:
+        raise NotFound(f"node {node!r} of run {run_id} has no attempt {wanted}", field="attempt")
+    return row, attempt
+
+
+async def output_artifact(user: User, run_id: int, node: str, output: str) -> str:
+    """The artifact digest of a node's ``path`` output (for downloads)."""
+    _, row = await get_node(user, run_id, node)
+    value = (row.outputs or {}).get(output)
+    if not value or value.get("type") != "path" or not value.get("digest"):
+        raise NotFound(f"node {node!r} of run {run_id} has no stored path output {output!r}", field="output")
+    return str(value["digest"])
+
+
+async def run_events(
+    user: User, run_id: int, *, node: str | None = None, limit: int = 1000
+) -> list[NodeEvent]:
+    run = await get_run(user, run_id)
+    query = NodeEvent.filter(run_id=run.id)
+    if node is not None:
+        query = query.filter(node=node)
+    return await query.order_by("id").limit(limit)
+
+
+# ------------------------------------------------------------------------------------------------ modules
+
+
+def modules_visible_to(user: User) -> QuerySet[Module]:
+    """Owners see their own modules in any state; everybody sees published ones; admins see all."""
+    if user.is_admin:
+        return Module.all()
+    return Module.filter(Q(owner_id=user.id) | Q(status=ModuleStatus.PUBLISHED))
+
+
+async def list_modules(
+    user: User, *, status: ModuleStatus | None = None, search: str | None = None, category: str | None = None
+) -> list[Module]:
+    query = modules_visible_to(user)
+    if status is not None:
+        query = query.filter(status=status)
+    if search:
+        query = query.filter(name__icontains=search)
+    if category:
+        query = query.filter(category__name=category)
+    return await query.order_by("name")
+
+
+async def get_module(user: User, module_id: int) -> Module:
+    module = await modules_visible_to(user).get_or_none(id=module_id)
+    if module is None:
+        raise NotFound(f"module {module_id} not found", field="id")
+    return module
+
+
+def reviews_visible_to(user: User) -> QuerySet[ModuleReview]:
+    """Admins see every review; team leaders their team's; members their own requests."""
+    if user.is_admin:
+        return ModuleReview.all()
+    query = Q(requester_id=user.id)
+    if user.is_team_leader and user.team_id is not None:  # type: ignore[attr-defined]
+        query |= Q(requester__team_id=user.team_id)  # type: ignore[attr-defined]
+    return ModuleReview.filter(query)
+
+
+async def list_module_reviews(user: User, *, pending_only: bool = False) -> list[ModuleReview]:
+    query = reviews_visible_to(user)
+    if pending_only:
+        query = query.filter(status="PENDING")
+    return await query.order_by("-id")
