@@ -14,7 +14,7 @@ from aihub.db.models import NodeRun
 from aihub.domain.status import NodeStatus, RunStatus
 from aihub.runtime import open_runtime
 from aihub.settings import Settings
-from tests.engine.conftest import wait_for_node, wait_for_run
+from tests.engine.support import wait_for_node, wait_for_run
 
 CHILD = r"""
 import asyncio, json, sys
@@ -66,7 +66,7 @@ def _spec(tmp: Path) -> dict:
 
 @pytest.mark.parametrize("gate_before_restart", [True, False], ids=["finished-while-down", "reattached-live"])
 async def test_kill_9_while_running_loses_nothing(
-    settings: Settings, tmp_path: Path, gate_before_restart: bool
+    settings: Settings, host_dir: Path, gate_before_restart: bool
 ) -> None:
     import json
 
@@ -77,7 +77,7 @@ async def test_kill_9_while_running_loses_nothing(
         "PYTHONPATH": str(Path(__file__).resolve().parents[2]),
     }
     child = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", CHILD, json.dumps(_spec(tmp_path)), env=env, stdout=asyncio.subprocess.PIPE
+        sys.executable, "-c", CHILD, json.dumps(_spec(host_dir)), env=env, stdout=asyncio.subprocess.PIPE
     )
     assert child.stdout is not None
     run_id = None
@@ -95,14 +95,14 @@ async def test_kill_9_while_running_loses_nothing(
         await child.wait()
     assert run_id is not None
     if gate_before_restart:
-        (tmp_path / "gate").touch()
+        (host_dir / "gate").touch()
 
     async with open_runtime(settings) as rt:
         if not gate_before_restart:
             await wait_for_node(rt, run_id, "b", NodeStatus.RUNNING)
-            (tmp_path / "gate").touch()
+            (host_dir / "gate").touch()
         run = await wait_for_run(rt, run_id)
         assert run.status is RunStatus.SUCCEEDED, run.message
         b = await NodeRun.get(run_id=run_id, name="b")
         assert (b.attempt, b.outputs["o"]["value"]) == (1, "done")
-    assert (tmp_path / "count").read_text().split() == ["a", "b", "c"]  # nothing ran twice
+    assert (host_dir / "count").read_text().split() == ["a", "b", "c"]  # nothing ran twice
