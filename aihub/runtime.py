@@ -12,8 +12,10 @@ from dataclasses import dataclass
 
 from aihub.bus import Bus, build_bus
 from aihub.db.setup import close_db, init_db, migrate
+from aihub.engine.builds import BuildManager
 from aihub.engine.executors.base import Executor
 from aihub.engine.scheduler import Engine
+from aihub.services.modules import build_manager
 from aihub.settings import Settings
 from aihub.storage.local import LocalArtifactStore, LocalLogStore, build_storage
 
@@ -28,6 +30,7 @@ class Runtime:
     logs: LocalLogStore
     executor: Executor
     engine: Engine
+    builds: BuildManager
 
 
 def build_executor(settings: Settings, artifacts: LocalArtifactStore, logs: LocalLogStore) -> Executor:
@@ -53,11 +56,14 @@ async def open_runtime(
     artifacts, logs = build_storage(settings)
     executor = build_executor(settings, artifacts, logs)
     engine = Engine(settings, bus, executor)
+    builds = build_manager(settings)
     try:
         if run_engine:
             await engine.start(recover=recover)
-        yield Runtime(settings, bus, artifacts, logs, executor, engine)
+            await builds.start()
+        yield Runtime(settings, bus, artifacts, logs, executor, engine, builds)
     finally:
+        await builds.close()
         await engine.close()
         await bus.close()
         await close_db()

@@ -1,0 +1,206 @@
+"""Reading a module's Dockerfile: the checks of the module contract and what the local backend needs.
+
+A module's image must start with an exec-form ``ENTRYPOINT`` (a JSON array) so the platform can append the
+module's inputs as ``--name=value`` argv items, and must not use ``CMD`` (SPEC.md §5, the seed's developer
+guide). :func:`parse_dockerfile` checks both and returns, for the final stage, the entrypoint, the working
+directory and the ``COPY``/``ADD`` instructions that take files from the build context — what the local build
+backend replays onto a directory of this host to run the entrypoint without building an image.
+
+Deliberately small: line continuations, comments, the ``escape`` parser directive, stages (``FROM … AS name``,
+a stage based on an earlier one inherits its state) and the flags of ``COPY``/``ADD`` are understood; variables
+(``$VAR``) are not expanded and heredocs are not supported. ``RUN`` steps are never executed locally.
+"""
+
+from __future__ import annotations
+
+import json
+import posixpath
+import re
+from dataclasses import dataclass, field, replace
+
+__all__ = ["CopyStep", "DockerfileError", "DockerfileInfo", "parse_dockerfile"]
+
+_DIRECTIVE = re.compile(r"#\s*(\w+)\s*=\s*(\S+)\s*$")
+_URL_SOURCE = re.compile(r"^(https?://|git@|ssh://)")
+
+
+class DockerfileError(ValueError):
+    """The Dockerfile breaks the module contract; the message tells the module author what to change."""
+
+
+@dataclass(frozen=True)
+class CopyStep:
+    """``COPY``/``ADD`` of build-context files: sources relative to the context, destination absolute."""
+
+    line: int
+    sources: tuple[str, ...]
+    dest: str  # absolute; a trailing "/" is kept (it means "into this directory")
+
+
+@dataclass(frozen=True)
+class DockerfileInfo:
+    entrypoint: tuple[str, ...]
+    workdir: str = "/"
+    copies: tuple[CopyStep, ...] = ()
+    #: things the local backend cannot reproduce (RUN steps, COPY --from, remote ADD, variables)
+    notes: tuple[str, ...] = ()
+
+
+@dataclass
+class _Stage:
+    name: str = ""
+    entrypoint: tuple[str, ...] | None = None
+    workdir: str = "/"
+    copies: list[CopyStep] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def derived(self, name: str) -> _Stage:
+        return replace(self, name=name, copies=list(self.copies), notes=list(self.notes))
+
+
+def _logical_lines(text: str) -> list[tuple[int, str]]:
+    """(line number, instruction) pairs with continuations joined and comments dropped."""
+    lines = text.splitlines()
+    escape = "\\"
+    for raw in lines:  # parser directives come first, before any instruction or ordinary comment
+        match = _DIRECTIVE.match(raw.strip())
+        if not match:
+            break
+        if match.group(1).lower() == "escape" and match.group(2) in ("\\", "`"):
+            escape = match.group(2)
+    result: list[tuple[int, str]] = []
+    current: list[str] = []
+    start = 0
+    for number, raw in enumerate(lines, 1):
+        stripped = raw.strip()
+        if stripped.startswith("#") or (not stripped and current):
+            continue  # comments (and blank lines) may sit inside a continued instruction
+        if not stripped:
+            continue
+        if not current:
+            start = number
+        if stripped.endswith(escape):
+            current.append(stripped[:-1].strip())
+            continue
+        current.append(stripped)
+        result.append((start, " ".join(part for part in current if part)))
+        current = []
+    if current:
+        result.append((start, " ".join(part for part in current if part)))
+    return result
+
+
+def _exec_form(keyword: str, line: int, args: str) -> tuple[str, ...]:
+    example = f'{keyword} ["python3", "main.py"]'
+    if not args.startswith("["):
+        raise DockerfileError(
+            f"line {line}: {keyword} must use the exec form (a JSON array), e.g. {example}; "
+            f"the shell form {keyword} {args} cannot take the module's --name=value arguments"
+        )
+    try:
+        value = json.loads(args)
+    except json.JSONDecodeError:
+        raise DockerfileError(
+            f"line {line}: {keyword} {args} is not a valid JSON array; write it like {example} "
+            "(double quotes, commas between items)"
+        ) from None
+    if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
+        raise DockerfileError(
+            f"line {line}: {keyword} must be a non-empty JSON array of strings, e.g. {example}"
+        )
+    return tuple(value)
+
+
+def _absolute(base: str, path: str) -> str:
+    joined = posixpath.join(base, path)
+    normal = posixpath.normpath(joined)
+    return "/" + normal.lstrip("/")
+
+
+def _copy_step(stage: _Stage, keyword: str, line: int, args: str) -> None:
+    words = args.split()
+    flags = [w for w in words if w.startswith("--")]
+    rest = args
+    for flag in flags:  # flags come before the paths
+        if not rest.startswith(flag):
+            break
+        rest = rest[len(flag) :].lstrip()
+    if any(f.startswith("--from=") for f in flags):
+        stage.notes.append(
+            f"line {line}: {keyword} --from copies from another image or stage; skipped locally"
+        )
+        return
+    if rest.startswith("<<"):
+        stage.notes.append(f"line {line}: {keyword} heredocs are not supported locally; skipped")
+        return
+    if rest.startswith("["):
+        try:
+            paths = json.loads(rest)
+        except json.JSONDecodeError:
+            raise DockerfileError(f"line {line}: {keyword} {rest} is not a valid JSON array") from None
+        if not isinstance(paths, list) or not all(isinstance(p, str) for p in paths):
+            raise DockerfileError(f"line {line}: {keyword} needs a JSON array of strings")
+    else:
+        paths = rest.split()
+    if len(paths) < 2:
+        raise DockerfileError(f"line {line}: {keyword} needs at least one source and a destination")
+    *sources, dest = paths
+    if any("$" in p for p in paths):
+        stage.notes.append(f"line {line}: variables in {keyword} are not expanded locally")
+    local = [s for s in sources if not _URL_SOURCE.match(s)]
+    if len(local) < len(sources):
+        stage.notes.append(f"line {line}: ADD of a URL is not fetched locally; skipped")
+    if not local:
+        return
+    absolute = _absolute(stage.workdir, dest)
+    if dest.endswith("/") and absolute != "/":
+        absolute += "/"
+    stage.copies.append(CopyStep(line=line, sources=tuple(local), dest=absolute))
+
+
+def parse_dockerfile(text: str) -> DockerfileInfo:
+    """Check the module contract and describe the final stage; raises :class:`DockerfileError`."""
+    stages: list[_Stage] = []
+    stage: _Stage | None = None
+    for line, instruction in _logical_lines(text):
+        keyword, _, args = instruction.partition(" ")
+        keyword, args = keyword.upper(), args.strip()
+        if keyword == "FROM":
+            parts = args.split()
+            parts = [p for p in parts if not p.startswith("--")]
+            name = parts[2].lower() if len(parts) >= 3 and parts[1].lower() == "as" else ""
+            base = next((s for s in stages if parts and s.name and s.name == parts[0].lower()), None)
+            stage = base.derived(name) if base else _Stage(name=name)
+            stages.append(stage)
+            continue
+        if stage is None:
+            if keyword == "ARG":
+                continue  # ARG before FROM is allowed
+            raise DockerfileError(f"line {line}: the Dockerfile must start with FROM (found {keyword})")
+        if keyword == "CMD":
+            raise DockerfileError(
+                f"line {line}: CMD is not allowed in a module's Dockerfile; put the whole start command in "
+                'ENTRYPOINT, e.g. ENTRYPOINT ["python3", "main.py"] (the platform appends --name=value arguments)'
+            )
+        if keyword == "ENTRYPOINT":
+            stage.entrypoint = _exec_form(keyword, line, args)
+        elif keyword == "WORKDIR":
+            if "$" in args:
+                stage.notes.append(f"line {line}: variables in WORKDIR are not expanded locally")
+            stage.workdir = _absolute(stage.workdir, args.strip("\"'"))
+        elif keyword in ("COPY", "ADD"):
+            _copy_step(stage, keyword, line, args)
+        elif keyword == "RUN":
+            stage.notes.append(f"line {line}: RUN steps are not executed by the local backend")
+    if stage is None:
+        raise DockerfileError("the Dockerfile has no FROM instruction")
+    if stage.entrypoint is None:
+        raise DockerfileError(
+            'the Dockerfile has no ENTRYPOINT; add one in the exec form, e.g. ENTRYPOINT ["python3", "main.py"]'
+        )
+    return DockerfileInfo(
+        entrypoint=stage.entrypoint,
+        workdir=stage.workdir,
+        copies=tuple(stage.copies),
+        notes=tuple(stage.notes),
+    )

@@ -1,0 +1,172 @@
+"""Fetching a module's source: checks of the git URL and ref, and a shallow, bounded ``git clone``.
+
+A module's URL and ref come from users, and ``git`` is a powerful program, so the values are checked before git
+ever sees them and git is told the same rules again:
+
+- only ``https``, ``http`` and ``ssh`` URLs (``file://`` when the administrator allows it) — never
+  ``ext::``/``fd::`` transports, scp-like ``host:path`` forms or local paths; ``GIT_ALLOW_PROTOCOL`` makes git
+  itself refuse anything else, including on redirects;
+- no value may start with ``-`` (it would be read as an option), and ``--`` ends git's options anyway;
+- the clone is shallow (``--depth 1``), at one branch or tag, without submodules, never prompts for a password
+  (``GIT_TERMINAL_PROMPT=0``) and is killed after a timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+from collections.abc import Callable
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+__all__ = ["GitError", "check_git_url", "check_ref", "clone", "redact_url"]
+
+ALLOWED_SCHEMES = ("https", "http", "ssh")
+_REF = re.compile(r"[A-Za-z0-9._/+@-]+")
+_CONTROL = re.compile(r"[\x00-\x20\x7f]")
+
+
+class GitError(ValueError):
+    """A bad URL/ref, or a clone that failed; the message is meant for the module author."""
+
+
+def redact_url(url: str) -> str:
+    """The URL without a password or token, for logs and messages."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return url
+    if parts.password is None and not (parts.username and parts.scheme in ("http", "https")):
+        return url
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    return urlunsplit((parts.scheme, f"***@{host}", parts.path, parts.query, parts.fragment))
+
+
+def check_git_url(url: str, *, allow_file: bool) -> str:
+    """The URL if git may clone it, else :class:`GitError` saying why."""
+    url = url.strip()
+    if not url:
+        raise GitError("the git URL is empty")
+    if url.startswith("-"):
+        raise GitError("the git URL must not start with '-'")
+    if _CONTROL.search(url):
+        raise GitError("the git URL must not contain spaces or control characters")
+    allowed = (*ALLOWED_SCHEMES, "file") if allow_file else ALLOWED_SCHEMES
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        raise GitError(
+            f"{redact_url(url)!r} is not a URL git may clone here: use https://, http:// or ssh:// "
+            "(for example ssh://git@host/group/repo.git instead of git@host:group/repo.git)"
+        )
+    scheme = scheme.lower()
+    if scheme == "file" and not allow_file:
+        raise GitError(
+            "file:// repositories are disabled on this installation (an administrator can enable them "
+            "with AIHUB_ALLOW_FILE_GIT=true)"
+        )
+    if scheme not in allowed:
+        raise GitError(f"git URL scheme {scheme!r} is not allowed; use one of: {', '.join(allowed)}")
+    if scheme != "file" and not urlsplit(url).hostname:
+        raise GitError(f"the git URL {redact_url(url)!r} has no host")
+    if scheme == "file" and not rest.startswith("/"):
+        raise GitError("a file:// URL needs an absolute path, e.g. file:///srv/git/module.git")
+    return url
+
+
+def check_ref(ref: str) -> str:
+    """A branch or tag name git accepts, else :class:`GitError`."""
+    ref = ref.strip()
+    if not ref:
+        raise GitError("the branch/tag is empty")
+    if ref.startswith("-"):
+        raise GitError("the branch/tag must not start with '-'")
+    if (
+        not _REF.fullmatch(ref)
+        or ".." in ref
+        or "@{" in ref
+        or ref.endswith((".", "/", ".lock"))
+        or ref.startswith("/")
+        or "//" in ref
+        or len(ref) > 255
+    ):
+        raise GitError(
+            f"{ref!r} is not a valid branch or tag name (letters, digits and . _ / + @ -, no '..', "
+            "at most 255 characters)"
+        )
+    return ref
+
+
+def _git_env(allow_file: bool) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        GIT_TERMINAL_PROMPT="0",
+        GIT_ALLOW_PROTOCOL=":".join((*ALLOWED_SCHEMES, "file") if allow_file else ALLOWED_SCHEMES),
+        GIT_CONFIG_NOSYSTEM="1",
+        GIT_ASKPASS="/bin/false",
+        SSH_ASKPASS="/bin/false",
+        GIT_SSH_COMMAND="ssh -o BatchMode=yes",
+        LC_ALL="C",
+    )
+    return env
+
+
+async def _git(
+    args: list[str], *, cwd: Path | None, env: dict[str, str], time_limit: float
+) -> tuple[int, str]:
+    proc = await asyncio.create_subprocess_exec(
+        "git",
+        *args,
+        cwd=cwd,
+        env=env,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        async with asyncio.timeout(time_limit):
+            out, _ = await proc.communicate()
+    except (TimeoutError, asyncio.CancelledError):
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+        raise
+    return proc.returncode or 0, out.decode(errors="replace")
+
+
+async def clone(
+    url: str,
+    ref: str,
+    dest: Path,
+    *,
+    allow_file: bool,
+    time_limit: float,
+    log: Callable[[str], None],
+) -> str:
+    """Shallow-clone ``url`` at ``ref`` into ``dest`` (which must not exist); returns the commit SHA."""
+    url = check_git_url(url, allow_file=allow_file)
+    ref = check_ref(ref)
+    env = _git_env(allow_file)
+    shown = redact_url(url)
+    log(f"$ git clone --depth 1 --no-recurse-submodules --branch {ref} -- {shown} {dest.name}")
+    args = ["clone", "--depth", "1", "--no-recurse-submodules", "--branch", ref, "--", url, str(dest)]
+    try:
+        code, out = await _git(args, cwd=dest.parent, env=env, time_limit=time_limit)
+    except TimeoutError:
+        raise GitError(f"cloning {shown} took longer than {time_limit:g} seconds and was stopped") from None
+    out = out.replace(url, shown)
+    for line in out.splitlines():
+        log(line)
+    if code != 0:
+        last = next((ln for ln in reversed(out.splitlines()) if ln.strip()), "")
+        hint = f": {last.strip()}" if last else ""
+        raise GitError(f"git clone of {shown} at {ref!r} failed (exit code {code}){hint}")
+    code, out = await _git(["rev-parse", "HEAD"], cwd=dest, env=env, time_limit=time_limit)
+    sha = out.strip()
+    if code != 0 or not re.fullmatch(r"[0-9a-f]{40}|[0-9a-f]{64}", sha):
+        raise GitError(f"could not read the commit of the checkout: {sha}")
+    log(f"commit {sha}")
+    return sha

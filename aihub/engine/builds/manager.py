@@ -1,0 +1,252 @@
+"""Module builds as background jobs: clone, check, build, record — with a log a module author can read.
+
+:class:`BuildManager` owns one asyncio task per build in a tracked set (cancelled and awaited by ``close()``).
+A build runs :meth:`BuildManager.run`:
+
+1. shallow-clone the module's git URL at its branch/tag into a fresh workspace and record the commit SHA;
+2. check that the Dockerfile exists at its path inside the repository (no ``..`` and no symlink leaving it),
+   uses an exec-form ``ENTRYPOINT`` and no ``CMD``; that the build context is a directory of the repository;
+   that the README exists;
+3. hand the build context to the backend (the local backend replays the Dockerfile's copies onto a kept
+   directory and maps ``WORKDIR``/``ENTRYPOINT`` onto it);
+4. remove the workspace, whatever happened, and record the outcome through the :class:`BuildStore`.
+
+Every step writes to ``<data_dir>/builds/<build_id>.log``. A failure the author can fix ends the build in
+BUILD_FAILED with a message saying what to change. The manager never touches the database itself: the store
+(``aihub.services.modules``) loads the job and records the result. A build interrupted by shutdown stays
+BUILDING and is run again by the next ``start()``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol, TextIO
+
+from aihub.engine.builds.dockerfile import DockerfileError, parse_dockerfile
+from aihub.engine.builds.git import GitError, clone, redact_url
+from aihub.engine.builds.kubernetes import image_name
+from aihub.engine.builds.local import BuildFailure, LocalBuildBackend, inside
+from aihub.settings import Settings
+
+__all__ = ["BuildJob", "BuildManager", "BuildOutcome", "BuildStore"]
+
+log = logging.getLogger("aihub.builds")
+
+MAX_TEXT_FILE = 1024 * 1024  # Dockerfile and README
+
+
+@dataclass(frozen=True)
+class BuildJob:
+    build_id: int
+    module: str
+    category: str
+    git_url: str
+    ref: str
+    dockerfile_path: str
+    build_context: str
+    readme_path: str
+
+
+@dataclass(frozen=True)
+class BuildOutcome:
+    """What a build produced; ``error`` set means BUILD_FAILED (the other fields hold what was known)."""
+
+    error: str | None = None
+    commit_sha: str = ""
+    image: str = ""
+    entrypoint: tuple[str, ...] = ()
+    workdir: str = ""
+    context_path: str = ""
+    readme: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+class BuildStore(Protocol):
+    async def load(self, build_id: int) -> BuildJob | None:
+        """The job of a build that is still BUILDING, else None."""
+        ...
+
+    async def finish(self, build_id: int, outcome: BuildOutcome) -> None: ...
+
+    async def pending(self) -> list[int]:
+        """Builds left BUILDING (e.g. by a restart), oldest first."""
+        ...
+
+
+class BuildLog:
+    """Append-only, line-oriented, flushed after every line (readers follow it while the build runs)."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._file: TextIO = path.open("a", encoding="utf-8")
+
+    def __call__(self, line: str) -> None:
+        stamp = datetime.now(UTC).strftime("%H:%M:%S")
+        self._file.write(f"{stamp} {line}\n")
+        self._file.flush()
+
+    def close(self) -> None:
+        self._file.close()
+
+
+def _read_text(path: Path, what: str) -> str:
+    if path.stat().st_size > MAX_TEXT_FILE:
+        raise BuildFailure(f"the {what} is larger than {MAX_TEXT_FILE // 1024} KiB")
+    return path.read_text(encoding="utf-8", errors="replace")
+
+
+def _find_file(repo: Path, relative: str, what: str, ref: str) -> Path:
+    path = inside(repo, relative)
+    if path is None:
+        raise BuildFailure(f"the {what} path {relative!r} leads outside the repository")
+    if not path.is_file():
+        kind = "is not a file" if path.exists() else "does not exist"
+        raise BuildFailure(f"the {what} {relative!r} {kind} in the repository at {ref!r}")
+    return path
+
+
+class BuildManager:
+    def __init__(
+        self,
+        settings: Settings,
+        store: BuildStore,
+        backend: LocalBuildBackend | None = None,
+        *,
+        git_timeout: float = 300.0,
+        max_parallel: int = 2,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.dir = settings.data_dir / "builds"
+        self.backend = backend or LocalBuildBackend(self.dir)
+        self.git_timeout = git_timeout
+        self._slots = asyncio.Semaphore(max_parallel)
+        self._tasks: dict[int, asyncio.Task[Any]] = {}
+        self._started = False
+
+    # ----------------------------------------------------------------- lifecycle
+    async def start(self) -> None:
+        """Accept builds; run again the builds an earlier process left BUILDING."""
+        self._started = True
+        for build_id in await self.store.pending():
+            self.submit(build_id)
+
+    async def close(self) -> None:
+        self._started = False
+        tasks = list(self._tasks.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    def submit(self, build_id: int) -> None:
+        """Run the build in the background (no-op before ``start()``: the next start picks it up)."""
+        if not self._started or build_id in self._tasks:
+            return
+        task = asyncio.create_task(self._guarded(build_id), name=f"build {build_id}")
+        self._tasks[build_id] = task
+        task.add_done_callback(lambda t: self._done(build_id, t))
+
+    def _done(self, build_id: int, task: asyncio.Task[Any]) -> None:
+        self._tasks.pop(build_id, None)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("build %s failed", build_id, exc_info=task.exception())
+
+    async def wait(self, build_id: int) -> None:
+        """Return when the build's background job has ended (at once if none is running)."""
+        task = self._tasks.get(build_id)
+        if task is not None:
+            await asyncio.shield(task)
+
+    def log_path(self, build_id: int) -> Path:
+        return self.dir / f"{build_id}.log"
+
+    # ----------------------------------------------------------------- the pipeline
+    async def _guarded(self, build_id: int) -> None:
+        async with self._slots:
+            job = await self.store.load(build_id)
+            if job is None:
+                return
+            outcome = await self.run(job)
+            await self.store.finish(build_id, outcome)
+
+    async def run(self, job: BuildJob) -> BuildOutcome:
+        """Clone, check and build ``job``; the outcome says BUILT or why not. Cancellation propagates."""
+        # opened here, not in a thread: a cancelled thread would leak the open file
+        write = BuildLog(self.log_path(job.build_id))
+        try:
+            return await self._run_logged(job, write)
+        finally:
+            write.close()
+
+    async def _run_logged(self, job: BuildJob, write: BuildLog) -> BuildOutcome:
+        work_root = self.dir / ".work"
+        await asyncio.to_thread(work_root.mkdir, parents=True, exist_ok=True)
+        workspace = Path(await asyncio.to_thread(tempfile.mkdtemp, prefix=f"{job.build_id}-", dir=work_root))
+        sha = ""
+        try:
+            write(
+                f"build {job.build_id} of module {job.module!r} from {redact_url(job.git_url)} at {job.ref!r}"
+            )
+            repo = workspace / "src"
+            sha = await clone(
+                job.git_url,
+                job.ref,
+                repo,
+                allow_file=self.settings.allow_file_git,
+                time_limit=self.git_timeout,
+                log=write,
+            )
+            outcome = await self._build(job, repo, sha, write)
+            write("build succeeded")
+            return outcome
+        except (GitError, DockerfileError, BuildFailure) as exc:
+            write(f"build failed: {exc}")
+            return BuildOutcome(error=str(exc), commit_sha=sha)
+        except asyncio.CancelledError:
+            write("build interrupted (the server is stopping); it runs again on the next start")
+            raise
+        except Exception as exc:
+            log.exception("build %s crashed", job.build_id)
+            write(f"build failed: internal error: {exc}")
+            return BuildOutcome(error=f"internal error: {exc}", commit_sha=sha)
+        finally:
+            await asyncio.to_thread(shutil.rmtree, workspace, True)
+
+    async def _build(self, job: BuildJob, repo: Path, sha: str, write: Callable[[str], None]) -> BuildOutcome:
+        dockerfile = _find_file(repo, job.dockerfile_path, "Dockerfile", job.ref)
+        info = parse_dockerfile(await asyncio.to_thread(_read_text, dockerfile, "Dockerfile"))
+        write(f"Dockerfile {job.dockerfile_path}: ENTRYPOINT {list(info.entrypoint)}, WORKDIR {info.workdir}")
+        readme = await asyncio.to_thread(
+            _read_text, _find_file(repo, job.readme_path, "README", job.ref), "README"
+        )
+        write(f"README {job.readme_path}: {len(readme)} characters")
+        context = inside(repo, job.build_context)
+        if context is None:
+            raise BuildFailure(f"the build context {job.build_context!r} leads outside the repository")
+        if not context.is_dir():
+            raise BuildFailure(
+                f"the build context {job.build_context!r} is not a directory of the repository"
+            )
+        image = image_name(self.settings.registry, job.category, job.module, sha)
+        local = await self.backend.build(
+            module=job.module, build_id=job.build_id, info=info, context=context, log=write
+        )
+        write(f"image {image}")
+        return BuildOutcome(
+            commit_sha=sha,
+            image=image,
+            entrypoint=tuple(local.entrypoint),
+            workdir=str(local.workdir),
+            context_path=str(local.root),
+            readme=readme,
+        )

@@ -1,0 +1,706 @@
+"""Modules: the registry, their builds and who may see and use them (SPEC.md §5).
+
+Saving a module (create or edit) validates every field and starts a new **build**: a ``ModuleBuild`` row with a
+snapshot of the module as it was saved, run in the background by the :class:`BuildManager`. Workflow versions
+pin builds, never modules, so editing a module changes nothing for workflows saved before.
+
+Status of a module = status of its newest build, then its review: ``BUILDING -> BUILT | BUILD_FAILED``,
+``BUILT -> PENDING_REVIEW -> PUBLISHED | REJECTED``. A build is usable by the module's owner once BUILT and by
+everybody once published (``ModuleBuild.published``, set by an approval). A published module that is edited
+stays available to others through its published build while the new one is built and reviewed.
+
+Visibility: owners see their modules in any state; everybody sees modules that have a published build (as that
+build's snapshot, not the unpublished edits); admins see everything. A module the caller may not see is reported
+exactly like a missing one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import posixpath
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import ValidationError
+from tortoise.exceptions import IntegrityError
+from tortoise.expressions import Q
+from tortoise.queryset import QuerySet
+from tortoise.transactions import in_transaction
+
+from aihub.db.models import (
+    BuildStatus,
+    Category,
+    Module,
+    ModuleBuild,
+    ModuleReview,
+    ModuleStatus,
+    ReviewStatus,
+    User,
+)
+from aihub.domain.spec import (
+    MODULE_NAME_PATTERN,
+    NAME_PATTERN,
+    RESERVED_ENV_PREFIX,
+    OutputDecl,
+    scalar_to_str,
+)
+from aihub.engine.builds import BuildJob, BuildManager, BuildOutcome
+from aihub.engine.builds.git import GitError, check_git_url, check_ref, redact_url
+from aihub.services.errors import Forbidden, InvalidInput, NotFound
+from aihub.services.markdown import render_markdown
+from aihub.services.status import utcnow
+from aihub.settings import Settings
+
+__all__ = [
+    "DbBuildStore",
+    "ModuleView",
+    "build_manager",
+    "builds_of",
+    "create_module",
+    "get_build",
+    "get_module",
+    "get_module_by_name",
+    "list_modules",
+    "module_palette",
+    "modules_visible_to",
+    "published_build",
+    "read_build_log",
+    "rebuild_module",
+    "update_module",
+    "view_module",
+]
+
+MAX_NAME = 63
+MAX_DESCRIPTION = 10_000
+MAX_ITEMS = 100
+MAX_LOG_READ = 1 << 20
+EDITABLE = (
+    "category",
+    "description",
+    "git_url",
+    "ref",
+    "dockerfile_path",
+    "build_context",
+    "readme_path",
+    "env",
+    "inputs",
+    "outputs",
+)
+
+
+# ------------------------------------------------------------------------------------------------ validation
+
+
+class _Problems:
+    """Every problem of a request at once; raised as one InvalidInput naming the first field."""
+
+    def __init__(self) -> None:
+        self.items: list[tuple[str, str]] = []
+
+    def add(self, field: str, message: str) -> None:
+        self.items.append((field, message))
+
+    def raise_if_any(self) -> None:
+        if self.items:
+            raise InvalidInput("\n".join(f"{f}: {m}" for f, m in self.items), field=self.items[0][0])
+
+
+def _text(value: Any, field: str, problems: _Problems, *, limit: int = 1024) -> str | None:
+    if not isinstance(value, str):
+        problems.add(field, "must be a string")
+        return None
+    if "\0" in value:
+        problems.add(field, "must not contain a NUL character")
+        return None
+    if len(value) > limit:
+        problems.add(field, f"is longer than {limit} characters")
+        return None
+    return value.strip()
+
+
+def _name(value: Any, problems: _Problems) -> str | None:
+    name = _text(value, "name", problems, limit=MAX_NAME)
+    if name is None:
+        return None
+    if not name or not MODULE_NAME_PATTERN.fullmatch(name):
+        problems.add(
+            "name", f"{name!r} is not a valid module name: use lowercase letters, digits and '-' (at most 63)"
+        )
+        return None
+    return name
+
+
+def _repo_path(value: Any, field: str, problems: _Problems, *, directory: bool = False) -> str | None:
+    """A path relative to the repository root that stays inside it, normalised (``a/./b`` -> ``a/b``)."""
+    text = _text(value, field, problems)
+    if text is None:
+        return None
+    if directory and text.strip("/") in ("", "."):
+        return "."
+    if not text:
+        problems.add(field, "is empty")
+        return None
+    if text.startswith("/"):
+        if not directory:
+            problems.add(
+                field, f"{text!r} must be relative to the repository root (e.g. 'modules/x/README.md')"
+            )
+            return None
+        text = text.lstrip("/")  # the seed writes build directories as "/", "/modules/x"
+    normal = posixpath.normpath(text)
+    if normal == ".." or normal.startswith("../"):
+        problems.add(field, f"{text!r} leads outside the repository")
+        return None
+    if normal == "." and not directory:
+        problems.add(field, f"{text!r} is the repository itself, not a file")
+        return None
+    return normal
+
+
+def _variable(name: Any, field: str, problems: _Problems) -> str | None:
+    if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name):
+        problems.add(
+            field, f"{name!r} is not a valid name: letters, digits and '_', not starting with a digit"
+        )
+        return None
+    if name.startswith(RESERVED_ENV_PREFIX):
+        problems.add(field, f"{name!r}: names starting with {RESERVED_ENV_PREFIX} are set by the platform")
+        return None
+    return name
+
+
+def _env(value: Any, problems: _Problems) -> dict[str, str] | None:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        problems.add("env", "must be a mapping of names to values")
+        return None
+    if len(value) > MAX_ITEMS:
+        problems.add("env", f"has more than {MAX_ITEMS} variables")
+        return None
+    env: dict[str, str] = {}
+    for key, raw in value.items():
+        name = _variable(key, f"env.{key}", problems)
+        try:
+            text = scalar_to_str(raw)
+        except ValueError as exc:
+            problems.add(f"env.{key}", str(exc))
+            continue
+        if name is not None:
+            env[name] = text
+    return env
+
+
+def _items(value: Any, field: str, problems: _Problems) -> list[Mapping[str, Any]] | None:
+    if value is None:
+        return []
+    if not isinstance(value, Sequence) or isinstance(value, str):
+        problems.add(field, "must be a list")
+        return None
+    if len(value) > MAX_ITEMS:
+        problems.add(field, f"has more than {MAX_ITEMS} entries")
+        return None
+    result = []
+    for index, item in enumerate(value):
+        if not isinstance(item, Mapping):
+            problems.add(f"{field}[{index}]", "must be a mapping")
+            continue
+        result.append(item)
+    return result if len(result) == len(value) else None
+
+
+def _unique(names: list[tuple[int, str]], field: str, problems: _Problems) -> None:
+    seen: set[str] = set()
+    for index, name in names:
+        if name in seen:
+            problems.add(f"{field}[{index}].name", f"duplicate {field[:-1]} name {name!r}")
+        seen.add(name)
+
+
+def _inputs(value: Any, problems: _Problems) -> list[dict[str, str]] | None:
+    items = _items(value, "inputs", problems)
+    if items is None:
+        return None
+    inputs, names = [], []
+    for index, item in enumerate(items):
+        unknown = set(item) - {"name", "description"}
+        if unknown:
+            problems.add(f"inputs[{index}]", f"unknown field(s) {', '.join(sorted(map(str, unknown)))}")
+        name = _variable(item.get("name"), f"inputs[{index}].name", problems)
+        description = _text(item.get("description") or "", f"inputs[{index}].description", problems)
+        if name is not None:
+            names.append((index, name))
+            inputs.append({"name": name, "description": description or ""})
+    _unique(names, "inputs", problems)
+    return inputs
+
+
+def _outputs(value: Any, problems: _Problems) -> list[dict[str, str]] | None:
+    items = _items(value, "outputs", problems)
+    if items is None:
+        return None
+    outputs, names = [], []
+    for index, item in enumerate(items):
+        try:
+            decl = OutputDecl.model_validate(dict(item))
+        except ValidationError as exc:
+            for error in exc.errors():
+                where = ".".join(str(part) for part in error["loc"])
+                message = error["msg"].removeprefix("Value error, ")
+                if error["type"] == "literal_error":
+                    message = f"type must be 'text' or 'path' (got {error['input']!r})"
+                problems.add(f"outputs[{index}]" + (f".{where}" if where else ""), message)
+            continue
+        names.append((index, decl.name))
+        outputs.append(decl.model_dump())
+    _unique(names, "outputs", problems)
+    return outputs
+
+
+async def _category(value: Any, problems: _Problems) -> Category | None:
+    name = _text(value, "category", problems, limit=64)
+    if name is None:
+        return None
+    category = await Category.get_or_none(name=name)
+    if category is None:
+        known = await Category.all().order_by("name").values_list("name", flat=True)
+        listing = ", ".join(known) if known else "none yet; ask an administrator to add one"
+        problems.add("category", f"unknown category {name!r} (categories: {listing})")
+    return category
+
+
+def _git(url: Any, ref: Any, settings: Settings, problems: _Problems) -> tuple[str | None, str | None]:
+    checked_url = checked_ref = None
+    if url is not None:
+        text = _text(url, "gitUrl", problems)
+        if text is not None:
+            try:
+                checked_url = check_git_url(text, allow_file=settings.allow_file_git)
+            except GitError as exc:
+                problems.add("gitUrl", str(exc))
+    if ref is not None:
+        text = _text(ref, "ref", problems, limit=255)
+        if text is not None:
+            try:
+                checked_ref = check_ref(text)
+            except GitError as exc:
+                problems.add("ref", str(exc))
+    return checked_url, checked_ref
+
+
+async def _validate(values: Mapping[str, Any], settings: Settings, problems: _Problems) -> dict[str, Any]:
+    """Checks the fields present in ``values``; returns them normalised (a field with a problem is absent)."""
+    clean: dict[str, Any] = {}
+    if "category" in values:
+        clean["category"] = await _category(values["category"], problems)
+    if "description" in values:
+        clean["description"] = _text(
+            values["description"] or "", "description", problems, limit=MAX_DESCRIPTION
+        )
+    clean["git_url"], clean["ref"] = _git(values.get("git_url"), values.get("ref"), settings, problems)
+    if "dockerfile_path" in values:
+        clean["dockerfile_path"] = _repo_path(values["dockerfile_path"], "dockerfilePath", problems)
+    if "build_context" in values:
+        clean["build_context"] = _repo_path(values["build_context"], "buildContext", problems, directory=True)
+    if "readme_path" in values:
+        clean["readme_path"] = _repo_path(values["readme_path"], "readmePath", problems)
+    if "env" in values:
+        clean["env"] = _env(values["env"], problems)
+    if "inputs" in values:
+        clean["inputs"] = _inputs(values["inputs"], problems)
+    if "outputs" in values:
+        clean["outputs"] = _outputs(values["outputs"], problems)
+    return {k: v for k, v in clean.items() if v is not None}
+
+
+# ------------------------------------------------------------------------------------------------ visibility
+
+
+def modules_visible_to(user: User) -> QuerySet[Module]:
+    """Own modules in any state, modules with a published build, everything for admins."""
+    if user.is_admin:
+        return Module.all()
+    return Module.filter(Q(owner_id=user.id) | Q(builds__published=True)).distinct()
+
+
+def _can_edit(user: User, module: Module) -> bool:
+    return user.is_admin or module.owner_id == user.id  # type: ignore[attr-defined]
+
+
+async def get_module(user: User, module_id: int) -> Module:
+    module = await modules_visible_to(user).get_or_none(id=module_id)
+    if module is None:
+        raise NotFound(f"module {module_id} not found", field="id")
+    return module
+
+
+async def get_module_by_name(user: User, name: str) -> Module:
+    module = await modules_visible_to(user).get_or_none(name=name)
+    if module is None:
+        raise NotFound(f"module {name!r} not found", field="name")
+    return module
+
+
+async def list_modules(
+    user: User,
+    *,
+    mine: bool = False,
+    status: ModuleStatus | None = None,
+    category: str | None = None,
+    search: str | None = None,
+) -> list[Module]:
+    query = modules_visible_to(user)
+    if mine:
+        query = query.filter(owner_id=user.id)
+    if status is not None:
+        query = query.filter(status=status)
+    if category:
+        query = query.filter(category__name=category)
+    if search:
+        query = query.filter(name__icontains=search)
+    return await query.order_by("name")
+
+
+async def published_build(module_id: int) -> ModuleBuild | None:
+    return await ModuleBuild.filter(module_id=module_id, published=True).order_by("-number").first()
+
+
+async def latest_build(module_id: int) -> ModuleBuild | None:
+    return await ModuleBuild.filter(module_id=module_id).order_by("-number").first()
+
+
+async def builds_of(user: User, module_id: int) -> list[ModuleBuild]:
+    """Newest first: every build for the owner and admins, the published ones for everybody else."""
+    module = await get_module(user, module_id)
+    query = ModuleBuild.filter(module_id=module.id)
+    if not _can_edit(user, module):
+        query = query.filter(published=True)
+    return await query.order_by("-number")
+
+
+async def get_build(user: User, build_id: int) -> ModuleBuild:
+    build = await ModuleBuild.get_or_none(id=build_id).prefetch_related("module")
+    if build is None:
+        raise NotFound(f"module build {build_id} not found", field="id")
+    module = build.module
+    visible = _can_edit(user, module) or (
+        build.published and await modules_visible_to(user).filter(id=module.id).exists()
+    )
+    if not visible and not await _reviews_build(user, build):
+        raise NotFound(f"module build {build_id} not found", field="id")
+    return build
+
+
+async def _reviews_build(user: User, build: ModuleBuild) -> bool:
+    """A reviewer may look at the build they are asked to review (its README, log and interface)."""
+    from aihub.services.reviews import reviews_visible_to
+
+    return await reviews_visible_to(user).filter(build_id=build.id).exists()
+
+
+@dataclass(frozen=True)
+class ModuleView:
+    """A module as a given user sees it: owners the latest edit, others the published snapshot."""
+
+    module: Module
+    build: ModuleBuild | None  # the build whose data is shown (latest for owners, published for others)
+    status: ModuleStatus
+    description: str
+    category: str
+    git_url: str
+    ref: str
+    dockerfile_path: str
+    build_context: str
+    readme_path: str
+    env: dict[str, str]
+    inputs: list[dict[str, str]]
+    outputs: list[dict[str, str]]
+    readme_html: str
+    can_edit: bool
+
+
+async def view_module(user: User, module: Module) -> ModuleView:
+    owner_view = _can_edit(user, module)
+    build = await (latest_build(module.id) if owner_view else published_build(module.id))
+    if owner_view:
+        await module.fetch_related("category")
+        source: dict[str, Any] = {
+            "description": module.description,
+            "category": module.category.name,
+            "git_url": module.git_url,
+            "ref": module.ref,
+            "dockerfile_path": module.dockerfile_path,
+            "build_context": module.build_context,
+            "readme_path": module.readme_path,
+            "env": module.env,
+            "inputs": module.inputs,
+            "outputs": module.outputs,
+        }
+        status = module.status
+    else:
+        source = dict(build.snapshot) if build else {}
+        source["git_url"] = redact_url(source.get("git_url", ""))
+        status = ModuleStatus.PUBLISHED
+    readme_build = build
+    if owner_view and (build is None or not build.readme):
+        readme_build = (
+            await ModuleBuild.filter(module_id=module.id, status=BuildStatus.BUILT)
+            .order_by("-number")
+            .first()
+        )
+    readme = readme_build.readme if readme_build else ""
+    return ModuleView(
+        module=module,
+        build=build,
+        status=status,
+        description=source.get("description", ""),
+        category=source.get("category", ""),
+        git_url=source.get("git_url", ""),
+        ref=source.get("ref", ""),
+        dockerfile_path=source.get("dockerfile_path", ""),
+        build_context=source.get("build_context", ""),
+        readme_path=source.get("readme_path", ""),
+        env=dict(source.get("env", {})),
+        inputs=list(source.get("inputs", [])),
+        outputs=list(source.get("outputs", [])),
+        readme_html=await asyncio.to_thread(render_markdown, readme) if readme else "",
+        can_edit=owner_view,
+    )
+
+
+@dataclass(frozen=True)
+class PaletteEntry:
+    group: str  # "mine" or the category name
+    module: Module
+    build: ModuleBuild
+
+
+async def module_palette(user: User) -> list[PaletteEntry]:
+    """What the user may put in a workflow: their own built modules ("mine"), then published ones by category.
+
+    Each entry carries the build a workflow version saved now would pin (the same rule as
+    ``aihub.services.modules_resolve.usable_build``).
+    """
+    builds = (
+        await ModuleBuild.filter(Q(module__owner_id=user.id) | Q(published=True), status=BuildStatus.BUILT)
+        .order_by("-number")
+        .prefetch_related("module__category")
+    )
+    newest: dict[int, ModuleBuild] = {}
+    for build in builds:
+        newest.setdefault(build.module_id, build)  # type: ignore[attr-defined]
+    entries = []
+    for build in newest.values():
+        module = build.module
+        mine = module.owner_id == user.id  # type: ignore[attr-defined]
+        entries.append(
+            PaletteEntry(group="mine" if mine else module.category.name, module=module, build=build)
+        )
+    entries.sort(key=lambda e: (e.group != "mine", e.group, e.module.name))
+    return entries
+
+
+# ------------------------------------------------------------------------------------------------ saving
+
+
+def _snapshot(module: Module, category: Category) -> dict[str, Any]:
+    return {
+        "description": module.description,
+        "category": category.name,
+        "git_url": module.git_url,
+        "ref": module.ref,
+        "dockerfile_path": module.dockerfile_path,
+        "build_context": module.build_context,
+        "readme_path": module.readme_path,
+        "env": dict(module.env),
+        "inputs": list(module.inputs),
+        "outputs": list(module.outputs),
+    }
+
+
+async def _new_build(module: Module, category: Category, why: str) -> ModuleBuild:
+    """In the caller's transaction: a BUILDING build of the module as saved, withdrawing a pending review."""
+    last = await latest_build(module.id)
+    build = await ModuleBuild.create(
+        module=module,
+        number=(last.number + 1) if last else 1,
+        status=BuildStatus.BUILDING,
+        snapshot=_snapshot(module, category),
+        message=why,
+    )
+    await ModuleReview.filter(module_id=module.id, status=ReviewStatus.PENDING).update(
+        status=ReviewStatus.REJECTED,
+        reason=f"withdrawn: the module was changed (build {build.number})",
+        decided_at=utcnow(),
+    )
+    module.status = ModuleStatus.BUILDING
+    await module.save(update_fields=["status", "updated_at"])
+    return build
+
+
+async def create_module(
+    builds: BuildManager,
+    user: User,
+    *,
+    category: str,
+    name: str,
+    git_url: str,
+    ref: str = "main",
+    dockerfile_path: str = "Dockerfile",
+    build_context: str = ".",
+    readme_path: str = "README.md",
+    description: str = "",
+    env: Mapping[str, Any] | None = None,
+    inputs: Sequence[Mapping[str, Any]] | None = None,
+    outputs: Sequence[Mapping[str, Any]] | None = None,
+) -> Module:
+    """Register a module and start its first build."""
+    problems = _Problems()
+    module_name = _name(name, problems)
+    values = await _validate(
+        {
+            "category": category,
+            "description": description,
+            "git_url": git_url,
+            "ref": ref,
+            "dockerfile_path": dockerfile_path,
+            "build_context": build_context,
+            "readme_path": readme_path,
+            "env": env,
+            "inputs": inputs,
+            "outputs": outputs,
+        },
+        builds.settings,
+        problems,
+    )
+    if module_name is not None and await Module.filter(name=module_name).exists():
+        problems.add("name", f"a module named {module_name!r} already exists")
+    problems.raise_if_any()
+    try:
+        async with in_transaction():
+            module = await Module.create(name=module_name, owner=user, status=ModuleStatus.BUILDING, **values)
+            build = await _new_build(module, values["category"], "first build")
+    except IntegrityError as exc:  # a concurrent create with the same name
+        raise InvalidInput(f"a module named {module_name!r} already exists", field="name") from exc
+    builds.submit(build.id)
+    return module
+
+
+async def _editable(user: User, module_id: int) -> Module:
+    module = await get_module(user, module_id)
+    if not _can_edit(user, module):
+        raise Forbidden(
+            f"only the owner of module {module.name!r} or an administrator may change it", field="id"
+        )
+    return module
+
+
+async def update_module(builds: BuildManager, user: User, module_id: int, **changes: Any) -> Module:
+    """Edit a module (``None`` = unchanged; the name cannot change) and start a new build of it."""
+    module = await _editable(user, module_id)
+    unknown = set(changes) - set(EDITABLE) - {"name"}
+    if unknown:
+        raise InvalidInput(f"unknown module field(s): {', '.join(sorted(unknown))}", field=sorted(unknown)[0])
+    name = changes.pop("name", None)
+    if name is not None and name != module.name:
+        raise InvalidInput(
+            "a module's name cannot change (workflows refer to it); register a new module instead",
+            field="name",
+        )
+    problems = _Problems()
+    values = await _validate({k: v for k, v in changes.items() if v is not None}, builds.settings, problems)
+    problems.raise_if_any()
+    async with in_transaction():
+        for key, value in values.items():
+            setattr(module, key, value)
+        await module.save()
+        category = await Category.get(id=module.category_id)  # type: ignore[attr-defined]
+        build = await _new_build(module, category, "module edited")
+    builds.submit(build.id)
+    return module
+
+
+async def rebuild_module(builds: BuildManager, user: User, module_id: int) -> ModuleBuild:
+    """Build the module again as it is (e.g. its branch has new commits)."""
+    module = await _editable(user, module_id)
+    async with in_transaction():
+        category = await Category.get(id=module.category_id)  # type: ignore[attr-defined]
+        build = await _new_build(module, category, "rebuild")
+    builds.submit(build.id)
+    return build
+
+
+# ------------------------------------------------------------------------------------------------ build logs
+
+
+async def read_build_log(builds: BuildManager, user: User, build_id: int, *, offset: int = 0) -> str:
+    """The build's log from byte ``offset`` (at most 1 MiB at a time); "" while nothing is written."""
+    build = await get_build(user, build_id)
+    path = builds.log_path(build.id)
+
+    def read() -> bytes:
+        try:
+            with path.open("rb") as f:
+                f.seek(max(offset, 0))
+                return f.read(MAX_LOG_READ)
+        except FileNotFoundError:
+            return b""
+
+    return (await asyncio.to_thread(read)).decode(errors="replace")
+
+
+# ------------------------------------------------------------------------------------------------ the store
+
+
+class DbBuildStore:
+    """How the build manager loads jobs and records outcomes (the database side of a build)."""
+
+    async def load(self, build_id: int) -> BuildJob | None:
+        build = await ModuleBuild.get_or_none(id=build_id, status=BuildStatus.BUILDING).prefetch_related(
+            "module"
+        )
+        if build is None:
+            return None
+        snap = build.snapshot
+        return BuildJob(
+            build_id=build.id,
+            module=build.module.name,
+            category=snap["category"],
+            git_url=snap["git_url"],
+            ref=snap["ref"],
+            dockerfile_path=snap["dockerfile_path"],
+            build_context=snap["build_context"],
+            readme_path=snap["readme_path"],
+        )
+
+    async def finish(self, build_id: int, outcome: BuildOutcome) -> None:
+        async with in_transaction():
+            build = await ModuleBuild.get_or_none(id=build_id).select_for_update()
+            if build is None or build.status is not BuildStatus.BUILDING:
+                return
+            build.status = BuildStatus.BUILT if outcome.ok else BuildStatus.BUILD_FAILED
+            build.message = "built" if outcome.ok else (outcome.error or "build failed")
+            build.commit_sha = outcome.commit_sha
+            build.image = outcome.image
+            build.entrypoint = list(outcome.entrypoint)
+            build.workdir = outcome.workdir
+            build.context_path = outcome.context_path
+            build.readme = outcome.readme
+            build.finished_at = utcnow()
+            await build.save()
+            newest = await latest_build(build.module_id)  # type: ignore[attr-defined]
+            if newest is not None and newest.id == build.id:
+                await Module.filter(id=build.module_id, status=ModuleStatus.BUILDING).update(  # type: ignore[attr-defined]
+                    status=ModuleStatus.BUILT if outcome.ok else ModuleStatus.BUILD_FAILED
+                )
+
+    async def pending(self) -> list[int]:
+        return list(
+            await ModuleBuild.filter(status=BuildStatus.BUILDING).order_by("id").values_list("id", flat=True)
+        )
+
+
+def build_manager(settings: Settings, **options: Any) -> BuildManager:
+    """The build manager of an installation (the runtime starts and closes it)."""
+    return BuildManager(settings, DbBuildStore(), **options)

@@ -1,0 +1,149 @@
+"""Publishing modules: review requests and decisions (SPEC.md §5, the seed's 模块审核).
+
+The owner of a BUILT module asks for it to be published; that creates a PENDING review of its newest build.
+Who may decide: administrators; leaders of the requester's team; the requester's team mates when the team allows
+peer review — never the requester. Approval publishes the build (everybody may use it from then on); rejection
+needs a reason the author can act on. Editing or rebuilding the module withdraws a pending request.
+
+Who sees which reviews: admins all; leaders (and, in peer-review teams, every member) their team's; everybody
+their own requests.
+"""
+
+from __future__ import annotations
+
+from tortoise.expressions import Q
+from tortoise.queryset import QuerySet
+from tortoise.transactions import in_transaction
+
+from aihub.db.models import (
+    BuildStatus,
+    Module,
+    ModuleBuild,
+    ModuleReview,
+    ModuleStatus,
+    ReviewStatus,
+    Team,
+    User,
+)
+from aihub.services.errors import Conflict, Forbidden, InvalidInput, NotFound
+from aihub.services.modules import get_module, latest_build
+from aihub.services.status import utcnow
+
+__all__ = ["can_review", "list_reviews", "request_publish", "review_module", "reviews_visible_to"]
+
+MAX_REASON = 5000
+
+_NOT_READY = {
+    ModuleStatus.BUILDING: "is still building; ask for a review once the build has finished",
+    ModuleStatus.BUILD_FAILED: "failed to build; fix it and rebuild before asking for a review",
+    ModuleStatus.PENDING_REVIEW: "is already waiting for a review",
+    ModuleStatus.PUBLISHED: "is already published",
+}
+
+
+def reviews_visible_to(user: User) -> QuerySet[ModuleReview]:
+    """Admins: all; team leaders (and peers of a peer-review team): their team's; everybody: their own."""
+    if user.is_admin:
+        return ModuleReview.all()
+    query = Q(requester_id=user.id)
+    team_id = user.team_id  # type: ignore[attr-defined]
+    if team_id is not None:
+        if user.is_team_leader:
+            query |= Q(requester__team_id=team_id)
+        else:
+            query |= Q(requester__team_id=team_id, requester__team__peer_review=True)
+    return ModuleReview.filter(query)
+
+
+async def list_reviews(user: User, *, status: ReviewStatus | None = None) -> list[ModuleReview]:
+    query = reviews_visible_to(user)
+    if status is not None:
+        query = query.filter(status=status)
+    return await query.order_by("-id").prefetch_related("module", "build", "requester", "reviewer")
+
+
+async def get_review(user: User, review_id: int) -> ModuleReview:
+    review = await reviews_visible_to(user).get_or_none(id=review_id).prefetch_related("requester")
+    if review is None:
+        raise NotFound(f"review {review_id} not found", field="reviewId")
+    return review
+
+
+async def _why_not_reviewer(user: User, requester: User) -> str | None:
+    """None if ``user`` may decide on ``requester``'s request, else the reason why not."""
+    if requester.id == user.id:
+        return "you cannot review your own request; an administrator or your team leader decides"
+    if user.is_admin:
+        return None
+    team_id = requester.team_id  # type: ignore[attr-defined]
+    if team_id is not None and user.team_id == team_id:  # type: ignore[attr-defined]
+        if user.is_team_leader:
+            return None
+        team = await Team.get(id=team_id)
+        if team.peer_review:
+            return None
+        return f"only the leaders of team {team.name!r} or an administrator may review it"
+    return "only an administrator or a leader of the requester's team may review it"
+
+
+async def can_review(user: User, review: ModuleReview) -> bool:
+    requester = await User.get(id=review.requester_id)  # type: ignore[attr-defined]
+    return review.status is ReviewStatus.PENDING and await _why_not_reviewer(user, requester) is None
+
+
+async def request_publish(user: User, module_id: int) -> ModuleReview:
+    """Ask for the newest build of one's BUILT module to be published."""
+    module = await get_module(user, module_id)
+    if module.owner_id != user.id:  # type: ignore[attr-defined]
+        raise Forbidden(
+            f"only the owner of module {module.name!r} may ask for it to be published", field="id"
+        )
+    async with in_transaction():
+        module = await Module.get(id=module.id).select_for_update()
+        build = await latest_build(module.id)
+        if module.status in _NOT_READY:
+            raise Conflict(f"module {module.name!r} {_NOT_READY[module.status]}", field="id")
+        if build is None or build.status is not BuildStatus.BUILT:
+            raise Conflict(f"module {module.name!r} has no finished build to publish", field="id")
+        if module.status is ModuleStatus.REJECTED:
+            last = await ModuleReview.filter(build_id=build.id).order_by("-id").first()
+            reason = f": {last.reason}" if last and last.reason else ""
+            raise Conflict(
+                f"build {build.number} of module {module.name!r} was rejected{reason}; "
+                "edit or rebuild the module, then ask again",
+                field="id",
+            )
+        review = await ModuleReview.create(module=module, build=build, requester=user)
+        module.status = ModuleStatus.PENDING_REVIEW
+        await module.save(update_fields=["status"])
+    return review
+
+
+async def review_module(user: User, review_id: int, *, approve: bool, reason: str = "") -> ModuleReview:
+    """Decide on a pending request: approve publishes the build; reject needs a reason."""
+    review = await get_review(user, review_id)
+    why_not = await _why_not_reviewer(user, review.requester)
+    if why_not is not None:
+        raise Forbidden(why_not, field="reviewId")
+    reason = (reason or "").strip()
+    if not approve and not reason:
+        raise InvalidInput("a rejection needs a reason, so the author knows what to fix", field="reason")
+    if len(reason) > MAX_REASON:
+        raise InvalidInput(f"the reason is longer than {MAX_REASON} characters", field="reason")
+    async with in_transaction():
+        review = await ModuleReview.get(id=review.id).select_for_update()
+        if review.status is not ReviewStatus.PENDING:
+            raise Conflict(
+                f"review {review.id} was already decided ({review.status.value})", field="reviewId"
+            )
+        review.status = ReviewStatus.APPROVED if approve else ReviewStatus.REJECTED
+        review.reviewer = user
+        review.reason = reason
+        review.decided_at = utcnow()
+        await review.save()
+        if approve:
+            await ModuleBuild.filter(id=review.build_id).update(published=True)  # type: ignore[attr-defined]
+        await Module.filter(id=review.module_id).update(  # type: ignore[attr-defined]
+            status=ModuleStatus.PUBLISHED if approve else ModuleStatus.REJECTED
+        )
+    return review
