@@ -1,21 +1,30 @@
-"""Web routes. (The full UI lands with the web issue; until then a landing page.)"""
+"""The web UI's routes: server-rendered pages (Jinja2 + htmx), SSE for live runs, vendored static files."""
 
 from __future__ import annotations
 
 from starlette.requests import Request
-from starlette.responses import HTMLResponse
-from starlette.routing import BaseRoute, Route
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Mount, Route
+from starlette.staticfiles import StaticFiles
 
-from aihub import __version__
+from aihub.db.models import User
+from aihub.web.auth_routes import auth_routes
+from aihub.web.render import STATIC
+from aihub.web.runs import run_routes
+from aihub.web.session import page, redirect
+from aihub.web.workflows import workflow_routes
 
 
-async def home(request: Request) -> HTMLResponse:
-    return HTMLResponse(
-        "<!doctype html><html><head><meta charset='utf-8'><title>AIHub Workflow</title></head>"
-        f"<body><h1>AIHub Workflow</h1><p>version {__version__}</p>"
-        "<p><a href='/graphql'>GraphQL API</a> · <a href='/healthz'>health</a></p></body></html>"
-    )
+@page
+async def home(request: Request, user: User) -> Response:
+    return redirect(request, "/runs")
 
 
 def web_routes() -> list[BaseRoute]:
-    return [Route("/", home)]
+    return [
+        Route("/", home),
+        *auth_routes(),
+        *workflow_routes(),
+        *run_routes(),
+        Mount("/static", StaticFiles(directory=STATIC), name="static"),
+    ]

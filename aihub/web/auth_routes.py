@@ -1,0 +1,62 @@
+"""Log in and log out."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from aihub.services.auth import Unauthenticated, login, logout
+from aihub.web.render import render
+from aihub.web.session import (
+    SESSION_COOKIE,
+    csrf_ok,
+    finish,
+    forbidden_csrf,
+    prepare_csrf,
+    set_cookie,
+)
+
+
+def _safe_next(value: str) -> str:
+    """Only same-site paths: an open redirect would let a link send a user anywhere after logging in."""
+    return value if value.startswith("/") and not value.startswith("//") and "\\" not in value else "/"
+
+
+async def login_page(request: Request) -> Response:
+    new_csrf = prepare_csrf(request)
+    if request.method == "GET":
+        ctx = {"next": _safe_next(request.query_params.get("next", "/")), "username": "", "error": None}
+        return finish(request, render(request, "pages/auth/login.html", ctx), new_csrf)
+    if not await csrf_ok(request):
+        return finish(request, forbidden_csrf(), new_csrf)
+    form = await request.form()
+    username, password = str(form.get("username", "")), str(form.get("password", ""))
+    next_url = _safe_next(str(form.get("next", "/")))
+    try:
+        token, _ = await login(username, password)
+    except Unauthenticated as exc:
+        ctx = {"next": next_url, "username": username, "error": exc.message}
+        return finish(request, render(request, "pages/auth/login.html", ctx, status_code=401), new_csrf)
+    response = RedirectResponse(next_url, status_code=303)
+    set_cookie(request, response, SESSION_COOKIE, token, 14 * 24 * 3600)
+    return finish(request, response, new_csrf)
+
+
+async def logout_page(request: Request) -> Response:
+    new_csrf = prepare_csrf(request)
+    if not await csrf_ok(request):
+        return finish(request, forbidden_csrf(), new_csrf)
+    token = request.cookies.get(SESSION_COOKIE)
+    if token:
+        await logout(token)
+    response = RedirectResponse("/login", status_code=303)
+    response.delete_cookie(SESSION_COOKIE, path="/", httponly=True, samesite="lax")
+    return finish(request, response, new_csrf)
+
+
+def auth_routes() -> list[BaseRoute]:
+    return [
+        Route("/login", login_page, methods=["GET", "POST"]),
+        Route("/logout", logout_page, methods=["POST"]),
+    ]

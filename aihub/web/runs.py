@@ -1,0 +1,210 @@
+"""Run pages: create (form from the version's params), list, detail with the live DAG, node tabs, actions."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import FileResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from aihub.db.models import NodeRun, Run, User
+from aihub.domain.spec import parse_spec
+from aihub.domain.status import RunStatus
+from aihub.runtime import Runtime
+from aihub.services.access import can_act_on_run, get_run
+from aihub.services.errors import InvalidInput, NotFound, ServiceError
+from aihub.services.queries import (
+    get_attempt,
+    get_node,
+    list_runs,
+    output_artifact,
+    run_events,
+    run_nodes_in_order,
+)
+from aihub.services.runs import copy_run, create_run, retry_run, stop_run
+from aihub.services.versions import get_readable_version
+from aihub.web.live import log_stream, run_stream
+from aihub.web.render import render
+from aihub.web.session import page, redirect
+from aihub.web.svg import layout
+
+TABS = ("io", "details", "logs", "container", "events")
+LOG_PAGE = 256 * 1024
+
+
+def runtime(request: Request) -> Runtime:
+    return request.app.state.runtime  # type: ignore[no-any-return]
+
+
+@page
+async def run_new(request: Request, user: User) -> Response:
+    version = await get_readable_version(user, request.path_params["version_id"])
+    params = parse_spec(version.spec).params
+    copy_of = request.query_params.get("copy_of")
+    source = await get_run(user, int(copy_of)) if copy_of and copy_of.isdigit() else None
+    ctx: dict[str, Any] = {
+        "version": version,
+        "params": params,
+        "values": dict(source.params) if source else {p.name: p.default or "" for p in params},
+        "name": f"{source.name}-copy" if source else f"{version.workflow.name}-v{version.number}",
+        "copy_of": source.id if source else None,
+        "error": None,
+    }
+    if request.method == "POST":
+        form = await request.form()
+        name = str(form.get("name", ""))
+        values = {p.name: str(form.get(f"param.{p.name}", "")) for p in params}
+        given = {k: v for k, v in values.items() if v != "" or _has_default(params, k)}
+        ctx.update(name=name, values=values)
+        try:
+            if source is not None:
+                run = await copy_run(runtime(request).bus, user, source.id, name=name, params=given)
+            else:
+                run = await create_run(runtime(request).bus, user, version.id, name=name, params=given)
+        except ServiceError as exc:
+            ctx["error"] = exc
+            return render(request, "pages/runs/new.html", ctx, status_code=400)
+        return redirect(request, f"/runs/{run.id}")
+    return render(request, "pages/runs/new.html", ctx)
+
+
+def _has_default(params: list[Any], name: str) -> bool:
+    return any(p.name == name and p.default is not None for p in params)
+
+
+@page
+async def runs_list(request: Request, user: User) -> Response:
+    status = request.query_params.get("status", "")
+    statuses = [RunStatus(status)] if status in RunStatus.__members__ else []
+    listing = await list_runs(user, statuses=statuses, after=request.query_params.get("after") or None)
+    await Run.fetch_for_list(listing.items, "workflow", "version", "owner")
+    ctx = {
+        "runs": listing.items,
+        "next_cursor": listing.next_cursor,
+        "status": status,
+        "statuses": list(RunStatus),
+        "can_act": {r.id: can_act_on_run(user, r) for r in listing.items},
+    }
+    return render(request, "pages/runs/list.html", ctx, partial="partials/runs/table.html")
+
+
+async def run_context(user: User, run_id: int) -> dict[str, Any]:
+    run = await get_run(user, run_id)
+    await run.fetch_related("workflow", "version", "owner")
+    nodes = await run_nodes_in_order(run, run.version)
+    return {
+        "run": run,
+        "nodes": {n.name: n for n in nodes},
+        "graph": layout(parse_spec(run.version.spec).parents()),
+        "can_act": can_act_on_run(user, run),
+    }
+
+
+@page
+async def run_detail(request: Request, user: User) -> Response:
+    ctx = await run_context(user, request.path_params["run_id"])
+    return render(request, "pages/runs/detail.html", ctx)
+
+
+@page
+async def run_live(request: Request, user: User) -> Response:
+    run = await get_run(user, request.path_params["run_id"])
+    return run_stream(runtime(request), user, run.id, request.state.csrf)
+
+
+@page
+async def run_stop(request: Request, user: User) -> Response:
+    run = await stop_run(runtime(request).bus, user, request.path_params["run_id"])
+    return redirect(request, f"/runs/{run.id}")
+
+
+@page
+async def run_retry(request: Request, user: User) -> Response:
+    form = await request.form()
+    from_node = str(form.get("from_node", "")) or None
+    run = await retry_run(runtime(request).bus, user, request.path_params["run_id"], from_node=from_node)
+    return redirect(request, f"/runs/{run.id}")
+
+
+@page
+async def run_copy(request: Request, user: User) -> Response:
+    run = await get_run(user, request.path_params["run_id"])
+    return redirect(request, f"/versions/{run.version_id}/run?copy_of={run.id}")  # type: ignore[attr-defined]
+
+
+async def _attempt_number(request: Request, row: NodeRun) -> int:
+    raw = request.query_params.get("attempt", "")
+    return int(raw) if raw.isdigit() else row.attempt
+
+
+@page
+async def node_panel(request: Request, user: User) -> Response:
+    run_id, name = request.path_params["run_id"], request.path_params["node"]
+    run, row = await get_node(user, run_id, name)
+    tab = request.query_params.get("tab", "io")
+    tab = tab if tab in TABS else "io"
+    ctx: dict[str, Any] = {"run": run, "node": row, "tab": tab, "can_act": can_act_on_run(user, run)}
+    rt = runtime(request)
+    number = await _attempt_number(request, row)
+    if tab in ("logs", "container") and number > 0:
+        _, attempt = await get_attempt(user, run_id, name, number)
+        ctx["attempt"] = attempt
+        if tab == "container":
+            ctx["container"] = await rt.engine.describe(attempt)
+        else:
+            data, offset = await rt.logs.read(run.id, name, number, 0, LOG_PAGE)
+            ctx.update(lines=data.decode(errors="replace").splitlines(), offset=offset)
+            ctx["truncated"] = len(data) >= LOG_PAGE
+            ctx["live"] = not attempt.status.is_terminal
+    if tab == "events":
+        ctx["events"] = await run_events(user, run_id, node=name)
+    ctx["attempts"] = list(range(row.attempt, 0, -1))
+    return render(request, "partials/runs/panel.html", ctx)
+
+
+@page
+async def log_live(request: Request, user: User) -> Response:
+    run_id, name = request.path_params["run_id"], request.path_params["node"]
+    await get_attempt(user, run_id, name, request.path_params["attempt"])
+    raw = request.query_params.get("offset", "0")
+    offset = int(raw) if raw.isdigit() else 0
+    return log_stream(runtime(request), user, run_id, name, request.path_params["attempt"], offset)
+
+
+@page
+async def log_download(request: Request, user: User) -> Response:
+    run_id, name, number = (request.path_params[k] for k in ("run_id", "node", "attempt"))
+    await get_attempt(user, run_id, name, number)
+    path = runtime(request).logs.path(run_id, name, number)
+    if not path.exists():
+        raise NotFound(f"attempt {number} of {name!r} has no log yet", field="attempt")
+    return FileResponse(path, media_type="text/plain", filename=f"run{run_id}-{name}-attempt{number}.log")
+
+
+@page
+async def output_download(request: Request, user: User) -> Response:
+    run_id, name, output = (request.path_params[k] for k in ("run_id", "node", "output"))
+    digest = await output_artifact(user, run_id, name, output)
+    try:
+        path = runtime(request).artifacts.path(digest)
+    except KeyError as exc:
+        raise InvalidInput("the artifact is no longer stored", field="output") from exc
+    return FileResponse(path, media_type="application/gzip", filename=f"run{run_id}-{name}-{output}.tar.gz")
+
+
+def run_routes() -> list[BaseRoute]:
+    node = "/runs/{run_id:int}/nodes/{node:str}"
+    return [
+        Route("/versions/{version_id:int}/run", run_new, methods=["GET", "POST"]),
+        Route("/runs", runs_list),
+        Route("/runs/{run_id:int}", run_detail),
+        Route("/runs/{run_id:int}/live", run_live),
+        Route("/runs/{run_id:int}/stop", run_stop, methods=["POST"]),
+        Route("/runs/{run_id:int}/retry", run_retry, methods=["POST"]),
+        Route("/runs/{run_id:int}/copy", run_copy, methods=["POST", "GET"]),
+        Route(node, node_panel),
+        Route(node + "/logs/{attempt:int}/live", log_live),
+        Route(node + "/logs/{attempt:int}/download", log_download),
+        Route(node + "/outputs/{output:str}/download", output_download),
+    ]
