@@ -29,7 +29,7 @@ from aihub.db.models import (
 )
 from aihub.domain.spec import NodeSpec, OutputDecl, WorkflowSpec, parse_spec
 from aihub.domain.status import NodeStatus, RunStatus
-from aihub.engine.capacity import Capacity, Pool, Sku, local_pool
+from aihub.engine.capacity import MONITOR, Capacity, Pool, Sku, local_pool
 from aihub.engine.executors.base import (
     Executor,
     ExitReport,
@@ -46,6 +46,9 @@ from aihub.services.tokens import issue_token, revoke_run_tokens
 from aihub.settings import Settings
 
 log = logging.getLogger("aihub.engine")
+
+#: how many queued nodes that do not fit may be passed over to start smaller ones behind them
+BACKFILL_WINDOW = 64
 
 
 @dataclass
@@ -69,6 +72,9 @@ class RunState:
     token: str = ""
     running: dict[str, Running] = field(default_factory=dict)
     queued: set[str] = field(default_factory=set)
+    #: WAITING nodes whose parents have all succeeded (candidates to queue); kept incrementally so a
+    #: hand-off costs O(children), not O(nodes)
+    ready: dict[str, None] = field(default_factory=dict)
     failed_node: str | None = None
     auto_retries: dict[str, int] = field(default_factory=dict)
     stopping: bool = False
@@ -219,7 +225,13 @@ class Engine:
         wanted = {s for n in spec.nodes for s in n.storages}
         storages = {d.name: d for d in await DataStorage.filter(name__in=list(wanted))} if wanted else {}
         failed = next((n for n, r in nodes.items() if r.status is NodeStatus.FAILED), None)
+        ready = {
+            n: None
+            for n in spec.topological_order()
+            if blocked[n] == 0 and nodes[n].status is NodeStatus.WAITING
+        }
         return RunState(
+            ready=ready,
             run=run,
             spec=spec,
             nodes=nodes,
@@ -265,10 +277,11 @@ class Engine:
         if state.finished:
             return
         if not state.stopping and state.failed_node is None:
-            for name, node in state.nodes.items():
+            while state.ready:
+                name = next(iter(state.ready))
+                del state.ready[name]
                 if (
-                    node.status is NodeStatus.WAITING
-                    and state.blocked[name] == 0
+                    state.nodes[name].status is NodeStatus.WAITING
                     and name not in state.running
                     and name not in state.queued
                 ):
@@ -295,24 +308,24 @@ class Engine:
         """Start queued nodes in arrival order wherever capacity allows (smaller ones may backfill)."""
         for pool_name, queue in self._waiting.items():
             pool = self.capacity.pools[pool_name]
-            keep: deque[tuple[int, str]] = deque()
-            while queue:
+            total_cpu = pool.total.cpu_millis
+            skipped: list[tuple[int, str]] = []
+            while (
+                queue and pool.used_cpu + MONITOR.cpu_millis <= total_cpu and len(skipped) < BACKFILL_WINDOW
+            ):
                 run_id, name = queue.popleft()
                 state = self.runs.get(run_id)
                 if state is None or name not in state.queued:
-                    continue
+                    continue  # stale: the run finished or was stopped
                 spec = state.spec.node(name)
                 req = pool.request(spec.task_type, spec.sku_count)
                 if not pool.fits(req):
-                    keep.append((run_id, name))
-                    if pool.used_cpu >= pool.total.cpu_millis:
-                        keep.extend(queue)
-                        queue.clear()
+                    skipped.append((run_id, name))
                     continue
                 state.queued.discard(name)
                 state.running[name] = Running(lease=pool.acquire(req), pool=pool)
                 self._spawn(self._start(state, name), f"start {run_id}/{name}")
-            self._waiting[pool_name] = keep
+            queue.extendleft(reversed(skipped))
 
     async def _start(self, state: RunState, name: str) -> None:
         spec = state.spec.node(name)
@@ -326,10 +339,12 @@ class Engine:
             await self._advance(state)
             return
         build = state.builds.get(name)
-        if build is not None and spec.cache and state.run.use_cache:
-            key = cache_key(build.id, fingerprint)
-            node.cache_key = key
-            if await self._try_cache(state, name, key):
+        if build is not None:
+            # recorded even when caching is off for this node/run, so later runs can reuse this result;
+            # node env is an input too (module env is part of the build)
+            env_inputs = {f"env:{k}": v for k, v in spec.env.items()}
+            node.cache_key = cache_key(build.id, {**fingerprint, **env_inputs})
+            if spec.cache and state.run.use_cache and await self._try_cache(state, name, node.cache_key):
                 return
         try:
             handle = await self.executor.start(job)
@@ -383,6 +398,10 @@ class Engine:
             for n in spec.storages
             if (s := state.storages.get(n)) is not None
         ]
+        if build is not None and build.context_path:
+            # the local build backend's copy of the module: visible to the node at its own path, read-only
+            # (a node's /tmp is private, and the data dir may live under it)
+            storages.append(StorageMount(name="module-build", path=build.context_path, read_only=True))
         job = Job(
             key=key,
             argv=argv,
@@ -516,6 +535,7 @@ class Engine:
                 reason = report.error or f"exited with code {code}"
                 if state.auto_retries.get(name, 0) < spec.retries:
                     state.auto_retries[name] = state.auto_retries.get(name, 0) + 1
+                    state.ready[name] = None
                     await transition_node(
                         self.bus,
                         state.run,
@@ -548,6 +568,8 @@ class Engine:
     def _unblock_children(self, state: RunState, name: str) -> None:
         for child in state.children[name]:
             state.blocked[child] -= 1
+            if state.blocked[child] == 0:
+                state.ready[child] = None
 
     async def _fail_unstarted(self, state: RunState, name: str, message: str) -> None:
         """A node that cannot start at all: it fails without an attempt."""
