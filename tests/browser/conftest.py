@@ -11,7 +11,7 @@ from playwright.sync_api import Browser, Page, sync_playwright
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "web"))
 
-from webserver import WebServer, web_server  # noqa: E402
+from webserver import WebServer, web_server
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = [
@@ -29,7 +29,7 @@ def server() -> Iterator[WebServer]:
         yield srv
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def browser() -> Iterator[Browser]:
     if not Path(CHROMIUM).exists():
         pytest.fail(f"{CHROMIUM} is missing: run scripts/ensure-test-deps.sh (apt-get install chromium)")

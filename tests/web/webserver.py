@@ -86,4 +86,5 @@ def web_server() -> Iterator[WebServer]:
             process.kill()
             process.wait()
         log.close()
-        shutil.rmtree(data_dir, ignore_errors=True)
+        if not os.environ.get("AIHUB_WEB_KEEP_DATA"):
+            shutil.rmtree(data_dir, ignore_errors=True)
