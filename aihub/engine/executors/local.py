@@ -1,0 +1,825 @@
+"""The local executor: each attempt of a node is a process tree on this host.
+
+Shape of one attempt (``work_root/r{run}-{node}-a{attempt}/`` is its *scratch dir*)::
+
+    server --(new session)--> [unshare --mount ...] sh shim.sh SCRATCH LOG ... -- argv   (supervisor)
+                                   └─ argv                                   (the node, same process group)
+
+- **No Python per node.** The supervisor is ``shim.sh``, a fixed POSIX shell script shipped next to this
+  module: user values reach it only as argv after ``--`` and as environment variables, never as code. It
+  appends the node's stdout+stderr to the attempt's log, runs the node in the foreground (so its signal
+  dispositions are the defaults), survives the SIGTERM meant for the node, and records the node's exit
+  status in ``<scratch>/exit``. It leads a new session and process group, so stopping or ``kill -9``-ing
+  the server does not touch running nodes, and ``stop`` signals the whole group at once.
+- **Isolation.** Where a private mount namespace is available (probed once, by really running the
+  supervisor with a private ``/tmp``: ``unshare --mount`` as root, else ``unshare --mount --map-root-user``),
+  the supervisor bind-mounts ``<scratch>/tmp`` on ``/tmp`` (with an empty ``/tmp/workflow_space``) and the
+  data storages at their paths, so concurrent nodes can use the same absolute paths. Elsewhere nodes share
+  the host's ``/tmp`` and the container tab says ``isolation: none (<reason>)``.
+- **Files instead of pipes.** Because a node's ``/tmp`` is a directory of the host, the executor unpacks
+  input artifacts *before* the start and collects outputs *after* the exit, in the server process;
+  :func:`host_path` is the one mapping from a node-visible path to the host (:func:`node_realpath` first
+  follows the node's symlinks as the node would).
+- **Restart safety.** Everything needed to follow an attempt lives in its scratch dir (``meta.json``,
+  ``pid``, ``exit``, ``stop``, ``report.json``), and the handle is plain JSON. ``wait`` works for processes
+  this executor started (a pidfd of the child) and for ones adopted after a restart (a pidfd of a stranger,
+  guarded against PID reuse by the process start time); its report is saved, so waiting again after the
+  scratch ``tmp`` tree was removed returns the same outputs.
+
+Speed matters (a workflow of many tiny nodes): per attempt the server does a few small file operations and
+one fork+exec; the supervisor adds one ``sh`` (plus ``unshare`` and one ``mount`` per bind when isolated).
+
+Environment variables whose names start with ``_aihub_`` are reserved for the supervisor and refused.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import posixpath
+import shutil
+import signal
+import socket
+import subprocess
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from aihub.engine.artifacts import ArtifactError, unpack
+from aihub.engine.executors.base import (
+    ExitReport,
+    Handle,
+    Job,
+    JobKey,
+    OutputDecl,
+    OutputValue,
+    StorageMount,
+)
+from aihub.engine.outputs import collect_outputs
+from aihub.storage.base import ArtifactStore, LogStore
+
+__all__ = ["SHIM", "LocalExecutor", "host_path", "node_realpath"]
+
+log = logging.getLogger(__name__)
+
+SHIM = Path(__file__).with_name("shim.sh")
+WORKFLOW_SPACE = "/tmp/workflow_space"
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+RESERVED_ENV_PREFIX = "_aihub_"
+VANISHED = "process vanished (server or host restarted?)"
+_TOOL_PATH = os.pathsep.join([os.environ.get("PATH", ""), "/usr/local/sbin:/usr/sbin:/sbin:/usr/bin:/bin"])
+_POLL_MAX = 0.1  # seconds between checks when pidfds are unavailable
+_MAX_SYMLINKS = 40
+_KILL_WAIT = 5.0  # seconds for a SIGKILLed group to be gone
+
+# Popen objects of supervisors still running when their executor was closed: kept (so no ResourceWarning)
+# and reaped opportunistically, so they do not stay zombies for the life of the server.
+_orphans: set[subprocess.Popen[bytes]] = set()
+
+Storages = Sequence[tuple[str, str]]  # (node path, host path), as kept in handles
+
+
+# --------------------------------------------------------------------------------------------- path mapping
+
+
+def host_path(scratch: Path, node_path: str, isolated: bool, storages: Storages = ()) -> Path:
+    """Where the node-visible absolute ``node_path`` is on the host (no symlinks followed).
+
+    Isolated: a storage's path maps to its host path, ``/tmp`` to ``<scratch>/tmp``, anything else to the
+    same path. Without isolation the node sees the host as it is.
+    """
+    if not node_path.startswith("/"):
+        raise ValueError(f"{node_path!r} is not an absolute path")
+    path = posixpath.normpath(node_path)
+    path = "/" + path.lstrip("/")  # normpath keeps a leading "//"
+    if not isolated:
+        return Path(path)
+    for mount, host in sorted(storages, key=lambda s: len(s[0]), reverse=True):
+        rel = _relative_to(path, mount)
+        if rel is not None:
+            return Path(host, rel) if rel else Path(host)
+    rel = _relative_to(path, "/tmp")
+    if rel is not None:
+        return scratch / "tmp" / rel if rel else scratch / "tmp"
+    return Path(path)
+
+
+def node_realpath(scratch: Path, node_path: str, isolated: bool, storages: Storages = ()) -> str:
+    """``node_path`` with symlinks resolved *as the node sees them* (``/tmp/out -> /tmp/real`` must not
+    land on the host's ``/tmp/real``). Components that do not exist are kept as they are."""
+    if not isolated:
+        return node_path
+    todo = [p for p in reversed(node_path.split("/")) if p not in ("", ".")]
+    resolved = "/"
+    hops = 0
+    while todo:
+        part = todo.pop()
+        if part == "..":
+            resolved = posixpath.dirname(resolved)
+            continue
+        candidate = posixpath.join(resolved, part)
+        try:
+            target = os.readlink(host_path(scratch, candidate, True, storages))
+        except OSError:  # not a symlink, or does not exist
+            resolved = candidate
+            continue
+        hops += 1
+        if hops > _MAX_SYMLINKS:
+            raise ValueError(f"too many levels of symbolic links in {node_path}")
+        todo.extend(p for p in reversed(target.split("/")) if p not in ("", "."))
+        if target.startswith("/"):
+            resolved = "/"
+    return resolved
+
+
+def _relative_to(path: str, root: str) -> str | None:
+    if path == root:
+        return ""
+    if path.startswith(root.rstrip("/") + "/"):
+        return path[len(root.rstrip("/")) + 1 :]
+    return None
+
+
+# ---------------------------------------------------------------------------------------------- processes
+
+
+def _proc_stat(pid: int) -> tuple[str, int] | None:
+    """(state letter, start time in clock ticks since boot) of a process, or None when there is none."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            raw = f.read()
+    except OSError:
+        return None
+    fields = raw[raw.rindex(b")") + 2 :].split()
+    return fields[0].decode(), int(fields[19])
+
+
+def _start_time(pid: int) -> int | None:
+    stat = _proc_stat(pid)
+    return stat[1] if stat else None
+
+
+def _alive(pid: int | None, start_time: int | None) -> bool:
+    """True while the process started as ``(pid, start_time)`` runs (zombies count as ended)."""
+    if pid is None or start_time is None:
+        return False
+    stat = _proc_stat(pid)
+    return stat is not None and stat[0] not in ("Z", "X", "x") and stat[1] == start_time
+
+
+def _cmdline(pid: int) -> list[str]:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return [part.decode(errors="replace") for part in f.read().split(b"\0")]
+    except OSError:
+        return []
+
+
+def _read_int(path: Path) -> int | None:
+    try:
+        return int(path.read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data))
+    os.replace(tmp, path)
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(path.read_text())  # type: ignore[no-any-return]
+    except (OSError, ValueError):
+        return None
+
+
+def _reap_orphans() -> None:
+    for proc in list(_orphans):
+        if proc.poll() is not None:
+            _orphans.discard(proc)
+
+
+async def _readable(fd: int) -> None:
+    loop = asyncio.get_running_loop()
+    ready = loop.create_future()
+    loop.add_reader(fd, lambda: ready.done() or ready.set_result(None))
+    try:
+        await ready
+    finally:
+        loop.remove_reader(fd)
+
+
+@dataclass(frozen=True)
+class _Tools:
+    """Absolute paths of the programs the supervisor needs (a node's PATH must not choose them)."""
+
+    sh: str
+    mount: str | None
+    unshare: str | None
+
+    @classmethod
+    def find(cls) -> _Tools:
+        sh = shutil.which("sh", path=_TOOL_PATH)
+        if sh is None:
+            raise RuntimeError("the local executor needs a POSIX sh on this host")
+        return cls(sh, shutil.which("mount", path=_TOOL_PATH), shutil.which("unshare", path=_TOOL_PATH))
+
+
+# ------------------------------------------------------------------------------------------------ executor
+
+
+class _LaunchError(Exception):
+    """The attempt cannot start (bad input artifact, missing storage, ...): it fails with this message."""
+
+
+Bind = tuple[str, str, str]  # (host source, mount point, "rw" | "ro" | "tree")
+
+
+class LocalExecutor:
+    """Runs attempts as supervised process trees on this host (see the module docstring)."""
+
+    name = "local"
+
+    def __init__(
+        self,
+        work_root: Path,
+        artifacts: ArtifactStore,
+        logs: LogStore,
+        *,
+        isolation: Literal["auto", "off"] = "auto",
+    ) -> None:
+        self.work_root = Path(work_root).absolute()
+        self.artifacts = artifacts
+        self.logs = logs
+        self.isolation_mode = isolation
+        self.isolated = False
+        self.isolation_reason = "not probed yet"
+        self._tools: _Tools | None = None
+        self._unshare: list[str] = []
+        self._user_namespace = False
+        self._children: dict[str, subprocess.Popen[bytes]] = {}
+        self._waits: dict[str, asyncio.Task[ExitReport]] = {}
+        self._host = socket.gethostname()
+
+    # ------------------------------------------------------------------------------------------ probe
+    async def probe(self) -> None:
+        """Find the tools and decide, once, whether nodes get a private mount namespace."""
+        self._tools = _Tools.find()
+        self.work_root.mkdir(parents=True, exist_ok=True)
+        self.isolated = False
+        if self.isolation_mode == "off":
+            self.isolation_reason = "disabled by configuration (AIHUB_LOCAL_ISOLATION=off)"
+            log.info("local executor: mount isolation %s", self.isolation_reason)
+            return
+        self.isolation_reason = await self._probe_isolation(self._tools)
+        if not self.isolated:
+            log.warning(
+                "local executor: mount isolation unavailable (%s); nodes share this host's /tmp and data "
+                "storages are not mounted",
+                self.isolation_reason,
+            )
+
+    async def _probe_isolation(self, tools: _Tools) -> str:
+        if tools.unshare is None or tools.mount is None:
+            return "unshare(1) or mount(8) not found"
+        candidates = [["--mount", "--propagation", "private"]] if os.geteuid() == 0 else []
+        candidates.append(["--mount", "--map-root-user", "--propagation", "private"])
+        reason = ""
+        for args in candidates:
+            reason = await self._try_isolation([tools.unshare, *args])
+            if not reason:
+                self._unshare = [tools.unshare, *args]
+                self._user_namespace = "--map-root-user" in args
+                self.isolated = True
+                break
+        return reason
+
+    async def _try_isolation(self, unshare: list[str]) -> str:
+        """Run the real supervisor in a throwaway namespace with a private /tmp; "" when that worked."""
+        probe = self.work_root / f".probe-{uuid.uuid4().hex}"
+        marker = f".aihub-probe-{uuid.uuid4().hex}"
+        try:
+            (probe / "tmp").mkdir(parents=True)
+            (probe / "tmp" / marker).touch()
+            shim = self._shim_argv(probe, probe / "log", "/", [(str(probe / "tmp"), "/tmp", "tree")])
+            proc = _spawn([*unshare, *shim, "test", "-e", f"/tmp/{marker}"], _base_env("/"), probe)
+            try:
+                await asyncio.to_thread(proc.wait, 30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+                raise
+            if _read_exit(probe) != "0":
+                return _last_line(probe / "log") or "a bind mount in a new mount namespace did not work"
+            return ""
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            return f"{type(exc).__name__}: {exc}"
+        finally:
+            await asyncio.to_thread(shutil.rmtree, probe, True)
+
+    def _require_tools(self) -> _Tools:
+        if self._tools is None:
+            raise RuntimeError("LocalExecutor.probe() was not awaited")
+        return self._tools
+
+    # ------------------------------------------------------------------------------------------ start
+    async def start(self, job: Job) -> Handle:
+        if self._tools is None:
+            await self.probe()
+        _reap_orphans()
+        scratch = self.work_root / job.key.slug
+        if scratch.exists():  # started before (a server restart between start and record): same attempt
+            existing = await self.find(job.key)
+            if existing is not None:
+                return existing
+            await asyncio.to_thread(shutil.rmtree, scratch, True)
+        log_path = self.logs.path(job.key.run_id, job.key.node, job.key.attempt)
+        data = self._prepare_scratch(job, scratch, log_path)
+        try:
+            binds = await self._prepare_filesystem(job, scratch, data)
+            env = self._node_env(job, scratch)
+            argv = [*self._unshare, *self._shim_argv(scratch, log_path, data["workdir"], binds), *job.argv]
+            proc = _spawn(argv, env, scratch)
+        except (_LaunchError, OSError) as exc:
+            message = str(exc) if isinstance(exc, _LaunchError) else f"could not launch: {exc}"
+            return self._fail_launch(job.key, scratch, data, message)
+        self._children[job.key.slug] = proc
+        data["pid"] = proc.pid
+        data["start_time"] = _start_time(proc.pid)
+        return Handle(self.name, job.key.slug, data)
+
+    def _prepare_scratch(self, job: Job, scratch: Path, log_path: Path) -> dict[str, Any]:
+        """Create the scratch dir and write ``meta.json``: everything a later ``find`` needs."""
+        scratch.mkdir(mode=0o700, parents=True)
+        tmp = scratch / "tmp"
+        tmp.mkdir()
+        (tmp / "workflow_space").mkdir()
+        os.chmod(tmp, 0o1777)
+        os.chmod(tmp / "workflow_space", 0o777)
+        storages = [(posixpath.normpath(s.path), s.host_path or s.path) for s in job.storages]
+        data: dict[str, Any] = {
+            "scratch": str(scratch),
+            "log": str(log_path),
+            "key": asdict(job.key),
+            "isolated": self.isolated,
+            "isolation": self._isolation_text(job),
+            "storages": storages if self.isolated else [],
+            "outputs": [asdict(o) for o in job.outputs],
+            "max_text": job.max_text_output,
+            "argv": list(job.argv),
+            "env_names": sorted(job.env),
+            "workdir": job.workdir or WORKFLOW_SPACE,
+            "image": job.image,
+            "resources": asdict(job.resources),
+            "labels": dict(job.labels),
+            "started_at": datetime.now(UTC).isoformat(),
+            "pid": None,
+            "start_time": None,
+        }
+        (scratch / "meta.json").write_text(json.dumps(data))  # a fresh dir: no reader sees it half-written
+        return data
+
+    def _isolation_text(self, job: Job) -> str:
+        if not self.isolated:
+            return f"none ({self.isolation_reason})"
+        text = "mount namespace: private /tmp, /tmp/workflow_space"
+        if job.storages:
+            text += ", storages " + ", ".join(
+                f"{s.name} at {s.path}{' (read-only)' if s.read_only else ''}" for s in job.storages
+            )
+        if self._user_namespace:
+            text += " (in a user namespace)"
+        return text
+
+    async def _prepare_filesystem(self, job: Job, scratch: Path, data: dict[str, Any]) -> list[Bind]:
+        """Check storages, create mount points and the workdir, unpack input artifacts; returns the binds."""
+        if not job.argv:
+            raise _LaunchError("nothing to run: the command is empty")
+        if self.isolated:
+            binds = self._binds(job, scratch)
+        else:
+            binds = []
+            self._check_storages_without_isolation(job)
+            _ensure_workflow_space()
+        resolve = self._resolver(data)
+        for art in job.artifacts_in:
+            try:
+                archive = self.artifacts.path(art.digest)
+            except KeyError:
+                raise _LaunchError(f"input '{art.name}': artifact {art.digest} is not in the store") from None
+            try:
+                await asyncio.to_thread(unpack, archive, resolve(art.path))
+            except (ArtifactError, OSError, ValueError) as exc:
+                raise _LaunchError(f"input '{art.name}': cannot unpack it at {art.path}: {exc}") from exc
+        if data["workdir"] != WORKFLOW_SPACE:
+            try:
+                resolve(data["workdir"]).mkdir(parents=True, exist_ok=True)
+            except (OSError, ValueError) as exc:
+                raise _LaunchError(f"working directory {data['workdir']}: {exc}") from exc
+        return binds
+
+    def _binds(self, job: Job, scratch: Path) -> list[Bind]:
+        """The storages (parents first; those under /tmp are bound inside ``<scratch>/tmp``), then the
+        private /tmp itself, recursively, so it carries them along."""
+        binds: list[Bind] = []
+        mounted: list[tuple[str, str]] = []
+        for storage in sorted(job.storages, key=lambda s: posixpath.normpath(s.path)):
+            source = _storage_source(storage)
+            target = posixpath.normpath(storage.path)
+            mountpoint = host_path(scratch, target, True, mounted)  # inside /tmp or an earlier storage
+            mounted.append((target, str(source)))
+            try:
+                if source.is_dir():
+                    mountpoint.mkdir(parents=True, exist_ok=True)
+                else:
+                    mountpoint.parent.mkdir(parents=True, exist_ok=True)
+                    mountpoint.touch(exist_ok=True)
+            except OSError as exc:
+                raise _LaunchError(f"storage '{storage.name}': cannot create {target}: {exc}") from exc
+            binds.append((str(source), str(mountpoint), "ro" if storage.read_only else "rw"))
+        binds.append((str(scratch / "tmp"), "/tmp", "tree"))
+        return binds
+
+    def _check_storages_without_isolation(self, job: Job) -> None:
+        for storage in job.storages:
+            host = posixpath.normpath(_storage_source(storage))
+            path = posixpath.normpath(storage.path)
+            if host != path:
+                raise _LaunchError(
+                    f"storage '{storage.name}' is at {host} on this host but nodes expect it at {path}; "
+                    f"that needs mount isolation, which is unavailable: {self.isolation_reason}"
+                )
+
+    def _node_env(self, job: Job, scratch: Path) -> dict[str, str]:
+        """Exactly the job's env, plus PATH/HOME/LANG defaults and the GPUs handed out (none by default).
+
+        HOME is private to the attempt: the node's own /tmp/workflow_space, or without isolation the
+        attempt's scratch ``tmp`` (the shared host /tmp/workflow_space would mix attempts).
+        """
+        for name, value in job.env.items():
+            if name.startswith(RESERVED_ENV_PREFIX):
+                raise _LaunchError(f"environment variable {name}: names starting with _aihub_ are reserved")
+            if not name or "=" in name or "\0" in name or "\0" in value:
+                raise _LaunchError(f"environment variable {name!r}: invalid name or value")
+        home = WORKFLOW_SPACE if self.isolated else str(scratch / "tmp")
+        env = {**_base_env(home), **job.env}
+        env["CUDA_VISIBLE_DEVICES"] = ",".join(job.resources.gpu_devices)
+        return env
+
+    def _shim_argv(self, scratch: Path, log_path: Path, workdir: str, binds: list[Bind]) -> list[str]:
+        tools = self._require_tools()
+        mount = tools.mount if binds and tools.mount else "-"
+        flat = [part for bind in binds for part in bind]
+        return [
+            tools.sh,
+            str(SHIM),
+            str(scratch),
+            str(log_path),
+            workdir,
+            mount,
+            str(len(binds)),
+            *flat,
+            "--",
+        ]
+
+    def _fail_launch(self, key: JobKey, scratch: Path, data: dict[str, Any], message: str) -> Handle:
+        """An attempt that could not start still gets a handle; ``wait`` reports the message."""
+        _append_log(data, message)
+        _write_exit(scratch, f"error: {message}")
+        return Handle(self.name, key.slug, data)
+
+    # ------------------------------------------------------------------------------------------- find
+    async def find(self, key: JobKey) -> Handle | None:
+        scratch = self.work_root / key.slug
+        data = _read_json(scratch / "meta.json")
+        if data is None:
+            return None
+        pid = _read_int(scratch / "pid")
+        if pid is None and not (scratch / "exit").exists():
+            # The supervisor writes its pid first thing; give a launch interrupted by a crash a moment.
+            pid = await self._pid_soon(scratch)
+            if pid is None and not (scratch / "exit").exists():
+                return None
+        if pid is not None:
+            data["pid"] = pid
+            # PID reuse guard: only a process running this attempt's supervisor counts as it.
+            data["start_time"] = _start_time(pid) if str(scratch) in _cmdline(pid) else None
+        return Handle(self.name, key.slug, data)
+
+    async def _pid_soon(self, scratch: Path) -> int | None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 1.0
+        while loop.time() < deadline:
+            await asyncio.sleep(0.02)
+            pid = _read_int(scratch / "pid")
+            if pid is not None:
+                return pid
+        return None
+
+    # ------------------------------------------------------------------------------------------- wait
+    async def wait(self, handle: Handle) -> ExitReport:
+        # One collection per attempt however many callers wait; a caller's cancellation leaves it running.
+        task = self._waits.get(handle.id)
+        if task is None:
+            task = asyncio.create_task(self._wait(handle), name=f"wait {handle.id}")
+            self._waits[handle.id] = task
+            task.add_done_callback(self._forget_wait)
+        return await asyncio.shield(task)
+
+    def _forget_wait(self, task: asyncio.Task[ExitReport]) -> None:
+        for slug, known in list(self._waits.items()):
+            if known is task:
+                del self._waits[slug]
+
+    async def _wait(self, handle: Handle) -> ExitReport:
+        scratch = Path(handle.data["scratch"])
+        # A report is saved only when outputs were collected (anything else can be read again from the
+        # status files); one of our own children has none yet.
+        saved = None if handle.id in self._children else _read_json(scratch / "report.json")
+        if saved is None:
+            await self._until_ended(handle)
+            report = await self._report(handle.data, scratch)
+            if handle.data["outputs"]:
+                _write_json(scratch / "report.json", _report_to_json(report))
+        else:
+            report = _report_from_json(saved)
+        await _remove_tree(scratch / "tmp")  # again after a crash between saving and removing: harmless
+        return report
+
+    async def _report(self, data: dict[str, Any], scratch: Path) -> ExitReport:
+        stopped = (scratch / "stop").exists()
+        report = ExitReport(None, started_at=datetime.fromisoformat(data["started_at"]), stopped=stopped)
+        status, report.finished_at = _read_exit_with_time(scratch)
+        if status is None:
+            report.error = VANISHED
+        elif status.startswith("error:"):
+            report.error = status.removeprefix("error:").strip()
+        elif not status.isdigit():
+            report.error = f"unreadable exit status {status!r}"
+        else:
+            report.exit_code = int(status)
+            if report.exit_code == 0 and not stopped:
+                decls = [OutputDecl(**o) for o in data["outputs"]]
+                report.outputs, report.error = await collect_outputs(
+                    decls, self._resolver(data), self.artifacts, data["max_text"], tmp_dir=scratch
+                )
+        return report
+
+    def _resolver(self, data: dict[str, Any]) -> Callable[[str], Path]:
+        """node path -> host path for this attempt, following the node's symlinks."""
+        scratch = Path(data["scratch"])
+        isolated = bool(data["isolated"])
+        storages = [(str(node), str(host)) for node, host in data["storages"]]
+
+        def resolve(node_path: str) -> Path:
+            real = node_realpath(scratch, node_path, isolated, storages)
+            return host_path(scratch, real, isolated, storages)
+
+        return resolve
+
+    async def _until_ended(self, handle: Handle) -> None:
+        """Return once the supervisor has ended (reaping it when it is our child)."""
+        pid, start_time = handle.data.get("pid"), handle.data.get("start_time")
+        if pid is None:
+            return
+        child = self._children.get(handle.id)
+        if child is not None and child.pid != pid:
+            child = None
+        if child is None and not _alive(pid, start_time):
+            return
+        try:
+            fd = os.pidfd_open(pid)
+        except (AttributeError, OSError):  # no pidfds here (old kernel, not Linux), or already gone
+            await self._poll_until_ended(handle.id, child, pid, start_time)
+            return
+        try:
+            if child is not None or _alive(pid, start_time):  # so the fd is of the right process
+                await _readable(fd)
+        finally:
+            os.close(fd)
+        if child is not None:
+            child.poll()
+            self._children.pop(handle.id, None)
+
+    async def _poll_until_ended(
+        self, slug: str, child: subprocess.Popen[bytes] | None, pid: int, start_time: int | None
+    ) -> None:
+        interval = 0.001
+        while (child.poll() is None) if child is not None else _alive(pid, start_time):
+            await asyncio.sleep(interval)
+            interval = min(interval * 2, _POLL_MAX)
+        self._children.pop(slug, None)
+
+    # ------------------------------------------------------------------------------------------- stop
+    async def stop(self, handle: Handle, grace: float) -> None:
+        """SIGTERM to the attempt's process group, SIGKILL after ``grace`` seconds; returns once it ended.
+
+        Idempotent, and harmless on an attempt that already ended. The supervisor survives SIGTERM and
+        records the node's status; SIGKILL takes it along, so then the status (137) is recorded here.
+        """
+        scratch = Path(handle.data["scratch"])
+        if _read_exit(scratch) is not None or handle.data.get("pid") is None:
+            return
+        (scratch / "stop").touch()
+        if not self._signal_group(handle, signal.SIGTERM):
+            return  # nothing of this attempt is left to stop
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(max(grace, 0.0)):
+                await self._until_ended(handle)
+        if _read_exit(scratch) is not None:
+            return
+        # Still running, or its supervisor is gone and left the node behind: kill what is left of the group.
+        if self._signal_group(handle, signal.SIGKILL):
+            _append_log(handle.data, f"still running {grace:g} s after SIGTERM: killed (SIGKILL)")
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(_KILL_WAIT):
+                await self._until_ended(handle)
+        if _read_exit(scratch) is None and not self._running(handle):
+            _write_exit(scratch, str(128 + signal.SIGKILL))
+
+    def _signal_group(self, handle: Handle, sig: signal.Signals) -> bool:
+        """Signal the attempt's process group (its id is the supervisor's pid); False when it is gone.
+
+        PID reuse guard: the group is ours while the supervisor runs (or is our unreaped child), or when no
+        process has its pid any more (then no new group can have that id either).
+        """
+        pid, start_time = handle.data["pid"], handle.data.get("start_time")
+        if handle.id not in self._children:
+            stat = _proc_stat(pid)
+            if stat is not None and stat[1] != start_time:
+                return False
+        try:
+            os.killpg(pid, sig)
+        except ProcessLookupError:
+            return False
+        return True
+
+    def _running(self, handle: Handle) -> bool:
+        pid, start_time = handle.data.get("pid"), handle.data.get("start_time")
+        child = self._children.get(handle.id)
+        if child is not None and child.pid == pid:
+            return child.poll() is None
+        return _alive(pid, start_time)
+
+    # --------------------------------------------------------------------------------------- describe
+    async def describe(self, handle: Handle) -> dict[str, Any]:
+        data = handle.data
+        return {
+            "executor": self.name,
+            "host": self._host,
+            "pid": data.get("pid"),
+            "pgid": data.get("pid"),  # the supervisor leads the attempt's process group
+            "isolation": data["isolation"],
+            "state": self._state(handle),
+            "scratch": data["scratch"],
+            "argv": list(data["argv"]),
+            "workdir": data["workdir"],
+            "env": list(data["env_names"]),  # names only: values may be tokens
+            "resources": data["resources"],
+            "started_at": data["started_at"],
+        }
+
+    def _state(self, handle: Handle) -> str:
+        scratch = Path(handle.data["scratch"])
+        status = _read_exit(scratch)
+        if status is None:
+            return "running" if self._running(handle) else f"ended: {VANISHED}"
+        if status.startswith("error:"):
+            return f"failed to start: {status.removeprefix('error:').strip()}"
+        stopped = " (stopped)" if (scratch / "stop").exists() else ""
+        return f"exited with code {status}{stopped}"
+
+    async def events(self, handle: Handle) -> list[dict[str, Any]]:
+        return []
+
+    async def close(self) -> None:
+        """Stop following attempts. Running nodes keep running: the next server re-attaches to them."""
+        tasks = list(self._waits.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._waits.clear()
+        _orphans.update(self._children.values())
+        self._children.clear()
+        _reap_orphans()
+
+
+# ---------------------------------------------------------------------------------------------- helpers
+
+
+def _append_log(data: dict[str, Any], message: str) -> None:
+    """A line of the platform's own in the attempt's log, where users look for what happened."""
+    with contextlib.suppress(OSError, KeyError), open(data["log"], "a") as f:
+        f.write(f"aihub: {message}\n")
+
+
+def _storage_source(storage: StorageMount) -> Path:
+    source = Path(storage.host_path or storage.path)
+    if not source.exists():
+        raise _LaunchError(f"storage '{storage.name}': {source} does not exist on this host")
+    return source
+
+
+def _base_env(home: str) -> dict[str, str]:
+    return {"PATH": DEFAULT_PATH, "HOME": home, "LANG": "C.UTF-8"}
+
+
+def _read_exit(scratch: Path) -> str | None:
+    """The recorded status, or None while there is none (an empty file is one being written)."""
+    return _read_exit_with_time(scratch)[0]
+
+
+def _read_exit_with_time(scratch: Path) -> tuple[str | None, datetime]:
+    """The recorded status and when it was written (now, when there is none)."""
+    try:
+        with open(scratch / "exit", "rb") as f:
+            text = f.read().decode(errors="replace").strip()
+            written = datetime.fromtimestamp(os.fstat(f.fileno()).st_mtime, UTC)
+    except OSError:
+        return None, datetime.now(UTC)
+    return text or None, written
+
+
+def _write_exit(scratch: Path, status: str) -> None:
+    tmp = scratch / ".exit.tmp"
+    tmp.write_text(status + "\n")
+    os.replace(tmp, scratch / "exit")
+
+
+def _ensure_workflow_space() -> None:
+    path = Path(WORKFLOW_SPACE)
+    if not path.is_dir():
+        path.mkdir(parents=True, exist_ok=True)
+        os.chmod(path, 0o1777)
+
+
+def _last_line(path: Path) -> str:
+    try:
+        lines = [line.strip() for line in path.read_text(errors="replace").splitlines() if line.strip()]
+    except OSError:
+        return ""
+    return lines[-1] if lines else ""
+
+
+def _spawn(argv: list[str], env: dict[str, str], cwd: Path) -> subprocess.Popen[bytes]:
+    """Start the supervisor in its own session (a fork+exec: well under a millisecond, so inline)."""
+    return subprocess.Popen(
+        argv,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+        cwd=cwd,
+    )
+
+
+async def _remove_tree(path: Path) -> None:
+    """Remove the attempt's private /tmp; the usual nearly-empty one without a thread hop."""
+    if not _remove_if_nearly_empty(path):
+        await asyncio.to_thread(shutil.rmtree, path, True)
+
+
+def _remove_if_nearly_empty(path: Path) -> bool:
+    try:
+        with contextlib.suppress(FileNotFoundError):
+            os.rmdir(path / "workflow_space")
+        os.rmdir(path)
+    except FileNotFoundError:
+        return True
+    except OSError:
+        return False
+    return True
+
+
+def _report_to_json(report: ExitReport) -> dict[str, Any]:
+    return {
+        "exit_code": report.exit_code,
+        "error": report.error,
+        "stopped": report.stopped,
+        "started_at": report.started_at.isoformat() if report.started_at else None,
+        "finished_at": report.finished_at.isoformat() if report.finished_at else None,
+        "outputs": {name: {"name": name, **value.to_json()} for name, value in report.outputs.items()},
+    }
+
+
+def _report_from_json(raw: dict[str, Any]) -> ExitReport:
+    def when(value: str | None) -> datetime | None:
+        return datetime.fromisoformat(value) if value else None
+
+    return ExitReport(
+        exit_code=raw["exit_code"],
+        error=raw["error"],
+        stopped=raw["stopped"],
+        started_at=when(raw["started_at"]),
+        finished_at=when(raw["finished_at"]),
+        outputs={name: OutputValue(**value) for name, value in raw["outputs"].items()},
+    )

@@ -1,0 +1,64 @@
+# AIHub local executor supervisor: runs ONE attempt of a node and records how it ended.
+#
+# This file is fixed: it never contains user values. Paths arrive as arguments, the node's argv after `--`,
+# and the node's environment is this script's own environment, so values are never parsed as shell code.
+# Every variable of the script starts with `_aihub_` (the executor refuses such names in a node's env) and
+# every expansion is quoted, so nothing a node's env holds (even IFS) changes what it does.
+#
+# usage: sh shim.sh SCRATCH LOG WORKDIR MOUNT NBINDS [SRC DST MODE]... -- ARGV...
+#   SCRATCH  the attempt's scratch dir: `pid` (this shell, first thing) and `exit` are written there
+#   LOG      file the node's stdout+stderr are appended to (opened before any mount can hide its path)
+#   WORKDIR  the node's working directory
+#   MOUNT    absolute path of mount(8), or "-" when there are no binds
+#   NBINDS   number of SRC DST MODE triples (MODE: rw | ro | tree = recursive); applied in order, inside the
+#            private mount namespace the executor started this script in
+#
+# The executor starts this script as the leader of a new session and process group, which the node shares:
+# stop() signals the whole group. The script survives SIGTERM (and the other catchable signals a node may
+# send to its group) through handlers, which exec resets, so the node sees default dispositions. The node
+# runs in the foreground, so it also does not inherit the SIGINT/SIGQUIT that `sh` ignores in background jobs.
+#
+# `exit` gets the node's status (128+N when killed by signal N), or "error: ..." when the attempt could not
+# be set up. It is written with one small write(2): readers treat an empty file as not written yet. Then the
+# script kills its whole group, itself included: like a container whose main process ended, whatever the
+# node left running goes too.
+
+_aihub_term=
+trap '_aihub_term=1' TERM
+trap : HUP INT QUIT USR1 USR2 ALRM
+
+_aihub_scratch=$1
+_aihub_log=$2
+_aihub_workdir=$3
+_aihub_mount=$4
+_aihub_nbinds=$5
+shift 5
+
+cd "$_aihub_scratch" || exit 121
+echo "$$" >pid
+exec </dev/null >>"$_aihub_log" 2>&1 || exit 122
+
+_aihub_finish() {
+	printf '%s\n' "$1" >exit
+	kill -KILL "-$$"
+	exit 0
+}
+
+while [ "$_aihub_nbinds" -gt 0 ]; do
+	case $3 in
+	tree) "$_aihub_mount" --rbind -- "$1" "$2" ;;
+	ro) "$_aihub_mount" --bind -o ro -- "$1" "$2" ;;
+	*) "$_aihub_mount" --bind -- "$1" "$2" ;;
+	esac || _aihub_finish "error: could not mount $1 at $2 (see the log)"
+	shift 3
+	_aihub_nbinds=$((_aihub_nbinds - 1))
+done
+shift # the "--"
+
+[ -z "$_aihub_term" ] || _aihub_finish 143
+(
+	cd -- "$_aihub_workdir" || exit 126
+	unset OLDPWD
+	exec "$@"
+)
+_aihub_finish "$?"

@@ -1,0 +1,663 @@
+"""The local executor with real processes: exit codes, logs, env, isolation, artifacts, outputs, stop,
+restart safety (a real server process killed with SIGKILL) and the container view.
+
+Tests that need a private mount namespace skip, with the probe's reason, where it is unavailable (and fail
+when ``CI=true``: the CI machine runs them).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import re
+import signal
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from aihub.engine.artifacts import pack, sha256_file
+from aihub.engine.executors import local as local_module
+from aihub.engine.executors.base import (
+    ArtifactInput,
+    ExitReport,
+    Handle,
+    Job,
+    JobKey,
+    OutputDecl,
+    Resources,
+    StorageMount,
+)
+from aihub.engine.executors.local import VANISHED, LocalExecutor, host_path, node_realpath
+from aihub.storage.local import LocalArtifactStore, LocalLogStore
+
+MakeExecutor = Callable[..., Awaitable[LocalExecutor]]
+DEADLINE = 20.0
+
+
+# ------------------------------------------------------------------------------------------------ helpers
+
+
+@pytest.fixture
+async def make_executor(tmp_path: Path) -> AsyncIterator[MakeExecutor]:
+    made: list[LocalExecutor] = []
+
+    async def make(isolation: str = "auto", root: Path = tmp_path) -> LocalExecutor:
+        executor = LocalExecutor(
+            root / "runs",
+            LocalArtifactStore(root / "artifacts"),
+            LocalLogStore(root / "logs"),
+            isolation=isolation,  # type: ignore[arg-type]
+        )
+        await executor.probe()
+        made.append(executor)
+        return executor
+
+    yield make
+    for executor in made:
+        await executor.close()
+    _kill_leftovers(tmp_path)
+
+
+def _kill_leftovers(root: Path) -> None:
+    """A failed test must not leave `sleep 1000` behind: kill every supervisor group still running."""
+    for pid_file in root.glob("**/runs/*/pid"):
+        pid = int(pid_file.read_text())
+        if str(pid_file.parent) in " ".join(_cmdline(pid)):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGKILL)
+
+
+@pytest.fixture(params=["auto", "off"])
+async def executor(request: pytest.FixtureRequest, make_executor: MakeExecutor) -> LocalExecutor:
+    """Both with a private mount namespace (where available) and without."""
+    return await make_executor(request.param)
+
+
+@pytest.fixture
+async def isolated(make_executor: MakeExecutor) -> LocalExecutor:
+    executor = await make_executor("auto")
+    if not executor.isolated:
+        message = f"mount isolation unavailable: {executor.isolation_reason}"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    return executor
+
+
+_keys = iter(range(1, 1_000_000))
+
+
+def _job(command: str, **kw: Any) -> Job:
+    return Job(key=JobKey(1, "node", next(_keys)), argv=["sh", "-c", command], env=kw.pop("env", {}), **kw)
+
+
+async def _run(executor: LocalExecutor, job: Job) -> ExitReport:
+    handle = await executor.start(job)
+    async with asyncio.timeout(DEADLINE):
+        return await executor.wait(handle)
+
+
+def _log(executor: LocalExecutor, job: Job) -> str:
+    return executor.logs.path(job.key.run_id, job.key.node, job.key.attempt).read_text()
+
+
+async def _eventually(predicate: Callable[[], Any], what: str, timeout: float = DEADLINE) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = predicate()
+        if result:
+            return result
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+async def _log_match(executor: LocalExecutor, job: Job, pattern: str) -> re.Match[str]:
+    path = executor.logs.path(job.key.run_id, job.key.node, job.key.attempt)
+    return await _eventually(  # type: ignore[no-any-return]
+        lambda: path.exists() and re.search(pattern, path.read_text()), f"{pattern!r} in the log"
+    )
+
+
+def _cmdline(pid: int) -> list[str]:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")
+    except OSError:
+        return []
+
+
+def _gone(pid: int) -> bool:
+    """No such process, or a zombie (an orphan's parent may not reap it at once)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_bytes()
+    except OSError:
+        return True
+    return stat[stat.rindex(b")") + 2 :].split()[0] in (b"Z", b"X")
+
+
+def _shared_dir(tmp_path: Path, name: str) -> tuple[Path, StorageMount]:
+    """A host directory the node sees at the same path in both modes (a storage under /tmp)."""
+    path = tmp_path / name
+    path.mkdir()
+    return path, StorageMount(name, str(path), host_path=str(path))
+
+
+# ---------------------------------------------------------------------------------------- path mapping
+
+
+def test_host_path_maps_the_private_tmp_and_storages(tmp_path: Path) -> None:
+    scratch = tmp_path / "scratch"
+    storages = [("/data", "/srv/nfs"), ("/data/models", "/srv/models")]
+    assert host_path(scratch, "/tmp/x/y", True) == scratch / "tmp" / "x" / "y"
+    assert host_path(scratch, "/tmp", True) == scratch / "tmp"
+    assert host_path(scratch, "/tmpfoo", True) == Path("/tmpfoo")
+    assert host_path(scratch, "/opt/model", True) == Path("/opt/model")
+    assert host_path(scratch, "/tmp/a/../../etc/passwd", True) == Path("/etc/passwd")
+    assert host_path(scratch, "/data/set/1", True, storages) == Path("/srv/nfs/set/1")
+    assert host_path(scratch, "/data/models/m", True, storages) == Path("/srv/models/m")
+    assert host_path(scratch, "/data", True, storages) == Path("/srv/nfs")
+    assert host_path(scratch, "/tmp/x", False, storages) == Path("/tmp/x")
+    with pytest.raises(ValueError, match="not an absolute path"):
+        host_path(scratch, "tmp/x", True)
+
+
+def test_node_realpath_follows_links_inside_the_node(tmp_path: Path) -> None:
+    """Hazard: a node's `/tmp/link -> /tmp/real` read on the host would land on the host's /tmp/real."""
+    scratch = tmp_path / "scratch"
+    (scratch / "tmp" / "dir").mkdir(parents=True)
+    os.symlink("/tmp/dir", scratch / "tmp" / "abs")
+    os.symlink("dir", scratch / "tmp" / "rel")
+    os.symlink("../../tmp/abs/file", scratch / "tmp" / "dir" / "up")
+    os.symlink("loop", scratch / "tmp" / "loop")
+    assert node_realpath(scratch, "/tmp/abs/f", True) == "/tmp/dir/f"
+    assert node_realpath(scratch, "/tmp/rel/f", True) == "/tmp/dir/f"
+    assert node_realpath(scratch, "/tmp/dir/up", True) == "/tmp/dir/file"
+    assert node_realpath(scratch, "/tmp/missing/x", True) == "/tmp/missing/x"
+    assert node_realpath(scratch, "/tmp/abs/f", False) == "/tmp/abs/f"
+    with pytest.raises(ValueError, match="too many levels"):
+        node_realpath(scratch, "/tmp/loop", True)
+
+
+# ----------------------------------------------------------------------------------- exit codes and logs
+
+
+async def test_exit_codes(executor: LocalExecutor) -> None:
+    ok = await _run(executor, _job("exit 0"))
+    assert (ok.exit_code, ok.error, ok.ok, ok.stopped) == (0, None, True, False)
+    assert ok.started_at is not None and ok.finished_at is not None and ok.started_at <= ok.finished_at
+    failed = await _run(
+        executor,
+        _job(
+            "echo x > /tmp/workflow_space/o; exit 3",
+            outputs=[OutputDecl("o", "/tmp/workflow_space/o", "text")],
+        ),
+    )
+    assert (failed.exit_code, failed.error, failed.ok) == (3, None, False)
+    assert failed.outputs == {}, "no outputs from a failed attempt"
+    missing = await _run(executor, Job(JobKey(1, "node", next(_keys)), ["/no/such/program"], {}))
+    assert missing.exit_code == 127
+
+
+async def test_stdout_and_stderr_go_to_the_log_in_order(executor: LocalExecutor) -> None:
+    job = _job("echo one; echo two >&2; echo three; printf 'no newline' >&2")
+    assert (await _run(executor, job)).exit_code == 0
+    assert _log(executor, job) == "one\ntwo\nthree\nno newline"
+
+
+async def test_stdin_is_empty(executor: LocalExecutor) -> None:
+    job = _job("cat; echo end")
+    assert (await _run(executor, job)).exit_code == 0
+    assert _log(executor, job) == "end\n"
+
+
+# ---------------------------------------------------------------------------------------------------- env
+
+
+async def test_env_values_are_data_never_code(executor: LocalExecutor, tmp_path: Path) -> None:
+    shared, storage = _shared_dir(tmp_path, "shared")
+    value = f"$(touch {shared}/pwned); `touch {shared}/pwned2`; rm -rf {shared}/keep"
+    (shared / "keep").touch()
+    job = _job('echo "$VALUE"; echo ${VALUE}', env={"VALUE": value}, storages=[storage])
+    assert (await _run(executor, job)).exit_code == 0
+    assert _log(executor, job) == f"{value}\n{value}\n"
+    assert not (shared / "pwned").exists()
+    assert not (shared / "pwned2").exists()
+    assert (shared / "keep").exists()
+
+
+async def test_argv_reaches_the_node_verbatim(executor: LocalExecutor) -> None:
+    """The supervisor passes everything after `--` through untouched, even `--` and option-like words."""
+    args = ["$(echo no)", "a  b", "--", "-x", "*", "'\"", ""]
+    job = Job(JobKey(1, "node", next(_keys)), ["sh", "-c", 'printf "[%s]\\n" "$@"', "sh", *args], {})
+    assert (await _run(executor, job)).exit_code == 0
+    assert _log(executor, job) == "".join(f"[{a}]\n" for a in args)
+
+
+async def test_node_sees_exactly_its_env(executor: LocalExecutor, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SERVER_SECRET", "must-not-leak")
+    job = Job(JobKey(1, "node", next(_keys)), ["env"], {"GREETING": "hello world", "LANG": "C"})
+    assert (await _run(executor, job)).exit_code == 0
+    env = dict(line.split("=", 1) for line in _log(executor, job).splitlines())
+    assert "must-not-leak" not in _log(executor, job)
+    # PWD is set by the supervisor's shell, as by any shell: it is the working directory.
+    assert set(env) == {"GREETING", "LANG", "PATH", "HOME", "CUDA_VISIBLE_DEVICES", "PWD"}
+    assert env["GREETING"] == "hello world"
+    assert env["LANG"] == "C", "the job's value wins over the default"
+    assert env["CUDA_VISIBLE_DEVICES"] == "", "no GPU unless one was handed out"
+    assert env["PWD"] == "/tmp/workflow_space"
+    assert env["HOME"] == (
+        "/tmp/workflow_space" if executor.isolated else str(Path(executor.work_root, job.key.slug, "tmp"))
+    )
+
+
+async def test_gpus_handed_out_are_visible(executor: LocalExecutor) -> None:
+    job = _job('echo "$CUDA_VISIBLE_DEVICES"', resources=Resources(gpu=2, gpu_devices=("1", "3")))
+    await _run(executor, job)
+    assert _log(executor, job) == "1,3\n"
+
+
+async def test_reserved_env_names_fail_the_attempt(executor: LocalExecutor) -> None:
+    report = await _run(executor, _job("true", env={"_aihub_child": "1"}))
+    assert report.exit_code is None
+    assert report.error == "environment variable _aihub_child: names starting with _aihub_ are reserved"
+
+
+async def test_workdir_is_created_and_used(executor: LocalExecutor, tmp_path: Path) -> None:
+    workdir = "/tmp/work/dir" if executor.isolated else str(tmp_path / "work" / "dir")
+    job = _job("pwd", workdir=workdir)
+    assert (await _run(executor, job)).exit_code == 0
+    assert _log(executor, job) == f"{workdir}\n"
+
+
+# ----------------------------------------------------------------------------------------------- isolation
+
+
+async def test_concurrent_nodes_each_have_their_own_tmp(isolated: LocalExecutor, tmp_path: Path) -> None:
+    sync, storage = _shared_dir(tmp_path, "sync")
+    # Each writes /tmp/same.txt, then waits until the other has written too: both live at the same time.
+    script = (
+        'echo "$ME" > /tmp/same.txt; touch "$SYNC/$ME"; i=0; '
+        'while [ ! -e "$SYNC/$OTHER" ] && [ $i -lt 2000 ]; do i=$((i+1)); sleep 0.01; done; '
+        'test -e "$SYNC/$OTHER"'
+    )
+    jobs = [
+        _job(
+            script,
+            env={"ME": me, "OTHER": other, "SYNC": str(sync)},
+            storages=[storage],
+            outputs=[OutputDecl("same", "/tmp/same.txt", "text")],
+        )
+        for me, other in (("a", "b"), ("b", "a"))
+    ]
+    reports = await asyncio.gather(*(_run(isolated, job) for job in jobs))
+    assert [r.exit_code for r in reports] == [0, 0]
+    assert [r.outputs["same"].value for r in reports] == ["a", "b"]
+
+
+async def test_workflow_space_exists_empty_and_writable(isolated: LocalExecutor) -> None:
+    job = _job(
+        "ls -A /tmp/workflow_space | wc -l; touch /tmp/workflow_space/w && echo writable; ls -A /tmp",
+        outputs=[OutputDecl("w", "/tmp/workflow_space/w", "path")],
+    )
+    report = await _run(isolated, job)
+    assert report.ok, report
+    assert [line.strip() for line in _log(isolated, job).splitlines()] == ["0", "writable", "workflow_space"]
+
+
+async def test_storages_are_mounted_read_only_when_asked(isolated: LocalExecutor, tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "train.csv").write_text("a,b\n")
+    pad = tmp_path / "pad"
+    pad.mkdir()
+    outside = f"/mnt/aihub-test-{uuid.uuid4().hex[:8]}"
+    storages = [
+        StorageMount("dataset", f"{outside}/dataset", host_path=str(data), read_only=True),
+        StorageMount("pad", "/tmp/pad", host_path=str(pad)),
+    ]
+    job = _job(
+        f"cat {outside}/dataset/train.csv; touch {outside}/dataset/new 2>/dev/null && echo WROTE || echo read-only;"
+        " echo hi > /tmp/pad/out && echo written",
+        storages=storages,
+    )
+    try:
+        handle = await isolated.start(job)
+        report = await isolated.wait(handle)
+        desc = await isolated.describe(handle)
+    finally:
+        for path in (Path(outside, "dataset"), Path(outside)):
+            path.rmdir()
+    assert report.exit_code == 0
+    assert _log(isolated, job) == "a,b\nread-only\nwritten\n"
+    assert not (data / "new").exists()
+    assert (pad / "out").read_text() == "hi\n", "the storage data survives the removal of the node's /tmp"
+    assert f"dataset at {outside}/dataset (read-only)" in desc["isolation"]
+    assert "pad at /tmp/pad" in desc["isolation"]
+
+
+async def test_missing_storage_fails_the_attempt(executor: LocalExecutor, tmp_path: Path) -> None:
+    missing = str(tmp_path / "nope")
+    report = await _run(executor, _job("true", storages=[StorageMount("gone", missing, host_path=missing)]))
+    assert report.exit_code is None
+    assert report.error is not None and "storage 'gone'" in report.error
+
+
+async def test_input_artifacts_are_unpacked_at_the_same_path(executor: LocalExecutor, tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    (src / "dir" / "sub").mkdir(parents=True)
+    (src / "dir" / "sub" / "a.txt").write_text("in a dir\n")
+    (src / "file.txt").write_text("a file\n")
+    digests = {}
+    for name in ("dir", "file.txt"):
+        pack(src / name, tmp_path / f"{name}.tar.gz")
+        digests[name], _ = await executor.artifacts.put_file(tmp_path / f"{name}.tar.gz")
+    base = "/tmp/inputs" if executor.isolated else str(tmp_path / "inputs")
+    job = _job(
+        'cat "$D/sub/a.txt" "$F"',
+        env={"D": f"{base}/dir", "F": f"{base}/deep/file.txt"},
+        artifacts_in=[
+            ArtifactInput("d", f"{base}/dir", digests["dir"]),
+            ArtifactInput("f", f"{base}/deep/file.txt", digests["file.txt"]),
+        ],
+    )
+    report = await _run(executor, job)
+    assert report.exit_code == 0, _log(executor, job)
+    assert _log(executor, job) == "in a dir\na file\n"
+
+
+async def test_unknown_input_artifact_fails_the_attempt(executor: LocalExecutor) -> None:
+    job = _job("true", artifacts_in=[ArtifactInput("x", "/tmp/x", "0" * 64)])
+    report = await _run(executor, job)
+    assert report.exit_code is None
+    assert report.error == f"input 'x': artifact {'0' * 64} is not in the store"
+    assert _log(executor, job) == f"aihub: {report.error}\n", "the reason is in the log too"
+
+
+# ------------------------------------------------------------------------------------------------- outputs
+
+
+async def test_outputs_are_collected_after_a_successful_exit(executor: LocalExecutor, tmp_path: Path) -> None:
+    base = "/tmp" if executor.isolated else str(tmp_path / "node-tmp")
+    job = _job(
+        'mkdir -p "$B/model/sub" && echo w > "$B/model/sub/weights" && printf "0.93\\n" > "$B/acc.txt"',
+        env={"B": base},
+        outputs=[OutputDecl("acc", f"{base}/acc.txt", "text"), OutputDecl("model", f"{base}/model", "path")],
+    )
+    report = await _run(executor, job)
+    assert report.ok, report
+    assert report.outputs["acc"].value == "0.93"
+    model = report.outputs["model"]
+    assert model.value == f"{base}/model"
+    assert sha256_file(executor.artifacts.path(model.digest or "")) == model.digest
+    found = await executor.find(job.key)
+    assert found is not None
+    again = await executor.wait(found)
+    assert again.outputs == report.outputs, "waiting again (after a restart) returns the same outputs"
+
+
+async def test_output_errors_fail_a_successful_exit(executor: LocalExecutor) -> None:
+    report = await _run(
+        executor, _job("true", outputs=[OutputDecl("x", "/tmp/workflow_space/never", "text")])
+    )
+    assert report.exit_code == 0
+    assert report.error == "output 'x': file /tmp/workflow_space/never was not written"
+    assert not report.ok
+
+
+async def test_symlinked_output_is_read_as_the_node_sees_it(isolated: LocalExecutor) -> None:
+    name = f"aihub-real-{uuid.uuid4().hex}"
+    host_decoy = Path("/tmp", name)
+    host_decoy.write_text("HOST")
+    try:
+        job = _job(
+            f"echo NODE > /tmp/{name}; ln -s /tmp/{name} /tmp/link",
+            outputs=[OutputDecl("v", "/tmp/link", "text")],
+        )
+        report = await _run(isolated, job)
+    finally:
+        host_decoy.unlink()
+    assert report.outputs["v"].value == "NODE"
+
+
+async def test_private_tmp_is_removed_after_wait(executor: LocalExecutor) -> None:
+    job = _job("mkdir -p /tmp/workflow_space/big && echo x > /tmp/workflow_space/big/f")
+    handle = await executor.start(job)
+    await executor.wait(handle)
+    scratch = Path(handle.data["scratch"])
+    assert not (scratch / "tmp").exists()
+    assert (scratch / "exit").exists(), "the small status files stay for a later find()"
+
+
+# ---------------------------------------------------------------------------------------------------- stop
+
+
+async def test_stop_terminates_the_whole_process_group(executor: LocalExecutor) -> None:
+    job = _job('sleep 1000 & echo "grandchild $!"; wait')
+    handle = await executor.start(job)
+    grandchild = int((await _log_match(executor, job, r"grandchild (\d+)"))[1])
+    started = time.monotonic()
+    await executor.stop(handle, grace=10)
+    assert time.monotonic() - started < 5, "SIGTERM was enough: no waiting for the grace period"
+    report = await executor.wait(handle)
+    assert report.stopped and not report.ok
+    assert report.exit_code == 128 + signal.SIGTERM
+    await _eventually(lambda: _gone(grandchild), "the grandchild to be gone")
+
+
+async def test_stop_kills_a_node_that_ignores_sigterm_after_the_grace(executor: LocalExecutor) -> None:
+    job = _job('trap "" TERM; sleep 1000 & echo "grandchild $!"; wait')
+    handle = await executor.start(job)
+    grandchild = int((await _log_match(executor, job, r"grandchild (\d+)"))[1])
+    started = time.monotonic()
+    await executor.stop(handle, grace=0.5)
+    assert time.monotonic() - started >= 0.5, "the grace period is respected"
+    report = await executor.wait(handle)
+    assert (report.stopped, report.exit_code) == (True, 128 + signal.SIGKILL)
+    assert _log(executor, job).endswith("aihub: still running 0.5 s after SIGTERM: killed (SIGKILL)\n")
+    await _eventually(lambda: _gone(grandchild), "the grandchild to be gone")
+
+
+async def test_processes_left_behind_end_with_the_node(executor: LocalExecutor) -> None:
+    """Like a container whose main process ended: a background process it started does not linger."""
+    job = _job('sleep 1000 & echo "grandchild $!"')
+    report = await _run(executor, job)
+    assert report.exit_code == 0
+    grandchild = int(re.findall(r"grandchild (\d+)", _log(executor, job))[0])
+    await _eventually(lambda: _gone(grandchild), "the grandchild to be gone")
+
+
+async def test_node_may_handle_sigterm_gracefully(executor: LocalExecutor) -> None:
+    job = _job('trap "echo cleaning up; exit 0" TERM; echo ready; sleep 1000 & wait')
+    handle = await executor.start(job)
+    await _log_match(executor, job, "ready")
+    await executor.stop(handle, grace=10)
+    report = await executor.wait(handle)
+    assert (report.exit_code, report.stopped) == (0, True)
+    assert "cleaning up" in _log(executor, job)
+
+
+async def test_stop_is_idempotent_and_harmless_after_the_end(executor: LocalExecutor) -> None:
+    job = _job("exit 4")
+    handle = await executor.start(job)
+    first = await executor.wait(handle)
+    await executor.stop(handle, grace=1)
+    await executor.stop(handle, grace=1)
+    second = await executor.wait(handle)
+    assert (first.exit_code, first.stopped) == (second.exit_code, second.stopped) == (4, False)
+
+
+async def test_stop_right_after_start(executor: LocalExecutor) -> None:
+    handle = await executor.start(_job("sleep 1000"))
+    await executor.stop(handle, grace=5)
+    await executor.stop(handle, grace=5)
+    report = await executor.wait(handle)
+    assert report.stopped
+    assert report.exit_code in (128 + signal.SIGTERM, 128 + signal.SIGKILL)
+
+
+async def test_supervisor_killed_alone_reports_vanished(executor: LocalExecutor) -> None:
+    job = _job('echo "node $$"; sleep 1000')
+    handle = await executor.start(job)
+    node = int((await _log_match(executor, job, r"node (\d+)"))[1])
+    os.kill(handle.data["pid"], signal.SIGKILL)
+    report = await executor.wait(handle)
+    assert (report.exit_code, report.error) == (None, VANISHED)
+    assert not _gone(node)
+    await executor.stop(handle, grace=5)  # the node it left behind is still in the attempt's group
+    await _eventually(lambda: _gone(node), "the node left behind to be stopped")
+
+
+# -------------------------------------------------------------------------------------- restart safety
+
+_SERVER = r"""
+import asyncio, json, sys
+from pathlib import Path
+from aihub.engine.executors.base import Job, JobKey, OutputDecl, StorageMount
+from aihub.engine.executors.local import LocalExecutor
+from aihub.storage.local import LocalArtifactStore, LocalLogStore
+
+async def main() -> None:
+    root, sync, out = Path(sys.argv[1]), sys.argv[2], sys.argv[3]
+    executor = LocalExecutor(root / "runs", LocalArtifactStore(root / "artifacts"), LocalLogStore(root / "logs"))
+    await executor.probe()
+    script = (
+        'echo "node $$"; i=0; while [ ! -e "$SYNC/go" ] && [ $i -lt 3000 ]; do i=$((i+1)); sleep 0.01; done; '
+        'test -e "$SYNC/go" && echo finished > "$OUT"'
+    )
+    job = Job(
+        JobKey(7, "train", 1), ["sh", "-c", script], {"SYNC": sync, "OUT": out},
+        storages=[StorageMount("sync", sync, host_path=sync)], outputs=[OutputDecl("result", out, "text")],
+    )
+    handle = await executor.start(job)
+    print(json.dumps(handle.to_json()), flush=True)
+    await asyncio.Event().wait()  # a server, busy, until it is killed
+
+asyncio.run(main())
+"""
+
+
+@pytest.mark.parametrize("finish_before_restart", [False, True], ids=["reattach-running", "collect-finished"])
+async def test_nodes_survive_a_killed_server_and_are_reattached(
+    tmp_path: Path, make_executor: MakeExecutor, finish_before_restart: bool
+) -> None:
+    sync = tmp_path / "sync"
+    sync.mkdir()
+    out = f"/tmp/workflow_space/result-{uuid.uuid4().hex}.txt"
+    server = await asyncio.create_subprocess_exec(
+        *(sys.executable, "-c", _SERVER, str(tmp_path), str(sync), out),
+        stdout=asyncio.subprocess.PIPE,
+        start_new_session=True,
+    )
+    assert server.stdout is not None
+    try:
+        async with asyncio.timeout(DEADLINE):
+            recorded = Handle.from_json(json.loads(await server.stdout.readline()))
+    finally:
+        # SIGKILL to the server's whole process group, as a terminal's Ctrl-C or a service manager would
+        # signal it: no cleanup of any kind, and nothing in the server's group survives.
+        os.killpg(server.pid, signal.SIGKILL)
+        await server.wait()
+    assert server.returncode == -signal.SIGKILL
+    log_path = tmp_path / "logs" / "7" / "train" / "1.log"
+    node = int((await _eventually(lambda: re.search(r"node (\d+)", log_path.read_text()), "the node"))[1])
+    assert not _gone(node), "the node outlived the server"
+
+    executor = await make_executor("auto")
+    if finish_before_restart:
+        (sync / "go").touch()
+        await _eventually(lambda: (Path(recorded.data["scratch"]) / "exit").exists(), "the node to finish")
+    found = await executor.find(JobKey(7, "train", 1))
+    assert found is not None
+    assert (found.data["pid"], found.id) == (recorded.data["pid"], recorded.id)
+    assert found.data["start_time"] == (None if finish_before_restart else recorded.data["start_time"])
+    assert "running" in (await executor.describe(found))["state"] or finish_before_restart
+
+    (sync / "go").touch()
+    try:
+        async with asyncio.timeout(DEADLINE):
+            report, again = await asyncio.gather(executor.wait(found), executor.wait(recorded))
+    finally:
+        if not executor.isolated:
+            Path(out).unlink(missing_ok=True)
+    assert report.ok, report
+    assert report.outputs["result"].value == "finished"
+    assert again.outputs == report.outputs, "the handle the server recorded works just as well"
+
+
+async def test_find_knows_only_started_attempts(make_executor: MakeExecutor) -> None:
+    executor = await make_executor()
+    assert await executor.find(JobKey(1, "never", 1)) is None
+
+
+async def test_starting_the_same_attempt_again_does_not_run_it_twice(make_executor: MakeExecutor) -> None:
+    executor = await make_executor()
+    job = _job("echo ran")
+    first = await executor.start(job)
+    second = await executor.start(job)
+    assert second.data["pid"] == first.data["pid"]
+    await executor.wait(second)
+    assert _log(executor, job) == "ran\n"
+
+
+# ---------------------------------------------------------------------------------------- container view
+
+
+async def test_describe_shows_the_process_and_never_env_values(executor: LocalExecutor) -> None:
+    job = _job("echo ready; sleep 1000", env={"AI_HUB_TOKEN": "s3cr3t-token-value"})
+    handle = await executor.start(job)
+    await _log_match(executor, job, "ready")
+    running = await executor.describe(handle)
+    assert running["state"] == "running"
+    assert running["pid"] == handle.data["pid"] == running["pgid"]
+    assert running["argv"] == ["sh", "-c", "echo ready; sleep 1000"]
+    assert running["env"] == ["AI_HUB_TOKEN"]
+    assert running["host"] and running["started_at"]
+    if executor.isolated:
+        assert running["isolation"].startswith("mount namespace: private /tmp, /tmp/workflow_space")
+    else:
+        assert running["isolation"].startswith("none (")
+    await executor.stop(handle, grace=5)
+    await executor.wait(handle)
+    ended = await executor.describe(handle)
+    assert ended["state"] == "exited with code 143 (stopped)"
+    assert "s3cr3t-token-value" not in json.dumps([running, ended, handle.to_json()])
+    assert await executor.events(handle) == []
+
+
+async def test_isolation_off_says_so(make_executor: MakeExecutor) -> None:
+    executor = await make_executor("off")
+    assert not executor.isolated
+    handle = await executor.start(_job("true"))
+    assert (await executor.describe(handle))["isolation"] == (
+        "none (disabled by configuration (AIHUB_LOCAL_ISOLATION=off))"
+    )
+    await executor.wait(handle)
+
+
+async def test_unavailable_isolation_warns_once_and_falls_back(
+    make_executor: MakeExecutor, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    real_find = local_module._Tools.find
+
+    def without_unshare() -> local_module._Tools:
+        tools = real_find()
+        return local_module._Tools(tools.sh, tools.mount, None)
+
+    monkeypatch.setattr(local_module._Tools, "find", staticmethod(without_unshare))
+    with caplog.at_level(logging.WARNING, logger=local_module.__name__):
+        executor = await make_executor("auto")
+        report = await _run(executor, _job("test -d /tmp/workflow_space"))
+    assert not executor.isolated
+    assert report.exit_code == 0
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warnings == [
+        "local executor: mount isolation unavailable (unshare(1) or mount(8) not found); nodes share this "
+        "host's /tmp and data storages are not mounted"
+    ]
