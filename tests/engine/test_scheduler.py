@@ -314,3 +314,44 @@ async def test_only_the_status_service_assigns_status() -> None:
         if RUN_OR_NODE_STATUS_WRITE.search(line)
     ]
     assert offenders == []
+
+
+async def test_thousand_node_run(rt: Runtime, user: User) -> None:
+    """A 1,000-node run (10 layers of 100, each node after one node of the layer before) completes."""
+    nodes = [
+        {
+            "name": f"n{layer}_{i}",
+            "command": "true",
+            **({"depends_on": [f"n{layer - 1}_{i}"]} if layer else {}),
+        }
+        for layer in range(10)
+        for i in range(100)
+    ]
+    run = await start_run(rt, user, spec(*nodes))
+    run = await wait_for_run(rt, run.id, timeout=300)
+    assert run.status is RunStatus.SUCCEEDED
+    assert await NodeRun.filter(run_id=run.id, status=NodeStatus.SUCCEEDED).count() == 1000
+
+
+async def test_dozens_of_concurrent_runs(rt: Runtime, user: User) -> None:
+    from aihub.services.runs import create_run
+    from aihub.services.workflows import create_workflow
+
+    version = await create_workflow(
+        user,
+        spec(
+            {
+                "name": "a",
+                "command": 'echo "$x" > /tmp/o',
+                "inputs": [{"name": "x", "from": "params.x"}],
+                "outputs": [{"name": "o", "path": "/tmp/o", "type": "text"}],
+            },
+            {"name": "b", "command": 'echo "$v"', "inputs": [{"name": "v", "from": "a.o"}]},
+            params=[{"name": "x"}],
+        ),
+    )
+    runs = [await create_run(rt.bus, user, version.id, params={"x": f"run{i}"}) for i in range(30)]
+    for i, run in enumerate(runs):
+        done = await wait_for_run(rt, run.id, timeout=300)
+        assert done.status is RunStatus.SUCCEEDED
+        assert (await node_log(rt, run.id, "b")).strip() == f"run{i}"
