@@ -14,8 +14,10 @@ ever sees them and git is told the same rules again:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
+import signal
 from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -130,9 +132,10 @@ async def _git(
         async with asyncio.timeout(time_limit):
             out, _ = await proc.communicate()
     except (TimeoutError, asyncio.CancelledError):
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
+        # the whole group: git's helpers (git-remote-http, ssh) hold the output pipe open too
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        await proc.wait()
         raise
     return proc.returncode or 0, out.decode(errors="replace")
 
