@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import strawberry
 
 from aihub.graphql.context import Info
@@ -9,7 +12,14 @@ from aihub.graphql.types.common import JSON, parse_id
 from aihub.graphql.types.workflows import WorkflowPage, WorkflowType, WorkflowVersionType
 from aihub.services import queries, versions, workflows
 from aihub.services.access import get_workflow
-from aihub.services.errors import NotFound
+from aihub.services.errors import InvalidInput, NotFound
+
+
+def spec_source(value: Any) -> str | Mapping[str, Any]:
+    """A ``spec`` argument: an object, or YAML/JSON text (so that errors can point at lines)."""
+    if isinstance(value, str | Mapping):
+        return value
+    raise InvalidInput("spec must be an object or the YAML/JSON text of one", field="spec")
 
 
 @strawberry.type
@@ -59,7 +69,7 @@ class WorkflowMutation:
     ) -> WorkflowVersionType:
         row = await workflows.create_workflow(
             info.context.require_user(),
-            spec,  # type: ignore[arg-type]
+            spec_source(spec),
             name=name,
             description=description,
         )
@@ -72,7 +82,7 @@ class WorkflowMutation:
         row = await workflows.create_version(
             info.context.require_user(),
             parse_id(workflow_id, "workflowId"),
-            spec,  # type: ignore[arg-type]
+            spec_source(spec),
             description=description,
         )
         return WorkflowVersionType.from_row(row)
@@ -81,7 +91,7 @@ class WorkflowMutation:
         description="the caller's workflow named like the spec, created or given a new version when it changed"
     )
     async def submit_workflow(self, info: Info, spec: JSON) -> WorkflowVersionType:
-        row = await workflows.find_or_create_for_file(info.context.require_user(), spec)  # type: ignore[arg-type]
+        row = await workflows.find_or_create_for_file(info.context.require_user(), spec_source(spec))
         return WorkflowVersionType.from_row(row)
 
     @strawberry.mutation

@@ -7,7 +7,11 @@ leads it), ``carol`` (team ``other``).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import os
+import shutil
+import tempfile
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -28,6 +32,15 @@ def _fast_password_hashing(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(
         users_service, "_hasher", PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
     )
+
+
+@pytest.fixture
+def shared_dir() -> Iterator[Path]:
+    """A directory nodes see at the same path: not under /tmp, which is private to each node."""
+    base = "/dev/shm" if os.access("/dev/shm", os.W_OK) else str(Path.home())
+    path = Path(tempfile.mkdtemp(prefix="aihub-test-", dir=base))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture

@@ -215,3 +215,38 @@ async def stop_server(server: uvicorn.Server, task: asyncio.Task[None]) -> None:
 
 
 LOGIN = "mutation($u: String!, $p: String!) { login(username: $u, password: $p) { token user { id } } }"
+
+
+RUN_EVENTS = (
+    "subscription($id: ID!) { runEvents(runId: $id) "
+    "{ runId runStatus node nodeStatus retryCount attempt message snapshot } }"
+)
+TERMINAL = {"SUCCEEDED", "FAILED", "STOPPED"}
+
+
+async def wait_for(
+    server: Server,
+    run_id: str,
+    *,
+    run_status: set[str] | None = None,
+    node: str | None = None,
+    node_status: str | None = None,
+    as_: str = "alice",
+    timeout: float = 60,
+) -> list[dict[str, Any]]:
+    """Follow ``runEvents`` until the run reaches ``run_status`` (default: any terminal status), or ``node``
+    reaches ``node_status``; returns every event received."""
+    wanted = run_status or TERMINAL
+    events: list[dict[str, Any]] = []
+    async with server.ws(server.tokens[as_]) as ws:
+        op = await ws.subscribe(RUN_EVENTS, {"id": run_id})
+        async with asyncio.timeout(timeout):
+            async for data in ws.results(op):
+                event = data["runEvents"]
+                events.append(event)
+                if node is not None:
+                    if event["node"] == node and event["nodeStatus"] == node_status:
+                        return events
+                elif event["node"] is None and event["runStatus"] in wanted:
+                    return events
+    raise AssertionError(f"run {run_id} events ended early: {events}")
