@@ -92,6 +92,7 @@ class ApiToken(Model):
 
     class Meta:
         table = "api_token"
+        indexes = (Index(fields=("user_id", "kind")), Index(fields=("run_id",)))
 
 
 class Category(Model):
@@ -202,6 +203,7 @@ class Run(Model):
             Index(fields=("status", "created_at")),
             Index(fields=("owner_id", "created_at")),
             Index(fields=("workflow_id", "created_at")),
+            Index(fields=("version_id", "created_at")),
         )
 
 

@@ -1,0 +1,134 @@
+"""Users: password hashing, creation (with team membership), the initial administrator, ``aihub user create``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import re
+import secrets
+import sys
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+from tortoise.exceptions import IntegrityError
+from tortoise.transactions import in_transaction
+
+from aihub.db.models import Team, User
+from aihub.db.setup import close_db, init_db, migrate
+from aihub.services.errors import InvalidInput
+from aihub.settings import Settings
+
+USERNAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{1,63}$")
+ADMIN_USERNAME = "admin"
+TEAM_NAME_MAX = 100
+
+_hasher = PasswordHasher()
+
+
+class UserError(InvalidInput, ValueError):
+    """A user cannot be created as asked; ``field`` names the offending input."""
+
+
+def hash_password(password: str) -> str:
+    return _hasher.hash(password)
+
+
+def verify_password(password_hash: str, password: str) -> bool:
+    """True if ``password`` matches; False for a wrong password or a missing/garbled hash."""
+    try:
+        return _hasher.verify(password_hash, password)
+    except (VerificationError, InvalidHashError):
+        return False
+
+
+def generate_password() -> str:
+    return secrets.token_urlsafe(16)
+
+
+def validate_username(username: str) -> None:
+    if not USERNAME_RE.fullmatch(username):
+        raise UserError(
+            f"username {username!r} is invalid: use 2-64 characters a-z, 0-9, '_', '.', '-', "
+            "starting with a letter or digit",
+            field="username",
+        )
+
+
+def _validate_new_user(username: str, password: str, team: str | None, leader: bool) -> None:
+    validate_username(username)
+    if not password:
+        raise UserError("password must not be empty", field="password")
+    if team is not None and not (0 < len(team.strip()) <= TEAM_NAME_MAX):
+        raise UserError(f"team name must be 1-{TEAM_NAME_MAX} characters", field="team")
+    if leader and team is None:
+        raise UserError("a team leader needs a team", field="leader")
+
+
+async def create_user(
+    username: str,
+    password: str,
+    *,
+    is_admin: bool = False,
+    team: str | None = None,
+    leader: bool = False,
+) -> User:
+    """Create a user, joining ``team`` (created if missing); ``leader`` makes them one of its leaders."""
+    _validate_new_user(username, password, team, leader)
+    password_hash = await asyncio.to_thread(hash_password, password)  # argon2 is slow by design
+    try:
+        async with in_transaction():
+            team_row = (await Team.get_or_create(name=team.strip()))[0] if team is not None else None
+            return await User.create(
+                username=username,
+                password_hash=password_hash,
+                is_admin=is_admin,
+                team=team_row,
+                is_team_leader=leader,
+            )
+    except IntegrityError:
+        if await User.filter(username=username).exists():
+            raise UserError(f"username {username!r} is already taken", field="username") from None
+        raise
+
+
+async def ensure_admin(settings: Settings) -> str | None:
+    """Create ``admin`` if there is no administrator yet; returns its password if it was generated."""
+    if await User.filter(is_admin=True).exists():
+        return None
+    password = settings.admin_password or generate_password()
+    try:
+        await create_user(ADMIN_USERNAME, password, is_admin=True)
+    except UserError as exc:
+        if exc.field == "username" and await User.filter(is_admin=True).exists():
+            return None  # another process created it first
+        raise UserError(
+            f"there is no administrator and the user {ADMIN_USERNAME!r} cannot be created ({exc.message}); "
+            "create one with `aihub user create NAME --admin`",
+            field="username",
+        ) from exc
+    return None if settings.admin_password else password
+
+
+async def create_user_cli(settings: Settings, args: argparse.Namespace) -> int:
+    """``aihub user create NAME [--password P] [--admin] [--team T [--leader]]``."""
+    password = args.password or generate_password()
+    await migrate(settings)
+    await init_db(settings)
+    try:
+        user = await create_user(args.name, password, is_admin=args.admin, team=args.team, leader=args.leader)
+    except UserError as exc:
+        print(f"aihub user create: {exc.message}", file=sys.stderr)
+        return 1
+    finally:
+        await close_db()
+    print(f"created {_describe(user, args.team)}")
+    if not args.password:
+        print(f"password: {password}")
+    return 0
+
+
+def _describe(user: User, team: str | None) -> str:
+    text = f"{'administrator' if user.is_admin else 'user'} {user.username!r}"
+    if team:
+        text += f" in team {team.strip()!r}" + (" as its leader" if user.is_team_leader else "")
+    return text
