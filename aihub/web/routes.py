@@ -9,6 +9,7 @@ from starlette.staticfiles import StaticFiles
 
 from aihub.db.models import User
 from aihub.web.auth_routes import auth_routes
+from aihub.web.editor import editor_routes
 from aihub.web.render import STATIC
 from aihub.web.runs import run_routes
 from aihub.web.session import page, redirect
@@ -24,6 +25,7 @@ def web_routes() -> list[BaseRoute]:
     return [
         Route("/", home),
         *auth_routes(),
+        *editor_routes(),
         *workflow_routes(),
         *run_routes(),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),

@@ -1,4 +1,5 @@
-"""Workflow pages: list with versions, create from YAML, new version, version detail with the DAG, export."""
+"""Workflow pages: list with versions, version detail with the DAG, templates, export (the editor is in
+``aihub.web.editor``)."""
 
 from __future__ import annotations
 
@@ -8,27 +9,12 @@ from starlette.routing import BaseRoute, Route
 
 from aihub.db.models import User
 from aihub.domain.spec import parse_spec
-from aihub.services.errors import ServiceError
+from aihub.services.editor import can_add_version
 from aihub.services.queries import list_versions, list_workflows
-from aihub.services.versions import export_yaml, get_readable_version
-from aihub.services.workflows import create_version, create_workflow
+from aihub.services.versions import export_yaml, get_readable_version, set_template
 from aihub.web.render import render
 from aihub.web.session import page, redirect
 from aihub.web.svg import layout
-
-TEMPLATE = """name: my-workflow
-description: ""
-params:
-  - name: greeting
-    description: what to say
-    default: hello
-nodes:
-  - name: step1
-    image: python:3.11-slim
-    command: echo "$greeting"
-    inputs:
-      - {name: greeting, from: params.greeting}
-"""
 
 
 @page
@@ -38,46 +24,6 @@ async def workflows_list(request: Request, user: User) -> Response:
     rows = [(wf, await list_versions(user, wf.id)) for wf in listing.items]
     ctx = {"rows": rows, "q": search or "", "next_cursor": listing.next_cursor}
     return render(request, "pages/workflows/list.html", ctx, partial="partials/workflows/table.html")
-
-
-async def _form(request: Request) -> tuple[str, str]:
-    form = await request.form()
-    return str(form.get("spec", "")), str(form.get("description", ""))
-
-
-@page
-async def workflow_new(request: Request, user: User) -> Response:
-    ctx = {"action": "/workflows/new", "spec": TEMPLATE, "error": None, "title": "Create workflow"}
-    if request.method == "POST":
-        spec, _ = await _form(request)
-        try:
-            version = await create_workflow(user, spec)
-        except ServiceError as exc:
-            ctx.update(spec=spec, error=exc)
-            return render(request, "pages/workflows/form.html", ctx, status_code=400)
-        return redirect(request, f"/versions/{version.id}")
-    return render(request, "pages/workflows/form.html", ctx)
-
-
-@page
-async def version_new(request: Request, user: User) -> Response:
-    """A new version of a workflow, starting from the YAML of an existing version (edit, then save)."""
-    source = await get_readable_version(user, request.path_params["version_id"])
-    ctx = {
-        "action": f"/versions/{source.id}/new-version",
-        "spec": parse_spec(source.spec).to_yaml(),
-        "error": None,
-        "title": f"New version of {source.workflow.name}",
-    }
-    if request.method == "POST":
-        spec, description = await _form(request)
-        try:
-            version = await create_version(user, source.workflow.id, spec, description=description)
-        except ServiceError as exc:
-            ctx.update(spec=spec, error=exc)
-            return render(request, "pages/workflows/form.html", ctx, status_code=400)
-        return redirect(request, f"/versions/{version.id}")
-    return render(request, "pages/workflows/form.html", ctx)
 
 
 @page
@@ -90,8 +36,17 @@ async def version_detail(request: Request, user: User) -> Response:
         "yaml": spec.to_yaml(),
         "graph": layout(spec.parents()),
         "versions": await list_versions(user, version.workflow.id),
+        "can_edit": await can_add_version(user, version),
     }
     return render(request, "pages/workflows/version.html", ctx)
+
+
+@page
+async def version_template(request: Request, user: User) -> Response:
+    """Mark a version as a template (everybody may start a workflow from it), or unmark it."""
+    form = await request.form()
+    version = await set_template(user, request.path_params["version_id"], form.get("is_template") == "1")
+    return redirect(request, f"/versions/{version.id}")
 
 
 @page
@@ -117,9 +72,8 @@ async def version_export(request: Request, user: User) -> Response:
 def workflow_routes() -> list[BaseRoute]:
     return [
         Route("/workflows", workflows_list),
-        Route("/workflows/new", workflow_new, methods=["GET", "POST"]),
         Route("/versions/{version_id:int}", version_detail),
         Route("/versions/{version_id:int}/nodes/{node:str}", version_node),
-        Route("/versions/{version_id:int}/new-version", version_new, methods=["GET", "POST"]),
+        Route("/versions/{version_id:int}/template", version_template, methods=["POST"]),
         Route("/versions/{version_id:int}/export.yaml", version_export),
     ]

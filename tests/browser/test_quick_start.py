@@ -33,6 +33,7 @@ def log_in(page: Page) -> None:
 def create_workflow(page: Page, spec: str) -> None:
     page.get_by_role("link", name="Workflows").click()
     page.get_by_role("link", name="Create workflow").click()
+    page.locator("#tab-yaml").click()
     page.locator("#spec").fill(spec)
     page.get_by_role("button", name="Save").click()
     expect(page.locator("#run-version")).to_be_visible()

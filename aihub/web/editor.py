@@ -1,0 +1,357 @@
+"""The workflow editor ("canvas"): a form for every field of a spec, a YAML tab, a live DAG preview.
+
+One endpoint per target serves the whole editor: ``GET`` renders it prefilled (blank, an example, a template,
+a version to copy), ``POST`` receives every field, applies the button pressed (``op``), validates and renders
+the form again — the full page for a plain form post, the ``#editor-body`` fragment for htmx (the form posts
+itself on every ``change``, so the preview and the errors follow the user's edits). ``op=save`` saves a new
+workflow or a new version and redirects to it.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+from starlette.datastructures import FormData
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from aihub.db.models import User, WorkflowVersion
+from aihub.domain.spec import SpecError, SpecIssue, parse_spec
+from aihub.services.editor import (
+    EditorChoices,
+    can_add_version,
+    editor_choices,
+    free_workflow_name,
+    get_example,
+    list_examples,
+    spec_issues,
+    spec_issues_of,
+    template_versions,
+)
+from aihub.services.errors import InvalidInput, NotFound
+from aihub.services.versions import get_readable_version
+from aihub.services.workflows import create_version, create_workflow
+from aihub.web.draft import (
+    Draft,
+    EnvRow,
+    InputRow,
+    NodeRow,
+    OutputRow,
+    ParamRow,
+    draft_from_form,
+    draft_from_spec,
+)
+from aihub.web.draft import errors_by_field as map_errors
+from aihub.web.render import is_htmx, render
+from aihub.web.session import page, redirect
+from aihub.web.svg import layout
+
+_OP = re.compile(r"(add|remove)-(param|node|module|input|output|env)(?:-([\w.-]+))?")
+_Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+@dataclass
+class Editor:
+    """What the form holds: the draft (form tab) or the YAML text (YAML tab), and where it is saved."""
+
+    mode: str = "form"  # "form" | "yaml"
+    draft: Draft = field(default_factory=Draft)
+    yaml: str = ""
+    target: str = (
+        "workflow"  # "workflow" (a new workflow) | "version" (a new version of the source's workflow)
+    )
+    note: str = ""  # the new version's description
+    issues: list[SpecIssue] = field(default_factory=list)
+
+
+@dataclass
+class Target:
+    action: str
+    title: str
+    source: WorkflowVersion | None = None
+    can_version: bool = False
+
+
+# ------------------------------------------------------------------------------------------------ the form
+
+
+def editor_from_form(form: FormData) -> tuple[Editor, str]:
+    """The editor state a form posted, and the button pressed. A post with only ``spec`` (the YAML form of
+    scripts and older pages) saves that text."""
+    legacy = "mode" not in form
+    mode = "yaml" if legacy or form.get("mode") == "yaml" else "form"
+    state = Editor(
+        mode=mode,
+        yaml=str(form.get("spec", "")).replace("\r\n", "\n"),
+        target="version" if form.get("target") == "version" else "workflow",
+        note=str(form.get("note", "")),
+    )
+    if mode == "form":
+        state.draft = draft_from_form((k, v) for k, v in form.multi_items() if isinstance(v, str))
+        state.draft.carry_renames()
+    op = str(form.get("op", "")) or ("save" if legacy else "preview")
+    return state, op
+
+
+def load_mapping(text: str) -> tuple[dict[str, Any] | None, list[SpecIssue]]:
+    """The YAML/JSON text as a mapping, or the document-level problems (syntax, not a mapping, too big)."""
+    try:
+        parse_spec(text)
+    except SpecError as exc:
+        problems = [i for i in exc.issues if i.location == "document"]
+        if problems:
+            return None, problems
+    data = yaml.load(text, Loader=_Loader)  # safe: parse_spec has rejected alias bombs and syntax errors
+    return data, []
+
+
+def yaml_of(draft: Draft) -> str:
+    spec = draft.to_spec()
+    try:
+        return parse_spec(spec).to_yaml()
+    except SpecError:
+        return yaml.safe_dump(spec, sort_keys=False, allow_unicode=True, width=100)
+
+
+def apply_op(state: Editor, op: str, choices: EditorChoices) -> None:
+    """The structural buttons: add/remove rows and nodes, switch tabs."""
+    if op == "tab-yaml" and state.mode == "form":
+        state.mode, state.yaml = "yaml", yaml_of(state.draft)
+    elif op == "tab-form" and state.mode == "yaml":
+        _to_form(state)
+    match = _OP.fullmatch(op)
+    if match and state.mode == "form":
+        verb, what, arg = match.groups()
+        _edit(state.draft, verb, what, (arg or "").split("-"), choices)
+
+
+def _to_form(state: Editor) -> None:
+    data, problems = load_mapping(state.yaml)
+    if data is None:
+        state.issues = problems
+        return
+    draft, lost = draft_from_spec(data)
+    if lost:
+        message = "the form cannot show this spec; fix it here first: " + "; ".join(lost)
+        state.issues = [SpecIssue("document", "", message)]
+        return
+    state.mode, state.draft = "form", draft
+
+
+def _index(parts: list[str], at: int, items: list[Any]) -> int | None:
+    if len(parts) <= at or not parts[at].isdigit():
+        return None
+    value = int(parts[at])
+    return value if value < len(items) else None
+
+
+def _edit(draft: Draft, verb: str, what: str, parts: list[str], choices: EditorChoices) -> None:
+    if what == "param":
+        if verb == "add":
+            draft.params.append(ParamRow())
+        elif (i := _index(parts, 0, draft.params)) is not None:
+            draft.params.pop(i)
+        return
+    if what == "node":
+        if verb == "add":
+            draft.nodes.append(NodeRow(name=draft.unique_node_name(f"step{len(draft.nodes) + 1}")))
+        elif (i := _index(parts, 0, draft.nodes)) is not None:
+            draft.remove_node(i)
+        return
+    if what == "module":
+        module = choices.module("-".join(parts))
+        if verb == "add" and module is not None:
+            inputs = [InputRow(name=i["name"]) for i in module.inputs]
+            draft.nodes.append(
+                NodeRow(name=draft.unique_node_name(module.name), module=module.name, inputs=inputs)
+            )
+        return
+    i = _index(parts, 0, draft.nodes)
+    if i is None:
+        return
+    node = draft.nodes[i]
+    rows: list[Any] = {"input": node.inputs, "output": node.outputs, "env": node.env}[what]
+    if verb == "add":
+        rows.append({"input": InputRow, "output": OutputRow, "env": EnvRow}[what]())
+    elif (j := _index(parts, 1, rows)) is not None:
+        rows.pop(j)
+
+
+# ------------------------------------------------------------------------------------------------ save
+
+
+async def save(user: User, state: Editor, target: Target) -> WorkflowVersion | None:
+    """Saves a new workflow or version; None (with ``state.issues`` set) when something is wrong."""
+    if state.target == "version" and not target.can_version and target.source is not None:
+        name = target.source.workflow.name
+        message = (
+            f"only the owner of {name!r} or an administrator may add versions to it; save a new workflow"
+        )
+        state.issues = [SpecIssue("workflow", "target", message)]
+        return None
+    await check(user, state)
+    if state.issues:
+        return None
+    source: Any = state.draft.to_spec() if state.mode == "form" else state.yaml
+    try:
+        if state.target == "version" and target.source is not None:
+            return await create_version(
+                user, target.source.workflow.id, source, description=state.note.strip()
+            )
+        return await create_workflow(user, source)
+    except InvalidInput as exc:
+        state.issues = spec_issues_of(exc)
+    except NotFound as exc:
+        state.issues = [SpecIssue("workflow", "target", exc.message)]
+    return None
+
+
+async def check(user: User, state: Editor) -> None:
+    """Every problem of the draft (or the YAML text), into ``state.issues``."""
+    if state.issues:
+        return
+    if state.mode == "form":
+        state.issues = state.draft.form_issues() + await spec_issues(user, state.draft.to_spec())
+    elif state.yaml.strip():
+        data, state.issues = load_mapping(state.yaml)
+        if data is not None:
+            state.issues = await spec_issues(user, data)
+
+
+# ------------------------------------------------------------------------------------------------ rendering
+
+
+def _preview_draft(state: Editor) -> Draft:
+    if state.mode == "form":
+        return state.draft
+    data, _ = load_mapping(state.yaml) if state.yaml.strip() else (None, [])
+    return draft_from_spec(data)[0] if isinstance(data, dict) else Draft()
+
+
+def _broken(errors: dict[str, list[str]], draft: Draft) -> set[str]:
+    """Names of the nodes with a problem (drawn with a red border in the preview)."""
+    indexes = {int(m[1]) for key in errors if (m := re.match(r"nodes-(\d+)(?:-|$)", key))}
+    return {draft.nodes[i].name.strip() for i in indexes if i < len(draft.nodes)}
+
+
+def _palette(choices: EditorChoices) -> list[tuple[str, list[Any]]]:
+    groups: dict[str, list[Any]] = {}
+    for module in choices.modules:
+        groups.setdefault(module.group, []).append(module)
+    return list(groups.items())
+
+
+async def render_editor(
+    request: Request, user: User, state: Editor, target: Target, choices: EditorChoices, *, status: int = 200
+) -> Response:
+    draft = state.draft
+    preview = _preview_draft(state)
+    errors = map_errors(state.issues, draft) if state.mode == "form" else {}
+    ctx: dict[str, Any] = {
+        "title": target.title,
+        "action": target.action,
+        "source": target.source,
+        "can_version": target.can_version,
+        "state": state,
+        "draft": draft,
+        "choices": choices,
+        "palette": _palette(choices),
+        "errors": errors,
+        "broken": _broken(errors, draft),
+        "cluster_names": {c.name for c in choices.clusters},
+        "storage_names": {s.name for s in choices.storages},
+        "module_inputs": {
+            m.name: {i["name"]: i.get("description", "") for i in m.inputs} for m in choices.modules
+        },
+        "sources": [draft.sources(i, choices.module_outputs) for i in range(len(draft.nodes))],
+        "deps": [draft.dependency_choices(i) for i in range(len(draft.nodes))],
+        "graph": layout(preview.acyclic_parents()),
+        "modules": {n.name.strip(): bool(n.module) for n in preview.nodes},
+        "node_ids": {n.name.strip(): i for i, n in enumerate(preview.nodes)},
+    }
+    if request.url.path == "/workflows/new" and not is_htmx(request):
+        ctx["examples"] = list_examples()
+        ctx["templates"] = await template_versions()
+    return render(
+        request,
+        "pages/workflows/editor.html",
+        ctx,
+        partial="partials/workflows/editor.html",
+        status_code=status,
+    )
+
+
+async def editor(request: Request, user: User, target: Target, start: Editor) -> Response:
+    choices = await editor_choices(user)
+    if request.method == "GET":
+        return await render_editor(request, user, start, target, choices)
+    state, op = editor_from_form(await request.form())
+    if state.target == "version" and target.source is None:
+        state.target = "workflow"
+    if state.target == "version" and target.can_version and target.source and state.mode == "form":
+        state.draft.name = target.source.workflow.name
+    if op == "save":
+        version = await save(user, state, target)
+        if version is not None:
+            return redirect(request, f"/versions/{version.id}")
+        return await render_editor(
+            request, user, state, target, choices, status=200 if is_htmx(request) else 400
+        )
+    apply_op(state, op, choices)
+    await check(user, state)
+    return await render_editor(request, user, state, target, choices)
+
+
+# ------------------------------------------------------------------------------------------------ routes
+
+
+async def _start_new(request: Request, user: User) -> Editor:
+    """``/workflows/new?from=example:<name>|version:<id>``: the editor prefilled from a starting point."""
+    origin = request.query_params.get("from", "")
+    kind, _, key = origin.partition(":")
+    if kind == "example":
+        data, _ = load_mapping(get_example(key).text)
+        draft = draft_from_spec(data or {})[0]
+    elif kind == "version" and key.isdigit():
+        draft = draft_from_spec((await get_readable_version(user, int(key))).spec)[0]
+    else:
+        return Editor(draft=Draft(nodes=[NodeRow(name="step1")]))
+    draft.name = await free_workflow_name(user, draft.name)
+    return Editor(draft=draft)
+
+
+@page
+async def workflow_new(request: Request, user: User) -> Response:
+    target = Target(action="/workflows/new", title="Create workflow")
+    start = await _start_new(request, user) if request.method == "GET" else Editor()
+    return await editor(request, user, target, start)
+
+
+@page
+async def version_copy(request: Request, user: User) -> Response:
+    """A new version of the workflow, or a new workflow, starting from a version: everything editable."""
+    source = await get_readable_version(user, request.path_params["version_id"])
+    can_version = await can_add_version(user, source)
+    title = f"Copy {source.workflow.name} v{source.number}"
+    target = Target(f"/versions/{source.id}/copy", title, source, can_version)
+    start = Editor()
+    if request.method == "GET":
+        start = Editor(draft=draft_from_spec(source.spec)[0], target="version" if can_version else "workflow")
+        start.draft.name = (
+            source.workflow.name
+            if can_version
+            else await free_workflow_name(user, f"{source.workflow.name}-copy")
+        )
+    return await editor(request, user, target, start)
+
+
+def editor_routes() -> list[BaseRoute]:
+    return [
+        Route("/workflows/new", workflow_new, methods=["GET", "POST"]),
+        Route("/versions/{version_id:int}/copy", version_copy, methods=["GET", "POST"]),
+        Route("/versions/{version_id:int}/new-version", version_copy, methods=["GET", "POST"]),
+    ]
