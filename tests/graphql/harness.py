@@ -117,6 +117,8 @@ class WsClient:
         self.url, self.payload, self.options = url, payload, options
         self._ids = itertools.count(1)
         self.conn: websockets.ClientConnection | None = None
+        #: messages read while waiting for another operation's
+        self._held: dict[str, list[dict[str, Any]]] = {}
 
     async def __aenter__(self) -> WsClient:
         self.conn = await websockets.connect(self.url, subprotocols=[SUBPROTOCOL], **self.options)
@@ -154,8 +156,10 @@ class WsClient:
         """``data`` of ``next`` messages for ``op_id`` until ``complete``; errors (``error`` messages, or
         ``next`` with errors) raise ``GraphQLErrors``."""
         while True:
-            message = await self.recv(timeout)
+            held = self._held.get(op_id)
+            message = held.pop(0) if held else await self.recv(timeout)
             if message.get("id") != op_id:
+                self._held.setdefault(message.get("id", ""), []).append(message)
                 continue
             if message["type"] == "next":
                 if message["payload"].get("errors"):
