@@ -35,7 +35,7 @@ from aihub.engine.executors.base import (
     Resources,
     StorageMount,
 )
-from aihub.engine.executors.local import VANISHED, LocalExecutor, host_path, node_realpath
+from aihub.engine.executors.local import SHIM, VANISHED, LocalExecutor, host_path, node_realpath
 from aihub.storage.local import LocalArtifactStore, LocalLogStore
 
 MakeExecutor = Callable[..., Awaitable[LocalExecutor]]
@@ -68,9 +68,11 @@ async def make_executor(tmp_path: Path) -> AsyncIterator[MakeExecutor]:
 
 def _kill_leftovers(root: Path) -> None:
     """A failed test must not leave `sleep 1000` behind: kill every supervisor group still running."""
-    for pid_file in root.glob("**/runs/*/pid"):
-        pid = int(pid_file.read_text())
-        if str(pid_file.parent) in " ".join(_cmdline(pid)):
+    with os.scandir("/proc") as entries:
+        pids = [int(entry.name) for entry in entries if entry.name.isdigit()]
+    for pid in pids:
+        cmdline = _cmdline(pid)
+        if str(SHIM) in cmdline and any(part.startswith(str(root)) for part in cmdline):
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(pid, signal.SIGKILL)
 
@@ -120,9 +122,12 @@ async def _eventually(predicate: Callable[[], Any], what: str, timeout: float = 
 
 
 async def _log_match(executor: LocalExecutor, job: Job, pattern: str) -> re.Match[str]:
-    path = executor.logs.path(job.key.run_id, job.key.node, job.key.attempt)
+    return await _file_match(executor.logs.path(job.key.run_id, job.key.node, job.key.attempt), pattern)
+
+
+async def _file_match(path: Path, pattern: str) -> re.Match[str]:
     return await _eventually(  # type: ignore[no-any-return]
-        lambda: path.exists() and re.search(pattern, path.read_text()), f"{pattern!r} in the log"
+        lambda: path.exists() and re.search(pattern, path.read_text()), f"{pattern!r} in {path}"
     )
 
 
@@ -188,17 +193,12 @@ def test_node_realpath_follows_links_inside_the_node(tmp_path: Path) -> None:
 # ----------------------------------------------------------------------------------- exit codes and logs
 
 
-async def test_exit_codes(executor: LocalExecutor) -> None:
+async def test_exit_codes(executor: LocalExecutor, tmp_path: Path) -> None:
     ok = await _run(executor, _job("exit 0"))
     assert (ok.exit_code, ok.error, ok.ok, ok.stopped) == (0, None, True, False)
     assert ok.started_at is not None and ok.finished_at is not None and ok.started_at <= ok.finished_at
-    failed = await _run(
-        executor,
-        _job(
-            "echo x > /tmp/workflow_space/o; exit 3",
-            outputs=[OutputDecl("o", "/tmp/workflow_space/o", "text")],
-        ),
-    )
+    out = "/tmp/out.txt" if executor.isolated else str(tmp_path / "out.txt")
+    failed = await _run(executor, _job(f"echo x > {out}; exit 3", outputs=[OutputDecl("o", out, "text")]))
     assert (failed.exit_code, failed.error, failed.ok) == (3, None, False)
     assert failed.outputs == {}, "no outputs from a failed attempt"
     missing = await _run(executor, Job(JobKey(1, "node", next(_keys)), ["/no/such/program"], {}))
@@ -253,8 +253,20 @@ async def test_node_sees_exactly_its_env(executor: LocalExecutor, monkeypatch: p
     assert env["CUDA_VISIBLE_DEVICES"] == "", "no GPU unless one was handed out"
     assert env["PWD"] == "/tmp/workflow_space"
     assert env["HOME"] == (
-        "/tmp/workflow_space" if executor.isolated else str(Path(executor.work_root, job.key.slug, "tmp"))
+        "/tmp/workflow_space" if executor.isolated else str(executor.work_root / job.key.slug)
     )
+
+
+async def test_node_gets_its_own_lc_all(executor: LocalExecutor) -> None:
+    """The supervisor's tools run with LC_ALL=C; the node's own LC_ALL (or its absence) is restored."""
+    with_lc_all = Job(JobKey(1, "node", next(_keys)), ["env"], {"LC_ALL": "POSIX", "LC_ALL_X": "1"})
+    assert (await _run(executor, with_lc_all)).exit_code == 0
+    env = dict(line.split("=", 1) for line in _log(executor, with_lc_all).splitlines())
+    assert (env["LC_ALL"], env["LC_ALL_X"]) == ("POSIX", "1")
+    assert not any(name.startswith("_aihub") for name in env)
+    empty = Job(JobKey(1, "node", next(_keys)), ["env"], {"LC_ALL": ""})
+    await _run(executor, empty)
+    assert "LC_ALL=\n" in _log(executor, empty)
 
 
 async def test_gpus_handed_out_are_visible(executor: LocalExecutor) -> None:
@@ -403,11 +415,10 @@ async def test_outputs_are_collected_after_a_successful_exit(executor: LocalExec
 
 
 async def test_output_errors_fail_a_successful_exit(executor: LocalExecutor) -> None:
-    report = await _run(
-        executor, _job("true", outputs=[OutputDecl("x", "/tmp/workflow_space/never", "text")])
-    )
+    never = f"/tmp/workflow_space/never-{uuid.uuid4().hex}"
+    report = await _run(executor, _job("true", outputs=[OutputDecl("x", never, "text")]))
     assert report.exit_code == 0
-    assert report.error == "output 'x': file /tmp/workflow_space/never was not written"
+    assert report.error == f"output 'x': file {never} was not written"
     assert not report.ok
 
 
@@ -426,10 +437,10 @@ async def test_symlinked_output_is_read_as_the_node_sees_it(isolated: LocalExecu
     assert report.outputs["v"].value == "NODE"
 
 
-async def test_private_tmp_is_removed_after_wait(executor: LocalExecutor) -> None:
+async def test_private_tmp_is_removed_after_wait(isolated: LocalExecutor) -> None:
     job = _job("mkdir -p /tmp/workflow_space/big && echo x > /tmp/workflow_space/big/f")
-    handle = await executor.start(job)
-    await executor.wait(handle)
+    handle = await isolated.start(job)
+    await isolated.wait(handle)
     scratch = Path(handle.data["scratch"])
     assert not (scratch / "tmp").exists()
     assert (scratch / "exit").exists(), "the small status files stay for a later find()"
@@ -565,8 +576,7 @@ async def test_nodes_survive_a_killed_server_and_are_reattached(
         os.killpg(server.pid, signal.SIGKILL)
         await server.wait()
     assert server.returncode == -signal.SIGKILL
-    log_path = tmp_path / "logs" / "7" / "train" / "1.log"
-    node = int((await _eventually(lambda: re.search(r"node (\d+)", log_path.read_text()), "the node"))[1])
+    node = int((await _file_match(tmp_path / "logs" / "7" / "train" / "1.log", r"node (\d+)"))[1])
     assert not _gone(node), "the node outlived the server"
 
     executor = await make_executor("auto")
@@ -575,9 +585,15 @@ async def test_nodes_survive_a_killed_server_and_are_reattached(
         await _eventually(lambda: (Path(recorded.data["scratch"]) / "exit").exists(), "the node to finish")
     found = await executor.find(JobKey(7, "train", 1))
     assert found is not None
-    assert (found.data["pid"], found.id) == (recorded.data["pid"], recorded.id)
-    assert found.data["start_time"] == (None if finish_before_restart else recorded.data["start_time"])
-    assert "running" in (await executor.describe(found))["state"] or finish_before_restart
+    assert found.id == recorded.id
+    if finish_before_restart:
+        assert (await executor.describe(found))["state"] == "exited with code 0"
+    else:
+        assert (found.data["pid"], found.data["start_time"]) == (
+            recorded.data["pid"],
+            recorded.data["start_time"],
+        )
+        assert (await executor.describe(found))["state"] == "running"
 
     (sync / "go").touch()
     try:
@@ -597,13 +613,18 @@ async def test_find_knows_only_started_attempts(make_executor: MakeExecutor) -> 
 
 
 async def test_starting_the_same_attempt_again_does_not_run_it_twice(make_executor: MakeExecutor) -> None:
+    """Hazard: a restart between start and recording the handle makes the scheduler start it again."""
     executor = await make_executor()
-    job = _job("echo ran")
+    job = _job("echo ran; sleep 1000")
     first = await executor.start(job)
+    await _log_match(executor, job, "ran")
     second = await executor.start(job)
     assert second.data["pid"] == first.data["pid"]
-    await executor.wait(second)
-    assert _log(executor, job) == "ran\n"
+    await executor.stop(second, grace=5)
+    report = await executor.wait(first)
+    third = await executor.start(job)  # after the end, too
+    assert (await executor.wait(third)).exit_code == report.exit_code == 128 + signal.SIGTERM
+    assert _log(executor, job).count("ran") == 1
 
 
 # ---------------------------------------------------------------------------------------- container view

@@ -21,7 +21,7 @@ Shape of one attempt (``work_root/r{run}-{node}-a{attempt}/`` is its *scratch di
   :func:`host_path` is the one mapping from a node-visible path to the host (:func:`node_realpath` first
   follows the node's symlinks as the node would).
 - **Restart safety.** Everything needed to follow an attempt lives in its scratch dir (``meta.json``,
-  ``pid``, ``exit``, ``stop``, ``report.json``), and the handle is plain JSON. ``wait`` works for processes
+  ``exit``, ``stop``, ``report.json``) or in ``/proc``, and the handle is plain JSON. ``wait`` works for processes
   this executor started (a pidfd of the child) and for ones adopted after a restart (a pidfd of a stranger,
   guarded against PID reuse by the process start time); its report is saved, so waiting again after the
   scratch ``tmp`` tree was removed returns the same outputs.
@@ -46,7 +46,7 @@ import socket
 import subprocess
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -59,6 +59,7 @@ from aihub.engine.executors.base import (
     JobKey,
     OutputDecl,
     OutputValue,
+    Resources,
     StorageMount,
 )
 from aihub.engine.outputs import collect_outputs
@@ -181,11 +182,23 @@ def _cmdline(pid: int) -> list[str]:
         return []
 
 
-def _read_int(path: Path) -> int | None:
+def _find_supervisor(scratch: Path) -> int | None:
+    """The pid of the running supervisor of the attempt in ``scratch``: ``... shim.sh SCRATCH ...`` (or
+    the ``unshare ... sh shim.sh SCRATCH`` it is in its first moments)."""
+    with os.scandir("/proc") as entries:
+        for entry in entries:
+            if entry.name.isdigit() and _runs_supervisor_of(int(entry.name), scratch):
+                return int(entry.name)
+    return None
+
+
+def _runs_supervisor_of(pid: int, scratch: Path) -> bool:
+    cmdline = _cmdline(pid)
     try:
-        return int(path.read_text().strip())
-    except (OSError, ValueError):
-        return None
+        at = cmdline.index(str(SHIM))
+    except ValueError:
+        return False
+    return cmdline[at + 1 : at + 2] == [str(scratch)]
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
@@ -347,7 +360,7 @@ class LocalExecutor:
             binds = await self._prepare_filesystem(job, scratch, data)
             env = self._node_env(job, scratch)
             argv = [*self._unshare, *self._shim_argv(scratch, log_path, data["workdir"], binds), *job.argv]
-            proc = _spawn(argv, env, scratch)
+            proc = _spawn(argv, self._supervisor_env(env), scratch)
         except (_LaunchError, OSError) as exc:
             message = str(exc) if isinstance(exc, _LaunchError) else f"could not launch: {exc}"
             return self._fail_launch(job.key, scratch, data, message)
@@ -358,27 +371,29 @@ class LocalExecutor:
 
     def _prepare_scratch(self, job: Job, scratch: Path, log_path: Path) -> dict[str, Any]:
         """Create the scratch dir and write ``meta.json``: everything a later ``find`` needs."""
+        # Every file operation counts (a loaded disk makes each one cost): without isolation the attempt
+        # needs nothing but the scratch dir itself.
         scratch.mkdir(mode=0o700, parents=True)
-        tmp = scratch / "tmp"
-        tmp.mkdir()
-        (tmp / "workflow_space").mkdir()
-        os.chmod(tmp, 0o1777)
-        os.chmod(tmp / "workflow_space", 0o777)
+        if self.isolated:
+            tmp = scratch / "tmp"
+            tmp.mkdir()
+            (tmp / "workflow_space").mkdir()
+            os.chmod(tmp, 0o1777)  # like any /tmp
         storages = [(posixpath.normpath(s.path), s.host_path or s.path) for s in job.storages]
         data: dict[str, Any] = {
             "scratch": str(scratch),
             "log": str(log_path),
-            "key": asdict(job.key),
+            "key": {"run_id": job.key.run_id, "node": job.key.node, "attempt": job.key.attempt},
             "isolated": self.isolated,
             "isolation": self._isolation_text(job),
             "storages": storages if self.isolated else [],
-            "outputs": [asdict(o) for o in job.outputs],
+            "outputs": [{"name": o.name, "path": o.path, "type": o.type} for o in job.outputs],
             "max_text": job.max_text_output,
             "argv": list(job.argv),
             "env_names": sorted(job.env),
             "workdir": job.workdir or WORKFLOW_SPACE,
             "image": job.image,
-            "resources": asdict(job.resources),
+            "resources": _resources_json(job.resources),
             "labels": dict(job.labels),
             "started_at": datetime.now(UTC).isoformat(),
             "pid": None,
@@ -462,16 +477,25 @@ class LocalExecutor:
         """Exactly the job's env, plus PATH/HOME/LANG defaults and the GPUs handed out (none by default).
 
         HOME is private to the attempt: the node's own /tmp/workflow_space, or without isolation the
-        attempt's scratch ``tmp`` (the shared host /tmp/workflow_space would mix attempts).
+        attempt's scratch dir (the shared host /tmp/workflow_space would mix attempts).
         """
         for name, value in job.env.items():
             if name.startswith(RESERVED_ENV_PREFIX):
                 raise _LaunchError(f"environment variable {name}: names starting with _aihub_ are reserved")
             if not name or "=" in name or "\0" in name or "\0" in value:
                 raise _LaunchError(f"environment variable {name!r}: invalid name or value")
-        home = WORKFLOW_SPACE if self.isolated else str(scratch / "tmp")
+        home = WORKFLOW_SPACE if self.isolated else str(scratch)
         env = {**_base_env(home), **job.env}
         env["CUDA_VISIBLE_DEVICES"] = ",".join(job.resources.gpu_devices)
+        return env
+
+    @staticmethod
+    def _supervisor_env(node_env: dict[str, str]) -> dict[str, str]:
+        """The node's env with LC_ALL=C for unshare(1) and mount(8): loading a locale costs them more than
+        their real work. The supervisor gives the node its own LC_ALL back."""
+        env = {**node_env, "LC_ALL": "C"}
+        if "LC_ALL" in node_env:
+            env["_aihub_lc_all"] = node_env["LC_ALL"]
         return env
 
     def _shim_argv(self, scratch: Path, log_path: Path, workdir: str, binds: list[Bind]) -> list[str]:
@@ -498,31 +522,20 @@ class LocalExecutor:
 
     # ------------------------------------------------------------------------------------------- find
     async def find(self, key: JobKey) -> Handle | None:
+        """The attempt started for ``key``: ended (its status is recorded), or running (its supervisor is
+        found among this host's processes by its command line, which names the scratch dir: no PID file
+        to trust after a reboot, no PID reuse to fear)."""
         scratch = self.work_root / key.slug
         data = _read_json(scratch / "meta.json")
         if data is None:
             return None
-        pid = _read_int(scratch / "pid")
-        if pid is None and not (scratch / "exit").exists():
-            # The supervisor writes its pid first thing; give a launch interrupted by a crash a moment.
-            pid = await self._pid_soon(scratch)
-            if pid is None and not (scratch / "exit").exists():
-                return None
-        if pid is not None:
-            data["pid"] = pid
-            # PID reuse guard: only a process running this attempt's supervisor counts as it.
-            data["start_time"] = _start_time(pid) if str(scratch) in _cmdline(pid) else None
-        return Handle(self.name, key.slug, data)
-
-    async def _pid_soon(self, scratch: Path) -> int | None:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + 1.0
-        while loop.time() < deadline:
-            await asyncio.sleep(0.02)
-            pid = _read_int(scratch / "pid")
+        if not (scratch / "exit").exists():
+            pid = await asyncio.to_thread(_find_supervisor, scratch)
             if pid is not None:
-                return pid
-        return None
+                data["pid"], data["start_time"] = pid, _start_time(pid)
+            elif not (scratch / "exit").exists():  # (it may have ended meanwhile: status first, then exit)
+                return None  # never started, or gone without a trace (the host restarted)
+        return Handle(self.name, key.slug, data)
 
     # ------------------------------------------------------------------------------------------- wait
     async def wait(self, handle: Handle) -> ExitReport:
@@ -713,6 +726,15 @@ class LocalExecutor:
 
 
 # ---------------------------------------------------------------------------------------------- helpers
+
+
+def _resources_json(resources: Resources) -> dict[str, Any]:
+    # By hand: dataclasses.asdict's deep copy is a measurable part of a start.
+    return {
+        **vars(resources),
+        "gpu_devices": list(resources.gpu_devices),
+        "node_selector": dict(resources.node_selector),
+    }
 
 
 def _append_log(data: dict[str, Any], message: str) -> None:

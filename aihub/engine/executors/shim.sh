@@ -6,12 +6,15 @@
 # every expansion is quoted, so nothing a node's env holds (even IFS) changes what it does.
 #
 # usage: sh shim.sh SCRATCH LOG WORKDIR MOUNT NBINDS [SRC DST MODE]... -- ARGV...
-#   SCRATCH  the attempt's scratch dir: `pid` (this shell, first thing) and `exit` are written there
+#   SCRATCH  the attempt's scratch dir, where `exit` is written (and, in the command line, how the
+#            executor finds this process again after a restart)
 #   LOG      file the node's stdout+stderr are appended to (opened before any mount can hide its path)
 #   WORKDIR  the node's working directory
 #   MOUNT    absolute path of mount(8), or "-" when there are no binds
 #   NBINDS   number of SRC DST MODE triples (MODE: rw | ro | tree = recursive); applied in order, inside the
 #            private mount namespace the executor started this script in
+#
+# The environment is the node's, except LC_ALL=C (the node's own LC_ALL, if any, is in _aihub_lc_all).
 #
 # The executor starts this script as the leader of a new session and process group, which the node shares:
 # stop() signals the whole group. The script survives SIGTERM (and the other catchable signals a node may
@@ -35,7 +38,6 @@ _aihub_nbinds=$5
 shift 5
 
 cd "$_aihub_scratch" || exit 121
-echo "$$" >pid
 exec </dev/null >>"$_aihub_log" 2>&1 || exit 122
 
 _aihub_finish() {
@@ -59,6 +61,9 @@ shift # the "--"
 (
 	cd -- "$_aihub_workdir" || exit 126
 	unset OLDPWD
+	# The tools above ran with LC_ALL=C (no locale files to load); the node gets its own value back.
+	if [ -n "${_aihub_lc_all+set}" ]; then LC_ALL=$_aihub_lc_all; else unset LC_ALL; fi
+	unset _aihub_lc_all
 	exec "$@"
 )
 _aihub_finish "$?"
