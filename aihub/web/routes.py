@@ -10,6 +10,7 @@ from starlette.staticfiles import StaticFiles
 from aihub.db.models import User
 from aihub.web.auth_routes import auth_routes
 from aihub.web.editor import editor_routes
+from aihub.web.modules import module_routes
 from aihub.web.render import STATIC
 from aihub.web.runs import run_routes
 from aihub.web.session import page, redirect
@@ -28,5 +29,6 @@ def web_routes() -> list[BaseRoute]:
         *editor_routes(),
         *workflow_routes(),
         *run_routes(),
+        *module_routes(),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
