@@ -1,0 +1,135 @@
+"""Kubernetes fixtures: an API-server emulator on a real port, a simulated kubelet running its pods on
+this host, the platform's artifact routes, and executors pointed at the emulator through a real
+``kubernetes_asyncio`` configuration."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubernetes_asyncio import client
+
+from aihub.engine.executors.base import ArtifactInput, Job, JobKey, OutputDecl, Resources, StorageMount
+from aihub.engine.executors.kubernetes import KubernetesExecutor
+from aihub.storage.local import LocalArtifactStore, LocalLogStore
+from tests.k8s.emulator import Emulator
+from tests.k8s.kubelet import Kubelet
+from tests.k8s.platform import Platform
+
+NAMESPACE = "aihub-test"
+TOKEN = "run-token-123"
+
+MakeExecutor = Callable[..., Any]
+
+
+@pytest.fixture
+async def emulator() -> AsyncIterator[Emulator]:
+    emu = Emulator()
+    await emu.serve()
+    yield emu
+    await emu.close()
+
+
+@pytest.fixture
+async def kubelet(emulator: Emulator, tmp_path: Path) -> AsyncIterator[Kubelet]:
+    sim = Kubelet(emulator, NAMESPACE, tmp_path / "kubelet")
+    sim.start()
+    yield sim
+    await sim.close()
+
+
+@pytest.fixture
+def artifacts(tmp_path: Path) -> LocalArtifactStore:
+    store = LocalArtifactStore(tmp_path / "artifacts")
+    store.root.mkdir(parents=True)
+    return store
+
+
+@pytest.fixture
+def logs(tmp_path: Path) -> LocalLogStore:
+    return LocalLogStore(tmp_path / "logs")
+
+
+@pytest.fixture
+async def platform(artifacts: LocalArtifactStore, tmp_path: Path) -> AsyncIterator[Platform]:
+    api = Platform(artifacts, tmp_path / "uploads")
+    await api.serve()
+    yield api
+    await api.close()
+
+
+@pytest.fixture
+def configuration(emulator: Emulator) -> client.Configuration:
+    cfg = client.Configuration()
+    cfg.host = emulator.url
+    return cfg
+
+
+@pytest.fixture
+async def make_executor(
+    configuration: client.Configuration, artifacts: LocalArtifactStore, logs: LocalLogStore
+) -> AsyncIterator[MakeExecutor]:
+    """``await make_executor(**options)``: a probed executor (closed after the test)."""
+    made: list[KubernetesExecutor] = []
+
+    async def make(**options: Any) -> KubernetesExecutor:
+        options.setdefault("helper_image", "busybox:1.36.1-musl")
+        executor = KubernetesExecutor(
+            artifacts, logs, namespace=NAMESPACE, configuration=configuration, **options
+        )
+        await executor.probe()
+        made.append(executor)
+        return executor
+
+    yield make
+    for executor in made:
+        await executor.close()
+
+
+@pytest.fixture
+async def executor(make_executor: MakeExecutor, kubelet: Kubelet) -> KubernetesExecutor:
+    return await make_executor()  # type: ignore[no-any-return]
+
+
+@pytest.fixture
+def job(platform: Platform) -> Callable[..., Job]:
+    """``job(command, node=..., outputs=[...], ...)``: a plain node's job (``sh -c command``)."""
+
+    def make(
+        command: str,
+        *,
+        run_id: int = 1,
+        node: str = "step",
+        attempt: int = 1,
+        outputs: list[OutputDecl] | None = None,
+        inputs: list[ArtifactInput] | None = None,
+        env: dict[str, str] | None = None,
+        resources: Resources | None = None,
+        storages: list[StorageMount] | None = None,
+        image: str = "python:3.11-slim",
+        labels: dict[str, str] | None = None,
+        workdir: str = "",
+    ) -> Job:
+        base = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "AI_HUB_API_URL": platform.url,
+            "AI_HUB_TOKEN": TOKEN,
+            "AI_HUB_WORKFLOW_RUN_ID": str(run_id),
+        }
+        return Job(
+            key=JobKey(run_id, node, attempt),
+            argv=["sh", "-c", command],
+            env={**base, **(env or {})},
+            image=image,
+            workdir=workdir,
+            artifacts_in=inputs or [],
+            outputs=outputs or [],
+            storages=storages or [],
+            resources=resources or Resources(),
+            labels=labels or {},
+        )
+
+    return make

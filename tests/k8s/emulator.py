@@ -1,0 +1,493 @@
+"""A small Kubernetes API server for tests: core/v1 pods, pod logs and events over real HTTP.
+
+Why not kmock's ``KubernetesEmulator``: it keeps objects without ``resourceVersion``s, ignores label and
+field selectors, has no pod log subresource and deletes at once — and those are exactly what the executor
+relies on (watch resumption and 410 Gone, ``aihub/run`` selectors, ``follow``-ed logs, graceful deletion).
+So this emulator speaks that part of the protocol as the real API server does:
+
+- every change bumps one global ``resourceVersion``; lists carry it in ``metadata.resourceVersion``;
+- ``?watch=true``: without ``resourceVersion`` (or ``0``) it first sends ``ADDED`` for every current object;
+  with one it replays the retained history after it, or sends an ``ERROR`` event with a ``410 Expired``
+  ``Status`` when that history was compacted away; ``timeoutSeconds`` ends the stream; ``BOOKMARK``s are not
+  sent (they are optional);
+- ``labelSelector`` (``k``, ``!k``, ``k=v``, ``k==v``, ``k!=v``) and ``fieldSelector`` (``a.b=v``, ``a.b!=v``);
+- ``DELETE`` of a pod that runs on a node sets ``deletionTimestamp`` + ``deletionGracePeriodSeconds``
+  (``MODIFIED``); the kubelet removes it once its containers stopped (:meth:`Emulator.remove_pod`). A pod
+  not on a node, or ``gracePeriodSeconds=0``, goes at once (``DELETED``);
+- ``GET .../pods/NAME/log?container=&follow=`` answers 400 while the container waits to start, else the
+  log so far, and with ``follow`` everything written until the container terminates.
+
+The simulated kubelet (``tests/k8s/kubelet.py``) changes pods through the Python methods here, like the
+real kubelet's status updates; the executor under test only ever uses HTTP.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import copy
+import itertools
+import json
+import uuid
+from collections import deque
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from aiohttp import web
+
+Obj = dict[str, Any]
+Kind = str  # "pods" | "events"
+
+
+def flag(value: str | None) -> bool:
+    """A boolean query parameter as the API server reads it (Go's strconv.ParseBool)."""
+    return value in ("1", "t", "T", "TRUE", "true", "True")
+
+
+def now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def status_body(code: int, reason: str, message: str) -> Obj:
+    return {
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Failure",
+        "message": message,
+        "reason": reason,
+        "code": code,
+    }
+
+
+def error(code: int, reason: str, message: str) -> web.Response:
+    return web.json_response(status_body(code, reason, message), status=code)
+
+
+@dataclass
+class Selector:
+    labels: list[tuple[str, str, str]] = field(default_factory=list)  # (op, key, value)
+    fields: list[tuple[str, str, str]] = field(default_factory=list)
+
+    @classmethod
+    def parse(cls, label_selector: str, field_selector: str) -> Selector:
+        sel = cls()
+        for part in filter(None, (p.strip() for p in label_selector.split(","))):
+            sel.labels.append(_requirement(part))
+        for part in filter(None, (p.strip() for p in field_selector.split(","))):
+            op, key, value = _requirement(part)
+            if op not in ("=", "!="):
+                raise ValueError(f"field selector {part!r}: only = and != are supported")
+            sel.fields.append((op, key, value))
+        return sel
+
+    def matches(self, obj: Obj) -> bool:
+        labels = (obj.get("metadata") or {}).get("labels") or {}
+        for op, key, value in self.labels:
+            if op == "exists" and key not in labels:
+                return False
+            if op == "!exists" and key in labels:
+                return False
+            if op == "=" and labels.get(key) != value:
+                return False
+            if op == "!=" and labels.get(key) == value:
+                return False
+        for op, key, value in self.fields:
+            actual: Any = obj
+            for part in key.split("."):
+                actual = actual.get(part) if isinstance(actual, dict) else None
+            if (op == "=") != (str(actual if actual is not None else "") == value):
+                return False
+        return True
+
+
+def _requirement(part: str) -> tuple[str, str, str]:
+    if "!=" in part:
+        key, value = part.split("!=", 1)
+        return "!=", key.strip(), value.strip()
+    if "==" in part:
+        key, value = part.split("==", 1)
+        return "=", key.strip(), value.strip()
+    if "=" in part:
+        key, value = part.split("=", 1)
+        return "=", key.strip(), value.strip()
+    if part.startswith("!"):
+        return "!exists", part[1:].strip(), ""
+    if any(c in part for c in " ()"):
+        raise ValueError(f"label selector {part!r} is not supported by the emulator")
+    return "exists", part, ""
+
+
+@dataclass(eq=False)
+class Watcher:
+    kind: Kind
+    namespace: str
+    selector: Selector
+    queue: asyncio.Queue[Obj | None] = field(default_factory=asyncio.Queue)
+
+
+@dataclass
+class LogBuffer:
+    lines: list[bytes] = field(default_factory=list)
+    closed: bool = False
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def write(self, data: bytes) -> None:
+        self.lines.append(data)
+        self._wake()
+
+    def close(self) -> None:
+        self.closed = True
+        self._wake()
+
+    def _wake(self) -> None:
+        self.changed.set()
+        self.changed = asyncio.Event()
+
+
+class Emulator:
+    """In-memory objects plus the HTTP app serving them (start with :meth:`serve`)."""
+
+    def __init__(self, *, history: int = 10_000) -> None:
+        self.objects: dict[tuple[Kind, str, str], Obj] = {}
+        self.rv = 0
+        self.history: deque[tuple[int, Kind, str, Obj]] = deque(maxlen=history)
+        self.compacted_rv = 0  # watches from a version older than this get 410
+        self.watchers: set[Watcher] = set()
+        self.logs: dict[tuple[str, str, str], LogBuffer] = {}
+        self.requests: list[tuple[str, str, dict[str, str]]] = []
+        self.listeners: list[Callable[[str, Obj], None]] = []  # the kubelet's "watch"
+        self.watch_log: list[tuple[Kind, dict[str, str]]] = []  # every watch request, in order
+        self._watch_added = asyncio.Event()
+        self._names = itertools.count(1)
+        self.url = ""
+        self._runner: web.AppRunner | None = None
+
+    # ------------------------------------------------------------------------------ server
+    async def serve(self) -> str:
+        app = web.Application()
+        app.middlewares.append(self._record)
+        base = "/api/v1/namespaces/{ns}"
+        app.router.add_get("/api", self._api_versions)
+        app.router.add_get("/version", self._version)
+        app.router.add_post(base + "/pods", self._create_pod)
+        app.router.add_get(base + "/pods", self._list_or_watch("pods"))
+        app.router.add_get(base + "/pods/{name}", self._get_pod)
+        app.router.add_delete(base + "/pods/{name}", self._delete_pod)
+        app.router.add_get(base + "/pods/{name}/log", self._pod_log)
+        app.router.add_post(base + "/events", self._create_event)
+        app.router.add_get(base + "/events", self._list_or_watch("events"))
+        self._runner = web.AppRunner(app, handle_signals=False)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.url = f"http://127.0.0.1:{port}"
+        return self.url
+
+    async def close(self) -> None:
+        self.drop_watches()
+        for buffer in self.logs.values():
+            buffer.close()
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    @web.middleware
+    async def _record(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        self.requests.append((request.method, request.path, dict(request.query)))
+        return await handler(request)  # type: ignore[no-any-return]
+
+    async def _api_versions(self, request: web.Request) -> web.Response:
+        return web.json_response({"kind": "APIVersions", "versions": ["v1"]})
+
+    async def _version(self, request: web.Request) -> web.Response:
+        return web.json_response({"major": "1", "minor": "31", "gitVersion": "v1.31.0-emulator"})
+
+    # ------------------------------------------------------------------------------ storage
+    def _commit(self, kind: Kind, event: str, obj: Obj) -> Obj:
+        self.rv += 1
+        obj["metadata"]["resourceVersion"] = str(self.rv)
+        key = (kind, obj["metadata"]["namespace"], obj["metadata"]["name"])
+        if event == "DELETED":
+            self.objects.pop(key, None)
+        else:
+            self.objects[key] = obj
+        snapshot = copy.deepcopy(obj)
+        self.history.append((self.rv, kind, event, snapshot))
+        for watcher in list(self.watchers):
+            if watcher.kind == kind and self._visible(watcher, snapshot):
+                watcher.queue.put_nowait({"type": event, "object": snapshot})
+        if kind == "pods":
+            for listener in list(self.listeners):
+                listener(event, snapshot)
+        return snapshot
+
+    @staticmethod
+    def _visible(watcher: Watcher, obj: Obj) -> bool:
+        return obj["metadata"]["namespace"] == watcher.namespace and watcher.selector.matches(obj)
+
+    def pod(self, namespace: str, name: str) -> Obj | None:
+        obj = self.objects.get(("pods", namespace, name))
+        return copy.deepcopy(obj) if obj is not None else None
+
+    def pods(self, namespace: str) -> list[Obj]:
+        return [copy.deepcopy(o) for (k, ns, _), o in self.objects.items() if k == "pods" and ns == namespace]
+
+    def update_pod(self, namespace: str, name: str, change: Callable[[Obj], None]) -> Obj | None:
+        """Apply ``change`` to the stored pod (a status update of the kubelet): one MODIFIED event."""
+        current = self.objects.get(("pods", namespace, name))
+        if current is None:
+            return None
+        obj = copy.deepcopy(current)
+        change(obj)
+        return self._commit("pods", "MODIFIED", obj)
+
+    def remove_pod(self, namespace: str, name: str) -> None:
+        """The end of a graceful deletion: the kubelet confirms the containers are gone."""
+        current = self.objects.get(("pods", namespace, name))
+        if current is not None:
+            self._commit("pods", "DELETED", copy.deepcopy(current))
+        for (ns, pod, _), buffer in self.logs.items():
+            if ns == namespace and pod == name:
+                buffer.close()
+
+    def add_event(self, pod: Obj, reason: str, message: str, *, type_: str = "Normal", path: str = "") -> Obj:
+        meta = pod["metadata"]
+        stamp = now()
+        event = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {
+                "name": f"{meta['name']}.{next(self._names):x}",
+                "namespace": meta["namespace"],
+                "uid": str(uuid.uuid4()),
+                "creationTimestamp": stamp,
+            },
+            "involvedObject": {
+                "kind": "Pod",
+                "name": meta["name"],
+                "namespace": meta["namespace"],
+                "uid": meta.get("uid", ""),
+                "fieldPath": path,
+            },
+            "reason": reason,
+            "message": message,
+            "type": type_,
+            "count": 1,
+            "firstTimestamp": stamp,
+            "lastTimestamp": stamp,
+            "source": {"component": "kubelet", "host": pod.get("spec", {}).get("nodeName", "")},
+        }
+        return self._commit("events", "ADDED", event)
+
+    def log(self, namespace: str, pod: str, container: str) -> LogBuffer:
+        return self.logs.setdefault((namespace, pod, container), LogBuffer())
+
+    # ------------------------------------------------------------------------------ test hooks
+    def compact(self) -> None:
+        """Forget the history (etcd compaction): resuming a watch from an older version gets 410 Gone."""
+        self.history.clear()
+        self.compacted_rv = self.rv
+
+    def drop_watches(self) -> None:
+        """End every open watch now, as an API server does when its watch timeout comes."""
+        for watcher in list(self.watchers):
+            watcher.queue.put_nowait(None)
+
+    async def until_watches(self, kind: Kind, count: int, *, timeout: float = 30) -> None:
+        """Return once ``count`` watch requests for ``kind`` have arrived."""
+        async with asyncio.timeout(timeout):
+            while sum(1 for k, _ in self.watch_log if k == kind) < count:
+                added = self._watch_added
+                await added.wait()
+
+    def watches(self, kind: Kind) -> list[dict[str, str]]:
+        return [q for k, q in self.watch_log if k == kind]
+
+    def count(self, method: str, path_suffix: str, **query: str) -> int:
+        return sum(
+            1
+            for m, p, q in self.requests
+            if m == method and p.endswith(path_suffix) and all(q.get(k) == v for k, v in query.items())
+        )
+
+    # ------------------------------------------------------------------------------ handlers
+    async def _create_pod(self, request: web.Request) -> web.Response:
+        ns = request.match_info["ns"]
+        pod = await request.json()
+        meta = pod.setdefault("metadata", {})
+        name = meta.get("name")
+        if not name:
+            return error(422, "Invalid", "Pod is invalid: metadata.name: Required value")
+        if not (pod.get("spec") or {}).get("containers"):
+            return error(422, "Invalid", f'Pod "{name}" is invalid: spec.containers: Required value')
+        if ("pods", ns, name) in self.objects:
+            return error(409, "AlreadyExists", f'pods "{name}" already exists')
+        meta.update({"namespace": ns, "uid": str(uuid.uuid4()), "creationTimestamp": now()})
+        pod.setdefault("status", {})["phase"] = "Pending"
+        pod["status"]["qosClass"] = "Guaranteed"
+        return web.json_response(self._commit("pods", "ADDED", pod), status=201)
+
+    async def _get_pod(self, request: web.Request) -> web.Response:
+        pod = self.pod(request.match_info["ns"], request.match_info["name"])
+        if pod is None:
+            return error(404, "NotFound", f'pods "{request.match_info["name"]}" not found')
+        return web.json_response(pod)
+
+    async def _delete_pod(self, request: web.Request) -> web.Response:
+        ns, name = request.match_info["ns"], request.match_info["name"]
+        current = self.objects.get(("pods", ns, name))
+        if current is None:
+            return error(404, "NotFound", f'pods "{name}" not found')
+        grace = request.query.get("gracePeriodSeconds")
+        if grace is None and request.can_read_body:
+            with contextlib.suppress(ValueError):
+                grace = (await request.json()).get("gracePeriodSeconds")
+        seconds = int(grace) if grace is not None else 30
+        phase = (current.get("status") or {}).get("phase")
+        on_node = bool((current.get("spec") or {}).get("nodeName"))
+        if seconds == 0 or not on_node or phase in ("Succeeded", "Failed"):
+            obj = copy.deepcopy(current)
+            obj["metadata"]["deletionTimestamp"] = now()
+            obj["metadata"]["deletionGracePeriodSeconds"] = 0
+            snapshot = self._commit("pods", "DELETED", obj)
+            for (lns, pod, _), buffer in self.logs.items():
+                if lns == ns and pod == name:
+                    buffer.close()
+            return web.json_response(snapshot)
+        if current["metadata"].get("deletionTimestamp"):
+            return web.json_response(copy.deepcopy(current))
+
+        def mark(obj: Obj) -> None:
+            obj["metadata"]["deletionTimestamp"] = now()
+            obj["metadata"]["deletionGracePeriodSeconds"] = seconds
+
+        return web.json_response(self.update_pod(ns, name, mark))
+
+    async def _create_event(self, request: web.Request) -> web.Response:
+        event = await request.json()
+        event.setdefault("metadata", {})["namespace"] = request.match_info["ns"]
+        return web.json_response(self._commit("events", "ADDED", event), status=201)
+
+    def _list_or_watch(self, kind: Kind) -> Callable[[web.Request], Any]:
+        async def handler(request: web.Request) -> web.StreamResponse:
+            ns = request.match_info["ns"]
+            try:
+                selector = Selector.parse(
+                    request.query.get("labelSelector", ""), request.query.get("fieldSelector", "")
+                )
+            except ValueError as exc:
+                return error(400, "BadRequest", str(exc))
+            if flag(request.query.get("watch")):
+                return await self._watch(request, kind, ns, selector)
+            items = [
+                copy.deepcopy(o)
+                for (k, ons, _), o in self.objects.items()
+                if k == kind and ons == ns and selector.matches(o)
+            ]
+            limit = int(request.query.get("limit", "0") or 0)
+            if limit:
+                items = items[:limit]
+            kind_name = "PodList" if kind == "pods" else "EventList"
+            return web.json_response(
+                {
+                    "kind": kind_name,
+                    "apiVersion": "v1",
+                    "metadata": {"resourceVersion": str(self.rv)},
+                    "items": items,
+                }
+            )
+
+        return handler
+
+    async def _watch(
+        self, request: web.Request, kind: Kind, ns: str, selector: Selector
+    ) -> web.StreamResponse:
+        watcher = Watcher(kind, ns, selector)
+        self.watch_log.append((kind, dict(request.query)))
+        self._watch_added.set()
+        self._watch_added = asyncio.Event()
+        since = request.query.get("resourceVersion", "")
+        initial: list[Obj] = []
+        if since in ("", "0"):
+            initial = [
+                {"type": "ADDED", "object": copy.deepcopy(o)}
+                for (k, ons, _), o in self.objects.items()
+                if k == kind and ons == ns and selector.matches(o)
+            ]
+        elif int(since) < self.compacted_rv:
+            initial = [
+                {
+                    "type": "ERROR",
+                    "object": status_body(
+                        410, "Expired", f"too old resource version: {since} ({self.compacted_rv})"
+                    ),
+                }
+            ]
+        else:
+            initial = [
+                {"type": event, "object": copy.deepcopy(obj)}
+                for rv, k, event, obj in self.history
+                if rv > int(since) and k == kind and self._visible(watcher, obj)
+            ]
+        self.watchers.add(watcher)  # registered before any await: nothing between replay and live is lost
+        response = web.StreamResponse(headers={"Content-Type": "application/json"})
+        try:
+            await response.prepare(request)
+            for item in initial:
+                await response.write(json.dumps(item).encode() + b"\n")
+            if initial and initial[0]["type"] == "ERROR":
+                return response
+            timeout = float(request.query.get("timeoutSeconds", "0") or 0) or None
+            async with asyncio.timeout(timeout):
+                async for item in _drain(watcher.queue):
+                    await response.write(json.dumps(item).encode() + b"\n")
+        except (ConnectionResetError, TimeoutError):
+            pass
+        finally:
+            self.watchers.discard(watcher)
+        return response
+
+    async def _pod_log(self, request: web.Request) -> web.StreamResponse:
+        ns, name = request.match_info["ns"], request.match_info["name"]
+        pod = self.objects.get(("pods", ns, name))
+        if pod is None:
+            return error(404, "NotFound", f'pods "{name}" not found')
+        containers = [c["name"] for c in pod["spec"].get("containers", [])]
+        containers += [c["name"] for c in pod["spec"].get("initContainers", [])]
+        container = request.query.get("container") or (containers[0] if len(containers) == 1 else "")
+        if container not in containers:
+            return error(400, "BadRequest", f"a container name must be specified for pod {name}")
+        statuses = pod.get("status", {}).get("containerStatuses", []) + pod.get("status", {}).get(
+            "initContainerStatuses", []
+        )
+        state = next((s.get("state", {}) for s in statuses if s["name"] == container), {})
+        if not state or "waiting" in state:
+            reason = state.get("waiting", {}).get("reason", "ContainerCreating")
+            return error(
+                400, "BadRequest", f'container "{container}" in pod "{name}" is waiting to start: {reason}'
+            )
+        buffer = self.log(ns, name, container)
+        follow = flag(request.query.get("follow"))
+        response = web.StreamResponse(headers={"Content-Type": "text/plain"})
+        await response.prepare(request)
+        sent = 0
+        try:
+            while True:
+                changed = buffer.changed
+                while sent < len(buffer.lines):
+                    await response.write(buffer.lines[sent])
+                    sent += 1
+                if not follow or buffer.closed:
+                    break
+                await changed.wait()
+        except ConnectionResetError:
+            pass
+        return response
+
+
+async def _drain(queue: asyncio.Queue[Obj | None]) -> AsyncIterator[Obj]:
+    while (item := await queue.get()) is not None:
+        yield item
