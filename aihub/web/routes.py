@@ -8,6 +8,7 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from aihub.db.models import User
+from aihub.web.admin import admin_routes
 from aihub.web.auth_routes import auth_routes
 from aihub.web.editor import editor_routes
 from aihub.web.modules import module_routes
@@ -30,5 +31,6 @@ def web_routes() -> list[BaseRoute]:
         *workflow_routes(),
         *run_routes(),
         *module_routes(),
+        *admin_routes(),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]

@@ -68,9 +68,12 @@ class Web:
         return Client(http)
 
     async def client(self, username: str = "admin") -> Client:
+        """A fixture user, logged in."""
+        return await self.client_for(username, ADMIN_PASSWORD if username == "admin" else PASSWORD)
+
+    async def client_for(self, username: str, password: str) -> Client:
         client = self.anonymous()
         await client.get("/login")
-        password = ADMIN_PASSWORD if username == "admin" else PASSWORD
         response = await client.post("/login", {"username": username, "password": password, "next": "/"})
         assert response.status_code == 303, response.text
         return client

@@ -1,0 +1,390 @@
+"""Administration pages: users and teams (roles, leaders, peer review), module categories, virtual clusters and
+data storages. Only administrators see them; for everybody else they do not exist (404).
+
+Each section is one page: the list, a form per row and a form to add one. A refused change re-renders the page
+with the error next to the field of the form it came from, and that form keeps what was typed.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Awaitable, Callable, Mapping
+from functools import wraps
+from typing import Any
+
+from starlette.datastructures import FormData
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from aihub.db.models import User
+from aihub.services import admin
+from aihub.services.errors import InvalidInput, NotFound, ServiceError
+from aihub.web.render import render
+from aihub.web.session import page, redirect
+
+SECTIONS = (
+    ("users", "Users"),
+    ("teams", "Teams"),
+    ("categories", "Categories"),
+    ("clusters", "Virtual clusters"),
+    ("storages", "Data storages"),
+)
+#: service field names -> form field names
+FIELDS = {
+    "isTeamLeader": "is_team_leader",
+    "cpuMillis": "cpu",
+    "memoryMib": "memory_mib",
+    "nodeSelector": "node_selector",
+    "hostPath": "host_path",
+}
+STATUS_CODES = {"NOT_FOUND": 404, "FORBIDDEN": 403, "CONFLICT": 409}
+
+Handler = Callable[[Request, User], Awaitable[Response]]
+
+
+def admin_page(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
+    """A page for administrators only; anybody else gets the same 404 as for a page that does not exist."""
+
+    @wraps(handler)
+    async def only_admins(request: Request, user: User) -> Response:
+        if not user.is_admin:
+            raise NotFound(f"page {request.url.path} not found")
+        return await handler(request, user)
+
+    return page(only_admins)
+
+
+# ------------------------------------------------------------------------------------------------ rendering
+
+
+async def _users(actor: User) -> dict[str, Any]:
+    users = await admin.list_users(actor)
+    await User.fetch_for_list(users, "team")
+    return {"users": users, "teams": await admin.list_teams()}
+
+
+async def _teams(actor: User) -> dict[str, Any]:
+    members: dict[int, list[User]] = {}
+    for user in await admin.list_users(actor):
+        if user.team_id is not None:  # type: ignore[attr-defined]
+            members.setdefault(user.team_id, []).append(user)  # type: ignore[attr-defined]
+    return {"teams": await admin.list_teams(), "members": members}
+
+
+async def _categories(actor: User) -> dict[str, Any]:
+    return {"categories": await admin.list_categories()}
+
+
+async def _clusters(actor: User) -> dict[str, Any]:
+    return {"clusters": await admin.list_clusters()}
+
+
+async def _storages(actor: User) -> dict[str, Any]:
+    return {"storages": await admin.list_storages()}
+
+
+LOADERS: dict[str, Callable[[User], Awaitable[dict[str, Any]]]] = {
+    "users": _users,
+    "teams": _teams,
+    "categories": _categories,
+    "clusters": _clusters,
+    "storages": _storages,
+}
+
+
+async def section_page(
+    request: Request,
+    section: str,
+    *,
+    errors: dict[str, str] | None = None,
+    values: dict[str, Mapping[str, Any]] | None = None,
+    status_code: int = 200,
+) -> Response:
+    ctx = {"section": section, "sections": SECTIONS, "errors": errors or {}, "values": values or {}}
+    ctx.update(await LOADERS[section](request.state.user))
+    return render(request, f"pages/admin/{section}.html", ctx, status_code=status_code)
+
+
+async def submit(
+    request: Request, section: str, form_id: str, action: Callable[[FormData], Awaitable[Any]]
+) -> Response:
+    """Run a change; on a refusal show the section again with the error next to the field of that form."""
+    form = await request.form()
+    try:
+        await action(form)
+    except ServiceError as exc:
+        field = FIELDS.get(exc.field or "", exc.field or "form")
+        key = "page" if exc.code == "NOT_FOUND" else f"{form_id}-{'form' if field == 'id' else field}"
+        values = {form_id: {k: v for k, v in form.items() if k not in ("csrf_token", "password")}}
+        status = STATUS_CODES.get(exc.code, 400)
+        return await section_page(
+            request, section, errors={key: exc.message}, values=values, status_code=status
+        )
+    return redirect(request, f"/admin/{section}")
+
+
+# ------------------------------------------------------------------------------------------------ form values
+
+
+def text(form: FormData, name: str) -> str:
+    value = form.get(name, "")
+    return value.strip() if isinstance(value, str) else ""
+
+
+def flag(form: FormData, name: str) -> bool:
+    return form.get(name) in ("on", "1", "true")
+
+
+def whole(form: FormData, name: str, label: str) -> int | None:
+    value = text(form, name)
+    if not value:
+        return None
+    if not re.fullmatch(r"-?\d{1,9}", value):
+        raise InvalidInput(f"{label} must be a whole number (got {value!r})", field=name)
+    return int(value)
+
+
+def cpu_millis(form: FormData) -> int | None:
+    value = text(form, "cpu")
+    if not value:
+        return None
+    try:
+        cores = float(value)
+    except ValueError:
+        raise InvalidInput(
+            f"CPU must be a number of cores, e.g. 10 or 0.5 (got {value!r})", field="cpu"
+        ) from None
+    return round(cores * 1000)
+
+
+def key_values(form: FormData, name: str) -> dict[str, str] | None:
+    """``key=value`` lines (node selectors)."""
+    result: dict[str, str] = {}
+    for line in text(form, name).splitlines():
+        if not line.strip():
+            continue
+        key, sep, value = line.partition("=")
+        if not sep or not key.strip():
+            raise InvalidInput(f"write one key=value a line (got {line.strip()!r})", field=name)
+        result[key.strip()] = value.strip()
+    return result
+
+
+def json_object(form: FormData, name: str) -> dict[str, Any] | None:
+    value = text(form, name)
+    if not value:
+        return {}
+    try:
+        data = json.loads(value)
+    except json.JSONDecodeError as exc:
+        raise InvalidInput(f"not valid JSON: {exc.msg} at line {exc.lineno}", field=name) from None
+    if not isinstance(data, dict):
+        raise InvalidInput("must be a JSON object (a Kubernetes volume source)", field=name)
+    return data
+
+
+def team_choice(form: FormData) -> int | None:
+    value = text(form, "team_id")
+    if value and not value.isdigit():
+        raise InvalidInput(f"unknown team {value!r}", field="team_id")
+    return int(value) if value else None
+
+
+# ------------------------------------------------------------------------------------------------ pages
+
+
+def _section(name: str) -> Callable[[Request], Awaitable[Response]]:
+    async def show(request: Request, user: User) -> Response:
+        return await section_page(request, name)
+
+    show.__name__ = f"admin_{name}"
+    return admin_page(show)
+
+
+@admin_page
+async def admin_home(request: Request, user: User) -> Response:
+    return redirect(request, "/admin/users")
+
+
+@admin_page
+async def user_create(request: Request, user: User) -> Response:
+    async def create(form: FormData) -> None:
+        await admin.create_user(
+            user,
+            username=text(form, "username"),
+            password=str(form.get("password", "")),
+            display_name=text(form, "display_name"),
+            is_admin=flag(form, "is_admin"),
+            team_id=team_choice(form),
+            is_team_leader=flag(form, "is_team_leader"),
+        )
+
+    return await submit(request, "users", "new", create)
+
+
+@admin_page
+async def user_update(request: Request, user: User) -> Response:
+    user_id = request.path_params["id"]
+
+    async def update(form: FormData) -> None:
+        team_id = team_choice(form)
+        password = str(form.get("password", ""))
+        await admin.update_user(
+            user,
+            user_id,
+            display_name=text(form, "display_name"),
+            password=password or None,
+            is_admin=flag(form, "is_admin"),
+            is_active=flag(form, "is_active"),
+            team_id=team_id,
+            clear_team=team_id is None,
+            is_team_leader=flag(form, "is_team_leader"),
+        )
+
+    return await submit(request, "users", f"u{user_id}", update)
+
+
+@admin_page
+async def team_create(request: Request, user: User) -> Response:
+    async def create(form: FormData) -> None:
+        await admin.create_team(user, name=text(form, "name"), peer_review=flag(form, "peer_review"))
+
+    return await submit(request, "teams", "new", create)
+
+
+@admin_page
+async def team_update(request: Request, user: User) -> Response:
+    team_id = request.path_params["id"]
+
+    async def update(form: FormData) -> None:
+        await admin.update_team(user, team_id, name=text(form, "name"), peer_review=flag(form, "peer_review"))
+
+    return await submit(request, "teams", f"t{team_id}", update)
+
+
+@admin_page
+async def team_delete(request: Request, user: User) -> Response:
+    team_id = request.path_params["id"]
+    return await submit(request, "teams", f"t{team_id}", lambda form: admin.delete_team(user, team_id))
+
+
+@admin_page
+async def category_create(request: Request, user: User) -> Response:
+    async def create(form: FormData) -> None:
+        await admin.create_category(user, name=text(form, "name"), description=text(form, "description"))
+
+    return await submit(request, "categories", "new", create)
+
+
+@admin_page
+async def category_update(request: Request, user: User) -> Response:
+    category_id = request.path_params["id"]
+
+    async def update(form: FormData) -> None:
+        name, description = text(form, "name"), text(form, "description")
+        await admin.update_category(user, category_id, name=name, description=description)
+
+    return await submit(request, "categories", f"c{category_id}", update)
+
+
+@admin_page
+async def category_delete(request: Request, user: User) -> Response:
+    category_id = request.path_params["id"]
+    return await submit(
+        request, "categories", f"c{category_id}", lambda form: admin.delete_category(user, category_id)
+    )
+
+
+def _cluster_values(form: FormData) -> dict[str, Any]:
+    return {
+        "description": text(form, "description"),
+        "gpu": whole(form, "gpu", "GPUs"),
+        "gpu_type": text(form, "gpu_type"),
+        "cpu_millis": cpu_millis(form),
+        "memory_mib": whole(form, "memory_mib", "memory"),
+        "capacity": whole(form, "capacity", "capacity"),
+        "node_selector": key_values(form, "node_selector"),
+    }
+
+
+@admin_page
+async def cluster_create(request: Request, user: User) -> Response:
+    async def create(form: FormData) -> None:
+        await admin.create_cluster(user, name=text(form, "name"), **_cluster_values(form))
+
+    return await submit(request, "clusters", "new", create)
+
+
+@admin_page
+async def cluster_update(request: Request, user: User) -> Response:
+    cluster_id = request.path_params["id"]
+
+    async def update(form: FormData) -> None:
+        await admin.update_cluster(user, cluster_id, **_cluster_values(form))
+
+    return await submit(request, "clusters", f"k{cluster_id}", update)
+
+
+@admin_page
+async def cluster_delete(request: Request, user: User) -> Response:
+    cluster_id = request.path_params["id"]
+    return await submit(
+        request, "clusters", f"k{cluster_id}", lambda form: admin.delete_cluster(user, cluster_id)
+    )
+
+
+def _storage_values(form: FormData) -> dict[str, Any]:
+    return {
+        "description": text(form, "description"),
+        "host_path": text(form, "host_path"),
+        "read_only": flag(form, "read_only"),
+        "volume": json_object(form, "volume"),
+    }
+
+
+@admin_page
+async def storage_create(request: Request, user: User) -> Response:
+    async def create(form: FormData) -> None:
+        await admin.create_storage(
+            user, name=text(form, "name"), path=text(form, "path"), **_storage_values(form)
+        )
+
+    return await submit(request, "storages", "new", create)
+
+
+@admin_page
+async def storage_update(request: Request, user: User) -> Response:
+    storage_id = request.path_params["id"]
+
+    async def update(form: FormData) -> None:
+        await admin.update_storage(user, storage_id, path=text(form, "path"), **_storage_values(form))
+
+    return await submit(request, "storages", f"s{storage_id}", update)
+
+
+@admin_page
+async def storage_delete(request: Request, user: User) -> Response:
+    storage_id = request.path_params["id"]
+    return await submit(
+        request, "storages", f"s{storage_id}", lambda form: admin.delete_storage(user, storage_id)
+    )
+
+
+def admin_routes() -> list[BaseRoute]:
+    routes: list[BaseRoute] = [Route("/admin", admin_home)]
+    changes = {
+        "users": (user_create, user_update, None),
+        "teams": (team_create, team_update, team_delete),
+        "categories": (category_create, category_update, category_delete),
+        "clusters": (cluster_create, cluster_update, cluster_delete),
+        "storages": (storage_create, storage_update, storage_delete),
+    }
+    for name, (create, update, delete) in changes.items():
+        routes.append(Route(f"/admin/{name}", _section(name)))
+        routes.append(Route(f"/admin/{name}/new", create, methods=["POST"]))
+        routes.append(Route(f"/admin/{name}/{{id:int}}", update, methods=["POST"]))
+        if delete is not None:
+            routes.append(Route(f"/admin/{name}/{{id:int}}/delete", delete, methods=["POST"]))
+    return routes
