@@ -13,6 +13,7 @@ from aihub.domain.spec import parse_spec
 from aihub.domain.status import RunStatus
 from aihub.runtime import Runtime
 from aihub.services.access import can_act_on_run, get_run
+from aihub.services.editor import run_attempts
 from aihub.services.errors import InvalidInput, NotFound, ServiceError
 from aihub.services.queries import (
     get_attempt,
@@ -23,11 +24,13 @@ from aihub.services.queries import (
     run_nodes_in_order,
 )
 from aihub.services.runs import copy_run, create_run, retry_run, stop_run
+from aihub.services.status import utcnow
 from aihub.services.versions import get_readable_version
 from aihub.web.live import log_stream, run_stream
 from aihub.web.render import render
 from aihub.web.session import page, redirect
 from aihub.web.svg import layout
+from aihub.web.timeline import chart
 
 TABS = ("io", "details", "logs", "container", "events")
 LOG_PAGE = 256 * 1024
@@ -101,10 +104,25 @@ async def run_context(user: User, run_id: int) -> dict[str, Any]:
     }
 
 
+async def timeline_context(user: User, run: Run) -> dict[str, Any]:
+    return {
+        "timeline": chart(await run_attempts(user, run.id), utcnow()),
+        "timeline_live": not run.status.is_terminal,
+    }
+
+
 @page
 async def run_detail(request: Request, user: User) -> Response:
     ctx = await run_context(user, request.path_params["run_id"])
+    ctx.update(await timeline_context(user, ctx["run"]))
     return render(request, "pages/runs/detail.html", ctx)
+
+
+@page
+async def run_timeline(request: Request, user: User) -> Response:
+    """The Gantt chart of the run's attempts; it polls itself while the run is active."""
+    run = await get_run(user, request.path_params["run_id"])
+    return render(request, "partials/runs/timeline.html", {"run": run, **await timeline_context(user, run)})
 
 
 @page
@@ -200,6 +218,7 @@ def run_routes() -> list[BaseRoute]:
         Route("/runs", runs_list),
         Route("/runs/{run_id:int}", run_detail),
         Route("/runs/{run_id:int}/live", run_live),
+        Route("/runs/{run_id:int}/timeline", run_timeline),
         Route("/runs/{run_id:int}/stop", run_stop, methods=["POST"]),
         Route("/runs/{run_id:int}/retry", run_retry, methods=["POST"]),
         Route("/runs/{run_id:int}/copy", run_copy, methods=["POST", "GET"]),
