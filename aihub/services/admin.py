@@ -46,10 +46,10 @@ def _check_name(name: str, what: str) -> str:
     return name
 
 
-async def _get(model: type[M], row_id: int, what: str) -> M:
+async def _get(model: type[M], row_id: int, what: str, field: str = "id") -> M:
     row = await model.get_or_none(id=row_id)
     if row is None:
-        raise NotFound(f"{what} {row_id} not found", field="id")
+        raise NotFound(f"{what} {row_id} not found", field=field)
     return row
 
 
@@ -81,7 +81,7 @@ async def list_users(user: User) -> list[User]:
 async def _team_id(team_id: int | None) -> int | None:
     if team_id is None:
         return None
-    return (await _get(Team, team_id, "team")).id
+    return (await _get(Team, team_id, "team", "teamId")).id
 
 
 async def create_user(
