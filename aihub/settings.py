@@ -24,6 +24,11 @@ class Settings(BaseSettings):
     bus: Literal["memory", "kafka"] = "memory"
     kafka_bootstrap: str = "127.0.0.1:9092"
     kafka_topic_prefix: str = "aihub"
+    kafka_session_timeout_ms: int = Field(
+        default=10_000, description="a dead engine worker's runs move after this"
+    )
+    kafka_heartbeat_interval_ms: int = 3_000
+    kafka_rebalance_timeout_ms: int = 10_000
     host: str = "127.0.0.1"
     port: int = 8000
     api_url: str | None = Field(default=None, description="URL nodes use to reach the API")

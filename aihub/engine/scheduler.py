@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -80,6 +81,7 @@ class RunState:
     stopping: bool = False
     finished: bool = False
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    tasks: set[asyncio.Task[Any]] = field(default_factory=set)
 
     @property
     def busy(self) -> bool:
@@ -117,10 +119,55 @@ class Engine:
         self._spawn(self._listen(), "bus listener")
         if not recover:
             return
+        join = getattr(self.bus, "join_engine_group", None)
+        if join is not None:
+            # several engine workers: each drives the runs of the bus partitions it is assigned, and
+            # recovery happens per assignment (the first one included)
+            await join(self._on_assign, self._on_revoke, timing=self._group_timing())
+            return
+        await self._recover(lambda run_id: True)
+
+    async def _recover(self, owned: Callable[[int], bool]) -> None:
+        """Resume every active run of the database that this worker owns."""
         for run_id in await Run.filter(
             status__in=[RunStatus.PENDING, RunStatus.RUNNING, RunStatus.STOPPING]
         ).values_list("id", flat=True):
-            self._spawn(self.activate(run_id), f"recover run {run_id}")
+            if owned(run_id):
+                self._spawn(self.activate(run_id), f"recover run {run_id}")
+
+    def _owns(self, run_id: int) -> bool:
+        owns = getattr(self.bus, "owns", None)
+        return owns is None or owns(run_id)
+
+    def _group_timing(self) -> Any:
+        from aihub.bus.kafka import GroupTiming
+
+        s = self.settings
+        return GroupTiming(
+            session_timeout_ms=s.kafka_session_timeout_ms,
+            heartbeat_interval_ms=s.kafka_heartbeat_interval_ms,
+            rebalance_timeout_ms=s.kafka_rebalance_timeout_ms,
+        )
+
+    async def _on_assign(self, partitions: frozenset[int]) -> None:
+        await self._recover(lambda run_id: self.bus.partition_for(run_id) in partitions)  # type: ignore[attr-defined]
+
+    async def _on_revoke(self, partitions: frozenset[int]) -> None:
+        """Another worker takes these runs over: stop following them (their nodes keep running)."""
+        for run_id, state in list(self.runs.items()):
+            if self.bus.partition_for(run_id) in partitions:  # type: ignore[attr-defined]
+                await self._let_go(state)
+
+    async def _let_go(self, state: RunState) -> None:
+        self.runs.pop(state.run.id, None)
+        state.finished = True
+        state.queued.clear()
+        tasks = list(state.tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for name in list(state.running):
+            self._release(state, name)
 
     async def close(self) -> None:
         """Stop following runs; running nodes keep running and are re-attached on the next start."""
@@ -152,9 +199,12 @@ class Engine:
                     pool.used_cpu, pool.used_mem, pool.used_gpu = old.used_cpu, old.used_mem, old.used_gpu
         self.capacity = Capacity(pools)
 
-    def _spawn(self, coro: Any, what: str) -> asyncio.Task[Any]:
+    def _spawn(self, coro: Any, what: str, state: RunState | None = None) -> asyncio.Task[Any]:
         task = asyncio.create_task(coro, name=what)
         self._tasks.add(task)
+        if state is not None:  # so a run can be let go (another worker takes it over)
+            state.tasks.add(task)
+            task.add_done_callback(state.tasks.discard)
         self._idle.clear()
         task.add_done_callback(self._task_done)
         return task
@@ -173,12 +223,14 @@ class Engine:
                 self._on_run_event(event)
 
     def _on_run_event(self, event: RunEvent) -> None:
+        if not self._owns(event.run_id):
+            return
         if event.run_status == RunStatus.PENDING and event.run_id not in self.runs:
             self._spawn(self.activate(event.run_id), f"activate run {event.run_id}")
         elif event.run_status == RunStatus.STOPPING:
             state = self.runs.get(event.run_id)
             if state is not None:
-                self._spawn(self._stop(state), f"stop run {event.run_id}")
+                self._spawn(self._stop(state), f"stop run {event.run_id}", state)
             elif event.run_id not in self._activating:
                 self._spawn(self.activate(event.run_id), f"activate run {event.run_id}")
 
@@ -265,7 +317,7 @@ class Engine:
         req = pool.request(spec.task_type, spec.sku_count)
         lease = pool.acquire(req)  # it is running already, whether or not it fits
         state.running[name] = Running(lease=lease, pool=pool, handle=handle, attempt=attempt)
-        self._spawn(self._watch(state, name), f"watch {state.run.id}/{name}")
+        self._spawn(self._watch(state, name), f"watch {state.run.id}/{name}", state)
 
     def _pool_for(self, spec: NodeSpec) -> Pool:
         pool = self.capacity.pool(spec.cluster)
@@ -324,7 +376,7 @@ class Engine:
                     continue
                 state.queued.discard(name)
                 state.running[name] = Running(lease=pool.acquire(req), pool=pool)
-                self._spawn(self._start(state, name), f"start {run_id}/{name}")
+                self._spawn(self._start(state, name), f"start {run_id}/{name}", state)
             queue.extendleft(reversed(skipped))
 
     async def _start(self, state: RunState, name: str) -> None:
