@@ -12,7 +12,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-from tortoise.expressions import Q
 from tortoise.models import Model
 from tortoise.queryset import QuerySet
 
@@ -33,6 +32,8 @@ from aihub.domain.spec import parse_spec
 from aihub.domain.status import RunStatus
 from aihub.services.access import get_run, runs_visible_to, workflows_visible_to
 from aihub.services.errors import InvalidInput, NotFound
+from aihub.services.modules import modules_visible_to  # visibility rules live with the module services
+from aihub.services.reviews import reviews_visible_to
 
 MAX_PAGE = 1000
 DEFAULT_PAGE = 50
@@ -175,13 +176,6 @@ async def run_events(
 # ------------------------------------------------------------------------------------------------ modules
 
 
-def modules_visible_to(user: User) -> QuerySet[Module]:
-    """Owners see their own modules in any state; everybody sees published ones; admins see all."""
-    if user.is_admin:
-        return Module.all()
-    return Module.filter(Q(owner_id=user.id) | Q(status=ModuleStatus.PUBLISHED))
-
-
 async def list_modules(
     user: User, *, status: ModuleStatus | None = None, search: str | None = None, category: str | None = None
 ) -> list[Module]:
@@ -200,16 +194,6 @@ async def get_module(user: User, module_id: int) -> Module:
     if module is None:
         raise NotFound(f"module {module_id} not found", field="id")
     return module
-
-
-def reviews_visible_to(user: User) -> QuerySet[ModuleReview]:
-    """Admins see every review; team leaders their team's; members their own requests."""
-    if user.is_admin:
-        return ModuleReview.all()
-    query = Q(requester_id=user.id)
-    if user.is_team_leader and user.team_id is not None:  # type: ignore[attr-defined]
-        query |= Q(requester__team_id=user.team_id)  # type: ignore[attr-defined]
-    return ModuleReview.filter(query)
 
 
 async def list_module_reviews(user: User, *, pending_only: bool = False) -> list[ModuleReview]:

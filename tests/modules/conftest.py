@@ -21,6 +21,12 @@ from aihub.services.modules import DbBuildStore, create_module
 from aihub.services.users import create_user
 from aihub.settings import Settings
 from tests.engine.conftest import rt, user  # noqa: F401  (fixtures reused by the module tests)
+from tests.graphql.conftest import (  # noqa: F401  (the API server; cheap argon2 for every module test)
+    _fast_password_hashing,
+    app_options,
+    server,
+    users,
+)
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "modules"
 

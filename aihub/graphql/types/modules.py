@@ -92,9 +92,12 @@ class ModuleType:
         row = await info.context.loaders.category.load(self.row.category_id)  # type: ignore[attr-defined]
         return CategoryType.from_row(row) if row else None
 
-    @strawberry.field(description="newest first")
+    @strawberry.field(description="newest first; others than the owner (and admins) see the published ones")
     async def builds(self, info: Info) -> list[ModuleBuildType]:
         rows = await info.context.loaders.builds_of_module.load(self.row.id)
+        user = info.context.user
+        if user is None or not (user.is_admin or user.id == self.row.owner_id):  # type: ignore[attr-defined]
+            rows = [b for b in rows if b.published]
         return [ModuleBuildType.from_row(b) for b in rows]
 
 
