@@ -17,7 +17,7 @@ from aihub.domain.spec import SpecError, parse_spec, validate_run_params
 from aihub.domain.status import NodeStatus, RunStatus
 from aihub.services.access import can_act_on_run, get_run
 from aihub.services.errors import Conflict, InvalidInput, NotFound
-from aihub.services.status import reset_nodes, transition_node, transition_run
+from aihub.services.status import reset_nodes, run_event, transition_node, transition_run
 from aihub.services.workflows import get_version
 
 
@@ -55,14 +55,8 @@ async def create_run(
             copied_from_id=copied_from,
         )
         await NodeRun.bulk_create([NodeRun(run_id=run.id, name=n.name) for n in spec.nodes], batch_size=500)
-    await bus.publish(_created_event(run))
+    await bus.publish(run_event(run, message="created"))
     return run
-
-
-def _created_event(run: Run):
-    from aihub.services.status import run_event
-
-    return run_event(run, message="created")
 
 
 async def _run_for_action(user: User, run_id: int) -> Run:
