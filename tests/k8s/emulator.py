@@ -132,6 +132,7 @@ class Watcher:
 class LogBuffer:
     lines: list[bytes] = field(default_factory=list)
     closed: bool = False
+    cuts: int = 0  # how often open streams were ended early (test hook)
     changed: asyncio.Event = field(default_factory=asyncio.Event)
 
     def write(self, data: bytes) -> None:
@@ -140,6 +141,11 @@ class LogBuffer:
 
     def close(self) -> None:
         self.closed = True
+        self._wake()
+
+    def cut(self) -> None:
+        """End the open follow streams now, as a kubelet's idle timeout for streams does."""
+        self.cuts += 1
         self._wake()
 
     def _wake(self) -> None:
@@ -161,6 +167,7 @@ class Emulator:
         self.listeners: list[Callable[[str, Obj], None]] = []  # the kubelet's "watch"
         self.watch_log: list[tuple[Kind, dict[str, str]]] = []  # every watch request, in order
         self._watch_added = asyncio.Event()
+        self._request_seen = asyncio.Event()
         self._names = itertools.count(1)
         self.url = ""
         self._runner: web.AppRunner | None = None
@@ -197,7 +204,13 @@ class Emulator:
     @web.middleware
     async def _record(self, request: web.Request, handler: Any) -> web.StreamResponse:
         self.requests.append((request.method, request.path, dict(request.query)))
+        self._request_seen.set()
+        self._request_seen = asyncio.Event()
         return await handler(request)  # type: ignore[no-any-return]
+
+    async def request_seen(self) -> None:
+        """Return at the next request."""
+        await self._request_seen.wait()
 
     async def _api_versions(self, request: web.Request) -> web.Response:
         return web.json_response({"kind": "APIVersions", "versions": ["v1"]})
@@ -474,6 +487,7 @@ class Emulator:
         response = web.StreamResponse(headers={"Content-Type": "text/plain"})
         await response.prepare(request)
         sent = 0
+        cuts = buffer.cuts
         try:
             while True:
                 changed = buffer.changed
@@ -483,6 +497,8 @@ class Emulator:
                 if not follow or buffer.closed:
                     break
                 await changed.wait()
+                if buffer.cuts != cuts:
+                    break
         except ConnectionResetError:
             pass
         return response

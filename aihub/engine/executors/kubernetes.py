@@ -259,6 +259,7 @@ class KubernetesExecutor:
         pull_grace: float = 300.0,
         log_drain: float = 15.0,
         stop_margin: float = 30.0,
+        eof_grace: float = 5.0,
     ) -> None:
         self.artifacts = artifacts
         self.logs = logs
@@ -269,6 +270,7 @@ class KubernetesExecutor:
         self.pull_grace = pull_grace
         self.log_drain = log_drain
         self.stop_margin = stop_margin
+        self.eof_grace = eof_grace  # how long a log stream's end may precede the container's in its status
         self._configuration = configuration
         self._in_cluster = in_cluster
         self._kubeconfig = kubeconfig
@@ -382,7 +384,7 @@ class KubernetesExecutor:
             created = await _request(self._core.create_namespaced_pod(self.namespace, manifest, **_call()))
         except KubernetesApiError as exc:
             if exc.status == 409:  # started before a restart, then not recorded: the same attempt
-                existing = await self.find(job.key)
+                existing = await self._find(job.key, ask_server=True)
                 if existing is not None:
                     return existing
             return _failed_handle(job.key, name, log_path, f"Kubernetes refused the pod: {exc}")
@@ -403,13 +405,23 @@ class KubernetesExecutor:
 
     # ------------------------------------------------------------------------------------------ find
     async def find(self, key: JobKey) -> Handle | None:
+        """The attempt's pod, by its labels (from the watch's cache, which is complete once probed), else
+        the report saved when it ended; None when it never started."""
         await self.probe()
+        return await self._find(key, ask_server=False)
+
+    async def _find(self, key: JobKey, *, ask_server: bool) -> Handle | None:
         log_path = self.logs.path(key.run_id, key.node, key.attempt)
-        listing = await _request(
-            self._core.list_namespaced_pod(self.namespace, label_selector=key_selector(key), **_call())
-        )
+        if ask_server:
+            listing = await _request(
+                self._core.list_namespaced_pod(self.namespace, label_selector=key_selector(key), **_call())
+            )
+            pods = listing.get("items") or []
+        else:
+            labels = dict(part.split("=", 1) for part in key_selector(key).split(","))
+            pods = [p for p in self._pods.values() if labels.items() <= _labels(p).items()]
         wanted = key_annotation(key)
-        for pod in listing.get("items") or []:
+        for pod in pods:
             if _annotations(pod).get(ANNOTATION_KEY) == wanted:
                 return Handle(self.name, pod["metadata"]["name"], _handle_data(pod, log_path))
         saved = await asyncio.to_thread(_read_json, _saved_path(log_path))
@@ -424,8 +436,13 @@ class KubernetesExecutor:
         if task is None:
             task = asyncio.create_task(self._wait(handle), name=f"wait {handle.id}")
             self._waits[handle.id] = task
-            task.add_done_callback(lambda done: self._waits.pop(handle.id, None))
+            task.add_done_callback(self._forget_wait)
         return await asyncio.shield(task)
+
+    def _forget_wait(self, task: asyncio.Task[ExitReport]) -> None:
+        for name, known in list(self._waits.items()):
+            if known is task:
+                del self._waits[name]
 
     async def _wait(self, handle: Handle) -> ExitReport:
         data = handle.data
@@ -519,11 +536,28 @@ class KubernetesExecutor:
         """Follow the main container's log into the archive; True once it was read to its end."""
         while True:
             complete = await self._read_log(follower, follow=True)
-            if complete:
+            # The stream's end is the container's end (the pod's status shows it a moment later), unless
+            # the stream was closed early (the kubelet's idle timeout of streams): then the container still
+            # runs, and its log is followed again.
+            if complete and await self._until_main_ended(follower.pod, self.eof_grace):
                 return True
             if follower.ended:
-                return False
-            await asyncio.sleep(_RETRY)  # a broken stream or an API hiccup: read it again shortly
+                return complete
+            if not complete:
+                await asyncio.sleep(_RETRY)  # a broken stream or an API hiccup: read it again shortly
+
+    async def _until_main_ended(self, name: str, within: float) -> bool:
+        """Whether the pod's main container ended (or the pod is gone) within ``within`` seconds."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(within):
+                while True:
+                    changed = self._changed(name)
+                    pod, gone = await self._pod_state(name)
+                    main = (_container_status(pod, MAIN_CONTAINER) or {}).get("state") or {}
+                    if gone or "terminated" in main:
+                        return True
+                    await changed.wait()
+        return False
 
     async def _drain_log(
         self, follower: _Follower, task: asyncio.Task[bool] | None, pod: dict[str, Any] | None, gone: bool
@@ -944,6 +978,10 @@ def _handle_data(pod: dict[str, Any], log_path: Path) -> dict[str, Any]:
         "max_text": int(annotations.get(ANNOTATION_MAX_TEXT) or 1000),
         "log": str(log_path),
     }
+
+
+def _labels(pod: dict[str, Any]) -> dict[str, str]:
+    return (pod.get("metadata") or {}).get("labels") or {}
 
 
 def _annotations(pod: dict[str, Any]) -> dict[str, str]:
