@@ -42,7 +42,7 @@ from aihub.engine.executors.base import (
 )
 from aihub.engine.executors.base import OutputDecl as JobOutput
 from aihub.engine.params import InputError, build_env, cache_key, injected_env, module_argv, resolve_inputs
-from aihub.services.status import transition_node, transition_run, utcnow
+from aihub.services.status import StaleStatus, transition_node, transition_run, utcnow
 from aihub.services.tokens import issue_token, revoke_run_tokens
 from aihub.settings import Settings
 
@@ -243,14 +243,19 @@ class Engine:
             state = await self._load(run_id)
             if state is None:
                 return
-            self.runs[run_id] = state
             async with state.lock:
                 if state.run.status is RunStatus.PENDING:
-                    await transition_run(self.bus, state.run, RunStatus.RUNNING, message="started")
+                    try:
+                        await transition_run(self.bus, state.run, RunStatus.RUNNING, message="started")
+                    except StaleStatus:  # stopped before it started
+                        return
+                self.runs[run_id] = state
                 state.token, _ = await issue_token(
                     state.run.owner_id, TokenKind.RUN, name="run", run_id=run_id
                 )  # type: ignore[attr-defined]
                 await self._reattach(state)
+                # a stop requested while we were activating was not seen by the listener: look again
+                await state.run.refresh_from_db(fields=["status", "message"])
                 if state.run.status is RunStatus.STOPPING:
                     state.stopping = True
             if state.stopping:

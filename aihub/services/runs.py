@@ -17,7 +17,7 @@ from aihub.domain.spec import SpecError, parse_spec, validate_run_params
 from aihub.domain.status import NodeStatus, RunStatus
 from aihub.services.access import can_act_on_run, get_run
 from aihub.services.errors import Conflict, InvalidInput, NotFound
-from aihub.services.status import reset_nodes, run_event, transition_node, transition_run
+from aihub.services.status import StaleStatus, reset_nodes, run_event, transition_node, transition_run
 from aihub.services.workflows import get_version
 
 
@@ -68,19 +68,25 @@ async def _run_for_action(user: User, run_id: int) -> Run:
 
 async def stop_run(bus: Bus, user: User, run_id: int) -> Run:
     run = await _run_for_action(user, run_id)
-    if run.status is RunStatus.PENDING:
+    try:
+        await _request_stop(bus, user, run)
+    except StaleStatus:  # the engine started it meanwhile: stop it as a running run
+        await run.refresh_from_db()
+        await _request_stop(bus, user, run)
+    return run
+
+
+async def _request_stop(bus: Bus, user: User, run: Run) -> None:
+    if run.status is RunStatus.PENDING:  # never started: nothing to signal, it just ends
+        await transition_run(bus, run, RunStatus.STOPPED, message=f"stopped by {user.username}")
         for node in await NodeRun.filter(run_id=run.id, status=NodeStatus.WAITING):
             await transition_node(
                 bus, run, node, NodeStatus.STOPPED, kind="stopped", message="stopped by user"
             )
-        await transition_run(bus, run, RunStatus.STOPPED, message=f"stopped by {user.username}")
     elif run.status is RunStatus.RUNNING:
         await transition_run(bus, run, RunStatus.STOPPING, message=f"stop requested by {user.username}")
-    elif run.status is RunStatus.STOPPING:
-        pass  # already on its way; stopping twice is harmless
-    else:
+    elif run.status is not RunStatus.STOPPING:  # stopping twice is harmless
         raise Conflict(f"run {run.id} is {run.status.value} and cannot be stopped", field="id")
-    return run
 
 
 async def retry_run(bus: Bus, user: User, run_id: int, *, from_node: str | None = None) -> Run:

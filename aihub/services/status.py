@@ -18,6 +18,11 @@ from aihub.domain.status import (
     check_node_transition,
     check_run_transition,
 )
+from aihub.services.errors import Conflict
+
+
+class StaleStatus(Conflict):
+    """The run's status changed in the database since it was read: re-read and decide again."""
 
 
 def utcnow() -> datetime:
@@ -41,6 +46,7 @@ async def transition_run(
 ) -> None:
     check_run_transition(run.name, run.status, target)
     now = utcnow()
+    previous = run.status
     run.status = target
     fields = ["status"]
     if target is RunStatus.RUNNING and run.started_at is None:
@@ -56,7 +62,12 @@ async def transition_run(
         run.message = message
         fields.append("message")
     async with in_transaction():
-        await run.save(update_fields=fields)
+        # compare-and-set: a service and the engine may race on a run (stop while it is being started)
+        if not await Run.filter(id=run.id, status=previous).update(**{f: getattr(run, f) for f in fields}):
+            run.status = previous
+            raise StaleStatus(
+                f"run {run.id} changed status meanwhile; it is no longer {previous.value}", field="id"
+            )
         await NodeEvent.create(
             run_id=run.id, kind=kind or f"run_{target.value.lower()}", message=message or ""
         )

@@ -355,3 +355,15 @@ async def test_dozens_of_concurrent_runs(rt: Runtime, user: User) -> None:
         done = await wait_for_run(rt, run.id, timeout=300)
         assert done.status is RunStatus.SUCCEEDED
         assert (await node_log(rt, run.id, "b")).strip() == f"run{i}"
+
+
+async def test_stop_racing_the_start_of_a_run(rt: Runtime, user: User) -> None:
+    """Hazard: a stop arriving while the engine starts the run must not be lost, nor be overwritten."""
+    for i in range(5):
+        run = await start_run(rt, user, spec({"name": "s", "command": "sleep 1000"}, name=f"racy{i}"))
+        stopped = await stop_run(rt.bus, user, run.id)  # races the engine's activation
+        assert stopped.status in (RunStatus.STOPPED, RunStatus.STOPPING)
+        run = await wait_for_run(rt, run.id)
+        assert run.status is RunStatus.STOPPED
+        node = await NodeRun.get(run_id=run.id, name="s")
+        assert node.status is NodeStatus.STOPPED
