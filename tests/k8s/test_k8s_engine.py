@@ -10,10 +10,11 @@ from pathlib import Path
 import pytest
 
 from aihub.db.models import Attempt, NodeRun, User
-from aihub.domain.status import RunStatus
+from aihub.domain.status import NodeStatus, RunStatus
 from aihub.engine.executors.kubernetes import KubernetesExecutor
 from aihub.runtime import Runtime, open_runtime
 from aihub.services.auth import authenticate
+from aihub.services.runs import stop_run
 from aihub.services.users import create_user
 from aihub.settings import Settings
 from aihub.storage.local import LocalArtifactStore
@@ -22,6 +23,7 @@ from tests.k8s.conftest import NAMESPACE
 from tests.k8s.emulator import Emulator
 from tests.k8s.kubelet import Kubelet
 from tests.k8s.platform import Platform
+from tests.k8s.support import log_contains
 
 pytestmark = pytest.mark.parametrize("db_backend", ["sqlite"], indirect=True)
 
@@ -143,3 +145,30 @@ async def test_a_failing_node_fails_the_run_with_its_exit_code(k8s_runtime: tupl
     node = await NodeRun.get(run_id=run.id, name="bad")
     assert node.exit_code == 3
     assert await node_log(rt, run.id, "bad") == "about to fail\n"
+
+
+async def test_stopping_a_run_deletes_its_running_pod(
+    k8s_runtime: tuple[Runtime, Platform], emulator: Emulator, kubelet: Kubelet
+) -> None:
+    rt, _ = k8s_runtime
+    user = await create_user("carol", "carol-password-1")
+    spec = {
+        "name": "k8s-stop",
+        "nodes": [
+            {"name": "slow", "command": "echo started; while :; do sleep 0.05; done"},
+            {"name": "later", "command": "echo never", "depends_on": ["slow"]},
+        ],
+    }
+    run = await start_run(rt, user, spec)
+    pod = f"aihub-r{run.id}-slow-a1"
+    await log_contains(emulator, pod, b"started")
+    await stop_run(rt.bus, user, run.id)
+    run = await wait_for_run(rt, run.id)
+    assert run.status is RunStatus.STOPPED
+    slow = await NodeRun.get(run_id=run.id, name="slow")
+    later = await NodeRun.get(run_id=run.id, name="later")
+    assert (slow.status, later.status) == (NodeStatus.STOPPED, NodeStatus.STOPPED)
+    assert emulator.count("DELETE", f"/pods/{pod}", gracePeriodSeconds="2") == 1
+    assert kubelet.signals[pod] == ["SIGTERM"]
+    assert emulator.pods(NAMESPACE) == []
+    assert await node_log(rt, run.id, "slow") == "started\n"

@@ -220,7 +220,7 @@ done
 _AIHUB_child=$!
 trap 'kill -TERM "$_AIHUB_child" 2>/dev/null' TERM
 while :; do
-  wait "$_AIHUB_child"
+  wait "$_AIHUB_child" 2>/dev/null  # (no "Terminated" job report of the shell in the node's log)
   _AIHUB_status=$?
   kill -0 "$_AIHUB_child" 2>/dev/null || break
 done
