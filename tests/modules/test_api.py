@@ -217,3 +217,69 @@ async def test_each_bad_input_gives_a_clear_error(
     assert error["extensions"] == {"code": "INVALID_INPUT", "field": field}
     assert message in error["message"]
     assert (await users.gql("{ modules { name } }", as_="alice"))["modules"] == []
+
+
+async def test_builds_logs_readme_and_rebuilds_through_the_api(users: Server, make_repo: MakeRepo) -> None:
+    server = users
+    await server.gql('mutation { createCategory(name: "data-processing") { id } }', as_="admin")
+    repo = make_repo("hash-file")
+    repo.write("README.md", "# hash-file\n\n<script>alert(1)</script>\n\nSee [docs](https://example.com).\n")
+    repo.write("Dockerfile", 'FROM python:3.11-slim\nCOPY . /app\nCMD ["python3", "main.py"]\n')
+    repo.commit("a CMD")
+    base = {"category": "data-processing", "name": "hash-file", "gitUrl": repo.url, **HASH_FILE_INTERFACE}
+    module = (await server.gql(CREATE_MODULE, {"input": base}, as_="alice"))["createModule"]
+    shown = await wait_built(server, module)
+    failed = shown["builds"][0]
+    assert (shown["status"], failed["status"]) == ("BUILD_FAILED", "BUILD_FAILED")
+    assert "line 3: CMD is not allowed" in failed["message"]
+    log = (await server.gql(BUILD_LOG, {"id": failed["id"]}, as_="alice"))["moduleBuildLog"]["text"]
+    assert f"build failed: {failed['message']}" in log
+
+    # others see neither the build nor its log; they cannot rebuild or edit
+    assert (
+        await server.gql("query($id: ID!) { moduleBuild(id: $id) { id } }", {"id": failed["id"]}, as_="carol")
+    )["moduleBuild"] is None
+    error = await server.error(BUILD_LOG, {"id": failed["id"]}, as_="carol")
+    assert error["extensions"]["code"] == "NOT_FOUND"
+    rebuild = "mutation($id: ID!) { rebuildModule(id: $id) { id number status } }"
+    error = await server.error(rebuild, {"id": module["id"]}, as_="carol")
+    assert error["extensions"] == {"code": "NOT_FOUND", "field": "id"}
+
+    repo.write(
+        "Dockerfile", 'FROM python:3.11-slim\nCOPY . /app\nWORKDIR /app\nENTRYPOINT ["python3", "main.py"]\n'
+    )
+    repo.commit("fix the Dockerfile")
+    rebuilt = (await server.gql(rebuild, {"id": module["id"]}, as_="alice"))["rebuildModule"]
+    assert (rebuilt["number"], rebuilt["status"]) == (2, "BUILDING")
+    await server.rt.builds.wait(int(rebuilt["id"]))
+    build = await server.gql(
+        "query($id: ID!) { moduleBuild(id: $id) { status } }", {"id": rebuilt["id"]}, as_="alice"
+    )
+    assert build["moduleBuild"]["status"] == "BUILT"
+    html = (
+        await server.gql("query($id: ID!) { moduleReadmeHtml(id: $id) }", {"id": module["id"]}, as_="alice")
+    )["moduleReadmeHtml"]
+    assert "<h1>hash-file</h1>" in html and "<script>" not in html and "alert" not in html
+    assert '<a href="https://example.com" rel="noopener noreferrer nofollow">docs</a>' in html
+    error = await server.error(
+        "query($id: ID!) { moduleReadmeHtml(id: $id) }", {"id": module["id"]}, as_="carol"
+    )
+    assert error["extensions"]["code"] == "NOT_FOUND"
+
+    # published: others read it, but only the owner (or an admin) may change it
+    review = (await server.gql(REQUEST, {"id": module["id"]}, as_="alice"))["requestModulePublish"]
+    await server.gql(REVIEW, {"id": review["id"], "approve": True, "reason": "ok"}, as_="admin")
+    error = await server.error(
+        UPDATE_MODULE, {"id": module["id"], "input": {"description": "x"}}, as_="carol"
+    )
+    assert error["extensions"] == {"code": "FORBIDDEN", "field": "id"}
+    error = await server.error(rebuild, {"id": module["id"]}, as_="carol")
+    assert error["extensions"]["code"] == "FORBIDDEN"
+    error = await server.error(REQUEST, {"id": module["id"]}, as_="carol")
+    assert error["extensions"]["code"] == "FORBIDDEN"
+    edited = await server.gql(UPDATE_MODULE, {"id": module["id"], "input": {"ref": "main"}}, as_="admin")
+    assert edited["updateModule"]["status"] == "BUILDING"
+    error = await server.error(
+        UPDATE_MODULE, {"id": module["id"], "input": {"readmePath": "../x"}}, as_="alice"
+    )
+    assert error["extensions"] == {"code": "INVALID_INPUT", "field": "readmePath"}

@@ -17,7 +17,9 @@ from aihub.services.modules import (
     create_module,
     get_build,
     get_module,
+    get_module_by_name,
     list_modules,
+    module_palette,
     read_build_log,
     rebuild_module,
     update_module,
@@ -328,6 +330,13 @@ VALID: dict[str, Any] = {
         ({"inputs": [{"name": "bad-name"}]}, "inputs[0].name", "not a valid name"),
         ({"inputs": [{"name": "a", "typo": 1}]}, "inputs[0]", "unknown field(s) typo"),
         ({"inputs": "a,b"}, "inputs", "must be a list"),
+        ({"inputs": ["a"]}, "inputs[0]", "must be a mapping"),
+        ({"inputs": [{"name": f"i{n}"} for n in range(101)]}, "inputs", "more than 100 entries"),
+        ({"env": {f"V{n}": "x" for n in range(101)}}, "env", "more than 100 variables"),
+        ({"description": 5}, "description", "must be a string"),
+        ({"description": "x" * 10_001}, "description", "longer than 10000 characters"),
+        ({"readme_path": "a\0b"}, "readmePath", "must not contain a NUL character"),
+        ({"dockerfile_path": "."}, "dockerfilePath", "is the repository itself, not a file"),
         (
             {"outputs": [{"name": "o", "path": "/tmp/o", "type": "file"}]},
             "outputs[0].type",
@@ -393,3 +402,26 @@ async def test_edits_are_validated_like_creation(builds: BuildManager, make_repo
         await update_module(builds, alice, module.id, readme_path="../x.md")
     assert err.value.field == "readmePath"
     assert await ModuleBuild.filter(module_id=module.id).count() == 1
+
+
+async def test_an_unexpected_error_ends_the_build_too(builds: BuildManager, make_repo: MakeRepo) -> None:
+    """Hazard: a crash inside a build (here the kept directory cannot be created) must not leave the module
+    BUILDING for ever."""
+    (builds.settings.data_dir / "builds").mkdir(parents=True, exist_ok=True)
+    (builds.settings.data_dir / "builds" / "hash-file").write_text("a file where a directory should be")
+    module = await register(builds, await make_user("alice"), make_repo("hash-file"))
+    build = await newest_build(module)
+    assert module.status is ModuleStatus.BUILD_FAILED
+    assert build.message.startswith("internal error: ")
+
+
+async def test_modules_by_name_and_the_palette(builds: BuildManager, make_repo: MakeRepo) -> None:
+    alice, bob = await make_user("alice"), await make_user("bob")
+    module = await register(builds, alice, make_repo("hash-file"))
+    assert (await get_module_by_name(alice, "hash-file")).id == module.id
+    with pytest.raises(NotFound, match="module 'hash-file' not found"):
+        await get_module_by_name(bob, "hash-file")
+    assert [(e.group, e.module.name) for e in await module_palette(alice)] == [("mine", "hash-file")]
+    assert await module_palette(bob) == []
+    await ModuleBuild.filter(module_id=module.id).update(published=True)
+    assert [(e.group, e.module.name) for e in await module_palette(bob)] == [("data-processing", "hash-file")]
