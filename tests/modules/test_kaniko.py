@@ -5,6 +5,8 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
+from kubernetes_asyncio import client
+
 from aihub.engine.builds.kubernetes import KanikoOptions, image_name, kaniko_job
 from tests.modules.conftest import MakeRepo
 
@@ -114,3 +116,18 @@ def test_the_clone_script_treats_values_as_data(make_repo: MakeRepo, tmp_path: P
     moved = run("main", repo.url, "f" * 40)
     assert moved.returncode == 1
     assert "moved from ffff" in moved.stderr and "rebuild the module" in moved.stderr
+
+
+async def test_every_key_is_a_field_of_the_kubernetes_api() -> None:
+    """The manifest survives a round trip through kubernetes-asyncio's V1Job model: a misspelt or misplaced
+    key would be dropped (and a missing required one refused)."""
+    manifest = job(registry_secret="push-creds", insecure_registry=True)
+    api = client.ApiClient()
+    try:
+        model = api._ApiClient__deserialize(manifest, "V1Job")  # type: ignore[attr-defined]
+        assert isinstance(model, client.V1Job)
+        assert api.sanitize_for_serialization(model) == manifest
+        broken = {**manifest, "spec": {**manifest["spec"], "backofLimit": 0}}
+        assert api.sanitize_for_serialization(api._ApiClient__deserialize(broken, "V1Job")) != broken  # type: ignore[attr-defined]
+    finally:
+        await api.close()
