@@ -37,7 +37,6 @@ def _with_code(error: GraphQLError) -> GraphQLError:
         # parse/validation errors and limits: the client's document is at fault
         error.extensions = {**(error.extensions or {}), "code": "BAD_REQUEST"}
         return error
-    log.error("unexpected error in %s", error.path, exc_info=error.original_error)
     return GraphQLError(
         "internal error (logged on the server)",
         nodes=error.nodes,
@@ -46,14 +45,21 @@ def _with_code(error: GraphQLError) -> GraphQLError:
     )
 
 
+def add_codes(errors: list[GraphQLError]) -> None:
+    """Give every error its ``code`` (and ``field``), in place; unexpected ones are replaced by a masked one."""
+    for i, error in enumerate(errors):
+        errors[i] = _with_code(error)
+
+
 def _fix(result: object) -> None:
     errors = getattr(result, "errors", None)
     if errors:
-        result.errors = [_with_code(e) for e in errors]  # type: ignore[attr-defined]
+        add_codes(errors)
 
 
 class ErrorCodes(SchemaExtension):
-    """Adds ``code``/``field`` to every error, for single results and for each streamed one."""
+    """Adds ``code``/``field`` to every error, for single results and for each streamed one (errors that end
+    an operation early are handled by ``AIHubSchema.process_errors``, which sees every error list)."""
 
     def on_operation(self) -> Iterator[None]:
         yield

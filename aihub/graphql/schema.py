@@ -14,14 +14,22 @@ from typing import Any
 
 import strawberry
 from graphql import GraphQLError
-from strawberry.extensions import MaxAliasesLimiter, MaxTokensLimiter, QueryDepthLimiter, SchemaExtension
+from strawberry.extensions import (
+    AddValidationRules,
+    MaxTokensLimiter,
+    ParserCache,
+    SchemaExtension,
+    ValidationCache,
+)
+from strawberry.extensions.max_aliases import create_validator as aliases_rule
+from strawberry.extensions.query_depth_limiter import create_validator as depth_rule
 from strawberry.tools import merge_types
 from strawberry.types import ExecutionContext
 
 from aihub.graphql.admin import AdminMutation, AdminQuery
 from aihub.graphql.auth import AuthMutation, AuthQuery
 from aihub.graphql.catalog import CatalogQuery
-from aihub.graphql.errors import ErrorCodes, error_extensions
+from aihub.graphql.errors import ErrorCodes, add_codes, error_extensions
 from aihub.graphql.live import LiveSubscription
 from aihub.graphql.loaders import Loaders
 from aihub.graphql.runs import RunMutation, RunQuery
@@ -39,6 +47,8 @@ OPTIONAL_AREAS = {"aihub.graphql.modules": "Module"}
 MAX_DEPTH = 12
 MAX_TOKENS = 5000
 MAX_ALIASES = 30
+#: parsed and validated documents kept (bounded: unique query texts must not grow memory)
+CACHED_DOCUMENTS = 256
 
 
 class FreshLoaders(SchemaExtension):
@@ -54,10 +64,13 @@ class AIHubSchema(strawberry.Schema):
     def process_errors(
         self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None
     ) -> None:
-        """Expected errors (bad input, not found, limits) are answers, not server problems: no traceback."""
+        """Expected errors (bad input, not found, limits) are answers, not server problems: no traceback.
+        Unexpected ones are logged, then masked in the response; every error gets its ``code``."""
         for error in errors:
-            if error_extensions(error) is None and error.original_error is not None:
-                super().process_errors([error], execution_context)
+            original = error.original_error
+            if error_extensions(error) is None and original is not None and not isinstance(original, GraphQLError):
+                log.error("unexpected error in %s", error.path, exc_info=original)
+        add_codes(errors)
 
 
 def _areas() -> tuple[list[type], list[type], list[type]]:
@@ -80,14 +93,18 @@ def build_schema(
     *, max_depth: int = MAX_DEPTH, max_tokens: int = MAX_TOKENS, max_aliases: int = MAX_ALIASES
 ) -> strawberry.Schema:
     queries, mutations, subscriptions = _areas()
+    # The limit rules are built once, so that validation results can be cached per document (the cache key
+    # includes the rule classes); parsing and validating dominate the cost of a small query otherwise.
+    rules = [depth_rule(max_depth, None), aliases_rule(max_aliases)]
     return AIHubSchema(
         query=merge_types("Query", tuple(queries)),
         mutation=merge_types("Mutation", tuple(mutations)),
         subscription=merge_types("Subscription", tuple(subscriptions)),
         extensions=[
-            lambda: QueryDepthLimiter(max_depth=max_depth),
             lambda: MaxTokensLimiter(max_token_count=max_tokens),
-            lambda: MaxAliasesLimiter(max_alias_count=max_aliases),
+            lambda: AddValidationRules(rules),
+            lambda: ParserCache(maxsize=CACHED_DOCUMENTS),
+            lambda: ValidationCache(maxsize=CACHED_DOCUMENTS),
             FreshLoaders,
             ErrorCodes,
         ],

@@ -170,3 +170,18 @@ async def test_batching_is_off(users: Server) -> None:
     )
     assert response.status_code == 400
     assert "batch" in response.text.lower()
+
+
+async def test_unexpected_errors_are_masked_and_logged(
+    users: Server, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from aihub.graphql import runs as run_resolvers
+
+    async def broken(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("secret database detail")
+
+    monkeypatch.setattr(run_resolvers.queries, "list_runs", broken)
+    error = await users.error("{ runs { items { id } } }", as_="alice")
+    assert error["message"] == "internal error (logged on the server)"
+    assert error["extensions"] == {"code": "INTERNAL"}
+    assert "secret database detail" in caplog.text
