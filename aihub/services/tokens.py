@@ -46,7 +46,7 @@ async def revoke_run_tokens(run_id: int) -> None:
 
 async def user_for_token(token: str) -> User | None:
     """The active user a token stands for, or None (unknown, revoked, expired, or its run has ended)."""
-    row = await ApiToken.get_or_none(token_hash=hash_token(token), revoked_at=None).prefetch_related(
+    row = await ApiToken.get_or_none(token_hash=hash_token(token), revoked_at=None).select_related(
         "user", "run"
     )
     if row is None or not row.user.is_active:
