@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 from starlette.datastructures import FormData
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
@@ -289,7 +289,11 @@ async def editor(request: Request, user: User, target: Target, start: Editor) ->
     choices = await editor_choices(user)
     if request.method == "GET":
         return await render_editor(request, user, start, target, choices)
-    state, op = editor_from_form(await request.form())
+    try:
+        form = await request.form()
+    except ClientDisconnect:  # htmx aborted this request for a newer one (hx-sync replace)
+        return Response(status_code=204)
+    state, op = editor_from_form(form)
     if state.target == "version" and target.source is None:
         state.target = "workflow"
     if state.target == "version" and target.can_version and target.source and state.mode == "form":

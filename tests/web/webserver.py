@@ -52,11 +52,12 @@ def _wait_healthy(url: str, process: subprocess.Popen[bytes], timeout: float = 6
 
 
 @contextmanager
-def web_server() -> Iterator[WebServer]:
+def web_server(**settings: str) -> Iterator[WebServer]:
+    """``settings``: extra ``AIHUB_*`` variables, e.g. ``AIHUB_ALLOW_FILE_GIT="true"``."""
     data_dir = Path(tempfile.mkdtemp(prefix="aihub-web-", dir="/var/tmp"))
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("AIHUB_")}
-    env.update(AIHUB_DATA_DIR=str(data_dir), AIHUB_ADMIN_PASSWORD=ADMIN_PASSWORD)
+    env.update(AIHUB_DATA_DIR=str(data_dir), AIHUB_ADMIN_PASSWORD=ADMIN_PASSWORD, **settings)
     log = (data_dir / "server.log").open("wb")
     process = subprocess.Popen(
         [

@@ -34,6 +34,10 @@
     var el = document.getElementById(s.id);
     if (!el || el.value === s.value) return;
     el.value = s.value;
+    // a value set by script does not fire "change" on blur: fire it, so the server hears of the edit
+    el.addEventListener("blur", function () {
+      el.dispatchEvent(new Event("change", { bubbles: true }));
+    }, { once: true });
     if (document.activeElement === el && s.start !== null && el.setSelectionRange) {
       try {
         el.setSelectionRange(s.start, s.end);
