@@ -35,7 +35,8 @@ async def emulator() -> AsyncIterator[Emulator]:
 
 @pytest.fixture
 async def kubelet(emulator: Emulator, tmp_path: Path) -> AsyncIterator[Kubelet]:
-    sim = Kubelet(emulator, NAMESPACE, tmp_path / "kubelet")
+    # K8S_SIM_BUSYBOX: a static busybox to inject into the simulated pods instead of the host's tools
+    sim = Kubelet(emulator, NAMESPACE, tmp_path / "kubelet", busybox=os.environ.get("K8S_SIM_BUSYBOX", ""))
     sim.start()
     yield sim
     await sim.close()

@@ -14,8 +14,10 @@ What a container *is* here:
   workflow's producer and consumer of a ``path`` output do). Every occurrence of ``/.aihub`` or
   ``/podfs`` in a command item or env value is rewritten to the pod's directory. Other paths are the
   host's (tests use unique ones under ``tmp_path``);
-- the ``aihub-init`` container's job (copy a static busybox into ``/.aihub/bin``) is simulated by a
-  ``busybox`` that runs the host's tools: ``busybox wget ...`` execs the host's ``wget``;
+- the ``aihub-init`` container's job (copy a static busybox into ``/.aihub/bin``) is simulated: with
+  ``busybox=`` (the fixture passes ``$K8S_SIM_BUSYBOX``, e.g. Debian's ``busybox-static``) that binary is
+  copied, as in a real pod; else a ``busybox`` that runs the host's tools (``busybox wget ...`` execs the
+  host's ``wget``; ``nc`` is ``tests/k8s/nc.py``);
 - images: ``bad image`` (with a space) gives ``InvalidImageName``; ``missing/...`` gives ``ErrImagePull``
   then ``ImagePullBackOff``; anything else "pulls" at once;
 - annotation ``sim/init-exit: N`` makes the init container exit with N (the pod then fails).
@@ -30,7 +32,9 @@ import contextlib
 import itertools
 import os
 import re
+import shutil
 import signal
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -38,12 +42,19 @@ from tests.k8s.emulator import Emulator, Obj, now
 
 TOOLS = "/.aihub"
 PODFS = "/podfs"
-SHIM = '#!/bin/sh\nexec "$@"\n'
+# busybox's applets are the host's tools, but for nc, which the host may lack
+SHIM = f"""#!/bin/sh
+if [ "$1" = nc ]; then shift; exec {sys.executable} {Path(__file__).with_name("nc.py")} "$@"; fi
+exec "$@"
+"""
 
 
 class Kubelet:
-    def __init__(self, emulator: Emulator, namespace: str, work: Path, *, node: str = "sim-node-1") -> None:
+    def __init__(
+        self, emulator: Emulator, namespace: str, work: Path, *, node: str = "sim-node-1", busybox: str = ""
+    ) -> None:
         self.emu = emulator
+        self.busybox = busybox
         self.namespace = namespace
         self.work = work
         self.node = node
@@ -157,7 +168,10 @@ class Kubelet:
         for init in pod["spec"].get("initContainers", []):
             if init["name"] == "aihub-init":  # copies the helper image's busybox into /.aihub/bin
                 busybox = tools / "bin" / "busybox"
-                busybox.write_text(SHIM)
+                if self.busybox:
+                    shutil.copy(self.busybox, busybox)
+                else:
+                    busybox.write_text(SHIM)
                 busybox.chmod(0o755)
             state = {
                 "terminated": {

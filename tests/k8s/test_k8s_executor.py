@@ -94,6 +94,20 @@ async def test_success_collects_text_and_path_outputs(
     assert [token for _, _, token in uploads] == [TOKEN, TOKEN]
 
 
+async def test_a_large_binary_output_is_streamed_up_intact(
+    executor: KubernetesExecutor, job: MakeJob, tmp_path: Path, artifacts: LocalArtifactStore
+) -> None:
+    """Hazard: busybox's wget sends a POST body as a C string (it stops at the first NUL byte) and holds it
+    in memory; uploads must carry any bytes, of any size."""
+    blob = tmp_path / "blob.bin"
+    the_job = job(f"head -c 3000000 /dev/urandom > {blob}", outputs=[OutputDecl("blob", str(blob), "path")])
+    report = await executor.wait(await executor.start(the_job))
+    assert report.ok, report
+    restored = tmp_path / "restored"
+    unpack(artifacts.path(report.outputs["blob"].digest or ""), restored)
+    assert restored.read_bytes() == blob.read_bytes()
+
+
 async def test_failure_reports_the_exit_code(
     executor: KubernetesExecutor, job: MakeJob, logs: LocalLogStore, tmp_path: Path
 ) -> None:

@@ -169,6 +169,44 @@ _AIHUB_text() {
   _AIHUB_emit "text-end $_AIHUB_name"
 }
 
+_AIHUB_post() {
+  # POST file $1 to the API path $2 (with query); the raw reply goes to $_AIHUB_TMP/reply. busybox wget
+  # cannot send binary data (nor data larger than memory), so this is HTTP/1.0 over busybox nc: the
+  # request streams in through a FIFO kept open until the server has answered and closed.
+  case $_AIHUB_api in
+    http://*) ;;
+    *) _AIHUB_note "uploads need an http:// AI_HUB_API_URL, not $_AIHUB_api"; return 1 ;;
+  esac
+  _AIHUB_rest=${_AIHUB_api#http://}
+  _AIHUB_hostport=${_AIHUB_rest%%/*}
+  _AIHUB_prefix=${_AIHUB_rest#"$_AIHUB_hostport"}
+  _AIHUB_host=${_AIHUB_hostport%:*}
+  _AIHUB_port=${_AIHUB_hostport##*:}
+  [ "$_AIHUB_port" != "$_AIHUB_hostport" ] || _AIHUB_port=80
+  _AIHUB_len=$(_AIHUB_bb wc -c <"$1") || return 1
+  _AIHUB_len=$((_AIHUB_len + 0))
+  _AIHUB_bb rm -f "$_AIHUB_TMP/request" "$_AIHUB_TMP/reply"
+  _AIHUB_bb mkfifo "$_AIHUB_TMP/request" || return 1
+  (
+    _AIHUB_bb nc "$_AIHUB_host" "$_AIHUB_port" <"$_AIHUB_TMP/request" >"$_AIHUB_TMP/reply" &
+    _AIHUB_nc=$!
+    exec 3>"$_AIHUB_TMP/request"
+    (
+      printf 'POST %s%s HTTP/1.0\r\nHost: %s\r\n%s\r\n' "$_AIHUB_prefix" "$2" "$_AIHUB_hostport" "$_AIHUB_auth"
+      printf 'Content-Type: application/gzip\r\nContent-Length: %s\r\nConnection: close\r\n\r\n' "$_AIHUB_len"
+      _AIHUB_bb cat "$1"
+    ) >&3
+    wait "$_AIHUB_nc"
+  )
+  _AIHUB_bb rm -f "$_AIHUB_TMP/request"
+  _AIHUB_status_line=$(_AIHUB_bb head -n 1 "$_AIHUB_TMP/reply" 2>/dev/null | _AIHUB_bb tr -d '\r')
+  case $_AIHUB_status_line in
+    "HTTP/1."?" 200 "*) return 0 ;;
+  esac
+  _AIHUB_note "POST $_AIHUB_api$2: ${_AIHUB_status_line:-no answer}"
+  return 1
+}
+
 _AIHUB_upload() {
   _AIHUB_name=$1 _AIHUB_path=$2
   if [ ! -e "$_AIHUB_path" ]; then _AIHUB_emit "output-error $_AIHUB_name missing"; return 1; fi
@@ -187,18 +225,16 @@ _AIHUB_upload() {
     _AIHUB_emit "output-error $_AIHUB_name pack"
     return 1
   fi
-  if ! _AIHUB_reply=$(_AIHUB_bb wget -q -O - --header "$_AIHUB_auth" --post-file "$_AIHUB_archive" \
-      "$_AIHUB_api/artifacts/upload?kind=$_AIHUB_kind&output=$_AIHUB_name"); then
+  if ! _AIHUB_post "$_AIHUB_archive" "/artifacts/upload?kind=$_AIHUB_kind&output=$_AIHUB_name"; then
     _AIHUB_note "output '$_AIHUB_name': upload to $_AIHUB_api failed"
     _AIHUB_emit "output-error $_AIHUB_name upload"
     return 1
   fi
   _AIHUB_bb rm -f "$_AIHUB_archive"
-  _AIHUB_digest=$(printf '%s\n' "$_AIHUB_reply" |
-    _AIHUB_bb sed -n 's/.*"digest" *: *"\([0-9a-f]\{64\}\)".*/\1/p')
-  _AIHUB_size=$(printf '%s\n' "$_AIHUB_reply" | _AIHUB_bb sed -n 's/.*"size" *: *\([0-9][0-9]*\).*/\1/p')
+  _AIHUB_digest=$(_AIHUB_bb sed -n 's/.*"digest" *: *"\([0-9a-f]\{64\}\)".*/\1/p' "$_AIHUB_TMP/reply")
+  _AIHUB_size=$(_AIHUB_bb sed -n 's/.*"size" *: *\([0-9][0-9]*\).*/\1/p' "$_AIHUB_TMP/reply")
   if [ -z "$_AIHUB_digest" ] || [ -z "$_AIHUB_size" ]; then
-    _AIHUB_note "output '$_AIHUB_name': unexpected reply to the upload: $_AIHUB_reply"
+    _AIHUB_note "output '$_AIHUB_name': unexpected reply to the upload"
     _AIHUB_emit "output-error $_AIHUB_name upload"
     return 1
   fi
@@ -216,9 +252,13 @@ while [ "$_AIHUB_i" -lt "${_AIHUB_IN_COUNT:-0}" ]; do
   _AIHUB_i=$((_AIHUB_i + 1))
 done
 
+# SIGTERM (pod deletion) goes to the command; one arriving before its pid is known is passed on after.
+_AIHUB_child=
+_AIHUB_term=
+trap '_AIHUB_term=1; [ -z "$_AIHUB_child" ] || kill -TERM "$_AIHUB_child" 2>/dev/null' TERM
 "$@" &
 _AIHUB_child=$!
-trap 'kill -TERM "$_AIHUB_child" 2>/dev/null' TERM
+[ -z "$_AIHUB_term" ] || kill -TERM "$_AIHUB_child" 2>/dev/null
 while :; do
   wait "$_AIHUB_child" 2>/dev/null  # (no "Terminated" job report of the shell in the node's log)
   _AIHUB_status=$?
