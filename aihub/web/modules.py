@@ -279,6 +279,9 @@ async def build_context(request: Request, user: User, module: Module) -> dict[st
         "view": view,
         "log": log,
         "building": view.build is not None and view.build.status is BuildStatus.BUILDING,
+        # render_markdown's output is sanitised (nh3 allow-list): the only HTML these pages do not escape
+        "readme": Markup(view.readme_html),
+        "builds": await builds_of(user, module.id),
     }
 
 
@@ -291,11 +294,8 @@ async def detail_response(
     reviews = [r for r in await list_reviews(user) if r.module_id == module.id]  # type: ignore[attr-defined]
     rejected = next((r for r in reviews if r.status is ReviewStatus.REJECTED), None)
     ctx.update(
-        builds=await builds_of(user, module.id),
         reviews=reviews,
         rejection=rejected if module.status is ModuleStatus.REJECTED and view.can_edit else None,
-        # render_markdown's output is sanitised (nh3 allow-list): the only HTML this page does not escape
-        readme=Markup(view.readme_html),
         error=error,
     )
     status = STATUS_CODES.get(error.code, 400) if error else 200

@@ -74,6 +74,9 @@ async def test_a_registered_module_builds_live_and_shows_its_readme(
     poll = await client.get(f"{url}/build", htmx=True)
     assert 'data-status="BUILT"' in poll.text and "hx-trigger" not in poll.text  # polling stops
     assert 'id="module-header" class="card" hx-swap-oob="true"' in poll.text  # and the header updates
+    assert '<article class="card readme" id="readme" hx-swap-oob="true"><h1>hash-file</h1>' in poll.text
+    builds = poll.text[poll.text.index('<section id="builds-card" hx-swap-oob="true">') :]
+    assert '<span class="badge s-BUILT">BUILT</span>' in builds
     assert "entrypoint:" in poll.text  # the build log
     page = await client.get(url)
     assert "<h1>hash-file</h1>" in page.text  # the README, rendered
