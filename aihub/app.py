@@ -13,6 +13,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
 
 from aihub import __version__
+from aihub.artifact_routes import artifact_routes
 from aihub.graphql.downloads import download_routes
 from aihub.graphql.view import DEFAULT_SUBSCRIBER_BUFFER, GraphQLView
 from aihub.runtime import open_runtime
@@ -61,6 +62,7 @@ def create_app(
         Route("/graphql", graphql, methods=["GET", "POST"]),
         WebSocketRoute("/graphql", graphql),
         *download_routes(),
+        *artifact_routes(),
         *web_routes(),
     ]
     return Starlette(routes=routes, lifespan=lifespan)

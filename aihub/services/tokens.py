@@ -46,6 +46,12 @@ async def revoke_run_tokens(run_id: int) -> None:
 
 async def user_for_token(token: str) -> User | None:
     """The active user a token stands for, or None (unknown, revoked, expired, or its run has ended)."""
+    row = await valid_token(token)
+    return row.user if row is not None else None
+
+
+async def valid_token(token: str) -> ApiToken | None:
+    """The token's row (with ``user`` and ``run`` loaded) if it is usable now, else None."""
     row = await ApiToken.get_or_none(token_hash=hash_token(token), revoked_at=None).select_related(
         "user", "run"
     )
@@ -55,4 +61,4 @@ async def user_for_token(token: str) -> User | None:
         return None
     if row.kind is TokenKind.RUN and (row.run is None or row.run.status.is_terminal):
         return None
-    return row.user
+    return row

@@ -1,0 +1,94 @@
+"""``GET /artifacts/{digest}`` and ``POST /artifacts/upload``: what pods of the Kubernetes executor call
+(contract in docs/kubernetes.md). Bodies are streamed to disk, never held in memory."""
+
+from __future__ import annotations
+
+import contextlib
+import tempfile
+from pathlib import Path
+
+import aiofiles
+import aiofiles.os
+from starlette.requests import Request
+from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from aihub.db.models import ApiToken
+from aihub.engine.artifacts import ArtifactError
+from aihub.engine.executors.kubernetes import store_uploaded_output
+from aihub.services.artifacts import artifact_path, check_uploader
+from aihub.services.errors import ServiceError
+from aihub.services.tokens import valid_token
+
+MAX_UPLOAD = 50 * 1024**3
+
+
+def _error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status)
+
+
+async def _token(request: Request) -> ApiToken | None:
+    scheme, _, value = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not value:
+        return None
+    return await valid_token(value.strip())
+
+
+async def get_artifact(request: Request) -> Response:
+    token = await _token(request)
+    if token is None:
+        return _error(401, "a valid Bearer token is required")
+    run = request.query_params.get("run")
+    try:
+        path = await artifact_path(
+            token,
+            request.path_params["digest"],
+            request.app.state.runtime.artifacts,
+            int(run) if run else None,
+        )
+    except ServiceError as exc:
+        return _error(404 if exc.code == "NOT_FOUND" else 403, exc.message)
+    except ValueError:
+        return _error(400, "run must be a number")
+    return FileResponse(path, media_type="application/gzip")
+
+
+async def upload_artifact(request: Request) -> Response:
+    token = await _token(request)
+    if token is None:
+        return _error(401, "a valid Bearer token is required")
+    try:
+        check_uploader(token)
+    except ServiceError as exc:
+        return _error(403, exc.message)
+    kind = request.query_params.get("kind")
+    if kind not in ("file", "dir"):
+        return _error(400, "kind must be 'file' or 'dir'")
+    rt = request.app.state.runtime
+    staging = rt.settings.data_dir / "uploads"
+    await aiofiles.os.makedirs(staging, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix="upload-", suffix=".tar.gz", dir=staging)
+    upload = Path(name)
+    try:
+        size = 0
+        async with aiofiles.open(fd, "wb") as out:
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > MAX_UPLOAD:
+                    return _error(413, f"upload is larger than {MAX_UPLOAD} bytes")
+                await out.write(chunk)
+        try:
+            digest, stored = await store_uploaded_output(upload, kind, rt.artifacts)  # type: ignore[arg-type]
+        except ArtifactError as exc:
+            return _error(400, str(exc))
+        return JSONResponse({"digest": digest, "size": stored})
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            await aiofiles.os.remove(upload)
+
+
+def artifact_routes() -> list[BaseRoute]:
+    return [
+        Route("/artifacts/upload", upload_artifact, methods=["POST"]),
+        Route("/artifacts/{digest:str}", get_artifact, methods=["GET"]),
+    ]

@@ -1,0 +1,37 @@
+"""Artifacts over HTTP for executors whose nodes run elsewhere (Kubernetes pods).
+
+A pod fetches its input artifacts and uploads its ``path`` outputs with the run-scoped token. A run token
+only reaches the artifacts of its own run (its nodes' stored outputs); other tokens must name a run they may
+see. Uploads are repacked deterministically, so digests equal what the local executor stores.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from aihub.db.models import ApiToken, NodeRun, TokenKind
+from aihub.services.access import get_run
+from aihub.services.errors import Forbidden, NotFound
+
+
+async def artifact_path(token: ApiToken, digest: str, artifacts: object, run_id: int | None = None) -> Path:
+    """The stored archive ``digest`` if it is an output of the token's run (or of ``run_id`` it may see)."""
+    if token.kind is TokenKind.RUN:
+        run_id = token.run_id  # type: ignore[attr-defined]
+    elif run_id is None:
+        raise NotFound("name the run the artifact belongs to (?run=ID)", field="run")
+    else:
+        await get_run(token.user, run_id)
+    outputs = await NodeRun.filter(run_id=run_id).values_list("outputs", flat=True)
+    if not any(o.get("digest") == digest for out in outputs for o in (out or {}).values()):
+        raise NotFound(f"artifact {digest} not found", field="digest")
+    try:
+        return artifacts.path(digest)  # type: ignore[attr-defined]
+    except KeyError as exc:
+        raise NotFound(f"artifact {digest} not found", field="digest") from exc
+
+
+def check_uploader(token: ApiToken) -> None:
+    """Only a node of an active run uploads outputs."""
+    if token.kind is not TokenKind.RUN:
+        raise Forbidden("only a run's own token can upload its outputs", field="Authorization")
