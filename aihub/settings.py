@@ -43,6 +43,15 @@ class Settings(BaseSettings):
     allow_file_git: bool = Field(default=False, description="allow file:// module repositories")
     kubernetes_namespace: str = "aihub"
     kubernetes_in_cluster: bool = False
+    kubernetes_kubeconfig: str | None = Field(
+        default=None, description="kubeconfig path (default $KUBECONFIG)"
+    )
+    kubernetes_context: str | None = None
+    kubernetes_helper_image: str | None = Field(
+        default=None, description="image that provides busybox to pods"
+    )
+    kubernetes_default_image: str | None = Field(default=None, description="image of nodes that name none")
+    kubernetes_keep_pods: bool | None = Field(default=None, description="keep finished pods (debugging)")
     registry: str = "registry.local:5000"
 
     @property
