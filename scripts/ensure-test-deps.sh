@@ -2,6 +2,10 @@
 # System packages the test suite needs that pip cannot install: Debian's Chromium for the browser tests.
 # PostgreSQL is expected on 127.0.0.1:5432 (see .ci/run, which starts it when it is down).
 set -euo pipefail
+# Debian's static busybox: the simulated kubelet runs the Kubernetes wrapper with the real applets
+if ! command -v busybox >/dev/null 2>&1 && [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq busybox-static >/dev/null || true
+fi
 if ! command -v chromium >/dev/null 2>&1; then
   if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
     echo "installing Debian chromium for the browser tests"

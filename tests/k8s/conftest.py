@@ -5,6 +5,7 @@ this host, the platform's artifact routes, and executors pointed at the emulator
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -36,7 +37,7 @@ async def emulator() -> AsyncIterator[Emulator]:
 @pytest.fixture
 async def kubelet(emulator: Emulator, tmp_path: Path) -> AsyncIterator[Kubelet]:
     # K8S_SIM_BUSYBOX: a static busybox to inject into the simulated pods instead of the host's tools
-    sim = Kubelet(emulator, NAMESPACE, tmp_path / "kubelet", busybox=os.environ.get("K8S_SIM_BUSYBOX", ""))
+    sim = Kubelet(emulator, NAMESPACE, tmp_path / "kubelet", busybox=os.environ.get("K8S_SIM_BUSYBOX") or shutil.which("busybox") or "")
     sim.start()
     yield sim
     await sim.close()
