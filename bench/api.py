@@ -26,6 +26,7 @@ import json
 import os
 import platform
 import re
+import shutil
 import socket
 import statistics
 import subprocess
@@ -584,9 +585,19 @@ async def bench_fanout(settings: Settings, ids: dict[str, Any], interval: float)
 
 async def main(args: argparse.Namespace) -> None:
     data_dir = Path(tempfile.mkdtemp(prefix="aihub-bench-api-", dir="/var/tmp"))
-    database_url = os.environ.get("AIHUB_DATABASE_URL") or f"sqlite://{data_dir / 'aihub.sqlite3'}"
-    if database_url.startswith("postgres"):
-        database_url = await fresh_postgres(database_url)
+    admin_url = os.environ.get("AIHUB_DATABASE_URL")
+    database_url = f"sqlite://{data_dir / 'aihub.sqlite3'}"
+    if admin_url and admin_url.startswith("postgres"):
+        database_url = await fresh_postgres(admin_url)
+    try:
+        await run_parts(args, data_dir, database_url)
+    finally:
+        if admin_url and database_url.startswith("postgres"):
+            await drop_postgres(admin_url, database_url.rsplit("/", 1)[1])
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+
+async def run_parts(args: argparse.Namespace, data_dir: Path, database_url: str) -> None:
     settings = Settings(data_dir=data_dir, database_url=database_url)
     ids = await prepare(settings, 200 if args.quick else 1000)
     print(
@@ -645,6 +656,16 @@ async def fresh_postgres(url: str) -> str:
     finally:
         await admin.close()
     return url.rsplit("/", 1)[0] + "/" + name
+
+
+async def drop_postgres(admin_url: str, name: str) -> None:
+    import asyncpg
+
+    admin = await asyncpg.connect(admin_url)
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()
 
 
 if __name__ == "__main__":
