@@ -1,0 +1,459 @@
+"""Engine benchmark (issue 3, point 9): the real engine against a minimal asyncio pool, on no-op nodes.
+
+Run from the repository root: ``.venv/bin/python bench/engine.py [--quick] [--profile]``.
+``AIHUB_DATABASE_URL`` selects the database (default: SQLite in a fresh data dir under /var/tmp).
+docs/benchmarks.md explains the choices and holds the figures.
+
+- **overhead**: 1,000 ``true`` nodes in three shapes — a chain, 10 layers x 100 (node *i* of layer *k*
+  depends on node *i* of layer *k-1*), and a fan-out 1→999 — on the built-in ``local`` cluster with 2 CPUs.
+  Each is timed through the whole engine (``create_run`` → the run's SUCCEEDED event) and through a minimal
+  pool in the same process: ``asyncio.create_subprocess_exec("true")`` under a semaphore of 2, following the
+  same edges. A second pool launches, per node, what the local executor launches (``unshare``, ``shim.sh``,
+  ``mount``, ``sh -c true``): it separates the price of the process chain from the engine's own.
+- **hand-off**: a 200-node chain; parent exit → child start from the Attempt rows (the parent's
+  ``finished_at`` is the mtime of the ``exit`` file its supervisor wrote; the child's ``started_at`` is taken
+  just before its supervisor is spawned), and for comparison from the node events' ``created_at``.
+- **scale**: 10 layers x 1,000 against 10 layers x 100, each in a fresh child process: wall time, CPU, and
+  peak RSS growth (the kernel's high-water mark, reset once the runtime is up).
+- ``--profile``: cProfile of the 1,000-node layered run; prints the top functions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import io
+import json
+import os
+import platform
+import pstats
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from aihub.bus.base import Subscription  # noqa: E402
+from aihub.db.models import Attempt, NodeEvent, User  # noqa: E402
+from aihub.domain.status import RunStatus  # noqa: E402
+from aihub.engine.executors.local import SHIM  # noqa: E402
+from aihub.runtime import Runtime, open_runtime  # noqa: E402
+from aihub.services.runs import create_run  # noqa: E402
+from aihub.services.users import create_user  # noqa: E402
+from aihub.services.workflows import create_workflow  # noqa: E402
+from aihub.settings import Settings  # noqa: E402
+
+CPUS = 2
+BENCH_USER = "bench"
+Parents = dict[str, list[str]]  # node -> the nodes it depends on, in declaration (topological) order
+
+
+@dataclass(frozen=True)
+class Sizes:
+    nodes: int  # per shape in the overhead benchmark
+    width: int  # nodes per layer of the layered shape (10 layers)
+    chain: int  # hand-off chain length
+    scale: int  # the large run (10 layers); compared with a run of scale / 10 nodes
+    repeats: int  # engine/pool measurements per shape; the median is reported
+
+
+FULL = Sizes(nodes=1000, width=100, chain=200, scale=10_000, repeats=3)
+QUICK = Sizes(nodes=200, width=20, chain=50, scale=2000, repeats=1)
+
+
+# ------------------------------------------------------------------------------------------------ shapes
+
+
+def chain(n: int) -> Parents:
+    return {f"n{i}": [f"n{i - 1}"] if i else [] for i in range(n)}
+
+
+def layered(n: int, width: int) -> Parents:
+    """``n / width`` layers; node ``i`` of a layer depends on node ``i`` of the layer before."""
+    return {f"l{k}_{i}": [f"l{k - 1}_{i}"] if k else [] for k in range(n // width) for i in range(width)}
+
+
+def fan_out(n: int) -> Parents:
+    return {"root": [], **{f"n{i}": ["root"] for i in range(1, n)}}
+
+
+def to_spec(name: str, parents: Parents) -> dict[str, Any]:
+    nodes = [{"name": node, "command": "true", "depends_on": ps} for node, ps in parents.items()]
+    return {"name": name, "nodes": nodes}
+
+
+# -------------------------------------------------------------------------------------------- measuring
+
+
+@dataclass(frozen=True)
+class Measure:
+    """Wall seconds, and CPU seconds of this process and of its reaped child processes."""
+
+    wall: float
+    cpu_self: float
+    cpu_children: float
+    running: float | None = None  # engine runs: mean number of attempts running (of the CPUS slots)
+
+
+async def measured(work: Awaitable[Any]) -> tuple[Any, Measure]:
+    before, started = _cpu(), time.perf_counter()
+    result = await work
+    wall, after = time.perf_counter() - started, _cpu()
+    return result, Measure(wall, after[0] - before[0], after[1] - before[1])
+
+
+def _cpu() -> tuple[float, float]:
+    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime, kids.ru_utime + kids.ru_stime
+
+
+def median_measure(values: list[Measure]) -> Measure:
+    """The measurement with the median wall time (its CPU figures are of the same run)."""
+    return sorted(values, key=lambda m: m.wall)[len(values) // 2]
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """Nearest-rank percentile."""
+    ordered = sorted(values)
+    return ordered[max(0, min(len(ordered) - 1, -(-len(ordered) * q // 100) - 1))]  # type: ignore[call-overload]
+
+
+def load() -> str:
+    one, five, fifteen = os.getloadavg()
+    return f"load {one:.1f} {five:.1f} {fifteen:.1f}"
+
+
+# --------------------------------------------------------------------------------------------- the engine
+
+
+@asynccontextmanager
+async def bench_runtime(data_root: Path) -> AsyncIterator[tuple[Runtime, User]]:
+    """A runtime on a fresh data dir in ``data_root`` (not /tmp: nodes have their own), with the bench user."""
+    data_dir = Path(tempfile.mkdtemp(prefix="aihub-bench-", dir=data_root))
+    try:
+        async with open_runtime(Settings(data_dir=data_dir, local_cpus=CPUS)) as rt:
+            user = await User.get_or_none(username=BENCH_USER)  # a shared PostgreSQL database has it
+            yield rt, user or await create_user(BENCH_USER, "bench-password-1")
+    finally:
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+
+async def engine_run(rt: Runtime, user: User, parents: Parents, label: str) -> tuple[int, Measure]:
+    """Save a workflow of ``parents`` and run it; measured from ``create_run`` to the run's end event."""
+    version = await create_workflow(user, to_spec(f"bench-{label}-{uuid.uuid4().hex[:8]}", parents))
+    sub = rt.bus.subscribe(None, maxsize=10 * len(parents) + 100)
+    try:
+        (run_id, status), measure = await measured(_run_to_end(rt, user, version.id, sub))
+    finally:
+        sub.close()
+    if status != RunStatus.SUCCEEDED.value:
+        raise RuntimeError(f"bench run {run_id} ({label}) ended {status}")
+    attempts = await Attempt.filter(node_run__run_id=run_id).values_list("started_at", "finished_at")
+    running = sum((end - start).total_seconds() for start, end in attempts) / measure.wall
+    return run_id, replace(measure, running=running)
+
+
+async def _run_to_end(rt: Runtime, user: User, version_id: int, sub: Subscription) -> tuple[int, str]:
+    run = await create_run(rt.bus, user, version_id)
+    terminal = {s.value for s in RunStatus if s.is_terminal}
+    async for event in sub:
+        if event.run_id == run.id and event.node is None and event.run_status in terminal:
+            return run.id, event.run_status
+    raise RuntimeError("the bus closed")
+
+
+# ------------------------------------------------------------------------------------------ the baseline
+
+
+async def pool_run(parents: Parents, launch: Callable[[str], Awaitable[None]], slots: int = CPUS) -> None:
+    """Run every node with ``launch`` under a semaphore of ``slots``, each once all its parents are done."""
+    children: Parents = {name: [] for name in parents}
+    for name, ps in parents.items():
+        for p in ps:
+            children[p].append(name)
+    blocked = {name: len(ps) for name, ps in parents.items()}
+    sem = asyncio.Semaphore(slots)
+
+    async def node(name: str) -> None:
+        async with sem:
+            await launch(name)
+        for child in children[name]:
+            blocked[child] -= 1
+            if blocked[child] == 0:
+                tg.create_task(node(child))
+
+    async with asyncio.TaskGroup() as tg:  # ends once every node, so every task a node created, is done
+        for name, ps in parents.items():
+            if not ps:
+                tg.create_task(node(name))
+
+
+async def launch_true(name: str) -> None:
+    proc = await asyncio.create_subprocess_exec("true")
+    if await proc.wait() != 0:
+        raise RuntimeError("true failed")
+
+
+def shim_launcher(rt: Runtime, work: Path) -> Callable[[str], Awaitable[None]]:
+    """Launch per node what the local executor launches (its unshare, shim and /tmp bind), nothing else."""
+    unshare: list[str] = list(getattr(rt.executor, "_unshare", []))  # [] when nodes run unisolated
+    mount = shutil.which("mount") or "-"
+
+    async def launch(name: str) -> None:
+        scratch = work / name
+        (scratch / "tmp" / "workflow_space").mkdir(parents=True)
+        binds = [str(scratch / "tmp"), "/tmp", "tree"] if unshare else []
+        argv = [*unshare, "sh", str(SHIM), str(scratch), str(scratch / "log"), "/tmp/workflow_space"]
+        argv += [mount if binds else "-", str(len(binds) // 3), *binds, "--", "sh", "-c", "true"]
+        proc = await asyncio.create_subprocess_exec(*argv, cwd=scratch, start_new_session=True)
+        await proc.wait()
+        if (scratch / "exit").read_text().strip() != "0":
+            raise RuntimeError(f"the shim failed: {(scratch / 'log').read_text()}")
+
+    return launch
+
+
+# ----------------------------------------------------------------------------------------------- sections
+
+
+@dataclass
+class Overhead:
+    shape: str
+    nodes: int
+    engine: Measure
+    pool: Measure
+    shim_pool: Measure
+
+    @property
+    def ratio(self) -> float:
+        return self.engine.wall / self.pool.wall
+
+
+async def bench_overhead(rt: Runtime, user: User, sizes: Sizes) -> list[Overhead]:
+    shapes = {
+        "chain": chain(sizes.nodes),
+        f"layered {sizes.nodes // sizes.width}x{sizes.width}": layered(sizes.nodes, sizes.width),
+        f"fan-out 1->{sizes.nodes - 1}": fan_out(sizes.nodes),
+    }
+    work = rt.settings.data_dir / "shim-pool"
+    rows = []
+    for shape, parents in shapes.items():
+        engine, pool, shim = [], [], []
+        for _ in range(sizes.repeats):  # interleaved, so drift of the machine's load hits all three
+            engine.append((await engine_run(rt, user, parents, shape.split()[0]))[1])
+            pool.append((await measured(pool_run(parents, launch_true)))[1])
+            shutil.rmtree(work, ignore_errors=True)
+            shim.append((await measured(pool_run(parents, shim_launcher(rt, work))))[1])
+        rows.append(Overhead(shape, len(parents), *map(median_measure, (engine, pool, shim))))
+        walls = "; ".join(
+            f"{what} " + " ".join(f"{m.wall:.2f}" for m in ms)
+            for what, ms in (("engine", engine), ("pool", pool), ("shim pool", shim))
+        )
+        print(f"  {shape}: {walls} s; {load()}", file=sys.stderr)
+    return rows
+
+
+@dataclass
+class Handoff:
+    attempts: list[float]  # ms: parent Attempt.finished_at -> child Attempt.started_at
+    events: list[float]  # ms: parent "exited" event -> child "started" event (created_at)
+
+
+async def bench_handoff(rt: Runtime, user: User, sizes: Sizes) -> Handoff:
+    parents = chain(sizes.chain)
+    run_id, _ = await engine_run(rt, user, parents, "handoff")
+    attempts = {
+        a.node_run.name: a for a in await Attempt.filter(node_run__run_id=run_id).prefetch_related("node_run")
+    }
+    events = {
+        (e.node, e.kind): e.created_at
+        for e in await NodeEvent.filter(run_id=run_id, kind__in=["started", "exited"])
+    }
+    result = Handoff([], [])
+    for child, ps in parents.items():
+        if not ps:
+            continue
+        parent, attempt = attempts[ps[0]], attempts[child]
+        exited = parent.finished_at.timestamp()
+        result.attempts.append(1000 * (attempt.started_at.timestamp() - exited))
+        result.events.append(
+            1000 * (events[child, "started"].timestamp() - events[ps[0], "exited"].timestamp())
+        )
+    return result
+
+
+@dataclass
+class Scale:
+    nodes: int
+    create_workflow: float
+    run: Measure
+    peak_rss_mib: float
+    rss_growth_mib: float
+
+
+async def scale_child(n: int, data_root: Path) -> Scale:
+    """One layered run of ``n`` nodes (10 layers) in this fresh process."""
+    async with bench_runtime(data_root) as (rt, user):
+        Path("/proc/self/clear_refs").write_text("5")  # reset the RSS high-water mark (argon2 took 64 MiB)
+        rss_before = _rss_mib("VmRSS")
+        parents = layered(n, n // 10)
+        started = time.perf_counter()
+        version = await create_workflow(user, to_spec(f"bench-scale-{uuid.uuid4().hex[:8]}", parents))
+        created = time.perf_counter() - started
+        sub = rt.bus.subscribe(None, maxsize=10 * n + 100)
+        try:
+            (_, status), measure = await measured(_run_to_end(rt, user, version.id, sub))
+        finally:
+            sub.close()
+        if status != RunStatus.SUCCEEDED.value:
+            raise RuntimeError(f"scale run ended {status}")
+        peak = _rss_mib("VmHWM")
+        return Scale(n, created, measure, peak, peak - rss_before)
+
+
+def _rss_mib(field: str) -> float:
+    with open("/proc/self/status") as f:
+        line = next(line for line in f if line.startswith(field + ":"))
+    return int(line.split()[1]) / 1024
+
+
+def bench_scale(sizes: Sizes, data_root: Path) -> list[Scale]:
+    """Each size in a fresh process, so the peak RSS is that run's alone."""
+    rows = []
+    for n in (sizes.scale // 10, sizes.scale):
+        argv = [sys.executable, __file__, "--scale-child", str(n), "--data-root", str(data_root)]
+        out = subprocess.run(argv, check=True, capture_output=True, text=True).stdout
+        raw = json.loads(out.splitlines()[-1])
+        rows.append(Scale(**{**raw, "run": Measure(**raw["run"])}))
+        print(f"  {n} nodes: {rows[-1].run.wall:.1f} s; {load()}", file=sys.stderr)
+    return rows
+
+
+async def bench_profile(rt: Runtime, user: User, sizes: Sizes, top: int = 30) -> str:
+    parents = layered(sizes.nodes, sizes.width)
+    profiler = cProfile.Profile()
+    profiler.enable()
+    _, measure = await engine_run(rt, user, parents, "profile")
+    profiler.disable()
+    out = io.StringIO()
+    out.write(f"layered run of {len(parents)} nodes under cProfile: {measure.wall:.2f} s\n")
+    stats = pstats.Stats(profiler, stream=out)
+    stats.sort_stats("tottime").print_stats(top)
+    stats.sort_stats("cumulative").print_stats(top)
+    return out.getvalue()
+
+
+# ------------------------------------------------------------------------------------------------- report
+
+
+def machine() -> str:
+    with open("/proc/cpuinfo") as f:
+        cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "?")
+    return f"{os.cpu_count()} x {cpu}, Linux {platform.release()}, Python {platform.python_version()}"
+
+
+def revision() -> str:
+    """The commit measured, and whether the engine's files differ from it."""
+    git = ["git", "-C", str(ROOT)]
+    head = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout
+    dirty = subprocess.run(
+        [*git, "status", "--porcelain", "--", "aihub/engine", "aihub/services", "aihub/db", "aihub/bus"],
+        capture_output=True,
+        text=True,
+    ).stdout
+    return head.strip() + (" + uncommitted changes to the engine" if dirty.strip() else "")
+
+
+def per_node(m: Measure, n: int) -> str:
+    return f"{1000 * m.cpu_self / n:5.1f} + {1000 * m.cpu_children / n:4.1f}"
+
+
+def print_report(
+    rows: list[Overhead], handoff: Handoff, scale: list[Scale], isolation: str, data_root: Path
+) -> None:
+    backend = Settings().resolved_database_url.split(":", 1)[0]
+    print(f"machine: {machine()}; commit {revision()}")
+    print(f"database: {backend}; data dirs in {data_root}; node isolation: {isolation}; local_cpus={CPUS}")
+    print(load())
+    print()
+    print("wall s (CPU ms per node: this process + node processes); running: mean attempts running")
+    print(
+        f"{'shape':<16} {'engine':>20} {'running':>7} {'pool (true)':>20} {'ratio':>6} {'shim pool':>20}"
+        f" {'engine/shim':>11}"
+    )
+    for r in rows:
+        cells = [f"{m.wall:6.2f} ({per_node(m, r.nodes)})" for m in (r.engine, r.pool, r.shim_pool)]
+        print(
+            f"{r.shape:<16} {cells[0]:>20} {r.engine.running or 0:>7.2f} {cells[1]:>20} {r.ratio:>6.2f}"
+            f" {cells[2]:>20} {r.engine.wall / r.shim_pool.wall:>11.2f}"
+        )
+    print()
+    print(f"hand-off on a {len(handoff.attempts) + 1}-node chain, ms       p50     p99     max")
+    for label, values in (
+        ("exit -> child start (Attempt rows)", handoff.attempts),
+        ("'exited' event -> 'started' event", handoff.events),
+    ):
+        p50, p99 = percentile(values, 50), percentile(values, 99)
+        print(f"  {label:<38} {p50:>6.1f} {p99:>7.1f} {max(values):>7.1f}")
+    print()
+    print(
+        f"{'nodes':>7} {'create_workflow s':>18} {'run s':>8} {'CPU ms/node':>14} {'peak RSS MiB':>13} {'growth MiB':>11}"
+    )
+    for s in scale:
+        print(
+            f"{s.nodes:>7} {s.create_workflow:>18.2f} {s.run.wall:>8.2f} {per_node(s.run, s.nodes):>14}"
+            f" {s.peak_rss_mib:>13.1f} {s.rss_growth_mib:>11.1f}"
+        )
+    small, large = scale
+    print(
+        f"{large.nodes} vs 10 x {small.nodes}: time {large.run.wall / small.run.wall:.1f}x, "
+        f"RSS growth {large.rss_growth_mib / max(small.rss_growth_mib, 0.1):.1f}x"
+    )
+
+
+async def main_async(sizes: Sizes, profile: bool, data_root: Path) -> None:
+    print(f"start: {load()}", file=sys.stderr)
+    async with bench_runtime(data_root) as (rt, user):
+        isolation = getattr(rt.executor, "isolation_reason", "") or "private mount namespace"
+        await engine_run(rt, user, chain(20), "warm-up")
+        print("overhead ...", file=sys.stderr)
+        rows = await bench_overhead(rt, user, sizes)
+        print("hand-off ...", file=sys.stderr)
+        handoff = await bench_handoff(rt, user, sizes)
+        report = await bench_profile(rt, user, sizes) if profile else ""
+    print("scale ...", file=sys.stderr)
+    scale = bench_scale(sizes, data_root)
+    print_report(rows, handoff, scale, isolation, data_root)
+    if report:
+        print()
+        print(report)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n", 1)[0])
+    parser.add_argument("--quick", action="store_true", help="small sizes, one repetition (a smoke test)")
+    parser.add_argument("--profile", action="store_true", help="also cProfile the layered run")
+    parser.add_argument(
+        "--data-root", type=Path, default=Path("/var/tmp"), help="where data dirs are made (default /var/tmp)"
+    )
+    parser.add_argument("--scale-child", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.scale_child:
+        print(json.dumps(asdict(asyncio.run(scale_child(args.scale_child, args.data_root)))))
+        return
+    asyncio.run(main_async(QUICK if args.quick else FULL, args.profile, args.data_root))
+
+
+if __name__ == "__main__":
+    main()
