@@ -93,9 +93,7 @@ class AttemptWatch:
             self.lost_events = True
 
     async def check_database(self) -> None:
-        row = await NodeRun.get(run_id=self.run_id, name=self.node)
-        run = await Run.get(id=self.run_id)
-        self.judge(row.attempt, row.status.value, run.status.value)
+        self.judge(*await queries.node_progress(self.run_id, self.node))
 
     async def done(self) -> bool:
         if not self.over.is_set() and self.lost_events:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from aihub.bus.base import RunEvent
 from aihub.graphql import live
 from aihub.services import runs as run_services
 from aihub.services.access import get_run
@@ -172,3 +174,21 @@ async def test_node_logs_of_an_attempt_that_never_starts_end_with_the_run(
         op = await ws.subscribe(NODE_LOGS, {"id": run_id, "node": "b"})
         await users.gql("mutation($id: ID!) { stopRun(id: $id) { status } }", {"id": run_id}, as_="alice")
         assert [d async for d in ws.results(op)] == []
+
+
+class TestAttemptWatchEngineOff:
+    @pytest.fixture
+    def app_options(self) -> dict[str, Any]:
+        return {"run_engine": False}
+
+    async def test_a_dropped_watch_falls_back_to_the_database(self, users: Server) -> None:
+        """Hazard: a log stream whose status watch overflowed would never learn that its attempt ended."""
+        run_id = await start(users, BACKWARDS)
+        bus = users.rt.bus
+        watch = live.AttemptWatch(bus.subscribe(int(run_id), maxsize=1), int(run_id), "first", 1)
+        for _ in range(3):  # more than the watch's buffer, before it reads anything
+            await bus.publish(RunEvent(int(run_id), "PENDING", "middle", "WAITING"))
+        await watch.watch()
+        assert watch.lost_events and not await watch.done()
+        await users.gql("mutation($id: ID!) { stopRun(id: $id) { status } }", {"id": run_id}, as_="alice")
+        assert await asyncio.wait_for(watch.done(), 10)
