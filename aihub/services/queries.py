@@ -154,6 +154,13 @@ async def get_attempt(user: User, run_id: int, node: str, number: int | None) ->
     return row, attempt
 
 
+async def node_progress(run_id: int, node: str) -> tuple[int, str, str]:
+    """(current attempt, node status, run status) of a node the caller was already allowed to see."""
+    row = await NodeRun.get(run_id=run_id, name=node)
+    run = await Run.get(id=run_id)
+    return row.attempt, row.status.value, run.status.value
+
+
 async def output_artifact(user: User, run_id: int, node: str, output: str) -> str:
     """The artifact digest of a node's ``path`` output (for downloads)."""
     _, row = await get_node(user, run_id, node)
