@@ -128,7 +128,8 @@ async def test_run_watch_follows_status_and_logs(cli: Cli) -> None:
     assert step2 == ["outparam1", "/tmp/outparam2.txt", "/tmp/outparam3", "outparam2", "file1"]
     lines = result.out.splitlines()
     assert any(line.endswith(": SUCCEEDED — all nodes succeeded") for line in lines)
-    assert "step1: SUCCEEDED — exited with code 0" in lines  # (RUNNING too, unless it ran before we subscribed)
+    # (RUNNING too, unless it ran before the subscription started)
+    assert "step1: SUCCEEDED — exited with code 0" in lines
     assert not (cli.config / "embedded-data").exists()  # it ran on the server
     # the same file again reuses the workflow; a changed file adds a version
     again = await cli("run", str(SEED))

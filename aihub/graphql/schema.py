@@ -68,7 +68,11 @@ class AIHubSchema(strawberry.Schema):
         Unexpected ones are logged, then masked in the response; every error gets its ``code``."""
         for error in errors:
             original = error.original_error
-            if error_extensions(error) is None and original is not None and not isinstance(original, GraphQLError):
+            if (
+                error_extensions(error) is None
+                and original is not None
+                and not isinstance(original, GraphQLError)
+            ):
                 log.error("unexpected error in %s", error.path, exc_info=original)
         add_codes(errors)
 
