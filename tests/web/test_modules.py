@@ -83,6 +83,11 @@ async def test_a_registered_module_builds_live_and_shows_its_readme(
     assert "input_file" in page.text and "/tmp/workflow_space/hash-file/digest.txt" in page.text
     assert 'id="request-publish"' in page.text
     assert "<code>PYTHONUNBUFFERED=1</code>" in page.text
+    await web.rt.builds.close()  # a review cannot be asked for while a build runs
+    assert (await client.post(f"{url}/rebuild")).status_code == 303
+    early = await client.post(f"{url}/publish")
+    assert early.status_code == 409 and "still building" in early.text
+    await web.rt.builds.start()
 
 
 async def test_a_readme_is_sanitised(web: Web, category: Category, tmp_path: Path) -> None:
@@ -237,6 +242,14 @@ async def test_publish_review_reject_with_reason_then_approve(
     carol = await web.client("carol")
     assert 'id="module-status">PUBLISHED' in (await carol.get(url)).text
     assert "module-row-hash-file" in (await carol.get("/modules?scope=published")).text
+    # published, so visible to carol, but still alice's: carol may neither change it nor ask for a review
+    assert (await carol.get(f"{url}/edit")).status_code == 403
+    refused = await carol.post(f"{url}/publish")
+    assert refused.status_code == 403 and "only the owner" in refused.text
+    assert (await carol.get(f"/reviews/{second.id}")).status_code == 404  # not her team's request
+    hidden = (await Module.get(id=module.id).prefetch_related("builds")).builds
+    unpublished = next(b for b in hidden if not b.published)
+    assert (await carol.get(f"{url}/builds/{unpublished.id}/log")).status_code == 404
 
 
 async def test_the_editor_palette_offers_own_built_and_published_modules(
