@@ -441,6 +441,7 @@ async def test_private_tmp_is_removed_after_wait(isolated: LocalExecutor) -> Non
     job = _job("mkdir -p /tmp/workflow_space/big && echo x > /tmp/workflow_space/big/f")
     handle = await isolated.start(job)
     await isolated.wait(handle)
+    await isolated.settle()  # the removal runs in the background, off the hand-off path
     scratch = Path(handle.data["scratch"])
     assert not (scratch / "tmp").exists()
     assert (scratch / "exit").exists(), "the small status files stay for a later find()"

@@ -280,6 +280,7 @@ class LocalExecutor:
         self._user_namespace = False
         self._children: dict[str, subprocess.Popen[bytes]] = {}
         self._waits: dict[str, asyncio.Task[ExitReport]] = {}
+        self._cleanups: set[asyncio.Task[None]] = set()
         self._host = socket.gethostname()
 
     # ------------------------------------------------------------------------------------------ probe
@@ -354,20 +355,26 @@ class LocalExecutor:
             if existing is not None:
                 return existing
             await asyncio.to_thread(shutil.rmtree, scratch, True)
-        log_path = self.logs.path(job.key.run_id, job.key.node, job.key.attempt)
-        data = self._prepare_scratch(job, scratch, log_path)
+        # file operations and the fork+exec run in a worker thread: on a slow disk they would otherwise
+        # stall the event loop, and with it the hand-off of every other running node
+        log_path, data = await asyncio.to_thread(self._prepare_attempt, job, scratch)
         try:
             binds = await self._prepare_filesystem(job, scratch, data)
             env = self._node_env(job, scratch)
             argv = [*self._unshare, *self._shim_argv(scratch, log_path, data["workdir"], binds), *job.argv]
-            proc = _spawn(argv, self._supervisor_env(env), scratch)
+            proc, data["start_time"] = await asyncio.to_thread(
+                _spawn_and_stamp, argv, self._supervisor_env(env), scratch
+            )
         except (_LaunchError, OSError) as exc:
             message = str(exc) if isinstance(exc, _LaunchError) else f"could not launch: {exc}"
             return self._fail_launch(job.key, scratch, data, message)
         self._children[job.key.slug] = proc
         data["pid"] = proc.pid
-        data["start_time"] = _start_time(proc.pid)
         return Handle(self.name, job.key.slug, data)
+
+    def _prepare_attempt(self, job: Job, scratch: Path) -> tuple[Path, dict[str, Any]]:
+        log_path = self.logs.path(job.key.run_id, job.key.node, job.key.attempt)
+        return log_path, self._prepare_scratch(job, scratch, log_path)
 
     def _prepare_scratch(self, job: Job, scratch: Path, log_path: Path) -> dict[str, Any]:
         """Create the scratch dir and write ``meta.json``: everything a later ``find`` needs."""
@@ -564,8 +571,18 @@ class LocalExecutor:
                 _write_json(scratch / "report.json", _report_to_json(report))
         else:
             report = _report_from_json(saved)
-        await _remove_tree(scratch / "tmp")  # again after a crash between saving and removing: harmless
+        # removed off the hand-off path (again after a crash between saving and removing: harmless)
+        self._clean_later(scratch / "tmp")
         return report
+
+    def _clean_later(self, path: Path) -> None:
+        task = asyncio.create_task(_remove_tree(path), name=f"clean {path}")
+        self._cleanups.add(task)
+        task.add_done_callback(self._cleanups.discard)
+
+    async def settle(self) -> None:
+        """Wait for the background removal of finished attempts' private /tmp (tests, shutdown)."""
+        await asyncio.gather(*list(self._cleanups), return_exceptions=True)
 
     async def _report(self, data: dict[str, Any], scratch: Path) -> ExitReport:
         stopped = (scratch / "stop").exists()
@@ -720,6 +737,7 @@ class LocalExecutor:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         self._waits.clear()
+        await self.settle()
         _orphans.update(self._children.values())
         self._children.clear()
         _reap_orphans()
@@ -789,6 +807,13 @@ def _last_line(path: Path) -> str:
     except OSError:
         return ""
     return lines[-1] if lines else ""
+
+
+def _spawn_and_stamp(
+    argv: list[str], env: dict[str, str], cwd: Path
+) -> tuple[subprocess.Popen[bytes], int | None]:
+    proc = _spawn(argv, env, cwd)
+    return proc, _start_time(proc.pid)
 
 
 def _spawn(argv: list[str], env: dict[str, str], cwd: Path) -> subprocess.Popen[bytes]:
