@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from aihub.bus.base import Bus, RunEvent
+from aihub.bus.base import Bus, RunEvent, SubscriberTooSlow
 from aihub.db.models import (
     Attempt,
     DataStorage,
@@ -217,10 +217,19 @@ class Engine:
             self._idle.set()
 
     async def _listen(self) -> None:
-        assert self._subscription is not None
-        async for event in self._subscription:
-            if event.node is None:
-                self._on_run_event(event)
+        """Follow run-level events. If this listener ever falls behind (a burst of node events, e.g. a
+        retry resetting thousands of nodes), it resubscribes and reconciles from the database instead of
+        dying: the engine is level-triggered, so nothing is lost."""
+        while True:
+            assert self._subscription is not None
+            try:
+                async for event in self._subscription:
+                    if event.node is None:
+                        self._on_run_event(event)
+            except SubscriberTooSlow:
+                log.warning("engine fell behind the event bus; reconciling from the database")
+                self._subscription = self.bus.subscribe(None)
+                await self._recover(self._owns)
 
     def _on_run_event(self, event: RunEvent) -> None:
         if not self._owns(event.run_id):

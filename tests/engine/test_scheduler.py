@@ -367,3 +367,17 @@ async def test_stop_racing_the_start_of_a_run(rt: Runtime, user: User) -> None:
         assert run.status is RunStatus.STOPPED
         node = await NodeRun.get(run_id=run.id, name="s")
         assert node.status is NodeStatus.STOPPED
+
+
+async def test_engine_survives_falling_behind_the_bus(rt: Runtime, user: User) -> None:
+    """Hazard: a burst of events bigger than the engine's buffer must not kill its listener."""
+    from aihub.bus.base import RunEvent
+
+    for i in range(10_001):  # no yield: the engine's subscription overflows
+        await rt.bus.publish(
+            RunEvent(run_id=10**9, run_status="RUNNING", node=f"n{i}", node_status="WAITING")
+        )
+    run = await start_run(rt, user, spec({"name": "a", "command": "echo alive"}))
+    run = await wait_for_run(rt, run.id)
+    assert run.status is RunStatus.SUCCEEDED
+    assert (await node_log(rt, run.id, "a")).strip() == "alive"
