@@ -703,6 +703,12 @@ class Engine:
             return {}
         return await self.executor.describe(Handle.from_json(attempt.handle))
 
+    async def executor_events(self, attempt: Attempt) -> list[dict[str, Any]]:
+        """The executor's own events of an attempt: Kubernetes events of its pod ([] for local nodes)."""
+        if not attempt.handle:
+            return []
+        return await self.executor.events(Handle.from_json(attempt.handle))
+
 
 def _describe_output(name: str, value: dict[str, Any]) -> str:
     if value["type"] == "path":

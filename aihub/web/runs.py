@@ -177,6 +177,9 @@ async def node_panel(request: Request, user: User) -> Response:
             ctx["live"] = not attempt.status.is_terminal
     if tab == "events":
         ctx["events"] = await run_events(user, run_id, node=name)
+        if number > 0:
+            _, attempt = await get_attempt(user, run_id, name, number)
+            ctx["cluster_events"] = await rt.engine.executor_events(attempt)
     ctx["attempts"] = list(range(row.attempt, 0, -1))
     return render(request, "partials/runs/panel.html", ctx)
 

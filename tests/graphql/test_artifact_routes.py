@@ -106,3 +106,13 @@ async def test_run_token_reaches_only_its_own_run_and_uploads(users: Server, tmp
         await wait_for_run(users.rt, run.id)
     ended = await users.http.get(f"/artifacts/{digest}", headers=_bearer(token))
     assert ended.status_code == 401  # the run token dies with its run
+
+
+async def test_executor_events_of_a_local_attempt(users: Server) -> None:
+    """The events tab's executor part: Kubernetes events for pods (tests/k8s), none for local processes."""
+    run_id, _ = await _finished_artifact(users)
+    query = "query($id: ID!) { run(id: $id) { nodes { name executorEvents events { kind } } } }"
+    data = await users.gql(query, {"id": str(run_id)}, as_="alice")
+    node = data["run"]["nodes"][0]
+    assert node["executorEvents"] == []
+    assert [e["kind"] for e in node["events"]][:1] == ["started"]

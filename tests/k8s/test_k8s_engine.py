@@ -134,6 +134,9 @@ async def test_a_two_node_workflow_passes_text_and_path_outputs_between_pods(
     container = await rt.engine.describe(attempt)
     assert container["pod"] == f"aihub-r{run.id}-step1-a1"
     assert container["state"] == "exited with code 0 (Completed)"
+    # the events tab: the pod's Kubernetes events, kept after the pod is gone
+    reasons = [e["reason"] for e in await rt.engine.executor_events(attempt)]
+    assert "Scheduled" in reasons or "Started" in reasons, reasons
 
 
 async def test_a_failing_node_fails_the_run_with_its_exit_code(k8s_runtime: tuple[Runtime, Platform]) -> None:

@@ -213,6 +213,13 @@ class NodeRunType:
         wanted = self.attempt if number is None else number
         return next((a for a in await self._attempt_rows(info) if a.number == wanted), None)
 
+    @strawberry.field(
+        description="the executor's events of an attempt (default: the current one): Kubernetes events of its pod"
+    )
+    async def executor_events(self, info: Info, attempt: int | None = None) -> JSON:
+        row = await self._attempt(info, attempt)
+        return await info.context.runtime.engine.executor_events(row) if row else []
+
     @strawberry.field(description="the container view of an attempt (default: the current one)")
     async def container(self, info: Info, attempt: int | None = None) -> JSON:
         row = await self._attempt(info, attempt)
