@@ -22,8 +22,13 @@ import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from aihub.engine.builds.backend import BuiltImage
 from aihub.engine.builds.dockerfile import CopyStep, DockerfileInfo
+
+if TYPE_CHECKING:
+    from aihub.engine.builds.manager import BuildJob
 
 __all__ = ["BuildFailure", "LocalBuildBackend", "LocalImage", "inside"]
 
@@ -151,6 +156,26 @@ class LocalBuildBackend:
         log(f"local image at {image.root}; working directory {image.workdir}")
         log("entrypoint: " + " ".join(image.entrypoint))
         return image
+
+    async def produce(
+        self,
+        job: BuildJob,
+        *,
+        sha: str,
+        image: str,
+        info: DockerfileInfo,
+        context: Path,
+        log: Callable[[str], None],
+    ) -> BuiltImage:
+        local = await self.build(
+            module=job.module, build_id=job.build_id, info=info, context=context, log=log
+        )
+        return BuiltImage(
+            entrypoint=tuple(local.entrypoint), workdir=str(local.workdir), context_path=str(local.root)
+        )
+
+    async def close(self) -> None:
+        pass
 
     async def remove(self, module: str, build_id: int) -> None:
         await asyncio.to_thread(shutil.rmtree, self.target(module, build_id), True)

@@ -8,7 +8,8 @@ A build runs :meth:`BuildManager.run`:
    uses an exec-form ``ENTRYPOINT`` and no ``CMD``; that the build context is a directory of the repository;
    that the README exists;
 3. hand the build context to the backend (the local backend replays the Dockerfile's copies onto a kept
-   directory and maps ``WORKDIR``/``ENTRYPOINT`` onto it);
+   directory and maps ``WORKDIR``/``ENTRYPOINT`` onto it; with ``executor = "kubernetes"`` the Kubernetes
+   backend runs a Kaniko Job that pushes the image, see :mod:`aihub.engine.builds.kubernetes_backend`);
 4. remove the workspace, whatever happened, and record the outcome through the :class:`BuildStore`.
 
 Every step writes to ``<data_dir>/builds/<build_id>.log``. A failure the author can fix ends the build in
@@ -29,6 +30,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol, TextIO
 
+from aihub.engine.builds.backend import BuildBackend
 from aihub.engine.builds.dockerfile import DockerfileError, parse_dockerfile
 from aihub.engine.builds.git import GitError, clone, redact_url
 from aihub.engine.builds.kubernetes import image_name
@@ -120,7 +122,7 @@ class BuildManager:
         self,
         settings: Settings,
         store: BuildStore,
-        backend: LocalBuildBackend | None = None,
+        backend: BuildBackend | None = None,
         *,
         git_timeout: float = 300.0,
         max_parallel: int = 2,
@@ -128,7 +130,7 @@ class BuildManager:
         self.settings = settings
         self.store = store
         self.dir = settings.data_dir / "builds"
-        self.backend = backend or LocalBuildBackend(self.dir)
+        self.backend = backend or _default_backend(settings, self.dir)
         self.git_timeout = git_timeout
         self._slots = asyncio.Semaphore(max_parallel)
         self._tasks: dict[int, asyncio.Task[Any]] = {}
@@ -147,6 +149,7 @@ class BuildManager:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        await self.backend.close()
 
     def submit(self, build_id: int) -> None:
         """Run the build in the background (no-op before ``start()``: the next start picks it up)."""
@@ -238,15 +241,22 @@ class BuildManager:
                 f"the build context {job.build_context!r} is not a directory of the repository"
             )
         image = image_name(self.settings.registry, job.category, job.module, sha)
-        local = await self.backend.build(
-            module=job.module, build_id=job.build_id, info=info, context=context, log=write
-        )
+        built = await self.backend.produce(job, sha=sha, image=image, info=info, context=context, log=write)
         write(f"image {image}")
         return BuildOutcome(
             commit_sha=sha,
             image=image,
-            entrypoint=tuple(local.entrypoint),
-            workdir=str(local.workdir),
-            context_path=str(local.root),
+            entrypoint=built.entrypoint,
+            workdir=built.workdir,
+            context_path=built.context_path,
             readme=readme,
         )
+
+
+def _default_backend(settings: Settings, builds_dir: Path) -> BuildBackend:
+    """The Kubernetes backend (a Kaniko Job) when nodes run on Kubernetes, else the local one."""
+    if settings.executor == "kubernetes":
+        from aihub.engine.builds.kubernetes_backend import KubernetesBuildBackend
+
+        return KubernetesBuildBackend.from_settings(settings)
+    return LocalBuildBackend(builds_dir)
