@@ -37,7 +37,12 @@ async def emulator() -> AsyncIterator[Emulator]:
 @pytest.fixture
 async def kubelet(emulator: Emulator, tmp_path: Path) -> AsyncIterator[Kubelet]:
     # K8S_SIM_BUSYBOX: a static busybox to inject into the simulated pods instead of the host's tools
-    sim = Kubelet(emulator, NAMESPACE, tmp_path / "kubelet", busybox=os.environ.get("K8S_SIM_BUSYBOX") or shutil.which("busybox") or "")
+    sim = Kubelet(
+        emulator,
+        NAMESPACE,
+        tmp_path / "kubelet",
+        busybox=os.environ.get("K8S_SIM_BUSYBOX") or shutil.which("busybox") or "",
+    )
     sim.start()
     yield sim
     await sim.close()
