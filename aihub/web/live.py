@@ -2,7 +2,8 @@
 
 Both are async generators over the platform's own feeds (``bus.subscribe(run_id)``, ``logs.follow``); the
 subscription is closed in ``finally`` when the browser goes away. Only what changed is sent: a node event
-re-renders that one node; the run header is re-rendered on run-level events.
+re-renders that one node (in a large graph, a node inside a summary box sends its chip and that box's summary);
+the run header is re-rendered on run-level events. The snapshot sent on (re)connect ends with a ``synced`` event.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from aihub.runtime import Runtime
 from aihub.services.errors import NotFound
 from aihub.services.queries import get_attempt, get_node, run_snapshot
 from aihub.web.render import env, render_string
-from aihub.web.svg import Layout
+from aihub.web.svg import Layout, status_counts
 
 KEEPALIVE = 15.0
 #: on (re)connect every node is sent when the graph is small, else only those that have left WAITING
@@ -37,10 +38,10 @@ def _response(body: AsyncIterator[str]) -> StreamingResponse:
 
 
 def node_html(run_id: int, row: object, graph: Layout) -> str:
-    macro = env.get_template("partials/dag.html").module.node  # type: ignore[attr-defined]
+    macro = _macro("node")
     name = row.name  # type: ignore[attr-defined]
     return str(
-        macro(
+        macro(  # type: ignore[operator]
             name,
             graph.boxes[name],
             row.status.value,  # type: ignore[attr-defined]
@@ -51,6 +52,45 @@ def node_html(run_id: int, row: object, graph: Layout) -> str:
     )
 
 
+def _macro(name: str) -> object:
+    return getattr(env.get_template("partials/dag.html").module, name)
+
+
+def group_html(run_id: int, graph: Layout, index: int, statuses: dict[str, str]) -> str:
+    """The summary box of group ``index`` with the current counts (its live update)."""
+    group = graph.groups[index]
+    counts = status_counts(group.names, statuses)
+    return str(_macro("group")(group, counts, f"/runs/{run_id}/groups/{index}", True))  # type: ignore[operator]
+
+
+def chip_html(run_id: int, row: object) -> str:
+    """A node of a summary box, as listed when the box is expanded (its live update)."""
+    name = row.name  # type: ignore[attr-defined]
+    return str(
+        _macro("chip")(  # type: ignore[operator]
+            name,
+            row.status.value,  # type: ignore[attr-defined]
+            row.retry_count,  # type: ignore[attr-defined]
+            f"/runs/{run_id}/nodes/{name}",
+            True,
+        )
+    )
+
+
+def node_update(run_id: int, row: object, graph: Layout, statuses: dict[str, str]) -> str:
+    """What one node's change sends: its box, or (inside a summary box) its chip and that box's summary."""
+    name = row.name  # type: ignore[attr-defined]
+    statuses[name] = row.status.value  # type: ignore[attr-defined]
+    if name in graph.boxes:
+        return sse(f"node-{name}", node_html(run_id, row, graph))
+    index = graph.group_of.get(name)
+    if index is None:
+        return ""
+    return sse(f"chip-{name}", chip_html(run_id, row)) + sse(
+        f"group-{index}", group_html(run_id, graph, index, statuses)
+    )
+
+
 async def header_html(user: User, run_id: int, csrf: str) -> str:
     from aihub.web.runs import run_context
 
@@ -58,21 +98,29 @@ async def header_html(user: User, run_id: int, csrf: str) -> str:
     return render_string("partials/runs/header.html", live=True, csrf=csrf, **ctx)
 
 
-async def _snapshot(user: User, run_id: int, graph: Layout, csrf: str) -> AsyncIterator[str]:
+async def _snapshot(
+    user: User, run_id: int, graph: Layout, csrf: str, statuses: dict[str, str]
+) -> AsyncIterator[str]:
     run, nodes = await run_snapshot(user, run_id)
+    statuses.clear()
+    statuses.update((row.name, row.status.value) for row in nodes)
     yield sse("run", await header_html(user, run_id, csrf))
     full = len(nodes) <= FULL_RESYNC_MAX
     for row in nodes:
-        if full or row.status.value != "WAITING":
+        if row.name in graph.boxes and (full or row.status.value != "WAITING"):
             yield sse(f"node-{row.name}", node_html(run.id, row, graph))
+    for group in graph.groups:
+        yield sse(f"group-{group.index}", group_html(run.id, graph, group.index, statuses))
+    yield sse("synced", "")
 
 
 async def _changes(rt: Runtime, user: User, run_id: int, graph: Layout, csrf: str) -> AsyncIterator[str]:
     """Snapshot, then every change; a subscriber that fell behind resubscribes and resyncs."""
+    statuses: dict[str, str] = {}
     while True:
         sub = rt.bus.subscribe(run_id)
         try:
-            async for chunk in _snapshot(user, run_id, graph, csrf):
+            async for chunk in _snapshot(user, run_id, graph, csrf, statuses):
                 yield chunk
             while True:
                 try:
@@ -83,9 +131,9 @@ async def _changes(rt: Runtime, user: User, run_id: int, graph: Layout, csrf: st
                     continue
                 if event.node is None:
                     yield sse("run", await header_html(user, run_id, csrf))
-                elif event.node in graph.boxes:
+                elif event.node in graph.boxes or event.node in graph.group_of:
                     _, row = await get_node(user, run_id, event.node)
-                    yield sse(f"node-{row.name}", node_html(run_id, row, graph))
+                    yield node_update(run_id, row, graph, statuses)
         except SubscriberTooSlow:
             continue
         finally:

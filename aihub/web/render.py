@@ -69,6 +69,8 @@ def _install_globals() -> None:
         colour=svg.colour,
         label=svg.label,
         edge_path=svg.edge_path,
+        status_counts=svg.status_counts,
+        status_bar=svg.status_bar,
     )
 
 

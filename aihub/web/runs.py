@@ -21,15 +21,15 @@ from aihub.services.queries import (
     list_runs,
     output_artifact,
     run_events,
-    run_nodes_in_order,
 )
 from aihub.services.runs import copy_run, create_run, retry_run, stop_run
 from aihub.services.status import utcnow
 from aihub.services.versions import get_readable_version
+from aihub.web.graphs import version_graph
 from aihub.web.live import log_stream, run_stream
 from aihub.web.render import render
 from aihub.web.session import page, redirect
-from aihub.web.svg import layout
+from aihub.web.svg import Layout, status_counts
 from aihub.web.timeline import chart
 
 TABS = ("io", "details", "logs", "container", "events")
@@ -95,13 +95,23 @@ async def runs_list(request: Request, user: User) -> Response:
 async def run_context(user: User, run_id: int) -> dict[str, Any]:
     run = await get_run(user, run_id)
     await run.fetch_related("workflow", "version", "owner")
-    nodes = await run_nodes_in_order(run, run.version)
+    graph = version_graph(run.version.spec)
+    rows = {n.name: n for n in await NodeRun.filter(run_id=run.id)}
+    nodes = [rows[name] for name in graph.order if name in rows]
     return {
         "run": run,
         "nodes": {n.name: n for n in nodes},
-        "graph": layout(parse_spec(run.version.spec).parents()),
+        "statuses": {n.name: n.status.value for n in nodes},
+        "graph": graph.layout,
         "can_act": can_act_on_run(user, run),
     }
+
+
+def group_of(graph: Layout, raw: object) -> Any:
+    index = int(str(raw))
+    if not 0 <= index < len(graph.groups):
+        raise NotFound(f"the graph has no group {index}", field="group")
+    return graph.groups[index]
 
 
 async def timeline_context(user: User, run: Run) -> dict[str, Any]:
@@ -116,6 +126,25 @@ async def run_detail(request: Request, user: User) -> Response:
     ctx = await run_context(user, request.path_params["run_id"])
     ctx.update(await timeline_context(user, ctx["run"]))
     return render(request, "pages/runs/detail.html", ctx)
+
+
+@page
+async def run_group(request: Request, user: User) -> Response:
+    """The nodes of one summary box of a large run graph, as live chips that open the node panel."""
+    ctx = await run_context(user, request.path_params["run_id"])
+    group = group_of(ctx["graph"], request.path_params["index"])
+    run_id = ctx["run"].id
+    return render(
+        request,
+        "partials/dag_group.html",
+        {
+            "group": group,
+            "counts": status_counts(group.names, ctx["statuses"]),
+            "nodes": ctx["nodes"],
+            "href_prefix": f"/runs/{run_id}/nodes/",
+            "live": True,
+        },
+    )
 
 
 @page
@@ -222,6 +251,7 @@ def run_routes() -> list[BaseRoute]:
         Route("/runs/{run_id:int}", run_detail),
         Route("/runs/{run_id:int}/live", run_live),
         Route("/runs/{run_id:int}/timeline", run_timeline),
+        Route("/runs/{run_id:int}/groups/{index:int}", run_group),
         Route("/runs/{run_id:int}/stop", run_stop, methods=["POST"]),
         Route("/runs/{run_id:int}/retry", run_retry, methods=["POST"]),
         Route("/runs/{run_id:int}/copy", run_copy, methods=["POST", "GET"]),

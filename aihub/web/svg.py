@@ -1,14 +1,19 @@
 """The DAG drawn on the server as SVG: a layered layout (``aihub.domain.dag.layers``), one group per node.
 
 Each node is a nested ``<svg id="node-NAME">`` so that a live update can replace exactly that element (an HTML
-fragment parser only creates SVG elements inside an ``<svg>``). Wide layers wrap into several rows and very
-large graphs drop their edges, so a 2,000-node run still draws and stays responsive.
+fragment parser only creates SVG elements inside an ``<svg>``). Wide layers wrap into several rows.
+
+Large graphs (more than ``FULL_MAX`` nodes) are drawn by ``overview``: a layer of more than ``LAYER_MAX`` nodes
+becomes one summary box (``<svg id="group-N">``: its node count and a bar of their statuses) that expands into a
+list of its nodes on click; when there are more than ``MAX_ROWS`` layers, consecutive layers share a box; edges
+are drawn once per pair of boxes. A 2,000-node run page thus draws a few dozen elements, not thousands, and every
+node is still one click away.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from aihub.domain import dag
 from aihub.domain.status import NODE_COLOURS, NodeStatus
@@ -17,6 +22,12 @@ NODE_W, NODE_H = 170, 40
 GAP_X, GAP_Y, MARGIN = 24, 56, 16
 MAX_PER_ROW = 30
 MAX_EDGES = 3000
+#: graphs up to this many nodes are drawn node by node; larger ones collapse wide layers (``overview``)
+FULL_MAX = 300
+#: in a large graph, a layer of more nodes than this is drawn as one summary box
+LAYER_MAX = 10
+#: in a large graph, at most this many rows: consecutive layers share a box beyond it
+MAX_ROWS = 40
 
 
 @dataclass(frozen=True)
@@ -27,11 +38,28 @@ class Box:
 
 
 @dataclass(frozen=True)
+class Group:
+    """A summary box standing for several nodes (a wide layer, or a band of consecutive layers)."""
+
+    index: int
+    title: str
+    names: tuple[str, ...]
+    box: Box
+
+
+@dataclass(frozen=True)
 class Layout:
     boxes: dict[str, Box]
     edges: list[tuple[Box, Box]]
     width: int
     height: int
+    groups: tuple[Group, ...] = ()
+    #: the group of every node drawn inside a summary box
+    group_of: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def collapsed(self) -> bool:
+        return bool(self.groups)
 
 
 def layout(parents: Mapping[str, Sequence[str]]) -> Layout:
@@ -51,6 +79,84 @@ def layout(parents: Mapping[str, Sequence[str]]) -> Layout:
         edges = []
     height = MARGIN * 2 + len(rows) * NODE_H + max(len(rows) - 1, 0) * GAP_Y
     return Layout(boxes, edges, width, max(height, NODE_H + 2 * MARGIN))
+
+
+def overview(parents: Mapping[str, Sequence[str]]) -> Layout:
+    """The layout of the run and version pages: ``layout`` up to ``FULL_MAX`` nodes, else wide layers (and
+    bands of layers beyond ``MAX_ROWS``) collapsed into summary boxes, one edge per pair of boxes."""
+    if len(parents) <= FULL_MAX:
+        return layout(parents)
+    layers = dag.layers(parents)
+    per_band = -(-len(layers) // MAX_ROWS)
+    rows: list[
+        list[str]
+    ] = []  # each row: node names drawn one by one, or one group key "#N" (never a node name)
+    members: list[tuple[str, tuple[str, ...]]] = []
+    for start in range(0, len(layers), per_band):
+        band = layers[start : start + per_band]
+        if len(band) == 1 and len(band[0]) <= LAYER_MAX:
+            rows.append(list(band[0]))
+            continue
+        names = tuple(n for layer in band for n in layer)
+        last = start + len(band)
+        title = f"layer {start + 1}" if len(band) == 1 else f"layers {start + 1}-{last}"
+        rows.append([f"#{len(members)}"])
+        members.append((title, names))
+    widest = max((len(r) for r in rows), default=1)
+    width = MARGIN * 2 + widest * NODE_W + (widest - 1) * GAP_X
+    boxes: dict[str, Box] = {}
+    groups: list[Group] = []
+    group_of: dict[str, int] = {}
+    unit: dict[str, Box] = {}
+    for r, row in enumerate(rows):
+        row_w = len(row) * NODE_W + (len(row) - 1) * GAP_X
+        x0 = (width - row_w) // 2
+        for i, key in enumerate(row):
+            box = Box(key, x0 + i * (NODE_W + GAP_X), MARGIN + r * (NODE_H + GAP_Y))
+            if key.startswith("#"):
+                index = int(key[1:])
+                title, names = members[index]
+                groups.append(Group(index, title, names, box))
+                for name in names:
+                    group_of[name] = index
+                    unit[name] = box
+            else:
+                boxes[key] = box
+                unit[key] = box
+    seen: set[tuple[int, int, int, int]] = set()
+    edges: list[tuple[Box, Box]] = []
+    for child, ps in parents.items():
+        for p in ps:
+            a, b = unit.get(p), unit.get(child)
+            if a is None or b is None or a is b:
+                continue
+            key = (a.x, a.y, b.x, b.y)
+            if key not in seen and len(edges) < MAX_EDGES:
+                seen.add(key)
+                edges.append((a, b))
+    height = MARGIN * 2 + len(rows) * NODE_H + max(len(rows) - 1, 0) * GAP_Y
+    return Layout(boxes, edges, width, max(height, NODE_H + 2 * MARGIN), tuple(groups), group_of)
+
+
+def status_counts(names: Sequence[str], statuses: Mapping[str, str]) -> dict[str, int]:
+    """How many of ``names`` are in each status (``WAITING`` when unknown)."""
+    counts: dict[str, int] = {}
+    for name in names:
+        status = statuses.get(name) or NodeStatus.WAITING.value
+        counts[status] = counts.get(status, 0) + 1
+    return counts
+
+
+def status_bar(counts: Mapping[str, int], width: int) -> list[tuple[int, int, str, str, int]]:
+    """Segments (x, w, colour, status, count) of a bar ``width`` wide, proportional to ``counts``."""
+    total = sum(counts.values()) or 1
+    segments, x = [], 0
+    items = sorted(counts.items(), key=lambda kv: kv[0] == NodeStatus.WAITING.value)
+    for i, (status, count) in enumerate(items):
+        w = width - x if i == len(items) - 1 else round(width * count / total)
+        segments.append((x, w, colour(status), status, count))
+        x += w
+    return segments
 
 
 def edge_path(a: Box, b: Box) -> str:

@@ -12,9 +12,13 @@ from aihub.domain.spec import parse_spec
 from aihub.services.editor import can_add_version
 from aihub.services.queries import list_versions, list_workflows
 from aihub.services.versions import export_yaml, get_readable_version, set_template
+from aihub.web.graphs import version_graph
 from aihub.web.render import render
+from aihub.web.runs import group_of
 from aihub.web.session import page, redirect
-from aihub.web.svg import layout
+
+#: the version page shows this many lines of the spec; the rest is in Export YAML
+YAML_LINES = 400
 
 
 @page
@@ -29,12 +33,14 @@ async def workflows_list(request: Request, user: User) -> Response:
 @page
 async def version_detail(request: Request, user: User) -> Response:
     version = await get_readable_version(user, request.path_params["version_id"])
-    spec = parse_spec(version.spec)
+    graph = version_graph(version.spec)
+    lines = graph.yaml.splitlines()
     ctx = {
         "version": version,
-        "spec": spec,
-        "yaml": spec.to_yaml(),
-        "graph": layout(spec.parents()),
+        "spec": graph.spec,
+        "yaml": "\n".join(lines[:YAML_LINES]),
+        "yaml_more": max(len(lines) - YAML_LINES, 0),
+        "graph": graph.layout,
         "versions": await list_versions(user, version.workflow.id),
         "can_edit": await can_add_version(user, version),
     }
@@ -58,6 +64,21 @@ async def version_node(request: Request, user: User) -> Response:
 
 
 @page
+async def version_group(request: Request, user: User) -> Response:
+    """The nodes of one summary box of a large graph; each opens the node's configuration."""
+    version = await get_readable_version(user, request.path_params["version_id"])
+    group = group_of(version_graph(version.spec).layout, request.path_params["index"])
+    ctx = {
+        "group": group,
+        "counts": {},
+        "nodes": None,
+        "href_prefix": f"/versions/{version.id}/nodes/",
+        "live": False,
+    }
+    return render(request, "partials/dag_group.html", ctx)
+
+
+@page
 async def version_export(request: Request, user: User) -> Response:
     version = await get_readable_version(user, request.path_params["version_id"])
     text = await export_yaml(user, version.id)
@@ -74,6 +95,7 @@ def workflow_routes() -> list[BaseRoute]:
         Route("/workflows", workflows_list),
         Route("/versions/{version_id:int}", version_detail),
         Route("/versions/{version_id:int}/nodes/{node:str}", version_node),
+        Route("/versions/{version_id:int}/groups/{index:int}", version_group),
         Route("/versions/{version_id:int}/template", version_template, methods=["POST"]),
         Route("/versions/{version_id:int}/export.yaml", version_export),
     ]

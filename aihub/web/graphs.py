@@ -1,0 +1,47 @@
+"""The drawn graph of a workflow version, cached: a version's spec never changes, and parsing a 2,000-node
+spec (validation included) costs far more than drawing it. Keyed by the spec's digest, not the version id, so
+that a cache entry can never outlive the spec it was made from."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from aihub.domain import dag
+from aihub.domain.spec import parse_spec
+from aihub.web.svg import Layout, overview
+
+CACHE_SIZE = 32
+
+
+@dataclass(frozen=True)
+class VersionGraph:
+    spec: Any  # the parsed ``WorkflowSpec``
+    yaml: str
+    parents: Mapping[str, Sequence[str]]
+    order: tuple[str, ...]
+    layout: Layout
+
+
+_cache: OrderedDict[str, VersionGraph] = OrderedDict()
+
+
+def version_graph(spec: Mapping[str, Any]) -> VersionGraph:
+    key = hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()
+    hit = _cache.get(key)
+    if hit is not None:
+        _cache.move_to_end(key)
+        return hit
+    parsed = parse_spec(spec)
+    parents = parsed.parents()
+    graph = VersionGraph(
+        parsed, parsed.to_yaml(), parents, tuple(dag.topological_order(parents)), overview(parents)
+    )
+    _cache[key] = graph
+    while len(_cache) > CACHE_SIZE:
+        _cache.popitem(last=False)
+    return graph

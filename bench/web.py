@@ -1,0 +1,109 @@
+"""Web UI figures for a large DAG: page size and server render time of the run and version pages of a
+2,000-node workflow (20 layers x 100 nodes, node i -> node i of the next layer, plus a fan-in node), and the
+size of the live (SSE) update sent when one node changes.
+
+    .venv/bin/python bench/web.py [--layers 20] [--width 100] [--repeat 5]
+
+The run is created without the engine (``create_app(settings, run_engine=False)``): nothing executes, the
+figures are the pages' alone. In-process (httpx ASGI transport, SQLite in a temporary directory).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from aihub.app import create_app
+from aihub.db.models import NodeRun, User
+from aihub.services.runs import create_run
+from aihub.services.workflows import create_workflow
+from aihub.settings import Settings
+
+PASSWORD = "admin-password-1"
+
+
+def big_spec(layers: int, width: int) -> dict[str, Any]:
+    nodes: list[dict[str, Any]] = []
+    for layer in range(layers):
+        for i in range(width):
+            node: dict[str, Any] = {"name": f"n{layer:02d}_{i:03d}", "image": "busybox", "command": "true"}
+            if layer:
+                node["depends_on"] = [f"n{layer - 1:02d}_{i:03d}"]
+            nodes.append(node)
+    last = [f"n{layers - 1:02d}_{i:03d}" for i in range(width)]
+    nodes.append({"name": "fan_in", "image": "busybox", "command": "true", "depends_on": last})
+    return {"name": "big", "nodes": nodes}
+
+
+async def timed_get(http: httpx.AsyncClient, url: str, repeat: int) -> tuple[int, float, str]:
+    times, body = [], ""
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        response = await http.get(url)
+        times.append((time.perf_counter() - t0) * 1000)
+        assert response.status_code == 200, response.status_code
+        body = response.text
+    return len(body.encode()), statistics.median(times), body
+
+
+async def main(layers: int, width: int, repeat: int) -> None:
+    from aihub.web.live import node_update
+    from aihub.web.runs import run_context
+
+    with tempfile.TemporaryDirectory() as tmp:
+        settings = Settings(data_dir=Path(tmp) / "data", admin_password=PASSWORD)
+        app = create_app(settings, run_engine=False)
+        async with app.router.lifespan_context(app):
+            user = await User.get(username="admin")
+            spec = big_spec(layers, width)
+            version = await create_workflow(user, spec)
+            run = await create_run(app.state.runtime.bus, user, version.id, name="big")
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
+                await http.get("/login")
+                csrf = http.cookies["aihub_csrf"]
+                form = {"username": "admin", "password": PASSWORD, "next": "/", "csrf_token": csrf}
+                assert (await http.post("/login", data=form)).status_code == 303
+                n = len(spec["nodes"])
+                print(f"nodes: {n}, edges: {(layers - 1) * width + width}")
+                for label, url in (
+                    ("run page", f"/runs/{run.id}"),
+                    ("version page", f"/versions/{version.id}"),
+                ):
+                    size, ms, body = await timed_get(http, url, repeat)
+                    print(
+                        f"{label}: {size:,} bytes, {body.count('<svg')} <svg>, {body.count('<path')} <path>,"
+                        f" {body.count('<rect')} <rect>; median {ms:.0f} ms over {repeat}"
+                    )
+                size, ms, _ = await timed_get(http, f"/runs/{run.id}/nodes/n10_050", repeat)
+                print(f"node panel: {size:,} bytes, median {ms:.0f} ms")
+                size, ms, body = await timed_get(http, f"/runs/{run.id}/groups/10", repeat)
+                print(
+                    f"one layer's node list: {size:,} bytes, {body.count('chip-')} chips, median {ms:.0f} ms"
+                )
+                ctx = await run_context(user, run.id)
+                for name in ("n10_050", "fan_in"):
+                    row = await NodeRun.get(run_id=run.id, name=name)
+                    t0 = time.perf_counter()
+                    update = node_update(run.id, row, ctx["graph"], ctx["statuses"])
+                    ms = (time.perf_counter() - t0) * 1000
+                    events = [line for line in update.splitlines() if line.startswith("event:")]
+                    print(
+                        f"SSE update for {name}: {len(update.encode())} bytes ({', '.join(events)}), {ms:.2f} ms"
+                    )
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--layers", type=int, default=20)
+    parser.add_argument("--width", type=int, default=100)
+    parser.add_argument("--repeat", type=int, default=5)
+    args = parser.parse_args()
+    asyncio.run(main(args.layers, args.width, args.repeat))
