@@ -17,6 +17,7 @@ from aihub.engine.executors.base import ArtifactInput, Job, JobKey, OutputDecl, 
 from aihub.engine.executors.kubernetes import KubernetesExecutor
 from aihub.storage.local import LocalArtifactStore, LocalLogStore
 from tests.k8s.emulator import Emulator
+from tests.k8s.jobs import JobController
 from tests.k8s.kubelet import Kubelet
 from tests.k8s.platform import Platform
 
@@ -46,6 +47,15 @@ async def kubelet(emulator: Emulator, tmp_path: Path) -> AsyncIterator[Kubelet]:
     sim.start()
     yield sim
     await sim.close()
+
+
+@pytest.fixture
+async def job_controller(emulator: Emulator) -> AsyncIterator[JobController]:
+    """Runs the emulator's ``batch/v1`` Jobs (their pods simulated; see ``tests/k8s/jobs.py``)."""
+    controller = JobController(emulator, NAMESPACE)
+    controller.start()
+    yield controller
+    await controller.close()
 
 
 @pytest.fixture

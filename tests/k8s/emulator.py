@@ -1,4 +1,4 @@
-"""A small Kubernetes API server for tests: core/v1 pods, pod logs and events over real HTTP.
+"""A small Kubernetes API server for tests: core/v1 pods, pod logs and events, batch/v1 Jobs, over real HTTP.
 
 Why not kmock's ``KubernetesEmulator``: it keeps objects without ``resourceVersion``s, ignores label and
 field selectors, has no pod log subresource and deletes at once — and those are exactly what the executor
@@ -14,8 +14,12 @@ So this emulator speaks that part of the protocol as the real API server does:
 - ``DELETE`` of a pod that runs on a node sets ``deletionTimestamp`` + ``deletionGracePeriodSeconds``
   (``MODIFIED``); the kubelet removes it once its containers stopped (:meth:`Emulator.remove_pod`). A pod
   not on a node, or ``gracePeriodSeconds=0``, goes at once (``DELETED``);
-- ``GET .../pods/NAME/log?container=&follow=`` answers 400 while the container waits to start, else the
-  log so far, and with ``follow`` everything written until the container terminates.
+- ``GET .../pods/NAME/log?container=&follow=&limitBytes=`` answers 400 while the container waits to start,
+  else the log so far, and with ``follow`` everything written until the container terminates;
+- ``batch/v1`` Jobs: create (defaulting ``spec.selector`` and the template's ``controller-uid`` /
+  ``job-name`` labels from the new uid, as the real API server does), get, list/watch (as pods) and delete
+  (at once; ``propagationPolicy`` is recorded in :attr:`Emulator.deleted_jobs` and handed to the job
+  listeners, which play the garbage collector). ``tests/k8s/jobs.py`` is the job controller.
 
 The simulated kubelet (``tests/k8s/kubelet.py``) changes pods through the Python methods here, like the
 real kubelet's status updates; the executor under test only ever uses HTTP.
@@ -38,7 +42,8 @@ from typing import Any
 from aiohttp import web
 
 Obj = dict[str, Any]
-Kind = str  # "pods" | "events"
+Kind = str  # "pods" | "events" | "jobs"
+LIST_KINDS = {"pods": ("PodList", "v1"), "events": ("EventList", "v1"), "jobs": ("JobList", "batch/v1")}
 
 
 def flag(value: str | None) -> bool:
@@ -165,6 +170,8 @@ class Emulator:
         self.logs: dict[tuple[str, str, str], LogBuffer] = {}
         self.requests: list[tuple[str, str, dict[str, str]]] = []
         self.listeners: list[Callable[[str, Obj], None]] = []  # the kubelet's "watch"
+        self.job_listeners: list[Callable[[str, Obj], None]] = []  # the job controller's "watch"
+        self.deleted_jobs: list[tuple[str, str, str]] = []  # (namespace, name, propagationPolicy)
         self.watch_log: list[tuple[Kind, dict[str, str]]] = []  # every watch request, in order
         self._watch_added = asyncio.Event()
         self._request_seen = asyncio.Event()
@@ -186,6 +193,11 @@ class Emulator:
         app.router.add_get(base + "/pods/{name}/log", self._pod_log)
         app.router.add_post(base + "/events", self._create_event)
         app.router.add_get(base + "/events", self._list_or_watch("events"))
+        jobs = "/apis/batch/v1/namespaces/{ns}/jobs"
+        app.router.add_post(jobs, self._create_job)
+        app.router.add_get(jobs, self._list_or_watch("jobs"))
+        app.router.add_get(jobs + "/{name}", self._get_job)
+        app.router.add_delete(jobs + "/{name}", self._delete_job)
         self._runner = web.AppRunner(app, handle_signals=False)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
@@ -235,6 +247,9 @@ class Emulator:
         if kind == "pods":
             for listener in list(self.listeners):
                 listener(event, snapshot)
+        if kind == "jobs":
+            for listener in list(self.job_listeners):
+                listener(event, snapshot)
         return snapshot
 
     @staticmethod
@@ -250,12 +265,28 @@ class Emulator:
 
     def update_pod(self, namespace: str, name: str, change: Callable[[Obj], None]) -> Obj | None:
         """Apply ``change`` to the stored pod (a status update of the kubelet): one MODIFIED event."""
-        current = self.objects.get(("pods", namespace, name))
+        return self.update("pods", namespace, name, change)
+
+    def update(self, kind: Kind, namespace: str, name: str, change: Callable[[Obj], None]) -> Obj | None:
+        """Apply ``change`` to a stored object (a controller's status update): one MODIFIED event."""
+        current = self.objects.get((kind, namespace, name))
         if current is None:
             return None
         obj = copy.deepcopy(current)
         change(obj)
-        return self._commit("pods", "MODIFIED", obj)
+        return self._commit(kind, "MODIFIED", obj)
+
+    def job(self, namespace: str, name: str) -> Obj | None:
+        obj = self.objects.get(("jobs", namespace, name))
+        return copy.deepcopy(obj) if obj is not None else None
+
+    def add_pod(self, namespace: str, pod: Obj) -> Obj:
+        """Store a new pod (as a controller creates one); the ADDED snapshot."""
+        meta = pod.setdefault("metadata", {})
+        meta.update({"namespace": namespace, "uid": str(uuid.uuid4()), "creationTimestamp": now()})
+        pod.setdefault("status", {})["phase"] = "Pending"
+        pod["status"]["qosClass"] = "Guaranteed"
+        return self._commit("pods", "ADDED", pod)
 
     def remove_pod(self, namespace: str, name: str) -> None:
         """The end of a graceful deletion: the kubelet confirms the containers are gone."""
@@ -338,10 +369,63 @@ class Emulator:
             return error(422, "Invalid", f'Pod "{name}" is invalid: spec.containers: Required value')
         if ("pods", ns, name) in self.objects:
             return error(409, "AlreadyExists", f'pods "{name}" already exists')
-        meta.update({"namespace": ns, "uid": str(uuid.uuid4()), "creationTimestamp": now()})
-        pod.setdefault("status", {})["phase"] = "Pending"
-        pod["status"]["qosClass"] = "Guaranteed"
-        return web.json_response(self._commit("pods", "ADDED", pod), status=201)
+        return web.json_response(self.add_pod(ns, pod), status=201)
+
+    async def _create_job(self, request: web.Request) -> web.Response:
+        ns = request.match_info["ns"]
+        job = await request.json()
+        meta = job.setdefault("metadata", {})
+        name = meta.get("name")
+        if not name:
+            return error(422, "Invalid", "Job.batch is invalid: metadata.name: Required value")
+        template = (job.get("spec") or {}).get("template") or {}
+        if not (template.get("spec") or {}).get("containers"):
+            return error(
+                422,
+                "Invalid",
+                f'Job.batch "{name}" is invalid: spec.template.spec.containers: Required value',
+            )
+        if ("jobs", ns, name) in self.objects:
+            return error(409, "AlreadyExists", f'jobs.batch "{name}" already exists')
+        uid = str(uuid.uuid4())
+        meta.update({"namespace": ns, "uid": uid, "creationTimestamp": now()})
+        job["spec"].setdefault("selector", {"matchLabels": {"batch.kubernetes.io/controller-uid": uid}})
+        template.setdefault("metadata", {}).setdefault("labels", {}).update(
+            {
+                "batch.kubernetes.io/controller-uid": uid,
+                "batch.kubernetes.io/job-name": name,
+                "controller-uid": uid,
+                "job-name": name,
+            }
+        )
+        job["status"] = {}
+        return web.json_response(self._commit("jobs", "ADDED", job), status=201)
+
+    async def _get_job(self, request: web.Request) -> web.Response:
+        job = self.job(request.match_info["ns"], request.match_info["name"])
+        if job is None:
+            return error(404, "NotFound", f'jobs.batch "{request.match_info["name"]}" not found')
+        return web.json_response(job)
+
+    async def _delete_job(self, request: web.Request) -> web.Response:
+        ns, name = request.match_info["ns"], request.match_info["name"]
+        current = self.objects.get(("jobs", ns, name))
+        if current is None:
+            return error(404, "NotFound", f'jobs.batch "{name}" not found')
+        policy = request.query.get("propagationPolicy")
+        if policy is None and request.can_read_body:
+            with contextlib.suppress(ValueError):
+                policy = (await request.json()).get("propagationPolicy")
+        policy = policy or "Orphan"  # the default of batch/v1 Jobs
+        self.deleted_jobs.append((ns, name, policy))
+        obj = copy.deepcopy(current)
+        obj["metadata"]["deletionTimestamp"] = now()
+        obj["metadata"]["annotations"] = {
+            **(obj["metadata"].get("annotations") or {}),
+            "emulator/propagation-policy": policy,
+        }
+        self._commit("jobs", "DELETED", obj)
+        return web.json_response(status_body(200, "", "") | {"status": "Success", "details": {"name": name}})
 
     async def _get_pod(self, request: web.Request) -> web.Response:
         pod = self.pod(request.match_info["ns"], request.match_info["name"])
@@ -403,11 +487,11 @@ class Emulator:
             limit = int(request.query.get("limit", "0") or 0)
             if limit:
                 items = items[:limit]
-            kind_name = "PodList" if kind == "pods" else "EventList"
+            kind_name, api_version = LIST_KINDS[kind]
             return web.json_response(
                 {
                     "kind": kind_name,
-                    "apiVersion": "v1",
+                    "apiVersion": api_version,
                     "metadata": {"resourceVersion": str(self.rv)},
                     "items": items,
                 }
@@ -488,13 +572,17 @@ class Emulator:
         await response.prepare(request)
         sent = 0
         cuts = buffer.cuts
+        budget = int(request.query.get("limitBytes", "0") or 0) or None  # bytes left to send
         try:
             while True:
                 changed = buffer.changed
-                while sent < len(buffer.lines):
-                    await response.write(buffer.lines[sent])
+                while sent < len(buffer.lines) and budget != 0:
+                    data = buffer.lines[sent] if budget is None else buffer.lines[sent][:budget]
+                    await response.write(data)
                     sent += 1
-                if not follow or buffer.closed:
+                    if budget is not None:
+                        budget -= len(data)
+                if not follow or buffer.closed or budget == 0:
                     break
                 await changed.wait()
                 if buffer.cuts != cuts:
