@@ -86,7 +86,7 @@ async def main(layers: int, width: int, repeat: int) -> None:
                 print(f"node panel: {size:,} bytes, median {ms:.0f} ms")
                 size, ms, body = await timed_get(http, f"/runs/{run.id}/groups/10", repeat)
                 print(
-                    f"one layer's node list: {size:,} bytes, {body.count('chip-')} chips, median {ms:.0f} ms"
+                    f"one layer's node list: {size:,} bytes, {body.count('class="chip-wrap"')} chips, median {ms:.0f} ms"
                 )
                 ctx = await run_context(user, run.id)
                 for name in ("n10_050", "fan_in"):
