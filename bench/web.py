@@ -27,6 +27,7 @@ from aihub.services.workflows import create_workflow
 from aihub.settings import Settings
 
 PASSWORD = "admin-password-1"
+CHIP = 'class="chip-wrap"'
 
 
 def big_spec(layers: int, width: int) -> dict[str, Any]:
@@ -85,9 +86,7 @@ async def main(layers: int, width: int, repeat: int) -> None:
                 size, ms, _ = await timed_get(http, f"/runs/{run.id}/nodes/n10_050", repeat)
                 print(f"node panel: {size:,} bytes, median {ms:.0f} ms")
                 size, ms, body = await timed_get(http, f"/runs/{run.id}/groups/10", repeat)
-                print(
-                    f"one layer's node list: {size:,} bytes, {body.count('class="chip-wrap"')} chips, median {ms:.0f} ms"
-                )
+                print(f"one layer's node list: {size:,} bytes, {body.count(CHIP)} chips, median {ms:.0f} ms")
                 ctx = await run_context(user, run.id)
                 for name in ("n10_050", "fan_in"):
                     row = await NodeRun.get(run_id=run.id, name=name)
