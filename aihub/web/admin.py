@@ -21,6 +21,7 @@ from starlette.routing import BaseRoute, Route
 from aihub.db.models import User
 from aihub.services import admin
 from aihub.services.errors import InvalidInput, NotFound, ServiceError
+from aihub.web.paging import paginate
 from aihub.web.render import render
 from aihub.web.session import page, redirect
 
@@ -59,33 +60,34 @@ def admin_page(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
 # ------------------------------------------------------------------------------------------------ rendering
 
 
-async def _users(actor: User) -> dict[str, Any]:
-    users = await admin.list_users(actor)
+async def _users(actor: User, request: Request) -> dict[str, Any]:
+    users, pager = paginate(request, await admin.list_users(actor))
     await User.fetch_for_list(users, "team")
-    return {"users": users, "teams": await admin.list_teams()}
+    return {"users": users, "teams": await admin.list_teams(), "pager": pager}
 
 
-async def _teams(actor: User) -> dict[str, Any]:
+async def _teams(actor: User, request: Request) -> dict[str, Any]:
     members: dict[int, list[User]] = {}
     for user in await admin.list_users(actor):
         if user.team_id is not None:  # type: ignore[attr-defined]
             members.setdefault(user.team_id, []).append(user)  # type: ignore[attr-defined]
-    return {"teams": await admin.list_teams(), "members": members}
+    teams, pager = paginate(request, await admin.list_teams())
+    return {"teams": teams, "members": members, "pager": pager}
 
 
-async def _categories(actor: User) -> dict[str, Any]:
+async def _categories(actor: User, request: Request) -> dict[str, Any]:
     return {"categories": await admin.list_categories()}
 
 
-async def _clusters(actor: User) -> dict[str, Any]:
+async def _clusters(actor: User, request: Request) -> dict[str, Any]:
     return {"clusters": await admin.list_clusters()}
 
 
-async def _storages(actor: User) -> dict[str, Any]:
+async def _storages(actor: User, request: Request) -> dict[str, Any]:
     return {"storages": await admin.list_storages()}
 
 
-LOADERS: dict[str, Callable[[User], Awaitable[dict[str, Any]]]] = {
+LOADERS: dict[str, Callable[[User, Request], Awaitable[dict[str, Any]]]] = {
     "users": _users,
     "teams": _teams,
     "categories": _categories,
@@ -103,7 +105,7 @@ async def section_page(
     status_code: int = 200,
 ) -> Response:
     ctx = {"section": section, "sections": SECTIONS, "errors": errors or {}, "values": values or {}}
-    ctx.update(await LOADERS[section](request.state.user))
+    ctx.update(await LOADERS[section](request.state.user, request))
     return render(request, f"pages/admin/{section}.html", ctx, status_code=status_code)
 
 

@@ -31,6 +31,7 @@ from aihub.services.modules import (
     view_module,
 )
 from aihub.services.reviews import can_review, get_review, list_reviews, request_publish, review_module
+from aihub.web.paging import paginate
 from aihub.web.render import is_htmx, render
 from aihub.web.session import page, redirect
 
@@ -252,11 +253,14 @@ async def modules_list(request: Request, user: User) -> Response:
         shown = [(m, s) for m, s in shown if s is ModuleStatus.PUBLISHED]
     if status in ModuleStatus.__members__:
         shown = [(m, s) for m, s in shown if s.value == status]
+    shown.sort(key=lambda pair: (pair[0].category.name, pair[0].name))
+    shown, pager = paginate(request, shown)
     groups: dict[str, list[tuple[Module, ModuleStatus]]] = {}
-    for module, state in sorted(shown, key=lambda pair: (pair[0].category.name, pair[0].name)):
+    for module, state in shown:
         groups.setdefault(module.category.name, []).append((module, state))
     ctx = {
         "groups": groups,
+        "pager": pager,
         "scope": scope,
         "category": category,
         "status": status,

@@ -1,0 +1,35 @@
+"""Page links for lists the services return whole (modules, admin users and teams): ``?page=N``."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TypeVar
+from urllib.parse import urlencode
+
+from starlette.requests import Request
+
+T = TypeVar("T")
+PAGE_SIZE = 50
+
+
+@dataclass(frozen=True)
+class Pager:
+    page: int
+    pages: int
+    prev_url: str | None
+    next_url: str | None
+
+
+def paginate(request: Request, items: Sequence[T], size: int | None = None) -> tuple[list[T], Pager]:
+    size = size or PAGE_SIZE
+    raw = request.query_params.get("page", "1")
+    pages = max(-(-len(items) // size), 1)
+    page = min(max(int(raw) if raw.isdigit() else 1, 1), pages)
+
+    def url(n: int) -> str:
+        query = {k: v for k, v in request.query_params.items() if k != "page"}
+        return f"{request.url.path}?{urlencode({**query, 'page': n})}"
+
+    pager = Pager(page, pages, url(page - 1) if page > 1 else None, url(page + 1) if page < pages else None)
+    return list(items[(page - 1) * size : page * size]), pager
