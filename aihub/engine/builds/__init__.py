@@ -4,6 +4,8 @@
 - ``dockerfile.py`` — the module contract (exec-form ENTRYPOINT, no CMD) and what the final stage copies;
 - ``local.py`` — the local backend: the Dockerfile's copies replayed onto a kept directory of this host;
 - ``kubernetes.py`` — the Kaniko build Job that pushes ``<registry>/<category>/<name>:<sha>``;
+- ``kubernetes_backend.py`` — the Kubernetes backend (``executor = "kubernetes"``): runs and follows that Job;
+- ``backend.py`` — what a backend is (:class:`BuildBackend`, :class:`BuiltImage`);
 - ``manager.py`` — builds as background jobs with logs; results recorded through a store (the services).
 """
 

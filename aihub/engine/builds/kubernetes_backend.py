@@ -260,6 +260,15 @@ class KubernetesBuildBackend:
     ) -> tuple[dict[str, Any] | None, list[str]]:
         """Copy the build pod's container logs into the build log; the pod (None if there is none) and the
         last lines."""
+        try:
+            return await self._copy_pod_logs(core, job, log)
+        except (KubernetesApiError, aiohttp.ClientError, OSError, TimeoutError) as exc:
+            log(f"could not read the build pod's logs: {exc}")
+            return None, []
+
+    async def _copy_pod_logs(
+        self, core: client.CoreV1Api, job: dict[str, Any], log: Callable[[str], None]
+    ) -> tuple[dict[str, Any] | None, list[str]]:
         uid = job["metadata"].get("uid", "")
         tail: list[str] = []
         listing = await _request(
