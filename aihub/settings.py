@@ -52,6 +52,15 @@ class Settings(BaseSettings):
     )
     kubernetes_default_image: str | None = Field(default=None, description="image of nodes that name none")
     kubernetes_keep_pods: bool | None = Field(default=None, description="keep finished pods (debugging)")
+    kubernetes_build_kaniko_image: str | None = Field(default=None, description="Kaniko executor image")
+    kubernetes_build_git_image: str | None = Field(default=None, description="image that clones the module")
+    kubernetes_build_registry_secret: str | None = Field(
+        default=None, description="dockerconfigjson push secret"
+    )
+    kubernetes_build_insecure_registry: bool | None = None
+    kubernetes_build_cpu: str | None = None
+    kubernetes_build_memory: str | None = None
+    kubernetes_build_timeout: float | None = Field(default=None, description="seconds; default 3600")
     registry: str = "registry.local:5000"
 
     @property
