@@ -7,6 +7,8 @@ used again after a server restart (``find`` re-attaches to a job that was starte
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal, Protocol
@@ -147,3 +149,31 @@ class Executor(Protocol):
         ...
 
     async def close(self) -> None: ...
+
+
+class SharedWaits:
+    """One follower task per attempt however many callers wait on it; a caller's cancellation leaves it
+    running for the others. Executors use it to implement ``wait``."""
+
+    def __init__(self) -> None:
+        self._tasks: dict[str, asyncio.Task[ExitReport]] = {}
+
+    async def wait(self, key: str, follow: Callable[[], Coroutine[Any, Any, ExitReport]]) -> ExitReport:
+        task = self._tasks.get(key)
+        if task is None:
+            task = asyncio.create_task(follow(), name=f"wait {key}")
+            self._tasks[key] = task
+            task.add_done_callback(lambda done: self._forget(key, done))
+        return await asyncio.shield(task)
+
+    def _forget(self, key: str, task: asyncio.Task[ExitReport]) -> None:
+        if self._tasks.get(key) is task:
+            del self._tasks[key]
+
+    async def cancel(self) -> None:
+        """Stop following every attempt (the attempts themselves keep running)."""
+        tasks = list(self._tasks.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._tasks.clear()

@@ -52,7 +52,7 @@ from kubernetes_asyncio import client, config, watch
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from aihub.engine.artifacts import ArtifactError, pack, unpack
-from aihub.engine.executors.base import ExitReport, Handle, Job, JobKey, OutputDecl, OutputValue
+from aihub.engine.executors.base import ExitReport, Handle, Job, JobKey, OutputDecl, OutputValue, SharedWaits
 from aihub.engine.executors.k8s_pod import (
     ANNOTATION_KEY,
     ANNOTATION_MARK,
@@ -279,7 +279,7 @@ class KubernetesExecutor:
         self._core_api: client.CoreV1Api | None = None
         self._probe_lock = asyncio.Lock()
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._waits: dict[str, asyncio.Task[ExitReport]] = {}
+        self._waits = SharedWaits()
         self._pods: dict[str, dict[str, Any]] = {}
         self._gone: OrderedDict[str, dict[str, Any]] = OrderedDict()  # last state of deleted pods
         self._changes: dict[str, asyncio.Event] = {}
@@ -346,11 +346,11 @@ class KubernetesExecutor:
 
     async def close(self) -> None:
         """Stop following attempts and watching. Pods keep running: the next server re-attaches to them."""
-        tasks = [*self._waits.values(), *self._tasks]
+        await self._waits.cancel()
+        tasks = list(self._tasks)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        self._waits.clear()
         self._tasks.clear()
         self._pods_synced = asyncio.Event()  # a later probe() starts from a fresh list
         self._pods.clear()
@@ -431,18 +431,7 @@ class KubernetesExecutor:
 
     # ------------------------------------------------------------------------------------------ wait
     async def wait(self, handle: Handle) -> ExitReport:
-        # One follower per attempt however many callers wait; a caller's cancellation leaves it running.
-        task = self._waits.get(handle.id)
-        if task is None:
-            task = asyncio.create_task(self._wait(handle), name=f"wait {handle.id}")
-            self._waits[handle.id] = task
-            task.add_done_callback(self._forget_wait)
-        return await asyncio.shield(task)
-
-    def _forget_wait(self, task: asyncio.Task[ExitReport]) -> None:
-        for name, known in list(self._waits.items()):
-            if known is task:
-                del self._waits[name]
+        return await self._waits.wait(handle.id, lambda: self._wait(handle))
 
     async def _wait(self, handle: Handle) -> ExitReport:
         data = handle.data

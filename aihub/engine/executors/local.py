@@ -60,6 +60,7 @@ from aihub.engine.executors.base import (
     OutputDecl,
     OutputValue,
     Resources,
+    SharedWaits,
     StorageMount,
 )
 from aihub.engine.outputs import collect_outputs
@@ -279,7 +280,7 @@ class LocalExecutor:
         self._unshare: list[str] = []
         self._user_namespace = False
         self._children: dict[str, subprocess.Popen[bytes]] = {}
-        self._waits: dict[str, asyncio.Task[ExitReport]] = {}
+        self._waits = SharedWaits()
         self._cleanups: set[asyncio.Task[None]] = set()
         self._host = socket.gethostname()
 
@@ -546,18 +547,7 @@ class LocalExecutor:
 
     # ------------------------------------------------------------------------------------------- wait
     async def wait(self, handle: Handle) -> ExitReport:
-        # One collection per attempt however many callers wait; a caller's cancellation leaves it running.
-        task = self._waits.get(handle.id)
-        if task is None:
-            task = asyncio.create_task(self._wait(handle), name=f"wait {handle.id}")
-            self._waits[handle.id] = task
-            task.add_done_callback(self._forget_wait)
-        return await asyncio.shield(task)
-
-    def _forget_wait(self, task: asyncio.Task[ExitReport]) -> None:
-        for slug, known in list(self._waits.items()):
-            if known is task:
-                del self._waits[slug]
+        return await self._waits.wait(handle.id, lambda: self._wait(handle))
 
     async def _wait(self, handle: Handle) -> ExitReport:
         scratch = Path(handle.data["scratch"])
@@ -732,11 +722,7 @@ class LocalExecutor:
 
     async def close(self) -> None:
         """Stop following attempts. Running nodes keep running: the next server re-attaches to them."""
-        tasks = list(self._waits.values())
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        self._waits.clear()
+        await self._waits.cancel()
         await self.settle()
         _orphans.update(self._children.values())
         self._children.clear()
