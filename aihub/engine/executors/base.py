@@ -120,6 +120,31 @@ class ExitReport:
     def ok(self) -> bool:
         return self.exit_code == 0 and self.error is None and not self.stopped
 
+    def to_json(self) -> dict[str, Any]:
+        """What an executor saves so that a ``wait`` after a restart gives the same report."""
+        return {
+            "exit_code": self.exit_code,
+            "error": self.error,
+            "stopped": self.stopped,
+            "started_at": self.started_at.isoformat() if self.started_at else None,
+            "finished_at": self.finished_at.isoformat() if self.finished_at else None,
+            "outputs": {name: {"name": name, **value.to_json()} for name, value in self.outputs.items()},
+        }
+
+    @classmethod
+    def from_json(cls, raw: dict[str, Any]) -> ExitReport:
+        def when(value: str | None) -> datetime | None:
+            return datetime.fromisoformat(value) if value else None
+
+        return cls(
+            exit_code=raw["exit_code"],
+            error=raw["error"],
+            stopped=raw["stopped"],
+            started_at=when(raw["started_at"]),
+            finished_at=when(raw["finished_at"]),
+            outputs={name: OutputValue(**value) for name, value in raw["outputs"].items()},
+        )
+
 
 class Executor(Protocol):
     name: str

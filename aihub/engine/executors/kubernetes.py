@@ -443,7 +443,7 @@ class KubernetesExecutor:
         if saved is not None:  # ended before (maybe the pod outlived a crash right after the report)
             if not self.keep_pods:
                 await self._delete_pod(handle.id, 0)
-            return _report_from_json(saved["report"])
+            return ExitReport.from_json(saved["report"])
         follower = _Follower(handle, log_path)
         log_task: asyncio.Task[bool] | None = None
         try:
@@ -654,7 +654,7 @@ class KubernetesExecutor:
         name = follower.pod
         snapshot = {
             "handle": follower.handle.to_json(),
-            "report": _report_to_json(report),
+            "report": report.to_json(),
             "describe": self._describe_pod(pod, name) if pod is not None else None,
             "events": await self._pod_events(name),
         }
@@ -1164,25 +1164,3 @@ def _read_json(path: Path) -> dict[str, Any] | None:
         return json.loads(path.read_text())  # type: ignore[no-any-return]
     except (OSError, ValueError):
         return None
-
-
-def _report_to_json(report: ExitReport) -> dict[str, Any]:
-    return {
-        "exit_code": report.exit_code,
-        "error": report.error,
-        "stopped": report.stopped,
-        "started_at": report.started_at.isoformat() if report.started_at else None,
-        "finished_at": report.finished_at.isoformat() if report.finished_at else None,
-        "outputs": {name: {"name": name, **value.to_json()} for name, value in report.outputs.items()},
-    }
-
-
-def _report_from_json(raw: dict[str, Any]) -> ExitReport:
-    return ExitReport(
-        exit_code=raw["exit_code"],
-        error=raw["error"],
-        stopped=raw["stopped"],
-        started_at=_time(raw["started_at"]),
-        finished_at=_time(raw["finished_at"]),
-        outputs={name: OutputValue(**value) for name, value in raw["outputs"].items()},
-    )

@@ -58,7 +58,6 @@ from aihub.engine.executors.base import (
     Job,
     JobKey,
     OutputDecl,
-    OutputValue,
     Resources,
     SharedWaits,
     StorageMount,
@@ -558,9 +557,9 @@ class LocalExecutor:
             await self._until_ended(handle)
             report = await self._report(handle.data, scratch)
             if handle.data["outputs"]:
-                _write_json(scratch / "report.json", _report_to_json(report))
+                _write_json(scratch / "report.json", report.to_json())
         else:
-            report = _report_from_json(saved)
+            report = ExitReport.from_json(saved)
         # removed off the hand-off path (again after a crash between saving and removing: harmless)
         self._clean_later(scratch / "tmp")
         return report
@@ -831,28 +830,3 @@ def _remove_if_nearly_empty(path: Path) -> bool:
     except OSError:
         return False
     return True
-
-
-def _report_to_json(report: ExitReport) -> dict[str, Any]:
-    return {
-        "exit_code": report.exit_code,
-        "error": report.error,
-        "stopped": report.stopped,
-        "started_at": report.started_at.isoformat() if report.started_at else None,
-        "finished_at": report.finished_at.isoformat() if report.finished_at else None,
-        "outputs": {name: {"name": name, **value.to_json()} for name, value in report.outputs.items()},
-    }
-
-
-def _report_from_json(raw: dict[str, Any]) -> ExitReport:
-    def when(value: str | None) -> datetime | None:
-        return datetime.fromisoformat(value) if value else None
-
-    return ExitReport(
-        exit_code=raw["exit_code"],
-        error=raw["error"],
-        stopped=raw["stopped"],
-        started_at=when(raw["started_at"]),
-        finished_at=when(raw["finished_at"]),
-        outputs={name: OutputValue(**value) for name, value in raw["outputs"].items()},
-    )
