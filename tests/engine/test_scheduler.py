@@ -381,3 +381,17 @@ async def test_engine_survives_falling_behind_the_bus(rt: Runtime, user: User) -
     run = await wait_for_run(rt, run.id)
     assert run.status is RunStatus.SUCCEEDED
     assert (await node_log(rt, run.id, "a")).strip() == "alive"
+
+
+async def test_ml_pipeline_example_trains_and_evaluates(rt: Runtime, user: User) -> None:
+    """examples/ml-pipeline.yaml: path outputs (dataset, model) and text outputs (loss, accuracy) flow."""
+    run = await start_run(rt, user, (EXAMPLES / "ml-pipeline.yaml").read_text(), epochs="50")
+    run = await wait_for_run(rt, run.id, timeout=120)
+    assert run.status is RunStatus.SUCCEEDED, run.message
+    train = await NodeRun.get(run_id=run.id, name="train")
+    evaluate = await NodeRun.get(run_id=run.id, name="evaluate")
+    assert train.outputs["model"]["type"] == "path" and await rt.artifacts.exists(
+        train.outputs["model"]["digest"]
+    )
+    assert float(train.outputs["final_loss"]["value"]) < 0.7  # better than chance (ln 2)
+    assert 0.7 <= float(evaluate.outputs["accuracy"]["value"]) <= 1.0
