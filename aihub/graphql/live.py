@@ -20,6 +20,7 @@ from aihub.domain.status import NodeStatus, RunStatus
 from aihub.graphql.context import Info
 from aihub.graphql.types.common import NodeStatusEnum, RunStatusEnum, parse_id
 from aihub.services import queries
+from aihub.services.auth import Unauthenticated, authenticate
 from aihub.services.errors import InvalidInput
 
 
@@ -101,6 +102,29 @@ class AttemptWatch:
         return self.over.is_set()
 
 
+#: how often an open subscription checks that its token still works (revoked, expired, run ended)
+REAUTHORISE_SECONDS = 5.0
+
+
+async def while_authorised(info: Info, sub: Subscription) -> AsyncGenerator[RunEvent, None]:
+    """The subscription's events for as long as the connection's token stays valid: a token revoked, expired
+    or (a run token) whose run ended stops the stream with UNAUTHENTICATED within ``REAUTHORISE_SECONDS``."""
+    loop = asyncio.get_running_loop()
+    check_at = loop.time() + REAUTHORISE_SECONDS
+    while True:
+        try:
+            event: RunEvent | None = await asyncio.wait_for(anext(sub), max(0.0, check_at - loop.time()))
+        except TimeoutError:
+            event = None
+        if event is not None:
+            yield event
+        if loop.time() >= check_at:
+            token = info.context.token
+            if not token or await authenticate(token) is None:
+                raise Unauthenticated("the token of this subscription is no longer valid", field="token")
+            check_at = loop.time() + REAUTHORISE_SECONDS
+
+
 @strawberry.type
 class LiveSubscription:
     @strawberry.subscription(
@@ -114,7 +138,7 @@ class LiveSubscription:
             run, nodes = await queries.run_snapshot(user, rid)
             for event in snapshot_events(run, nodes):
                 yield RunEventType.from_event(event, snapshot=True)
-            async for event in sub:
+            async for event in while_authorised(info, sub):
                 yield RunEventType.from_event(event)
         finally:
             sub.close()

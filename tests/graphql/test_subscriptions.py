@@ -10,6 +10,7 @@ import pytest
 
 from aihub.bus.base import RunEvent
 from aihub.graphql import live
+from aihub.services import auth as auth_services
 from aihub.services import runs as run_services
 from aihub.services.access import get_run
 from tests.graphql.harness import RUN_EVENTS, GraphQLErrors, Server, WsClient
@@ -111,6 +112,22 @@ class TestRunEventsEngineOff:
         assert [e["runStatus"] for e in events[:4]] == ["PENDING"] * 4
         assert stopped(events[4:])
         assert (await get_run(users.users["alice"], int(run_id))).status == "STOPPED"
+
+    async def test_a_revoked_token_ends_an_open_subscription(
+        self, users: Server, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Hazard: a token checked only at connection_init would keep a revoked client listening forever."""
+        monkeypatch.setattr(live, "REAUTHORISE_SECONDS", 0.2)
+        run_id = await start(users, BACKWARDS)
+        alice = users.users["alice"]
+        token, row = await auth_services.create_personal_token(alice, "watcher")
+        async with users.ws(token) as ws:
+            op = await ws.subscribe(RUN_EVENTS, {"id": run_id})
+            assert len(await take(ws, op, 4)) == 4  # the snapshot arrives while the token is valid
+            await auth_services.revoke_personal_token(alice, row.id)
+            with pytest.raises(GraphQLErrors) as errors:
+                [_ async for _ in ws.results(op)]
+        assert errors.value.first["extensions"]["code"] == "UNAUTHENTICATED"
 
     async def test_errors(self, users: Server) -> None:
         run_id = await start(users, BACKWARDS)
