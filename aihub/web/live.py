@@ -131,9 +131,12 @@ async def _changes(rt: Runtime, user: User, run_id: int, graph: Layout, csrf: st
                     continue
                 if event.node is None:
                     yield sse("run", await header_html(user, run_id, csrf))
+                    yield sse("timeline", "")
                 elif event.node in graph.boxes or event.node in graph.group_of:
                     _, row = await get_node(user, run_id, event.node)
                     yield node_update(run_id, row, graph, statuses)
+                    # an open node panel and the timeline refetch themselves on these (no payload)
+                    yield sse(f"panel-{event.node}", "") + sse("timeline", "")
         except SubscriberTooSlow:
             continue
         finally:

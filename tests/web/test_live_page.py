@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from aihub.db.models import User
 from aihub.services.workflows import create_workflow
 from tests.engine.support import wait_for_run
@@ -19,3 +21,35 @@ async def test_live_targets_listen_again_as_soon_as_they_are_swapped(web: Web) -
     page = (await client.get(f"/runs/{run_id}")).text
     for target in ("node-step1", "node-step2", "run"):
         assert f'sse-swap="{target}" hx-swap="outerHTML settle:0ms"' in page
+
+
+async def test_a_node_change_refreshes_its_open_panel_and_the_timeline(web: Web) -> None:
+    """Everything on the run page follows the run: the open node panel (but not a live log tail, which
+    streams itself) and the timeline refetch themselves on the events the live stream sends."""
+    from aihub.bus.base import RunEvent
+    from aihub.web.live import _changes
+    from aihub.web.runs import run_context
+
+    alice = await User.get(username="alice")
+    client = await web.client("alice")
+    version = await create_workflow(alice, example())
+    response = await client.post(f"/versions/{version.id}/run", {"name": "live"})
+    run_id = int(response.headers["location"].rsplit("/", 1)[1])
+    await wait_for_run(web.rt, run_id)
+    details = (await client.get(f"/runs/{run_id}/nodes/step1?tab=details", htmx=True)).text
+    assert 'hx-trigger="sse:panel-step1"' in details
+    logs = (await client.get(f"/runs/{run_id}/nodes/step1?tab=logs", htmx=True)).text
+    assert "sse:panel-step1" not in logs
+    page = (await client.get(f"/runs/{run_id}")).text
+    assert 'hx-trigger="sse:timeline' not in page  # the run has ended: nothing left to refresh
+
+    stream = _changes(web.rt, alice, run_id, (await run_context(alice, run_id))["graph"], "csrf")
+    try:
+        while "event: synced" not in await anext(stream):
+            pass
+        await web.rt.bus.publish(RunEvent(run_id, "SUCCEEDED", node="step1", node_status="SUCCEEDED"))
+        node_chunk, refresh_chunk = await anext(stream), await anext(stream)
+    finally:
+        await stream.aclose()
+    assert "event: node-step1" in node_chunk
+    assert re.findall(r"^event: (\S+)$", refresh_chunk, re.M) == ["panel-step1", "timeline"]
