@@ -22,20 +22,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
-from kubernetes_asyncio import client, config, watch
+from kubernetes_asyncio import client, watch
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from aihub.engine.builds.backend import BuiltImage
 from aihub.engine.builds.dockerfile import DockerfileInfo
 from aihub.engine.builds.kubernetes import KanikoOptions, kaniko_job
 from aihub.engine.builds.local import BuildFailure
-from aihub.engine.executors.kubernetes import KubernetesApiError, _call, _request
+from aihub.engine.executors.kubernetes import KubernetesApiError, _call, _request, load_configuration
 from aihub.settings import Settings
 
 if TYPE_CHECKING:
@@ -103,16 +102,9 @@ class KubernetesBuildBackend:
     async def _client(self) -> client.ApiClient:
         async with self._lock:
             if self._api is None:
-                cfg = self._configuration
-                if cfg is None:
-                    cfg = client.Configuration()
-                    if self._in_cluster:
-                        config.load_incluster_config(client_configuration=cfg)
-                    else:
-                        path = self._kubeconfig or os.environ.get("KUBECONFIG") or None
-                        await config.load_kube_config(
-                            config_file=path, context=self._context, client_configuration=cfg
-                        )
+                cfg = self._configuration or await load_configuration(
+                    in_cluster=self._in_cluster, kubeconfig=self._kubeconfig, context=self._context
+                )
                 self._api = client.ApiClient(cfg)
             return self._api
 

@@ -311,17 +311,9 @@ class KubernetesExecutor:
         async with self._probe_lock:
             if self._core_api is not None:
                 return
-            cfg = self._configuration
-            if cfg is None:
-                cfg = client.Configuration()
-                if self._in_cluster:
-                    config.load_incluster_config(client_configuration=cfg)
-                else:
-                    # $KUBECONFIG read now (kubernetes_asyncio reads it once, when imported)
-                    path = self._kubeconfig or os.environ.get("KUBECONFIG") or None
-                    await config.load_kube_config(
-                        config_file=path, context=self._context, client_configuration=cfg
-                    )
+            cfg = self._configuration or await load_configuration(
+                in_cluster=self._in_cluster, kubeconfig=self._kubeconfig, context=self._context
+            )
             api = client.ApiClient(cfg)
             core = client.CoreV1Api(api)
             try:
@@ -1070,6 +1062,20 @@ def _event_json(event: dict[str, Any]) -> dict[str, Any]:
         "source": source.get("component") or event.get("reportingComponent") or "",
         "object": (event.get("involvedObject") or {}).get("fieldPath") or "",
     }
+
+
+async def load_configuration(
+    *, in_cluster: bool, kubeconfig: str | None = None, context: str | None = None
+) -> client.Configuration:
+    """The cluster's client configuration: in-cluster (service account), or a kubeconfig file and context."""
+    cfg = client.Configuration()
+    if in_cluster:
+        config.load_incluster_config(client_configuration=cfg)
+    else:
+        # $KUBECONFIG read now (kubernetes_asyncio reads it once, when imported)
+        path = kubeconfig or os.environ.get("KUBECONFIG") or None
+        await config.load_kube_config(config_file=path, context=context, client_configuration=cfg)
+    return cfg
 
 
 def _time(value: str | None) -> datetime | None:
