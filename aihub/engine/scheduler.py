@@ -180,24 +180,21 @@ class Engine:
         await self.executor.close()
 
     async def load_pools(self) -> None:
+        """(Re)read the clusters' sizes. Pools are updated in place, never replaced, so the reservations of
+        running nodes stay counted (and a GPU is never handed out twice: one host list for every pool)."""
         s = self.settings
-        local = local_pool(s.local_cpus, s.local_memory_mib, s.local_gpus)
-        pools = [local]
+        fresh = local_pool(s.local_cpus, s.local_memory_mib, s.local_gpus)
+        pools = self.capacity.pools
+        local = pools.setdefault("local", fresh)
+        local.sku, local.capacity = fresh.sku, fresh.capacity
         for vc in await VirtualCluster.all():
-            pools.append(
-                Pool(
-                    name=vc.name,
-                    sku=Sku(vc.cpu_millis, vc.memory_mib, vc.gpu, vc.gpu_type),
-                    capacity=vc.capacity,
-                    node_selector=dict(vc.node_selector or {}),
-                    gpu_devices=local.gpu_devices,  # one host list: a GPU is never handed out twice
+            sku = Sku(vc.cpu_millis, vc.memory_mib, vc.gpu, vc.gpu_type)
+            pool = pools.get(vc.name)
+            if pool is None:
+                pool = pools[vc.name] = Pool(
+                    name=vc.name, sku=sku, capacity=vc.capacity, gpu_devices=local.gpu_devices
                 )
-            )
-        for name, old in self.capacity.pools.items():  # keep reservations of running nodes
-            for pool in pools:
-                if pool.name == name:
-                    pool.used_cpu, pool.used_mem, pool.used_gpu = old.used_cpu, old.used_mem, old.used_gpu
-        self.capacity = Capacity(pools)
+            pool.sku, pool.capacity, pool.node_selector = sku, vc.capacity, dict(vc.node_selector or {})
 
     def _spawn(self, coro: Any, what: str, state: RunState | None = None) -> asyncio.Task[Any]:
         task = asyncio.create_task(coro, name=what)
@@ -252,6 +249,8 @@ class Engine:
             state = await self._load(run_id)
             if state is None:
                 return
+            if any(self._cluster_missing(node) for node in state.spec.nodes):
+                await self.load_pools()  # a cluster created since the engine started
             async with state.lock:
                 if state.run.status is RunStatus.PENDING:
                     try:
@@ -357,6 +356,10 @@ class Engine:
 
     async def _enqueue(self, state: RunState, name: str) -> None:
         spec = state.spec.node(name)
+        missing = self._cluster_missing(spec)
+        if missing:
+            await self._fail_unstarted(state, name, missing)
+            return
         pool = self._pool_for(spec)
         req = pool.request(spec.task_type, spec.sku_count)
         if not pool.can_ever_fit(req):
@@ -369,6 +372,11 @@ class Engine:
             return
         state.queued.add(name)
         self._waiting.setdefault(pool.name, deque()).append((state.run.id, name))
+
+    def _cluster_missing(self, spec: NodeSpec) -> str | None:
+        if spec.cluster in self.capacity.pools:
+            return None
+        return f"virtual cluster {spec.cluster!r} does not exist (any more): ask an administrator"
 
     def _dispatch(self) -> None:
         """Start queued nodes in arrival order wherever capacity allows (smaller ones may backfill)."""

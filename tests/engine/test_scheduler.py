@@ -395,3 +395,19 @@ async def test_ml_pipeline_example_trains_and_evaluates(rt: Runtime, user: User)
     )
     assert float(train.outputs["final_loss"]["value"]) < 0.7  # better than chance (ln 2)
     assert 0.7 <= float(evaluate.outputs["accuracy"]["value"]) <= 1.0
+
+
+async def test_a_cluster_created_after_start_is_used_with_its_capacity(rt: Runtime, user: User) -> None:
+    """Hazard: a cluster unknown to the engine's pools silently ran its nodes on the local pool."""
+    from aihub.db.models import VirtualCluster
+
+    await VirtualCluster.create(name="tiny", cpu_millis=500, memory_mib=256, capacity=1)
+    nodes = [{"name": f"n{i}", "command": "sleep 0.2", "cluster": "tiny"} for i in range(2)]
+    run = await wait_for_run(rt, (await start_run(rt, user, spec(*nodes))).id)
+    assert run.status is RunStatus.SUCCEEDED
+    first, second = sorted(
+        [await Attempt.get(node_run__run_id=run.id, node_run__name=f"n{i}") for i in range(2)],
+        key=lambda a: a.started_at,
+    )
+    assert second.started_at >= first.finished_at  # one SKU: the two nodes ran one after the other
+    assert rt.engine.capacity.pools["tiny"].used_cpu == 0  # and the reservations were given back
