@@ -187,7 +187,10 @@ class Engine:
         pools = self.capacity.pools
         local = pools.setdefault("local", fresh)
         local.sku, local.capacity = fresh.sku, fresh.capacity
-        for vc in await VirtualCluster.all():
+        clusters = await VirtualCluster.all()
+        for gone in set(pools) - {"local", *(vc.name for vc in clusters)}:
+            del pools[gone]  # deleted: running nodes keep their own reference to release it
+        for vc in clusters:
             sku = Sku(vc.cpu_millis, vc.memory_mib, vc.gpu, vc.gpu_type)
             pool = pools.get(vc.name)
             if pool is None:

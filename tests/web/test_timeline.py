@@ -78,7 +78,7 @@ async def test_the_timeline_refreshes_while_the_run_is_active(web: Web) -> None:
     response = await client.post(f"/versions/{version.id}/run", {"name": "slow"})
     run_id = int(response.headers["location"].rsplit("/", 1)[1])
     active = (await client.get(f"/runs/{run_id}/timeline", htmx=True)).text
-    assert f'hx-get="/runs/{run_id}/timeline" hx-trigger="sse:timeline, every 5s"' in active
+    assert f'hx-get="/runs/{run_id}/timeline" hx-trigger="sse:timeline, every 2s"' in active
     await client.post(f"/runs/{run_id}/stop")
     run = await wait_for_run(web.rt, run_id)
     assert run.status.is_terminal
