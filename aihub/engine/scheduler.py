@@ -252,8 +252,9 @@ class Engine:
             state = await self._load(run_id)
             if state is None:
                 return
-            if any(self._cluster_missing(node) for node in state.spec.nodes):
-                await self.load_pools()  # a cluster created since the engine started
+            # one query per run: cluster changes made through any interface (API, web pages) apply from the
+            # next run on, and a cluster created since the engine started is known
+            await self.load_pools()
             async with state.lock:
                 if state.run.status is RunStatus.PENDING:
                     try:
