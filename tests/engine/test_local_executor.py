@@ -514,6 +514,36 @@ async def test_stop_right_after_start(executor: LocalExecutor) -> None:
     assert report.exit_code in (128 + signal.SIGTERM, 128 + signal.SIGKILL)
 
 
+async def test_a_stop_while_the_supervisor_mounts_is_a_stop(
+    make_executor: MakeExecutor, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The SIGTERM of a stop reaches mount(8) too (same group); that must end as stopped (143), not as
+    "could not mount" (a CI flake of test_stop_right_after_start under load)."""
+    real = local_module._Tools.find()
+    if real.mount is None or real.unshare is None:
+        pytest.skip("unshare(1) or mount(8) not found")
+    slow, mounting = tmp_path / "slow-mount", tmp_path / "mounting"
+    wrapper = tmp_path / "mount"
+    wrapper.write_text(
+        f'#!/bin/sh\nif [ -e "{slow}" ]; then : >"{mounting}"; exec sleep 1000; fi\nexec "{real.mount}" "$@"\n'
+    )
+    wrapper.chmod(0o755)
+    monkeypatch.setattr(
+        local_module._Tools, "find", staticmethod(lambda: local_module._Tools(real.sh, str(wrapper), real.unshare))
+    )
+    executor = await make_executor("auto")  # the probe mounts for real
+    if not executor.isolated:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"mount isolation unavailable: {executor.isolation_reason}")
+        pytest.skip(f"mount isolation unavailable: {executor.isolation_reason}")
+    slow.touch()
+    handle = await executor.start(_job("sleep 1000"))
+    await _eventually(mounting.exists, "the supervisor to be in mount(8)")
+    await executor.stop(handle, grace=5)
+    report = await executor.wait(handle)
+    assert (report.exit_code, report.stopped, report.error) == (128 + signal.SIGTERM, True, None)
+
+
 async def test_supervisor_killed_alone_reports_vanished(executor: LocalExecutor) -> None:
     job = _job('echo "node $$"; sleep 1000')
     handle = await executor.start(job)

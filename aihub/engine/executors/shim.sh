@@ -51,7 +51,12 @@ while [ "$_aihub_nbinds" -gt 0 ]; do
 	tree) "$_aihub_mount" --rbind -- "$1" "$2" ;;
 	ro) "$_aihub_mount" --bind -o ro -- "$1" "$2" ;;
 	*) "$_aihub_mount" --bind -- "$1" "$2" ;;
-	esac || _aihub_finish "error: could not mount $1 at $2 (see the log)"
+	esac || {
+		# A stop that arrives while mount(8) runs kills it too (it shares the group): that is a stop,
+		# not a set-up error.
+		[ -z "$_aihub_term" ] || _aihub_finish 143
+		_aihub_finish "error: could not mount $1 at $2 (see the log)"
+	}
 	shift 3
 	_aihub_nbinds=$((_aihub_nbinds - 1))
 done
