@@ -529,7 +529,9 @@ async def test_a_stop_while_the_supervisor_mounts_is_a_stop(
     )
     wrapper.chmod(0o755)
     monkeypatch.setattr(
-        local_module._Tools, "find", staticmethod(lambda: local_module._Tools(real.sh, str(wrapper), real.unshare))
+        local_module._Tools,
+        "find",
+        staticmethod(lambda: local_module._Tools(real.sh, str(wrapper), real.unshare)),
     )
     executor = await make_executor("auto")  # the probe mounts for real
     if not executor.isolated:
