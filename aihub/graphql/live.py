@@ -106,23 +106,40 @@ class AttemptWatch:
 REAUTHORISE_SECONDS = 5.0
 
 
+class TokenCheck:
+    """Re-checks a subscription's token at most every ``REAUTHORISE_SECONDS``: a token revoked, expired or
+    (a run token) whose run ended stops the stream with UNAUTHENTICATED."""
+
+    def __init__(self, info: Info) -> None:
+        self.info = info
+        self.loop = asyncio.get_running_loop()
+        self.check_at = self.loop.time() + REAUTHORISE_SECONDS
+
+    def remaining(self) -> float:
+        return max(0.0, self.check_at - self.loop.time())
+
+    async def ensure(self) -> None:
+        """Raise :class:`Unauthenticated` when a check is due and the token no longer works."""
+        if self.loop.time() < self.check_at:
+            return
+        token = self.info.context.token
+        if not token or await authenticate(token) is None:
+            raise Unauthenticated("the token of this subscription is no longer valid", field="token")
+        self.check_at = self.loop.time() + REAUTHORISE_SECONDS
+
+
 async def while_authorised(info: Info, sub: Subscription) -> AsyncGenerator[RunEvent, None]:
-    """The subscription's events for as long as the connection's token stays valid: a token revoked, expired
-    or (a run token) whose run ended stops the stream with UNAUTHENTICATED within ``REAUTHORISE_SECONDS``."""
-    loop = asyncio.get_running_loop()
-    check_at = loop.time() + REAUTHORISE_SECONDS
+    """The subscription's events for as long as the connection's token stays valid (see :class:`TokenCheck`),
+    checked even while no event arrives."""
+    check = TokenCheck(info)
     while True:
         try:
-            event: RunEvent | None = await asyncio.wait_for(anext(sub), max(0.0, check_at - loop.time()))
+            event: RunEvent | None = await asyncio.wait_for(anext(sub), check.remaining())
         except TimeoutError:
             event = None
         if event is not None:
             yield event
-        if loop.time() >= check_at:
-            token = info.context.token
-            if not token or await authenticate(token) is None:
-                raise Unauthenticated("the token of this subscription is no longer valid", field="token")
-            check_at = loop.time() + REAUTHORISE_SECONDS
+        await check.ensure()
 
 
 @strawberry.type
@@ -161,7 +178,15 @@ class LiveSubscription:
             watch = AttemptWatch(sub, rid, node, number)
             watch.judge(row.attempt, row.status.value, run.status.value)
             watch.task = asyncio.create_task(watch.watch(), name=f"watch logs {rid}/{node}/{number}")
-            async for line in info.context.runtime.logs.follow(rid, node, number, done=watch.done):
+            check = TokenCheck(info)
+
+            async def done() -> bool:
+                # called on every poll of the log, so an idle stream is re-checked too
+                await check.ensure()
+                return await watch.done()
+
+            async for line in info.context.runtime.logs.follow(rid, node, number, done=done):
+                await check.ensure()
                 yield LogLineType(text=line)
         finally:
             sub.close()

@@ -183,6 +183,27 @@ async def test_node_logs_from_the_start_then_live_ending_with_the_attempt(
         assert [d["nodeLogs"]["text"] async for d in ws.results(op)] == ["before", "after"]
 
 
+async def test_a_revoked_token_ends_an_open_log_stream(
+    users: Server, shared_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Hazard: a log stream checked only at connection_init would keep a revoked client reading new lines."""
+    monkeypatch.setattr(live, "REAUTHORISE_SECONDS", 0.2)
+    gate = shared_dir / "gate"
+    run_id = await start(users, gated(gate))
+    alice = users.users["alice"]
+    token, row = await auth_services.create_personal_token(alice, "tail")
+    async with users.ws(token) as ws:
+        op = await ws.subscribe(NODE_LOGS, {"id": run_id, "node": "a"})
+        lines = ws.results(op)
+        assert await anext(lines) == {"nodeLogs": {"text": "before"}}
+        await auth_services.revoke_personal_token(alice, row.id)
+        # the stream is idle (the node waits on its gate): the check must not need a new line to happen
+        with pytest.raises(GraphQLErrors) as errors:
+            [_ async for _ in lines]
+    assert errors.value.first["extensions"] == {"code": "UNAUTHENTICATED", "field": "token"}
+    gate.write_text("")
+
+
 async def test_node_logs_of_an_attempt_that_never_starts_end_with_the_run(
     users: Server, shared_dir: Path
 ) -> None:
