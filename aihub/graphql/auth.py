@@ -26,9 +26,13 @@ class AuthQuery:
 
 @strawberry.type
 class AuthMutation:
-    @strawberry.mutation(description="exchange a username and password for a session token")
-    async def login(self, username: str, password: str) -> LoginPayload:
-        token, user = await auth.login(username, password)
+    @strawberry.mutation(
+        description="exchange a username and password for a session token; "
+        "repeated failures are refused for a while (RATE_LIMITED)"
+    )
+    async def login(self, info: Info, username: str, password: str) -> LoginPayload:
+        address = info.context.request.client
+        token, user = await auth.login(username, password, client=address.host if address else None)
         return LoginPayload(token=token, user=UserType.from_row(user))
 
     @strawberry.mutation(description="revoke the token this request was made with")

@@ -2,6 +2,7 @@
 
 Tokens are bearer secrets; only their sha256 is stored (``aihub.services.tokens``). A wrong username and a wrong
 password get the same answer, and both cost one password hash, so neither message nor timing tells which.
+Repeated failures are refused with ``TooManyAttempts`` (``aihub.services.ratelimit``).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from datetime import timedelta
 from aihub.db.models import ApiToken, TokenKind, User
 from aihub.services.admin import check_password
 from aihub.services.errors import InvalidInput, NotFound, ServiceError
+from aihub.services.ratelimit import login_limiter
 from aihub.services.status import utcnow
 from aihub.services.tokens import hash_token, issue_token, user_for_token
 from aihub.services.users import hash_password, verify_password
@@ -35,8 +37,28 @@ def _dummy_hash() -> str:
     return _DUMMY_HASH
 
 
-async def login(username: str, password: str) -> tuple[str, User]:
-    """A new session token for valid credentials of an active user."""
+async def login(username: str, password: str, *, client: str | None = None) -> tuple[str, User]:
+    """A new session token for valid credentials of an active user.
+
+    Failed logins are limited per username and per ``client`` address (``aihub.services.ratelimit``; the
+    counts are per server process): over a limit, ``TooManyAttempts`` comes before any password check.
+    """
+    attempt = login_limiter.begin(username, client)
+    try:
+        user = await _verified_user(username, password)
+    except Unauthenticated:
+        raise  # counted as a failure
+    except BaseException:
+        login_limiter.abandoned(attempt)
+        raise
+    login_limiter.succeeded(attempt)
+    token, _ = await issue_token(
+        user.id, TokenKind.SESSION, name="login", expires_at=utcnow() + SESSION_LIFETIME
+    )
+    return token, user
+
+
+async def _verified_user(username: str, password: str) -> User:
     user = await User.get_or_none(username=username.strip())
     stored = (
         user.password_hash
@@ -46,10 +68,7 @@ async def login(username: str, password: str) -> tuple[str, User]:
     valid = await asyncio.to_thread(verify_password, stored, password)
     if user is None or not user.is_active or not valid:
         raise Unauthenticated("wrong username or password", field="password")
-    token, _ = await issue_token(
-        user.id, TokenKind.SESSION, name="login", expires_at=utcnow() + SESSION_LIFETIME
-    )
-    return token, user
+    return user
 
 
 async def authenticate(token: str) -> User | None:

@@ -7,6 +7,7 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from aihub.services.auth import Unauthenticated, login, logout
+from aihub.services.ratelimit import TooManyAttempts
 from aihub.web.render import render
 from aihub.web.session import (
     SESSION_COOKIE,
@@ -23,6 +24,11 @@ def _safe_next(value: str) -> str:
     return value if value.startswith("/") and not value.startswith("//") and "\\" not in value else "/"
 
 
+def _refused(request: Request, next_url: str, username: str, error: str, status: int) -> Response:
+    ctx = {"next": next_url, "username": username, "error": error}
+    return render(request, "pages/auth/login.html", ctx, status_code=status)
+
+
 async def login_page(request: Request) -> Response:
     new_csrf = prepare_csrf(request)
     if request.method == "GET":
@@ -34,10 +40,13 @@ async def login_page(request: Request) -> Response:
     username, password = str(form.get("username", "")), str(form.get("password", ""))
     next_url = _safe_next(str(form.get("next", "/")))
     try:
-        token, _ = await login(username, password)
+        token, _ = await login(username, password, client=request.client.host if request.client else None)
+    except TooManyAttempts as exc:
+        response = _refused(request, next_url, username, exc.message, 429)
+        response.headers["Retry-After"] = str(exc.retry_after)
+        return finish(request, response, new_csrf)
     except Unauthenticated as exc:
-        ctx = {"next": next_url, "username": username, "error": exc.message}
-        return finish(request, render(request, "pages/auth/login.html", ctx, status_code=401), new_csrf)
+        return finish(request, _refused(request, next_url, username, exc.message, 401), new_csrf)
     response = RedirectResponse(next_url, status_code=303)
     set_cookie(request, response, SESSION_COOKIE, token, 14 * 24 * 3600)
     return finish(request, response, new_csrf)
