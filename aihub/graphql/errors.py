@@ -20,7 +20,7 @@ log = logging.getLogger("aihub.graphql")
 def error_extensions(error: GraphQLError) -> dict[str, Any] | None:
     original = error.original_error
     if isinstance(original, ServiceError):
-        return {"code": original.code, "field": original.field}
+        return {"code": original.code, "field": original.field, **original.details()}
     if isinstance(original, SubscriberTooSlow):
         return {"code": "SUBSCRIBER_TOO_SLOW", "field": None}
     return None

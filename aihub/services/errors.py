@@ -11,6 +11,10 @@ class ServiceError(Exception):
         self.message = message
         self.field = field
 
+    def details(self) -> dict[str, object]:
+        """Extra machine-readable facts for clients (GraphQL ``extensions``), beyond ``code`` and ``field``."""
+        return {}
+
 
 class NotFound(ServiceError):
     """Missing, or not visible to the caller (an unauthorised read looks exactly like a missing object)."""

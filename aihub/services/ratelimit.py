@@ -47,6 +47,9 @@ class TooManyAttempts(ServiceError):
         #: seconds until the oldest counted failure leaves the window
         self.retry_after = retry_after
 
+    def details(self) -> dict[str, object]:
+        return {"retryAfter": self.retry_after}
+
 
 class FailureWindow:
     """Failure timestamps per key within a sliding window; keys ordered by their latest failure."""
