@@ -15,7 +15,8 @@ So this emulator speaks that part of the protocol as the real API server does:
   (``MODIFIED``); the kubelet removes it once its containers stopped (:meth:`Emulator.remove_pod`). A pod
   not on a node, or ``gracePeriodSeconds=0``, goes at once (``DELETED``);
 - ``GET .../pods/NAME/log?container=&follow=&limitBytes=`` answers 400 while the container waits to start,
-  else the log so far, and with ``follow`` everything written until the container terminates;
+  else the log so far, and with ``follow`` everything written until the container terminates (test hooks:
+  :meth:`LogBuffer.cut` ends open streams early, :meth:`LogBuffer.drop` breaks them off);
 - ``batch/v1`` Jobs: create (defaulting ``spec.selector`` and the template's ``controller-uid`` /
   ``job-name`` labels from the new uid, as the real API server does), get, list/watch (as pods) and delete
   (at once; ``propagationPolicy`` is recorded in :attr:`Emulator.deleted_jobs` and handed to the job
@@ -138,6 +139,7 @@ class LogBuffer:
     lines: list[bytes] = field(default_factory=list)
     closed: bool = False
     cuts: int = 0  # how often open streams were ended early (test hook)
+    drops: int = 0  # how often open streams were broken (test hook)
     changed: asyncio.Event = field(default_factory=asyncio.Event)
 
     def write(self, data: bytes) -> None:
@@ -151,6 +153,11 @@ class LogBuffer:
     def cut(self) -> None:
         """End the open follow streams now, as a kubelet's idle timeout for streams does."""
         self.cuts += 1
+        self._wake()
+
+    def drop(self) -> None:
+        """Break the open follow streams now, as a dropped connection does (the body never ends)."""
+        self.drops += 1
         self._wake()
 
     def _wake(self) -> None:
@@ -567,6 +574,7 @@ class Emulator:
                 400, "BadRequest", f'container "{container}" in pod "{name}" is waiting to start: {reason}'
             )
         buffer = self.log(ns, name, container)
+        drops = buffer.drops  # before the first await: a drop() after the request was seen breaks it
         follow = flag(request.query.get("follow"))
         response = web.StreamResponse(headers={"Content-Type": "text/plain"})
         await response.prepare(request)
@@ -585,6 +593,10 @@ class Emulator:
                 if not follow or buffer.closed or budget == 0:
                     break
                 await changed.wait()
+                if buffer.drops != drops:
+                    assert request.transport is not None
+                    request.transport.close()  # no final chunk: the client sees the body broken off
+                    break
                 if buffer.cuts != cuts:
                     break
         except ConnectionResetError:

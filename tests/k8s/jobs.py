@@ -14,7 +14,8 @@ For every Job created it does what the cluster would, as far as the build backen
   garbage collector); with ``Orphan`` leaves them.
 
 ``hold()`` keeps new pods ``Pending`` (unscheduled) until ``release()``: a test can act on the watches while
-the Job is known to be still running.
+the Job is known to be still running. An :attr:`Outcome.gate` keeps the main container running after its
+log lines, its log open (a test may write more into ``emulator.log(...)``), until the test sets it.
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ class Outcome:
         ]
     )
     message: str = DIGEST  # kaniko writes the digest to the termination log (--digest-file)
+    gate: asyncio.Event | None = None  # if set: the main container runs, its log open, until the gate opens
 
 
 class JobController:
@@ -174,7 +176,10 @@ class JobController:
             ]
 
         self.emu.update_pod(ns, pod_name, running)
-        self._write_log(pod_name, main["name"], outcome.log)
+        self._write_log(pod_name, main["name"], outcome.log, close=outcome.gate is None)
+        if outcome.gate is not None:
+            await outcome.gate.wait()
+            self.emu.log(ns, pod_name, main["name"]).close()
 
         def terminated(pod: Obj) -> None:
             state = _terminated(outcome.exit_code, outcome.message, started)
@@ -187,11 +192,12 @@ class JobController:
         else:
             self._job_complete(job_name)
 
-    def _write_log(self, pod: str, container: str, lines: list[str]) -> None:
+    def _write_log(self, pod: str, container: str, lines: list[str], *, close: bool = True) -> None:
         buffer = self.emu.log(self.namespace, pod, container)
         for line in lines:
             buffer.write(line.encode() + b"\n")
-        buffer.close()
+        if close:
+            buffer.close()
 
     def _job_complete(self, name: str) -> None:
         def change(job: Obj) -> None:

@@ -3,6 +3,7 @@ job controller (``tests/k8s/jobs.py``), from a real git repository made of ``exa
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import tempfile
 from collections.abc import AsyncIterator, Iterator
@@ -14,13 +15,14 @@ from kubernetes_asyncio import client
 from aihub.db.models import BuildStatus, ModuleBuild, ModuleStatus, User
 from aihub.engine.builds import BuildManager
 from aihub.engine.builds.kubernetes import KanikoOptions
-from aihub.engine.builds.kubernetes_backend import KubernetesBuildBackend
+from aihub.engine.builds.kubernetes_backend import _STREAM_BREAKS, KubernetesBuildBackend
 from aihub.engine.builds.local import LocalBuildBackend
-from aihub.services.modules import DbBuildStore, build_manager
+from aihub.services.modules import DbBuildStore, build_manager, read_build_log
 from aihub.settings import Settings
 from tests.k8s.conftest import NAMESPACE
-from tests.k8s.emulator import Emulator
+from tests.k8s.emulator import Emulator, LogBuffer
 from tests.k8s.jobs import DIGEST, JobController, Outcome
+from tests.k8s.support import until_requests
 from tests.k8s.test_k8s_engine import KUBECONFIG
 from tests.modules.conftest import GitRepo, make_user, newest_build, register
 
@@ -52,8 +54,9 @@ def settings(settings: Settings) -> Settings:
 
 def backend(configuration: client.Configuration, **options: object) -> KubernetesBuildBackend:
     timeout = float(options.pop("timeout", 30.0))  # type: ignore[arg-type]
+    log_retry = float(options.pop("log_retry", 2.0))  # type: ignore[arg-type]
     kaniko = KanikoOptions(namespace=NAMESPACE, allow_file_git=True, **options)  # type: ignore[arg-type]
-    return KubernetesBuildBackend(kaniko, configuration=configuration, timeout=timeout)
+    return KubernetesBuildBackend(kaniko, configuration=configuration, timeout=timeout, log_retry=log_retry)
 
 
 @pytest.fixture
@@ -78,6 +81,38 @@ async def owner(db: Settings) -> User:
 
 def build_log(settings: Settings, build: ModuleBuild) -> str:
     return (settings.data_dir / "builds" / f"{build.id}.log").read_text()
+
+
+async def until_logged(builds: BuildManager, owner: User, build: ModuleBuild, line: str) -> str:
+    """The build's log, read as its page reads it, once it holds ``line`` (polled, within 30 s)."""
+    text = ""
+    try:
+        async with asyncio.timeout(30):
+            while True:
+                text = await read_build_log(builds, owner, build.id)
+                if line in text:
+                    return text
+                await asyncio.sleep(0.02)
+    except TimeoutError:
+        raise AssertionError(f"{line!r} is not in the build log after 30 s:\n{text}") from None
+
+
+def assert_running(emulator: Emulator, build: ModuleBuild) -> None:
+    job = emulator.job(NAMESPACE, f"aihub-build-{build.id}")
+    assert job is not None and not job["status"].get("conditions"), job
+
+
+def kaniko_log(emulator: Emulator) -> tuple[str, LogBuffer]:
+    """The build pod's name and its kaniko container's log (a test writes into it as the container would)."""
+    (pod,) = emulator.pods(NAMESPACE)
+    name = pod["metadata"]["name"]
+    return name, emulator.log(NAMESPACE, name, "kaniko")
+
+
+def assert_once(text: str, *lines: str) -> None:
+    """Each line is in the build log exactly once, in this order."""
+    assert [text.count(f" {line}\n") for line in lines] == [1] * len(lines), text
+    assert sorted(lines, key=text.index) == list(lines), text
 
 
 def assert_job_gone(emulator: Emulator, build: ModuleBuild) -> None:
@@ -274,4 +309,119 @@ async def test_the_manager_picks_the_backend_from_settings(
         await builds.close()
     assert build.status == BuildStatus.BUILT, build.message
     assert build.image == f"{REGISTRY}/data-processing/hash-file:{build.commit_sha}"
+    assert_job_gone(emulator, build)
+
+
+CLONED = "[clone] Cloning into '/workspace/src'..."
+
+
+async def test_build_logs_reach_the_build_log_while_the_job_runs(
+    make_builds, owner: User, repo: GitRepo, emulator: Emulator, job_controller: JobController, db: Settings
+) -> None:
+    """Hazard: the pod's logs were copied only once the Job had ended, so an author watching a long Kaniko
+    build saw nothing until it was over; and a log copied live must not be copied again at the end."""
+    gate = asyncio.Event()
+    job_controller.outcome = Outcome(log=["INFO Retrieving image manifest python:3.11-slim"], gate=gate)
+    builds = await make_builds()
+    build = await newest_build(await register(builds, owner, repo, wait=False))
+    text = await until_logged(
+        builds, owner, build, "[kaniko] INFO Retrieving image manifest python:3.11-slim"
+    )
+    assert CLONED in text
+    assert_running(emulator, build)
+    pod, kaniko = kaniko_log(emulator)
+    kaniko.write(b"INFO Taking snapshot of full filesystem...\n")
+    await until_logged(builds, owner, build, "[kaniko] INFO Taking snapshot of full filesystem...")
+    assert_running(emulator, build)
+    kaniko.write(b"INFO Pushing image")  # no newline: the log's end ends the line
+    gate.set()
+    await builds.wait(build.id)
+    await build.refresh_from_db()
+    assert build.status == BuildStatus.BUILT, build.message
+    assert_once(
+        build_log(db, build),
+        CLONED,
+        "[kaniko] INFO Retrieving image manifest python:3.11-slim",
+        "[kaniko] INFO Taking snapshot of full filesystem...",
+        "[kaniko] INFO Pushing image",
+        f"image pushed: {build.image} ({DIGEST})",
+    )
+    assert emulator.count("GET", f"/pods/{pod}/log", container="kaniko", follow="True") == 1
+    assert emulator.count("GET", f"/pods/{pod}/log", container="kaniko", follow="False") == 0  # no re-read
+    assert_job_gone(emulator, build)
+
+
+async def test_a_broken_log_stream_is_followed_again_without_duplicates(
+    make_builds, owner: User, repo: GitRepo, emulator: Emulator, job_controller: JobController, db: Settings
+) -> None:
+    """Hazard: a dropped log connection (an API server restart, a proxy's idle timeout) failed the build or
+    ended the live log; or its re-read from the log's start wrote the first lines twice."""
+    gate = asyncio.Event()
+    job_controller.outcome = Outcome(log=["INFO before the drop"], gate=gate)
+    builds = await make_builds(log_retry=0.01)
+    build = await newest_build(await register(builds, owner, repo, wait=False))
+    await until_logged(builds, owner, build, "[kaniko] INFO before the drop")
+    pod, kaniko = kaniko_log(emulator)
+    kaniko.drop()
+    await until_requests(emulator, "GET", f"/pods/{pod}/log", 2, container="kaniko", follow="True")
+    kaniko.write(b"INFO after the drop\n")
+    text = await until_logged(builds, owner, build, "[kaniko] INFO after the drop")
+    assert "the kaniko container's log stream broke (" in text and "); following it again" in text
+    assert_running(emulator, build)
+    gate.set()
+    await builds.wait(build.id)
+    await build.refresh_from_db()
+    assert build.status == BuildStatus.BUILT, build.message
+    assert_once(build_log(db, build), CLONED, "[kaniko] INFO before the drop", "[kaniko] INFO after the drop")
+    assert_job_gone(emulator, build)
+
+
+async def test_a_log_stream_that_keeps_breaking_is_read_once_at_the_end(
+    make_builds, owner: User, repo: GitRepo, emulator: Emulator, job_controller: JobController, db: Settings
+) -> None:
+    """Hazard: a log stream that cannot be kept open was retried forever (a line in the build log each time),
+    or what the container wrote after it was given up never reached the build log."""
+    gate = asyncio.Event()
+    job_controller.outcome = Outcome(log=["INFO streamed"], gate=gate)
+    builds = await make_builds(log_retry=0.01)
+    build = await newest_build(await register(builds, owner, repo, wait=False))
+    await until_logged(builds, owner, build, "[kaniko] INFO streamed")
+    pod, kaniko = kaniko_log(emulator)
+    for follows in range(1, _STREAM_BREAKS + 1):
+        await until_requests(emulator, "GET", f"/pods/{pod}/log", follows, container="kaniko", follow="True")
+        kaniko.drop()
+    text = await until_logged(builds, owner, build, "its log is copied when the build ends")
+    assert f"the kaniko container's log stream broke {_STREAM_BREAKS} times in a row (" in text
+    assert text.count("; following it again") == _STREAM_BREAKS - 1
+    kaniko.write(b"INFO written after the stream was given up\n")
+    assert_running(emulator, build)
+    gate.set()
+    await builds.wait(build.id)
+    await build.refresh_from_db()
+    assert build.status == BuildStatus.BUILT, build.message
+    assert_once(
+        build_log(db, build),
+        CLONED,
+        "[kaniko] INFO streamed",
+        "[kaniko] INFO written after the stream was given up",
+        "build succeeded",
+    )
+    assert emulator.count("GET", f"/pods/{pod}/log", container="kaniko", follow="True") == _STREAM_BREAKS
+    assert emulator.count("GET", f"/pods/{pod}/log", container="kaniko", follow="False") == 1
+    assert_job_gone(emulator, build)
+
+
+async def test_a_shutdown_during_a_build_closes_its_log_streams(
+    make_builds, owner: User, repo: GitRepo, emulator: Emulator, job_controller: JobController
+) -> None:
+    """Hazard: a build cancelled by the server's shutdown left its log-following task (and its open stream)
+    running after the manager had closed."""
+    job_controller.outcome = Outcome(log=["INFO building"], gate=asyncio.Event())  # never released
+    builds = await make_builds()
+    build = await newest_build(await register(builds, owner, repo, wait=False))
+    await until_logged(builds, owner, build, "[kaniko] INFO building")
+    await builds.close()
+    assert not [t for t in asyncio.all_tasks() if t.get_name() == f"aihub-build-{build.id} logs"]
+    await build.refresh_from_db()
+    assert build.status == BuildStatus.BUILDING  # run again by the next start
     assert_job_gone(emulator, build)
