@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -47,7 +49,14 @@ def test_session_cookie_flags_and_security_headers(anon: httpx.Client) -> None:
     csp = page.headers["content-security-policy"]
     assert "script-src 'self'" in csp and "unsafe-eval" not in csp and "unsafe-inline" not in csp
     assert page.headers["x-frame-options"] == "DENY"
-    assert '"selfRequestsOnly": true' in page.text
+    meta = re.search(r"<meta name=\"htmx-config\" content='([^']*)'>", page.text)
+    assert meta is not None, "the htmx-config meta tag is missing"
+    config = json.loads(meta[1])
+    assert config["selfRequestsOnly"] is True
+    assert config["allowEval"] is False and config["allowScriptTags"] is False
+    assert config["includeIndicatorStyles"] is False  # an inline <style> the CSP would block
+    # settling never copies style attributes (the CSP blocks them; only extensions or tools add them)
+    assert "style" not in config["attributesToSettle"]
     response = client.post(
         "/login",
         data={"csrf_token": client.cookies["aihub_csrf"], "username": "admin", "password": ADMIN_PASSWORD},
