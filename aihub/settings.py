@@ -29,6 +29,10 @@ class Settings(BaseSettings):
     )
     kafka_heartbeat_interval_ms: int = 3_000
     kafka_rebalance_timeout_ms: int = 10_000
+    shared_capacity: Literal["auto", "on", "off"] = Field(
+        default="auto",
+        description="count virtual-cluster capacity in the database, across engine workers (auto: with kafka)",
+    )
     host: str = "127.0.0.1"
     port: int = 8000
     api_url: str | None = Field(default=None, description="URL nodes use to reach the API")
@@ -68,6 +72,13 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite://{(self.data_dir / 'aihub.sqlite3').absolute()}"
+
+    @property
+    def shares_capacity(self) -> bool:
+        """Several engine workers may share the clusters: count their capacity in the database."""
+        if self.shared_capacity == "auto":
+            return self.bus == "kafka"
+        return self.shared_capacity == "on"
 
     @property
     def resolved_api_url(self) -> str:

@@ -233,6 +233,29 @@ class NodeRun(Model):
         indexes = (Index(fields=("cache_key", "status")),)
 
 
+class CapacityClaim(Model):
+    """A started node's share of a virtual cluster, counted across engine workers (``AIHUB_SHARED_CAPACITY``).
+
+    Written by ``aihub.services.capacity`` when a node starts and deleted when it ends; one per node of a run.
+    """
+
+    id = fields.IntField(primary_key=True)
+    cluster = fields.CharField(max_length=64)
+    run: fields.ForeignKeyRelation[Run] = fields.ForeignKeyField(
+        "models.Run", related_name="capacity_claims", on_delete=fields.CASCADE
+    )
+    node = fields.CharField(max_length=64)
+    cpu_millis = fields.IntField()
+    memory_mib = fields.IntField()
+    gpu = fields.IntField(default=0)
+    created_at = fields.DatetimeField(auto_now_add=True)
+
+    class Meta:
+        table = "capacity_claim"
+        unique_together = (("run", "node"),)
+        indexes = (Index(fields=("cluster",)),)
+
+
 class Attempt(Model):
     """One execution of a node; ``handle`` is the executor's JSON handle for re-attaching."""
 

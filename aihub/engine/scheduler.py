@@ -7,6 +7,12 @@ from a parent to its children costs O(children), whatever the size of the run.
 
 Every status change goes through ``aihub.services.status`` (persisted first, then published). The engine
 never holds a database transaction across an await on the executor.
+
+Capacity is counted in memory (``engine/capacity.py``), the fast path. With several engine workers
+(``Settings.shares_capacity``) a node that fits in memory must also be granted a claim in the shared ledger
+(``aihub.services.capacity``) before it starts; when another worker holds the room, the node goes back to the
+front of its queue and its pool rests for ``SHARED_RETRY_DELAY`` before the next try. The built-in ``local``
+cluster is this host's CPUs, so it is never shared.
 """
 
 from __future__ import annotations
@@ -42,6 +48,7 @@ from aihub.engine.executors.base import (
 )
 from aihub.engine.executors.base import OutputDecl as JobOutput
 from aihub.engine.params import InputError, build_env, cache_key, injected_env, module_argv, resolve_inputs
+from aihub.services import capacity as ledger
 from aihub.services.status import StaleStatus, transition_node, transition_run, utcnow
 from aihub.services.tokens import issue_token, revoke_run_tokens
 from aihub.settings import Settings
@@ -50,6 +57,8 @@ log = logging.getLogger("aihub.engine")
 
 #: how many queued nodes that do not fit may be passed over to start smaller ones behind them
 BACKFILL_WINDOW = 64
+#: seconds a pool rests after the shared ledger refused one of its nodes (other workers hold the room)
+SHARED_RETRY_DELAY = 1.0
 
 
 @dataclass
@@ -106,6 +115,12 @@ class Engine:
         self._subscription = None
         self._idle = asyncio.Event()
         self._idle.set()
+        self._shared = settings.shares_capacity
+        #: pools the shared ledger refused: skipped by ``_dispatch`` until their timer fires
+        self._resting: dict[str, asyncio.TimerHandle] = {}
+        #: claims being released, so a node's next claim waits for the release of its previous one
+        self._releasing: dict[tuple[int, str], asyncio.Task[Any]] = {}
+        self._closed = False
 
     # ----------------------------------------------------------------- lifecycle
     async def start(self, *, recover: bool = True) -> None:
@@ -167,10 +182,14 @@ class Engine:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         for name in list(state.running):
-            self._release(state, name)
+            self._release(state, name, claim=False)  # still running: the new owner keeps the claim
 
     async def close(self) -> None:
         """Stop following runs; running nodes keep running and are re-attached on the next start."""
+        self._closed = True
+        for timer in self._resting.values():
+            timer.cancel()
+        self._resting.clear()
         if self._subscription is not None:
             self._subscription.close()
         tasks = list(self._tasks)
@@ -320,21 +339,32 @@ class Engine:
                 handle = Handle.from_json(attempt.handle) if attempt and attempt.handle else None
                 if handle is None:
                     handle = await self.executor.find(JobKey(state.run.id, name, node.attempt))
-                self._follow(state, name, attempt, handle)
+                await self._follow(state, name, attempt, handle)
             elif node.status is NodeStatus.WAITING and state.blocked[name] == 0:
                 key = JobKey(state.run.id, name, node.attempt + 1)
                 handle = await self.executor.find(key)
                 if handle is not None:
                     attempt = await self._record_start(state, name, handle)
-                    self._follow(state, name, attempt, handle)
+                    await self._follow(state, name, attempt, handle)
 
-    def _follow(self, state: RunState, name: str, attempt: Attempt | None, handle: Handle | None) -> None:
+    async def _follow(
+        self, state: RunState, name: str, attempt: Attempt | None, handle: Handle | None
+    ) -> None:
         spec = state.spec.node(name)
         pool = self._pool_for(spec)
         req = pool.request(spec.task_type, spec.sku_count)
         lease = pool.acquire(req)  # it is running already, whether or not it fits
         state.running[name] = Running(lease=lease, pool=pool, handle=handle, attempt=attempt)
+        if self._shares(pool):
+            try:  # the same: counted whether or not it fits (a claim it holds already stays as it is)
+                await ledger.record_claim(pool.name, lease, state.run.id, name)
+            except Exception:
+                log.exception("could not record the claim of running node %s/%s", state.run.id, name)
         self._spawn(self._watch(state, name), f"watch {state.run.id}/{name}", state)
+
+    def _shares(self, pool: Pool) -> bool:
+        """Counted in the shared ledger too (several workers; virtual clusters, not this host's ``local``)."""
+        return self._shared and pool.name != "local"
 
     def _pool_for(self, spec: NodeSpec) -> Pool:
         pool = self.capacity.pool(spec.cluster)
@@ -384,7 +414,11 @@ class Engine:
 
     def _dispatch(self) -> None:
         """Start queued nodes in arrival order wherever capacity allows (smaller ones may backfill)."""
+        if self._closed:
+            return
         for pool_name, queue in self._waiting.items():
+            if pool_name in self._resting:
+                continue  # other workers hold its room: retried when the timer fires
             pool = self.capacity.pools[pool_name]
             total_cpu = pool.total.cpu_millis
             skipped: list[tuple[int, str]] = []
@@ -406,6 +440,8 @@ class Engine:
             queue.extendleft(reversed(skipped))
 
     async def _start(self, state: RunState, name: str) -> None:
+        if self._shares(state.running[name].pool) and not await self._claim(state, name):
+            return
         spec = state.spec.node(name)
         node = state.nodes[name]
         try:
@@ -442,6 +478,38 @@ class Engine:
         if stop_now:
             await self.executor.stop(handle, self.settings.stop_grace_seconds)
         await self._watch(state, name)
+
+    async def _claim(self, state: RunState, name: str) -> bool:
+        """Claim the node's lease in the shared ledger. Refused (or the ledger failed): the lease goes back,
+        the node to the front of its queue, and its pool rests before the next try."""
+        running = state.running[name]
+        key = (state.run.id, name)
+        pending = self._releasing.get(key)
+        if pending is not None:  # a retry: its previous attempt's claim must be gone before it claims again
+            await asyncio.wait([pending])
+        try:
+            if await ledger.try_claim(running.pool.name, running.pool.total, running.lease, *key):
+                return True
+        except Exception:
+            log.exception("shared capacity ledger: claim of %s/%s failed", *key)
+        self._release(state, name, claim=False)
+        if state.stopping or state.failed_node is not None or state.finished:
+            await self._advance(state)  # nothing new starts: the run may end now
+            return False
+        state.queued.add(name)
+        self._waiting.setdefault(running.pool.name, deque()).appendleft(key)
+        self._rest(running.pool.name)
+        return False
+
+    def _rest(self, pool_name: str) -> None:
+        if self._closed or pool_name in self._resting:
+            return
+        loop = asyncio.get_running_loop()
+        self._resting[pool_name] = loop.call_later(SHARED_RETRY_DELAY, self._wake, pool_name)
+
+    def _wake(self, pool_name: str) -> None:
+        self._resting.pop(pool_name, None)
+        self._dispatch()
 
     def _job(self, state: RunState, spec: NodeSpec, node: NodeRun) -> tuple[Job, dict[str, str]]:
         outputs_of = {p: state.nodes[p].outputs for p in state.parents[spec.name]}
@@ -638,10 +706,25 @@ class Engine:
                     self._fail_fast(state, name)
         await self._advance(state)
 
-    def _release(self, state: RunState, name: str) -> None:
+    def _release(self, state: RunState, name: str, *, claim: bool = True) -> None:
+        """The node no longer holds its share of the cluster (``claim``: in the shared ledger either)."""
         running = state.running.pop(name, None)
-        if running is not None:
-            running.pool.release(running.lease)
+        if running is None:
+            return
+        running.pool.release(running.lease)
+        if claim and self._shares(running.pool):
+            key = (state.run.id, name)
+            task = self._spawn(self._release_claim(*key), f"release claim {key[0]}/{name}")
+            self._releasing[key] = task
+            task.add_done_callback(
+                lambda t: self._releasing.pop(key, None) if self._releasing.get(key) is t else None
+            )
+
+    async def _release_claim(self, run_id: int, name: str) -> None:
+        try:
+            await ledger.release(run_id, name)
+        except Exception:  # left behind: swept once its node is over
+            log.exception("shared capacity ledger: release of %s/%s failed", run_id, name)
 
     def _unblock_children(self, state: RunState, name: str) -> None:
         for child in state.children[name]:
