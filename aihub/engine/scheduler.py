@@ -419,7 +419,10 @@ class Engine:
         for pool_name, queue in self._waiting.items():
             if pool_name in self._resting:
                 continue  # other workers hold its room: retried when the timer fires
-            pool = self.capacity.pools[pool_name]
+            pool = self.capacity.pools.get(pool_name)
+            if pool is None:
+                self._fail_queue_of_deleted_cluster(pool_name, queue)
+                continue
             total_cpu = pool.total.cpu_millis
             skipped: list[tuple[int, str]] = []
             while (
@@ -438,6 +441,22 @@ class Engine:
                 state.running[name] = Running(lease=pool.acquire(req), pool=pool)
                 self._spawn(self._start(state, name), f"start {run_id}/{name}", state)
             queue.extendleft(reversed(skipped))
+
+    def _fail_queue_of_deleted_cluster(self, pool_name: str, queue: deque[tuple[int, str]]) -> None:
+        """The cluster was deleted while nodes waited for it: they fail clearly (no pool will ever free up)."""
+        while queue:
+            run_id, name = queue.popleft()
+            state = self.runs.get(run_id)
+            if state is None or name not in state.queued:
+                continue
+            state.queued.discard(name)
+            message = f"virtual cluster {pool_name!r} was deleted while the node waited for it"
+            self._spawn(self._fail_queued(state, name, message), f"fail {run_id}/{name}", state)
+
+    async def _fail_queued(self, state: RunState, name: str, message: str) -> None:
+        async with state.lock:
+            await self._fail_unstarted(state, name, message)
+        await self._advance(state)
 
     async def _start(self, state: RunState, name: str) -> None:
         if self._shares(state.running[name].pool) and not await self._claim(state, name):

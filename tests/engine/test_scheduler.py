@@ -411,3 +411,30 @@ async def test_a_cluster_created_after_start_is_used_with_its_capacity(rt: Runti
     )
     assert second.started_at >= first.finished_at  # one SKU: the two nodes ran one after the other
     assert rt.engine.capacity.pools["tiny"].used_cpu == 0  # and the reservations were given back
+
+
+async def test_nodes_waiting_for_a_deleted_cluster_fail_clearly(
+    rt: Runtime, user: User, host_dir: Path
+) -> None:
+    """Hazard: the dispatcher looked up the pool of a deleted cluster and raised, leaving the run hanging."""
+    from aihub.db.models import VirtualCluster
+
+    cluster = await VirtualCluster.create(name="solo", cpu_millis=500, memory_mib=256, capacity=1)
+    gate = host_dir / "gate"
+    nodes = [
+        {"name": "a", "command": f'while [ ! -e "{gate}" ]; do sleep 0.05; done', "cluster": "solo"},
+        {"name": "b", "command": "true", "cluster": "solo"},
+    ]
+    run = await start_run(rt, user, spec(*nodes))
+    await wait_for_node(rt, run.id, "a", NodeStatus.RUNNING)
+    b = await NodeRun.get(run_id=run.id, name="b")
+    assert b.status is NodeStatus.WAITING  # one SKU: b waits for a
+    await cluster.delete()
+    await rt.engine.load_pools()
+    gate.touch()
+    run = await wait_for_run(rt, run.id)
+    assert run.status is RunStatus.FAILED
+    a, b = await NodeRun.get(run_id=run.id, name="a"), await NodeRun.get(run_id=run.id, name="b")
+    assert a.status is NodeStatus.SUCCEEDED
+    assert b.status is NodeStatus.FAILED
+    assert b.message == "virtual cluster 'solo' was deleted while the node waited for it"
