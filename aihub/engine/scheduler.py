@@ -126,6 +126,7 @@ class Engine:
     async def start(self, *, recover: bool = True) -> None:
         """Probe the executor, load cluster pools, listen for run events, and (``recover``) resume every
         active run of the database. The embedded ``aihub run`` does not recover: a server may own them."""
+        self._closed = False
         probe = getattr(self.executor, "probe", None)
         if probe is not None:
             await probe()
