@@ -452,9 +452,10 @@ class Engine:
                 continue
             state.queued.discard(name)
             message = f"virtual cluster {pool_name!r} was deleted while the node waited for it"
-            self._spawn(self._fail_queued(state, name, message), f"fail {run_id}/{name}", state)
+            self._spawn(self._fail_and_advance(state, name, message), f"fail {run_id}/{name}", state)
 
-    async def _fail_queued(self, state: RunState, name: str, message: str) -> None:
+    async def _fail_and_advance(self, state: RunState, name: str, message: str) -> None:
+        """A node that never got to run fails (no attempt), then the run moves on."""
         async with state.lock:
             await self._fail_unstarted(state, name, message)
         await self._advance(state)
@@ -468,9 +469,7 @@ class Engine:
             job, fingerprint = self._job(state, spec, node)
         except InputError as exc:
             self._release(state, name)
-            async with state.lock:
-                await self._fail_unstarted(state, name, str(exc))
-            await self._advance(state)
+            await self._fail_and_advance(state, name, str(exc))
             return
         build = state.builds.get(name)
         if build is not None:

@@ -34,11 +34,13 @@ async def try_claim(cluster: str, total: Resources, req: Resources, run_id: int,
     A node that holds a claim already is granted again (a run taken over by another worker)."""
     async with in_transaction() as conn:
         await _lock_cluster(conn, cluster)
-        if await CapacityClaim.filter(run_id=run_id, node=node).using_db(conn).exists():
+        held, used = await _claims(conn, cluster, run_id, node)
+        if held:
             return True
-        if not _fits(await _used(conn, cluster), total, req):
+        if not _fits(used, total, req):
             await _sweep(conn, cluster)
-            if not _fits(await _used(conn, cluster), total, req):
+            _, used = await _claims(conn, cluster, run_id, node)
+            if not _fits(used, total, req):
                 return False
         await _insert(conn, cluster, req, run_id, node)
         return True
@@ -72,15 +74,19 @@ async def _lock_cluster(conn: BaseDBAsyncClient, cluster: str) -> None:
         await conn.execute_query('UPDATE "capacity_claim" SET "cluster" = "cluster" WHERE 0 = 1')
 
 
-async def _used(conn: BaseDBAsyncClient, cluster: str) -> Resources:
+async def _claims(conn: BaseDBAsyncClient, cluster: str, run_id: int, node: str) -> tuple[bool, Resources]:
+    """Whether the node holds a claim of the cluster already, and what the cluster's claims add up to (one
+    query: this runs on every node start)."""
     rows = (
         await CapacityClaim.filter(cluster=cluster)
         .using_db(conn)
-        .values_list("cpu_millis", "memory_mib", "gpu")
+        .values_list("run_id", "node", "cpu_millis", "memory_mib", "gpu")
     )
-    return Resources(
-        cpu_millis=sum(r[0] for r in rows), memory_mib=sum(r[1] for r in rows), gpu=sum(r[2] for r in rows)
+    held = any(r[0] == run_id and r[1] == node for r in rows)
+    used = Resources(
+        cpu_millis=sum(r[2] for r in rows), memory_mib=sum(r[3] for r in rows), gpu=sum(r[4] for r in rows)
     )
+    return held, used
 
 
 def _fits(used: Resources, total: Resources, req: Resources) -> bool:

@@ -45,6 +45,7 @@ from aihub.engine.builds.kubernetes import KanikoOptions, kaniko_job
 from aihub.engine.builds.local import BuildFailure
 from aihub.engine.executors.kubernetes import (
     KubernetesApiError,
+    _all_container_statuses,
     _call,
     _has_started,
     _request,
@@ -536,11 +537,8 @@ def _finished(job: dict[str, Any]) -> str | None:
 
 
 def _container_status(pod: dict[str, Any] | None, name: str) -> dict[str, Any] | None:
-    status = (pod or {}).get("status") or {}
-    for item in (status.get("initContainerStatuses") or []) + (status.get("containerStatuses") or []):
-        if item.get("name") == name:
-            return item  # type: ignore[no-any-return]
-    return None
+    """The status of the container (init or main) called ``name``."""
+    return next((c for c in _all_container_statuses(pod) if c.get("name") == name), None)
 
 
 def _termination_message(pod: dict[str, Any] | None, container: str) -> str:
