@@ -63,6 +63,8 @@ class User(Model):
     is_active = fields.BooleanField(default=True)
     #: leads the team they belong to (a team may have several leaders)
     is_team_leader = fields.BooleanField(default=False)
+    #: the UI language the user chose in the header ("en", "zh_CN"); NULL: follow the browser
+    language = fields.CharField(max_length=16, null=True)
     team: fields.ForeignKeyNullableRelation[Team] = fields.ForeignKeyField(
         "models.Team", related_name="members", null=True, on_delete=fields.SET_NULL
     )
