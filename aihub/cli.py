@@ -94,8 +94,9 @@ async def _run_remote(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     client = connected_client()
-    run = await submit_run(client, source, params=params, name=args.name, use_cache=not args.no_cache)
     printer = Printer(sys.stdout)
+    printer.line(f"server: {client.url} (aihub logout goes back to embedded runs)")
+    run = await submit_run(client, source, params=params, name=args.name, use_cache=not args.no_cache)
     printer.line(describe_run(run))
     if not args.watch:
         return 0

@@ -74,8 +74,11 @@ class Printer:
 
 
 async def follow_run(rt: Runtime, run: Run, printer: Printer) -> Run:
-    """Print every status change and log line of ``run`` until it ends; returns the finished run."""
-    followers: set[asyncio.Task[None]] = set()
+    """Print every status change and log line of ``run`` until it ends; returns the finished run.
+
+    A node's log lines are printed before the line saying how that attempt ended.
+    """
+    followers: dict[tuple[str, int], asyncio.Task[None]] = {}
     sub = rt.bus.subscribe(run.id)
     try:
         await run.refresh_from_db()
@@ -85,17 +88,20 @@ async def follow_run(rt: Runtime, run: Run, printer: Printer) -> Run:
             except TimeoutError:
                 await run.refresh_from_db(fields=["status"])
                 continue
+            if event.node and event.attempt and event.node_status != NodeStatus.RUNNING:
+                follower = followers.pop((event.node, event.attempt), None)
+                if follower is not None:
+                    await follower  # the attempt ended: its log is drained first
             printer.status(event)
             if event.node and event.node_status == NodeStatus.RUNNING and event.attempt:
-                task = asyncio.create_task(_follow_logs(rt, run.id, event.node, event.attempt, printer))
-                followers.add(task)
-                task.add_done_callback(followers.discard)
+                key = (event.node, event.attempt)
+                followers[key] = asyncio.create_task(_follow_logs(rt, run.id, *key, printer))
             if event.node is None and RunStatus(event.run_status).is_terminal:
                 break
-        await asyncio.gather(*followers)
+        await asyncio.gather(*followers.values())
     finally:
         sub.close()
-        for task in followers:
+        for task in followers.values():
             task.cancel()
     await run.refresh_from_db()
     return run
@@ -132,8 +138,11 @@ async def run_file(settings: Settings, args: argparse.Namespace, out: TextIO = s
     except SpecError as exc:
         print(str(exc), file=sys.stderr)
         return 2
+    printer.line(f"data dir: {settings.data_dir} (set AIHUB_DATA_DIR to change it)")
     async with open_runtime(settings, recover=False) as rt:
-        await ensure_admin(settings)
+        password = await ensure_admin(settings)
+        if password:  # the web UI (`make run` on the same data dir) needs it later
+            printer.line(f"created user 'admin' with password: {password}")
         user = await User.get(username="admin")
         try:
             version = await find_or_create_for_file(user, source)

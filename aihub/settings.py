@@ -1,22 +1,53 @@
 """Configuration from ``AIHUB_*`` environment variables.
 
-Defaults need nothing else: SQLite under ``./.aihub/``, the local executor, the in-process bus, artifacts
-and logs on local disk.
+Defaults need nothing else: SQLite in the user's data dir (``$XDG_DATA_HOME/aihub``, else
+``~/.local/share/aihub``), the local executor, the in-process bus, artifacts and logs on local disk.
+
+Every path setting is made absolute once, here, when the settings load (or a path setting is assigned): nothing
+the product stores or hands to a process depends on the current directory afterwards.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
-class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="AIHUB_", extra="ignore")
+def default_data_dir() -> Path:
+    """``$XDG_DATA_HOME/aihub``, else ``~/.local/share/aihub``: the same place from any directory."""
+    base = os.environ.get("XDG_DATA_HOME") or ""
+    root = Path(base) if base and Path(base).is_absolute() else Path.home() / ".local" / "share"
+    return root / "aihub"
 
-    data_dir: Path = Field(default=Path(".aihub"), description="where SQLite, artifacts and logs live")
+
+def absolute_path(value: str | os.PathLike[str]) -> Path:
+    """``~`` expanded, relative to the current directory *now*, normalised (no ``..``; symlinks kept)."""
+    return Path(os.path.abspath(Path(value).expanduser()))
+
+
+def absolute_database_url(url: str) -> str:
+    """A ``sqlite://`` URL with a relative file path made absolute; other URLs unchanged."""
+    prefix = "sqlite://"
+    if not url.startswith(prefix):
+        return url
+    path, sep, query = url[len(prefix) :].partition("?")
+    if path in ("", ":memory:") or path.startswith("/"):
+        return url
+    return f"{prefix}{absolute_path(path)}{sep}{query}"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="AIHUB_", extra="ignore", env_ignore_empty=True, validate_assignment=True
+    )
+
+    data_dir: Path = Field(
+        default_factory=default_data_dir, description="where SQLite, artifacts and logs live (made absolute)"
+    )
     database_url: str | None = Field(
         default=None, description="sqlite://PATH or postgres://USER@HOST:PORT/DB; default SQLite in data_dir"
     )
@@ -67,11 +98,26 @@ class Settings(BaseSettings):
     kubernetes_build_timeout: float | None = Field(default=None, description="seconds; default 3600")
     registry: str = "registry.local:5000"
 
+    @field_validator("data_dir", mode="after")
+    @classmethod
+    def _absolute_data_dir(cls, value: Path) -> Path:
+        return absolute_path(value)
+
+    @field_validator("kubernetes_kubeconfig", mode="after")
+    @classmethod
+    def _absolute_kubeconfig(cls, value: str | None) -> str | None:
+        return str(absolute_path(value)) if value else value
+
+    @field_validator("database_url", mode="after")
+    @classmethod
+    def _absolute_sqlite_url(cls, value: str | None) -> str | None:
+        return absolute_database_url(value) if value else value
+
     @property
     def resolved_database_url(self) -> str:
         if self.database_url:
             return self.database_url
-        return f"sqlite://{(self.data_dir / 'aihub.sqlite3').absolute()}"
+        return f"sqlite://{self.data_dir / 'aihub.sqlite3'}"
 
     @property
     def shares_capacity(self) -> bool:

@@ -25,7 +25,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import BinaryIO
 
-from aihub.settings import Settings
+from aihub.settings import Settings, absolute_path
 from aihub.storage.base import DoneCheck
 
 __all__ = ["MAX_LINE_BYTES", "LocalArtifactStore", "LocalLogStore", "build_storage"]
@@ -45,7 +45,7 @@ class LocalArtifactStore:
     """Content-addressed archives in ``root/ab/cdef…`` (sha256 hex digest split after two characters)."""
 
     def __init__(self, root: Path) -> None:
-        self.root = Path(root)
+        self.root = absolute_path(root)
 
     async def put_file(self, archive: Path) -> tuple[str, int]:
         """Move ``archive`` into the store (it is consumed); returns (sha256 hex digest, size in bytes)."""
@@ -122,7 +122,7 @@ class LocalLogStore:
     """Append-only log files ``root/<run_id>/<node>/<attempt>.log``, one per node attempt."""
 
     def __init__(self, root: Path, *, poll_interval: float = 0.05) -> None:
-        self.root = Path(root)
+        self.root = absolute_path(root)  # handed to node supervisors, which change directory first
         self.poll_interval = poll_interval
 
     def path(self, run_id: int, node: str, attempt: int) -> Path:

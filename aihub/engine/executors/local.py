@@ -63,6 +63,7 @@ from aihub.engine.executors.base import (
     StorageMount,
 )
 from aihub.engine.outputs import collect_outputs
+from aihub.settings import absolute_path
 from aihub.storage.base import ArtifactStore, LogStore
 
 __all__ = ["SHIM", "LocalExecutor", "host_path", "node_realpath"]
@@ -269,7 +270,7 @@ class LocalExecutor:
         *,
         isolation: Literal["auto", "off"] = "auto",
     ) -> None:
-        self.work_root = Path(work_root).absolute()
+        self.work_root = absolute_path(work_root)
         self.artifacts = artifacts
         self.logs = logs
         self.isolation_mode = isolation
@@ -509,6 +510,9 @@ class LocalExecutor:
         tools = self._require_tools()
         mount = tools.mount if binds and tools.mount else "-"
         flat = [part for bind in binds for part in bind]
+        relative = [str(p) for p in (scratch, log_path, workdir) if not Path(p).is_absolute()]
+        if relative:  # the supervisor changes directory before it opens them
+            raise ValueError(f"the supervisor needs absolute paths, got {', '.join(relative)}")
         return [
             tools.sh,
             str(SHIM),
