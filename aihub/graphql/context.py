@@ -14,7 +14,7 @@ from starlette.responses import Response
 from starlette.websockets import WebSocket
 from strawberry.types import Info as StrawberryInfo
 
-from aihub.db.models import User
+from aihub.db.models import ApiToken, User
 from aihub.graphql.loaders import Loaders
 from aihub.runtime import Runtime
 from aihub.services.auth import Unauthenticated
@@ -28,6 +28,8 @@ class Context:
     user: User | None = None
     #: the bearer token the caller presented (valid or not)
     token: str | None = None
+    #: that token's row when it is valid (its kind decides what it may call: ``aihub.graphql.guards``)
+    token_row: ApiToken | None = None
     connection_params: dict[str, Any] | None = None
     #: events a subscriber may fall behind before it is dropped
     subscriber_buffer: int = 10_000

@@ -11,9 +11,10 @@ from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from aihub.graphql.context import bearer_token
-from aihub.services.auth import authenticate
+from aihub.services.auth import token_row
 from aihub.services.errors import ServiceError
 from aihub.services.queries import output_artifact
+from aihub.services.tokens import check_run_token_operation
 
 
 def _error(status: int, code: str, message: str) -> JSONResponse:
@@ -22,15 +23,16 @@ def _error(status: int, code: str, message: str) -> JSONResponse:
 
 async def download_output(request: Request) -> Response:
     token = bearer_token(request.headers.get("authorization"))
-    user = await authenticate(token) if token else None
-    if user is None:
+    row = await token_row(token) if token else None
+    if row is None:
         return _error(401, "UNAUTHENTICATED", "authentication required: send 'Authorization: Bearer <token>'")
     params = request.path_params
     try:
-        digest = await output_artifact(user, params["run_id"], params["node"], params["output"])
+        check_run_token_operation(row, "run", params["run_id"])
+        digest = await output_artifact(row.user, params["run_id"], params["node"], params["output"])
         path = request.app.state.runtime.artifacts.path(digest)
     except ServiceError as exc:
-        return _error(404, exc.code, exc.message)
+        return _error(403 if exc.code == "FORBIDDEN" else 404, exc.code, exc.message)
     except KeyError:
         return _error(404, "NOT_FOUND", "the artifact is no longer stored")
     filename = f"run{params['run_id']}-{params['node']}-{params['output']}.tar.gz"

@@ -30,6 +30,7 @@ from aihub.graphql.admin import AdminMutation, AdminQuery
 from aihub.graphql.auth import AuthMutation, AuthQuery
 from aihub.graphql.catalog import CatalogQuery
 from aihub.graphql.errors import ErrorCodes, add_codes, error_extensions
+from aihub.graphql.guards import RunTokenScope
 from aihub.graphql.live import LiveSubscription
 from aihub.graphql.loaders import Loaders
 from aihub.graphql.runs import RunMutation, RunQuery
@@ -110,6 +111,7 @@ def build_schema(
             lambda: ParserCache(maxsize=CACHED_DOCUMENTS),
             lambda: ValidationCache(maxsize=CACHED_DOCUMENTS),
             FreshLoaders,
+            RunTokenScope,
             ErrorCodes,
         ],
     )

@@ -18,7 +18,7 @@ from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
 
 from aihub.graphql.context import Context, bearer_token
 from aihub.graphql.schema import build_schema
-from aihub.services.auth import authenticate
+from aihub.services.auth import token_row
 
 DEFAULT_SUBSCRIBER_BUFFER = 10_000
 
@@ -42,7 +42,8 @@ class GraphQLView(GraphQL):
         if isinstance(request, Request):
             context.token = bearer_token(request.headers.get("authorization"))
             if context.token:
-                context.user = await authenticate(context.token)
+                context.token_row = await token_row(context.token)
+                context.user = context.token_row.user if context.token_row else None
         return context
 
     async def on_ws_connect(self, context: Context) -> dict[str, object] | None:  # type: ignore[override]
@@ -50,11 +51,11 @@ class GraphQLView(GraphQL):
         token = params.get("token") or bearer_token(
             _str(params.get("Authorization") or params.get("authorization"))
         )
-        user = await authenticate(token) if isinstance(token, str) and token else None
-        if user is None:
+        row = await token_row(token) if isinstance(token, str) and token else None
+        if row is None:
             raise ConnectionRejectionError({"message": "a valid token is required"})
-        context.token, context.user = token, user  # type: ignore[assignment]
-        return {"user": user.username}
+        context.token, context.user, context.token_row = token, row.user, row  # type: ignore[assignment]
+        return {"user": row.user.username}
 
 
 def _str(value: object) -> str | None:

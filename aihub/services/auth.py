@@ -15,7 +15,7 @@ from aihub.services.admin import check_password
 from aihub.services.errors import InvalidInput, NotFound, ServiceError
 from aihub.services.ratelimit import login_limiter
 from aihub.services.status import utcnow
-from aihub.services.tokens import hash_token, issue_token, user_for_token
+from aihub.services.tokens import hash_token, issue_token, user_for_token, valid_token
 from aihub.services.users import hash_password, verify_password
 
 SESSION_LIFETIME = timedelta(days=14)
@@ -71,8 +71,18 @@ async def _verified_user(username: str, password: str) -> User:
     return user
 
 
-async def authenticate(token: str) -> User | None:
-    return await user_for_token(token)
+#: the only tokens a web session cookie may carry (a run or personal token there would open the web pages,
+#: which the run token's allow-list does not cover)
+WEB_SESSION_KINDS = frozenset({TokenKind.SESSION})
+
+
+async def authenticate(token: str, kinds: frozenset[TokenKind] | None = None) -> User | None:
+    return await user_for_token(token, kinds)
+
+
+async def token_row(token: str) -> ApiToken | None:
+    """The usable token's row (``user`` and ``run`` loaded), or None."""
+    return await valid_token(token)
 
 
 async def logout(token: str) -> bool:

@@ -16,7 +16,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from aihub.db.models import User
-from aihub.services.auth import authenticate
+from aihub.services.auth import WEB_SESSION_KINDS, authenticate
 from aihub.services.errors import ServiceError
 from aihub.web.render import is_htmx, render, secure
 
@@ -66,7 +66,7 @@ def finish(request: Request, response: Response, new_csrf: bool) -> Response:
 
 async def current_user(request: Request) -> User | None:
     token = request.cookies.get(SESSION_COOKIE)
-    return await authenticate(token) if token else None
+    return await authenticate(token, WEB_SESSION_KINDS) if token else None
 
 
 def redirect(request: Request, url: str) -> Response:
