@@ -2,31 +2,37 @@
 VENV ?= .venv
 PYTHON ?= python3
 BIN := $(VENV)/bin
-HOST ?= 127.0.0.1
-PORT ?= 8000
+# Quiet set-up: one line per step, so the server's URL and first password are the last lines of `make run`.
+PIP := PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_ROOT_USER_ACTION=ignore $(BIN)/pip --quiet --quiet
+# Where `make run` listens: AIHUB_HOST / AIHUB_PORT (read by the server itself, as documented); HOST / PORT
+# are accepted too, as make variables or from the environment, and win when given.
+SERVE_ARGS := $(if $(HOST),--host $(HOST)) $(if $(PORT),--port $(PORT))
 
 .PHONY: run test install install-test lint format bench clean
 
 $(BIN)/python:
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
+	@echo "==> creating $(VENV) with $(PYTHON)"
+	@$(PYTHON) -m venv $(VENV)
+	@$(PIP) install --upgrade pip
 
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --quiet -e .
-	touch $@
+	@echo "==> installing aihub and its dependencies into $(VENV)"
+	@$(PIP) install -e .
+	@touch $@
 
 $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --quiet -e '.[test]'
-	bash scripts/ensure-test-deps.sh
-	touch $(VENV)/.installed $@
+	@echo "==> installing aihub with its test dependencies into $(VENV)"
+	@$(PIP) install -e '.[test]'
+	@bash scripts/ensure-test-deps.sh
+	@touch $(VENV)/.installed $@
 
 install: $(VENV)/.installed
 
 install-test: $(VENV)/.installed-test
 
 run: install
-	$(BIN)/aihub migrate
-	$(BIN)/aihub serve --host $(HOST) --port $(PORT)
+	@echo "==> starting the server (it migrates the database first)"
+	@$(BIN)/aihub serve $(SERVE_ARGS)
 
 test: install-test
 	$(BIN)/ruff check .

@@ -51,9 +51,8 @@ def create_app(
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         async with open_runtime(settings, run_engine=run_engine) as rt:
             app.state.runtime = rt
-            password = await ensure_admin(settings)
-            if password:
-                print(f"created user 'admin' with password: {password}", flush=True)
+            # a generated password is printed once by `aihub serve`, after the server listens
+            app.state.admin_password = await ensure_admin(settings)
             yield
 
     graphql = GraphQLView(subscriber_buffer=subscriber_buffer, **graphql_limits)

@@ -3,15 +3,40 @@
 from __future__ import annotations
 
 import logging
+import socket
 
 import uvicorn
+from starlette.applications import Starlette
 
 from aihub.app import create_app
 from aihub.settings import Settings
 
 
+class _Server(uvicorn.Server):
+    """Once it listens, says where to go — and a password generated on first start — as its last lines."""
+
+    def __init__(self, config: uvicorn.Config, app: Starlette, settings: Settings) -> None:
+        super().__init__(config)
+        self.app = app
+        self.settings = settings
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets=sockets)
+        if self.should_exit or not self.started:
+            return
+        host = self.settings.host
+        shown = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+        print(f"AIHub Workflow is ready on http://{shown}:{self.settings.port}", flush=True)
+        print(f"data dir: {self.settings.data_dir}", flush=True)
+        password = getattr(self.app.state, "admin_password", None)
+        if password:
+            print(f"created user 'admin' with password: {password}", flush=True)
+
+
 def serve(settings: Settings) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     app = create_app(settings)
-    print(f"AIHub Workflow on http://{settings.host}:{settings.port}", flush=True)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level="info", timeout_graceful_shutdown=10)
+    config = uvicorn.Config(
+        app, host=settings.host, port=settings.port, log_level="info", timeout_graceful_shutdown=10
+    )
+    _Server(config, app, settings).run()
