@@ -204,6 +204,8 @@ async def node_panel(request: Request, user: User) -> Response:
             ctx.update(lines=data.decode(errors="replace").splitlines(), offset=offset)
             ctx["truncated"] = len(data) >= LOG_PAGE
             ctx["live"] = not attempt.status.is_terminal
+    if tab == "details":
+        ctx.update(await _image_details(rt, run, name))
     if tab == "events":
         ctx["events"] = await run_events(user, run_id, node=name)
         if number > 0:
@@ -211,6 +213,13 @@ async def node_panel(request: Request, user: User) -> Response:
             ctx["cluster_events"] = await rt.engine.executor_events(attempt)
     ctx["attempts"] = list(range(row.attempt, 0, -1))
     return render(request, "partials/runs/panel.html", ctx)
+
+
+async def _image_details(rt: Runtime, run: Run, name: str) -> dict[str, Any]:
+    """The node's image, and whether this installation's executor runs nodes in their images at all."""
+    await run.fetch_related("version")
+    node = next((n for n in parse_spec(run.version.spec).nodes if n.name == name), None)
+    return {"image": node.image if node else None, "image_ignored": rt.settings.executor == "local"}
 
 
 @page

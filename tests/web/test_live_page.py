@@ -53,3 +53,19 @@ async def test_a_node_change_refreshes_its_open_panel_and_the_timeline(web: Web)
         await stream.aclose()
     assert "event: node-step1" in node_chunk
     assert re.findall(r"^event: (\S+)$", refresh_chunk, re.M) == ["panel-step1", "timeline"]
+
+
+async def test_details_tab_says_the_local_executor_does_not_use_the_image(web: Web) -> None:
+    """A newcomer reads a node's ``image`` in its details and must not believe the command ran in it."""
+    client = await web.client("alice")
+    version = await create_workflow(await User.get(username="alice"), example())
+    response = await client.post(f"/versions/{version.id}/run", {"name": "image"})
+    run_id = int(response.headers["location"].rsplit("/", 1)[1])
+    await wait_for_run(web.rt, run_id)
+    details = (await client.get(f"/runs/{run_id}/nodes/step1?tab=details", htmx=True)).text
+    image = details[details.index('id="node-image"') :]
+    assert "python:3.11-slim" in image.split("</dd>")[0]
+    assert "the image is not used" in image.split("</dd>")[0]
+    web.settings.executor = "kubernetes"  # only what the page says depends on it: nothing runs any more
+    details = (await client.get(f"/runs/{run_id}/nodes/step1?tab=details", htmx=True)).text
+    assert "python:3.11-slim" in details and "the image is not used" not in details
