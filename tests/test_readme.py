@@ -155,7 +155,7 @@ def embedded_commands() -> list[str]:
     """The README's commands before the first ``aihub login`` (the embedded ones), without ``make run/test``."""
     lines = [line for block in sh_blocks(README) for line in block]
     before_login = lines[: next(i for i, line in enumerate(lines) if aihub_command(line) == "login")]
-    return [line for line in before_login if words(line)[0] != "make" or words(line)[1] == "install"]
+    return [line for line in before_login if "make" not in words(line) or words(line) == ["make", "install"]]
 
 
 def server_commands() -> list[str]:
