@@ -8,12 +8,14 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
 
 from aihub import __version__
-from aihub.artifact_routes import artifact_routes
+from aihub.artifact_routes import UPLOAD_PATH, artifact_routes
+from aihub.bodylimit import BodyLimit
 from aihub.graphql.downloads import download_routes
 from aihub.graphql.view import DEFAULT_SUBSCRIBER_BUFFER, GraphQLView
 from aihub.runtime import open_runtime
@@ -64,4 +66,9 @@ def create_app(
         *artifact_routes(),
         *web_routes(),
     ]
-    return Starlette(routes=routes, lifespan=lifespan)
+    body_limit = Middleware(
+        BodyLimit,
+        max_bytes=settings.max_body_bytes,
+        own_limits={UPLOAD_PATH: (settings.max_upload_bytes, "AIHUB_MAX_UPLOAD_BYTES")},
+    )
+    return Starlette(routes=routes, lifespan=lifespan, middleware=[body_limit])

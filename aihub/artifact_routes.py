@@ -20,7 +20,7 @@ from aihub.services.artifacts import artifact_path, check_uploader
 from aihub.services.errors import ServiceError
 from aihub.services.tokens import valid_token
 
-MAX_UPLOAD = 50 * 1024**3
+UPLOAD_PATH = "/artifacts/upload"
 
 
 def _error(status: int, message: str) -> JSONResponse:
@@ -74,8 +74,9 @@ async def upload_artifact(request: Request) -> Response:
         async with aiofiles.open(fd, "wb") as out:
             async for chunk in request.stream():
                 size += len(chunk)
-                if size > MAX_UPLOAD:
-                    return _error(413, f"upload is larger than {MAX_UPLOAD} bytes")
+                if size > rt.settings.max_upload_bytes:
+                    limit = rt.settings.max_upload_bytes
+                    return _error(413, f"the upload is larger than {limit} bytes (AIHUB_MAX_UPLOAD_BYTES)")
                 await out.write(chunk)
         try:
             digest, stored = await store_uploaded_output(upload, kind, rt.artifacts)  # type: ignore[arg-type]
@@ -89,6 +90,6 @@ async def upload_artifact(request: Request) -> Response:
 
 def artifact_routes() -> list[BaseRoute]:
     return [
-        Route("/artifacts/upload", upload_artifact, methods=["POST"]),
+        Route(UPLOAD_PATH, upload_artifact, methods=["POST"]),
         Route("/artifacts/{digest:str}", get_artifact, methods=["GET"]),
     ]

@@ -97,6 +97,31 @@ class Settings(BaseSettings):
     kubernetes_build_memory: str | None = None
     kubernetes_build_timeout: float | None = Field(default=None, description="seconds; default 3600")
     registry: str = "registry.local:5000"
+    # Bounds and trust (issue 11; docs/security.md)
+    max_body_bytes: int = Field(
+        default=8 * 1024**2, ge=1024, description="largest request body of any route but uploads (413 above)"
+    )
+    max_upload_bytes: int = Field(
+        default=50 * 1024**3, ge=1024, description="largest artifact upload (streamed to disk)"
+    )
+    max_spec_bytes: int = Field(default=4 * 1024**2, ge=1024, description="largest workflow spec (YAML/JSON)")
+    max_spec_nodes: int = Field(default=10_000, ge=1, description="most nodes in one workflow spec")
+    max_query_cost: int = Field(
+        default=50_000, ge=100, description="GraphQL cost budget of one operation (fields x list sizes)"
+    )
+    max_log_bytes: int = Field(
+        default=100 * 1024**2,
+        ge=4096,
+        description="log bytes kept per attempt: the head and the tail, with a note of what was dropped",
+    )
+    trusted_proxies: str = Field(
+        default="",
+        description="comma-separated proxy addresses whose X-Forwarded-For is believed (none by default)",
+    )
+    git_allowed_hosts: str = Field(
+        default="",
+        description="comma-separated git hosts a module may name although they resolve to internal addresses",
+    )
 
     @field_validator("data_dir", mode="after")
     @classmethod
