@@ -8,7 +8,9 @@ PIP := PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_ROOT_USER_ACTION=ignore $(BIN)/pip --
 # are accepted too, as make variables or from the environment, and win when given.
 SERVE_ARGS := $(if $(HOST),--host $(HOST)) $(if $(PORT),--port $(PORT))
 
-.PHONY: run test install install-test lint format bench clean
+LOCALE_DIR := aihub/web/locale
+
+.PHONY: run test install install-test lint format bench clean i18n-extract i18n-update i18n-compile
 
 $(BIN)/python:
 	@echo "==> creating $(VENV) with $(PYTHON)"
@@ -18,11 +20,13 @@ $(BIN)/python:
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	@echo "==> installing aihub and its dependencies into $(VENV)"
 	@$(PIP) install -e .
+	@$(BIN)/pybabel -q compile --use-fuzzy -d $(LOCALE_DIR)
 	@touch $@
 
 $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
 	@echo "==> installing aihub with its test dependencies into $(VENV)"
 	@$(PIP) install -e '.[test]'
+	@$(BIN)/pybabel -q compile --use-fuzzy -d $(LOCALE_DIR)
 	@bash scripts/ensure-test-deps.sh
 	@touch $(VENV)/.installed $@
 
@@ -49,6 +53,18 @@ format: install-test
 
 bench: install-test
 	$(BIN)/python bench/engine.py
+
+# The UI's message catalogues (docs/ui.md, "Languages"): extract the messages of the templates and the Python
+# code into messages.pot, merge it into every language's .po, compile the .po files to .mo.
+i18n-extract: install
+	$(BIN)/pybabel extract -F babel.cfg -k msg -k N_ --no-location --sort-output \
+		--project "AIHub Workflow" -o $(LOCALE_DIR)/messages.pot .
+
+i18n-update: i18n-extract
+	$(BIN)/pybabel update -i $(LOCALE_DIR)/messages.pot -d $(LOCALE_DIR) --no-fuzzy-matching --ignore-obsolete
+
+i18n-compile: install
+	$(BIN)/pybabel compile --use-fuzzy -d $(LOCALE_DIR) --statistics
 
 clean:
 	rm -rf $(VENV) .aihub .pytest_cache

@@ -8,14 +8,16 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from aihub.bus import Bus, build_bus
 from aihub.db.setup import close_db, init_db, migrate
+from aihub.domain.bounds import DEFAULT_LIMITS
 from aihub.engine.builds import BuildManager
 from aihub.engine.executors.base import Executor
 from aihub.engine.scheduler import Engine
 from aihub.services.modules import build_manager
+from aihub.services.workflows import configure_spec_limits
 from aihub.settings import Settings
 from aihub.storage.local import LocalArtifactStore, LocalLogStore, build_storage
 
@@ -48,6 +50,9 @@ async def open_runtime(
     settings: Settings, *, run_engine: bool = True, recover: bool = True, apply_migrations: bool = True
 ) -> AsyncIterator[Runtime]:
     settings.ensure_dirs()
+    configure_spec_limits(
+        replace(DEFAULT_LIMITS, max_bytes=settings.max_spec_bytes, max_nodes=settings.max_spec_nodes)
+    )
     if apply_migrations:
         await migrate(settings)
     await init_db(settings)

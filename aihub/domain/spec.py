@@ -42,6 +42,8 @@ from pydantic import (
 )
 
 from aihub.domain import dag
+from aihub.domain.messages import Message, msg
+from aihub.domain.names import is_human_name
 
 __all__ = [
     "InputDecl",
@@ -139,15 +141,18 @@ def _type_name(value: object) -> str:
 def _identifier(value: str) -> str:
     if not NAME_PATTERN.fullmatch(value):
         raise ValueError(
-            f"{value!r} is not a valid name: use letters, digits and '_', not starting with a digit "
-            "(it becomes a shell variable)"
+            msg(
+                "{value} is not a valid name: use letters, digits and '_', not starting with a digit "
+                "(it becomes a shell variable)",
+                value=repr(value),
+            )
         )
     return value
 
 
 def _node_name(value: str) -> str:
     if value == PARAMS_REF:
-        raise ValueError(f"'{PARAMS_REF}' is reserved (references 'params.<param>' use it)")
+        raise ValueError(msg("'params' is reserved (references 'params.<param>' use it)"))
     return value
 
 
@@ -160,30 +165,40 @@ def _not_reserved_env(value: str) -> str:
 
 
 def _workflow_name(value: str) -> str:
-    if not WORKFLOW_NAME_PATTERN.fullmatch(value):
+    if not is_human_name(value):
         raise ValueError(
-            f"{value!r} is not a valid workflow name: use 1 to 63 lowercase letters, digits and '-', "
-            "starting with a letter or digit"
+            msg(
+                "{value} is not a valid workflow name: use 1 to 63 letters (Chinese too; Latin ones "
+                "lowercase), digits and '-', starting with a letter or digit",
+                value=repr(value),
+            )
         )
     return value
 
 
 def _module_name(value: str) -> str:
     if not MODULE_NAME_PATTERN.fullmatch(value):
-        raise ValueError(f"{value!r} is not a valid module name: use lowercase letters, digits and '-'")
+        raise ValueError(
+            msg(
+                "{value} is not a valid module name: use lowercase letters, digits and '-'",
+                value=repr(value),
+            )
+        )
     return value
 
 
 def _reference(value: str) -> str:
     parts = value.split(".")
     if len(parts) != 2 or not all(NAME_PATTERN.fullmatch(part) for part in parts):
-        raise ValueError(f"{value!r} is not a reference: use 'params.<param>' or '<node>.<output>'")
+        raise ValueError(
+            msg("{value} is not a reference: use 'params.<param>' or '<node>.<output>'", value=repr(value))
+        )
     return value
 
 
 def _output_path(value: str) -> str:
     if not value.startswith("/"):
-        raise ValueError(f"{value!r} must be an absolute path")
+        raise ValueError(msg("{value} must be an absolute path", value=repr(value)))
     if "\0" in value:
         raise ValueError("must not contain a NUL character")
     normal = "/" + posixpath.normpath(value).lstrip("/")
@@ -626,22 +641,25 @@ def _describe_error(error: Mapping[str, Any], model: type[BaseModel]) -> str:
     kind, ctx, value = error["type"], error.get("ctx", {}), error.get("input")
     loc = error["loc"]
     if kind == "value_error":
-        return str(ctx["error"])
+        reason = ctx["error"].args[0] if ctx["error"].args else None
+        return reason if isinstance(reason, Message) else str(ctx["error"])
     if kind == "missing":
-        return "is required"
+        return msg("is required")
     if kind == "extra_forbidden":
         return f"unknown field{_did_you_mean(str(loc[-1]), _field_names(_model_at(model, loc)))}"
     if kind == "literal_error":
         return f"must be {ctx['expected']} (got {value!r})"
     if kind == "greater_than_equal":
-        return f"must be at least {ctx['ge']} (got {value!r})"
+        return msg("must be at least {minimum} (got {value})", minimum=ctx["ge"], value=repr(value))
     if kind == "less_than_equal":
-        return f"must be at most {ctx['le']} (got {value!r})"
+        return msg("must be at most {maximum} (got {value})", maximum=ctx["le"], value=repr(value))
     if kind in {"model_type", "model_attributes_type", "dict_type"}:
         return f"must be a mapping (got {_type_name(value)})"
     expected = {"string_type": "a string", "list_type": "a list", "bool_type": "true or false"}
     expected |= {"bool_parsing": "true or false", "int_type": "an integer", "int_parsing": "an integer"}
     expected |= {"int_from_float": "an integer", "too_short": "non-empty"}
+    if kind in {"int_type", "int_parsing", "int_from_float"}:
+        return msg("must be an integer (got {value})", value=repr(value))
     if kind in expected:
         return f"must be {expected[kind]} (got {value!r})"
     return str(error["msg"])
@@ -653,7 +671,12 @@ def _add_validation_errors(
     for error in exc.errors(include_url=False):
         field = _format_loc(error["loc"])
         message = _describe_error(error, model)
-        issues.add(key, location, field, f"{field}: {message}" if field else message)
+        issues.add(
+            key,
+            location,
+            field,
+            msg("{field}: {message}", field=field, message=message) if field else message,
+        )
 
 
 def _element_name(item: object) -> str | None:

@@ -16,6 +16,8 @@ from tortoise.exceptions import IntegrityError
 from tortoise.models import Model
 
 from aihub.db.models import Category, DataStorage, Module, Team, User, VirtualCluster
+from aihub.domain.messages import msg
+from aihub.domain.names import is_human_name
 from aihub.services.errors import Conflict, Forbidden, InvalidInput, NotFound
 from aihub.services.users import hash_password, validate_username
 
@@ -24,6 +26,15 @@ MIN_PASSWORD = 8
 RESERVED_CLUSTERS = {"local"}
 
 M = TypeVar("M", bound=Model)
+#: what the messages below call the rows they name (listed so that the catalogues carry them)
+_KINDS = (
+    msg("team"),
+    msg("category"),
+    msg("cluster"),
+    msg("storage"),
+    msg("virtual cluster"),
+    msg("data storage"),
+)
 
 
 def require_admin(user: User) -> None:
@@ -33,14 +44,38 @@ def require_admin(user: User) -> None:
 
 def check_password(password: str, field: str = "password") -> None:
     if len(password) < MIN_PASSWORD:
-        raise InvalidInput(f"the password must have at least {MIN_PASSWORD} characters", field=field)
+        raise InvalidInput(
+            msg("the password must have at least {count} characters", count=MIN_PASSWORD), field=field
+        )
 
 
 def _check_name(name: str, what: str) -> str:
+    """Names of clusters and storages reach Kubernetes objects: lowercase ASCII only."""
     name = name.strip()
     if not NAME.fullmatch(name):
         raise InvalidInput(
-            f"invalid {what} name {name!r}: use lowercase letters, digits and '-', starting with a letter or digit",
+            msg(
+                "invalid {what} name {name}: use lowercase letters, digits and '-', starting with a letter or "
+                "digit (it is used in Kubernetes objects)",
+                what=msg(what),
+                name=repr(name),
+            ),
+            field="name",
+        )
+    return name
+
+
+def _check_human_name(name: str, what: str) -> str:
+    """Names of teams and categories are only shown: Chinese is as good as English."""
+    name = name.strip()
+    if not is_human_name(name):
+        raise InvalidInput(
+            msg(
+                "invalid {what} name {name}: use 1 to 63 letters (Chinese too; Latin ones lowercase), digits "
+                "and '-', starting with a letter or digit",
+                what=msg(what),
+                name=repr(name),
+            ),
             field="name",
         )
     return name
@@ -57,7 +92,9 @@ async def _save_unique(row: Model, what: str, name: str) -> None:
     try:
         await row.save()
     except IntegrityError as exc:
-        raise Conflict(f"a {what} named {name!r} already exists", field="name") from exc
+        raise Conflict(
+            msg("a {what} named {name} already exists", what=msg(what), name=repr(name)), field="name"
+        ) from exc
 
 
 def _apply(row: Model, changes: Mapping[str, Any]) -> None:
@@ -159,7 +196,7 @@ async def list_teams() -> list[Team]:
 
 async def create_team(actor: User, *, name: str, peer_review: bool = False) -> Team:
     require_admin(actor)
-    name = _check_name(name, "team")
+    name = _check_human_name(name, "team")
     team = Team(name=name, peer_review=peer_review)
     await _save_unique(team, "team", name)
     return team
@@ -171,7 +208,8 @@ async def update_team(
     require_admin(actor)
     team = await _get(Team, team_id, "team")
     _apply(
-        team, {"name": _check_name(name, "team") if name is not None else None, "peer_review": peer_review}
+        team,
+        {"name": _check_human_name(name, "team") if name is not None else None, "peer_review": peer_review},
     )
     await _save_unique(team, "team", team.name)
     return team
@@ -277,7 +315,7 @@ async def list_categories() -> list[Category]:
 
 async def create_category(actor: User, *, name: str, description: str = "") -> Category:
     require_admin(actor)
-    name = _check_name(name, "category")
+    name = _check_human_name(name, "category")
     category = Category(name=name, description=description)
     await _save_unique(category, "category", name)
     return category
@@ -290,7 +328,10 @@ async def update_category(
     category = await _get(Category, category_id, "category")
     _apply(
         category,
-        {"name": _check_name(name, "category") if name is not None else None, "description": description},
+        {
+            "name": _check_human_name(name, "category") if name is not None else None,
+            "description": description,
+        },
     )
     await _save_unique(category, "category", category.name)
     return category
@@ -300,5 +341,5 @@ async def delete_category(actor: User, category_id: int) -> None:
     require_admin(actor)
     category = await _get(Category, category_id, "category")
     if await Module.filter(category_id=category.id).exists():
-        raise Conflict(f"category {category.name!r} still has modules", field="id")
+        raise Conflict(msg("category {name} still has modules", name=repr(category.name)), field="id")
     await category.delete()

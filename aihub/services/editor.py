@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -16,7 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from aihub.db.models import Attempt, DataStorage, User, VirtualCluster, Workflow, WorkflowVersion
+from aihub.domain.bounds import check_document
 from aihub.domain.spec import ModuleInterface, SpecError, SpecIssue, parse_spec
+from aihub.services import workflows
 from aihub.services.access import get_run
 from aihub.services.admin import list_clusters, list_storages
 from aihub.services.errors import InvalidInput, NotFound
@@ -86,10 +89,17 @@ async def spec_issues(user: User, spec: Mapping[str, Any]) -> list[SpecIssue]:
         if build is not None:
             modules[name] = interface_of(build)
     try:
-        parse_spec(spec, clusters=clusters, storages=storages, modules=modules)
+        check_document(spec, workflows.spec_limits)
+        await asyncio.to_thread(_parse, spec, clusters, storages, modules)
     except SpecError as exc:
         return list(exc.issues)
     return []
+
+
+def _parse(
+    spec: Mapping[str, Any], clusters: list[str], storages: list[str], modules: dict[str, ModuleInterface]
+) -> None:
+    parse_spec(spec, clusters=clusters, storages=storages, modules=modules)
 
 
 def _module_names(spec: Mapping[str, Any]) -> set[str]:

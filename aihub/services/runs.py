@@ -13,8 +13,10 @@ from tortoise.transactions import in_transaction
 from aihub.bus.base import Bus
 from aihub.db.models import NodeRun, Run, User, WorkflowVersion
 from aihub.domain import dag
+from aihub.domain.bounds import check_run_params
 from aihub.domain.spec import SpecError, parse_spec, validate_run_params
 from aihub.domain.status import NodeStatus, RunStatus
+from aihub.services import workflows
 from aihub.services.access import can_act_on_run, get_run
 from aihub.services.errors import Conflict, InvalidInput, NotFound
 from aihub.services.status import StaleStatus, reset_nodes, run_event, transition_node, transition_run
@@ -23,7 +25,9 @@ from aihub.services.workflows import get_version
 
 def _check_params(version: WorkflowVersion, params: Mapping[str, object]) -> dict[str, str]:
     try:
-        return validate_run_params(parse_spec(version.spec), params)
+        values = validate_run_params(parse_spec(version.spec), params)
+        check_run_params(values, workflows.spec_limits)
+        return values
     except SpecError as exc:
         raise InvalidInput(str(exc), field="params") from exc
 

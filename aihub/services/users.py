@@ -41,6 +41,12 @@ def verify_password(password_hash: str, password: str) -> bool:
         return False
 
 
+async def set_language(user: User, language: str | None) -> None:
+    """Remember the UI language ``user`` chose (None: follow the browser)."""
+    user.language = language
+    await user.save(update_fields=["language"])
+
+
 def generate_password() -> str:
     return secrets.token_urlsafe(16)
 

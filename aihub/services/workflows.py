@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 from typing import Any
 
@@ -9,25 +10,52 @@ from tortoise.exceptions import IntegrityError
 from tortoise.transactions import in_transaction
 
 from aihub.db.models import DataStorage, User, VirtualCluster, Workflow, WorkflowVersion
-from aihub.domain.spec import SpecError, WorkflowSpec, parse_spec
+from aihub.domain.bounds import DEFAULT_LIMITS, SpecLimits, check_document, check_spec
+from aihub.domain.spec import ModuleInterface, SpecError, WorkflowSpec, parse_spec
 from aihub.services.access import get_workflow, workflows_visible_to
 from aihub.services.errors import InvalidInput, NotFound
 from aihub.services.modules_resolve import resolve_modules
 
 LOCAL_CLUSTER = "local"
 
+#: bounds of a spec being saved (``aihub.domain.bounds``); set from the settings when the runtime opens
+spec_limits: SpecLimits = DEFAULT_LIMITS
+
+
+def configure_spec_limits(limits: SpecLimits) -> None:
+    global spec_limits
+    spec_limits = limits
+
 
 async def validate_spec(user: User, source: str | bytes | Mapping[str, Any]) -> tuple[WorkflowSpec, dict]:
-    """Parse and check a spec against this installation; returns it and the module builds it pins."""
+    """Parse and check a spec against this installation and the bounds; returns it and the module builds it
+    pins. Parsing runs in a worker thread: a big spec does not hold the event loop."""
     clusters = {LOCAL_CLUSTER, *await VirtualCluster.all().values_list("name", flat=True)}
     storages = set(await DataStorage.all().values_list("name", flat=True))
+    limits = spec_limits
     try:
-        raw = parse_spec(source)
+        raw = await asyncio.to_thread(_bounded_parse, source, limits)
         modules, pins = await resolve_modules(user, raw)
-        spec = parse_spec(source, clusters=clusters, storages=storages, modules=modules)
+        spec = await asyncio.to_thread(_full_parse, source, clusters, storages, modules)
     except SpecError as exc:
         raise InvalidInput(str(exc), field="spec") from exc
     return spec, pins
+
+
+def _bounded_parse(source: str | bytes | Mapping[str, Any], limits: SpecLimits) -> WorkflowSpec:
+    check_document(source, limits)
+    spec = parse_spec(source)
+    check_spec(spec, limits)
+    return spec
+
+
+def _full_parse(
+    source: str | bytes | Mapping[str, Any],
+    clusters: set[str],
+    storages: set[str],
+    modules: dict[str, ModuleInterface],
+) -> WorkflowSpec:
+    return parse_spec(source, clusters=clusters, storages=storages, modules=modules)
 
 
 async def create_workflow(

@@ -19,18 +19,20 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from aihub.db.models import User
+from aihub.domain.messages import msg
 from aihub.services import admin
 from aihub.services.errors import InvalidInput, NotFound, ServiceError
+from aihub.web.i18n import N_
 from aihub.web.paging import paginate
 from aihub.web.render import render
 from aihub.web.session import page, redirect
 
 SECTIONS = (
-    ("users", "Users"),
-    ("teams", "Teams"),
-    ("categories", "Categories"),
-    ("clusters", "Virtual clusters"),
-    ("storages", "Data storages"),
+    ("users", N_("Users")),
+    ("teams", N_("Teams")),
+    ("categories", N_("Categories")),
+    ("clusters", N_("Virtual clusters")),
+    ("storages", N_("Data storages")),
 )
 #: service field names -> form field names
 FIELDS = {
@@ -144,7 +146,9 @@ def whole(form: FormData, name: str, label: str) -> int | None:
     if not value:
         return None
     if not re.fullmatch(r"-?\d{1,9}", value):
-        raise InvalidInput(f"{label} must be a whole number (got {value!r})", field=name)
+        raise InvalidInput(
+            msg("{label} must be a whole number (got {value})", label=label, value=repr(value)), field=name
+        )
     return int(value)
 
 
@@ -156,7 +160,7 @@ def cpu_millis(form: FormData) -> int | None:
         cores = float(value)
     except ValueError:
         raise InvalidInput(
-            f"CPU must be a number of cores, e.g. 10 or 0.5 (got {value!r})", field="cpu"
+            msg("CPU must be a number of cores, e.g. 10 or 0.5 (got {value})", value=repr(value)), field="cpu"
         ) from None
     return round(cores * 1000)
 
@@ -169,7 +173,9 @@ def key_values(form: FormData, name: str) -> dict[str, str] | None:
             continue
         key, sep, value = line.partition("=")
         if not sep or not key.strip():
-            raise InvalidInput(f"write one key=value a line (got {line.strip()!r})", field=name)
+            raise InvalidInput(
+                msg("write one key=value a line (got {line})", line=repr(line.strip())), field=name
+            )
         result[key.strip()] = value.strip()
     return result
 
@@ -181,16 +187,18 @@ def json_object(form: FormData, name: str) -> dict[str, Any] | None:
     try:
         data = json.loads(value)
     except json.JSONDecodeError as exc:
-        raise InvalidInput(f"not valid JSON: {exc.msg} at line {exc.lineno}", field=name) from None
+        raise InvalidInput(
+            msg("not valid JSON: {problem} at line {line}", problem=exc.msg, line=exc.lineno), field=name
+        ) from None
     if not isinstance(data, dict):
-        raise InvalidInput("must be a JSON object (a Kubernetes volume source)", field=name)
+        raise InvalidInput(msg("must be a JSON object (a Kubernetes volume source)"), field=name)
     return data
 
 
 def team_choice(form: FormData) -> int | None:
     value = text(form, "team_id")
     if value and not value.isdigit():
-        raise InvalidInput(f"unknown team {value!r}", field="team_id")
+        raise InvalidInput(msg("unknown team {value}", value=repr(value)), field="team_id")
     return int(value) if value else None
 
 
@@ -302,11 +310,11 @@ async def category_delete(request: Request, user: User) -> Response:
 def _cluster_values(form: FormData) -> dict[str, Any]:
     return {
         "description": text(form, "description"),
-        "gpu": whole(form, "gpu", "GPUs"),
+        "gpu": whole(form, "gpu", msg("GPUs")),
         "gpu_type": text(form, "gpu_type"),
         "cpu_millis": cpu_millis(form),
-        "memory_mib": whole(form, "memory_mib", "memory"),
-        "capacity": whole(form, "capacity", "capacity"),
+        "memory_mib": whole(form, "memory_mib", msg("memory")),
+        "capacity": whole(form, "capacity", msg("capacity")),
         "node_selector": key_values(form, "node_selector"),
     }
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aihub.domain import dag
+from aihub.domain.messages import msg
 from aihub.domain.spec import LOCAL_CLUSTER, SpecIssue
 
 MAX_ROWS = 2000  # per list: far beyond what anybody edits in a form; bounds the work a request can cause
@@ -125,9 +126,13 @@ class Draft:
                 key = row.key.strip()
                 where = node_location(i, node.name)
                 if not key and row.value:
-                    issues.append(SpecIssue(where, f"env[{j}]", f"env[{j}]: a value needs a variable name"))
+                    issues.append(
+                        SpecIssue(
+                            where, f"env[{j}]", msg("env[{index}]: a value needs a variable name", index=j)
+                        )
+                    )
                 elif key in seen:
-                    issues.append(SpecIssue(where, f"env[{j}]", f"env '{key}' is set twice"))
+                    issues.append(SpecIssue(where, f"env[{j}]", msg("env {key} is set twice", key=repr(key))))
                 seen.add(key)
         return issues
 

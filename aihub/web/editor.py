@@ -20,6 +20,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from aihub.db.models import User, WorkflowVersion
+from aihub.domain.messages import msg
 from aihub.domain.spec import SpecError, SpecIssue, parse_spec
 from aihub.services.editor import (
     EditorChoices,
@@ -136,7 +137,7 @@ def _to_form(state: Editor) -> None:
         return
     draft, lost = draft_from_spec(data)
     if lost:
-        message = "the form cannot show this spec; fix it here first: " + "; ".join(lost)
+        message = msg("the form cannot show this spec; fix it here first: {lost}", lost="; ".join(lost))
         state.issues = [SpecIssue("document", "", message)]
         return
     state.mode, state.draft = "form", draft
@@ -188,8 +189,9 @@ async def save(user: User, state: Editor, target: Target) -> WorkflowVersion | N
     """Saves a new workflow or version; None (with ``state.issues`` set) when something is wrong."""
     if state.target == "version" and not target.can_version and target.source is not None:
         name = target.source.workflow.name
-        message = (
-            f"only the owner of {name!r} or an administrator may add versions to it; save a new workflow"
+        message = msg(
+            "only the owner of {name} or an administrator may add versions to it; save a new workflow",
+            name=repr(name),
         )
         state.issues = [SpecIssue("workflow", "target", message)]
         return None
@@ -330,7 +332,7 @@ async def _start_new(request: Request, user: User) -> Editor:
 
 @page
 async def workflow_new(request: Request, user: User) -> Response:
-    target = Target(action="/workflows/new", title="Create workflow")
+    target = Target(action="/workflows/new", title=msg("Create workflow"))
     start = await _start_new(request, user) if request.method == "GET" else Editor()
     return await editor(request, user, target, start)
 
@@ -340,7 +342,7 @@ async def version_copy(request: Request, user: User) -> Response:
     """A new version of the workflow, or a new workflow, starting from a version: everything editable."""
     source = await get_readable_version(user, request.path_params["version_id"])
     can_version = await can_add_version(user, source)
-    title = f"Copy {source.workflow.name} v{source.number}"
+    title = msg("Copy {name} v{number}", name=source.workflow.name, number=source.number)
     target = Target(f"/versions/{source.id}/copy", title, source, can_version)
     start = Editor()
     if request.method == "GET":

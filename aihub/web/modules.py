@@ -15,6 +15,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from aihub.db.models import BuildStatus, Module, ModuleStatus, ReviewStatus, User
+from aihub.domain.messages import msg
 from aihub.engine.builds import BuildManager
 from aihub.services.admin import list_categories
 from aihub.services.errors import Forbidden, InvalidInput, ServiceError
@@ -108,9 +109,9 @@ class ModuleForm:
         for j, row in enumerate(self.env):
             key = row["key"].strip()
             if not key and row["value"]:
-                errors.setdefault(f"env-{j}", []).append("a value needs a variable name")
+                errors.setdefault(f"env-{j}", []).append(msg("a value needs a variable name"))
             elif key and key in seen:
-                errors.setdefault(f"env-{j}", []).append(f"env '{key}' is set twice")
+                errors.setdefault(f"env-{j}", []).append(msg("env {key} is set twice", key=repr(key)))
             seen.add(key)
         return errors
 
@@ -210,7 +211,9 @@ async def module_edit(request: Request, user: User) -> Response:
     module = await get_module(user, request.path_params["module_id"])
     view = await view_module(user, module)
     if not view.can_edit:
-        raise Forbidden(f"only the owner of module {module.name!r} or an administrator may change it")
+        raise Forbidden(
+            msg("only the owner of module {name} or an administrator may change it", name=repr(module.name))
+        )
     if request.method == "POST":
         return await _save_form(request, user, module)
     form = ModuleForm(

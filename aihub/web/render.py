@@ -9,6 +9,8 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 
+from aihub.web import i18n
+
 TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
 STATIC = Path(__file__).resolve().parent / "static"
 
@@ -17,6 +19,17 @@ env = Environment(
     autoescape=select_autoescape(default=True, default_for_string=True),
     trim_blocks=True,
     lstrip_blocks=True,
+    extensions=["jinja2.ext.i18n"],
+)
+env.install_gettext_callables(  # type: ignore[attr-defined]
+    gettext=i18n.gettext, ngettext=i18n.ngettext, pgettext=i18n.pgettext, newstyle=True
+)
+env.globals.update(i18n.template_globals())
+env.filters.update(
+    datetime=i18n.format_datetime,
+    number=i18n.format_number,
+    status=i18n.status_label,
+    translate=i18n.translate,
 )
 
 CSP = (
@@ -48,7 +61,9 @@ def render(
     status_code: int = 200,
 ) -> Response:
     """The full ``page`` for a normal request; only ``partial`` (a file the page includes) for htmx."""
-    ctx = {"request": request, "user": getattr(request.state, "user", None), **context}
+    user = getattr(request.state, "user", None)
+    i18n.activate(i18n.choose_locale(request, user.language if user else None))
+    ctx = {"request": request, "user": user, **context}
     ctx.setdefault("csrf", getattr(request.state, "csrf", ""))
     template = partial if partial and is_htmx(request) else page
     return secure(HTMLResponse(render_string(template, **ctx), status_code=status_code))

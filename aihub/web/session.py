@@ -18,6 +18,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from aihub.db.models import User
 from aihub.services.auth import WEB_SESSION_KINDS, authenticate
 from aihub.services.errors import ServiceError
+from aihub.web import i18n
 from aihub.web.render import is_htmx, render, secure
 
 SESSION_COOKIE = "aihub_session"
@@ -77,7 +78,8 @@ def redirect(request: Request, url: str) -> Response:
 
 
 def forbidden_csrf() -> Response:
-    return HTMLResponse("CSRF token missing or wrong; reload the page and try again.", status_code=403)
+    text = i18n.gettext("CSRF token missing or wrong; reload the page and try again.")
+    return HTMLResponse(text, status_code=403)
 
 
 def error_page(request: Request, exc: ServiceError) -> Response:
@@ -97,6 +99,7 @@ def page(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
         if user is None:
             target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
             return finish(request, redirect(request, f"/login?next={quote(target, safe='')}"), new_csrf)
+        i18n.activate(i18n.choose_locale(request, user.language))
         if not await csrf_ok(request):
             return finish(request, forbidden_csrf(), new_csrf)
         request.state.user = user

@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from aihub.domain import dag
+from aihub.domain.messages import msg
 from aihub.domain.status import NODE_COLOURS, NodeStatus
 
 NODE_W, NODE_H = 170, 40
@@ -99,7 +100,12 @@ def overview(parents: Mapping[str, Sequence[str]]) -> Layout:
             continue
         names = tuple(n for layer in band for n in layer)
         last = start + len(band)
-        title = f"layer {start + 1}" if len(band) == 1 else f"layers {start + 1}-{last}"
+        first = start + 1
+        title = (
+            msg("layer {first}", first=first)
+            if len(band) == 1
+            else msg("layers {first}-{last}", first=first, last=last)
+        )
         rows.append([f"#{len(members)}"])
         members.append((title, names))
     widest = max((len(r) for r in rows), default=1)

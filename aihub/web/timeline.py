@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
+from aihub.domain.messages import msg
 from aihub.services.editor import TimelineBar
 from aihub.web.svg import colour
 
@@ -71,8 +72,15 @@ def chart(attempts: Sequence[TimelineBar], now: datetime) -> Chart:
         x = LABEL_W + CHART_W * (a.started_at - start).total_seconds() / span
         w = max(CHART_W * (until - a.started_at).total_seconds() / span, 2.0)
         took = duration((until - a.started_at).total_seconds())
-        exit_code = f", exit code {a.exit_code}" if a.exit_code is not None else ""
-        title = f"{a.node} attempt {a.attempt}: {a.status}, {took}{exit_code}"
+        exit_code = msg(", exit code {code}", code=a.exit_code) if a.exit_code is not None else ""
+        title = msg(
+            "{node} attempt {attempt}: {status}, {took}{exit_code}",
+            node=a.node,
+            attempt=a.attempt,
+            status=msg(a.status),
+            took=took,
+            exit_code=exit_code,
+        )
         y = row_y[a.node] + (ROW_H - BAR_H) // 2
         bars.append(
             Bar(f"bar-{a.node}-{a.attempt}", a.node, a.attempt, a.status, colour(a.status), x, y, w, title)

@@ -496,17 +496,21 @@ def test_valid_names_are_accepted(good: str) -> None:
     assert spec.node("step2").inputs[2].name == good
 
 
-@pytest.mark.parametrize("bad", ["Pass-Params", "-demo", "demo_1", "a" * 64, "", "démo"])
+@pytest.mark.parametrize(
+    "bad", ["Pass-Params", "-demo", "demo_1", "a" * 64, "", "图像 分类", "-训练", "图" * 64]
+)
 def test_workflow_name_pattern(bad: str) -> None:
     issues = issues_of(mutated(put("name", value=bad)))
 
     assert [str(i) for i in issues] == [
-        f"workflow: name: {bad!r} is not a valid workflow name: use 1 to 63 lowercase letters, digits and '-', "
-        "starting with a letter or digit"
+        f"workflow: name: {bad!r} is not a valid workflow name: use 1 to 63 letters (Chinese too; Latin ones "
+        "lowercase), digits and '-', starting with a letter or digit"
     ]
 
 
-@pytest.mark.parametrize("good", ["a", "0", "demo-2", "a" * 63])
+@pytest.mark.parametrize(
+    "good", ["a", "0", "demo-2", "a" * 63, "图像分类-训练", "数据处理", "démo", "图" * 63]
+)
 def test_valid_workflow_names(good: str) -> None:
     assert parse_spec(mutated(put("name", value=good))).name == good
 
@@ -730,8 +734,8 @@ def test_all_issues_are_reported_in_document_order() -> None:
     issues = issues_of(data, clusters=["cpu"])
 
     assert [str(i) for i in issues] == [
-        "workflow: name: 'Bad Name' is not a valid workflow name: use 1 to 63 lowercase letters, digits and '-', "
-        "starting with a letter or digit",
+        "workflow: name: 'Bad Name' is not a valid workflow name: use 1 to 63 letters (Chinese too; Latin ones "
+        "lowercase), digits and '-', starting with a letter or digit",
         "nodes[0] 'step1': outputs[2].path: 'rel' must be an absolute path",
         "nodes[0] 'step1': retries: must be at most 100 (got 500)",
         "nodes[1] 'step2': input 'x' refers to 'ghost.out', but there is no node 'ghost'",

@@ -1,0 +1,204 @@
+"""The UI's languages: Babel catalogues, the request's locale, and locale-aware formatting.
+
+Catalogues live in ``aihub/web/locale/<locale>/LC_MESSAGES/messages.po`` (committed) and are compiled to
+``messages.mo`` by ``make i18n-compile`` (part of ``make install``); a missing or stale ``.mo`` is compiled
+from the ``.po`` in memory when first used, so a fresh checkout works either way.
+
+The locale of a request: the language the user chose in the header (stored on the user; a cookie before
+login), else the browser's ``Accept-Language``, else English. It is held in a context variable for the
+request's task, so templates and Python code (``gettext``) both see it.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Mapping
+from contextvars import ContextVar
+from datetime import datetime
+from functools import cache
+from pathlib import Path
+
+from babel import Locale
+from babel.dates import format_datetime as _format_datetime
+from babel.messages.mofile import write_mo
+from babel.messages.pofile import read_po
+from babel.numbers import format_decimal
+from babel.support import Translations
+from starlette.requests import Request
+
+from aihub.domain.messages import Message
+from aihub.domain.spec import SpecIssue
+
+LOCALE_DIR = Path(__file__).resolve().parent / "locale"
+DOMAIN = "messages"
+DEFAULT_LOCALE = "en"
+#: the UI's languages, each named in its own language (the header's switch)
+LANGUAGES: dict[str, str] = {"zh_CN": "中文", "en": "English"}
+LANG_COOKIE = "aihub_lang"
+
+_current: ContextVar[str] = ContextVar("aihub_locale", default=DEFAULT_LOCALE)
+
+
+def po_path(locale: str) -> Path:
+    return LOCALE_DIR / locale / "LC_MESSAGES" / f"{DOMAIN}.po"
+
+
+@cache
+def translations(locale: str) -> Translations:
+    """The compiled catalogue of ``locale``: its ``.mo`` when up to date, else compiled from the ``.po``."""
+    po = po_path(locale)
+    mo = po.with_suffix(".mo")
+    if mo.exists() and (not po.exists() or mo.stat().st_mtime >= po.stat().st_mtime):
+        with mo.open("rb") as fp:
+            return Translations(fp, domain=DOMAIN)
+    with po.open("rb") as fp:
+        catalog = read_po(fp, locale=locale)
+    buffer = io.BytesIO()
+    write_mo(buffer, catalog)
+    buffer.seek(0)
+    return Translations(buffer, domain=DOMAIN)
+
+
+def activate(locale: str) -> None:
+    """Make ``locale`` the language of the current request (task)."""
+    _current.set(locale if locale in LANGUAGES else DEFAULT_LOCALE)
+
+
+def current_locale() -> str:
+    return _current.get()
+
+
+def html_lang(locale: str | None = None) -> str:
+    """The BCP 47 tag for ``<html lang>``: ``zh-CN``, ``en``."""
+    return (locale or current_locale()).replace("_", "-")
+
+
+def negotiate(accept_language: str | None) -> str | None:
+    """The best UI language for an ``Accept-Language`` header, or None when it asks for none of ours."""
+    wanted: list[tuple[float, int, str]] = []
+    for position, part in enumerate((accept_language or "").split(",")):
+        tag, _, rest = part.strip().partition(";")
+        quality = 1.0
+        if rest.strip().startswith("q="):
+            try:
+                quality = float(rest.strip()[2:])
+            except ValueError:
+                continue
+        if tag and quality > 0:
+            wanted.append((-quality, position, tag.strip().lower()))
+    for _, _, tag in sorted(wanted):
+        language = tag.split("-")[0]
+        if language == "zh":
+            return "zh_CN"
+        if language == "en":
+            return "en"
+    return None
+
+
+def choose_locale(request: Request, chosen: str | None = None) -> str:
+    """The user's own choice (``chosen``), else the cookie set before login, else the browser's wish."""
+    if chosen in LANGUAGES:
+        return chosen
+    cookie = request.cookies.get(LANG_COOKIE)
+    if cookie in LANGUAGES:
+        return cookie
+    return negotiate(request.headers.get("accept-language")) or DEFAULT_LOCALE
+
+
+def N_(message: str) -> str:
+    """Marks ``message`` for extraction; it is translated where it is shown (``_(...)`` in a template)."""
+    return message
+
+
+#: a title per error code (GraphQL's ``extensions.code``, a service error's ``code``), shown before the message
+ERROR_TITLES: dict[str, str] = {
+    "NOT_FOUND": N_("Not found."),
+    "FORBIDDEN": N_("Not allowed."),
+    "INVALID_INPUT": N_("Invalid input."),
+    "CONFLICT": N_("Not possible now."),
+    "UNAUTHENTICATED": N_("Please log in."),
+    "RATE_LIMITED": N_("Too many attempts."),
+    "ERROR": N_("Something went wrong."),
+}
+
+
+def error_title(code: str | None) -> str:
+    return gettext(ERROR_TITLES.get(code or "ERROR", ERROR_TITLES["ERROR"]))
+
+
+def gettext(message: str) -> str:
+    return translations(current_locale()).ugettext(message)
+
+
+def ngettext(singular: str, plural: str, n: int) -> str:
+    return translations(current_locale()).ungettext(singular, plural, n)
+
+
+def pgettext(context: str, message: str) -> str:
+    return translations(current_locale()).upgettext(context, message)
+
+
+def translate(message: object) -> str:
+    """A message of the core in the current language: a :class:`Message` by its template, else the text itself
+    when the catalogue has it (messages without arguments), else as it is."""
+    if isinstance(message, SpecIssue):
+        return f"{translate(message.location)}: {translate(message.message)}"
+    if isinstance(message, Message):
+        translated = gettext(message.template)
+        if translated == message.template:
+            return str(message)  # English, or not translated: the message as the core wrote it
+        params = {k: translate(v) if isinstance(v, Message) else v for k, v in message.params.items()}
+        return translated.format(**params)
+    text = str(message)
+    return gettext(text) if text else text
+
+
+#: every status the UI shows (runs, nodes, modules, builds, reviews); the msgid is the status itself
+STATUS_NAMES = (
+    N_("PENDING"),
+    N_("WAITING"),
+    N_("RUNNING"),
+    N_("SUCCEEDED"),
+    N_("FAILED"),
+    N_("STOPPING"),
+    N_("STOPPED"),
+    N_("SKIPPED"),
+    N_("BUILDING"),
+    N_("BUILT"),
+    N_("BUILD_FAILED"),
+    N_("PENDING_REVIEW"),
+    N_("PUBLISHED"),
+    N_("REJECTED"),
+    N_("APPROVED"),
+)
+
+
+def status_label(status: object) -> str:
+    """A status (run, node, module, build, review) as the UI names it: 成功, 运行中 … (en: SUCCEEDED …)."""
+    return gettext(str(getattr(status, "value", status)))
+
+
+def format_datetime(value: datetime | None, form: str = "medium") -> str:
+    """A timestamp per locale: ``form`` is a Babel width (short, medium) or ``time`` for the time of day."""
+    if value is None:
+        return ""
+    locale = Locale.parse(current_locale())
+    if form == "time":
+        return _format_datetime(value, locale.time_formats["medium"].pattern, locale=locale)
+    return _format_datetime(value, form, locale=locale)
+
+
+def format_number(value: float | int | None) -> str:
+    return "" if value is None else format_decimal(value, locale=current_locale())
+
+
+def template_globals() -> Mapping[str, object]:
+    """What templates use besides ``_``/``ngettext``/``pgettext`` (installed by Jinja2's i18n extension)."""
+    return {
+        "LANGUAGES": LANGUAGES,
+        "current_locale": current_locale,
+        "error_title": error_title,
+        "html_lang": html_lang,
+        "status_label": status_label,
+        "translate": translate,
+    }
