@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from urllib.parse import quote
+
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
@@ -84,10 +86,16 @@ async def version_export(request: Request, user: User) -> Response:
     text = await export_yaml(user, version.id)
     filename = f"{version.workflow.name}-v{version.number}.yaml"
     return Response(
-        text,
-        media_type="application/yaml",
-        headers={"Content-Disposition": f'attachment; filename="{filename}"'},
+        text, media_type="application/yaml", headers={"Content-Disposition": attachment(filename)}
     )
+
+
+def attachment(filename: str) -> str:
+    """A Content-Disposition for any name: an ASCII fallback, and the real (e.g. Chinese) name per RFC 6266."""
+    fallback = filename.encode("ascii", "replace").decode().replace("?", "_").replace('"', "_")
+    if fallback == filename:
+        return f'attachment; filename="{filename}"'
+    return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(filename, safe='')}"
 
 
 def workflow_routes() -> list[BaseRoute]:
