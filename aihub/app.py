@@ -19,7 +19,7 @@ from aihub.bodylimit import BodyLimit
 from aihub.graphql.downloads import download_routes
 from aihub.graphql.view import DEFAULT_SUBSCRIBER_BUFFER, GraphQLView
 from aihub.runtime import open_runtime
-from aihub.services.users import ensure_admin
+from aihub.services.users import ensure_admin, initial_admin_password
 from aihub.settings import Settings
 from aihub.web.routes import web_routes
 
@@ -53,8 +53,12 @@ def create_app(
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         async with open_runtime(settings, run_engine=run_engine) as rt:
             app.state.runtime = rt
-            # a generated password is printed once by `aihub serve`, after the server listens
+            # printed by `aihub serve` after the server listens: once when generated, then on every start
+            # while it is still the one in force
             app.state.admin_password = await ensure_admin(settings)
+            app.state.initial_admin_password = app.state.admin_password or await initial_admin_password(
+                settings
+            )
             yield
 
     graphql = GraphQLView(subscriber_buffer=subscriber_buffer, **graphql_limits)

@@ -28,9 +28,11 @@ class _Server(uvicorn.Server):
         shown = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
         print(f"AIHub Workflow is ready on http://{shown}:{self.settings.port}", flush=True)
         print(f"data dir: {self.settings.data_dir}", flush=True)
-        password = getattr(self.app.state, "admin_password", None)
-        if password:
-            print(f"created user 'admin' with password: {password}", flush=True)
+        state = self.app.state
+        if getattr(state, "admin_password", None):
+            print(f"created user 'admin' with password: {state.admin_password}", flush=True)
+        elif getattr(state, "initial_admin_password", None):
+            print(f"user 'admin' still has its first password: {state.initial_admin_password}", flush=True)
 
 
 def serve(settings: Settings) -> None:

@@ -18,6 +18,7 @@ from aihub.services.users import (
     create_user,
     ensure_admin,
     hash_password,
+    initial_admin_password,
     verify_password,
 )
 from aihub.settings import Settings
@@ -128,9 +129,23 @@ async def test_ensure_admin_generates_a_password_once(db: Settings) -> None:
     assert await User.filter(is_admin=True).count() == 1
 
 
+async def test_the_generated_password_is_told_again_until_it_is_changed(db: Settings) -> None:
+    """`aihub run` may create the user before the first `make run`: the server must still be able to tell it."""
+    from aihub.services.auth import change_password
+
+    password = await ensure_admin(db)
+    kept = db.data_dir / "initial-admin-password"
+    assert kept.stat().st_mode & 0o777 == 0o600
+    assert await initial_admin_password(db) == password
+    await change_password(await User.get(username="admin"), password, "a-new-password-1")
+    assert await initial_admin_password(db) is None
+    assert not kept.exists()
+
+
 async def test_ensure_admin_uses_the_configured_password(db: Settings) -> None:
     db.admin_password = "from-env"
     assert await ensure_admin(db) is None
+    assert await initial_admin_password(db) is None
     assert verify_password((await User.get(username="admin")).password_hash, "from-env")
 
 

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import re
 import secrets
 import sys
+from pathlib import Path
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
@@ -97,8 +99,16 @@ async def create_user(
         raise
 
 
+INITIAL_PASSWORD_FILE = "initial-admin-password"
+
+
 async def ensure_admin(settings: Settings) -> str | None:
-    """Create ``admin`` if there is no administrator yet; returns its password if it was generated."""
+    """Create ``admin`` if there is no administrator yet; returns its password if it was generated.
+
+    A generated password is also kept in ``<data_dir>/initial-admin-password`` (readable by its owner only)
+    until it is changed, so whichever command created the user — ``aihub run`` or the server — the server can
+    tell it again (:func:`initial_admin_password`).
+    """
     if await User.filter(is_admin=True).exists():
         return None
     password = settings.admin_password or generate_password()
@@ -112,7 +122,35 @@ async def ensure_admin(settings: Settings) -> str | None:
             "create one with `aihub user create NAME --admin`",
             field="username",
         ) from exc
-    return None if settings.admin_password else password
+    if settings.admin_password:
+        return None
+    await asyncio.to_thread(_write_private, settings.data_dir / INITIAL_PASSWORD_FILE, password)
+    return password
+
+
+async def initial_admin_password(settings: Settings) -> str | None:
+    """The generated password of ``admin`` while it is still the one in force; the kept file goes after."""
+    path = settings.data_dir / INITIAL_PASSWORD_FILE
+    try:
+        password = (await asyncio.to_thread(path.read_text)).strip()
+    except OSError:
+        return None
+    admin = await User.get_or_none(username=ADMIN_USERNAME)
+    if (
+        admin is not None
+        and password
+        and await asyncio.to_thread(verify_password, admin.password_hash, password)
+    ):
+        return password
+    await asyncio.to_thread(path.unlink, missing_ok=True)  # changed since: nothing worth keeping
+    return None
+
+
+def _write_private(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text + "\n")
 
 
 async def create_user_cli(settings: Settings, args: argparse.Namespace) -> int:
