@@ -40,7 +40,9 @@ README = (ROOT / "README.md").read_text()
 CHROMIUM = "/usr/bin/chromium"
 DEADLINE = 180.0
 # `aihub run` (embedded) made the user first here, so the server tells the password it keeps until it changes
-PASSWORD_LINE = re.compile(r"(created user 'admin' with password|user 'admin' still has its first password): ")  # seconds for one command; set-up may install packages
+PASSWORD_LINE = re.compile(
+    r"(created user 'admin' with password|user 'admin' still has its first password): "
+)  # seconds for one command; set-up may install packages
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -196,9 +198,22 @@ def test_embedded_commands_as_written(clone: Clone) -> None:
 @dataclass
 class Server:
     process: subprocess.Popen[str]
+    reader: threading.Thread
     url: str
     password: str
     output: list[str]
+
+    def stop(self) -> None:
+        """SIGTERM to make and the server (their own session), SIGKILL after a minute; pipes closed."""
+        os.killpg(self.process.pid, signal.SIGTERM)
+        try:
+            self.process.wait(60)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+        self.reader.join(10)
+        assert self.process.stdout is not None
+        self.process.stdout.close()
 
 
 def _start_make_run(clone: Clone, port: int) -> Server:
@@ -226,11 +241,14 @@ def _start_make_run(clone: Clone, port: int) -> Server:
             if PASSWORD_LINE.match(raw):
                 password.set()
 
-    threading.Thread(target=read, daemon=True).start()
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    server = Server(process, reader, f"http://127.0.0.1:{port}", "", output)
     if not password.wait(DEADLINE):
-        os.killpg(process.pid, signal.SIGKILL)
+        server.stop()
         raise AssertionError("make run printed no admin password:\n" + "\n".join(output))
-    return Server(process, f"http://127.0.0.1:{port}", output[-1].rsplit(": ", 1)[1], output)
+    server.password = output[-1].rsplit(": ", 1)[1]
+    return server
 
 
 @pytest.fixture(scope="module")
@@ -241,12 +259,7 @@ def server(clone: Clone) -> Iterator[Server]:
     try:
         yield srv
     finally:
-        os.killpg(srv.process.pid, signal.SIGTERM)
-        try:
-            srv.process.wait(60)
-        except subprocess.TimeoutExpired:
-            os.killpg(srv.process.pid, signal.SIGKILL)
-            srv.process.wait()
+        srv.stop()
 
 
 def test_make_run_prints_the_url_and_password_last_and_answers_on_the_chosen_port(server: Server) -> None:
