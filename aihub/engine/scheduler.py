@@ -779,6 +779,16 @@ class Engine:
                 await transition_run(self.bus, run, RunStatus.STOPPED, message=run.message or "stopped")
             elif state.failed_node is not None:
                 node = state.nodes[state.failed_node]
+                for other in state.nodes.values():
+                    if other.status is NodeStatus.WAITING:  # never started: say so, not WAITING for ever
+                        await transition_node(
+                            self.bus,
+                            run,
+                            other,
+                            NodeStatus.SKIPPED,
+                            kind="not_run",
+                            message=f"not run: node {node.name!r} failed",
+                        )
                 await transition_run(
                     self.bus, run, RunStatus.FAILED, message=f"node {node.name!r} failed: {node.message}"
                 )

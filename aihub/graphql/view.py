@@ -17,6 +17,7 @@ from strawberry.exceptions import ConnectionRejectionError
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
 
 from aihub.graphql.context import Context, bearer_token
+from aihub.graphql.ide import secure_ide_page
 from aihub.graphql.schema import build_schema
 from aihub.services.auth import token_row
 
@@ -45,6 +46,10 @@ class GraphQLView(GraphQL):
                 context.token_row = await token_row(context.token)
                 context.user = context.token_row.user if context.token_row else None
         return context
+
+    async def render_graphql_ide(self, request: Request) -> Response:
+        """GraphiQL with a Content-Security-Policy and no framing (``aihub.graphql.ide``)."""
+        return secure_ide_page(self.graphql_ide_html)
 
     async def on_ws_connect(self, context: Context) -> dict[str, object] | None:  # type: ignore[override]
         params = context.connection_params or {}

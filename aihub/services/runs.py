@@ -93,13 +93,19 @@ async def _request_stop(bus: Bus, user: User, run: Run) -> None:
         raise Conflict(f"run {run.id} is {run.status.value} and cannot be stopped", field="id")
 
 
+def _kept_on_retry(node: NodeRun) -> bool:
+    """A retry keeps nodes whose outputs exist: succeeded, or skipped as a cache hit (a node skipped because
+    the run failed before it started has none, and runs again)."""
+    if node.status is NodeStatus.SKIPPED:
+        return node.cache_source_id is not None
+    return node.status is NodeStatus.SUCCEEDED
+
+
 async def retry_run(bus: Bus, user: User, run_id: int, *, from_node: str | None = None) -> Run:
     """Re-run what did not succeed; with ``from_node`` also that node and its descendants."""
     run = await _run_for_action(user, run_id)
     nodes = {n.name: n for n in await NodeRun.filter(run_id=run.id)}
-    to_reset = {
-        name for name, n in nodes.items() if n.status not in (NodeStatus.SUCCEEDED, NodeStatus.SKIPPED)
-    }
+    to_reset = {name for name, n in nodes.items() if not _kept_on_retry(n)}
     if from_node is not None:
         if from_node not in nodes:
             raise InvalidInput(f"run {run.id} has no node {from_node!r}", field="fromNode")

@@ -6,12 +6,14 @@ import asyncio
 from collections.abc import Mapping
 from typing import Any
 
+from pydantic import TypeAdapter, ValidationError
 from tortoise.exceptions import IntegrityError
 from tortoise.transactions import in_transaction
 
 from aihub.db.models import DataStorage, User, VirtualCluster, Workflow, WorkflowVersion
 from aihub.domain.bounds import DEFAULT_LIMITS, SpecLimits, check_document, check_spec
-from aihub.domain.spec import ModuleInterface, SpecError, WorkflowSpec, parse_spec
+from aihub.domain.names import MAX_LENGTH as MAX_NAME_LENGTH
+from aihub.domain.spec import ModuleInterface, SpecError, WorkflowName, WorkflowSpec, parse_spec
 from aihub.services.access import get_workflow, workflows_visible_to
 from aihub.services.errors import InvalidInput, NotFound
 from aihub.services.modules_resolve import resolve_modules
@@ -58,6 +60,24 @@ def _full_parse(
     return parse_spec(source, clusters=clusters, storages=storages, modules=modules)
 
 
+_WORKFLOW_NAME = TypeAdapter(WorkflowName)
+
+
+def check_workflow_name(name: str, field: str = "name") -> str:
+    """A workflow name given apart from its spec (``createWorkflow(name:)``), under the spec's rule for names.
+
+    The length is checked first, on its own: the characters' rule is ``domain.names``'s."""
+    name = name.strip()
+    if len(name) > MAX_NAME_LENGTH:
+        raise InvalidInput(
+            f"a workflow name has at most {MAX_NAME_LENGTH} characters (got {len(name)})", field=field
+        )
+    try:
+        return _WORKFLOW_NAME.validate_python(name)
+    except ValidationError as exc:
+        raise InvalidInput(str(exc.errors()[0]["msg"]).removeprefix("Value error, "), field=field) from exc
+
+
 async def create_workflow(
     user: User,
     spec_source: str | bytes | Mapping[str, Any],
@@ -65,8 +85,12 @@ async def create_workflow(
     name: str | None = None,
     description: str | None = None,
 ) -> WorkflowVersion:
+    if name is not None:
+        name = check_workflow_name(name)
     spec, pins = await validate_spec(user, spec_source)
-    wf_name = name or spec.name
+    if name is not None and name != spec.name:
+        spec = spec.model_copy(update={"name": name})  # the stored (and exported) spec names this workflow
+    wf_name = spec.name
     if await Workflow.filter(owner_id=user.id, name=wf_name).exists():
         raise InvalidInput(
             f"you already have a workflow named {wf_name!r}; save a new version of it instead", field="name"

@@ -97,7 +97,7 @@ async def test_fail_fast_stops_new_nodes(rt: Runtime, user: User) -> None:
     bad = await NodeRun.get(run_id=run.id, name="bad")
     after = await NodeRun.get(run_id=run.id, name="after")
     assert (bad.status, bad.exit_code) == (NodeStatus.FAILED, 3)
-    assert after.status is NodeStatus.WAITING and after.attempt == 0
+    assert after.status is NodeStatus.SKIPPED and after.attempt == 0  # never started: not run
     assert "broken" in await node_log(rt, run.id, "bad")
 
 
