@@ -7,6 +7,8 @@ import socket
 
 import uvicorn
 from starlette.applications import Starlette
+from starlette.types import ASGIApp
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from aihub.app import create_app
 from aihub.settings import Settings
@@ -35,10 +37,24 @@ class _Server(uvicorn.Server):
             print(f"user 'admin' still has its first password: {state.initial_admin_password}", flush=True)
 
 
+def behind_proxies(app: ASGIApp, settings: Settings) -> ASGIApp:
+    """The app as uvicorn should run it, with ``proxy_headers=False``: uvicorn's own default believes
+    ``X-Forwarded-For`` from 127.0.0.1, i.e. from any local process — a node included — which could then pose
+    as any address (the login limits count per address). Forwarded headers count only from
+    ``AIHUB_TRUSTED_PROXIES``."""
+    trusted = [host.strip() for host in settings.trusted_proxies.split(",") if host.strip()]
+    return ProxyHeadersMiddleware(app, trusted_hosts=trusted) if trusted else app
+
+
 def serve(settings: Settings) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     app = create_app(settings)
     config = uvicorn.Config(
-        app, host=settings.host, port=settings.port, log_level="info", timeout_graceful_shutdown=10
+        behind_proxies(app, settings),
+        host=settings.host,
+        port=settings.port,
+        log_level="info",
+        timeout_graceful_shutdown=10,
+        proxy_headers=False,
     )
     _Server(config, app, settings).run()

@@ -19,6 +19,7 @@ from aihub.db.models import Category, DataStorage, Module, Team, User, VirtualCl
 from aihub.domain.messages import msg
 from aihub.domain.names import is_human_name
 from aihub.services.errors import Conflict, Forbidden, InvalidInput, NotFound
+from aihub.services.tokens import revoke_user_tokens
 from aihub.services.users import hash_password, validate_username
 
 NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
@@ -173,6 +174,7 @@ async def update_user(
     if password is not None:
         check_password(password)
         user.password_hash = await asyncio.to_thread(hash_password, password)
+    deactivated = is_active is False and user.is_active
     _apply(user, {"display_name": display_name, "is_admin": is_admin, "is_active": is_active})
     if clear_team:
         user.team_id = None  # type: ignore[attr-defined]
@@ -184,6 +186,8 @@ async def update_user(
             raise InvalidInput("a team leader needs a team", field="isTeamLeader")
         user.is_team_leader = is_team_leader
     await user.save()
+    if deactivated:  # re-enabling the user later must not revive what they held
+        await revoke_user_tokens(user.id)
     return user
 
 

@@ -54,6 +54,11 @@ async def revoke_run_tokens(run_id: int) -> None:
     await ApiToken.filter(run_id=run_id, revoked_at=None).update(revoked_at=utcnow())
 
 
+async def revoke_user_tokens(user_id: int) -> None:
+    """Every token of a user (sessions, personal, runs'): done when the user is deactivated."""
+    await ApiToken.filter(user_id=user_id, revoked_at=None).update(revoked_at=utcnow())
+
+
 async def user_for_token(token: str, kinds: frozenset[TokenKind] | None = None) -> User | None:
     """The active user a token stands for, or None (unknown, revoked, expired, its run has ended, or not one
     of ``kinds`` when given)."""

@@ -20,6 +20,7 @@ from aihub.web.session import (
     finish,
     forbidden_csrf,
     prepare_csrf,
+    renew_csrf,
     set_cookie,
 )
 
@@ -60,7 +61,8 @@ async def login_page(request: Request) -> Response:
         return finish(request, _refused(request, next_url, username, exc.message, 401), new_csrf)
     response = RedirectResponse(next_url, status_code=303)
     set_cookie(request, response, SESSION_COOKIE, token, 14 * 24 * 3600)
-    return finish(request, response, new_csrf)
+    renew_csrf(request, token)  # a token known before the login is worth nothing after it
+    return finish(request, response, True)
 
 
 async def logout_page(request: Request) -> Response:
@@ -73,6 +75,8 @@ async def logout_page(request: Request) -> Response:
         await logout(token)
     response = RedirectResponse("/login", status_code=303)
     response.delete_cookie(SESSION_COOKIE, path="/", httponly=True, samesite="lax")
+    renew_csrf(request, "")
+    new_csrf = True
     if user is not None and user.language in i18n.LANGUAGES:
         # the log-in page keeps speaking the language the user chose
         set_cookie(request, response, i18n.LANG_COOKIE, user.language, LANG_MAX_AGE)

@@ -1,12 +1,17 @@
 """Web sessions and CSRF.
 
 The session cookie holds a session token from ``aihub.services.auth.login`` (HttpOnly, SameSite=Lax). CSRF is a
-double-submit token: a random value in its own HttpOnly cookie that every unsafe request must repeat in the
+double-submit token: a value in its own HttpOnly cookie that every unsafe request must repeat in the
 ``csrf_token`` form field or the ``X-CSRF-Token`` header (htmx sends it via ``hx-headers`` on ``<body>``).
+Only tokens this server issued count: a token is a random nonce signed (HMAC-SHA256, ``AIHUB_SECRET_KEY`` or a
+per-process key) together with the session it belongs to, so a cookie planted by someone else (a sibling
+site, a proxy) or one issued before the login is refused; a login issues a new one.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import secrets
 from collections.abc import Awaitable, Callable
 from functools import wraps
@@ -40,17 +45,60 @@ def set_cookie(request: Request, response: Response, name: str, value: str, max_
     )
 
 
+def _csrf_key(request: Request) -> bytes:
+    state = request.app.state
+    key: bytes | None = getattr(state, "csrf_key", None)
+    if key is None:
+        secret = request.app.state.runtime.settings.secret_key
+        key = hashlib.sha256(b"aihub-csrf\0" + secret.encode()).digest() if secret else None
+        key = key or secrets.token_bytes(32)
+        state.csrf_key = key
+    return key
+
+
+def _signature(request: Request, nonce: str, session: str) -> str:
+    message = f"{nonce}\0{hashlib.sha256(session.encode()).hexdigest()}".encode()
+    return hmac.new(_csrf_key(request), message, hashlib.sha256).hexdigest()
+
+
+def new_csrf_token(request: Request, session: str | None = None) -> str:
+    """A token for the session ``session`` (default: the request's session cookie; "" before a login)."""
+    session = request.cookies.get(SESSION_COOKIE, "") if session is None else session
+    nonce = secrets.token_urlsafe(24)
+    return f"{nonce}.{_signature(request, nonce, session)}"
+
+
+def _issued_here(request: Request, token: str | None) -> bool:
+    """The token was issued by this server, for the request's session."""
+    if not token:
+        return False
+    nonce, _, signature = token.rpartition(".")
+    expected = _signature(request, nonce, request.cookies.get(SESSION_COOKIE, ""))
+    return bool(nonce) and secrets.compare_digest(signature, expected)
+
+
 def prepare_csrf(request: Request) -> bool:
-    """Put the request's CSRF token on ``request.state``; True when a new one must be set as a cookie."""
+    """Put the request's CSRF token on ``request.state``; True when a new one must be set as a cookie (none,
+    or one this server did not issue for this session)."""
     token = request.cookies.get(CSRF_COOKIE)
-    request.state.csrf = token or secrets.token_urlsafe(32)
-    return token is None
+    if _issued_here(request, token):
+        request.state.csrf = token
+        return False
+    request.state.csrf = new_csrf_token(request)
+    return True
+
+
+def renew_csrf(request: Request, session: str) -> None:
+    """A new token for a session that starts (log-in) or ends (log-out, ``session`` ""): set by ``finish``."""
+    request.state.csrf = new_csrf_token(request, session)
 
 
 async def csrf_ok(request: Request) -> bool:
     if request.method in SAFE_METHODS:
         return True
     expected = request.cookies.get(CSRF_COOKIE)
+    if not _issued_here(request, expected):
+        return False
     given = request.headers.get("x-csrf-token")
     if given is None:
         form = await request.form()

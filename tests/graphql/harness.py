@@ -19,6 +19,7 @@ from starlette.applications import Starlette
 from aihub.app import create_app
 from aihub.db.models import User
 from aihub.runtime import Runtime
+from aihub.server import behind_proxies
 from aihub.settings import Settings
 
 ADMIN_PASSWORD = "admin-password-1"
@@ -203,7 +204,14 @@ async def start_server(
     except BaseException:
         sock.close()
         raise
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on", ws_max_size=1 << 24))
+    config = uvicorn.Config(
+        behind_proxies(app, settings),
+        log_level="warning",
+        lifespan="on",
+        ws_max_size=1 << 24,
+        proxy_headers=False,
+    )
+    server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve(sockets=[sock]))
     await wait_until(lambda: server.started or task.done(), what="the server to start")
     if task.done():

@@ -33,7 +33,7 @@ def logged_in(client: httpx.Client) -> tuple[httpx.Client, str]:
         "/login", data={"csrf_token": csrf, "username": "admin", "password": ADMIN_PASSWORD, "next": "/"}
     )
     assert response.status_code == 303, response.text
-    return client, csrf
+    return client, client.cookies["aihub_csrf"]  # a new one comes with the session
 
 
 def test_pages_need_a_session(server: WebServer) -> None:
