@@ -15,6 +15,7 @@ from starlette.websockets import WebSocket
 from strawberry.types import Info as StrawberryInfo
 
 from aihub.db.models import ApiToken, User
+from aihub.graphql.errors import new_request_id
 from aihub.graphql.loaders import Loaders
 from aihub.runtime import Runtime
 from aihub.services.auth import Unauthenticated
@@ -34,6 +35,8 @@ class Context:
     #: events a subscriber may fall behind before it is dropped
     subscriber_buffer: int = 10_000
     loaders: Loaders = field(default_factory=Loaders)
+    #: names this request in the server log and in ``INTERNAL`` errors (``X-Request-ID`` header)
+    request_id: str = field(default_factory=new_request_id)
 
     def require_user(self) -> User:
         if self.user is not None:

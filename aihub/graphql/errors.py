@@ -1,11 +1,23 @@
 """How errors reach clients: a service error becomes a GraphQL error whose ``extensions`` carry ``code`` and
-``field``; anything unexpected is logged and reported as ``INTERNAL`` without leaking its details.
+``field``; anything unexpected is logged with its traceback and the request id, and reported as ``INTERNAL``
+with that ``requestId`` and nothing of its details.
+
+This is the one place unexpected errors are handled. Resolvers raise; graphql-core turns an ``Exception`` into
+a field error (the field's ``null`` plus an entry in ``errors``); ``add_codes`` gives every error its code.
+A ``CancelledError`` is not an ``Exception``: one that a resolver meets without its own task being cancelled
+(a future it awaited was cancelled by someone else) would escape execution and end the request with a 500, so
+``GuardResolvers`` turns it into an ``UnexpectedCancellation`` field error. A real cancellation (the client went
+away, or graphql-core cancelling the siblings of a failed field) still propagates.
 """
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import logging
-from collections.abc import Iterator
+import re
+import uuid
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 from graphql import GraphQLError
@@ -15,6 +27,21 @@ from aihub.bus.base import SubscriberTooSlow
 from aihub.services.errors import ServiceError
 
 log = logging.getLogger("aihub.graphql")
+
+INTERNAL = "INTERNAL"
+#: what a client may send as ``X-Request-ID`` to have its own id in our logs
+_CLIENT_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
+
+
+def new_request_id(client_value: str | None = None) -> str:
+    """The client's ``X-Request-ID`` when it is a short token, else a fresh random id."""
+    if client_value and _CLIENT_REQUEST_ID.fullmatch(client_value):
+        return client_value
+    return uuid.uuid4().hex[:16]
+
+
+class UnexpectedCancellation(RuntimeError):
+    """A resolver met a ``CancelledError`` although its own task was not being cancelled."""
 
 
 def error_extensions(error: GraphQLError) -> dict[str, Any] | None:
@@ -26,7 +53,7 @@ def error_extensions(error: GraphQLError) -> dict[str, Any] | None:
     return None
 
 
-def _with_code(error: GraphQLError) -> GraphQLError:
+def _with_code(error: GraphQLError, request_id: str | None) -> GraphQLError:
     if error.extensions and "code" in error.extensions:
         return error
     extensions = error_extensions(error)
@@ -37,24 +64,36 @@ def _with_code(error: GraphQLError) -> GraphQLError:
         # parse/validation errors and limits: the client's document is at fault
         error.extensions = {**(error.extensions or {}), "code": "BAD_REQUEST"}
         return error
+    request_id = request_id or new_request_id()
+    log.error(
+        "unexpected error in %s (request %s)",
+        ".".join(map(str, error.path or [])) or "the operation",
+        request_id,
+        exc_info=error.original_error,
+    )
     return GraphQLError(
-        "internal error (logged on the server)",
+        f"internal error (logged on the server as request {request_id})",
         nodes=error.nodes,
         path=error.path,
-        extensions={"code": "INTERNAL"},
+        extensions={"code": INTERNAL, "requestId": request_id},
     )
 
 
-def add_codes(errors: list[GraphQLError]) -> None:
-    """Give every error its ``code`` (and ``field``), in place; unexpected ones are replaced by a masked one."""
+def add_codes(errors: list[GraphQLError], request_id: str | None = None) -> None:
+    """Give every error its ``code`` (and ``field``), in place; unexpected ones are logged with ``request_id``
+    and replaced by a masked ``INTERNAL`` one that carries it."""
     for i, error in enumerate(errors):
-        errors[i] = _with_code(error)
+        errors[i] = _with_code(error, request_id)
 
 
-def _fix(result: object) -> None:
+def request_id_of(context: object) -> str | None:
+    return getattr(context, "request_id", None)
+
+
+def _fix(result: object, request_id: str | None) -> None:
     errors = getattr(result, "errors", None)
     if errors:
-        add_codes(errors)
+        add_codes(errors, request_id)
 
 
 class ErrorCodes(SchemaExtension):
@@ -63,8 +102,28 @@ class ErrorCodes(SchemaExtension):
 
     def on_operation(self) -> Iterator[None]:
         yield
-        _fix(self.execution_context.result)
+        _fix(self.execution_context.result, request_id_of(self.execution_context.context))
 
     def on_stream_result(self, result: Any) -> Iterator[None]:
-        _fix(result)
+        _fix(result, request_id_of(self.execution_context.context))
         yield
+
+
+async def _not_cancelled_by_others(awaitable: Awaitable[Any]) -> Any:
+    try:
+        return await awaitable
+    except asyncio.CancelledError as exc:
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise  # this task is being cancelled: let it end
+        raise UnexpectedCancellation("a resolver was cancelled by something other than its request") from exc
+
+
+class GuardResolvers(SchemaExtension):
+    """Every asynchronous resolver's result awaited through ``_not_cancelled_by_others`` (module docstring)."""
+
+    def resolve(self, _next: Callable[..., Any], root: Any, info: Any, *args: Any, **kwargs: Any) -> Any:
+        result = _next(root, info, *args, **kwargs)
+        if inspect.isawaitable(result):
+            return _not_cancelled_by_others(result)
+        return result

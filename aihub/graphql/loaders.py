@@ -2,10 +2,16 @@
 
 A run's nodes, their attempts and their events are loaded per run (one query each for any number of nodes);
 rows referenced by id (users, workflows, versions, teams, categories) are loaded by id in one ``IN`` query.
+
+Every field that asks for the same key awaits the same cached future. GraphQL execution cancels the sibling
+fields of a field that failed; were that cancellation to reach the shared future, every other field awaiting it
+would get a ``CancelledError`` that escapes error handling (issue 22). ``SharedLoader`` hands each caller a
+shield of the future instead, so cancelling one caller cancels that caller only.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
@@ -28,6 +34,15 @@ from aihub.db.models import (
 from aihub.services.access import workflows_visible_to
 
 M = TypeVar("M", bound=Model)
+K = TypeVar("K")
+T = TypeVar("T")
+
+
+class SharedLoader(DataLoader[K, T]):
+    """A DataLoader whose callers each get a shield of the shared future (see the module docstring)."""
+
+    def load(self, key: K) -> Awaitable[T]:
+        return asyncio.shield(super().load(key))
 
 
 def by_id(model: type[M]) -> DataLoader[int, M | None]:
@@ -35,7 +50,7 @@ def by_id(model: type[M]) -> DataLoader[int, M | None]:
         rows = {row.pk: row for row in await model.filter(id__in=ids)}
         return [rows.get(i) for i in ids]
 
-    return DataLoader(load_fn=load)
+    return SharedLoader(load_fn=load)
 
 
 def grouped(fetch: Callable[[list[int]], Awaitable[list[Any]]], key: str) -> DataLoader[int, list[Any]]:
@@ -47,7 +62,7 @@ def grouped(fetch: Callable[[list[int]], Awaitable[list[Any]]], key: str) -> Dat
             groups[getattr(row, key)].append(row)
         return [groups.get(i, []) for i in ids]
 
-    return DataLoader(load_fn=load)
+    return SharedLoader(load_fn=load)
 
 
 async def _nodes(run_ids: list[int]) -> list[NodeRun]:
@@ -87,7 +102,7 @@ def visible_workflows(user: User | None) -> DataLoader[int, bool]:
         visible = set(await workflows_visible_to(user).filter(id__in=ids).values_list("id", flat=True))
         return [i in visible for i in ids]
 
-    return DataLoader(load_fn=load)
+    return SharedLoader(load_fn=load)
 
 
 class Loaders:
@@ -102,8 +117,8 @@ class Loaders:
         self.module = by_id(Module)
         self.build = by_id(ModuleBuild)
         self.nodes_of_run = grouped(_nodes, "run_id")
-        self.attempts_by_node = DataLoader(load_fn=_attempts_by_node)
-        self.events_by_node = DataLoader(load_fn=_events_by_node)
+        self.attempts_by_node = SharedLoader(load_fn=_attempts_by_node)
+        self.events_by_node = SharedLoader(load_fn=_events_by_node)
         self.builds_of_module = grouped(_builds, "module_id")
         self.versions_of_workflow = grouped(_versions, "workflow_id")
         self.workflow_visible = visible_workflows(user)

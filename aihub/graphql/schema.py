@@ -29,7 +29,7 @@ from strawberry.types import ExecutionContext
 from aihub.graphql.admin import AdminMutation, AdminQuery
 from aihub.graphql.auth import AuthMutation, AuthQuery
 from aihub.graphql.catalog import CatalogQuery
-from aihub.graphql.errors import ErrorCodes, add_codes, error_extensions
+from aihub.graphql.errors import ErrorCodes, GuardResolvers, add_codes, request_id_of
 from aihub.graphql.guards import RunTokenScope
 from aihub.graphql.live import LiveSubscription
 from aihub.graphql.loaders import Loaders
@@ -66,16 +66,8 @@ class AIHubSchema(strawberry.Schema):
         self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None
     ) -> None:
         """Expected errors (bad input, not found, limits) are answers, not server problems: no traceback.
-        Unexpected ones are logged, then masked in the response; every error gets its ``code``."""
-        for error in errors:
-            original = error.original_error
-            if (
-                error_extensions(error) is None
-                and original is not None
-                and not isinstance(original, GraphQLError)
-            ):
-                log.error("unexpected error in %s", error.path, exc_info=original)
-        add_codes(errors)
+        Unexpected ones are logged with the request id, then masked (``aihub.graphql.errors``)."""
+        add_codes(errors, request_id_of(execution_context.context if execution_context else None))
 
 
 def _areas() -> tuple[list[type], list[type], list[type]]:
@@ -113,5 +105,6 @@ def build_schema(
             FreshLoaders,
             RunTokenScope,
             ErrorCodes,
+            GuardResolvers,
         ],
     )

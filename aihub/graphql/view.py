@@ -14,10 +14,14 @@ from starlette.responses import Response
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
 from strawberry.exceptions import ConnectionRejectionError
+from strawberry.http import GraphQLHTTPResponse
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
+from strawberry.types import ExecutionResult
 
 from aihub.graphql.context import Context, bearer_token
+from aihub.graphql.errors import new_request_id
 from aihub.graphql.ide import secure_ide_page
+from aihub.graphql.media import GRAPHQL_RESPONSE, is_request_error, prefers_graphql_response
 from aihub.graphql.schema import build_schema
 from aihub.services.auth import token_row
 
@@ -41,11 +45,34 @@ class GraphQLView(GraphQL):
             subscriber_buffer=self.subscriber_buffer,
         )
         if isinstance(request, Request):
+            context.request_id = new_request_id(request.headers.get("x-request-id"))
+            if isinstance(response, Response):
+                response.headers["x-request-id"] = context.request_id
+                if prefers_graphql_response(request.headers.get("accept")):
+                    response.media_type = GRAPHQL_RESPONSE
             context.token = bearer_token(request.headers.get("authorization"))
             if context.token:
                 context.token_row = await token_row(context.token)
                 context.user = context.token_row.user if context.token_row else None
         return context
+
+    async def process_result(self, request: Request, result: ExecutionResult) -> GraphQLHTTPResponse:  # type: ignore[override]
+        data = await super().process_result(request, result)
+        if is_request_error(result) and prefers_graphql_response(request.headers.get("accept")):
+            data.pop("data", None)  # nothing was executed: the spec's request error has no data entry
+        return data
+
+    def create_response(
+        self, response_data: GraphQLHTTPResponse | list[GraphQLHTTPResponse], sub_response: Response
+    ) -> Response:
+        """``application/graphql-response+json`` when the client asked for it, 400 for a request error
+        (``aihub.graphql.media``); ``application/json`` and 200 otherwise."""
+        response = super().create_response(response_data, sub_response)
+        if sub_response.media_type == GRAPHQL_RESPONSE:
+            response.headers["content-type"] = f"{GRAPHQL_RESPONSE}; charset=utf-8"
+            if isinstance(response_data, dict) and "data" not in response_data:
+                response.status_code = 400
+        return response
 
     async def render_graphql_ide(self, request: Request) -> Response:
         """GraphiQL with a Content-Security-Policy and no framing (``aihub.graphql.ide``)."""

@@ -240,8 +240,10 @@ def _check_cluster(values: Mapping[str, Any]) -> None:
             field = re.sub(r"_(\w)", lambda m: m.group(1).upper(), key)
             raise InvalidInput(f"{field} must be at least {minimum} (got {value})", field=field)
     selector = values.get("node_selector")
-    if selector is not None and not all(isinstance(v, str) for v in selector.values()):
-        raise InvalidInput("nodeSelector values must be strings", field="nodeSelector")
+    if selector is not None and not (
+        isinstance(selector, Mapping) and all(isinstance(v, str) for v in selector.values())
+    ):
+        raise InvalidInput("nodeSelector must be an object of label: value strings", field="nodeSelector")
 
 
 async def create_cluster(actor: User, *, name: str, **values: Any) -> VirtualCluster:
@@ -284,6 +286,9 @@ def _check_storage(values: Mapping[str, Any]) -> None:
     host_path = values.get("host_path")
     if host_path and not host_path.startswith("/"):
         raise InvalidInput(f"hostPath must be absolute (got {host_path!r})", field="hostPath")
+    volume = values.get("volume")
+    if volume is not None and not isinstance(volume, Mapping):
+        raise InvalidInput("volume must be an object (a Kubernetes volume source)", field="volume")
 
 
 async def create_storage(actor: User, *, name: str, path: str, **values: Any) -> DataStorage:

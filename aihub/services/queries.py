@@ -51,15 +51,28 @@ def encode_cursor(kind: str, row_id: int) -> str:
     return base64.urlsafe_b64encode(f"{kind}:{row_id}".encode()).decode().rstrip("=")
 
 
+#: ids are 64-bit signed integers on every database: a cursor beyond would overflow the query
+MAX_CURSOR_ID = 2**63 - 1
+
+
 def decode_cursor(kind: str, cursor: str) -> int:
+    """The row id a cursor of ``kind`` holds; anything else (another kind, not an ASCII number, out of the
+    1..2^63-1 range) is ``INVALID_INPUT`` on ``after``."""
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        prefix, _, value = raw.partition(":")
-        if prefix != kind:
-            raise ValueError(prefix)
-        return int(value)
-    except ValueError as exc:
-        raise InvalidInput(f"invalid cursor {cursor!r}", field="after") from exc
+    except ValueError:
+        raw = ""
+    prefix, _, value = raw.partition(":")
+    if prefix != kind or not (value.isascii() and value.isdigit()) or len(value) > 19:
+        raise InvalidInput(
+            f"invalid cursor {cursor!r}: pass the nextCursor of a previous page", field="after"
+        )
+    row_id = int(value)
+    if not 1 <= row_id <= MAX_CURSOR_ID:
+        raise InvalidInput(
+            f"invalid cursor {cursor!r}: pass the nextCursor of a previous page", field="after"
+        )
+    return row_id
 
 
 async def _page(query: QuerySet[M], kind: str, first: int, after: str | None) -> Page[M]:

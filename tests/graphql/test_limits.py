@@ -182,6 +182,7 @@ async def test_unexpected_errors_are_masked_and_logged(
 
     monkeypatch.setattr(run_resolvers.queries, "list_runs", broken)
     error = await users.error("{ runs { items { id } } }", as_="alice")
-    assert error["message"] == "internal error (logged on the server)"
-    assert error["extensions"] == {"code": "INTERNAL"}
+    request_id = error["extensions"]["requestId"]
+    assert error["message"] == f"internal error (logged on the server as request {request_id})"
+    assert error["extensions"] == {"code": "INTERNAL", "requestId": request_id}
     assert "secret database detail" in caplog.text

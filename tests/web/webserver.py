@@ -52,8 +52,9 @@ def _wait_healthy(url: str, process: subprocess.Popen[bytes], timeout: float = 6
 
 
 @contextmanager
-def web_server(**settings: str) -> Iterator[WebServer]:
-    """``settings``: extra ``AIHUB_*`` variables, e.g. ``AIHUB_ALLOW_FILE_GIT="true"``."""
+def web_server(*, setup_code: str = "", **settings: str) -> Iterator[WebServer]:
+    """``settings``: extra ``AIHUB_*`` variables, e.g. ``AIHUB_ALLOW_FILE_GIT="true"``; ``setup_code``: Python
+    run in the server process before ``aihub serve`` (e.g. cheaper password hashing for tests)."""
     data_dir = Path(tempfile.mkdtemp(prefix="aihub-web-", dir="/var/tmp"))
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("AIHUB_")}
@@ -63,7 +64,7 @@ def web_server(**settings: str) -> Iterator[WebServer]:
         [
             sys.executable,
             "-c",
-            "import sys; from aihub.cli import main; sys.exit(main())",
+            f"{setup_code}\nimport sys; from aihub.cli import main; sys.exit(main())",
             "serve",
             "--host",
             "127.0.0.1",

@@ -139,8 +139,10 @@ class AttemptType:
     async def container(self, info: Info) -> JSON:
         return await describe_attempt(info, self.row)
 
-    @strawberry.field
-    async def logs(self, info: Info, offset: int = 0, limit: int = 65536) -> LogChunkType:
+    @strawberry.field(
+        description="a chunk of the attempt's log from a byte offset (null with an error: bad range)"
+    )
+    async def logs(self, info: Info, offset: int = 0, limit: int = 65536) -> LogChunkType | None:
         finished = NodeStatus(self.row.status).is_terminal or self.row.finished_at is not None
         return await read_log(info, self.run_id, self.node, self.number, finished, offset, limit)
 
@@ -220,17 +222,21 @@ class NodeRunType:
         row = await self._attempt(info, attempt)
         return await info.context.runtime.engine.executor_events(row) if row else []
 
-    @strawberry.field(description="the container view of an attempt (default: the current one)")
-    async def container(self, info: Info, attempt: int | None = None) -> JSON:
+    @strawberry.field(
+        description="the container view of an attempt (default: the current one); null when the node has no "
+        "such attempt (a node that never started has none)"
+    )
+    async def container(self, info: Info, attempt: int | None = None) -> JSON | None:
         row = await self._attempt(info, attempt)
         return await describe_attempt(info, row) if row else None
 
     @strawberry.field(
-        description="a chunk of an attempt's log (default: the current attempt) from a byte offset"
+        description="a chunk of an attempt's log (default: the current attempt) from a byte offset; "
+        "null with a NOT_FOUND error for an attempt the node does not have"
     )
     async def logs(
         self, info: Info, attempt: int | None = None, offset: int = 0, limit: int = 65536
-    ) -> LogChunkType:
+    ) -> LogChunkType | None:
         number = self.attempt if attempt is None else attempt
         if number < 0 or number > self.attempt:
             raise NotFound(f"node {self.name!r} has no attempt {number}", field="attempt")
