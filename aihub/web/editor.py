@@ -346,10 +346,12 @@ async def version_copy(request: Request, user: User) -> Response:
     target = Target(f"/versions/{source.id}/copy", title, source, can_version)
     start = Editor()
     if request.method == "GET":
-        start = Editor(draft=draft_from_spec(source.spec)[0], target="version" if can_version else "workflow")
+        # ?as=workflow: the list's "copy as a new workflow" (the default is a new version when allowed)
+        as_version = can_version and request.query_params.get("as") != "workflow"
+        start = Editor(draft=draft_from_spec(source.spec)[0], target="version" if as_version else "workflow")
         start.draft.name = (
             source.workflow.name
-            if can_version
+            if as_version
             else await free_workflow_name(user, f"{source.workflow.name}-copy")
         )
     return await editor(request, user, target, start)

@@ -8,17 +8,19 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from aihub.db.models import NodeRun, Run, User
+from aihub.db.models import NodeRun, Run, User, Workflow, WorkflowVersion
 from aihub.domain.spec import parse_spec
 from aihub.domain.status import RunStatus
 from aihub.runtime import Runtime
-from aihub.services.access import can_act_on_run, get_run
+from aihub.services.access import can_act_on_run, get_run, workflows_visible_to
 from aihub.services.editor import run_attempts
 from aihub.services.errors import InvalidInput, NotFound, ServiceError
 from aihub.services.queries import (
     get_attempt,
     get_node,
     list_runs,
+    list_versions,
+    list_workflows,
     output_artifact,
     run_events,
 )
@@ -40,19 +42,82 @@ def runtime(request: Request) -> Runtime:
     return request.app.state.runtime  # type: ignore[no-any-return]
 
 
+#: how many workflows the create-run page offers at once (a search narrows them)
+PICK_WORKFLOWS = 50
+
+
+async def _pick(
+    user: User, workflow_raw: str, version_raw: str, search: str
+) -> tuple[list[Workflow], Workflow | None, list[WorkflowVersion], WorkflowVersion | None]:
+    """The create-run page's choices: the workflows to pick from, the chosen one, its versions (newest first)
+    and the chosen version (the newest unless one of this workflow's versions was asked for)."""
+    listing = await list_workflows(user, search=search or None, first=PICK_WORKFLOWS)
+    workflows = list(listing.items)
+    chosen: Workflow | None = None
+    workflow_id = int(workflow_raw) if workflow_raw.isdigit() else None
+    if workflow_id is not None:
+        chosen = next((w for w in workflows if w.id == workflow_id), None)
+        if chosen is None:
+            chosen = await workflows_visible_to(user).get_or_none(id=workflow_id)
+            if chosen is None:
+                raise NotFound(f"workflow {workflow_raw} not found", field="workflow")
+            workflows.insert(0, chosen)
+    if chosen is None:
+        return workflows, None, [], None
+    versions = list(reversed(await list_versions(user, chosen.id)))
+    await WorkflowVersion.fetch_for_list(versions, "created_by")
+    wanted = int(version_raw) if version_raw.isdigit() else None
+    version = next((v for v in versions if v.id == wanted), versions[0] if versions else None)
+    return workflows, chosen, versions, version
+
+
 @page
-async def run_new(request: Request, user: User) -> Response:
-    version = await get_readable_version(user, request.path_params["version_id"])
+async def run_create(request: Request, user: User) -> Response:
+    """``/runs/new``: pick a workflow, then one of its versions, then fill in the run name and params."""
+    query = request.query_params
+    search = query.get("wq", "").strip()
+    workflows, workflow, versions, version = await _pick(
+        user, query.get("workflow", ""), query.get("version", ""), search
+    )
+    ctx: dict[str, Any] = {"workflows": workflows, "workflow": workflow, "versions": versions, "wq": search}
+    if version is not None:
+        version.workflow = workflow  # type: ignore[assignment]
+        ctx.update(_form_context(version, None))
+    else:
+        ctx.update(version=None, params=[], values={}, name="", copy_of=None, error=None)
+    return render(request, "pages/runs/new.html", ctx, partial="partials/runs/create.html")
+
+
+def _form_context(version: WorkflowVersion, source: Run | None) -> dict[str, Any]:
     params = parse_spec(version.spec).params
-    copy_of = request.query_params.get("copy_of")
-    source = await get_run(user, int(copy_of)) if copy_of and copy_of.isdigit() else None
-    ctx: dict[str, Any] = {
+    return {
         "version": version,
         "params": params,
         "values": dict(source.params) if source else {p.name: p.default or "" for p in params},
         "name": f"{source.name}-copy" if source else f"{version.workflow.name}-v{version.number}",
         "copy_of": source.id if source else None,
         "error": None,
+    }
+
+
+@page
+async def run_new(request: Request, user: User) -> Response:
+    """A version's "Run" (and a run's "Copy"): the create-run page with this version preselected."""
+    version = await get_readable_version(user, request.path_params["version_id"])
+    params = parse_spec(version.spec).params
+    copy_of = request.query_params.get("copy_of")
+    source = await get_run(user, int(copy_of)) if copy_of and copy_of.isdigit() else None
+    try:
+        versions = list(reversed(await list_versions(user, version.workflow.id)))
+    except NotFound:  # a template of a workflow the caller cannot see: only this version
+        versions = [version]
+    await WorkflowVersion.fetch_for_list(versions, "created_by")
+    ctx: dict[str, Any] = {
+        "workflows": [version.workflow],
+        "workflow": version.workflow,
+        "versions": versions,
+        "wq": "",
+        **_form_context(version, source),
     }
     if request.method == "POST":
         form = await request.form()
@@ -257,6 +322,7 @@ def run_routes() -> list[BaseRoute]:
     return [
         Route("/versions/{version_id:int}/run", run_new, methods=["GET", "POST"]),
         Route("/runs", runs_list),
+        Route("/runs/new", run_create),
         Route("/runs/{run_id:int}", run_detail),
         Route("/runs/{run_id:int}/live", run_live),
         Route("/runs/{run_id:int}/timeline", run_timeline),

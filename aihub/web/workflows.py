@@ -3,19 +3,22 @@
 
 from __future__ import annotations
 
+from typing import Any
 from urllib.parse import quote
 
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from aihub.db.models import User
+from aihub.db.models import User, Workflow, WorkflowVersion
 from aihub.domain.spec import parse_spec
+from aihub.services.access import get_workflow
 from aihub.services.editor import can_add_version
+from aihub.services.errors import NotFound
 from aihub.services.queries import list_versions, list_workflows
 from aihub.services.versions import export_yaml, get_readable_version, set_template
 from aihub.web.graphs import version_graph
-from aihub.web.render import render
+from aihub.web.render import is_htmx, render
 from aihub.web.runs import group_of
 from aihub.web.session import page, redirect
 
@@ -25,16 +28,48 @@ YAML_LINES = 400
 
 @page
 async def workflows_list(request: Request, user: User) -> Response:
+    """Workflows (searchable, paged), each row expanding to all its versions with their actions."""
     search = request.query_params.get("q", "").strip() or None
     listing = await list_workflows(user, search=search, after=request.query_params.get("after") or None)
-    rows = [(wf, await list_versions(user, wf.id)) for wf in listing.items]
-    ctx = {"rows": rows, "q": search or "", "next_cursor": listing.next_cursor}
+    await Workflow.fetch_for_list(listing.items, "owner")
+    rows = list(zip(listing.items, await _versions_of(listing.items), strict=True))
+    editable = {wf.id for wf in listing.items if user.is_admin or wf.owner_id == user.id}  # type: ignore[attr-defined]
+    ctx = {"rows": rows, "q": search or "", "next_cursor": listing.next_cursor, "editable": editable}
     return render(request, "pages/workflows/list.html", ctx, partial="partials/workflows/table.html")
+
+
+async def _versions_of(workflows: list[Workflow]) -> list[list[WorkflowVersion]]:
+    """Each workflow's versions, newest first, with their authors: one query for the whole page."""
+    rows = await WorkflowVersion.filter(workflow_id__in=[w.id for w in workflows]).order_by("-number")
+    await WorkflowVersion.fetch_for_list(rows, "created_by")
+    by_workflow: dict[int, list[WorkflowVersion]] = {w.id: [] for w in workflows}
+    for row in rows:
+        by_workflow[row.workflow_id].append(row)  # type: ignore[attr-defined]
+    return [by_workflow[w.id] for w in workflows]
+
+
+@page
+async def workflow_detail(request: Request, user: User) -> Response:
+    """A workflow's page: its description and every version (newest first) with run, copy, view, export."""
+    workflow = await get_workflow(user, request.path_params["workflow_id"])
+    await workflow.fetch_related("owner")
+    versions = (await _versions_of([workflow]))[0]
+    ctx = {
+        "workflow": workflow,
+        "versions": versions,
+        "can_version": user.is_admin or workflow.owner_id == user.id,  # type: ignore[attr-defined]
+    }
+    return render(request, "pages/workflows/workflow.html", ctx)
 
 
 @page
 async def version_detail(request: Request, user: User) -> Response:
     version = await get_readable_version(user, request.path_params["version_id"])
+    return render(request, "pages/workflows/version.html", await version_context(user, version))
+
+
+async def version_context(user: User, version: Any) -> dict[str, Any]:
+    """What the version page shows: the graph, params, the start of the spec, the workflow's versions."""
     graph = version_graph(version.spec)
     lines = graph.yaml.splitlines()
     ctx = {
@@ -46,7 +81,18 @@ async def version_detail(request: Request, user: User) -> Response:
         "versions": await list_versions(user, version.workflow.id),
         "can_edit": await can_add_version(user, version),
     }
-    return render(request, "pages/workflows/version.html", ctx)
+    return ctx
+
+
+async def in_version_page(
+    request: Request, user: User, version: Any, partial: str, ctx: dict[str, Any], **slots: Any
+) -> Response:
+    """``partial`` alone for htmx; opened directly, the version page with the partial in its place."""
+    if is_htmx(request):
+        return render(request, partial, ctx)
+    full = await version_context(user, version)
+    full.update({k: v for k, v in ctx.items() if k not in full}, **slots)
+    return render(request, "pages/workflows/version.html", full)
 
 
 @page
@@ -62,7 +108,10 @@ async def version_node(request: Request, user: User) -> Response:
     version = await get_readable_version(user, request.path_params["version_id"])
     spec = parse_spec(version.spec)
     node = next((n for n in spec.nodes if n.name == request.path_params["node"]), None)
-    return render(request, "partials/workflows/node.html", {"version": version, "node": node})
+    if node is None:
+        raise NotFound(f"version {version.id} has no node {request.path_params['node']!r}", field="node")
+    ctx = {"version": version, "node": node}
+    return await in_version_page(request, user, version, "partials/workflows/node.html", ctx, open_node=node)
 
 
 @page
@@ -77,7 +126,7 @@ async def version_group(request: Request, user: User) -> Response:
         "href_prefix": f"/versions/{version.id}/nodes/",
         "live": False,
     }
-    return render(request, "partials/dag_group.html", ctx)
+    return await in_version_page(request, user, version, "partials/dag_group.html", ctx, open_group=ctx)
 
 
 @page
@@ -101,6 +150,7 @@ def attachment(filename: str) -> str:
 def workflow_routes() -> list[BaseRoute]:
     return [
         Route("/workflows", workflows_list),
+        Route("/workflows/{workflow_id:int}", workflow_detail),
         Route("/versions/{version_id:int}", version_detail),
         Route("/versions/{version_id:int}/nodes/{node:str}", version_node),
         Route("/versions/{version_id:int}/groups/{index:int}", version_group),

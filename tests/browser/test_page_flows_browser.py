@@ -1,0 +1,150 @@
+"""The seed's page flows in a real Chromium (issue 14), each also checked through GraphQL: runs page →
+create run → workflow → version 2 of 3 → an edited param; version 1 of three run, copied as a new workflow and
+exported; a run's copy filled with its params; the run page's legend and stop confirmation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from playwright.sync_api import Page, expect
+from test_quick_start import log_in
+from webserver import ADMIN_PASSWORD, WebServer
+
+SPEC = {
+    "name": "three-versions",
+    "params": [
+        {"name": "size", "description": "how many rows", "default": "v1"},
+        {"name": "label", "description": "what to call it", "default": "plain"},
+    ],
+    "nodes": [
+        {
+            "name": "only",
+            "command": "echo $size $label",
+            "inputs": [{"name": "size", "from": "params.size"}, {"name": "label", "from": "params.label"}],
+        }
+    ],
+}
+
+
+def gql(server: WebServer, query: str, token: str | None = None, **variables: Any) -> dict[str, Any]:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    response = httpx.post(
+        server.url + "/graphql", json={"query": query, "variables": variables}, headers=headers, timeout=30
+    )
+    body = response.json()
+    assert not body.get("errors"), body
+    return body["data"]  # type: ignore[no-any-return]
+
+
+def admin_token(server: WebServer) -> str:
+    data = gql(
+        server,
+        'mutation($p: String!) { login(username: "admin", password: $p) { token } }',
+        p=ADMIN_PASSWORD,
+    )
+    return str(data["login"]["token"])
+
+
+@pytest.fixture(scope="module")
+def three(server: WebServer) -> dict[str, Any]:
+    """A workflow with three versions (their ``size`` defaults v1, v2, v3), made through GraphQL."""
+    token = admin_token(server)
+    ids = []
+    first = gql(
+        server,
+        "mutation($s: JSON!) { createWorkflow(spec: $s) { id workflow { id } } }",
+        token,
+        s=SPEC,
+    )["createWorkflow"]
+    ids.append(first["id"])
+    for n in (2, 3):
+        spec = {**SPEC, "params": [{**SPEC["params"][0], "default": f"v{n}"}, SPEC["params"][1]]}
+        made = gql(
+            server,
+            "mutation($w: ID!, $s: JSON!) { createWorkflowVersion(workflowId: $w, spec: $s) { id } }",
+            token,
+            w=first["workflow"]["id"],
+            s=spec,
+        )
+        ids.append(made["createWorkflowVersion"]["id"])
+    return {"token": token, "workflow": first["workflow"]["id"], "versions": ids}
+
+
+def run_by_name(server: WebServer, token: str, name: str) -> dict[str, Any]:
+    data = gql(server, "{ runs(first: 100) { items { id name params version { id number } } } }", token)
+    found = [r for r in data["runs"]["items"] if r["name"] == name]
+    assert len(found) == 1, data
+    return found[0]
+
+
+def test_create_run_from_the_runs_page_with_version_2_of_3(
+    page: Page, server: WebServer, three: dict[str, Any]
+) -> None:
+    log_in(page)
+    page.locator("#create-run-button").click()
+    expect(page.get_by_role("heading", name="Create run")).to_be_visible()
+    page.locator("#pick-workflow").select_option(label="three-versions")
+    versions = page.locator("#pick-version option")
+    expect(versions).to_have_count(3)
+    texts = versions.all_inner_texts()
+    assert [t.split(" ")[0] for t in texts] == ["v3", "v2", "v1"] and all("admin" in t for t in texts)
+    expect(page.locator("#param-size")).to_have_value("v3")  # the newest version's defaults
+    expect(page.locator("#run-form")).to_contain_text("how many rows")
+    page.locator("#pick-version").select_option(three["versions"][1])
+    expect(page.locator("#param-size")).to_have_value("v2")
+    page.locator("#run-name").fill("picked-v2")
+    page.locator("#param-label").fill("edited")
+    page.locator("#create-run").click()
+    expect(page.locator("#run-header")).to_contain_text("picked-v2")
+    run = run_by_name(server, three["token"], "picked-v2")
+    assert run["version"]["number"] == 2 and run["params"] == {"size": "v2", "label": "edited"}
+    assert page.url.endswith(f"/runs/{run['id']}")
+
+
+def test_version_1_of_three_is_run_copied_as_a_new_workflow_and_exported(
+    page: Page, server: WebServer, three: dict[str, Any]
+) -> None:
+    v1 = three["versions"][0]
+    log_in(page)
+    page.get_by_role("link", name="Workflows").click()
+    row = page.locator(f"#workflow-{three['workflow']}")
+    row.locator("summary").click()  # the row expands to all its versions
+    expect(row.locator(".version-row")).to_have_count(3)
+    expect(row.locator(".version-row").first).to_contain_text("v3")
+
+    with page.expect_download() as download:
+        row.locator(f"#export-{v1}").click()
+    exported = Path(download.value.path()).read_text()
+    assert "default: v1" in exported and "three-versions" in exported
+
+    row.locator(f"#run-{v1}").click()  # the create-run page, version 1 preselected
+    expect(page.locator("#pick-version")).to_have_value(v1)
+    expect(page.locator("#param-size")).to_have_value("v1")
+    page.locator("#run-name").fill("old-version")
+    page.locator("#create-run").click()
+    expect(page.locator("#run-header")).to_contain_text("old-version")
+    assert run_by_name(server, three["token"], "old-version")["version"]["number"] == 1
+
+    page.locator("#copy-run").click()  # a run's copy: its params, editable
+    expect(page.locator("#copy-source")).to_be_visible()
+    expect(page.locator("#param-size")).to_have_value("v1")
+    page.locator("#param-label").fill("copied")
+    page.locator("#create-run").click()
+    expect(page.locator("#run-header")).to_contain_text("old-version-copy")
+    copied = run_by_name(server, three["token"], "old-version-copy")
+    assert copied["version"]["number"] == 1 and copied["params"] == {"size": "v1", "label": "copied"}
+
+    page.get_by_role("link", name="Workflows").click()
+    page.locator(f"#workflow-{three['workflow']} summary").click()
+    page.locator(f"#copy-workflow-{v1}").click()
+    expect(page.locator("#target-workflow")).to_be_checked()
+    page.locator("#save-workflow").click()
+    expect(page.locator("#run-version")).to_be_visible()
+    data = gql(
+        server, "{ workflows(first: 100) { items { name versions { number spec } } } }", three["token"]
+    )
+    made = [w for w in data["workflows"]["items"] if w["name"] == "three-versions-copy"]
+    assert len(made) == 1 and made[0]["versions"][0]["spec"]["params"][0]["default"] == "v1"
