@@ -155,6 +155,9 @@ def _repo_path(value: Any, field: str, problems: _Problems, *, directory: bool =
     if normal == "." and not directory:
         problems.add(field, f"{text!r} is the repository itself, not a file")
         return None
+    if ".git" in (part.lower() for part in normal.split("/")):
+        problems.add(field, f"{text!r} points into .git/, git's own files (they may hold credentials)")
+        return None
     return normal
 
 
@@ -270,13 +273,20 @@ async def _category(value: Any, problems: _Problems) -> Category | None:
     return category
 
 
+def git_allowed_hosts(settings: Settings) -> list[str]:
+    """``AIHUB_GIT_ALLOWED_HOSTS``: internal git servers modules may name."""
+    return [host.strip() for host in settings.git_allowed_hosts.split(",") if host.strip()]
+
+
 def _git(url: Any, ref: Any, settings: Settings, problems: _Problems) -> tuple[str | None, str | None]:
     checked_url = checked_ref = None
     if url is not None:
         text = _text(url, "gitUrl", problems)
         if text is not None:
             try:
-                checked_url = check_git_url(text, allow_file=settings.allow_file_git)
+                checked_url = check_git_url(
+                    text, allow_file=settings.allow_file_git, allowed_hosts=git_allowed_hosts(settings)
+                )
             except GitError as exc:
                 problems.add("gitUrl", str(exc))
     if ref is not None:
@@ -428,7 +438,7 @@ async def view_module(user: User, module: Module) -> ModuleView:
         source: dict[str, Any] = {
             "description": module.description,
             "category": module.category.name,
-            "git_url": module.git_url,
+            "git_url": redact_url(module.git_url),  # credentials in the URL are never shown
             "ref": module.ref,
             "dockerfile_path": module.dockerfile_path,
             "build_context": module.build_context,
@@ -603,6 +613,10 @@ async def update_module(builds: BuildManager, user: User, module_id: int, **chan
     if unknown:
         raise InvalidInput(f"unknown module field(s): {', '.join(sorted(unknown))}", field=sorted(unknown)[0])
     name = changes.pop("name", None)
+    shown = redact_url(module.git_url)
+    if isinstance(changes.get("git_url"), str) and changes["git_url"].strip() == shown != module.git_url:
+        # the masked URL sent back unchanged: keep the stored one, credentials included
+        del changes["git_url"]
     if name is not None and name != module.name:
         raise InvalidInput(
             "a module's name cannot change (workflows refer to it); register a new module instead",

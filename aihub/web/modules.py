@@ -17,6 +17,7 @@ from starlette.routing import BaseRoute, Route
 from aihub.db.models import BuildStatus, Module, ModuleStatus, ReviewStatus, User
 from aihub.domain.messages import msg
 from aihub.engine.builds import BuildManager
+from aihub.engine.builds.git import redact_url
 from aihub.services.admin import list_categories
 from aihub.services.errors import Forbidden, InvalidInput, ServiceError
 from aihub.services.markdown import render_markdown
@@ -399,6 +400,8 @@ async def _review_context(user: User, review_id: int) -> dict[str, Any]:
 async def review_detail(request: Request, user: User) -> Response:
     ctx = await _review_context(user, request.path_params["review_id"])
     build = await get_build(user, ctx["r"].build.id)
+    # shown, never saved: credentials in the git URL are masked
+    build.snapshot = {**build.snapshot, "git_url": redact_url(build.snapshot.get("git_url", ""))}
     ctx.update(
         build=build,
         log=await read_build_log(builds(request), user, build.id),

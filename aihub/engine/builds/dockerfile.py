@@ -6,7 +6,9 @@ guide). :func:`parse_dockerfile` checks both and returns, for the final stage, t
 directory and the ``COPY``/``ADD`` instructions that take files from the build context — what the local build
 backend replays onto a directory of this host to run the entrypoint without building an image.
 
-Deliberately small: line continuations, comments, the ``escape`` parser directive, stages (``FROM … AS name``,
+Deliberately small, but lines are split into instructions exactly as BuildKit does (continuations join
+without a space, any blank separates a keyword), so no spelling hides a ``CMD``: line continuations, comments,
+the ``escape`` parser directive, stages (``FROM … AS name``,
 a stage based on an earlier one inherits its state) and the flags of ``COPY``/``ADD`` are understood; variables
 (``$VAR``) are not expanded and heredocs are not supported. ``RUN`` steps are never executed locally.
 """
@@ -22,6 +24,9 @@ __all__ = ["CopyStep", "DockerfileError", "DockerfileInfo", "parse_dockerfile"]
 
 _DIRECTIVE = re.compile(r"#\s*(\w+)\s*=\s*(\S+)\s*$")
 _URL_SOURCE = re.compile(r"^(https?://|git@|ssh://)")
+#: what BuildKit's parser counts as whitespace between a keyword and its arguments
+_BLANKS = " \t\v\f\r"
+_BLANK_RUN = re.compile(r"[ \t\v\f\r]+")
 
 
 class DockerfileError(ValueError):
@@ -58,36 +63,51 @@ class _Stage:
         return replace(self, name=name, copies=list(self.copies), notes=list(self.notes))
 
 
-def _logical_lines(text: str) -> list[tuple[int, str]]:
-    """(line number, instruction) pairs with continuations joined and comments dropped."""
-    lines = text.splitlines()
+def _escape_char(lines: list[str]) -> str:
+    """The ``escape`` parser directive: directives come first, before any instruction, comment or blank line."""
     escape = "\\"
-    for raw in lines:  # parser directives come first, before any instruction or ordinary comment
+    for raw in lines:
         match = _DIRECTIVE.match(raw.strip())
         if not match:
             break
         if match.group(1).lower() == "escape" and match.group(2) in ("\\", "`"):
             escape = match.group(2)
+    return escape
+
+
+def _logical_lines(text: str) -> list[tuple[int, str]]:
+    """(line number, instruction) pairs, joined as BuildKit joins them: an escape character at the end of a
+    line (trailing blanks allowed) is removed with the line break and the next line follows *directly* —
+    ``C\\`` then ``MD`` is ``CMD`` — while comment and blank lines inside a continued instruction are skipped."""
+    lines = text.splitlines()
+    continued = re.compile(re.escape(_escape_char(lines)) + r"[ \t]*$")
     result: list[tuple[int, str]] = []
-    current: list[str] = []
+    current: str | None = None
     start = 0
     for number, raw in enumerate(lines, 1):
-        stripped = raw.strip()
-        if stripped.startswith("#") or (not stripped and current):
-            continue  # comments (and blank lines) may sit inside a continued instruction
-        if not stripped:
-            continue
-        if not current:
-            start = number
-        if stripped.endswith(escape):
-            current.append(stripped[:-1].strip())
-            continue
-        current.append(stripped)
-        result.append((start, " ".join(part for part in current if part)))
-        current = []
-    if current:
-        result.append((start, " ".join(part for part in current if part)))
+        if current is None:
+            line = raw.lstrip(_BLANKS)
+            if not line or line.startswith("#"):
+                continue
+            start, current = number, ""
+        else:
+            line = raw
+            if not line.strip(_BLANKS) or line.lstrip(_BLANKS).startswith("#"):
+                continue
+        joined = continued.sub("", line)
+        current += joined
+        if joined == line:
+            result.append((start, current.strip(_BLANKS)))
+            current = None
+    if current is not None and current.strip(_BLANKS):
+        result.append((start, current.strip(_BLANKS)))
     return result
+
+
+def _split_instruction(instruction: str) -> tuple[str, str]:
+    """Keyword and arguments, split at the first run of blanks (a tab counts: ``CMD\t[...]`` is ``CMD``)."""
+    parts = _BLANK_RUN.split(instruction, maxsplit=1)
+    return parts[0].upper(), (parts[1] if len(parts) > 1 else "").strip(_BLANKS)
 
 
 def _exec_form(keyword: str, line: int, args: str) -> tuple[str, ...]:
@@ -163,8 +183,7 @@ def parse_dockerfile(text: str) -> DockerfileInfo:
     stages: list[_Stage] = []
     stage: _Stage | None = None
     for line, instruction in _logical_lines(text):
-        keyword, _, args = instruction.partition(" ")
-        keyword, args = keyword.upper(), args.strip()
+        keyword, args = _split_instruction(instruction)
         if keyword == "FROM":
             parts = args.split()
             parts = [p for p in parts if not p.startswith("--")]

@@ -8,23 +8,31 @@ ever sees them and git is told the same rules again:
   itself refuse anything else, including on redirects;
 - no value may start with ``-`` (it would be read as an option), and ``--`` ends git's options anyway;
 - the clone is shallow (``--depth 1``), at one branch or tag, without submodules, never prompts for a password
-  (``GIT_TERMINAL_PROMPT=0``) and is killed after a timeout.
+  (``GIT_TERMINAL_PROMPT=0``) and is killed after a timeout;
+- the host must be a public one: a build would otherwise reach the server's own ports and its network (an SSRF
+  whose build log tells open ports from closed ones). Loopback, private, link-local, shared and reserved
+  addresses are refused — as literals when the module is saved, after resolving the name when it is cloned —
+  unless an administrator names the host in ``AIHUB_GIT_ALLOWED_HOSTS``. git connects to the addresses that
+  were checked (``http.curloptResolve``) and follows no redirect (``http.followRedirects=false``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import os
 import re
 import signal
-from collections.abc import Callable
+import socket
+from collections.abc import Callable, Collection
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
-__all__ = ["GitError", "check_git_url", "check_ref", "clone", "redact_url"]
+__all__ = ["GitError", "check_git_host", "check_git_url", "check_ref", "clone", "redact_url"]
 
 ALLOWED_SCHEMES = ("https", "http", "ssh")
+DEFAULT_PORTS = {"https": 443, "http": 80, "ssh": 22}
 _REF = re.compile(r"[A-Za-z0-9._/+@-]+")
 _CONTROL = re.compile(r"[\x00-\x20\x7f]")
 
@@ -47,8 +55,62 @@ def redact_url(url: str) -> str:
     return urlunsplit((parts.scheme, f"***@{host}", parts.path, parts.query, parts.fragment))
 
 
-def check_git_url(url: str, *, allow_file: bool) -> str:
-    """The URL if git may clone it, else :class:`GitError` saying why."""
+def _internal(address: str) -> bool:
+    """Not a public internet address: loopback, private, link-local, shared (CGNAT), multicast, reserved."""
+    try:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+    except ValueError:
+        return False  # a name, not an address
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return not ip.is_global or ip.is_multicast
+
+
+def _refusal(host: str, address: str) -> GitError:
+    shown = host if host == address else f"{host} ({address})"
+    return GitError(
+        f"the git host {shown} is an internal address (loopback, private, link-local or reserved); modules "
+        "are cloned only from public git servers unless an administrator allows the host by name "
+        "(AIHUB_GIT_ALLOWED_HOSTS)"
+    )
+
+
+def _allowed(host: str, allowed_hosts: Collection[str]) -> bool:
+    return host.lower().rstrip(".") in {h.strip().lower().rstrip(".") for h in allowed_hosts if h.strip()}
+
+
+async def check_git_host(url: str, allowed_hosts: Collection[str] = ()) -> tuple[str, int, list[str]] | None:
+    """Resolve the URL's host and refuse (:class:`GitError`) if any address is internal; returns the host,
+    port and checked addresses to pin the connection to, or None (``file://``, an allowed host)."""
+    parts = urlsplit(url)
+    scheme, host = parts.scheme.lower(), (parts.hostname or "").lower()
+    if scheme not in DEFAULT_PORTS or not host or _allowed(host, allowed_hosts):
+        return None
+    port = parts.port or DEFAULT_PORTS[scheme]
+    try:
+        infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise GitError(f"the git host {host!r} cannot be resolved: {exc.strerror}") from None
+    addresses = sorted({str(info[4][0]) for info in infos})
+    for address in addresses:
+        if _internal(address):
+            raise _refusal(host, address)
+    return host, port, addresses
+
+
+def _pinned(pin: tuple[str, int, list[str]] | None, url: str) -> list[str]:
+    """git options: no redirects; for http(s), connect only to the addresses that were checked."""
+    options = ["-c", "http.followRedirects=false"]
+    if pin is not None and urlsplit(url).scheme.lower() in ("http", "https"):
+        host, port, addresses = pin
+        listed = ",".join(f"[{a}]" if ":" in a else a for a in addresses)
+        options += ["-c", f"http.curloptResolve={host}:{port}:{listed}"]
+    return options
+
+
+def check_git_url(url: str, *, allow_file: bool, allowed_hosts: Collection[str] = ()) -> str:
+    """The URL if git may clone it, else :class:`GitError` saying why (an internal address given as a
+    literal is refused here; names are resolved and checked by :func:`check_git_host` before a clone)."""
     url = url.strip()
     if not url:
         raise GitError("the git URL is empty")
@@ -71,8 +133,11 @@ def check_git_url(url: str, *, allow_file: bool) -> str:
         )
     if scheme not in allowed:
         raise GitError(f"git URL scheme {scheme!r} is not allowed; use one of: {', '.join(allowed)}")
-    if scheme != "file" and not urlsplit(url).hostname:
+    host = urlsplit(url).hostname
+    if scheme != "file" and not host:
         raise GitError(f"the git URL {redact_url(url)!r} has no host")
+    if host and not _allowed(host, allowed_hosts) and (_internal(host) or host.rstrip(".") == "localhost"):
+        raise _refusal(host, host)
     if scheme == "file" and not rest.startswith("/"):
         raise GitError("a file:// URL needs an absolute path, e.g. file:///srv/git/module.git")
     return url
@@ -148,14 +213,17 @@ async def clone(
     allow_file: bool,
     time_limit: float,
     log: Callable[[str], None],
+    allowed_hosts: Collection[str] = (),
 ) -> str:
     """Shallow-clone ``url`` at ``ref`` into ``dest`` (which must not exist); returns the commit SHA."""
-    url = check_git_url(url, allow_file=allow_file)
+    url = check_git_url(url, allow_file=allow_file, allowed_hosts=allowed_hosts)
     ref = check_ref(ref)
+    pin = await check_git_host(url, allowed_hosts)
     env = _git_env(allow_file)
     shown = redact_url(url)
     log(f"$ git clone --depth 1 --no-recurse-submodules --branch {ref} -- {shown} {dest.name}")
-    args = ["clone", "--depth", "1", "--no-recurse-submodules", "--branch", ref, "--", url, str(dest)]
+    args = [*_pinned(pin, url), "clone", "--depth", "1", "--no-recurse-submodules", "--branch", ref]
+    args += ["--", url, str(dest)]
     try:
         code, out = await _git(args, cwd=dest.parent, env=env, time_limit=time_limit)
     except TimeoutError:

@@ -111,6 +111,12 @@ def _find_file(repo: Path, relative: str, what: str, ref: str) -> Path:
     path = inside(repo, relative)
     if path is None:
         raise BuildFailure(f"the {what} path {relative!r} leads outside the repository")
+    try:
+        parts = path.resolve().relative_to(repo.resolve()).parts
+    except (OSError, ValueError):
+        parts = ()
+    if ".git" in (part.lower() for part in parts):  # also through a symlink: .git/config may hold tokens
+        raise BuildFailure(f"the {what} path {relative!r} leads into .git/, git's own files")
     if not path.is_file():
         kind = "is not a file" if path.exists() else "does not exist"
         raise BuildFailure(f"the {what} {relative!r} {kind} in the repository at {ref!r}")
@@ -208,6 +214,7 @@ class BuildManager:
                 allow_file=self.settings.allow_file_git,
                 time_limit=self.git_timeout,
                 log=write,
+                allowed_hosts=[h.strip() for h in self.settings.git_allowed_hosts.split(",") if h.strip()],
             )
             outcome = await self._build(job, repo, sha, write)
             write("build succeeded")

@@ -8,6 +8,7 @@ from datetime import datetime
 import strawberry
 
 from aihub.db.models import Module, ModuleBuild, ModuleReview
+from aihub.engine.builds.git import redact_url
 from aihub.graphql.context import Info
 from aihub.graphql.types.catalog import CategoryType
 from aihub.graphql.types.common import JSON, ModuleStatusEnum, ReviewStatusEnum
@@ -69,7 +70,7 @@ class ModuleType:
             id=strawberry.ID(str(row.id)),
             name=row.name,
             description=row.description,
-            git_url=row.git_url,
+            git_url=redact_url(row.git_url),  # credentials in the URL are never shown
             ref=row.ref,
             dockerfile_path=row.dockerfile_path,
             build_context=row.build_context,
