@@ -14,6 +14,7 @@ from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from aihub.db.models import ApiToken
+from aihub.domain.ids import parse_row_id
 from aihub.engine.artifacts import ArtifactError
 from aihub.engine.executors.kubernetes import store_uploaded_output
 from aihub.services.artifacts import artifact_path, check_uploader
@@ -39,17 +40,15 @@ async def get_artifact(request: Request) -> Response:
     if token is None:
         return _error(401, "a valid Bearer token is required")
     run = request.query_params.get("run")
+    run_id = parse_row_id(run) if run else None
+    if run and run_id is None:
+        return _error(400, "run must be a run id (a positive number)")
     try:
         path = await artifact_path(
-            token,
-            request.path_params["digest"],
-            request.app.state.runtime.artifacts,
-            int(run) if run else None,
+            token, request.path_params["digest"], request.app.state.runtime.artifacts, run_id
         )
     except ServiceError as exc:
         return _error(404 if exc.code == "NOT_FOUND" else 403, exc.message)
-    except ValueError:
-        return _error(400, "run must be a number")
     return FileResponse(path, media_type="application/gzip")
 
 

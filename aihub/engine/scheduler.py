@@ -405,8 +405,28 @@ class Engine:
             )
             await self._fail_unstarted(state, name, msg)
             return
+        no_gpu = self._host_lacks_gpus(pool.name, req.gpu)
+        if no_gpu:
+            await self._fail_unstarted(state, name, no_gpu)
+            return
         state.queued.add(name)
         self._waiting.setdefault(pool.name, deque()).append((state.run.id, name))
+
+    def _host_lacks_gpus(self, cluster: str, gpus: int) -> str | None:
+        """The local executor runs nodes on this host: a node of a GPU cluster that asks for more GPUs than
+        the host gives it (AIHUB_LOCAL_GPUS) would run without them, so it fails with this message instead."""
+        from aihub.engine.executors.local import LocalExecutor
+
+        if not gpus or not isinstance(self.executor, LocalExecutor):
+            return None
+        host = len([g for g in (self.settings.local_gpus or "").split(",") if g.strip()])
+        if gpus <= host:
+            return None
+        return (
+            f"needs {gpus} GPU on virtual cluster {cluster!r}, but this host gives the local executor {host} "
+            "GPU (AIHUB_LOCAL_GPUS), so it cannot run here with one: choose a cluster without GPUs, or ask "
+            "an administrator to list the host's GPUs in AIHUB_LOCAL_GPUS"
+        )
 
     def _cluster_missing(self, spec: NodeSpec) -> str | None:
         if spec.cluster in self.capacity.pools:

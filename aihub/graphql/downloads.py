@@ -10,6 +10,7 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from aihub.domain.ids import in_row_id_range
 from aihub.graphql.context import bearer_token
 from aihub.services.auth import token_row
 from aihub.services.errors import ServiceError
@@ -27,6 +28,8 @@ async def download_output(request: Request) -> Response:
     if row is None:
         return _error(401, "UNAUTHENTICATED", "authentication required: send 'Authorization: Bearer <token>'")
     params = request.path_params
+    if not in_row_id_range(params["run_id"]):
+        return _error(404, "NOT_FOUND", f"run {params['run_id']} not found")
     try:
         check_run_token_operation(row, "run", params["run_id"])
         digest = await output_artifact(row.user, params["run_id"], params["node"], params["output"])

@@ -679,6 +679,7 @@ class DbBuildStore:
         snap = build.snapshot
         return BuildJob(
             build_id=build.id,
+            number=build.number,
             module=build.module.name,
             category=snap["category"],
             git_url=snap["git_url"],

@@ -28,6 +28,7 @@ from aihub.db.models import (
     WorkflowVersion,
 )
 from aihub.domain import dag
+from aihub.domain.ids import parse_row_id
 from aihub.domain.spec import parse_spec
 from aihub.domain.status import RunStatus
 from aihub.services.access import get_run, runs_visible_to, workflows_visible_to
@@ -51,24 +52,16 @@ def encode_cursor(kind: str, row_id: int) -> str:
     return base64.urlsafe_b64encode(f"{kind}:{row_id}".encode()).decode().rstrip("=")
 
 
-#: ids are 64-bit signed integers on every database: a cursor beyond would overflow the query
-MAX_CURSOR_ID = 2**63 - 1
-
-
 def decode_cursor(kind: str, cursor: str) -> int:
-    """The row id a cursor of ``kind`` holds; anything else (another kind, not an ASCII number, out of the
-    1..2^63-1 range) is ``INVALID_INPUT`` on ``after``."""
+    """The row id a cursor of ``kind`` holds; anything else (another kind, not an id of ``aihub.domain.ids``)
+    is ``INVALID_INPUT`` on ``after``."""
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
     except ValueError:
         raw = ""
     prefix, _, value = raw.partition(":")
-    if prefix != kind or not (value.isascii() and value.isdigit()) or len(value) > 19:
-        raise InvalidInput(
-            f"invalid cursor {cursor!r}: pass the nextCursor of a previous page", field="after"
-        )
-    row_id = int(value)
-    if not 1 <= row_id <= MAX_CURSOR_ID:
+    row_id = parse_row_id(value) if prefix == kind else None
+    if row_id is None:
         raise InvalidInput(
             f"invalid cursor {cursor!r}: pass the nextCursor of a previous page", field="after"
         )

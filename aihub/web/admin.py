@@ -19,6 +19,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from aihub.db.models import User
+from aihub.domain.ids import parse_row_id
 from aihub.domain.messages import msg
 from aihub.services import admin
 from aihub.services.errors import InvalidInput, NotFound, ServiceError
@@ -197,7 +198,7 @@ def json_object(form: FormData, name: str) -> dict[str, Any] | None:
 
 def team_choice(form: FormData) -> int | None:
     value = text(form, "team_id")
-    if value and not value.isdigit():
+    if value and parse_row_id(value) is None:
         raise InvalidInput(msg("unknown team {value}", value=repr(value)), field="team_id")
     return int(value) if value else None
 

@@ -318,7 +318,7 @@ def _tree(items: Iterable[tuple[str, str]]) -> dict[str, Any]:
             continue
         here: dict[Any, Any] = root
         for depth, part in enumerate(parts[:-1]):
-            step: Any = int(part) if depth % 2 == 1 and part.isdigit() else part
+            step: Any = int(part) if depth % 2 == 1 and part.isascii() and part.isdigit() else part
             if isinstance(step, int) and step >= MAX_ROWS:
                 break
             here = here.setdefault(step, {})

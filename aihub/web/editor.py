@@ -20,6 +20,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from aihub.db.models import User, WorkflowVersion
+from aihub.domain.ids import parse_count, parse_row_id
 from aihub.domain.messages import msg
 from aihub.domain.spec import SpecError, SpecIssue, parse_spec
 from aihub.services.editor import (
@@ -144,10 +145,8 @@ def _to_form(state: Editor) -> None:
 
 
 def _index(parts: list[str], at: int, items: list[Any]) -> int | None:
-    if len(parts) <= at or not parts[at].isdigit():
-        return None
-    value = int(parts[at])
-    return value if value < len(items) else None
+    value = parse_count(parts[at]) if len(parts) > at else None
+    return value if value is not None and value < len(items) else None
 
 
 def _edit(draft: Draft, verb: str, what: str, parts: list[str], choices: EditorChoices) -> None:
@@ -322,8 +321,8 @@ async def _start_new(request: Request, user: User) -> Editor:
     if kind == "example":
         data, _ = load_mapping(get_example(key).text)
         draft = draft_from_spec(data or {})[0]
-    elif kind == "version" and key.isdigit():
-        draft = draft_from_spec((await get_readable_version(user, int(key))).spec)[0]
+    elif kind == "version" and (version_id := parse_row_id(key)) is not None:
+        draft = draft_from_spec((await get_readable_version(user, version_id)).spec)[0]
     else:
         return Editor(draft=Draft(nodes=[NodeRow(name="step1")]))
     draft.name = await free_workflow_name(user, draft.name)

@@ -111,6 +111,9 @@ async def _snapshot(
             yield sse(f"node-{row.name}", node_html(run.id, row, graph))
     for group in graph.groups:
         yield sse(f"group-{group.index}", group_html(run.id, graph, group.index, statuses))
+    # the timeline refetches itself too: a run that ended before this stream opened shows its attempts now,
+    # not "no attempt has started yet" until the 2 s fallback
+    yield sse("timeline", "")
     yield sse("synced", "")
 
 

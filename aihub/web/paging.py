@@ -9,6 +9,8 @@ from urllib.parse import urlencode
 
 from starlette.requests import Request
 
+from aihub.domain.ids import parse_count
+
 T = TypeVar("T")
 PAGE_SIZE = 50
 
@@ -25,7 +27,7 @@ def paginate(request: Request, items: Sequence[T], size: int | None = None) -> t
     size = size or PAGE_SIZE
     raw = request.query_params.get("page", "1")
     pages = max(-(-len(items) // size), 1)
-    page = min(max(int(raw) if raw.isdigit() else 1, 1), pages)
+    page = min(max(parse_count(raw) or 1, 1), pages)
 
     def url(n: int) -> str:
         query = {k: v for k, v in request.query_params.items() if k != "page"}

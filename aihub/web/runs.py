@@ -227,6 +227,12 @@ async def run_live(request: Request, user: User) -> Response:
 
 @page
 async def run_stop(request: Request, user: User) -> Response:
+    """GET: "Stop this run?" (the Stop buttons lead here); POST: stop it."""
+    if request.method == "GET":
+        run = await get_run(user, request.path_params["run_id"])
+        await run.fetch_related("workflow", "version")
+        ctx = {"run": run, "can_act": can_act_on_run(user, run)}
+        return render(request, "pages/runs/stop.html", ctx)
     run = await stop_run(runtime(request).bus, user, request.path_params["run_id"])
     return redirect(request, f"/runs/{run.id}")
 
@@ -327,7 +333,7 @@ def run_routes() -> list[BaseRoute]:
         Route("/runs/{run_id:int}/live", run_live),
         Route("/runs/{run_id:int}/timeline", run_timeline),
         Route("/runs/{run_id:int}/groups/{index:int}", run_group),
-        Route("/runs/{run_id:int}/stop", run_stop, methods=["POST"]),
+        Route("/runs/{run_id:int}/stop", run_stop, methods=["GET", "POST"]),
         Route("/runs/{run_id:int}/retry", run_retry, methods=["POST"]),
         Route("/runs/{run_id:int}/copy", run_copy, methods=["POST", "GET"]),
         Route(node, node_panel),

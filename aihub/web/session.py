@@ -21,8 +21,9 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from aihub.db.models import User
+from aihub.domain.ids import in_row_id_range
 from aihub.services.auth import WEB_SESSION_KINDS, authenticate
-from aihub.services.errors import ServiceError
+from aihub.services.errors import NotFound, ServiceError
 from aihub.web import i18n
 from aihub.web.render import is_htmx, render, secure
 
@@ -137,6 +138,13 @@ def error_page(request: Request, exc: ServiceError) -> Response:
     )
 
 
+def check_path_numbers(request: Request) -> None:
+    """An id, attempt or index in the path past 64 bits names nothing (``aihub.domain.ids``): not found."""
+    for name, value in request.path_params.items():
+        if isinstance(value, int) and not in_row_id_range(value):
+            raise NotFound(f"no {name.removesuffix('_id')} {value}", field=name)
+
+
 def page(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
     """A route for a logged-in user: CSRF checked on unsafe methods; service errors become error pages."""
 
@@ -152,6 +160,7 @@ def page(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
             return finish(request, forbidden_csrf(), new_csrf)
         request.state.user = user
         try:
+            check_path_numbers(request)
             response = await handler(request, user)
         except ServiceError as exc:
             response = error_page(request, exc)

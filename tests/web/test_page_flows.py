@@ -5,12 +5,16 @@ version rows; the run page's legend and stop confirmation."""
 from __future__ import annotations
 
 import re
+import shutil
+import tempfile
+from pathlib import Path
 
-from aihub.db.models import Run, User, WorkflowVersion
+from aihub.db.models import Category, Module, ModuleBuild, NodeRun, Run, User, WorkflowVersion
+from aihub.services.admin import create_cluster
 from aihub.services.versions import set_workflow_shared
 from aihub.services.workflows import create_version, create_workflow
 from tests.engine.support import wait_for_run
-from tests.web.webapp import Web
+from tests.web.webapp import HASH_FILE_FORM, Client, Web, make_repo, wait_built
 
 SPEC = """
 name: three-versions
@@ -159,3 +163,141 @@ async def test_the_workflow_list_is_searchable_and_paged(web: Web) -> None:
     assert re.findall(r'class="workflow-link"><strong>([^<]+)</strong>', searched) == [
         f"wf-{i}" for i in range(19, 9, -1)
     ]
+
+
+# ------------------------------------------------------------------------------------------------ run page honesty
+
+SIX = ["WAITING", "RUNNING", "SUCCEEDED", "FAILED", "STOPPED", "SKIPPED"]
+
+
+async def finished_run(web: Web, client: Client, spec: str, name: str) -> int:
+    version = await create_workflow(await User.get(username="alice"), spec)
+    response = await client.post(f"/versions/{version.id}/run", {"name": name})
+    run_id = int(response.headers["location"].rsplit("/", 1)[1])
+    await wait_for_run(web.rt, run_id)
+    return run_id
+
+
+async def test_a_finished_runs_page_has_the_legend_its_attempts_and_no_outputs(web: Web) -> None:
+    alice = await web.client("alice")
+    spec = "name: two-tries\nnodes:\n  - name: only\n    retries: 1\n    command: test -e $AIHUB_MARK || { touch $AIHUB_MARK; exit 3; }\n"
+    shared = Path(tempfile.mkdtemp(prefix="aihub-flows-", dir="/var/tmp"))  # nodes get a private /tmp
+    shared.chmod(0o777)
+    mark = shared / "mark"
+    spec = spec.replace("$AIHUB_MARK", str(mark))
+    run_id = await finished_run(web, alice, spec, "tries")
+    page = (await alice.get(f"/runs/{run_id}")).text
+    legend = page[page.index('id="status-legend"') :]
+    legend = legend[: legend.index("</p>")]
+    assert re.findall(r'data-status="(\w+)"', legend) == SIX
+    timeline = page[page.index('<section id="timeline"') :]
+    assert re.findall(r'id="bar-only-(\d)" data-status="(\w+)"', timeline) == [
+        ("1", "FAILED"),
+        ("2", "SUCCEEDED"),
+    ]
+    assert "No attempt has started yet" not in page
+    shutil.rmtree(shared, ignore_errors=True)
+    io = (await alice.get(f"/runs/{run_id}/nodes/only?tab=io", htmx=True)).text
+    assert re.search(r'id="no-outputs">no outputs<', io) and "none yet" not in io
+
+
+async def test_the_live_stream_refreshes_the_timeline_right_after_its_snapshot(web: Web) -> None:
+    """A run that ended before the page's stream opened: the snapshot asks the timeline to refetch itself
+    (it used to say "No attempt has started yet" until the 2 s fallback)."""
+    from aihub.web.live import _changes
+    from aihub.web.runs import run_context
+
+    alice_user = await User.get(username="alice")
+    alice = await web.client("alice")
+    run_id = await finished_run(
+        web, alice, "name: quick\nnodes:\n  - name: only\n    command: echo hi\n", "q"
+    )
+    stream = _changes(web.rt, alice_user, run_id, (await run_context(alice_user, run_id))["graph"], "csrf")
+    events: list[str] = []
+    try:
+        while "synced" not in events:
+            events += re.findall(r"^event: (\S+)$", await anext(stream), re.M)
+    finally:
+        await stream.aclose()
+    assert events[-2:] == ["timeline", "synced"]
+
+
+async def test_stop_asks_for_confirmation(web: Web) -> None:
+    alice = await web.client("alice")
+    version = await create_workflow(
+        await User.get(username="alice"), "name: slow\nnodes:\n  - name: wait\n    command: sleep 60\n"
+    )
+    response = await alice.post(f"/versions/{version.id}/run", {"name": "slow"})
+    run_id = int(response.headers["location"].rsplit("/", 1)[1])
+    page = (await alice.get(f"/runs/{run_id}")).text
+    assert f'<a class="button danger" href="/runs/{run_id}/stop" id="stop-run">' in page
+    listed = (await alice.get("/runs")).text
+    assert f'href="/runs/{run_id}/stop"' in listed and f'action="/runs/{run_id}/stop"' not in listed
+    confirm = await alice.get(f"/runs/{run_id}/stop")
+    assert confirm.status_code == 200 and 'id="confirm-stop"' in confirm.text
+    assert not (await Run.get(id=run_id)).status.is_terminal  # asking did not stop it
+    carol = await web.client("carol")
+    assert (await carol.get(f"/runs/{run_id}/stop")).status_code == 404
+    stopped = await alice.post(f"/runs/{run_id}/stop")
+    assert stopped.status_code == 303
+    run = await wait_for_run(web.rt, run_id)
+    assert run.status.value == "STOPPED"
+    again = (await alice.get(f"/runs/{run_id}/stop")).text
+    assert 'id="stop-nothing"' in again and 'id="confirm-stop"' not in again
+
+
+async def test_a_gpu_cluster_node_fails_clearly_on_a_host_without_gpus(web: Web) -> None:
+    admin = await User.get(username="admin")
+    await create_cluster(admin, name="gpu-one", gpu=1, cpu_millis=1000, memory_mib=1024, capacity=1)
+    await web.rt.engine.load_pools()
+    alice = await web.client("alice")
+    spec = (
+        "name: wants-gpu\nnodes:\n  - name: train\n    task_type: compute\n    cluster: gpu-one\n"
+        "    command: echo trained\n"
+    )
+    run_id = await finished_run(web, alice, spec, "gpu")
+    node = await NodeRun.get(run_id=run_id, name="train")
+    assert node.status.value == "FAILED" and node.exit_code is None
+    assert not web.rt.logs.path(run_id, "train", 1).exists()  # its command never ran without the GPU
+    assert "AIHUB_LOCAL_GPUS" in node.message and "1 GPU" in node.message
+    details = (await alice.get(f"/runs/{run_id}/nodes/train?tab=details", htmx=True)).text
+    assert "AIHUB_LOCAL_GPUS" in details
+
+
+async def test_build_numbers_agree_between_the_module_page_and_the_build_log(
+    web: Web, category: Category, tmp_path: Path
+) -> None:
+    alice = await web.client("alice")
+    for name in ("first-module", "second-module"):  # the second module's build 1 has the id 2
+        repo = make_repo(tmp_path / name)
+        response = await alice.post(
+            "/modules/new", {**HASH_FILE_FORM, "name": name, "git_url": repo.url, "op": "save"}
+        )
+        assert response.status_code == 303, response.text
+        await wait_built(name, web)
+    module = await Module.get(name="second-module")
+    build = await ModuleBuild.get(module_id=module.id)
+    assert build.id != build.number == 1
+    page = (await alice.get(f"/modules/{module.id}")).text
+    assert "Build 1" in page
+    log = (await alice.get(f"/modules/{module.id}/builds/{build.id}/log")).text
+    assert "Log of build 1" in log and "build 1 of module &#39;second-module&#39;" in log
+    assert f"build {build.id} of module" not in log
+
+
+def test_a_timeline_without_attempts_says_whether_the_run_has_ended() -> None:
+    from types import SimpleNamespace
+
+    from aihub.domain.status import RunStatus
+    from aihub.services.status import utcnow
+    from aihub.web.render import render_string
+    from aihub.web.timeline import chart
+
+    empty = chart([], utcnow())
+    for status, text in (
+        (RunStatus.SUCCEEDED, "No node ran an attempt in this run"),
+        (RunStatus.RUNNING, "No attempt has started yet"),
+    ):
+        run = SimpleNamespace(id=1, status=status)
+        html = render_string("partials/runs/timeline.html", run=run, timeline=empty, timeline_live=False)
+        assert text in html, status

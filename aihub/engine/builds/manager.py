@@ -54,6 +54,8 @@ class BuildJob:
     dockerfile_path: str
     build_context: str
     readme_path: str
+    #: the build's number among its module's builds (what the module page shows); 0: not known
+    number: int = 0
 
 
 @dataclass(frozen=True)
@@ -203,8 +205,9 @@ class BuildManager:
         workspace = Path(await asyncio.to_thread(tempfile.mkdtemp, prefix=f"{job.build_id}-", dir=work_root))
         sha = ""
         try:
-            write(
-                f"build {job.build_id} of module {job.module!r} from {redact_url(job.git_url)} at {job.ref!r}"
+            write(  # numbered as the module page numbers its builds
+                f"build {job.number or job.build_id} of module {job.module!r} from {redact_url(job.git_url)}"
+                f" at {job.ref!r}"
             )
             repo = workspace / "src"
             sha = await clone(

@@ -6,6 +6,7 @@ import strawberry
 from strawberry.scalars import JSON
 
 from aihub.db.models import ModuleStatus, ReviewStatus
+from aihub.domain.ids import parse_row_id
 from aihub.domain.status import NodeStatus, RunStatus
 from aihub.services.errors import InvalidInput
 
@@ -24,23 +25,13 @@ ModuleStatusEnum = strawberry.enum(ModuleStatus, name="ModuleStatus")
 ReviewStatusEnum = strawberry.enum(ReviewStatus, name="ReviewStatus")
 
 
-#: the largest primary key (a 64-bit signed integer on SQLite and PostgreSQL)
-MAX_ID = 2**63 - 1
-
-
 def parse_id(value: strawberry.ID | str | int, field: str = "id") -> int:
-    """An ``ID`` argument as the integer primary key it stands for: ASCII digits only, 1 to ``MAX_ID``.
-
-    ``str.isdigit()`` is not the test: it accepts characters ``int()`` rejects (``"²"``, ``"①"``) or reads as
-    other numbers (``"１"``, ``"٣"``)."""
-    text = str(value)
-    if (
-        not (text.isascii() and text.isdigit())
-        or len(text) > len(str(MAX_ID))
-        or not 1 <= int(text) <= MAX_ID
-    ):
+    """An ``ID`` argument as the integer primary key it stands for (``aihub.domain.ids``: ASCII digits, 1 to
+    2^63-1); anything else is ``INVALID_INPUT`` naming the argument."""
+    row_id = parse_row_id(str(value))
+    if row_id is None:
         raise InvalidInput(f"invalid {field} {value!r}: expected a positive number", field=field)
-    return int(text)
+    return row_id
 
 
 def optional_id(value: strawberry.ID | None, field: str) -> int | None:
