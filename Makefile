@@ -57,7 +57,7 @@ bench: install-test
 # The UI's message catalogues (docs/ui.md, "Languages"): extract the messages of the templates and the Python
 # code into messages.pot, merge it into every language's .po, compile the .po files to .mo.
 i18n-extract: install
-	$(BIN)/pybabel extract -F babel.cfg -k msg -k N_ --no-location --sort-output \
+	$(BIN)/pybabel extract -F babel.cfg -k msg -k N_ -k NC_:1c,2 --no-location --sort-output \
 		--project "AIHub Workflow" -o $(LOCALE_DIR)/messages.pot .
 
 i18n-update: i18n-extract

@@ -108,6 +108,8 @@ class _Issues:
 
 
 _WORKFLOW, _PARAMS, _NODES = 0, 1, 2
+_KIND_PARAM, _KIND_NODE, _KIND_INPUT, _KIND_OUTPUT = msg("param"), msg("node"), msg("input"), msg("output")
+_WORKFLOW_LOCATION = msg("workflow")  # where a problem of the whole workflow is
 
 
 def _location(section: str, index: int, name: object) -> str:
@@ -124,7 +126,7 @@ def _listing(names: Iterable[str], limit: int = 10) -> str:
 
 def _did_you_mean(name: str, choices: Iterable[str]) -> str:
     close = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.75)
-    return f" (did you mean '{close[0]}'?)" if close else ""
+    return msg(" (did you mean {name}?)", name=f"'{close[0]}'") if close else ""
 
 
 def _type_name(value: object) -> str:
@@ -216,7 +218,7 @@ def scalar_to_str(value: object) -> str:
         return "true" if value else "false"
     if isinstance(value, str | int | float | date):
         return str(value)
-    raise ValueError(f"must be a string, number or boolean (got {_type_name(value)})")
+    raise ValueError(msg("must be a string, number or boolean (got {kind})", kind=_type_name(value)))
 
 
 def _optional_scalar(value: object) -> str | None:
@@ -265,7 +267,9 @@ class InputDecl(_SpecModel):
     @model_validator(mode="after")
     def _exactly_one_source(self) -> Self:
         if (self.source is None) == (self.value is None):
-            raise ValueError(f"input {self.name!r} needs exactly one of 'from' and 'value'")
+            raise ValueError(
+                msg("input {name} needs exactly one of 'from' and 'value'", name=repr(self.name))
+            )
         return self
 
     @property
@@ -440,8 +444,10 @@ class _WorkflowChecker:
         self.node_index = _first_index(draft.node_names)
 
     def run(self) -> None:
-        self.check_unique_names(_PARAMS, "params", self.draft.param_names or [], self.param_index, "param")
-        self.check_unique_names(_NODES, "nodes", self.draft.node_names, self.node_index, "node")
+        self.check_unique_names(
+            _PARAMS, "params", self.draft.param_names or [], self.param_index, _KIND_PARAM
+        )
+        self.check_unique_names(_NODES, "nodes", self.draft.node_names, self.node_index, _KIND_NODE)
         for index, node in enumerate(self.draft.nodes):
             if node is not None:
                 self.check_node(index, node)
@@ -465,13 +471,18 @@ class _WorkflowChecker:
     ) -> None:
         for index, name in enumerate(names):
             if name is not None and first[name] != index:
-                message = f"{kind} name '{name}' is already used by {label}[{first[name]}]"
+                message = msg(
+                    "{kind} name {name} is already used by {other}",
+                    kind=kind,
+                    name=f"'{name}'",
+                    other=f"{label}[{first[name]}]",
+                )
                 self.issues.add((section, index), _location(label, index, name), "name", message)
 
     def check_node(self, index: int, node: NodeSpec) -> None:
         self.check_command(index, node)
-        self.check_unique_items(index, "inputs", [decl.name for decl in node.inputs], "input")
-        self.check_unique_items(index, "outputs", [decl.name for decl in node.outputs], "output")
+        self.check_unique_items(index, "inputs", [decl.name for decl in node.inputs], _KIND_INPUT)
+        self.check_unique_items(index, "outputs", [decl.name for decl in node.outputs], _KIND_OUTPUT)
         self.check_env_vs_inputs(index, node)
         for position, decl in enumerate(node.inputs):
             if decl.source is not None:
@@ -486,47 +497,78 @@ class _WorkflowChecker:
             return
         if node.module is None:
             if not node.command.strip():
-                self._add(index, "command", "a plain node needs a command (or a module)")
+                self._add(index, "command", msg("a plain node needs a command (or a module)"))
             return
         owned = {"command": node.command, "image": node.image, "outputs": node.outputs}
         for name, value in owned.items():
             if value:
-                self._add(
-                    index, name, f"a module node takes its {name} from module '{node.module}'; remove it"
+                message = msg(
+                    "a module node takes its {field} from module {module}; remove it",
+                    field=name,
+                    module=f"'{node.module}'",
                 )
+                self._add(index, name, message)
 
     def check_unique_items(self, index: int, label: str, names: list[str], kind: str) -> None:
         first = _first_index(names)
         for position, name in enumerate(names):
             if first[name] != position:
                 earlier, here = self.item(index, label, first[name]), self.item(index, label, position)
-                self._add(index, f"{here}.name", f"{kind} name '{name}' is used twice: {earlier} and {here}")
+                message = msg(
+                    "{kind} name {name} is used twice: {earlier} and {here}",
+                    kind=kind,
+                    name=f"'{name}'",
+                    earlier=earlier,
+                    here=here,
+                )
+                self._add(index, f"{here}.name", message)
 
     def check_env_vs_inputs(self, index: int, node: NodeSpec) -> None:
         inputs = {decl.name for decl in node.inputs}
         for key in node.env:
             if key in inputs:
-                self._add(index, f"env.{key}", f"env '{key}' and input '{key}' would set the same variable")
+                message = msg("env {key} and input {key} would set the same variable", key=f"'{key}'")
+                self._add(index, f"env.{key}", message)
 
     def check_reference(self, index: int, node: NodeSpec, position: int, decl: InputDecl) -> None:
         field = f"{self.item(index, 'inputs', position)}.from"
-        prefix = f"input '{decl.name}' refers to '{decl.source}'"
+        ref = {"input": f"'{decl.name}'", "source": f"'{decl.source}'"}
         if decl.ref_param is not None:
             if self.draft.param_names is not None and decl.ref_param not in self.param_index:
                 hint = _did_you_mean(decl.ref_param, self.param_index)
-                self._add(index, field, f"{prefix}, but there is no param '{decl.ref_param}'{hint}")
+                message = msg(
+                    "input {input} refers to {source}, but there is no param {param}{hint}",
+                    **ref,
+                    param=f"'{decl.ref_param}'",
+                    hint=hint,
+                )
+                self._add(index, field, message)
             return
         target, output = decl.ref_node or "", decl.ref_output or ""
         if target == node.name:
-            self._add(index, field, f"{prefix}, but a node cannot use its own outputs")
+            own = msg("input {input} refers to {source}, but a node cannot use its own outputs", **ref)
+            self._add(index, field, own)
         elif target not in self.node_index:
             hint = _did_you_mean(target, (name for name in self.node_index if name != node.name))
-            self._add(index, field, f"{prefix}, but there is no node '{target}'{hint}")
+            message = msg(
+                "input {input} refers to {source}, but there is no node {node}{hint}",
+                **ref,
+                node=f"'{target}'",
+                hint=hint,
+            )
+            self._add(index, field, message)
         else:
             offered = self.outputs_of(self.node_index[target])
             if offered is not None and output not in offered:
-                listing = f" (its outputs: {_listing(offered)})"
-                self._add(index, field, f"{prefix}, but node '{target}' has no output '{output}'{listing}")
+                message = msg(
+                    "input {input} refers to {source}, but node {node} has no output {output} "
+                    "(its outputs: {listing})",
+                    **ref,
+                    node=f"'{target}'",
+                    output=f"'{output}'",
+                    listing=_listing(offered),
+                )
+                self._add(index, field, message)
 
     def outputs_of(self, index: int) -> list[str] | None:
         """Output names of a node, or None when they cannot be known (broken node, module not given)."""
@@ -543,15 +585,21 @@ class _WorkflowChecker:
         for position, name in enumerate(node.depends_on):
             field = f"depends_on[{position}]"
             if name == node.name:
-                self._add(index, field, f"depends_on names the node itself ('{name}')")
+                self._add(index, field, msg("depends_on names the node itself ({name})", name=f"'{name}'"))
             elif name not in self.node_index:
                 hint = _did_you_mean(name, (other for other in self.node_index if other != node.name))
-                self._add(index, field, f"depends_on names '{name}', but there is no node '{name}'{hint}")
+                message = msg(
+                    "depends_on names {name}, but there is no node {name}{hint}", name=f"'{name}'", hint=hint
+                )
+                self._add(index, field, message)
 
     def check_cluster(self, index: int, node: NodeSpec) -> None:
         if self.clusters is not None and node.cluster not in self.clusters:
             known = _listing(sorted(self.clusters))
-            self._add(index, "cluster", f"unknown virtual cluster '{node.cluster}' (known: {known})")
+            message = msg(
+                "unknown virtual cluster {name} (known: {known})", name=f"'{node.cluster}'", known=known
+            )
+            self._add(index, "cluster", message)
 
     def check_storages(self, index: int, node: NodeSpec) -> None:
         if self.storages is None:
@@ -559,7 +607,8 @@ class _WorkflowChecker:
         for position, name in enumerate(node.storages):
             if name not in self.storages:
                 known = _listing(sorted(self.storages))
-                self._add(index, f"storages[{position}]", f"unknown data storage '{name}' (known: {known})")
+                message = msg("unknown data storage {name} (known: {known})", name=f"'{name}'", known=known)
+                self._add(index, f"storages[{position}]", message)
 
     def check_module(self, index: int, node: NodeSpec) -> None:
         if node.module is None or self.modules is None:
@@ -567,19 +616,29 @@ class _WorkflowChecker:
         interface = self.modules.get(node.module)
         if interface is None:
             hint = _did_you_mean(node.module, self.modules)
-            self._add(index, "module", f"unknown module '{node.module}'{hint}")
+            self._add(index, "module", msg("unknown module {name}{hint}", name=f"'{node.module}'", hint=hint))
             return
         for position, decl in enumerate(node.inputs):
             if decl.name not in interface.inputs:
                 takes = _listing(interface.inputs)
-                message = f"module '{node.module}' has no input '{decl.name}' (its inputs: {takes})"
+                message = msg(
+                    "module {module} has no input {input} (its inputs: {takes})",
+                    module=f"'{node.module}'",
+                    input=f"'{decl.name}'",
+                    takes=takes,
+                )
                 self._add(index, f"{self.item(index, 'inputs', position)}.name", message)
         if "inputs" in self.gaps(index):
             return
         bound = {decl.name for decl in node.inputs}
         for name in interface.inputs:
             if name not in bound:
-                self._add(index, "inputs", f"input '{name}' of module '{node.module}' is not bound")
+                message = msg(
+                    "input {input} of module {module} is not bound",
+                    input=f"'{name}'",
+                    module=f"'{node.module}'",
+                )
+                self._add(index, "inputs", message)
 
     def check_cycles(self) -> None:
         graph: dict[str, list[str]] = {}
@@ -588,7 +647,7 @@ class _WorkflowChecker:
                 graph[node.name] = [p for p in node.parents() if p != node.name and p in self.node_index]
         for path in dag.cycles(graph):
             index = self.node_index[path[0]]
-            self._add(index, self.edge_field(index, path[-2]), f"cycle: {' -> '.join(path)}")
+            self._add(index, self.edge_field(index, path[-2]), msg("cycle: {path}", path=" -> ".join(path)))
 
     def edge_field(self, index: int, parent: str) -> str:
         """The field of node ``index`` that makes ``parent`` its parent."""
@@ -646,7 +705,9 @@ def _describe_error(error: Mapping[str, Any], model: type[BaseModel]) -> str:
     if kind == "missing":
         return msg("is required")
     if kind == "extra_forbidden":
-        return f"unknown field{_did_you_mean(str(loc[-1]), _field_names(_model_at(model, loc)))}"
+        return msg(
+            "unknown field{hint}", hint=_did_you_mean(str(loc[-1]), _field_names(_model_at(model, loc)))
+        )
     if kind == "literal_error":
         return f"must be {ctx['expected']} (got {value!r})"
     if kind == "greater_than_equal":
@@ -689,7 +750,9 @@ def _validate_params(raw: object, issues: _Issues) -> tuple[list[str | None] | N
     if raw is None:
         return [], []
     if not isinstance(raw, list):
-        issues.add((_WORKFLOW, 0), "workflow", "params", f"params: must be a list (got {_type_name(raw)})")
+        issues.add(
+            (_WORKFLOW, 0), _WORKFLOW_LOCATION, "params", f"params: must be a list (got {_type_name(raw)})"
+        )
         return None, []
     params: list[ParamDecl] = []
     for index, item in enumerate(raw):
@@ -705,10 +768,14 @@ def _validate_nodes(raw: object, issues: _Issues) -> _Draft:
     """Validates each node on its own, salvaging what it can of broken ones for the semantic stage."""
     draft = _Draft([], [], [])
     if raw is None or raw == []:
-        issues.add((_WORKFLOW, 0), "workflow", "nodes", "nodes: a workflow needs at least one node")
+        issues.add(
+            (_WORKFLOW, 0), _WORKFLOW_LOCATION, "nodes", msg("nodes: a workflow needs at least one node")
+        )
         return draft
     if not isinstance(raw, list):
-        issues.add((_WORKFLOW, 0), "workflow", "nodes", f"nodes: must be a list (got {_type_name(raw)})")
+        issues.add(
+            (_WORKFLOW, 0), _WORKFLOW_LOCATION, "nodes", f"nodes: must be a list (got {_type_name(raw)})"
+        )
         return draft
     for index, item in enumerate(raw):
         draft.node_names.append(_element_name(item))
@@ -764,18 +831,20 @@ def _validate_header(data: Mapping[str, Any], issues: _Issues) -> dict[str, str]
     for key in data:
         if key not in WorkflowSpec.model_fields:
             hint = _did_you_mean(str(key), WorkflowSpec.model_fields)
-            issues.add((_WORKFLOW, 0), "workflow", str(key), f"{key}: unknown field{hint}")
+            message = msg("{field}: unknown field{hint}", field=key, hint=hint)
+            issues.add((_WORKFLOW, 0), _WORKFLOW_LOCATION, str(key), message)
     for key, adapter in _HEADER_FIELDS.items():
         if key not in data:
             if key == "name":
-                issues.add((_WORKFLOW, 0), "workflow", key, f"{key}: is required")
+                message = msg("{field}: {message}", field=key, message=msg("is required"))
+                issues.add((_WORKFLOW, 0), _WORKFLOW_LOCATION, key, message)
             continue
         try:
             header[key] = adapter.validate_python(data[key])
         except ValidationError as exc:
             for error in exc.errors(include_url=False):
-                message = f"{key}: {_describe_error(error, WorkflowSpec)}"
-                issues.add((_WORKFLOW, 0), "workflow", key, message)
+                message = msg("{field}: {message}", field=key, message=_describe_error(error, WorkflowSpec))
+                issues.add((_WORKFLOW, 0), _WORKFLOW_LOCATION, key, message)
     return header
 
 

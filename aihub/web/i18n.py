@@ -12,11 +12,13 @@ request's task, so templates and Python code (``gettext``) both see it.
 from __future__ import annotations
 
 import io
+import re
 from collections.abc import Mapping
 from contextvars import ContextVar
 from datetime import datetime
 from functools import cache
 from pathlib import Path
+from string import Formatter
 
 from babel import Locale
 from babel.dates import format_datetime as _format_datetime
@@ -122,6 +124,84 @@ ERROR_TITLES: dict[str, str] = {
 }
 
 
+def NC_(context: str, message: str) -> str:
+    """Marks ``message`` in ``context`` for extraction (``pgettext`` translates it where it is shown)."""
+    return message
+
+
+#: what the engine and the run services write into run and node messages and events. They are stored as
+#: English text (tools read them); the UI translates a stored text by matching it against these templates.
+#: tests/web/test_i18n.py runs a workflow and checks that its messages come out in Chinese.
+STORED_MESSAGES = (
+    N_("created"),
+    N_("started"),
+    N_("stopped"),
+    N_("stopped by user"),
+    N_("stopped by {user}"),
+    N_("stop requested by {user}"),
+    N_("all nodes succeeded"),
+    N_("exited with code {code}"),
+    N_("attempt {attempt}"),
+    N_("attempt {attempt} (retry {retry})"),
+    N_("attempt {attempt} failed ({reason}); retrying"),
+    N_("retry {count}"),
+    N_("retry {count} by {user}"),
+    N_("not run: node {node} failed"),
+    N_("node {node} failed: {reason}"),
+    N_("cache hit: outputs of run {run} node {node}"),
+    N_("{name}: {value} packed ({size} bytes, sha256 {digest})"),
+    N_("{name}: text ({count} characters)"),
+    # what executors report in the container tab
+    N_("running"),
+    N_("ended: {reason}"),
+    N_("failed to start: {reason}"),
+    N_("exited with code {code} (stopped)"),
+    N_("process vanished (server or host restarted?)"),
+    N_("mount namespace: private {paths}"),
+    N_("PID namespace: own /proc, leftovers killed at exit"),
+    N_("hidden: {paths}"),
+    N_("runs as uid {uid}, gid {gid}"),
+    N_("none ({reason})"),
+)
+#: the facts of the container tab (executors' ``describe``)
+CONTAINER_FACTS = (
+    NC_("container", "executor"),
+    NC_("container", "host"),
+    NC_("container", "pid"),
+    NC_("container", "pgid"),
+    NC_("container", "isolation"),
+    NC_("container", "state"),
+    NC_("container", "scratch"),
+    NC_("container", "argv"),
+    NC_("container", "workdir"),
+    NC_("container", "env"),
+    NC_("container", "resources"),
+    NC_("container", "started_at"),
+    NC_("container", "pod"),
+    NC_("container", "namespace"),
+    NC_("container", "node"),
+    NC_("container", "phase"),
+    NC_("container", "image"),
+    NC_("container", "host_ip"),
+    NC_("container", "pod_ip"),
+)
+#: the kinds of node events (the events tab)
+EVENT_KINDS = (
+    NC_("event", "started"),
+    NC_("event", "exited"),
+    NC_("event", "failed"),
+    NC_("event", "not_run"),
+    NC_("event", "reset"),
+    NC_("event", "retry"),
+    NC_("event", "run_retry"),
+    NC_("event", "stopped"),
+    NC_("event", "cache_hit"),
+    NC_("event", "output_stored"),
+)
+#: a review's statuses (PENDING is 待审核 there, not 等待中)
+REVIEW_STATUS_NAMES = (NC_("review", "PENDING"), NC_("review", "APPROVED"), NC_("review", "REJECTED"))
+
+
 def error_title(code: str | None) -> str:
     return gettext(ERROR_TITLES.get(code or "ERROR", ERROR_TITLES["ERROR"]))
 
@@ -138,6 +218,52 @@ def pgettext(context: str, message: str) -> str:
     return translations(current_locale()).upgettext(context, message)
 
 
+@cache
+def _templates(locale: str) -> list[tuple[re.Pattern[str], str]]:
+    """The catalogue's messages with ``{name}`` placeholders as patterns over English text."""
+    patterns = []
+    for msgid in translations(locale)._catalog:  # the compiled catalogue's messages (GNUTranslations)
+        if not isinstance(msgid, str) or "{" not in msgid or "\x04" in msgid:
+            continue
+        seen: set[str] = set()
+        regex = ""
+        for literal, name, _, _ in Formatter().parse(msgid):
+            regex += re.escape(literal)
+            if name:
+                # a value never spans "; ": that separates the parts of a composed text (see below)
+                regex += f"(?P={name})" if name in seen else f"(?P<{name}>(?:(?!; ).)+?)"
+                seen.add(name)
+        try:
+            patterns.append((re.compile(regex, re.DOTALL), msgid))
+        except re.error:
+            continue
+    # the most specific first: the one with the most literal text ("hidden: {paths}" before "{field}: {message}")
+    return sorted(patterns, key=lambda item: -len(re.sub(r"\{\w+\}", "", item[1])))
+
+
+def _translate_text(text: str) -> str:
+    """A stored English text: the catalogue's translation of the message it was made from, else as it is."""
+    exact = gettext(text)
+    if exact != text or current_locale() == DEFAULT_LOCALE:
+        return exact
+    for pattern, msgid in _templates(current_locale()):
+        match = pattern.fullmatch(text)
+        if match:
+            params = {k: _translate_text(v) for k, v in match.groupdict().items()}
+            return gettext(msgid).format(**params)
+    if "; " in text:  # facts joined by "; " (the container tab's isolation): each part on its own
+        return "；".join(_translate_text(part) for part in text.split("; "))
+    return text
+
+
+def event_kind(kind: str) -> str:
+    return pgettext("event", kind)
+
+
+def review_status(status: object) -> str:
+    return pgettext("review", str(getattr(status, "value", status)))
+
+
 def translate(message: object) -> str:
     """A message of the core in the current language: a :class:`Message` by its template, else the text itself
     when the catalogue has it (messages without arguments), else as it is."""
@@ -150,7 +276,7 @@ def translate(message: object) -> str:
         params = {k: translate(v) if isinstance(v, Message) else v for k, v in message.params.items()}
         return translated.format(**params)
     text = str(message)
-    return gettext(text) if text else text
+    return _translate_text(text) if text else text
 
 
 #: every status the UI shows (runs, nodes, modules, builds, reviews); the msgid is the status itself
@@ -198,6 +324,8 @@ def template_globals() -> Mapping[str, object]:
         "LANGUAGES": LANGUAGES,
         "current_locale": current_locale,
         "error_title": error_title,
+        "event_kind": event_kind,
+        "review_status": review_status,
         "html_lang": html_lang,
         "status_label": status_label,
         "translate": translate,

@@ -40,6 +40,7 @@ def extracted_messages() -> set[str | tuple[str, str]]:
         "pgettext": ((1, "c"), 2),
         "msg": None,
         "N_": None,
+        "NC_": ((1, "c"), 2),
     }
     found: set[str | tuple[str, str]] = set()
     for _, _, message, _, context in extract_from_dir(str(REPO), method_map, options_map, keywords=keywords):
@@ -203,6 +204,13 @@ async def test_statuses_dates_and_errors_are_translated(web: Web) -> None:
     page = (await client.get(run_url)).text
     assert RUN in page and "年" in page  # the Chinese date form (e.g. 2026年12月5日)
     assert 'id="run-status">成功<' in page and "运行实例" in page
+    # what the engine stored in English comes out in Chinese: the run's message, node events
+    assert "<dd>所有节点均成功</dd>" in page
+    events = html.unescape((await client.get(f"{run_url}/nodes/step1?tab=events", htmx=True)).text)
+    assert "<td>已开始</td><td>第 1 次尝试</td>" in events and "<td>已退出</td><td>退出码 0</td>" in events
+    assert (
+        "all nodes succeeded" in (await (await web.client("admin")).get(run_url)).text
+    )  # English stays English
     missing = await client.get("/runs/99999")
     assert missing.status_code == 404 and "未找到。" in missing.text
     # a shell identifier stays ASCII, and says so in Chinese
@@ -237,7 +245,11 @@ async def test_chinese_names_in_the_ui(web: Web) -> None:
     admin = await zh_client(web, "admin")
     response = await admin.post("/admin/categories/new", {"name": CATEGORY, "description": "数据清洗与转换"})
     assert response.status_code == 303, response.text
-    assert CATEGORY in (await admin.get("/admin/categories")).text
+    for name in ("图像处理", "data-cleaning"):
+        assert (await admin.post("/admin/categories/new", {"name": name})).status_code == 303
+    page = (await admin.get("/admin/categories")).text
+    listed = re.findall(r'<tr id="category-([^"]+)">', page)
+    assert listed == sorted([CATEGORY, "图像处理", "data-cleaning"])  # sorted by name, Chinese included
     assert (await admin.post("/admin/teams/new", {"name": "视觉组"})).status_code == 303
     # names that reach Kubernetes stay ASCII, and the refusal is in Chinese
     refused = await admin.post("/admin/clusters/new", {"name": "集群", "capacity": "1"})
