@@ -1,26 +1,34 @@
-"""The GraphiQL page with the web pages' protections: a Content-Security-Policy (scripts only from GraphiQL's
-CDN and the page's own inline script, by nonce), no framing (``frame-ancestors 'none'``, ``X-Frame-Options``),
-no MIME sniffing, same-origin referrers."""
+"""The GraphiQL page with the web pages' protections: a Content-Security-Policy (scripts only by nonce: the
+page's own, and React, GraphiQL and its explorer plugin from the package's static files — vendored, so the page
+works without internet), no framing (``frame-ancestors 'none'``, ``X-Frame-Options``), no MIME sniffing,
+same-origin referrers."""
 
 from __future__ import annotations
 
 import re
 import secrets
+from functools import cache
+from pathlib import Path
 
 from starlette.responses import HTMLResponse
 
-#: where Strawberry's GraphiQL page loads React, GraphiQL and its explorer plugin from
-IDE_CDN = "https://unpkg.com"
+#: the page: Strawberry's GraphiQL page loading its scripts from aihub/web/static/graphiql instead of unpkg
+IDE_PAGE = Path(__file__).with_name("graphiql.html")
 
 _SCRIPT_TAG = re.compile(r"<script\b", re.IGNORECASE)
+
+
+@cache
+def ide_html() -> str:
+    return IDE_PAGE.read_text(encoding="utf-8")
 
 
 def ide_policy(nonce: str) -> str:
     return "; ".join(
         [
             "default-src 'none'",
-            f"script-src 'nonce-{nonce}' {IDE_CDN}",
-            f"style-src 'self' 'unsafe-inline' {IDE_CDN}",
+            f"script-src 'nonce-{nonce}'",
+            "style-src 'self' 'unsafe-inline'",
             "img-src 'self' data:",
             "font-src 'self' data:",
             "connect-src 'self'",

@@ -20,7 +20,7 @@ from strawberry.types import ExecutionResult
 
 from aihub.graphql.context import Context, bearer_token
 from aihub.graphql.errors import new_request_id
-from aihub.graphql.ide import secure_ide_page
+from aihub.graphql.ide import ide_html, secure_ide_page
 from aihub.graphql.media import GRAPHQL_RESPONSE, is_request_error, prefers_graphql_response
 from aihub.graphql.schema import build_schema
 from aihub.services.auth import token_row
@@ -76,7 +76,7 @@ class GraphQLView(GraphQL):
 
     async def render_graphql_ide(self, request: Request) -> Response:
         """GraphiQL with a Content-Security-Policy and no framing (``aihub.graphql.ide``)."""
-        return secure_ide_page(self.graphql_ide_html)
+        return secure_ide_page(ide_html())
 
     async def on_ws_connect(self, context: Context) -> dict[str, object] | None:  # type: ignore[override]
         params = context.connection_params or {}
