@@ -91,12 +91,14 @@ def check_node_transition(name: str, current: NodeStatus, target: NodeStatus) ->
         raise IllegalTransition("node", name, current.value, target.value)
 
 
-#: node colours used by the DAG drawing (seed: blue running, green ok, red failed, grey waiting)
+#: node colours used by the DAG drawing (seed: blue running, green ok, red failed, grey waiting), in shades that
+#: carry white text at >= 4.5:1 and stand out from the page at >= 3:1; the same values are app.css's --s-*
+#: variables (tests/web/test_contrast.py measures both and checks they agree)
 NODE_COLOURS: dict[NodeStatus, str] = {
-    N.WAITING: "#9e9e9e",
-    N.RUNNING: "#1e88e5",
-    N.SUCCEEDED: "#43a047",
-    N.FAILED: "#e53935",
+    N.WAITING: "#616161",
+    N.RUNNING: "#1565c0",
+    N.SUCCEEDED: "#2e7d32",
+    N.FAILED: "#c62828",
     N.STOPPED: "#6d4c41",
-    N.SKIPPED: "#7cb342",
+    N.SKIPPED: "#33691e",
 }

@@ -25,6 +25,8 @@ class VersionGraph:
     parents: Mapping[str, Sequence[str]]
     order: tuple[str, ...]
     layout: Layout
+    #: the order of the table of nodes and of the keyboard: by layer, then by name
+    table_order: tuple[str, ...] = ()
 
 
 _cache: OrderedDict[str, VersionGraph] = OrderedDict()
@@ -39,7 +41,12 @@ def version_graph(spec: Mapping[str, Any]) -> VersionGraph:
     parsed = parse_spec(spec)
     parents = parsed.parents()
     graph = VersionGraph(
-        parsed, parsed.to_yaml(), parents, tuple(dag.topological_order(parents)), overview(parents)
+        parsed,
+        parsed.to_yaml(),
+        parents,
+        tuple(dag.topological_order(parents)),
+        overview(parents),
+        tuple(name for layer in dag.layers(parents) for name in sorted(layer)),
     )
     _cache[key] = graph
     while len(_cache) > CACHE_SIZE:

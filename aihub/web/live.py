@@ -48,6 +48,7 @@ def node_html(run_id: int, row: object, graph: Layout) -> str:
             row.retry_count,  # type: ignore[attr-defined]
             f"/runs/{run_id}/nodes/{name}",
             True,
+            graph.nav.get(f"node-{name}"),
         )
     )
 
@@ -60,7 +61,8 @@ def group_html(run_id: int, graph: Layout, index: int, statuses: dict[str, str])
     """The summary box of group ``index`` with the current counts (its live update)."""
     group = graph.groups[index]
     counts = status_counts(group.names, statuses)
-    return str(_macro("group")(group, counts, f"/runs/{run_id}/groups/{index}", True))  # type: ignore[operator]
+    nav = graph.nav.get(f"group-{index}")
+    return str(_macro("group")(group, counts, f"/runs/{run_id}/groups/{index}", True, nav))  # type: ignore[operator]
 
 
 def chip_html(run_id: int, row: object) -> str:

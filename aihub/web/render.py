@@ -83,6 +83,7 @@ def _install_globals() -> None:
         NODE_H=svg.NODE_H,
         colour=svg.colour,
         label=svg.label,
+        icon=svg.icon,
         edge_path=svg.edge_path,
         status_counts=svg.status_counts,
         status_bar=svg.status_bar,

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
+from babel import Locale
+from babel.dates import format_timedelta
 from starlette.requests import Request
 from starlette.responses import FileResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from aihub.db.models import NodeRun, Run, User, Workflow, WorkflowVersion
 from aihub.domain.spec import parse_spec
-from aihub.domain.status import RunStatus
+from aihub.domain.status import NodeStatus, RunStatus
 from aihub.runtime import Runtime
 from aihub.services.access import can_act_on_run, get_run, workflows_visible_to
 from aihub.services.editor import run_attempts
@@ -28,13 +31,16 @@ from aihub.services.runs import copy_run, create_run, retry_run, stop_run
 from aihub.services.status import utcnow
 from aihub.services.versions import get_readable_version
 from aihub.web.graphs import version_graph
+from aihub.web.i18n import current_locale
 from aihub.web.live import log_stream, run_stream
-from aihub.web.render import render
+from aihub.web.paging import paginate
+from aihub.web.render import is_htmx, render
 from aihub.web.session import page, redirect
 from aihub.web.svg import Layout, status_counts
 from aihub.web.timeline import chart
 
 TABS = ("io", "details", "logs", "container", "events")
+TABLE_PAGE = 100
 LOG_PAGE = 256 * 1024
 
 
@@ -186,11 +192,63 @@ async def timeline_context(user: User, run: Run) -> dict[str, Any]:
     }
 
 
+async def page_context(user: User, run_id: int) -> dict[str, Any]:
+    """What the whole run page needs: the run, its graph and its timeline."""
+    ctx = await run_context(user, run_id)
+    ctx.update(await timeline_context(user, ctx["run"]))
+    return ctx
+
+
+async def in_run_page(
+    request: Request, user: User, partial: str, ctx: dict[str, Any], **slots: Any
+) -> Response:
+    """``partial`` alone for htmx; opened directly (a link in a new tab, a bookmark), the run page with the
+    partial in its place (``slots`` says which: ``node`` for the panel, ``group`` for the list of a box)."""
+    if is_htmx(request):
+        return render(request, partial, ctx)
+    full = await page_context(user, request.path_params["run_id"])
+    full.update({k: v for k, v in ctx.items() if k not in full}, **slots)
+    return render(request, "pages/runs/detail.html", full)
+
+
 @page
 async def run_detail(request: Request, user: User) -> Response:
-    ctx = await run_context(user, request.path_params["run_id"])
-    ctx.update(await timeline_context(user, ctx["run"]))
-    return render(request, "pages/runs/detail.html", ctx)
+    return render(request, "pages/runs/detail.html", await page_context(user, request.path_params["run_id"]))
+
+
+@page
+async def run_table(request: Request, user: User) -> Response:
+    """The graph as a table (name, status, retries, started, duration), 100 nodes a page, optionally one
+    status only: the text alternative of the drawing, for any size of run."""
+    run = await get_run(user, request.path_params["run_id"])
+    await run.fetch_related("workflow", "version")
+    order = version_graph(run.version.spec).table_order
+    status = request.query_params.get("status", "")
+    query = NodeRun.filter(run_id=run.id)
+    if status in NodeStatus.__members__:
+        query = query.filter(status=NodeStatus(status))
+    rows = {n.name: n for n in await query}
+    items, pager = paginate(request, [rows[name] for name in order if name in rows], TABLE_PAGE)
+    now = utcnow()
+    ctx = {
+        "run": run,
+        "rows": [
+            (n, duration(n.started_at, n.finished_at or (now if n.started_at else None))) for n in items
+        ],
+        "total": len(rows),
+        "pager": pager,
+        "status": status,
+        "statuses": list(NodeStatus),
+        "embedded": is_htmx(request),
+    }
+    return render(request, "pages/runs/nodes.html", ctx, partial="partials/runs/node_table.html")
+
+
+def duration(start: datetime | None, end: datetime | None) -> str:
+    """How long a node ran, in the UI's language (e.g. "3 seconds", "3秒"); "" when it has not started."""
+    if start is None or end is None:
+        return ""
+    return format_timedelta(end - start, threshold=1.2, locale=Locale.parse(current_locale()))
 
 
 @page
@@ -199,24 +257,22 @@ async def run_group(request: Request, user: User) -> Response:
     ctx = await run_context(user, request.path_params["run_id"])
     group = group_of(ctx["graph"], request.path_params["index"])
     run_id = ctx["run"].id
-    return render(
-        request,
-        "partials/dag_group.html",
-        {
-            "group": group,
-            "counts": status_counts(group.names, ctx["statuses"]),
-            "nodes": ctx["nodes"],
-            "href_prefix": f"/runs/{run_id}/nodes/",
-            "live": True,
-        },
-    )
+    listing = {
+        "group": group,
+        "counts": status_counts(group.names, ctx["statuses"]),
+        "nodes": ctx["nodes"],
+        "href_prefix": f"/runs/{run_id}/nodes/",
+        "live": True,
+    }
+    return await in_run_page(request, user, "partials/dag_group.html", listing, open_group=listing)
 
 
 @page
 async def run_timeline(request: Request, user: User) -> Response:
     """The Gantt chart of the run's attempts; it polls itself while the run is active."""
     run = await get_run(user, request.path_params["run_id"])
-    return render(request, "partials/runs/timeline.html", {"run": run, **await timeline_context(user, run)})
+    ctx = {"run": run, **await timeline_context(user, run)}
+    return await in_run_page(request, user, "partials/runs/timeline.html", ctx)
 
 
 @page
@@ -262,7 +318,13 @@ async def node_panel(request: Request, user: User) -> Response:
     run, row = await get_node(user, run_id, name)
     tab = request.query_params.get("tab", "io")
     tab = tab if tab in TABS else "io"
-    ctx: dict[str, Any] = {"run": run, "node": row, "tab": tab, "can_act": can_act_on_run(user, run)}
+    ctx: dict[str, Any] = {
+        "run": run,
+        "node": row,
+        "tab": tab,
+        "can_act": can_act_on_run(user, run),
+        "confirm": request.query_params.get("confirm") == "retry",
+    }
     rt = runtime(request)
     number = await _attempt_number(request, row)
     if tab in ("logs", "container") and number > 0:
@@ -283,7 +345,7 @@ async def node_panel(request: Request, user: User) -> Response:
             _, attempt = await get_attempt(user, run_id, name, number)
             ctx["cluster_events"] = await rt.engine.executor_events(attempt)
     ctx["attempts"] = list(range(row.attempt, 0, -1))
-    return render(request, "partials/runs/panel.html", ctx)
+    return await in_run_page(request, user, "partials/runs/panel.html", ctx, node=row)
 
 
 async def _image_details(rt: Runtime, run: Run, name: str) -> dict[str, Any]:
@@ -332,6 +394,7 @@ def run_routes() -> list[BaseRoute]:
         Route("/runs/{run_id:int}", run_detail),
         Route("/runs/{run_id:int}/live", run_live),
         Route("/runs/{run_id:int}/timeline", run_timeline),
+        Route("/runs/{run_id:int}/table", run_table),
         Route("/runs/{run_id:int}/groups/{index:int}", run_group),
         Route("/runs/{run_id:int}/stop", run_stop, methods=["GET", "POST"]),
         Route("/runs/{run_id:int}/retry", run_retry, methods=["POST"]),

@@ -8,10 +8,16 @@ becomes one summary box (``<svg id="group-N">``: its node count and a bar of the
 list of its nodes on click; when there are more than ``MAX_ROWS`` layers, consecutive layers share a box; edges
 are drawn once per pair of boxes. A 2,000-node run page thus draws a few dozen elements, not thousands, and every
 node is still one click away.
+
+Keyboard: every drawn unit (a node's box or a summary box) is a focusable ``role="button"``, put in the document
+in ``Layout.order`` (topological by layers, then by name), so Tab visits them in that order; ``Layout.nav`` gives
+each unit its neighbours along the edges (up: first parent, down: first child) and in its row (left, right),
+which ``static/app.js`` follows on the arrow keys.
 """
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -57,6 +63,10 @@ class Layout:
     groups: tuple[Group, ...] = ()
     #: the group of every node drawn inside a summary box
     group_of: dict[str, int] = field(default_factory=dict)
+    #: element ids of the drawn units (``node-NAME``, ``group-N``) in keyboard order: layers, then by name
+    order: tuple[str, ...] = ()
+    #: per element id, the element ids the arrow keys move to: ``up``, ``down``, ``left``, ``right``
+    nav: dict[str, dict[str, str]] = field(default_factory=dict)
 
     @property
     def collapsed(self) -> bool:
@@ -66,6 +76,7 @@ class Layout:
 def layout(parents: Mapping[str, Sequence[str]]) -> Layout:
     rows: list[list[str]] = []
     for layer in dag.layers(parents):
+        layer = sorted(layer)  # left to right as the keyboard goes: by name
         rows.extend(layer[i : i + MAX_PER_ROW] for i in range(0, len(layer), MAX_PER_ROW))
     widest = max((len(r) for r in rows), default=1)
     width = MARGIN * 2 + widest * NODE_W + (widest - 1) * GAP_X
@@ -79,7 +90,9 @@ def layout(parents: Mapping[str, Sequence[str]]) -> Layout:
     if len(edges) > MAX_EDGES:
         edges = []
     height = MARGIN * 2 + len(rows) * NODE_H + max(len(rows) - 1, 0) * GAP_Y
-    return Layout(boxes, edges, width, max(height, NODE_H + 2 * MARGIN))
+    unit = {name: f"node-{name}" for name in boxes}
+    order, nav = keyboard(parents, unit, [[f"node-{n}" for n in row] for row in rows])
+    return Layout(boxes, edges, width, max(height, NODE_H + 2 * MARGIN), order=order, nav=nav)
 
 
 def overview(parents: Mapping[str, Sequence[str]]) -> Layout:
@@ -96,7 +109,7 @@ def overview(parents: Mapping[str, Sequence[str]]) -> Layout:
     for start in range(0, len(layers), per_band):
         band = layers[start : start + per_band]
         if len(band) == 1 and len(band[0]) <= LAYER_MAX:
-            rows.append(list(band[0]))
+            rows.append(sorted(band[0]))
             continue
         names = tuple(n for layer in band for n in layer)
         last = start + len(band)
@@ -141,7 +154,45 @@ def overview(parents: Mapping[str, Sequence[str]]) -> Layout:
                 seen.add(key)
                 edges.append((a, b))
     height = MARGIN * 2 + len(rows) * NODE_H + max(len(rows) - 1, 0) * GAP_Y
-    return Layout(boxes, edges, width, max(height, NODE_H + 2 * MARGIN), tuple(groups), group_of)
+    ids = {name: f"group-{group_of[name]}" if name in group_of else f"node-{name}" for name in unit}
+    row_ids = [[f"group-{k[1:]}" if k.startswith("#") else f"node-{k}" for k in row] for row in rows]
+    order, nav = keyboard(parents, ids, row_ids)
+    return Layout(boxes, edges, width, max(height, NODE_H + 2 * MARGIN), tuple(groups), group_of, order, nav)
+
+
+def keyboard(
+    parents: Mapping[str, Sequence[str]], unit: Mapping[str, str], rows: Sequence[Sequence[str]]
+) -> tuple[tuple[str, ...], dict[str, dict[str, str]]]:
+    """The keyboard order of the drawn units and where each arrow key goes from each of them.
+
+    ``unit`` maps every node name to the element id that draws it (its own box or its summary box); ``rows``
+    are the drawn rows (element ids). Order: by layer, then by name (a summary box sorts by its first node)."""
+    rank: dict[str, tuple[int, str]] = {}
+    for depth, layer in enumerate(dag.layers(parents)):
+        for name in layer:
+            uid = unit[name]
+            rank[uid] = min(rank.get(uid, (depth, name)), (depth, name))
+    order = tuple(sorted(rank, key=lambda uid: rank[uid]))
+    ups: dict[str, set[str]] = {uid: set() for uid in order}
+    downs: dict[str, set[str]] = {uid: set() for uid in order}
+    for child, ps in parents.items():
+        for p in ps:
+            a, b = unit.get(p), unit.get(child)
+            if a and b and a != b:
+                downs[a].add(b)
+                ups[b].add(a)
+    nav: dict[str, dict[str, str]] = {uid: {} for uid in order}
+    for uid in order:
+        if ups[uid]:
+            nav[uid]["up"] = min(ups[uid], key=lambda u: rank[u])
+        if downs[uid]:
+            nav[uid]["down"] = min(downs[uid], key=lambda u: rank[u])
+    for row in rows:
+        ranked = sorted(row, key=lambda u: rank[u])
+        for left, right in itertools.pairwise(ranked):
+            nav[left]["right"] = right
+            nav[right]["left"] = left
+    return order, nav
 
 
 def status_counts(names: Sequence[str], statuses: Mapping[str, str]) -> dict[str, int]:
@@ -174,6 +225,23 @@ def edge_path(a: Box, b: Box) -> str:
 
 def colour(status: NodeStatus | str | None) -> str:
     return NODE_COLOURS.get(NodeStatus(status or NodeStatus.WAITING), NODE_COLOURS[NodeStatus.WAITING])
+
+
+#: the glyph drawn with each status, so that no status is told by its colour alone (nodes, chips, badges)
+STATUS_ICONS: dict[str, str] = {
+    "WAITING": "\u25cb",  # ○
+    "PENDING": "\u25cb",
+    "RUNNING": "\u25b8",  # ▸
+    "STOPPING": "\u25a0",  # ■
+    "SUCCEEDED": "\u2713",  # ✓
+    "FAILED": "\u2715",  # ✕
+    "STOPPED": "\u25a0",
+    "SKIPPED": "\u00bb",  # »
+}
+
+
+def icon(status: NodeStatus | str | None) -> str:
+    return STATUS_ICONS.get(str(getattr(status, "value", status) or "WAITING"), "")
 
 
 def label(name: str, retry_count: int = 0) -> str:

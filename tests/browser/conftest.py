@@ -1,4 +1,8 @@
-"""Browser fixtures: one ``aihub serve`` per module and Debian's Chromium driven by Python playwright."""
+"""Browser fixtures: one ``aihub serve`` per module and Debian's Chromium driven by Python playwright.
+
+Every browser context a test opens (``browser.new_context``) carries axe-core (``a11y.py``): each page state
+is checked against WCAG 2.1 A/AA as it is visited, open pages once more at the end, and the test fails on any
+violation."""
 
 from __future__ import annotations
 
@@ -7,10 +11,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, Page, sync_playwright
+from playwright.sync_api import Browser, BrowserContext, Page, sync_playwright
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "web"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import a11y
 from webserver import WebServer, web_server
 
 CHROMIUM = "/usr/bin/chromium"
@@ -30,13 +36,27 @@ def server() -> Iterator[WebServer]:
 
 
 @pytest.fixture
-def browser() -> Iterator[Browser]:
+def axe_findings() -> a11y.Findings:
+    return a11y.Findings()
+
+
+@pytest.fixture
+def browser(axe_findings: a11y.Findings) -> Iterator[Browser]:
     if not Path(CHROMIUM).exists():
         pytest.fail(f"{CHROMIUM} is missing: run scripts/ensure-test-deps.sh (apt-get install chromium)")
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        new_context = browser.new_context
+
+        def audited_context(**kwargs: object) -> BrowserContext:
+            return a11y.install(new_context(**kwargs), axe_findings)  # type: ignore[arg-type]
+
+        browser.new_context = audited_context  # type: ignore[method-assign]
         yield browser
+        for context in browser.contexts:
+            a11y.audit_open_pages(context)
         browser.close()
+    a11y.check(axe_findings)
 
 
 @pytest.fixture
@@ -45,4 +65,5 @@ def page(browser: Browser, server: WebServer) -> Iterator[Page]:
     page = context.new_page()
     page.set_default_timeout(30_000)
     yield page
+    a11y.audit_open_pages(context)
     context.close()

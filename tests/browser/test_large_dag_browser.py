@@ -3,6 +3,7 @@ click on one opens its panel (playwright's default waits; no timed assertions)."
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -36,7 +37,8 @@ def log_in(page: Page) -> None:
 
 def open_node_through_its_box(page: Page, group: int, node: str) -> None:
     page.locator(f"#group-{group} > rect").first.click()
-    chip = page.locator("#group-list").get_by_role("button", name=node, exact=True)
+    # a chip's name is the node's, with its status on the run page ("n12_099 — stopped")
+    chip = page.locator("#group-list").get_by_role("button", name=re.compile(f"^{node}( —|$)"))
     expect(chip).to_be_visible()
     chip.click()
     expect(page.locator("#node-panel")).to_contain_text(node)

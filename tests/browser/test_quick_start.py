@@ -17,7 +17,7 @@ SHOTS = (
     if os.environ.get("UPDATE_SCREENSHOTS")
     else Path(tempfile.gettempdir()) / "aihub-screenshots"
 )
-GREEN, RED = "#43a047", "#e53935"
+GREEN, RED = "#2e7d32", "#c62828"  # the status shades of app.css (>= 4.5:1 with white text)
 STEP2_LINES = ["outparam1", "/tmp/outparam2.txt", "/tmp/outparam3", "outparam2", "file1"]
 LIVE_TIMEOUT = 90_000
 

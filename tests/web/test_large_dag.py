@@ -141,4 +141,4 @@ async def test_a_node_change_sends_only_that_node(
     names = set(re.findall(r"n\d\d_\d\d\d|fan_in", update))
     assert names == {node}
     if node != "fan_in":
-        assert "1 RUNNING" in update  # the summary box counts it
+        assert "1 running" in update  # the summary box counts it
