@@ -4,6 +4,8 @@ exported; a run's copy filled with its params; the run page's legend and stop co
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -148,3 +150,66 @@ def test_version_1_of_three_is_run_copied_as_a_new_workflow_and_exported(
     )
     made = [w for w in data["workflows"]["items"] if w["name"] == "three-versions-copy"]
     assert len(made) == 1 and made[0]["versions"][0]["spec"]["params"][0]["default"] == "v1"
+
+
+def test_a_finished_runs_page_shows_every_attempt_the_legend_and_asks_before_stopping(
+    page: Page, server: WebServer, three: dict[str, Any]
+) -> None:
+    shared = Path(tempfile.mkdtemp(prefix="aihub-flows-", dir="/var/tmp"))  # nodes get a private /tmp
+    shared.chmod(0o777)
+    mark = shared / "second-try-mark"
+    spec = {
+        "name": "second-try",
+        "nodes": [
+            {"name": "flaky", "retries": 1, "command": f"test -e {mark} || {{ touch {mark}; exit 3; }}"},
+            {"name": "after", "depends_on": ["flaky"], "command": "echo done"},
+        ],
+    }
+    made = gql(server, "mutation($s: JSON!) { createWorkflow(spec: $s) { id } }", three["token"], s=spec)
+    log_in(page)
+    page.goto(f"/versions/{made['createWorkflow']['id']}/run")
+    page.locator("#run-name").fill("two-attempts")
+    page.locator("#create-run").click()
+    expect(page.locator("#run-status")).to_have_text("SUCCEEDED", timeout=90_000)
+    shutil.rmtree(shared, ignore_errors=True)
+    legend = page.locator("#status-legend .badge")
+    assert legend.evaluate_all("els => els.map(e => e.dataset.status)") == [
+        "WAITING",
+        "RUNNING",
+        "SUCCEEDED",
+        "FAILED",
+        "STOPPED",
+        "SKIPPED",
+    ]
+    expect(page.locator("#bar-flaky-1")).to_have_attribute("data-status", "FAILED")
+    expect(page.locator("#bar-flaky-2")).to_have_attribute("data-status", "SUCCEEDED")
+    expect(page.locator("#bar-after-1")).to_have_attribute("data-status", "SUCCEEDED")
+    expect(page.locator("#no-attempts")).to_have_count(0)
+    page.reload()  # opened after the end: the same attempts
+    expect(page.locator("#timeline .bar")).to_have_count(3)
+    run_id = page.url.rsplit("/", 1)[1]
+    data = gql(
+        server,
+        "query($id: ID!) { run(id: $id) { nodes { name attempts { number status } } } }",
+        three["token"],
+        id=run_id,
+    )
+    attempts = {n["name"]: [(a["number"], a["status"]) for a in n["attempts"]] for n in data["run"]["nodes"]}
+    assert attempts == {"flaky": [(1, "FAILED"), (2, "SUCCEEDED")], "after": [(1, "SUCCEEDED")]}
+
+    slow = gql(
+        server,
+        "mutation($s: JSON!) { createWorkflow(spec: $s) { id } }",
+        three["token"],
+        s={"name": "slow-one", "nodes": [{"name": "wait", "command": "sleep 60"}]},
+    )
+    page.goto(f"/versions/{slow['createWorkflow']['id']}/run")
+    page.locator("#create-run").click()
+    expect(page.locator("#run-status")).to_have_text("RUNNING", timeout=60_000)
+    page.locator("#stop-run").click()
+    expect(page.locator("#stop-confirm")).to_be_visible()
+    page.locator("#cancel-stop").click()  # changed one's mind: still running
+    expect(page.locator("#run-status")).to_have_text("RUNNING")
+    page.locator("#stop-run").click()
+    page.locator("#confirm-stop").click()
+    expect(page.locator("#run-status")).to_have_text("STOPPED", timeout=60_000)
