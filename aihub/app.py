@@ -47,7 +47,7 @@ def create_app(
     **graphql_limits: Any,
 ) -> Starlette:
     """The application; ``subscriber_buffer`` and ``graphql_limits`` (``max_depth``, ``max_tokens``,
-    ``max_aliases``) tune the GraphQL endpoint."""
+    ``max_aliases``, ``max_cost``, ``max_log_bytes``) tune the GraphQL endpoint."""
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -61,6 +61,8 @@ def create_app(
             )
             yield
 
+    graphql_limits.setdefault("max_cost", settings.max_query_cost)
+    graphql_limits.setdefault("max_log_bytes", settings.max_query_log_bytes)
     graphql = GraphQLView(subscriber_buffer=subscriber_buffer, **graphql_limits)
     routes = [
         Route("/healthz", health),

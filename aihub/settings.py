@@ -107,7 +107,10 @@ class Settings(BaseSettings):
     max_spec_bytes: int = Field(default=4 * 1024**2, ge=1024, description="largest workflow spec (YAML/JSON)")
     max_spec_nodes: int = Field(default=10_000, ge=1, description="most nodes in one workflow spec")
     max_query_cost: int = Field(
-        default=50_000, ge=100, description="GraphQL cost budget of one operation (fields x list sizes)"
+        default=1_000_000, ge=100, description="GraphQL cost budget of one operation (fields x list sizes)"
+    )
+    max_query_log_bytes: int = Field(
+        default=64 * 1024**2, ge=1024, description="log bytes one GraphQL operation may ask for, all aliases"
     )
     max_log_bytes: int = Field(
         default=100 * 1024**2,

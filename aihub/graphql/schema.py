@@ -30,7 +30,7 @@ from aihub.graphql.admin import AdminMutation, AdminQuery
 from aihub.graphql.auth import AuthMutation, AuthQuery
 from aihub.graphql.catalog import CatalogQuery
 from aihub.graphql.errors import ErrorCodes, GuardResolvers, add_codes, request_id_of
-from aihub.graphql.guards import RunTokenScope
+from aihub.graphql.guards import QueryCost, RunTokenScope
 from aihub.graphql.live import LiveSubscription
 from aihub.graphql.loaders import Loaders
 from aihub.graphql.runs import RunMutation, RunQuery
@@ -48,6 +48,9 @@ OPTIONAL_AREAS = {"aihub.graphql.modules": "Module"}
 MAX_DEPTH = 12
 MAX_TOKENS = 5000
 MAX_ALIASES = 30
+#: the default budgets of one operation (``aihub.graphql.guards``; ``AIHUB_MAX_QUERY_COST``, ``AIHUB_MAX_QUERY_LOG_BYTES``)
+MAX_COST = 1_000_000
+MAX_QUERY_LOG_BYTES = 64 * 1024**2
 #: parsed and validated documents kept (bounded: unique query texts must not grow memory)
 CACHED_DOCUMENTS = 256
 
@@ -87,7 +90,12 @@ def _areas() -> tuple[list[type], list[type], list[type]]:
 
 
 def build_schema(
-    *, max_depth: int = MAX_DEPTH, max_tokens: int = MAX_TOKENS, max_aliases: int = MAX_ALIASES
+    *,
+    max_depth: int = MAX_DEPTH,
+    max_tokens: int = MAX_TOKENS,
+    max_aliases: int = MAX_ALIASES,
+    max_cost: int = MAX_COST,
+    max_log_bytes: int = MAX_QUERY_LOG_BYTES,
 ) -> strawberry.Schema:
     queries, mutations, subscriptions = _areas()
     # The limit rules are built once, so that validation results can be cached per document (the cache key
@@ -104,6 +112,7 @@ def build_schema(
             lambda: ValidationCache(maxsize=CACHED_DOCUMENTS),
             FreshLoaders,
             RunTokenScope,
+            lambda: QueryCost(max_cost, max_log_bytes),
             ErrorCodes,
             GuardResolvers,
         ],
