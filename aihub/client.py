@@ -11,6 +11,7 @@ import contextlib
 import itertools
 import json
 import os
+import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -319,9 +320,28 @@ async def follow_run(client: Client, run: dict[str, Any], printer: Any) -> str:
     return status  # type: ignore[no-any-return]
 
 
+#: terminal escape sequences (CSI, OSC, DCS/PM/APC/SOS strings, two-character ESC sequences, 8-bit CSI/OSC)
+_ESCAPES = re.compile(
+    r"\x1b\[[0-?]*[ -/]*[@-~]"
+    r"|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?"
+    r"|\x1b[PX^_][^\x1b]*(?:\x1b\\)?"
+    r"|\x1b[ -/]*[0-~]?"
+    r"|\x9b[0-?]*[ -/]*[@-~]|\x9d[^\x07\x9c]*[\x07\x9c]?"
+)
+#: other control characters: none may reach the terminal (tab and newline stay; a lone CR becomes a newline)
+_CONTROLS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def printable(text: str) -> str:
+    """A node's log text made safe for a terminal: a log could otherwise move the cursor, rewrite what is
+    already on screen, set the window title or the clipboard, or hide lines."""
+    text = _ESCAPES.sub("", text).replace("\r\n", "\n").replace("\r", "\n")
+    return _CONTROLS.sub("", text)
+
+
 async def _print_logs(subs: Subscriptions, run_id: str, node: str, attempt: int, printer: Any) -> None:
     async for data in subs.subscribe(NODE_LOGS, {"id": run_id, "node": node, "attempt": attempt}):
-        printer.log(node, data["nodeLogs"]["text"])
+        printer.log(node, printable(data["nodeLogs"]["text"]))
 
 
 async def report_failure(client: Client, run_id: str, printer: Any, lines: int = 20) -> None:
@@ -334,7 +354,7 @@ async def report_failure(client: Client, run_id: str, printer: Any, lines: int =
         if tail:
             printer.line(f"last {len(tail)} log lines of {node['name']} (attempt {node['attempt']}):")
             for text in tail:
-                printer.line(f"  {text}")
+                printer.line(f"  {printable(text)}")
 
 
 async def _log_chunk(
@@ -359,7 +379,7 @@ async def print_log(client: Client, run_id: str, node: str, attempt: int | None,
     offset = 0
     while True:
         chunk = await _log_chunk(client, run_id, node, attempt, offset, 1 << 20)
-        out.write(chunk["text"])
+        out.write(printable(chunk["text"]))
         offset = chunk["nextOffset"]
         if offset >= chunk["size"] or not chunk["text"]:
             break
@@ -369,7 +389,7 @@ async def print_log(client: Client, run_id: str, node: str, attempt: int | None,
 async def follow_log(client: Client, run_id: str, node: str, attempt: int | None, out: Any) -> None:
     async with client.connect() as subs:
         async for data in subs.subscribe(NODE_LOGS, {"id": run_id, "node": node, "attempt": attempt}):
-            out.write(data["nodeLogs"]["text"] + "\n")
+            out.write(printable(data["nodeLogs"]["text"]) + "\n")
             out.flush()
 
 

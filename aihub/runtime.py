@@ -6,9 +6,10 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 from aihub.bus import Bus, build_bus
 from aihub.db.setup import close_db, init_db, migrate
@@ -20,6 +21,7 @@ from aihub.services.modules import build_manager
 from aihub.services.workflows import configure_spec_limits
 from aihub.settings import Settings
 from aihub.storage.local import LocalArtifactStore, LocalLogStore, build_storage
+from aihub.storage.logcap import LogCapper
 
 log = logging.getLogger("aihub")
 
@@ -45,6 +47,14 @@ def build_executor(settings: Settings, artifacts: LocalArtifactStore, logs: Loca
     return LocalExecutor(settings.data_dir / "runs", artifacts, logs, isolation=settings.local_isolation)
 
 
+def running_logs(engine: Engine, logs: LocalLogStore) -> Iterator[Path]:
+    """The log files of the attempts this engine runs now (what the log capper watches)."""
+    for run_id, state in list(engine.runs.items()):
+        for name, running in list(state.running.items()):
+            if running.attempt is not None:
+                yield logs.path(run_id, name, running.attempt.number)
+
+
 @asynccontextmanager
 async def open_runtime(
     settings: Settings, *, run_engine: bool = True, recover: bool = True, apply_migrations: bool = True
@@ -62,12 +72,16 @@ async def open_runtime(
     executor = build_executor(settings, artifacts, logs)
     engine = Engine(settings, bus, executor)
     builds = build_manager(settings)
+    capper = LogCapper(lambda: running_logs(engine, logs), settings.max_log_bytes)
+    engine.attempt_ended.append(lambda run_id, node, number: capper.cap(logs.path(run_id, node, number)))
     try:
         if run_engine:
             await engine.start(recover=recover)
             await builds.start()
+            capper.start()
         yield Runtime(settings, bus, artifacts, logs, executor, engine, builds)
     finally:
+        await capper.close()
         await builds.close()
         await engine.close()
         await bus.close()

@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -109,6 +109,9 @@ class Engine:
         self.executor = executor
         self.capacity = Capacity([])
         self.runs: dict[int, RunState] = {}
+        #: called with (run id, node, attempt number) when an attempt has ended, before its status is written
+        #: (the log capper's last look at the attempt's log)
+        self.attempt_ended: list[Callable[[int, str, int], Awaitable[None]]] = []
         self._waiting: dict[str, deque[tuple[int, str]]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._activating: set[int] = set()
@@ -683,6 +686,9 @@ class Engine:
         self._release(state, name)
         spec = state.spec.node(name)
         node = state.nodes[name]
+        if attempt is not None:
+            for hook in self.attempt_ended:
+                await hook(state.run.id, name, attempt.number)
         if attempt is not None and report.started_at:
             attempt.started_at = report.started_at
         if attempt is not None and report.finished_at:

@@ -118,6 +118,10 @@ def _hash_stream(src: BinaryIO, copy_to: BinaryIO | None) -> tuple[str, int]:
     return digest.hexdigest(), size
 
 
+#: what a live reader sees where the log capper dropped lines it had not read yet
+COMPACTED_NOTE = "[aihub: the log went over its limit (AIHUB_MAX_LOG_BYTES); lines were dropped here]"
+
+
 class LocalLogStore:
     """Append-only log files ``root/<run_id>/<node>/<attempt>.log``, one per node attempt."""
 
@@ -175,6 +179,11 @@ class LocalLogStore:
                 while f is not None and (data := await asyncio.to_thread(f.read, MAX_LINE_BYTES)):
                     for line in splitter.feed(data):
                         yield line
+                if f is not None and await asyncio.to_thread(_compacted_behind, f):
+                    # the log capper cut the middle out (aihub.storage.logcap): go on from the new end
+                    for line in splitter.flush():
+                        yield line
+                    yield COMPACTED_NOTE
                 if finished:
                     for line in splitter.flush():
                         yield line
@@ -213,6 +222,15 @@ def _read_at(path: Path, offset: int, limit: int) -> tuple[bytes, int]:
     except FileNotFoundError:
         return b"", 0
     return data, offset + len(data)
+
+
+def _compacted_behind(f: BinaryIO) -> bool:
+    """The file shrank below the reader's position; if so the reader moves to its end."""
+    size = os.fstat(f.fileno()).st_size
+    if size >= f.tell():
+        return False
+    f.seek(size)
+    return True
 
 
 def _open_if_exists(path: Path, offset: int) -> BinaryIO | None:

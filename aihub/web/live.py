@@ -160,6 +160,11 @@ def run_stream(rt: Runtime, user: User, run_id: int, csrf: str) -> StreamingResp
     return _response(body())
 
 
+#: characters of log lines one live view receives before it stops (the page shows the log's last 256 KiB first)
+LIVE_WINDOW = 1024 * 1024
+LIVE_WINDOW_NOTE = "[aihub: the live view stops after 1 MiB of new lines; reload the page for the newest, or download the log]"
+
+
 def log_stream(
     rt: Runtime, user: User, run_id: int, node: str, number: int, offset: int
 ) -> StreamingResponse:
@@ -171,8 +176,13 @@ def log_stream(
         return attempt.status.is_terminal
 
     async def body() -> AsyncIterator[str]:
+        sent = 0
         async for line in rt.logs.follow(run_id, node, number, done=done, offset=offset):
             yield sse("line", f'<div class="l">{escape(line)}</div>')
+            sent += len(line) + 1
+            if sent > LIVE_WINDOW:  # the page never holds more than a window: reload for the newest lines
+                yield sse("line", f'<div class="l muted">{escape(LIVE_WINDOW_NOTE)}</div>')
+                break
         yield sse("end", "")
 
     return _response(body())

@@ -333,9 +333,13 @@ async def node_panel(request: Request, user: User) -> Response:
         if tab == "container":
             ctx["container"] = await rt.engine.describe(attempt)
         else:
-            data, offset = await rt.logs.read(run.id, name, number, 0, LOG_PAGE)
+            # the last LOG_PAGE bytes, from a line's start; the live view goes on from there
+            start = max(0, await rt.logs.size(run.id, name, number) - LOG_PAGE)
+            data, offset = await rt.logs.read(run.id, name, number, start, LOG_PAGE)
+            if start and b"\n" in data:
+                data = data[data.index(b"\n") + 1 :]
             ctx.update(lines=data.decode(errors="replace").splitlines(), offset=offset)
-            ctx["truncated"] = len(data) >= LOG_PAGE
+            ctx["truncated"] = start > 0
             ctx["live"] = not attempt.status.is_terminal
     if tab == "details":
         ctx.update(await _image_details(rt, run, name))
