@@ -9,14 +9,18 @@ import strawberry
 
 from aihub.graphql.context import Info
 from aihub.graphql.types.common import ModuleStatusEnum, parse_id
-from aihub.graphql.types.modules import ModuleReviewType, ModuleType
+from aihub.graphql.types.modules import ModuleReviewType, ModuleType, module_types
 from aihub.services import queries
 from aihub.services.errors import NotFound
 
 
 @strawberry.type
 class CatalogQuery:
-    @strawberry.field(description="published modules, and the caller's own in any state")
+    @strawberry.field(
+        description="published modules, the caller's own in any state, and (for reviewers) the modules whose "
+        "publishing they are asked to decide; each as the caller sees it: others than the owner see the "
+        "published build, not an edit waiting for its build or review (status filters on that)"
+    )
     async def modules(
         self,
         info: Info,
@@ -24,15 +28,16 @@ class CatalogQuery:
         search: str | None = None,
         category: str | None = None,
     ) -> list[ModuleType]:
-        rows = await queries.list_modules(
-            info.context.require_user(), status=status, search=search, category=category
-        )
-        return [ModuleType.from_row(m) for m in rows]
+        user = info.context.require_user()
+        rows = await queries.list_modules(user, search=search, category=category)
+        shown = await module_types(user, rows)
+        return [m for m in shown if status is None or m.status == status]
 
     @strawberry.field
     async def module(self, info: Info, id: strawberry.ID) -> ModuleType | None:
         try:
-            return ModuleType.from_row(await queries.get_module(info.context.require_user(), parse_id(id)))
+            user = info.context.require_user()
+            return (await module_types(user, [await queries.get_module(user, parse_id(id))]))[0]
         except NotFound:
             return None
 

@@ -24,7 +24,7 @@ from typing import Any
 
 from pydantic import ValidationError
 from tortoise.exceptions import IntegrityError
-from tortoise.expressions import Q
+from tortoise.expressions import Q, Subquery
 from tortoise.queryset import QuerySet
 from tortoise.transactions import in_transaction
 
@@ -328,10 +328,88 @@ async def _validate(values: Mapping[str, Any], settings: Settings, problems: _Pr
 
 
 def modules_visible_to(user: User) -> QuerySet[Module]:
-    """Own modules in any state, modules with a published build, everything for admins."""
+    """Own modules in any state, modules with a published build, everything for admins; and the modules a
+    reviewer is asked to decide on (a team leader's team's pending requests: the seed's leaders see them on the
+    modules page)."""
     if user.is_admin:
         return Module.all()
-    return Module.filter(Q(owner_id=user.id) | Q(builds__published=True)).distinct()
+    return Module.filter(
+        Q(owner_id=user.id)
+        | Q(builds__published=True)
+        | Q(id__in=Subquery(_pending_for(user).values("module_id")))
+    ).distinct()
+
+
+def _pending_for(user: User) -> QuerySet[ModuleReview]:
+    """The PENDING publish requests ``user`` sees as a reviewer (not their own)."""
+    from aihub.services.reviews import reviews_visible_to
+
+    return reviews_visible_to(user).filter(status=ReviewStatus.PENDING).exclude(requester_id=user.id)
+
+
+#: the fields of a module that a build's snapshot freezes (what a viewer who is not the owner sees)
+SHOWN_FIELDS = (
+    "description",
+    "category",
+    "git_url",
+    "ref",
+    "dockerfile_path",
+    "build_context",
+    "readme_path",
+    "env",
+    "inputs",
+    "outputs",
+)
+
+
+@dataclass(frozen=True)
+class Shown:
+    """A module as one viewer sees it. The owner (and admins) see the module as edited, with its own status,
+    and the published build beside it; a reviewer of a pending request sees the build under review; everybody
+    else sees the published build only — an edit changes nothing for them until it is built and approved."""
+
+    status: ModuleStatus
+    fields: dict[str, Any]
+    #: the build whose snapshot is shown (None: the owner's view of the module as edited)
+    build: ModuleBuild | None
+    #: the published build (also when the owner's edit is newer)
+    published: ModuleBuild | None
+    owner_view: bool
+
+
+def _own_fields(module: Module, category: str) -> dict[str, Any]:
+    fields = {key: getattr(module, key) for key in SHOWN_FIELDS if key != "category"}
+    return {**fields, "category": category}
+
+
+async def shown_modules(user: User, modules: Sequence[Module]) -> dict[int, Shown]:
+    """How ``user`` sees each module (one query each for published builds, pending reviews and categories)."""
+    ids = [m.id for m in modules]
+    published: dict[int, ModuleBuild] = {}
+    for build in await ModuleBuild.filter(module_id__in=ids, published=True).order_by("number"):
+        published[build.module_id] = build  # type: ignore[attr-defined]  # the newest wins
+    pending: dict[int, ModuleBuild] = {}
+    if not user.is_admin:
+        for review in await _pending_for(user).filter(module_id__in=ids).prefetch_related("build"):
+            pending[review.module_id] = review.build  # type: ignore[attr-defined]
+    categories = {c.id: c.name for c in await Category.filter(id__in={m.category_id for m in modules})}  # type: ignore[attr-defined]
+    shown: dict[int, Shown] = {}
+    for m in modules:
+        done = published.get(m.id)
+        if _can_edit(user, m):
+            own = _own_fields(m, categories.get(m.category_id, ""))  # type: ignore[attr-defined]
+            shown[m.id] = Shown(m.status, own, None, done, True)
+        elif m.id in pending:
+            build = pending[m.id]
+            shown[m.id] = Shown(ModuleStatus.PENDING_REVIEW, dict(build.snapshot), build, done, False)
+        else:
+            snap = dict(done.snapshot) if done else {}
+            shown[m.id] = Shown(ModuleStatus.PUBLISHED, snap, done, done, False)
+    return shown
+
+
+async def shown_module(user: User, module: Module) -> Shown:
+    return (await shown_modules(user, [module]))[module.id]
 
 
 def _can_edit(user: User, module: Module) -> bool:
@@ -428,30 +506,17 @@ class ModuleView:
     outputs: list[dict[str, str]]
     readme_html: str
     can_edit: bool
+    #: for the owner while an edit of a published module is not yet approved: the build everybody else uses
+    published: ModuleBuild | None = None
 
 
 async def view_module(user: User, module: Module) -> ModuleView:
-    owner_view = _can_edit(user, module)
-    build = await (latest_build(module.id) if owner_view else published_build(module.id))
-    if owner_view:
-        await module.fetch_related("category")
-        source: dict[str, Any] = {
-            "description": module.description,
-            "category": module.category.name,
-            "git_url": redact_url(module.git_url),  # credentials in the URL are never shown
-            "ref": module.ref,
-            "dockerfile_path": module.dockerfile_path,
-            "build_context": module.build_context,
-            "readme_path": module.readme_path,
-            "env": module.env,
-            "inputs": module.inputs,
-            "outputs": module.outputs,
-        }
-        status = module.status
-    else:
-        source = dict(build.snapshot) if build else {}
-        source["git_url"] = redact_url(source.get("git_url", ""))
-        status = ModuleStatus.PUBLISHED
+    shown = await shown_module(user, module)
+    owner_view = shown.owner_view
+    build = await latest_build(module.id) if owner_view else shown.build
+    source: dict[str, Any] = dict(shown.fields)
+    source["git_url"] = redact_url(source.get("git_url", ""))  # credentials in the URL are never shown
+    status = shown.status
     readme_build = build
     if owner_view and (build is None or not build.readme):
         readme_build = (
@@ -476,6 +541,9 @@ async def view_module(user: User, module: Module) -> ModuleView:
         outputs=list(source.get("outputs", [])),
         readme_html=await asyncio.to_thread(render_markdown, readme) if readme else "",
         can_edit=owner_view,
+        published=shown.published
+        if owner_view and shown.published and (build is None or shown.published.id != build.id)
+        else None,
     )
 
 

@@ -105,14 +105,8 @@ async def request_publish(user: User, module_id: int) -> ModuleReview:
             raise Conflict(f"module {module.name!r} {_NOT_READY[module.status]}", field="id")
         if build is None or build.status is not BuildStatus.BUILT:
             raise Conflict(f"module {module.name!r} has no finished build to publish", field="id")
-        if module.status is ModuleStatus.REJECTED:
-            last = await ModuleReview.filter(build_id=build.id).order_by("-id").first()
-            reason = f": {last.reason}" if last and last.reason else ""
-            raise Conflict(
-                f"build {build.number} of module {module.name!r} was rejected{reason}; "
-                "edit or rebuild the module, then ask again",
-                field="id",
-            )
+        # after a rejection the owner may edit or rebuild (a new build), or ask again for the same build when
+        # it is still the newest one (e.g. the reviewer's concern was answered elsewhere): no rebuild needed
         review = await ModuleReview.create(module=module, build=build, requester=user)
         module.status = ModuleStatus.PENDING_REVIEW
         await module.save(update_fields=["status"])

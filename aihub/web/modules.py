@@ -29,6 +29,7 @@ from aihub.services.modules import (
     list_modules,
     read_build_log,
     rebuild_module,
+    shown_modules,
     update_module,
     view_module,
 )
@@ -238,12 +239,6 @@ async def module_edit(request: Request, user: User) -> Response:
 # ------------------------------------------------------------------------------------------------ list
 
 
-def shown_status(user: User, module: Module) -> ModuleStatus:
-    """Owners and admins see the module's own status; others only ever see its published build."""
-    mine = user.is_admin or module.owner_id == user.id  # type: ignore[attr-defined]
-    return module.status if mine else ModuleStatus.PUBLISHED
-
-
 @page
 async def modules_list(request: Request, user: User) -> Response:
     q = request.query_params
@@ -252,9 +247,12 @@ async def modules_list(request: Request, user: User) -> Response:
         user, mine=scope == "mine", category=category or None, search=q.get("q") or None
     )
     await Module.fetch_for_list(rows, "category", "owner")
-    shown = [(m, shown_status(user, m)) for m in rows]
+    # each module as this viewer sees it (services.modules.Shown): the owner the edited module and its own
+    # status, a reviewer the build under review, everybody else the published build
+    views = await shown_modules(user, rows)
+    shown = [(m, views[m.id].status) for m in rows]
     if scope == "published":
-        shown = [(m, s) for m, s in shown if s is ModuleStatus.PUBLISHED]
+        shown = [(m, s) for m, s in shown if views[m.id].published is not None]
     if status in ModuleStatus.__members__:
         shown = [(m, s) for m, s in shown if s.value == status]
     shown.sort(key=lambda pair: (pair[0].category.name, pair[0].name))
@@ -264,6 +262,7 @@ async def modules_list(request: Request, user: User) -> Response:
         groups.setdefault(module.category.name, []).append((module, state))
     ctx = {
         "groups": groups,
+        "views": views,
         "pager": pager,
         "scope": scope,
         "category": category,

@@ -7,12 +7,13 @@ from datetime import datetime
 
 import strawberry
 
-from aihub.db.models import Module, ModuleBuild, ModuleReview
+from aihub.db.models import Module, ModuleBuild, ModuleReview, User
 from aihub.engine.builds.git import redact_url
 from aihub.graphql.context import Info
 from aihub.graphql.types.catalog import CategoryType
 from aihub.graphql.types.common import JSON, ModuleStatusEnum, ReviewStatusEnum
 from aihub.graphql.types.users import UserType, load_user
+from aihub.services.modules import Shown, published_build, shown_modules
 
 
 @strawberry.type(name="ModuleBuild")
@@ -84,6 +85,38 @@ class ModuleType:
             row=row,
         )
 
+    @classmethod
+    def from_shown(cls, row: Module, shown: Shown) -> ModuleType:
+        """The module as one viewer sees it (``services.modules.Shown``): others than the owner see the
+        published build's fields (or, reviewing a request, the build under review), not an unapproved edit."""
+        if shown.owner_view:
+            return cls.from_row(row)
+        fields = shown.fields
+        return cls(
+            id=strawberry.ID(str(row.id)),
+            name=row.name,
+            description=fields.get("description", ""),
+            git_url=redact_url(fields.get("git_url", "")),
+            ref=fields.get("ref", ""),
+            dockerfile_path=fields.get("dockerfile_path", ""),
+            build_context=fields.get("build_context", ""),
+            readme_path=fields.get("readme_path", ""),
+            env=fields.get("env", {}),
+            inputs=fields.get("inputs", []),
+            outputs=fields.get("outputs", []),
+            status=shown.status,
+            created_at=row.created_at,
+            updated_at=row.updated_at,
+            row=row,
+        )
+
+    @strawberry.field(
+        description="the published build: what everybody but the owner sees and uses (null: none)"
+    )
+    async def published_build(self) -> ModuleBuildType | None:
+        build = await published_build(self.row.id)
+        return ModuleBuildType.from_row(build) if build else None
+
     @strawberry.field
     async def owner(self, info: Info) -> UserType | None:
         return await load_user(info, self.row.owner_id)  # type: ignore[attr-defined]
@@ -125,7 +158,9 @@ class ModuleReviewType:
     @strawberry.field
     async def module(self, info: Info) -> ModuleType | None:
         row = await info.context.loaders.module.load(self.row.module_id)  # type: ignore[attr-defined]
-        return ModuleType.from_row(row) if row else None
+        if row is None:
+            return None
+        return (await module_types(info.context.require_user(), [row]))[0]
 
     @strawberry.field
     async def build(self, info: Info) -> ModuleBuildType | None:
@@ -140,3 +175,9 @@ class ModuleReviewType:
     async def reviewer(self, info: Info) -> UserType | None:
         reviewer_id = self.row.reviewer_id  # type: ignore[attr-defined]
         return await load_user(info, reviewer_id) if reviewer_id else None
+
+
+async def module_types(user: User, rows: list[Module]) -> list[ModuleType]:
+    """The modules as ``user`` sees them (one batch of queries for the whole list)."""
+    shown = await shown_modules(user, rows)
+    return [ModuleType.from_shown(row, shown[row.id]) for row in rows]
