@@ -251,6 +251,9 @@ async def test_chinese_names_in_the_ui(web: Web) -> None:
     listed = re.findall(r'<tr id="category-([^"]+)">', page)
     assert listed == sorted([CATEGORY, "图像处理", "data-cleaning"])  # sorted by name, Chinese included
     assert (await admin.post("/admin/teams/new", {"name": "视觉组"})).status_code == 303
+    new_user = {"username": "zhang", "password": "password-1234", "display_name": "张三", "team_id": ""}
+    assert (await admin.post("/admin/users/new", new_user)).status_code == 303
+    assert 'value="张三"' in (await admin.get("/admin/users")).text
     # names that reach Kubernetes stay ASCII, and the refusal is in Chinese
     refused = await admin.post("/admin/clusters/new", {"name": "集群", "capacity": "1"})
     assert "虚拟集群名称 '集群' 无效" in html.unescape(refused.text)
