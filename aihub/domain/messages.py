@@ -25,6 +25,10 @@ class Message(str):
         self.params = dict(params)
         return self
 
+    def __reduce__(self) -> tuple[type[Message], tuple[str, dict[str, object], str]]:
+        """Copies and pickles (pydantic copies errors, the Kafka bus may serialise) keep the template."""
+        return (Message, (self.template, dict(self.params), str(self)))
+
 
 def msg(template: str, /, **params: object) -> Message:
     """A translatable message: ``template`` uses ``{name}`` placeholders filled from ``params``."""
