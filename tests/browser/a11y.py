@@ -40,7 +40,7 @@ RUNNER = """
   };
   // one run at a time: axe refuses to start while another run is going on
   window.__axeAudit = () => (chain = chain.catch(() => []).then(runOnce));
-  const schedule = () => { clearTimeout(timer); timer = setTimeout(() => window.__axeAudit(), 300); };
+  const schedule = () => { clearTimeout(timer); timer = setTimeout(() => window.__axeAudit(), 150); };
   document.addEventListener("DOMContentLoaded", schedule);
   document.addEventListener("htmx:afterSettle", schedule);
 })();

@@ -7,6 +7,7 @@ import os
 import tempfile
 from pathlib import Path
 
+import a11y
 from playwright.sync_api import Page, expect
 from webserver import ADMIN_PASSWORD, WebServer
 
@@ -28,6 +29,8 @@ def shot(page: Page, name: str) -> None:
     # screenshot, and an htmx swap settling meanwhile copies that style attribute, which the page's CSP
     # (rightly) blocks, so the tests' CSP check saw errors of Playwright's making (a CI flake under load)
     page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True, caret="initial")
+    violations = a11y.audit(page)  # every state worth a screenshot is checked by axe-core there and then
+    assert not violations, f"{name}: " + "; ".join(f"{v['id']}: {v['targets']}" for v in violations)
 
 
 def log_in(page: Page) -> None:
