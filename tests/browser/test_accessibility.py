@@ -62,7 +62,7 @@ def flaky_run(server: WebServer, name: str) -> tuple[str, str]:
         "nodes": [
             {"name": "prepare", "image": "busybox", "command": "echo ready"},
             {"name": "flaky", "image": "busybox", "command": flaky, "depends_on": ["prepare"]},
-            {"name": "report", "image": "busybox", "command": "echo done", "depends_on": ["flaky"]},
+            {"name": "report", "image": "busybox", "command": "sleep 1; echo done", "depends_on": ["flaky"]},
         ],
     }
     tok = token(server)
@@ -152,8 +152,12 @@ def test_keyboard_only_walk_from_the_runs_list_to_a_confirmed_retry(page: Page, 
     page.keyboard.press("Enter")
 
     page.wait_for_url(f"**/runs/{run_id}")
-    expect(page.locator("#node-flaky")).to_have_attribute("data-status", "SUCCEEDED", timeout=LIVE_TIMEOUT)
+    # a node that changes live under the keyboard focus keeps it (htmx restores the focus by id)
+    tab_to(page, "#node-report")
     expect(page.locator("#node-report")).to_have_attribute("data-status", "SUCCEEDED", timeout=LIVE_TIMEOUT)
+    expect(page.locator("#node-report")).to_be_focused()
+    expect(page.locator("#node-report")).to_have_attribute("aria-label", "report — succeeded")
+    expect(page.locator("#node-flaky")).to_have_attribute("data-status", "SUCCEEDED", timeout=LIVE_TIMEOUT)
     expect(page.locator("#run-header")).to_have_attribute("data-status", "SUCCEEDED", timeout=LIVE_TIMEOUT)
     expect_clean(page)
 

@@ -80,7 +80,10 @@ async def test_run_page_nodes_are_named_focusable_buttons(web: Web) -> None:
     assert buttons[0]["data-down"] == "node-step2" and buttons[1]["data-up"] == "node-step1"
     # no status by colour alone: each node carries its glyph; the graph is a group, not an image holding buttons
     assert '<tspan class="icon">✕</tspan>' in page and '<tspan class="icon">✓</tspan>' in page
-    assert 'role="group" aria-label="workflow graph"' in page and 'aria-label="workflow graph" role="img"' not in page
+    assert (
+        'role="group" aria-label="workflow graph"' in page
+        and 'aria-label="workflow graph" role="img"' not in page
+    )
     assert 'role="status"' in page  # the live region that says what the panel loaded
 
     zh = (await client.http.get(f"/runs/{run_id}", headers={"Accept-Language": "zh-CN"})).text
