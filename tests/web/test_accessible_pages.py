@@ -61,7 +61,9 @@ def node_buttons(html: str) -> list[dict[str, str]]:
 
 async def finished_run(web: Web, client: Client, spec: str, name: str = "a11y") -> int:
     version = await create_workflow(await User.get(username="alice"), spec)
-    response = await client.post(f"/versions/{version.id}/run", {"name": name})
+    # alice's workflow: another user confirms having read what it runs (the author check)
+    form = {"name": name, "author_ok": str(version.id)}
+    response = await client.post(f"/versions/{version.id}/run", form)
     run_id = int(response.headers["location"].rsplit("/", 1)[1])
     await wait_for_run(web.rt, run_id)
     return run_id
@@ -240,6 +242,17 @@ async def test_the_table_of_nodes_of_a_2000_node_run_is_paged_and_filtered(bare:
     assert_full_page(last, "table")
     assert re.findall(r'id="row-link-([^"]+)"', last) == ["fan_in"]
     assert 'hx-get="/runs/' not in last.split('id="nodes-table"')[1]  # its own page: plain links
+
+    # a summary box's list of nodes: the fragment for htmx, the run (version) page with the list open otherwise
+    for base in (f"/runs/{run.id}", f"/versions/{version.id}"):
+        fragment = (await client.get(f"{base}/groups/3", htmx=True)).text
+        assert "<html" not in fragment and 'id="chip-btn-n03_007"' in fragment
+        whole = (await client.get(f"{base}/groups/3")).text
+        assert_full_page(whole, f"{base}/groups/3")
+        listed = whole.split('id="group-list"')[1]
+        assert 'id="chip-btn-n03_007"' in listed and 'id="chip-btn-n03_099"' in listed
+    chip = (await client.get(f"/runs/{run.id}/groups/3", htmx=True)).text.split('id="chip-btn-n03_007"')[1]
+    assert 'aria-label="n03_007 — failed, retried 1 time"' in chip.split(">")[0]
 
     failed = (await client.get(f"/runs/{run.id}/table?status=FAILED", htmx=True)).text
     assert re.findall(r'id="row-link-([^"]+)"', failed) == ["n03_007"]
