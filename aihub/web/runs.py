@@ -89,9 +89,26 @@ async def run_create(request: Request, user: User) -> Response:
     if version is not None:
         version.workflow = workflow  # type: ignore[assignment]
         ctx.update(_form_context(version, None))
+        ctx.update(await _author_check(user, version))
     else:
         ctx.update(version=None, params=[], values={}, name="", copy_of=None, error=None)
     return render(request, "pages/runs/new.html", ctx, partial="partials/runs/create.html")
+
+
+#: nodes listed by the author check (the rest are counted)
+AUTHOR_CHECK_NODES = 50
+
+
+async def _author_check(user: User, version: WorkflowVersion) -> dict[str, Any]:
+    """Someone else's version runs their commands under the caller's name and run token: who wrote it and what
+    it runs is shown, and must be confirmed, before a run starts (issue 11)."""
+    author_id = version.created_by_id  # type: ignore[attr-defined]
+    if author_id == user.id:
+        return {"author": None, "runs_what": [], "runs_more": 0}
+    nodes = parse_spec(version.spec).nodes
+    shown = [(n.name, f"module {n.module}" if n.module else n.command) for n in nodes[:AUTHOR_CHECK_NODES]]
+    author = await User.get_or_none(id=author_id)
+    return {"author": author, "runs_what": shown, "runs_more": max(0, len(nodes) - AUTHOR_CHECK_NODES)}
 
 
 def _form_context(version: WorkflowVersion, source: Run | None) -> dict[str, Any]:
@@ -124,6 +141,7 @@ async def run_new(request: Request, user: User) -> Response:
         "versions": versions,
         "wq": "",
         **_form_context(version, source),
+        **await _author_check(user, version),
     }
     if request.method == "POST":
         form = await request.form()
@@ -131,6 +149,9 @@ async def run_new(request: Request, user: User) -> Response:
         values = {p.name: str(form.get(f"param.{p.name}", "")) for p in params}
         given = {k: v for k, v in values.items() if v != "" or _has_default(params, k)}
         ctx.update(name=name, values=values)
+        if ctx["author"] is not None and form.get("author_ok") != str(version.id):
+            ctx["author_missing"] = True  # someone else's commands: not without a look at them
+            return render(request, "pages/runs/new.html", ctx, status_code=400)
         try:
             if source is not None:
                 run = await copy_run(runtime(request).bus, user, source.id, name=name, params=given)
