@@ -12,6 +12,7 @@ from starlette.responses import FileResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from aihub.db.models import NodeRun, Run, User, Workflow, WorkflowVersion
+from aihub.domain.ids import parse_count, parse_row_id
 from aihub.domain.spec import parse_spec
 from aihub.domain.status import NodeStatus, RunStatus
 from aihub.runtime import Runtime
@@ -60,7 +61,7 @@ async def _pick(
     listing = await list_workflows(user, search=search or None, first=PICK_WORKFLOWS)
     workflows = list(listing.items)
     chosen: Workflow | None = None
-    workflow_id = int(workflow_raw) if workflow_raw.isdigit() else None
+    workflow_id = parse_row_id(workflow_raw)
     if workflow_id is not None:
         chosen = next((w for w in workflows if w.id == workflow_id), None)
         if chosen is None:
@@ -72,7 +73,7 @@ async def _pick(
         return workflows, None, [], None
     versions = list(reversed(await list_versions(user, chosen.id)))
     await WorkflowVersion.fetch_for_list(versions, "created_by")
-    wanted = int(version_raw) if version_raw.isdigit() else None
+    wanted = parse_row_id(version_raw)
     version = next((v for v in versions if v.id == wanted), versions[0] if versions else None)
     return workflows, chosen, versions, version
 
@@ -128,8 +129,8 @@ async def run_new(request: Request, user: User) -> Response:
     """A version's "Run" (and a run's "Copy"): the create-run page with this version preselected."""
     version = await get_readable_version(user, request.path_params["version_id"])
     params = parse_spec(version.spec).params
-    copy_of = request.query_params.get("copy_of")
-    source = await get_run(user, int(copy_of)) if copy_of and copy_of.isdigit() else None
+    copy_id = parse_row_id(request.query_params.get("copy_of", ""))
+    source = await get_run(user, copy_id) if copy_id is not None else None
     try:
         versions = list(reversed(await list_versions(user, version.workflow.id)))
     except NotFound:  # a template of a workflow the caller cannot see: only this version
@@ -330,7 +331,8 @@ async def run_copy(request: Request, user: User) -> Response:
 
 async def _attempt_number(request: Request, row: NodeRun) -> int:
     raw = request.query_params.get("attempt", "")
-    return int(raw) if raw.isdigit() else row.attempt
+    number = parse_count(raw)
+    return row.attempt if number is None else number
 
 
 @page
@@ -385,7 +387,7 @@ async def log_live(request: Request, user: User) -> Response:
     run_id, name = request.path_params["run_id"], request.path_params["node"]
     await get_attempt(user, run_id, name, request.path_params["attempt"])
     raw = request.query_params.get("offset", "0")
-    offset = int(raw) if raw.isdigit() else 0
+    offset = parse_count(raw) or 0
     return log_stream(runtime(request), user, run_id, name, request.path_params["attempt"], offset)
 
 
