@@ -259,3 +259,45 @@ def test_run_page_screenshots_at_320_and_1440_px(browser: Browser, server: WebSe
     expect_clean(page)
     shot(page, "run-320")
     context.close()
+
+
+def test_version_page_nodes_open_and_close_by_keyboard(page: Page, server: WebServer) -> None:
+    version_id, _ = flaky_run(server, f"version-{uuid.uuid4().hex[:8]}")
+    log_in(page)
+    page.goto(f"/versions/{version_id}")
+    tab_to(page, "#node-prepare")
+    expect(page.locator("#node-prepare")).to_have_attribute("aria-label", "prepare")
+    page.keyboard.press("ArrowDown")
+    expect(page.locator("#node-flaky")).to_be_focused()
+    page.keyboard.press("Enter")
+    expect(page.locator("#node-heading")).to_have_text("flaky")
+    expect(page.locator("#node-heading")).to_be_focused()
+    expect(page.locator("#panel-status")).to_have_text("flaky: configuration")
+    expect_clean(page)
+    page.keyboard.press("Escape")
+    expect(page.locator("#node-detail")).to_have_count(0)
+    expect(page.locator("#node-flaky")).to_be_focused()
+
+
+def test_the_axe_check_catches_a_violation_also_after_an_htmx_swap(
+    page: Page, server: WebServer, axe_findings: a11y.Findings
+) -> None:
+    """The standing check can fail: an image without a text alternative (WCAG 1.1.1, level A) is reported by an
+    explicit audit, and the automatic run after an htmx swap reports the state that swap produced."""
+    _, run_id = flaky_run(server, f"harness-{uuid.uuid4().hex[:8]}")
+    log_in(page)
+    page.goto(f"/runs/{run_id}")
+    page.evaluate("() => document.querySelector('main').append(document.createElement('img'))")  # the fault
+    assert "image-alt" in {v["id"] for v in a11y.audit(page)}
+
+    runs = axe_findings.runs
+    page.locator("#node-prepare rect").click()  # an htmx swap into the node panel
+    expect(page.locator("#node-detail")).to_have_attribute("data-node", "prepare")
+    deadline = time.monotonic() + 30
+    while axe_findings.runs == runs and time.monotonic() < deadline:
+        page.wait_for_timeout(100)  # waiting for the automatic run's report, within a deadline
+    assert axe_findings.runs > runs, "no axe run after the swap"
+    assert {rule for _, rule in axe_findings.seen} == {"image-alt"}
+    page.evaluate("() => document.querySelector('main > img').remove()")  # the fault mended
+    assert a11y.audit(page) == []  # after any run still going on
+    axe_findings.seen.clear()  # made on purpose: the fixture must not fail this test
