@@ -73,15 +73,30 @@ async def test_run_params_with_nul_are_refused(users: Server) -> None:
 
 
 async def test_a_big_spec_does_not_hold_the_event_loop(users: Server) -> None:
-    """While a spec of the largest allowed size is checked, /healthz keeps answering."""
-    create = asyncio.create_task(users.gql(CREATE_WF, {"spec": _chain(10_000)}, as_="alice"))
-    slowest = 0.0
-    answered = 0
-    while not create.done():
-        started = time.perf_counter()
-        assert (await users.http.get("/healthz")).status_code == 200
-        slowest = max(slowest, time.perf_counter() - started)
-        answered += 1
-    await create
-    assert answered >= 3, answered
-    assert slowest < 0.5, slowest
+    """While a spec of the largest allowed size is checked, the server's event loop (this test's loop: the
+    server runs in-process) keeps turning: no pause is more than a fraction of the request's time. (Checked on
+    the loop itself, as a ratio, so that a busy machine slows both sides alike.)"""
+    spec = _chain(10_000)
+    for node in spec["nodes"]:
+        node.update(
+            env={"A": "1", "B": "2"}, inputs=[{"name": "a", "value": "x"}, {"name": "b", "value": "y"}]
+        )
+    loop = asyncio.get_running_loop()
+    gaps: list[float] = []
+    done = asyncio.Event()
+
+    async def tick() -> None:
+        last = loop.time()
+        while not done.is_set():
+            await asyncio.sleep(0.005)
+            now = loop.time()
+            gaps.append(now - last)
+            last = now
+
+    ticker = asyncio.create_task(tick())
+    started = time.perf_counter()
+    await users.gql(CREATE_WF, {"spec": spec}, as_="alice")
+    duration = time.perf_counter() - started
+    done.set()
+    await ticker
+    assert max(gaps) < duration / 2, (max(gaps), duration)
