@@ -99,10 +99,153 @@ async def main(layers: int, width: int, repeat: int) -> None:
                     )
 
 
+# ------------------------------------------------------------------------------------------------ list pages
+
+LIST_PAGES = ("workflows", "runs", "modules", "reviews", "admin users", "admin teams")
+
+
+async def seed_lists(rows: int) -> None:
+    """``rows`` users, teams, workflows (one version each), runs, modules (half published) and reviews, written
+    with bulk inserts (the services would take minutes); owned by the admin or by the seeded users."""
+    from aihub.db.models import (
+        BuildStatus,
+        Category,
+        Module,
+        ModuleBuild,
+        ModuleReview,
+        ModuleStatus,
+        ReviewStatus,
+        Run,
+        RunStatus,
+        Team,
+        Workflow,
+        WorkflowVersion,
+    )
+
+    admin = await User.get(username="admin")
+    await Team.bulk_create([Team(name=f"team-{i:05d}") for i in range(rows)], batch_size=1000)
+    await User.bulk_create([User(username=f"user-{i:05d}") for i in range(rows)], batch_size=1000)
+    await Workflow.bulk_create(
+        [Workflow(name=f"wf-{i:05d}", description=f"workflow {i}", owner=admin) for i in range(rows)],
+        batch_size=1000,
+    )
+    workflows = await Workflow.all().order_by("id")
+    spec = {"name": "x", "nodes": [{"name": "only", "command": "true"}]}
+    await WorkflowVersion.bulk_create(
+        [WorkflowVersion(workflow=w, number=1, spec=spec, created_by=admin) for w in workflows],
+        batch_size=1000,
+    )
+    versions = await WorkflowVersion.all().order_by("id")
+    statuses = list(RunStatus)
+    await Run.bulk_create(
+        [
+            Run(
+                name=f"run-{i:05d}",
+                version=v,
+                workflow_id=v.workflow_id,
+                owner=admin,
+                status=statuses[i % len(statuses)],
+            )
+            for i, v in enumerate(versions)
+        ],
+        batch_size=1000,
+    )
+    category = await Category.create(name="bench")
+    await Module.bulk_create(
+        [
+            Module(
+                name=f"mod-{i:05d}",
+                category=category,
+                owner=admin,
+                git_url="https://example.com/x.git",
+                description=f"module {i}",
+                status=ModuleStatus.PUBLISHED if i % 2 else ModuleStatus.BUILT,
+            )
+            for i in range(rows)
+        ],
+        batch_size=1000,
+    )
+    modules = await Module.all().order_by("id")
+    await ModuleBuild.bulk_create(
+        [
+            ModuleBuild(
+                module=m,
+                number=1,
+                status=BuildStatus.BUILT,
+                published=bool(i % 2),
+                snapshot={"description": m.description},
+            )
+            for i, m in enumerate(modules)
+        ],
+        batch_size=1000,
+    )
+    builds = await ModuleBuild.all().order_by("id")
+    await ModuleReview.bulk_create(
+        [
+            ModuleReview(
+                module_id=b.module_id,
+                build=b,
+                requester=admin,
+                status=ReviewStatus.APPROVED if i % 2 else ReviewStatus.PENDING,
+            )
+            for i, b in enumerate(builds)
+        ],
+        batch_size=1000,
+    )
+
+
+def _last_cursor(kind: str) -> str:
+    from aihub.services.queries import encode_cursor
+
+    return encode_cursor(kind, 60)  # the rows below id 60: the last page of 10,000
+
+
+async def lists_main(rows: int, repeat: int) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        settings = Settings(data_dir=Path(tmp) / "data", admin_password=PASSWORD)
+        app = create_app(settings, run_engine=False)
+        async with app.router.lifespan_context(app):
+            t0 = time.perf_counter()
+            await seed_lists(rows)
+            print(f"seeded {rows:,} rows of each list in {time.perf_counter() - t0:.1f} s")
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
+                await http.get("/login")
+                csrf = http.cookies["aihub_csrf"]
+                form = {"username": "admin", "password": PASSWORD, "next": "/", "csrf_token": csrf}
+                assert (await http.post("/login", data=form)).status_code == 303
+                last = max(rows // 50, 1)
+                pages = {
+                    "workflows": ("/workflows", f"/workflows?after={_last_cursor('workflow')}"),
+                    "runs": ("/runs", f"/runs?after={_last_cursor('run')}"),
+                    "modules": ("/modules", f"/modules?page={last}"),
+                    "reviews": ("/reviews", f"/reviews?page={last}"),
+                    "admin users": ("/admin/users", f"/admin/users?page={last}"),
+                    "admin teams": ("/admin/teams", f"/admin/teams?page={last}"),
+                }
+                for label in LIST_PAGES:
+                    first, deep = pages[label]
+                    size1, ms1, _ = await timed_get(http, first, repeat)
+                    size2, ms2, _ = await timed_get(http, deep, repeat)
+                    print(
+                        f"{label}: first page {ms1:.0f} ms ({size1:,} bytes), last page {ms2:.0f} ms"
+                        f" ({size2:,} bytes); median over {repeat}"
+                    )
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--layers", type=int, default=20)
     parser.add_argument("--width", type=int, default=100)
     parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument(
+        "--lists",
+        type=int,
+        metavar="ROWS",
+        help="instead: the list pages' first and last page with ROWS rows each",
+    )
     args = parser.parse_args()
-    asyncio.run(main(args.layers, args.width, args.repeat))
+    if args.lists:
+        asyncio.run(lists_main(args.lists, args.repeat))
+    else:
+        asyncio.run(main(args.layers, args.width, args.repeat))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
 
 import strawberry
@@ -25,13 +26,19 @@ def params_object(value: Any) -> Mapping[str, object] | None:
 
 @strawberry.type
 class RunQuery:
-    @strawberry.field(description="runs the caller may see, newest first")
+    @strawberry.field(
+        description="runs the caller may see, newest first; filters: status, workflow (id, or workflowSearch: a "
+        "part of its name), owner's username, createdAfter <= creation time < createdBefore"
+    )
     async def runs(
         self,
         info: Info,
         status: list[RunStatusEnum] | None = None,
         workflow_id: strawberry.ID | None = None,
         owner: str | None = None,
+        workflow_search: str | None = None,
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
         first: int = queries.DEFAULT_PAGE,
         after: str | None = None,
     ) -> RunPage:
@@ -40,6 +47,9 @@ class RunQuery:
             statuses=status or (),
             workflow_id=optional_id(workflow_id, "workflowId"),
             owner=owner,
+            workflow_search=workflow_search or None,
+            created_after=created_after,
+            created_before=created_before,
             first=first,
             after=after,
         )

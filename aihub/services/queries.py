@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Generic, TypeVar
 
 from tortoise.models import Model
@@ -86,21 +87,35 @@ async def _user_id(username: str, field: str) -> int:
     return user.id
 
 
+def _utc(value: datetime) -> datetime:
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
 async def list_runs(
     user: User,
     *,
     statuses: Sequence[RunStatus] = (),
     workflow_id: int | None = None,
     owner: str | None = None,
+    workflow_search: str | None = None,
+    created_after: datetime | None = None,
+    created_before: datetime | None = None,
     first: int = DEFAULT_PAGE,
     after: str | None = None,
 ) -> Page[Run]:
-    """Runs the caller may see, newest first, filtered by status, workflow and owner's username."""
+    """Runs the caller may see, newest first, filtered by status, workflow (id, or a part of its name), owner's
+    username and creation time (``created_after`` <= created_at < ``created_before``)."""
     query = runs_visible_to(user)
     if statuses:
         query = query.filter(status__in=list(statuses))
     if workflow_id is not None:
         query = query.filter(workflow_id=workflow_id)
+    if workflow_search:
+        query = query.filter(workflow__name__icontains=workflow_search)
+    if created_after is not None:  # a time without a zone is UTC
+        query = query.filter(created_at__gte=_utc(created_after))
+    if created_before is not None:
+        query = query.filter(created_at__lt=_utc(created_before))
     if owner:
         query = query.filter(owner_id=await _user_id(owner, "owner"))
     return await _page(query, "run", first, after)

@@ -18,13 +18,13 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from aihub.db.models import User
+from aihub.db.models import Team, User
 from aihub.domain.ids import parse_row_id
 from aihub.domain.messages import msg
 from aihub.services import admin
 from aihub.services.errors import InvalidInput, NotFound, ServiceError
 from aihub.web.i18n import N_
-from aihub.web.paging import paginate
+from aihub.web.paging import paginate_query
 from aihub.web.render import render
 from aihub.web.session import page, redirect
 
@@ -63,19 +63,41 @@ def admin_page(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
 # ------------------------------------------------------------------------------------------------ rendering
 
 
+#: beyond this many teams a user's team is typed (with suggestions) instead of chosen from a list in every row
+TEAM_SELECT_MAX = 200
+
+
 async def _users(actor: User, request: Request) -> dict[str, Any]:
-    users, pager = paginate(request, await admin.list_users(actor))
+    """One page of users from the database (admin pages are for administrators, who see everybody), filtered
+    by a part of the username and by team."""
+    query = User.all()
+    search = request.query_params.get("q", "").strip()
+    if search:
+        query = query.filter(username__icontains=search)
+    team = request.query_params.get("team", "").strip()
+    if team:
+        query = query.filter(team__name=team)
+    users, pager = await paginate_query(request, query.order_by("username"))
     await User.fetch_for_list(users, "team")
-    return {"users": users, "teams": await admin.list_teams(), "pager": pager}
+    many = await Team.all().count() > TEAM_SELECT_MAX
+    teams = (
+        await Team.filter(name__in=[u.team.name for u in users if u.team])
+        if many
+        else await admin.list_teams()
+    )
+    return {"users": users, "teams": teams, "team_names": many, "pager": pager, "q": search, "team": team}
 
 
 async def _teams(actor: User, request: Request) -> dict[str, Any]:
+    query = Team.all()
+    search = request.query_params.get("q", "").strip()
+    if search:
+        query = query.filter(name__icontains=search)
+    teams, pager = await paginate_query(request, query.order_by("name"))
     members: dict[int, list[User]] = {}
-    for user in await admin.list_users(actor):
-        if user.team_id is not None:  # type: ignore[attr-defined]
-            members.setdefault(user.team_id, []).append(user)  # type: ignore[attr-defined]
-    teams, pager = paginate(request, await admin.list_teams())
-    return {"teams": teams, "members": members, "pager": pager}
+    for user in await User.filter(team_id__in=[t.id for t in teams]).order_by("username"):
+        members.setdefault(user.team_id, []).append(user)  # type: ignore[attr-defined]
+    return {"teams": teams, "members": members, "pager": pager, "q": search}
 
 
 async def _categories(actor: User, request: Request) -> dict[str, Any]:
@@ -196,7 +218,16 @@ def json_object(form: FormData, name: str) -> dict[str, Any] | None:
     return data
 
 
-def team_choice(form: FormData) -> int | None:
+async def team_choice(form: FormData) -> int | None:
+    """The team of a user form: ``team_id`` from the list, or ``team_name`` typed (with many teams)."""
+    if "team_name" in form:
+        name = text(form, "team_name")
+        if not name:
+            return None
+        team = await Team.get_or_none(name=name)
+        if team is None:
+            raise InvalidInput(msg("unknown team {value}", value=repr(name)), field="team_id")
+        return int(team.id)
     value = text(form, "team_id")
     if value and parse_row_id(value) is None:
         raise InvalidInput(msg("unknown team {value}", value=repr(value)), field="team_id")
@@ -228,7 +259,7 @@ async def user_create(request: Request, user: User) -> Response:
             password=str(form.get("password", "")),
             display_name=text(form, "display_name"),
             is_admin=flag(form, "is_admin"),
-            team_id=team_choice(form),
+            team_id=await team_choice(form),
             is_team_leader=flag(form, "is_team_leader"),
         )
 
@@ -240,7 +271,7 @@ async def user_update(request: Request, user: User) -> Response:
     user_id = request.path_params["id"]
 
     async def update(form: FormData) -> None:
-        team_id = team_choice(form)
+        team_id = await team_choice(form)
         password = str(form.get("password", ""))
         await admin.update_user(
             user,

@@ -14,7 +14,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from aihub.db.models import BuildStatus, Module, ModuleStatus, ReviewStatus, User
+from aihub.db.models import BuildStatus, Module, ModuleReview, ModuleStatus, ReviewStatus, User
 from aihub.domain.messages import msg
 from aihub.engine.builds import BuildManager
 from aihub.engine.builds.git import redact_url
@@ -26,15 +26,21 @@ from aihub.services.modules import (
     create_module,
     get_build,
     get_module,
-    list_modules,
+    modules_query,
     read_build_log,
     rebuild_module,
     shown_modules,
     update_module,
     view_module,
 )
-from aihub.services.reviews import can_review, get_review, list_reviews, request_publish, review_module
-from aihub.web.paging import paginate
+from aihub.services.reviews import (
+    can_review,
+    get_review,
+    request_publish,
+    review_module,
+    reviews_visible_to,
+)
+from aihub.web.paging import paginate_query
 from aihub.web.render import is_htmx, render
 from aihub.web.session import page, redirect
 
@@ -243,20 +249,20 @@ async def module_edit(request: Request, user: User) -> Response:
 async def modules_list(request: Request, user: User) -> Response:
     q = request.query_params
     scope, category, status = q.get("scope", "all"), q.get("category", ""), q.get("status", "")
-    rows = await list_modules(
-        user, mine=scope == "mine", category=category or None, search=q.get("q") or None
+    query = modules_query(
+        user,
+        mine=scope == "mine",
+        published=scope == "published",
+        status=ModuleStatus(status) if status in ModuleStatus.__members__ else None,
+        category=category or None,
+        search=q.get("q") or None,
     )
+    rows, pager = await paginate_query(request, query)  # filtered and paged in the database
     await Module.fetch_for_list(rows, "category", "owner")
     # each module as this viewer sees it (services.modules.Shown): the owner the edited module and its own
     # status, a reviewer the build under review, everybody else the published build
     views = await shown_modules(user, rows)
     shown = [(m, views[m.id].status) for m in rows]
-    if scope == "published":
-        shown = [(m, s) for m, s in shown if views[m.id].published is not None]
-    if status in ModuleStatus.__members__:
-        shown = [(m, s) for m, s in shown if s.value == status]
-    shown.sort(key=lambda pair: (pair[0].category.name, pair[0].name))
-    shown, pager = paginate(request, shown)
     groups: dict[str, list[tuple[Module, ModuleStatus]]] = {}
     for module, state in shown:
         groups.setdefault(module.category.name, []).append((module, state))
@@ -298,7 +304,8 @@ async def detail_response(
     module = await get_module(user, module_id)
     ctx = await build_context(request, user, module)
     view = ctx["view"]
-    reviews = [r for r in await list_reviews(user) if r.module_id == module.id]  # type: ignore[attr-defined]
+    reviews = await reviews_visible_to(user).filter(module_id=module.id).order_by("-id")
+    await ModuleReview.fetch_for_list(reviews, "module", "build", "requester", "reviewer")
     rejected = next((r for r in reviews if r.status is ReviewStatus.REJECTED), None)
     ctx.update(
         reviews=reviews,
@@ -360,11 +367,20 @@ async def reviews_page(
     status_code: int = 200,
 ) -> Response:
     status = request.query_params.get("status", "")
-    wanted = ReviewStatus(status) if status in ReviewStatus.__members__ else None
-    reviews = await list_reviews(user, status=wanted)
+    search = request.query_params.get("q", "").strip()
+    query = reviews_visible_to(user)
+    if status in ReviewStatus.__members__:
+        query = query.filter(status=ReviewStatus(status))
+    if search:
+        query = query.filter(module__name__icontains=search)
+    # paged in the database: 50 records a page, however many there are
+    reviews, pager = await paginate_query(request, query.order_by("-id"))
+    await ModuleReview.fetch_for_list(reviews, "module", "build", "requester", "reviewer")
     ctx = {
         "reviews": reviews,
         "can_review": {r.id: await can_review(user, r) for r in reviews},
+        "pager": pager,
+        "q": search,
         "status": status,
         "statuses": list(ReviewStatus),
         "errors": errors or {},

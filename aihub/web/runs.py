@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
+from urllib.parse import urlencode
 
 from babel import Locale
 from babel.dates import format_timedelta
@@ -165,19 +166,48 @@ async def run_new(request: Request, user: User) -> Response:
     return render(request, "pages/runs/new.html", ctx)
 
 
+def _day(raw: str, field: str) -> datetime | None:
+    """A date filter (YYYY-MM-DD, as the date input sends it) as the start of that UTC day."""
+    if not raw:
+        return None
+    try:
+        return datetime.combine(date.fromisoformat(raw), time(0), tzinfo=UTC)
+    except ValueError as exc:
+        raise InvalidInput(f"{field} must be a date like 2026-12-05 (got {raw!r})", field=field) from exc
+
+
 def _has_default(params: list[Any], name: str) -> bool:
     return any(p.name == name and p.default is not None for p in params)
 
 
 @page
 async def runs_list(request: Request, user: User) -> Response:
-    status = request.query_params.get("status", "")
+    """Runs, newest first, 50 a page (a keyset cursor: the 200th page costs what the first does), filtered by
+    status, workflow name, owner and creation date (from/to, whole UTC days)."""
+    q = request.query_params
+    status = q.get("status", "")
     statuses = [RunStatus(status)] if status in RunStatus.__members__ else []
-    listing = await list_runs(user, statuses=statuses, after=request.query_params.get("after") or None)
+    filters = {k: q.get(k, "").strip() for k in ("workflow", "owner", "from", "to")}
+    day = timedelta(days=1)
+    start, end = _day(filters["from"], "from"), _day(filters["to"], "to")
+    listing = await list_runs(
+        user,
+        statuses=statuses,
+        workflow_search=filters["workflow"] or None,
+        owner=filters["owner"] or None,
+        created_after=start,
+        created_before=end + day if end else None,
+        after=q.get("after") or None,
+    )
     await Run.fetch_for_list(listing.items, "workflow", "version", "owner")
+    keep = {k: v for k, v in {"status": status, **filters}.items() if v}
     ctx = {
         "runs": listing.items,
         "next_cursor": listing.next_cursor,
+        "next_url": f"/runs?{urlencode({**keep, 'after': listing.next_cursor})}"
+        if listing.next_cursor
+        else None,
+        "filters": filters,
         "status": status,
         "statuses": list(RunStatus),
         "can_act": {r.id: can_act_on_run(user, r) for r in listing.items},

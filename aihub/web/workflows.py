@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -30,11 +30,23 @@ YAML_LINES = 400
 async def workflows_list(request: Request, user: User) -> Response:
     """Workflows (searchable, paged), each row expanding to all its versions with their actions."""
     search = request.query_params.get("q", "").strip() or None
-    listing = await list_workflows(user, search=search, after=request.query_params.get("after") or None)
+    owner = request.query_params.get("owner", "").strip() or None
+    listing = await list_workflows(
+        user, search=search, owner=owner, after=request.query_params.get("after") or None
+    )
     await Workflow.fetch_for_list(listing.items, "owner")
     rows = list(zip(listing.items, await _versions_of(listing.items), strict=True))
     editable = {wf.id for wf in listing.items if user.is_admin or wf.owner_id == user.id}  # type: ignore[attr-defined]
-    ctx = {"rows": rows, "q": search or "", "next_cursor": listing.next_cursor, "editable": editable}
+    keep = {k: v for k, v in (("q", search), ("owner", owner)) if v}
+    ctx = {
+        "rows": rows,
+        "q": search or "",
+        "owner": owner or "",
+        "next_url": f"/workflows?{urlencode({**keep, 'after': listing.next_cursor})}"
+        if listing.next_cursor
+        else None,
+        "editable": editable,
+    }
     return render(request, "pages/workflows/list.html", ctx, partial="partials/workflows/table.html")
 
 

@@ -7,7 +7,10 @@ from __future__ import annotations
 import re
 import shutil
 import tempfile
+from datetime import timedelta
 from pathlib import Path
+
+import pytest
 
 from aihub.db.models import Category, Module, ModuleBuild, NodeRun, Run, User, WorkflowVersion
 from aihub.services.admin import create_cluster
@@ -301,3 +304,112 @@ def test_a_timeline_without_attempts_says_whether_the_run_has_ended() -> None:
         run = SimpleNamespace(id=1, status=status)
         html = render_string("partials/runs/timeline.html", run=run, timeline=empty, timeline_live=False)
         assert text in html, status
+
+
+# ------------------------------------------------------------------------------------------------ list filters
+
+
+async def test_runs_filter_by_workflow_owner_and_date(web: Web) -> None:
+    alice_user, bob_user = await User.get(username="alice"), await User.get(username="bob")
+    spec = "name: {name}\nnodes:\n  - name: only\n    command: echo hi\n"
+    mine = await create_workflow(alice_user, spec.format(name="alpha-flow"))
+    await set_workflow_shared(alice_user, mine.workflow.id, True)
+    theirs = await create_workflow(bob_user, spec.format(name="beta-flow"))
+    await set_workflow_shared(bob_user, theirs.workflow.id, True)
+    alice, bob = await web.client("alice"), await web.client("bob")
+    for client, version, name in ((alice, mine, "a-run"), (bob, theirs, "b-run")):
+        response = await client.post(f"/versions/{version.id}/run", {"name": name})
+        await wait_for_run(web.rt, int(response.headers["location"].rsplit("/", 1)[1]))
+
+    def names(html: str) -> set[str]:
+        return set(re.findall(r'<td><a href="/runs/\d+">([^<]+)</a></td>', html))
+
+    assert names((await alice.get("/runs")).text) == {"a-run", "b-run"}  # team mates share workflows
+    assert names((await alice.get("/runs?workflow=beta")).text) == {"b-run"}
+    assert names((await alice.get("/runs?owner=alice")).text) == {"a-run"}
+    today = (await Run.get(name="a-run")).created_at.date()
+    assert names((await alice.get(f"/runs?from={today}&to={today}")).text) == {"a-run", "b-run"}
+    assert names((await alice.get(f"/runs?from={today + timedelta(days=1)}")).text) == set()
+    assert names((await alice.get(f"/runs?to={today - timedelta(days=1)}")).text) == set()
+    bad = await alice.get("/runs?from=yesterday")
+    assert bad.status_code == 400 and "from must be a date" in bad.text
+    unknown = await alice.get("/runs?owner=nobody")
+    assert unknown.status_code == 400 and "no user named" in unknown.text
+    # the same filters through GraphQL
+    from tests.web.test_module_states import gql
+
+    query = """query($w: String, $o: String, $a: DateTime, $b: DateTime) {
+      runs(workflowSearch: $w, owner: $o, createdAfter: $a, createdBefore: $b) { items { name } } }"""
+
+    async def api(**variables: object) -> set[str]:
+        data = await gql(web, "alice", query, **variables)
+        return {r["name"] for r in data["runs"]["items"]}
+
+    assert await api(w="beta") == {"b-run"} and await api(o="alice") == {"a-run"}
+    assert await api(a=f"{today}T00:00:00Z", b=f"{today + timedelta(days=1)}T00:00:00Z") == {"a-run", "b-run"}
+    assert await api(a=f"{today + timedelta(days=1)}T00:00:00") == set()
+
+
+async def test_the_runs_and_workflow_pages_keep_their_filters_across_pages(web: Web) -> None:
+    alice_user = await User.get(username="alice")
+    for i in range(55):
+        await create_workflow(alice_user, SPEC.format(default="1").replace("three-versions", f"kept-{i:02d}"))
+    await create_workflow(await User.get(username="bob"), SPEC.format(default="1"))  # another owner
+    admin = await web.client("admin")
+    html = (await admin.get("/workflows?owner=alice&q=kept")).text
+    next_url = re.search(r'<a href="([^"]+)" rel="next"', html)
+    assert next_url and "owner=alice" in next_url.group(1) and "q=kept" in next_url.group(1)
+    rest = (await admin.get(next_url.group(1).replace("&amp;", "&"))).text
+    seen = re.findall(r'class="workflow-link"><strong>([^<]+)</strong>', html + rest)
+    assert sorted(seen) == [f"kept-{i:02d}" for i in range(55)]
+    assert "three-versions" not in (await admin.get("/workflows?owner=alice")).text
+
+
+async def test_reviews_are_paged_and_searchable(
+    web: Web, category: Category, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from aihub.db.models import BuildStatus, ModuleReview
+    from aihub.web import paging
+
+    monkeypatch.setattr(paging, "PAGE_SIZE", 3)
+    alice_user = await User.get(username="alice")
+    for i in range(7):
+        module = await Module.create(
+            name=f"rev-{i}", category=category, owner=alice_user, git_url="file:///x", description=""
+        )
+        build = await ModuleBuild.create(module=module, number=1, status=BuildStatus.BUILT, snapshot={})
+        await ModuleReview.create(module=module, build=build, requester=alice_user)
+    admin = await web.client("admin")
+    seen: list[str] = []
+    url: str | None = "/reviews"
+    while url:
+        html = (await admin.get(url)).text
+        seen += re.findall(r'<tr class="review-row" id="review-(\d+)"', html)
+        found = re.search(r'<a href="([^"]+)" rel="next"', html)
+        url = found.group(1).replace("&amp;", "&") if found else None
+    assert len(seen) == len(set(seen)) == 7
+    searched = (await admin.get("/reviews?q=rev-3")).text
+    assert len(re.findall(r'<tr class="review-row"', searched)) == 1
+
+
+async def test_admin_users_filter_and_many_teams_are_typed(web: Web, monkeypatch: pytest.MonkeyPatch) -> None:
+    from aihub.db.models import Team
+    from aihub.web import admin as admin_pages
+
+    admin = await web.client("admin")
+    only_bob = (await admin.get("/admin/users?q=bo")).text
+    assert re.findall(r'<tr id="user-(\w+)"', only_bob) == ["bob"]
+    ml = (await admin.get("/admin/users?team=ml")).text
+    assert re.findall(r'<tr id="user-(\w+)"', ml) == ["alice", "bob"]
+    assert '<option value="' in ml  # few teams: chosen from a list
+    monkeypatch.setattr(admin_pages, "TEAM_SELECT_MAX", 1)
+    many = (await admin.get("/admin/users")).text
+    carol = await User.get(username="carol")
+    assert f'id="u{carol.id}-team_id" name="team_name" value="other"' in many
+    moved = await admin.post(f"/admin/users/{carol.id}", {"team_name": "ml", "is_active": "on"})
+    assert moved.status_code == 303
+    assert (await User.get(id=carol.id)).team_id == (await Team.get(name="ml")).id  # type: ignore[attr-defined]
+    wrong = await admin.post(f"/admin/users/{carol.id}", {"team_name": "nope", "is_active": "on"})
+    assert wrong.status_code == 400 and "unknown team" in wrong.text
+    teams = (await admin.get("/admin/teams?q=oth")).text
+    assert "other" in teams and ">ml<" not in teams
