@@ -258,3 +258,23 @@ async def test_the_table_of_nodes_of_a_2000_node_run_is_paged_and_filtered(bare:
     assert re.findall(r'id="row-link-([^"]+)"', failed) == ["n03_007"]
     row = failed.split('id="row-link-n03_007"')[1].split("</tr>")[0]
     assert "FAILED" in row and '<td class="num">1</td>' in row
+
+
+async def test_create_run_errors_are_tied_to_their_fields(web: Web) -> None:
+    alice = await User.get(username="alice")
+    spec = "name: needs-label\nparams:\n  - name: label\n  - name: other\n    default: x\nnodes:\n  - name: a\n    image: busybox\n    command: echo $label\n"
+    version = await create_workflow(alice, spec)
+    client = await web.client("alice")
+    missing = await client.post(f"/versions/{version.id}/run", {"name": "no-label"})
+    assert missing.status_code == 400
+    label = re.search(r'<input name="param.label"[^>]*>', missing.text)
+    other = re.search(r'<input name="param.other"[^>]*>', missing.text)
+    assert label and 'aria-describedby="params-error"' in label[0] and 'aria-invalid="true"' in label[0], (
+        label
+    )
+    assert other and "aria-invalid" not in other[0]
+    long = await client.post(f"/versions/{version.id}/run", {"name": "n" * 201, "param.label": "x"})
+    name = re.search(r'<input name="name"[^>]*>', long.text)
+    assert long.status_code == 400 and name
+    assert 'aria-invalid="true"' in name[0] and 'aria-describedby="name-error"' in name[0]
+    assert 'id="name-error"' in long.text
