@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from playwright.sync_api import BrowserContext, Page
+from playwright.sync_api import Error as PlaywrightError
 
 AXE = Path(__file__).resolve().parent / "axe" / "axe.min.js"
 #: WCAG 2.1 level A and AA (2.0 rules are tagged wcag2a/wcag2aa, the 2.1 additions wcag21a/wcag21aa)
@@ -30,6 +31,7 @@ RUNNER = """
   let chain = Promise.resolve([]);
   let timer = null;
   const runOnce = async () => {
+    if (document.contentType !== "text/html") return [];  // a JSON answer or a text file: not a page
     const result = await axe.run(document, options);
     const violations = result.violations.map((v) => ({
       id: v.id, impact: v.impact, help: v.help,
@@ -77,10 +79,21 @@ def install(context: BrowserContext, findings: Findings) -> BrowserContext:
 
 def audit(page: Page) -> list[dict[str, Any]]:
     """Run axe on the page's current state now (after any run in progress) and return its violations (the
-    context's ``Findings`` get them too)."""
-    page.wait_for_load_state("domcontentloaded")
-    violations: list[dict[str, Any]] = page.evaluate("() => window.__axeAudit()")
-    return violations
+    context's ``Findings`` get them too). A document that is not a page (a JSON answer, a text file) has
+    nothing to check. A navigation that replaces the document meanwhile is waited for, and the new one
+    checked."""
+    for attempt in range(3):
+        page.wait_for_load_state("domcontentloaded")
+        try:
+            found = page.evaluate(
+                "() => window.__axeAudit && document.contentType === 'text/html' ? window.__axeAudit() : []"
+            )
+        except PlaywrightError:
+            if attempt == 2:
+                raise
+            continue  # the document went away under the run: check the one that replaced it
+        return list(found)
+    return []
 
 
 def audit_open_pages(context: BrowserContext) -> None:
