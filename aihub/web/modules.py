@@ -256,6 +256,7 @@ async def modules_list(request: Request, user: User) -> Response:
         status=ModuleStatus(status) if status in ModuleStatus.__members__ else None,
         category=category or None,
         search=q.get("q") or None,
+        owner=q.get("owner", "").strip() or None,
     )
     rows, pager = await paginate_query(request, query)  # filtered and paged in the database
     await Module.fetch_for_list(rows, "category", "owner")
@@ -274,6 +275,7 @@ async def modules_list(request: Request, user: User) -> Response:
         "category": category,
         "status": status,
         "q": q.get("q", ""),
+        "owner": q.get("owner", ""),
         "categories": await list_categories(),
         "statuses": list(ModuleStatus),
     }
@@ -373,6 +375,9 @@ async def reviews_page(
         query = query.filter(status=ReviewStatus(status))
     if search:
         query = query.filter(module__name__icontains=search)
+    requester = request.query_params.get("requester", "").strip()
+    if requester:
+        query = query.filter(requester__username=requester)
     # paged in the database: 50 records a page, however many there are
     reviews, pager = await paginate_query(request, query.order_by("-id"))
     await ModuleReview.fetch_for_list(reviews, "module", "build", "requester", "reviewer")
@@ -381,6 +386,7 @@ async def reviews_page(
         "can_review": {r.id: await can_review(user, r) for r in reviews},
         "pager": pager,
         "q": search,
+        "requester": requester,
         "status": status,
         "statuses": list(ReviewStatus),
         "errors": errors or {},

@@ -413,3 +413,20 @@ async def test_admin_users_filter_and_many_teams_are_typed(web: Web, monkeypatch
     assert wrong.status_code == 400 and "unknown team" in wrong.text
     teams = (await admin.get("/admin/teams?q=oth")).text
     assert "other" in teams and ">ml<" not in teams
+
+
+async def test_modules_filter_by_owner_and_reviews_by_requester(web: Web, category: Category) -> None:
+    from aihub.db.models import BuildStatus, ModuleReview
+
+    for owner in ("alice", "carol"):
+        user = await User.get(username=owner)
+        module = await Module.create(
+            name=f"{owner}-mod", category=category, owner=user, git_url="file:///x", description=""
+        )
+        build = await ModuleBuild.create(module=module, number=1, status=BuildStatus.BUILT, snapshot={})
+        await ModuleReview.create(module=module, build=build, requester=user)
+    admin = await web.client("admin")
+    modules = (await admin.get("/modules?owner=carol")).text
+    assert re.findall(r'id="module-row-([\w-]+)"', modules) == ["carol-mod"]
+    reviews = (await admin.get("/reviews?requester=alice")).text
+    assert len(re.findall(r'<tr class="review-row"', reviews)) == 1 and "alice-mod" in reviews
