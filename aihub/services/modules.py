@@ -416,6 +416,7 @@ def modules_query(
     status: ModuleStatus | None = None,
     category: str | None = None,
     search: str | None = None,
+    owner: str | None = None,
 ) -> QuerySet[Module]:
     """The modules ``user`` sees, filtered in the database — ``status`` as this viewer sees it (``Shown``) — and
     ordered by category and name, for pages of any length (no join that would need DISTINCT)."""
@@ -443,44 +444,8 @@ def modules_query(
         query = query.filter(category__name=category)
     if search:
         query = query.filter(name__icontains=search)
-    return query.order_by("category__name", "name")
-
-
-def modules_query(
-    user: User,
-    *,
-    mine: bool = False,
-    published: bool = False,
-    status: ModuleStatus | None = None,
-    category: str | None = None,
-    search: str | None = None,
-) -> QuerySet[Module]:
-    """The modules ``user`` sees, filtered in the database — ``status`` as this viewer sees it (``Shown``) — and
-    ordered by category and name, for pages of any length (no join that would need DISTINCT)."""
-    published_ids = Subquery(ModuleBuild.filter(published=True).values("module_id"))
-    own = Q(owner_id=user.id)
-    if user.is_admin:
-        query = Module.all()
-        if status is not None:
-            query = query.filter(status=status)
-    else:
-        pending_ids = Subquery(_pending_for(user).values("module_id"))
-        query = Module.filter(own | Q(id__in=published_ids) | Q(id__in=pending_ids))
-        if status is ModuleStatus.PUBLISHED:
-            others = ~own & ~Q(id__in=pending_ids) & Q(id__in=published_ids)
-            query = query.filter((own & Q(status=status)) | others)
-        elif status is ModuleStatus.PENDING_REVIEW:
-            query = query.filter((own & Q(status=status)) | (~own & Q(id__in=pending_ids)))
-        elif status is not None:
-            query = query.filter(own, status=status)
-    if mine:
-        query = query.filter(own)
-    if published:
-        query = query.filter(id__in=published_ids)
-    if category:
-        query = query.filter(category__name=category)
-    if search:
-        query = query.filter(name__icontains=search)
+    if owner:
+        query = query.filter(owner__username=owner)
     return query.order_by("category__name", "name")
 
 
