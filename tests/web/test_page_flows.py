@@ -60,6 +60,14 @@ async def test_create_run_picks_workflow_then_version_then_params(web: Web) -> N
     assert options(start.text, "pick-workflow")[1][1] == "three-versions"
     assert 'id="run-form"' not in start.text  # no version chosen yet: no params
 
+    await create_workflow(
+        await User.get(username="alice"), SPEC.format(default="1").replace("three-versions", "other-flow")
+    )
+    searched = await alice.get("/runs/new?wq=other")
+    assert [text for _, text, _ in options(searched.text, "pick-workflow")] == [
+        "— choose a workflow —",
+        "other-flow",
+    ]
     picked = await alice.get(f"/runs/new?workflow={versions[0].workflow.id}", htmx=True)
     assert picked.text.startswith('<div id="run-create">')  # the fragment htmx swaps in
     listed = options(picked.text, "pick-version")
