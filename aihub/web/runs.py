@@ -132,13 +132,13 @@ async def run_new(request: Request, user: User) -> Response:
     params = parse_spec(version.spec).params
     copy_id = parse_row_id(request.query_params.get("copy_of", ""))
     source = await get_run(user, copy_id) if copy_id is not None else None
-    try:
-        versions = list(reversed(await list_versions(user, version.workflow.id)))
+    try:  # the same choices as /runs/new, this workflow and version chosen
+        workflows, _, versions, _ = await _pick(user, str(version.workflow.id), str(version.id), "")
     except NotFound:  # a template of a workflow the caller cannot see: only this version
-        versions = [version]
-    await WorkflowVersion.fetch_for_list(versions, "created_by")
+        workflows, versions = [version.workflow], [version]
+        await WorkflowVersion.fetch_for_list(versions, "created_by")
     ctx: dict[str, Any] = {
-        "workflows": [version.workflow],
+        "workflows": workflows,
         "workflow": version.workflow,
         "versions": versions,
         "wq": "",

@@ -95,6 +95,13 @@ async def test_a_versions_run_is_the_same_page_preselected_and_copy_is_filled(we
     alice = await web.client("alice")
     page = await alice.get(f"/versions/{versions[0].id}/run")
     assert 'id="run-picker"' in page.text
+    await create_workflow(
+        await User.get(username="alice"), SPEC.format(default="1").replace("three-versions", "another")
+    )
+    page = await alice.get(f"/versions/{versions[0].id}/run")  # every workflow offered, this one chosen
+    listed = options(page.text, "pick-workflow")
+    assert {text for _, text, _ in listed} == {"three-versions", "another"}
+    assert [text for _, text, selected in listed if selected] == ["three-versions"]
     assert [sel for _, _, sel in options(page.text, "pick-version")] == [False, False, True]
     await alice.post(
         f"/versions/{versions[0].id}/run", {"name": "first", "param.size": "10", "param.label": "old"}
