@@ -22,6 +22,7 @@ from typing import Any
 
 from graphql import GraphQLError
 from strawberry.extensions import SchemaExtension
+from tortoise.exceptions import ValidationError
 
 from aihub.bus.base import SubscriberTooSlow
 from aihub.services.errors import ServiceError
@@ -44,10 +45,17 @@ class UnexpectedCancellation(RuntimeError):
     """A resolver met a ``CancelledError`` although its own task was not being cancelled."""
 
 
+def _camel(name: str) -> str:
+    return re.sub(r"_(\w)", lambda m: m.group(1).upper(), name)
+
+
 def error_extensions(error: GraphQLError) -> dict[str, Any] | None:
     original = error.original_error
     if isinstance(original, ServiceError):
         return {"code": original.code, "field": original.field, **original.details()}
+    if isinstance(original, ValidationError):
+        # the database layer refused a value the client gave (e.g. a filter longer than the column): bad input
+        return {"code": "INVALID_INPUT", "field": _camel(str(original).partition(":")[0]) or None}
     if isinstance(original, SubscriberTooSlow):
         return {"code": "SUBSCRIBER_TOO_SLOW", "field": None}
     return None

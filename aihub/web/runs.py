@@ -196,7 +196,7 @@ async def runs_list(request: Request, user: User) -> Response:
         workflow_search=filters["workflow"] or None,
         owner=filters["owner"] or None,
         created_after=start,
-        created_before=end + day if end else None,
+        created_before=end + day if end and end.date() < date.max else None,  # to=9999-12-31: no bound
         after=q.get("after") or None,
     )
     await Run.fetch_for_list(listing.items, "workflow", "version", "owner")

@@ -19,11 +19,12 @@ from urllib.parse import quote
 
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
+from tortoise.exceptions import ValidationError
 
 from aihub.db.models import User
 from aihub.domain.ids import in_row_id_range
 from aihub.services.auth import WEB_SESSION_KINDS, authenticate
-from aihub.services.errors import NotFound, ServiceError
+from aihub.services.errors import InvalidInput, NotFound, ServiceError
 from aihub.web import i18n
 from aihub.web.render import is_htmx, render, secure
 
@@ -164,6 +165,8 @@ def page(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
             response = await handler(request, user)
         except ServiceError as exc:
             response = error_page(request, exc)
+        except ValidationError as exc:  # the database refused a value of the request (too long for a filter)
+            response = error_page(request, InvalidInput(str(exc)[:300]))
         return finish(request, response, new_csrf)
 
     return endpoint

@@ -301,6 +301,25 @@ async def test_field_errors_stay_200_for_graphql_response_json(users: Server) ->
 
 
 @pytest.mark.parametrize(
+    ("query", "field"),
+    [
+        ('{ runs(owner: "%s") { items { id } } }' % ("o" * 65), "username"),
+        ('{ workflows(owner: "%s") { items { id } } }' % ("o" * 65), "username"),
+        ('{ modules(category: "%s") { id } }' % ("c" * 65), "name"),
+        ('mutation { login(username: "%s", password: "p") { token } }' % ("u" * 65), "username"),
+    ],
+)
+async def test_values_longer_than_their_column_are_invalid_input(
+    users: Server, query: str, field: str
+) -> None:
+    """Hazard (found by ``test_fuzz_api``): a filter longer than its column (65 characters for a 64-character
+    username) made the database layer raise ValidationError: INTERNAL."""
+    status, _, body = await send(users, query)
+    assert status == 200 and codes(body) == ["INVALID_INPUT"], body["errors"]
+    assert body["errors"][0]["extensions"]["field"] == field
+
+
+@pytest.mark.parametrize(
     ("mutation", "field"),
     [
         (

@@ -33,7 +33,7 @@ TRICKY_NUMBERS = ["0", "1", "2", "9223372036854775807", "9223372036854775808", "
 TRICKY_TEXT = ["²", "①", "１", "٣", "-1", "+1", " 1", "1.0", "", "%00", "../x", "a/b", "é😀", "<script>"]
 #: (path template, query parameters it reads); ``{run}``-like fields are path parameters
 ROUTES: list[tuple[str, tuple[str, ...]]] = [
-    ("/runs", ("status", "after", "page")),
+    ("/runs", ("status", "after", "page", "owner", "workflow", "from", "to")),
     ("/runs/{run}", ()),
     ("/runs/{run}/timeline", ()),
     ("/runs/{run}/groups/{index}", ()),
@@ -42,7 +42,7 @@ ROUTES: list[tuple[str, tuple[str, ...]]] = [
     ("/runs/{run}/nodes/{node}/logs/{attempt}/download", ()),
     ("/runs/{run}/nodes/{node}/outputs/{output}/download", ()),
     ("/api/runs/{run}/nodes/{node}/outputs/{output}", ()),
-    ("/workflows", ("q", "after", "page")),
+    ("/workflows", ("q", "after", "page", "owner")),
     ("/workflows/new", ("from",)),
     ("/versions/{version}", ()),
     ("/versions/{version}/nodes/{node}", ()),
@@ -51,7 +51,7 @@ ROUTES: list[tuple[str, tuple[str, ...]]] = [
     ("/versions/{version}/run", ("copy_of",)),
     ("/versions/{version}/copy", ()),
     ("/versions/{version}/new-version", ()),
-    ("/modules", ("q", "category", "status", "page")),
+    ("/modules", ("q", "category", "status", "page", "owner")),
     ("/modules/{module}", ()),
     ("/modules/{module}/edit", ()),
     ("/modules/{module}/build", ()),
@@ -122,8 +122,11 @@ def values(seed: Seed) -> dict[str, list[str]]:
         "page": ["1", "2"],
         "tab": ["io", "details", "logs", "container", "events"],
         "q": ["fuzz", "%"],
-        "category": ["data"],
-        "from": ids["version"],
+        "category": ["data", "c" * 65],
+        "owner": ["alice", "admin", "o" * 65],
+        "workflow": ["fuzz", "w" * 300],
+        "to": ["2020-01-01", "2020-13-45", "9999-12-31"],
+        "from": [*ids["version"], "2020-01-01", "0001-01-01"],
         "copy_of": ids["run"],
         "offset": ["0", "10"],
         "next": ["/runs", "//evil.example", "https://evil.example/"],
@@ -195,6 +198,9 @@ def test_web_routes_never_answer_5xx(browsers: Browsers) -> None:
         ("/modules/9223372036854775808", 404),
         ("/api/runs/9223372036854775808/nodes/a/outputs/x", 404),
         ("/artifacts/{digest}?run=99999999999999999999", 400),
+        ("/modules?category=" + "c" * 65, 400),
+        ("/runs?owner=" + "o" * 65, 400),
+        ("/runs?to=9999-12-31", 200),
     ],
 )
 def test_numbers_in_urls_past_64_bits_or_not_ascii(browsers: Browsers, url: str, status: int) -> None:
