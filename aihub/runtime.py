@@ -44,7 +44,14 @@ def build_executor(settings: Settings, artifacts: LocalArtifactStore, logs: Loca
         return KubernetesExecutor.from_settings(settings, artifacts, logs)
     from aihub.engine.executors.local import LocalExecutor
 
-    return LocalExecutor(settings.data_dir / "runs", artifacts, logs, isolation=settings.local_isolation)
+    return LocalExecutor(
+        settings.data_dir / "runs",
+        artifacts,
+        logs,
+        isolation=settings.local_isolation,
+        run_as=settings.local_run_as,
+        private_paths=[settings.data_dir],
+    )
 
 
 def running_logs(engine: Engine, logs: LocalLogStore) -> Iterator[Path]:

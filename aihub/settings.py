@@ -74,6 +74,10 @@ class Settings(BaseSettings):
     local_memory_mib: int | None = None
     local_gpus: str | None = Field(default=None, description="comma-separated GPU ids, e.g. 0,1")
     local_isolation: Literal["auto", "off"] = "auto"
+    local_run_as: str = Field(
+        default="auto",
+        description="user nodes run as: auto (nobody when the server is root), NAME, UID[:GID], or server",
+    )
     max_text_output: int = 1000
     allow_file_git: bool = Field(default=False, description="allow file:// module repositories")
     kubernetes_namespace: str = "aihub"
@@ -159,7 +163,9 @@ class Settings(BaseSettings):
         return self.api_url or f"http://{self.host}:{self.port}"
 
     def ensure_dirs(self) -> None:
-        for sub in ("", "artifacts", "logs", "runs", "builds"):
+        # a new data dir is its owner's alone (the database, logs and tokens' hashes live there)
+        self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        for sub in ("artifacts", "logs", "runs", "builds"):
             (self.data_dir / sub).mkdir(parents=True, exist_ok=True)
 
 

@@ -30,6 +30,7 @@ from aihub.settings import Settings
 MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
 APP = "models"
 SQLITE_ENGINE = "tortoise.backends.sqlite"
+POSTGRES_ENGINE = "tortoise.backends.asyncpg"
 
 #: Applied by Tortoise's SQLite client to its connection when it opens it (values in the URL's query win).
 SQLITE_PRAGMAS: dict[str, str] = {
@@ -47,6 +48,8 @@ def database_config(settings: Settings) -> dict[str, Any]:
     """The Tortoise config of ``settings`` with the default connection expanded and SQLite pragmas added."""
     config = tortoise_config(settings)
     connection = expand_db_url(config["connections"]["default"])
+    if connection["engine"] == POSTGRES_ENGINE:
+        connection["engine"] = "aihub.db.pg"  # the same, with lost connections retried
     if connection["engine"] == SQLITE_ENGINE:
         credentials = connection["credentials"]
         for pragma, value in SQLITE_PRAGMAS.items():

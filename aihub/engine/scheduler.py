@@ -683,7 +683,21 @@ class Engine:
     async def _finish_attempt(
         self, state: RunState, name: str, attempt: Attempt | None, report: ExitReport
     ) -> None:
-        self._release(state, name)
+        # The node stays among the running ones (and keeps its lease) until its end is recorded, so the run
+        # cannot be finished meanwhile by another node's end; released whatever happens, even a failed write.
+        retry = False
+        try:
+            retry = await self._record_end(state, name, attempt, report)
+        finally:
+            self._release(state, name)
+        if retry:  # ready only now: a node still among the running ones is not queued
+            state.ready[name] = None
+        await self._advance(state)
+
+    async def _record_end(
+        self, state: RunState, name: str, attempt: Attempt | None, report: ExitReport
+    ) -> bool:
+        """Record how the attempt ended; True when the node is to run again (an automatic retry)."""
         spec = state.spec.node(name)
         node = state.nodes[name]
         if attempt is not None:
@@ -726,7 +740,6 @@ class Engine:
                 reason = report.error or f"exited with code {code}"
                 if state.auto_retries.get(name, 0) < spec.retries:
                     state.auto_retries[name] = state.auto_retries.get(name, 0) + 1
-                    state.ready[name] = None
                     await transition_node(
                         self.bus,
                         state.run,
@@ -737,6 +750,7 @@ class Engine:
                         attempt=attempt,
                         exit_code=code,
                     )
+                    return True
                 else:
                     await transition_node(
                         self.bus,
@@ -749,7 +763,7 @@ class Engine:
                         exit_code=code,
                     )
                     self._fail_fast(state, name)
-        await self._advance(state)
+        return False
 
     def _release(self, state: RunState, name: str, *, claim: bool = True) -> None:
         """The node no longer holds its share of the cluster (``claim``: in the shared ledger either)."""

@@ -18,6 +18,7 @@ from tortoise import BaseDBAsyncClient
 from tortoise.transactions import in_transaction
 
 from aihub.db.models import CapacityClaim, NodeRun, Run
+from aihub.db.retry import retried
 from aihub.domain.status import NodeStatus, RunStatus
 from aihub.engine.executors.base import Resources
 
@@ -28,6 +29,7 @@ _PG_LOCK_SPACE = 0x41494843
 _LIVE_NODE = (NodeStatus.WAITING, NodeStatus.RUNNING)
 
 
+@retried("capacity claim")  # each is idempotent: a claim held is granted again
 async def try_claim(cluster: str, total: Resources, req: Resources, run_id: int, node: str) -> bool:
     """Claim ``req`` of ``cluster`` (of size ``total``) for a node; False when other claims leave no room.
 
@@ -46,6 +48,7 @@ async def try_claim(cluster: str, total: Resources, req: Resources, run_id: int,
         return True
 
 
+@retried("capacity claim")
 async def record_claim(cluster: str, req: Resources, run_id: int, node: str) -> None:
     """Claim for a node that runs already (re-attached after a restart or a takeover), whether or not it fits."""
     async with in_transaction() as conn:
@@ -54,11 +57,13 @@ async def record_claim(cluster: str, req: Resources, run_id: int, node: str) -> 
             await _insert(conn, cluster, req, run_id, node)
 
 
+@retried("capacity release")
 async def release(run_id: int, node: str) -> None:
     """The node ended: its share of the cluster is free again (nothing happens when it holds none)."""
     await CapacityClaim.filter(run_id=run_id, node=node).delete()
 
 
+@retried("capacity sweep")
 async def sweep(cluster: str) -> int:
     """Delete the cluster's stale claims (their node ended or their run finished); returns how many."""
     async with in_transaction() as conn:

@@ -12,6 +12,7 @@ from tortoise.transactions import in_transaction
 
 from aihub.bus.base import Bus, RunEvent
 from aihub.db.models import Attempt, NodeEvent, NodeRun, Run
+from aihub.db.retry import retrying
 from aihub.domain.status import (
     NodeStatus,
     RunStatus,
@@ -61,16 +62,26 @@ async def transition_run(
     if message is not None:
         run.message = message
         fields.append("message")
-    async with in_transaction():
-        # compare-and-set: a service and the engine may race on a run (stop while it is being started)
-        if not await Run.filter(id=run.id, status=previous).update(**{f: getattr(run, f) for f in fields}):
-            run.status = previous
-            raise StaleStatus(
-                f"run {run.id} changed status meanwhile; it is no longer {previous.value}", field="id"
+
+    async def write(number: int) -> None:
+        async with in_transaction():
+            # compare-and-set: a service and the engine may race on a run (stop while it is being started)
+            values = {f: getattr(run, f) for f in fields}
+            if not await Run.filter(id=run.id, status=previous).update(**values):
+                if number and await Run.filter(id=run.id, **values).exists():
+                    return  # the try before committed, then lost its connection before it heard so
+                raise StaleStatus(
+                    f"run {run.id} changed status meanwhile; it is no longer {previous.value}", field="id"
+                )
+            await NodeEvent.create(
+                run_id=run.id, kind=kind or f"run_{target.value.lower()}", message=message or ""
             )
-        await NodeEvent.create(
-            run_id=run.id, kind=kind or f"run_{target.value.lower()}", message=message or ""
-        )
+
+    try:
+        await retrying(write, what=f"run {run.id} -> {target.value}")
+    except BaseException:
+        run.status = previous
+        raise
     await bus.publish(run_event(run, message=message or ""))
 
 
@@ -108,15 +119,23 @@ async def transition_node(
             attempt.finished_at = attempt.finished_at or now
             attempt.exit_code = exit_code
             attempt.message = message
-    events = [
-        NodeEvent(run_id=run.id, node=node.name, attempt=node.attempt or None, kind=k, message=m)
-        for k, m in (*extra_events, (kind, message))
-    ]
-    async with in_transaction():
-        if attempt is not None:
-            await attempt.save()
-        await node.save()
-        await NodeEvent.bulk_create(events)
+    new_attempt = attempt is not None and attempt.id is None
+
+    async def write(number: int) -> None:
+        if number and new_attempt:  # the lost transaction may have given it an id: it is new again
+            attempt.id = None  # type: ignore[union-attr]
+            attempt._saved_in_db = False  # type: ignore[union-attr]
+        events = [
+            NodeEvent(run_id=run.id, node=node.name, attempt=node.attempt or None, kind=k, message=m)
+            for k, m in (*extra_events, (kind, message))
+        ]
+        async with in_transaction():
+            if attempt is not None:
+                await attempt.save()
+            await node.save()
+            await NodeEvent.bulk_create(events)
+
+    await retrying(write, what=f"node {run.id}/{node.name} -> {target.value}")
     await bus.publish(run_event(run, node, message))
 
 
@@ -124,16 +143,22 @@ async def reset_nodes(bus: Bus, run: Run, nodes: list[NodeRun], *, message: str)
     """Put finished nodes back to WAITING for a retry of the run (one transaction, then publish each)."""
     for node in nodes:
         check_node_transition(node.name, node.status, NodeStatus.WAITING)
-    async with in_transaction():
-        for node in nodes:
-            node.status = NodeStatus.WAITING
-            node.message = message
-            node.outputs = {}
-            node.exit_code = None
-            node.cache_source_id = None
-            await node.save(update_fields=["status", "message", "outputs", "exit_code", "cache_source_id"])
-        await NodeEvent.bulk_create(
-            [NodeEvent(run_id=run.id, node=n.name, kind="reset", message=message) for n in nodes]
-        )
+    for node in nodes:
+        node.status = NodeStatus.WAITING
+        node.message = message
+        node.outputs = {}
+        node.exit_code = None
+        node.cache_source_id = None
+
+    async def write(number: int) -> None:
+        async with in_transaction():
+            for node in nodes:
+                fields = ["status", "message", "outputs", "exit_code", "cache_source_id"]
+                await node.save(update_fields=fields)
+            await NodeEvent.bulk_create(
+                [NodeEvent(run_id=run.id, node=n.name, kind="reset", message=message) for n in nodes]
+            )
+
+    await retrying(write, what=f"run {run.id}: reset {len(nodes)} nodes")
     for node in nodes:
         await bus.publish(run_event(run, node, message))

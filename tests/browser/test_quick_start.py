@@ -110,7 +110,10 @@ def test_quick_start_runs_live_and_shows_logs(page: Page, server: WebServer) -> 
 
 
 def test_failed_node_turns_red_and_retry_makes_it_green(page: Page, server: WebServer) -> None:
-    mark = server.data_dir / "flaky-mark"
+    # not in the data dir: nodes cannot see it (and run as nobody), so a shared, world-writable dir
+    shared = Path(tempfile.mkdtemp(prefix="aihub-flaky-", dir="/var/tmp"))
+    shared.chmod(0o777)
+    mark = shared / "flaky-mark"
     spec = f"""name: flaky-demo
 description: fails once, then succeeds
 nodes:

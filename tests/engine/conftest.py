@@ -32,5 +32,6 @@ def host_dir() -> Iterator[Path]:
     """A host directory nodes can see: the local executor gives every node a private /tmp, so pytest's
     tmp_path (under /tmp) is invisible inside nodes."""
     path = Path(tempfile.mkdtemp(prefix="aihub-test-", dir="/var/tmp"))
+    path.chmod(0o777)  # nodes run as nobody (the server is root here)
     yield path
     shutil.rmtree(path, ignore_errors=True)

@@ -147,10 +147,31 @@ def _gone(pid: int) -> bool:
     return stat[stat.rindex(b")") + 2 :].split()[0] in (b"Z", b"X")
 
 
+def _unique_sleep() -> str:
+    """A ``sleep`` argument no other process has: how a test finds the process on the host, whatever pid it
+    has inside the node's PID namespace."""
+    return f"1000.{uuid.uuid4().int % 10**9:09d}"
+
+
+def _host_pids(sleep: str) -> list[int]:
+    found = []
+    with os.scandir("/proc") as entries:
+        for entry in entries:
+            if entry.name.isdigit() and _cmdline(int(entry.name))[:2] == ["sleep", sleep]:
+                found.append(int(entry.name))
+    return found
+
+
+async def _host_pid(sleep: str) -> int:
+    await _eventually(lambda: bool(_host_pids(sleep)), f"sleep {sleep} to start")
+    return _host_pids(sleep)[0]
+
+
 def _shared_dir(tmp_path: Path, name: str) -> tuple[Path, StorageMount]:
     """A host directory the node sees at the same path in both modes (a storage under /tmp)."""
     path = tmp_path / name
     path.mkdir()
+    path.chmod(0o777)  # nodes run as nobody (the server is root here): a storage must be theirs to write
     return path, StorageMount(name, str(path), host_path=str(path))
 
 
@@ -329,6 +350,7 @@ async def test_storages_are_mounted_read_only_when_asked(isolated: LocalExecutor
     (data / "train.csv").write_text("a,b\n")
     pad = tmp_path / "pad"
     pad.mkdir()
+    pad.chmod(0o777)  # the node user's to write
     outside = f"/mnt/aihub-test-{uuid.uuid4().hex[:8]}"
     storages = [
         StorageMount("dataset", f"{outside}/dataset", host_path=str(data), read_only=True),
@@ -451,9 +473,10 @@ async def test_private_tmp_is_removed_after_wait(isolated: LocalExecutor) -> Non
 
 
 async def test_stop_terminates_the_whole_process_group(executor: LocalExecutor) -> None:
-    job = _job('sleep 1000 & echo "grandchild $!"; wait')
+    sleep = _unique_sleep()
+    job = _job(f"sleep {sleep} & wait")
     handle = await executor.start(job)
-    grandchild = int((await _log_match(executor, job, r"grandchild (\d+)"))[1])
+    grandchild = await _host_pid(sleep)
     started = time.monotonic()
     await executor.stop(handle, grace=10)
     assert time.monotonic() - started < 5, "SIGTERM was enough: no waiting for the grace period"
@@ -464,9 +487,10 @@ async def test_stop_terminates_the_whole_process_group(executor: LocalExecutor) 
 
 
 async def test_stop_kills_a_node_that_ignores_sigterm_after_the_grace(executor: LocalExecutor) -> None:
-    job = _job('trap "" TERM; sleep 1000 & echo "grandchild $!"; wait')
+    sleep = _unique_sleep()
+    job = _job(f'trap "" TERM; sleep {sleep} & wait')
     handle = await executor.start(job)
-    grandchild = int((await _log_match(executor, job, r"grandchild (\d+)"))[1])
+    grandchild = await _host_pid(sleep)
     started = time.monotonic()
     await executor.stop(handle, grace=0.5)
     assert time.monotonic() - started >= 0.5, "the grace period is respected"
@@ -478,11 +502,15 @@ async def test_stop_kills_a_node_that_ignores_sigterm_after_the_grace(executor: 
 
 async def test_processes_left_behind_end_with_the_node(executor: LocalExecutor) -> None:
     """Like a container whose main process ended: a background process it started does not linger."""
-    job = _job('sleep 1000 & echo "grandchild $!"')
+    sleep, detached = _unique_sleep(), _unique_sleep()
+    job = _job(f"sleep {sleep} & (setsid sleep {detached} &) ; echo started")
     report = await _run(executor, job)
-    assert report.exit_code == 0
-    grandchild = int(re.findall(r"grandchild (\d+)", _log(executor, job))[0])
-    await _eventually(lambda: _gone(grandchild), "the grandchild to be gone")
+    assert report.exit_code == 0 and "started" in _log(executor, job)
+    await _eventually(lambda: all(_gone(pid) for pid in _host_pids(sleep)), "the grandchild to be gone")
+    if executor._pid_namespace:  # also the one in a session of its own, out of the node's process group
+        await _eventually(lambda: all(_gone(p) for p in _host_pids(detached)), "the detached one to be gone")
+    for pid in _host_pids(detached):  # without a PID namespace it escapes (the container tab warns)
+        os.kill(pid, signal.SIGKILL)
 
 
 async def test_node_may_handle_sigterm_gracefully(executor: LocalExecutor) -> None:
@@ -547,12 +575,16 @@ async def test_a_stop_while_the_supervisor_mounts_is_a_stop(
 
 
 async def test_supervisor_killed_alone_reports_vanished(executor: LocalExecutor) -> None:
-    job = _job('echo "node $$"; sleep 1000')
+    sleep = _unique_sleep()
+    job = _job(f"sleep {sleep}")
     handle = await executor.start(job)
-    node = int((await _log_match(executor, job, r"node (\d+)"))[1])
+    node = await _host_pid(sleep)
     os.kill(handle.data["pid"], signal.SIGKILL)
     report = await executor.wait(handle)
     assert (report.exit_code, report.error) == (None, VANISHED)
+    if executor._pid_namespace:  # its PID namespace ended with it, and took the node along
+        await _eventually(lambda: _gone(node), "the node to end with its namespace")
+        return
     assert not _gone(node)
     await executor.stop(handle, grace=5)  # the node it left behind is still in the attempt's group
     await _eventually(lambda: _gone(node), "the node left behind to be stopped")
@@ -689,9 +721,9 @@ async def test_isolation_off_says_so(make_executor: MakeExecutor) -> None:
     executor = await make_executor("off")
     assert not executor.isolated
     handle = await executor.start(_job("true"))
-    assert (await executor.describe(handle))["isolation"] == (
-        "none (disabled by configuration (AIHUB_LOCAL_ISOLATION=off))"
-    )
+    isolation = (await executor.describe(handle))["isolation"]
+    assert isolation.startswith("none (disabled by configuration (AIHUB_LOCAL_ISOLATION=off)). WARNING: ")
+    assert "nodes run as root" in isolation or "nodes run as the server's user" in isolation
     await executor.wait(handle)
 
 
@@ -711,7 +743,8 @@ async def test_unavailable_isolation_warns_once_and_falls_back(
     assert not executor.isolated
     assert report.exit_code == 0
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
-    assert warnings == [
-        "local executor: mount isolation unavailable (unshare(1) or mount(8) not found); nodes share this "
-        "host's /tmp and data storages are not mounted"
-    ]
+    assert warnings[0] == (
+        "SECURITY: local executor: no mount namespace (unshare(1) or mount(8) not found): nodes share this "
+        "host's /tmp, see the data dir and cannot mount data storages"
+    )
+    assert len(warnings) == 2 and warnings[1].startswith("SECURITY: local executor: nodes run as ")

@@ -39,6 +39,7 @@ def shared_dir() -> Iterator[Path]:
     """A directory nodes see at the same path: not under /tmp, which is private to each node."""
     base = "/dev/shm" if os.access("/dev/shm", os.W_OK) else str(Path.home())
     path = Path(tempfile.mkdtemp(prefix="aihub-test-", dir=base))
+    path.chmod(0o777)  # nodes run as nobody (the server is root here)
     yield path
     shutil.rmtree(path, ignore_errors=True)
 

@@ -53,5 +53,6 @@ async def open_bus(tansu: str, prefix: str) -> AsyncIterator[OpenBus]:
 @pytest.fixture
 def host_dir() -> Iterator[Path]:
     path = Path(tempfile.mkdtemp(prefix="aihub-kafka-test-", dir="/var/tmp"))
+    path.chmod(0o777)  # nodes run as nobody (the server is root here)
     yield path
     shutil.rmtree(path, ignore_errors=True)

@@ -131,7 +131,8 @@ async def test_a_module_node_runs_its_entrypoint_with_argv_env_and_outputs(
     e = await node(run_id, "e")
     report = json.loads(e.outputs["report"]["value"])
     assert report["argv"] == [f"--text={evil}", "--count=3"]
-    assert report["cwd"] == build.workdir
+    # the local build lives in the data dir, which nodes cannot see: it is shown at /opt/aihub/module-build
+    assert report["cwd"] == "/opt/aihub/module-build" + build.workdir.removeprefix(build.context_path)
     assert report["env"] == {
         "GREETING": "hi",
         "LEVEL": "2",

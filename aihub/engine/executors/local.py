@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -75,6 +76,8 @@ WORKFLOW_SPACE = "/tmp/workflow_space"
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 RESERVED_ENV_PREFIX = "_aihub_"
 VANISHED = "process vanished (server or host restarted?)"
+PUBLIC_MOUNTS = "/opt/aihub"  # where storages from hidden directories are shown to nodes
+PID_NAMESPACE = ["--pid", "--fork", "--kill-child", "--mount-proc"]  # the namespace ends with unshare
 _TOOL_PATH = os.pathsep.join([os.environ.get("PATH", ""), "/usr/local/sbin:/usr/sbin:/sbin:/usr/bin:/bin"])
 _POLL_MAX = 0.1  # seconds between checks when pidfds are unavailable
 _MAX_SYMLINKS = 40
@@ -238,13 +241,15 @@ class _Tools:
     sh: str
     mount: str | None
     unshare: str | None
+    setpriv: str | None = None
 
     @classmethod
     def find(cls) -> _Tools:
         sh = shutil.which("sh", path=_TOOL_PATH)
         if sh is None:
             raise RuntimeError("the local executor needs a POSIX sh on this host")
-        return cls(sh, shutil.which("mount", path=_TOOL_PATH), shutil.which("unshare", path=_TOOL_PATH))
+        found = {name: shutil.which(name, path=_TOOL_PATH) for name in ("mount", "unshare", "setpriv")}
+        return cls(sh, **found)
 
 
 # ------------------------------------------------------------------------------------------------ executor
@@ -269,11 +274,20 @@ class LocalExecutor:
         logs: LogStore,
         *,
         isolation: Literal["auto", "off"] = "auto",
+        run_as: str = "auto",
+        private_paths: Sequence[Path] = (),
     ) -> None:
         self.work_root = absolute_path(work_root)
         self.artifacts = artifacts
         self.logs = logs
         self.isolation_mode = isolation
+        self.run_as = run_as
+        # hidden from nodes (an empty, read-only directory is mounted over each): the data dir, so the
+        # database, logs, artifacts and other attempts' scratch dirs are out of a node's reach
+        self.private_paths = [absolute_path(p) for p in private_paths]
+        self.node_user: tuple[int, int] | None = None  # (uid, gid) nodes run as; None: the server's own
+        self.weaknesses: list[str] = []  # what this host cannot give nodes, said at start and per node
+        self._pid_namespace = False
         self.isolated = False
         self.isolation_reason = "not probed yet"
         self._tools: _Tools | None = None
@@ -292,27 +306,75 @@ class LocalExecutor:
         self.isolated = False
         if self.isolation_mode == "off":
             self.isolation_reason = "disabled by configuration (AIHUB_LOCAL_ISOLATION=off)"
-            log.info("local executor: mount isolation %s", self.isolation_reason)
-            return
-        self.isolation_reason = await self._probe_isolation(self._tools)
+        else:
+            self.isolation_reason = await self._probe_isolation(self._tools)
+        self.node_user = self._node_user(self._tools)
+        self.weaknesses = self._find_weaknesses()
+        if self.isolated:
+            await asyncio.to_thread(self._make_empty_dir)
+        for weakness in self.weaknesses:
+            log.warning("SECURITY: local executor: %s", weakness)
+
+    def _node_user(self, tools: _Tools) -> tuple[int, int] | None:
+        """Whom nodes run as: ``AIHUB_LOCAL_RUN_AS`` (``auto``: ``nobody`` when the server is root)."""
+        if self.run_as == "server" or self._why_not_another_user(tools):
+            if self.run_as not in ("auto", "server"):
+                raise RuntimeError(
+                    f"AIHUB_LOCAL_RUN_AS={self.run_as}: cannot run nodes as another user here "
+                    f"({self._why_not_another_user(tools)})"
+                )
+            return None
+        return _lookup_user("nobody" if self.run_as == "auto" else self.run_as)
+
+    def _why_not_another_user(self, tools: _Tools) -> str:
         if not self.isolated:
-            log.warning(
-                "local executor: mount isolation unavailable (%s); nodes share this host's /tmp and data "
-                "storages are not mounted",
-                self.isolation_reason,
+            return "there is no mount namespace to keep the data dir out of their reach"
+        if os.geteuid() != 0 or self._user_namespace:
+            return "the server is not root"
+        if tools.setpriv is None:
+            return "setpriv(1) not found"
+        return ""
+
+    def _find_weaknesses(self) -> list[str]:
+        weak = []
+        if not self.isolated:
+            weak.append(
+                f"no mount namespace ({self.isolation_reason}): nodes share this host's /tmp, see the data "
+                "dir and cannot mount data storages"
             )
+        elif not self._pid_namespace:
+            weak.append(
+                "no PID namespace: nodes see this host's processes, and what they detach outlives them"
+            )
+        if self.node_user is None:
+            who = "root" if os.geteuid() == 0 else "the server's user"
+            why = (
+                "AIHUB_LOCAL_RUN_AS=server"
+                if self.run_as == "server"
+                else self._why_not_another_user(self._require_tools())
+            )
+            weak.append(f"nodes run as {who} ({why}): they can read whatever that user can")
+        return weak
+
+    def _make_empty_dir(self) -> None:
+        empty = self.work_root / ".empty"
+        empty.mkdir(mode=0o555, exist_ok=True)
 
     async def _probe_isolation(self, tools: _Tools) -> str:
         if tools.unshare is None or tools.mount is None:
             return "unshare(1) or mount(8) not found"
-        candidates = [["--mount", "--propagation", "private"]] if os.geteuid() == 0 else []
-        candidates.append(["--mount", "--map-root-user", "--propagation", "private"])
+        mount = ["--mount", "--propagation", "private"]
+        users = [mount] if os.geteuid() == 0 else []
+        users.append(["--mount", "--map-root-user", "--propagation", "private"])
+        # a PID namespace where possible: its own /proc, and whatever a node leaves running dies with it
+        candidates = [[*args, *pid] for args in users for pid in (PID_NAMESPACE, [])]
         reason = ""
         for args in candidates:
             reason = await self._try_isolation([tools.unshare, *args])
             if not reason:
                 self._unshare = [tools.unshare, *args]
                 self._user_namespace = "--map-root-user" in args
+                self._pid_namespace = "--pid" in args
                 self.isolated = True
                 break
         return reason
@@ -356,13 +418,15 @@ class LocalExecutor:
             if existing is not None:
                 return existing
             await asyncio.to_thread(shutil.rmtree, scratch, True)
+        job = self._out_of_private_paths(job)
         # file operations and the fork+exec run in a worker thread: on a slow disk they would otherwise
         # stall the event loop, and with it the hand-off of every other running node
         log_path, data = await asyncio.to_thread(self._prepare_attempt, job, scratch)
         try:
             binds = await self._prepare_filesystem(job, scratch, data)
             env = self._node_env(job, scratch)
-            argv = [*self._unshare, *self._shim_argv(scratch, log_path, data["workdir"], binds), *job.argv]
+            shim = self._shim_argv(scratch, log_path, data["workdir"], binds)
+            argv = [*self._unshare, *shim, *self._drop_privileges(), *job.argv]
             proc, data["start_time"] = await asyncio.to_thread(
                 _spawn_and_stamp, argv, self._supervisor_env(env), scratch
             )
@@ -372,6 +436,26 @@ class LocalExecutor:
         self._children[job.key.slug] = proc
         data["pid"] = proc.pid
         return Handle(self.name, job.key.slug, data)
+
+    def _out_of_private_paths(self, job: Job) -> Job:
+        """A storage seen at its own host path inside a hidden directory (the local build of a module, under
+        the data dir) is mounted at ``/opt/aihub/<name>`` instead, and the node's argv and working dir that
+        point into it follow: what is hidden stays hidden, and the node user can reach it whatever the
+        permissions of the directories above the data dir (``/root`` is 0700)."""
+        if not self.isolated or not self.private_paths:
+            return job
+        argv, workdir, storages = list(job.argv), job.workdir, []
+        for storage in job.storages:
+            source = Path(storage.host_path or storage.path)
+            inside = any(source.is_relative_to(p) for p in self.private_paths)
+            if not inside or posixpath.normpath(storage.path) != str(source):
+                storages.append(storage)
+                continue
+            seen = f"{PUBLIC_MOUNTS}/{storage.name}"
+            storages.append(dataclasses.replace(storage, path=seen, host_path=str(source)))
+            argv = [_rebase(part, str(source), seen) for part in argv]
+            workdir = _rebase(workdir, str(source), seen)
+        return dataclasses.replace(job, argv=argv, workdir=workdir, storages=storages)
 
     def _prepare_attempt(self, job: Job, scratch: Path) -> tuple[Path, dict[str, Any]]:
         log_path = self.logs.path(job.key.run_id, job.key.node, job.key.attempt)
@@ -387,6 +471,8 @@ class LocalExecutor:
             tmp.mkdir()
             (tmp / "workflow_space").mkdir()
             os.chmod(tmp, 0o1777)  # like any /tmp
+            if self.node_user is not None:
+                os.chown(tmp / "workflow_space", *self.node_user)
         storages = [(posixpath.normpath(s.path), s.host_path or s.path) for s in job.storages]
         data: dict[str, Any] = {
             "scratch": str(scratch),
@@ -412,14 +498,22 @@ class LocalExecutor:
 
     def _isolation_text(self, job: Job) -> str:
         if not self.isolated:
-            return f"none ({self.isolation_reason})"
+            return f"none ({self.isolation_reason}). WARNING: " + "; ".join(self.weaknesses)
         text = "mount namespace: private /tmp, /tmp/workflow_space"
+        if self._pid_namespace:
+            text += "; PID namespace: own /proc, leftovers killed at exit"
+        if self.private_paths:
+            text += "; hidden: " + ", ".join(str(p) for p in self.private_paths)
+        if self.node_user is not None:
+            text += f"; runs as uid {self.node_user[0]}, gid {self.node_user[1]}"
         if job.storages:
             text += ", storages " + ", ".join(
                 f"{s.name} at {s.path}{' (read-only)' if s.read_only else ''}" for s in job.storages
             )
         if self._user_namespace:
             text += " (in a user namespace)"
+        if self.weaknesses:
+            text += ". WARNING: " + "; ".join(self.weaknesses)
         return text
 
     async def _prepare_filesystem(self, job: Job, scratch: Path, data: dict[str, Any]) -> list[Bind]:
@@ -439,15 +533,33 @@ class LocalExecutor:
             except KeyError:
                 raise _LaunchError(f"input '{art.name}': artifact {art.digest} is not in the store") from None
             try:
-                await asyncio.to_thread(unpack, archive, resolve(art.path))
+                target = resolve(art.path)
+                await asyncio.to_thread(unpack, archive, target)
+                await asyncio.to_thread(self._give_to_node, scratch, target)
             except (ArtifactError, OSError, ValueError) as exc:
                 raise _LaunchError(f"input '{art.name}': cannot unpack it at {art.path}: {exc}") from exc
         if data["workdir"] != WORKFLOW_SPACE:
             try:
-                resolve(data["workdir"]).mkdir(parents=True, exist_ok=True)
+                workdir = resolve(data["workdir"])
+                workdir.mkdir(parents=True, exist_ok=True)
+                await asyncio.to_thread(self._give_to_node, scratch, workdir)
             except (OSError, ValueError) as exc:
                 raise _LaunchError(f"working directory {data['workdir']}: {exc}") from exc
         return binds
+
+    def _give_to_node(self, scratch: Path, path: Path) -> None:
+        """Make what the executor put in the node's private /tmp the node user's, as if it had made it."""
+        tmp = scratch / "tmp"
+        if self.node_user is None or not path.is_relative_to(tmp):
+            return
+        uid, gid = self.node_user
+        for parent in reversed(path.relative_to(tmp).parents[:-1]):  # the dirs made on the way
+            os.chown(tmp / parent, uid, gid, follow_symlinks=False)
+        os.chown(path, uid, gid, follow_symlinks=False)
+        if path.is_dir() and not path.is_symlink():
+            for root, dirs, files in os.walk(path):
+                for name in (*dirs, *files):
+                    os.chown(os.path.join(root, name), uid, gid, follow_symlinks=False)
 
     def _binds(self, job: Job, scratch: Path) -> list[Bind]:
         """The storages (parents first; those under /tmp are bound inside ``<scratch>/tmp``), then the
@@ -469,6 +581,13 @@ class LocalExecutor:
                 raise _LaunchError(f"storage '{storage.name}': cannot create {target}: {exc}") from exc
             binds.append((str(source), str(mountpoint), "ro" if storage.read_only else "rw"))
         binds.append((str(scratch / "tmp"), "/tmp", "tree"))
+        empty = str(self.work_root / ".empty")
+        # (one under /tmp is out of sight already, and could not be found once the private /tmp is in place)
+        binds.extend(
+            (empty, str(path), "ro")
+            for path in self.private_paths
+            if not path.is_relative_to("/tmp") and path.is_dir()
+        )
         return binds
 
     def _check_storages_without_isolation(self, job: Job) -> None:
@@ -505,6 +624,15 @@ class LocalExecutor:
         if "LC_ALL" in node_env:
             env["_aihub_lc_all"] = node_env["LC_ALL"]
         return env
+
+    def _drop_privileges(self) -> list[str]:
+        """setpriv(1) in front of the node's argv: the node user, no supplementary groups, no way back up."""
+        if self.node_user is None:
+            return []
+        uid, gid = self.node_user
+        setpriv = self._require_tools().setpriv
+        assert setpriv is not None  # node_user is only set when it was found
+        return [setpriv, f"--reuid={uid}", f"--regid={gid}", "--clear-groups", "--no-new-privs", "--"]
 
     def _shim_argv(self, scratch: Path, log_path: Path, workdir: str, binds: list[Bind]) -> list[str]:
         tools = self._require_tools()
@@ -558,7 +686,10 @@ class LocalExecutor:
         # status files); one of our own children has none yet.
         saved = None if handle.id in self._children else _read_json(scratch / "report.json")
         if saved is None:
+            child = self._children.get(handle.id)  # (forgotten once reaped)
             await self._until_ended(handle)
+            if _read_exit(scratch) is None and (scratch / "stop").exists():
+                _record_stopped_supervisor(child, scratch)
             report = await self._report(handle.data, scratch)
             if handle.data["outputs"]:
                 _write_json(scratch / "report.json", report.to_json())
@@ -659,6 +790,13 @@ class LocalExecutor:
                 await self._until_ended(handle)
         if _read_exit(scratch) is not None:
             return
+        if not self._running(handle) and not self._signal_group(handle, 0):
+            # the SIGTERM ended it all before the supervisor could record anything (it was still starting:
+            # unshare's child gets the signal before the supervisor traps it)
+            _record_stopped_supervisor(self._children.get(handle.id), scratch)
+            if _read_exit(scratch) is None:
+                _write_exit(scratch, str(128 + signal.SIGTERM))
+            return
         # Still running, or its supervisor is gone and left the node behind: kill what is left of the group.
         if self._signal_group(handle, signal.SIGKILL):
             _append_log(handle.data, f"still running {grace:g} s after SIGTERM: killed (SIGKILL)")
@@ -668,7 +806,7 @@ class LocalExecutor:
         if _read_exit(scratch) is None and not self._running(handle):
             _write_exit(scratch, str(128 + signal.SIGKILL))
 
-    def _signal_group(self, handle: Handle, sig: signal.Signals) -> bool:
+    def _signal_group(self, handle: Handle, sig: int) -> bool:
         """Signal the attempt's process group (its id is the supervisor's pid); False when it is gone.
 
         PID reuse guard: the group is ours while the supervisor runs (or is our unreaped child), or when no
@@ -755,6 +893,44 @@ def _storage_source(storage: StorageMount) -> Path:
     if not source.exists():
         raise _LaunchError(f"storage '{storage.name}': {source} does not exist on this host")
     return source
+
+
+def _record_stopped_supervisor(child: subprocess.Popen[bytes] | None, scratch: Path) -> None:
+    """A stop's signal ended the supervisor before it recorded anything (it was still starting, or a SIGKILL
+    took it): record the signal, as the supervisor would have (128 + N)."""
+    code = child.poll() if child is not None else None
+    if code is not None and code < 0:  # unshare ends with its child's signal
+        _write_exit(scratch, str(128 - code))
+
+
+def _rebase(value: str, old: str, new: str) -> str:
+    """``value`` with its leading path ``old`` replaced by ``new`` (other values unchanged)."""
+    if value == old:
+        return new
+    return new + value[len(old) :] if value.startswith(old.rstrip("/") + "/") else value
+
+
+def _lookup_user(spec: str) -> tuple[int, int]:
+    """``NAME``, ``UID`` or ``UID:GID`` as (uid, gid); a name's own group when no gid is given."""
+    import pwd
+
+    name, _, group = spec.partition(":")
+    try:
+        entry = pwd.getpwuid(int(name)) if name.isascii() and name.isdigit() else pwd.getpwnam(name)
+        uid, gid = entry.pw_uid, entry.pw_gid
+    except KeyError:
+        if not (name.isascii() and name.isdigit()):
+            raise ValueError(f"AIHUB_LOCAL_RUN_AS: there is no user {name!r} on this host") from None
+        uid, gid = int(name), int(name)
+    if group:
+        if not (group.isascii() and group.isdigit()):
+            raise ValueError(f"AIHUB_LOCAL_RUN_AS: the group of {spec!r} must be a number")
+        gid = int(group)
+    if uid == 0:
+        raise ValueError(
+            "AIHUB_LOCAL_RUN_AS: nodes may not run as root; use 'server' to run them as the server"
+        )
+    return uid, gid
 
 
 def _base_env(home: str) -> dict[str, str]:

@@ -42,7 +42,7 @@ exec </dev/null >>"$_aihub_log" 2>&1 || exit 122
 
 _aihub_finish() {
 	printf '%s\n' "$1" >exit
-	kill -KILL "-$$"
+	kill -KILL "-$$" 2>/dev/null # in a PID namespace $$ is 1: every other process in it
 	exit 0
 }
 
@@ -62,8 +62,13 @@ while [ "$_aihub_nbinds" -gt 0 ]; do
 done
 shift # the "--"
 
-[ -z "$_aihub_term" ] || _aihub_finish 143
+# A stop touches `stop` before it signals: as PID 1 of a PID namespace this script does not get a SIGTERM
+# sent before its trap was set, so the file tells.
+[ -z "$_aihub_term" ] && [ ! -e stop ] || _aihub_finish 143
 (
+	# (still in the scratch dir) a stop that came while the subshell started: its SIGTERM went to the
+	# supervisor's trap, not here
+	[ ! -e stop ] || exit 143
 	cd -- "$_aihub_workdir" || exit 126
 	unset OLDPWD
 	# The tools above ran with LC_ALL=C (no locale files to load); the node gets its own value back.

@@ -1,0 +1,94 @@
+"""Database writes that survive a lost connection.
+
+A PostgreSQL connection can die under a transaction (a restarted server, a failover, ``pg_terminate_backend``,
+a network blip). The transaction is then rolled back, and the connection pool opens a new connection on the
+next acquire, so the same transaction can simply run again. :func:`retrying` does that, with exponential
+backoff, for errors that mean "the connection went away" — never for a constraint violation or a bad query.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+from collections.abc import Awaitable, Callable
+from typing import ParamSpec, TypeVar
+
+import asyncpg
+
+log = logging.getLogger("aihub.db")
+
+T = TypeVar("T")
+
+_CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
+    ConnectionError,  # reset, refused, broken pipe
+    asyncpg.PostgresConnectionError,  # class 08, ConnectionDoesNotExistError included
+    asyncpg.AdminShutdownError,  # pg_terminate_backend, a fast shutdown
+    asyncpg.CrashShutdownError,
+    asyncpg.CannotConnectNowError,  # starting up or in recovery
+)
+
+FIRST_DELAY = 0.05
+MAX_DELAY = 2.0
+DEADLINE = 60.0
+
+
+def is_connection_error(exc: BaseException) -> bool:
+    """True when ``exc`` (or what it wraps) says the database connection was lost, not what was asked."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, _CONNECTION_ERRORS):
+            return True
+        if isinstance(current, asyncpg.InterfaceError) and "closed" in str(current):
+            return True  # "connection is closed"
+        if isinstance(current, asyncpg.InternalClientError) and "in progress" in str(current):
+            # the protocol of a connection the server killed mid-statement is left in a wrong state; it is
+            # discarded (aihub.db.pg), and the work runs again on a new one
+            return True
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return False
+
+
+async def retrying(
+    write: Callable[[int], Awaitable[T]],
+    *,
+    what: str,
+    deadline: float = DEADLINE,
+    first_delay: float = FIRST_DELAY,
+) -> T:
+    """``await write(try_number)`` (0 first); on a lost connection again after a growing delay, until
+    ``deadline`` seconds have passed — then the last error is raised. ``write`` must be one transaction
+    (rolled back whole when the connection dies), so running it again is safe; ``try_number`` lets it
+    tell a retry, whose previous try may have committed just before the connection died."""
+    loop = asyncio.get_running_loop()
+    end = loop.time() + deadline
+    delay = first_delay
+    number = 0
+    while True:
+        try:
+            return await write(number)
+        except Exception as exc:
+            if not is_connection_error(exc) or loop.time() + delay > end:
+                raise
+            log.warning("%s: the database connection was lost (%s); again in %.2f s", what, exc, delay)
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, MAX_DELAY)
+        number += 1
+
+
+P = ParamSpec("P")
+
+
+def retried(what: str) -> Callable[[Callable[P, Awaitable[T]]], Callable[P, Awaitable[T]]]:
+    """:func:`retrying` for an idempotent write function: each call runs it again on a lost connection."""
+
+    def decorate(fn: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
+        @functools.wraps(fn)
+        async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
+            return await retrying(lambda _: fn(*args, **kwargs), what=what)
+
+        return wrapper
+
+    return decorate

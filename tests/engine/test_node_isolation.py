@@ -1,0 +1,173 @@
+"""A node cannot reach the platform (issue 11, points 1 and 3), with the local executor's defaults.
+
+Each attack here worked before: a node printed ``uid=0``, read the server's environment from ``/proc``, listed
+other users' logs and the database under the data dir, and left ``setsid sleep`` running after its run.
+These tests need what the default gives a root server on Linux (mount and PID namespaces, setpriv); on a host
+without them they skip locally and fail in CI, like the other isolation tests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import tempfile
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+from aihub.engine.executors.base import ExitReport, Job, JobKey, StorageMount
+from aihub.engine.executors.local import LocalExecutor
+from aihub.runtime import build_executor
+from aihub.settings import Settings
+from aihub.storage.local import build_storage
+from tests.engine.test_local_executor import _eventually, _gone, _host_pids, _unique_sleep
+
+DEADLINE = 30.0
+_keys = iter(range(1, 1_000_000))
+
+
+@pytest.fixture
+def data_dir() -> Iterator[Path]:
+    """A data dir outside /tmp (a node's /tmp is private anyway), as a real installation has."""
+    path = Path(tempfile.mkdtemp(prefix="aihub-isolation-", dir="/var/tmp"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+async def executor(data_dir: Path) -> AsyncIterator[LocalExecutor]:
+    """The executor exactly as the runtime builds it from default settings."""
+    settings = Settings(data_dir=data_dir)
+    settings.ensure_dirs()
+    executor = build_executor(settings, *build_storage(settings))
+    assert isinstance(executor, LocalExecutor)
+    await executor.probe()
+    if os.geteuid() != 0 or not executor.isolated or not executor._pid_namespace:
+        message = f"no root with mount and PID namespaces here: {executor.weaknesses}"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    yield executor
+    await executor.close()
+
+
+def _job(command: str, **kw: object) -> Job:
+    return Job(key=JobKey(7, "node", next(_keys)), argv=["sh", "-c", command], env={}, **kw)  # type: ignore[arg-type]
+
+
+async def _run(executor: LocalExecutor, command: str) -> tuple[ExitReport, str]:
+    job = _job(command)
+    handle = await executor.start(job)
+    async with asyncio.timeout(DEADLINE):
+        report = await executor.wait(handle)
+    return report, executor.logs.path(7, "node", job.key.attempt).read_text()
+
+
+async def test_a_node_runs_as_nobody_without_a_way_back(executor: LocalExecutor) -> None:
+    report, log = await _run(executor, "id -u; id -g; id -G; grep NoNewPrivs /proc/self/status")
+    assert report.exit_code == 0, log
+    assert log.split()[:4] == ["65534", "65534", "65534", "NoNewPrivs:"] and log.split()[4] == "1"
+    assert "runs as uid 65534" in executor._isolation_text(_job("true"))
+
+
+async def test_a_node_sees_neither_the_server_nor_its_environment(
+    executor: LocalExecutor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    secret = f"secret-{uuid.uuid4().hex}"
+    monkeypatch.setenv("AIHUB_ADMIN_PASSWORD", secret)  # in this (the server's) process only
+    report, log = await _run(
+        executor,
+        "for p in /proc/[0-9]*; do tr '\\0' ' ' <$p/cmdline; echo; done; "
+        "cat /proc/[0-9]*/environ 2>/dev/null | tr '\\0' '\\n'; env",
+    )
+    assert report.exit_code == 0, log
+    assert secret not in log
+    assert "pytest" not in log and "AIHUB_" not in log
+    own = [line for line in log.splitlines() if line.strip() and "=" not in line]
+    assert len(own) <= 4, own  # the supervisor, the node's shell and its helpers: nothing of the host
+
+
+async def test_the_data_dir_is_out_of_reach(executor: LocalExecutor, data_dir: Path) -> None:
+    (data_dir / "aihub.sqlite3").write_text("the database")
+    (data_dir / "logs" / "99").mkdir(parents=True)
+    (data_dir / "logs" / "99" / "other-user.log").write_text("someone else's log")
+    report, log = await _run(
+        executor,
+        f"ls -A {data_dir}; cat {data_dir}/aihub.sqlite3 {data_dir}/logs/99/other-user.log; "
+        f"touch {data_dir}/x && echo WROTE; ls {data_dir}/runs",
+    )
+    assert report.exit_code != 0
+    assert "the database" not in log and "someone else's log" not in log and "WROTE" not in log
+    assert f"hidden: {data_dir}" in executor._isolation_text(_job("true"))
+
+
+async def test_a_module_build_in_the_hidden_data_dir_still_runs(
+    executor: LocalExecutor, data_dir: Path
+) -> None:
+    """The local build of a module lives under the data dir (hidden, and 0700 like the /root it may be in): the
+    node gets it at /opt/aihub/module-build, its entrypoint and working dir following."""
+    data_dir.chmod(0o700)
+    context = data_dir / "builds" / "hash-file" / "1"
+    (context / "app").mkdir(parents=True)
+    (context / "app" / "main.sh").write_text('echo "in $(pwd) as $(id -u): $1"\n')
+    job = Job(
+        key=JobKey(7, "module", next(_keys)),
+        argv=["sh", str(context / "app" / "main.sh"), "--x=1"],
+        env={},
+        workdir=str(context / "app"),
+        storages=[StorageMount(name="module-build", path=str(context), read_only=True)],
+    )
+    handle = await executor.start(job)
+    async with asyncio.timeout(DEADLINE):
+        report = await executor.wait(handle)
+    log = executor.logs.path(7, "module", job.key.attempt).read_text()
+    assert report.exit_code == 0, log
+    assert log.strip() == "in /opt/aihub/module-build/app as 65534: --x=1"
+
+
+async def test_processes_a_node_detaches_end_with_it(executor: LocalExecutor) -> None:
+    sleep = _unique_sleep()
+    report, log = await _run(
+        executor, f"setsid sleep {sleep} & nohup setsid sh -c 'sleep {sleep}' & echo left"
+    )
+    assert report.exit_code == 0 and "left" in log
+    await _eventually(lambda: not _running(sleep), "the detached sleeps to be gone")
+
+
+async def test_processes_a_node_detaches_end_with_a_stop(executor: LocalExecutor) -> None:
+    sleep = _unique_sleep()
+    job = _job(f"setsid sleep {sleep} & sleep {sleep}")
+    handle = await executor.start(job)
+    await _eventually(lambda: len(_running(sleep)) == 2, "both sleeps to start")
+    await executor.stop(handle, grace=5)
+    async with asyncio.timeout(DEADLINE):
+        assert (await executor.wait(handle)).stopped
+    await _eventually(lambda: not _running(sleep), "the detached sleep to be gone")
+
+
+def _running(sleep: str) -> list[int]:
+    return [pid for pid in _host_pids(sleep) if not _gone(pid)]
+
+
+async def test_run_as_is_configurable_and_never_root(data_dir: Path) -> None:
+    settings = Settings(data_dir=data_dir, local_run_as="server")
+    server_user = build_executor(settings, *build_storage(settings))
+    assert isinstance(server_user, LocalExecutor)
+    await server_user.probe()
+    assert server_user.node_user is None
+    assert any("AIHUB_LOCAL_RUN_AS=server" in weakness for weakness in server_user.weaknesses)
+    assert "WARNING: " in server_user._isolation_text(_job("true"))
+    for bad, message in (
+        ("0", "may not run as root"),
+        ("no-such-user-x", "there is no user 'no-such-user-x'"),
+    ):
+        settings = Settings(data_dir=data_dir, local_run_as=bad)
+        executor = build_executor(settings, *build_storage(settings))
+        assert isinstance(executor, LocalExecutor)
+        if os.geteuid() != 0:
+            pytest.skip("needs root")
+        with pytest.raises((ValueError, RuntimeError), match=message):
+            await executor.probe()
