@@ -18,6 +18,7 @@ from aihub.artifact_routes import UPLOAD_PATH, artifact_routes
 from aihub.bodylimit import BodyLimit
 from aihub.graphql.downloads import download_routes
 from aihub.graphql.view import DEFAULT_SUBSCRIBER_BUFFER, GraphQLView
+from aihub.metrics import Metrics, RequestMetrics, metrics_endpoint
 from aihub.runtime import open_runtime
 from aihub.services.users import ensure_admin, initial_admin_password
 from aihub.settings import Settings
@@ -49,9 +50,11 @@ def create_app(
     """The application; ``subscriber_buffer`` and ``graphql_limits`` (``max_depth``, ``max_tokens``,
     ``max_aliases``, ``max_cost``, ``max_log_bytes``) tune the GraphQL endpoint."""
 
+    metrics = Metrics()
+
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        async with open_runtime(settings, run_engine=run_engine) as rt:
+        async with open_runtime(settings, run_engine=run_engine, metrics=metrics) as rt:
             app.state.runtime = rt
             # printed by `aihub serve` after the server listens: once when generated, then on every start
             # while it is still the one in force
@@ -66,6 +69,7 @@ def create_app(
     graphql = GraphQLView(subscriber_buffer=subscriber_buffer, **graphql_limits)
     routes = [
         Route("/healthz", health),
+        Route("/metrics", metrics_endpoint(metrics, settings.metrics_token)),
         Route("/graphql", graphql, methods=["GET", "POST"]),
         WebSocketRoute("/graphql", graphql),
         *download_routes(),
@@ -77,4 +81,8 @@ def create_app(
         max_bytes=settings.max_body_bytes,
         own_limits={UPLOAD_PATH: (settings.max_upload_bytes, "AIHUB_MAX_UPLOAD_BYTES")},
     )
-    return Starlette(routes=routes, lifespan=lifespan, middleware=[body_limit])
+    app = Starlette(
+        routes=routes, lifespan=lifespan, middleware=[Middleware(RequestMetrics, metrics=metrics), body_limit]
+    )
+    app.state.metrics = metrics
+    return app

@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from aihub.bus import Bus, build_bus
@@ -17,6 +17,7 @@ from aihub.domain.bounds import DEFAULT_LIMITS
 from aihub.engine.builds import BuildManager
 from aihub.engine.executors.base import Executor
 from aihub.engine.scheduler import Engine
+from aihub.metrics import Metrics
 from aihub.services.modules import build_manager
 from aihub.services.workflows import configure_spec_limits
 from aihub.settings import Settings
@@ -35,6 +36,7 @@ class Runtime:
     executor: Executor
     engine: Engine
     builds: BuildManager
+    metrics: Metrics = field(default_factory=Metrics)
 
 
 def build_executor(settings: Settings, artifacts: LocalArtifactStore, logs: LocalLogStore) -> Executor:
@@ -64,8 +66,16 @@ def running_logs(engine: Engine, logs: LocalLogStore) -> Iterator[Path]:
 
 @asynccontextmanager
 async def open_runtime(
-    settings: Settings, *, run_engine: bool = True, recover: bool = True, apply_migrations: bool = True
+    settings: Settings,
+    *,
+    run_engine: bool = True,
+    recover: bool = True,
+    apply_migrations: bool = True,
+    metrics: Metrics | None = None,
 ) -> AsyncIterator[Runtime]:
+    """``metrics``: where the engine counts (a fresh ``Metrics`` if not given); with ``run_engine`` its capacity
+    and queues are reported there too."""
+    metrics = metrics if metrics is not None else Metrics()
     settings.ensure_dirs()
     configure_spec_limits(
         replace(DEFAULT_LIMITS, max_bytes=settings.max_spec_bytes, max_nodes=settings.max_spec_nodes)
@@ -77,7 +87,7 @@ async def open_runtime(
     await bus.start()
     artifacts, logs = build_storage(settings)
     executor = build_executor(settings, artifacts, logs)
-    engine = Engine(settings, bus, executor)
+    engine = Engine(settings, bus, executor, metrics)
     builds = build_manager(settings)
     capper = LogCapper(lambda: running_logs(engine, logs), settings.max_log_bytes)
     engine.attempt_ended.append(lambda run_id, node, number: capper.cap(logs.path(run_id, node, number)))
@@ -86,7 +96,8 @@ async def open_runtime(
             await engine.start(recover=recover)
             await builds.start()
             capper.start()
-        yield Runtime(settings, bus, artifacts, logs, executor, engine, builds)
+            metrics.watch_engine(engine)
+        yield Runtime(settings, bus, artifacts, logs, executor, engine, builds, metrics)
     finally:
         await capper.close()
         await builds.close()

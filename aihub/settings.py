@@ -125,6 +125,9 @@ class Settings(BaseSettings):
         default="",
         description="comma-separated proxy addresses whose X-Forwarded-For is believed (none by default)",
     )
+    metrics_token: str | None = Field(
+        default=None, description="bearer token /metrics wants; unset: /metrics answers 404"
+    )
     git_allowed_hosts: str = Field(
         default="",
         description="comma-separated git hosts a module may name although they resolve to internal addresses",

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -48,6 +49,7 @@ from aihub.engine.executors.base import (
 )
 from aihub.engine.executors.base import OutputDecl as JobOutput
 from aihub.engine.params import InputError, build_env, cache_key, injected_env, module_argv, resolve_inputs
+from aihub.metrics import Metrics
 from aihub.services import capacity as ledger
 from aihub.services.status import StaleStatus, transition_node, transition_run, utcnow
 from aihub.services.tokens import issue_token, revoke_run_tokens
@@ -82,6 +84,8 @@ class RunState:
     token: str = ""
     running: dict[str, Running] = field(default_factory=dict)
     queued: set[str] = field(default_factory=set)
+    #: when each queued node was queued (``time.monotonic``), for the queue-wait histogram
+    queued_at: dict[str, float] = field(default_factory=dict)
     #: WAITING nodes whose parents have all succeeded (candidates to queue); kept incrementally so a
     #: hand-off costs O(children), not O(nodes)
     ready: dict[str, None] = field(default_factory=dict)
@@ -103,10 +107,12 @@ class Engine:
         settings: Settings,
         bus: Bus,
         executor: Executor,
+        metrics: Metrics | None = None,
     ) -> None:
         self.settings = settings
         self.bus = bus
         self.executor = executor
+        self.metrics = metrics if metrics is not None else Metrics()
         self.capacity = Capacity([])
         self.runs: dict[int, RunState] = {}
         #: called with (run id, node, attempt number) when an attempt has ended, before its status is written
@@ -181,6 +187,7 @@ class Engine:
         self.runs.pop(state.run.id, None)
         state.finished = True
         state.queued.clear()
+        state.queued_at.clear()
         tasks = list(state.tasks)
         for task in tasks:
             task.cancel()
@@ -413,6 +420,7 @@ class Engine:
             await self._fail_unstarted(state, name, no_gpu)
             return
         state.queued.add(name)
+        state.queued_at.setdefault(name, time.monotonic())
         self._waiting.setdefault(pool.name, deque()).append((state.run.id, name))
 
     def _host_lacks_gpus(self, cluster: str, gpus: int) -> str | None:
@@ -486,6 +494,10 @@ class Engine:
     async def _start(self, state: RunState, name: str) -> None:
         if self._shares(state.running[name].pool) and not await self._claim(state, name):
             return
+        queued_at = state.queued_at.pop(name, None)
+        if queued_at is not None:
+            cluster = state.running[name].pool.name
+            self.metrics.queue_wait.labels(cluster).observe(time.monotonic() - queued_at)
         spec = state.spec.node(name)
         node = state.nodes[name]
         try:
@@ -688,6 +700,8 @@ class Engine:
         retry = False
         try:
             retry = await self._record_end(state, name, attempt, report)
+            if attempt is not None:
+                self._observe_attempt(state.running[name].pool.name, attempt)
         finally:
             self._release(state, name)
         if retry:  # ready only now: a node still among the running ones is not queued
@@ -765,6 +779,21 @@ class Engine:
                     self._fail_fast(state, name)
         return False
 
+    def _observe_attempt(self, cluster: str, attempt: Attempt) -> None:
+        self.metrics.attempts.labels(attempt.status.value, cluster).inc()
+        if attempt.started_at is not None and attempt.finished_at is not None:
+            seconds = (attempt.finished_at - attempt.started_at).total_seconds()
+            self.metrics.node_duration.labels(cluster).observe(max(seconds, 0.0))
+
+    def queued_by_cluster(self) -> dict[str, int]:
+        """How many ready nodes wait for each virtual cluster's capacity now (``/metrics``)."""
+        counts = {name: 0 for name in self.capacity.pools}
+        for state in list(self.runs.values()):
+            for name in list(state.queued):
+                cluster = self._pool_for(state.spec.node(name)).name
+                counts[cluster] = counts.get(cluster, 0) + 1
+        return counts
+
     def _release(self, state: RunState, name: str, *, claim: bool = True) -> None:
         """The node no longer holds its share of the cluster (``claim``: in the shared ledger either)."""
         running = state.running.pop(name, None)
@@ -798,12 +827,17 @@ class Engine:
         await transition_node(
             self.bus, state.run, node, NodeStatus.FAILED, kind="failed", message=message, attempt=attempt
         )
+        cluster = state.spec.node(name).cluster
+        self.metrics.attempts.labels(
+            attempt.status.value, cluster if cluster in self.capacity.pools else "(none)"
+        ).inc()
         self._fail_fast(state, name)
 
     def _fail_fast(self, state: RunState, name: str) -> None:
         """A node failed for good: nothing new starts; running nodes finish, then the run fails."""
         state.failed_node = state.failed_node or name
         state.queued.clear()
+        state.queued_at.clear()
 
     async def _maybe_finish(self, state: RunState) -> None:
         async with state.lock:
@@ -836,6 +870,7 @@ class Engine:
                 await transition_run(self.bus, run, RunStatus.SUCCEEDED, message="all nodes succeeded")
             else:
                 return  # more nodes became ready in the meantime
+            self.metrics.runs.labels(run.status.value).inc()
             state.finished = True
             self.runs.pop(run.id, None)
         await revoke_run_tokens(run.id)
@@ -845,6 +880,7 @@ class Engine:
         async with state.lock:
             state.stopping = True
             state.queued.clear()
+            state.queued_at.clear()
             await state.run.refresh_from_db(fields=["status", "message"])  # the stop request wrote it
             handles = [r.handle for r in state.running.values() if r.handle is not None]
         await asyncio.gather(

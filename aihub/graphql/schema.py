@@ -35,6 +35,7 @@ from aihub.graphql.live import LiveSubscription
 from aihub.graphql.loaders import Loaders
 from aihub.graphql.runs import RunMutation, RunQuery
 from aihub.graphql.workflows import WorkflowMutation, WorkflowQuery
+from aihub.metrics import OperationMetrics
 
 log = logging.getLogger("aihub.graphql")
 
@@ -115,5 +116,6 @@ def build_schema(
             lambda: QueryCost(max_cost, max_log_bytes),
             ErrorCodes,
             GuardResolvers,
+            OperationMetrics,
         ],
     )

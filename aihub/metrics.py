@@ -1,0 +1,204 @@
+"""Prometheus metrics of one process (``/metrics``, issue 20).
+
+Each application owns a ``Metrics`` with its own ``CollectorRegistry`` (never the global one), so several apps
+in one process — the tests — do not share counters. Counters and histograms are updated where the events
+happen (the engine when an attempt or a run ends, the HTTP middleware per request, a GraphQL extension per
+operation); gauges of capacity and queues are read from the engine at scrape time.
+"""
+
+from __future__ import annotations
+
+import hmac
+import re
+import time
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from strawberry.extensions import SchemaExtension
+
+if TYPE_CHECKING:
+    from aihub.engine.scheduler import Engine
+
+#: node durations and queue waits: from a second to a day
+NODE_BUCKETS = (0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 7200, 21600, 86400)
+HTTP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+#: distinct GraphQL operation names kept as labels; later ones count as ``(other)``
+MAX_OPERATION_NAMES = 200
+_OPERATION_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
+class Metrics:
+    """The metrics of one application."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.runs = Counter(
+            "aihub_runs_finished",
+            "Runs finished by this process's engine, by final status",
+            ["status"],
+            registry=r,
+        )
+        self.attempts = Counter(
+            "aihub_node_attempts",
+            "Node attempts ended, by final status (an automatic retry's failed attempt is FAILED) and cluster",
+            ["status", "cluster"],
+            registry=r,
+        )
+        self.node_duration = Histogram(
+            "aihub_node_duration_seconds",
+            "Run time of ended node attempts, per virtual cluster",
+            ["cluster"],
+            buckets=NODE_BUCKETS,
+            registry=r,
+        )
+        self.queue_wait = Histogram(
+            "aihub_node_queue_wait_seconds",
+            "Time a ready node waited for its virtual cluster's capacity before it started",
+            ["cluster"],
+            buckets=NODE_BUCKETS,
+            registry=r,
+        )
+        self.http = Histogram(
+            "aihub_http_request_duration_seconds",
+            "HTTP request duration by method, route template and status (streams: until they end)",
+            ["method", "route", "status"],
+            buckets=HTTP_BUCKETS,
+            registry=r,
+        )
+        self.graphql = Counter(
+            "aihub_graphql_operations",
+            "GraphQL operations executed, by type and operation name",
+            ["type", "operation"],
+            registry=r,
+        )
+        self._operation_names: set[str] = set()
+
+    def watch_engine(self, engine: Engine) -> None:
+        """Report the engine's capacity and queues at every scrape."""
+        self.registry.register(_EngineCollector(engine))
+
+    def operation_label(self, name: str | None) -> str:
+        """A bounded label for a client-chosen operation name."""
+        if not name:
+            return "(anonymous)"
+        if not _OPERATION_NAME.fullmatch(name):
+            return "(other)"
+        if name not in self._operation_names:
+            if len(self._operation_names) >= MAX_OPERATION_NAMES:
+                return "(other)"
+            self._operation_names.add(name)
+        return name
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class _EngineCollector(Collector):
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def collect(self) -> Iterator[Any]:
+        in_use = GaugeMetricFamily(
+            "aihub_capacity_in_use",
+            "Capacity held by running nodes, per virtual cluster",
+            labels=["cluster", "resource"],
+        )
+        total = GaugeMetricFamily(
+            "aihub_capacity_total", "Capacity of each virtual cluster", labels=["cluster", "resource"]
+        )
+        for name, pool in list(self.engine.capacity.pools.items()):
+            size = pool.total
+            for resource, used, whole in (
+                ("cpu_millis", pool.used_cpu, size.cpu_millis),
+                ("memory_mib", pool.used_mem, size.memory_mib),
+                ("gpu", pool.used_gpu, size.gpu),
+            ):
+                in_use.add_metric([name, resource], used)
+                total.add_metric([name, resource], whole)
+        queued = GaugeMetricFamily(
+            "aihub_nodes_queued", "Ready nodes waiting for capacity, per virtual cluster", labels=["cluster"]
+        )
+        for name, count in sorted(self.engine.queued_by_cluster().items()):
+            queued.add_metric([name], count)
+        active = GaugeMetricFamily("aihub_active_runs", "Runs this process's engine drives now")
+        active.add_metric([], len(self.engine.runs))
+        yield from (in_use, total, queued, active)
+
+    def describe(self) -> Iterator[Any]:
+        return iter(())
+
+
+class RequestMetrics:
+    """ASGI middleware: the duration of each HTTP request by its route template (never the raw path)."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def send_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_status)
+        finally:
+            route = scope.get("route")
+            template = getattr(route, "path", None) or "(unmatched)"
+            method = scope["method"] if scope["method"] in _METHODS else "OTHER"
+            self.metrics.http.labels(method, template, str(status)).observe(time.perf_counter() - started)
+
+
+class OperationMetrics(SchemaExtension):
+    """Counts each GraphQL operation by type and name (in the app's ``Metrics``)."""
+
+    def on_operation(self) -> Iterator[None]:
+        yield
+        ctx = self.execution_context
+        request = getattr(ctx.context, "request", None)
+        metrics = getattr(getattr(request, "app", None), "state", None)
+        metrics = getattr(metrics, "metrics", None)
+        if metrics is None:
+            return
+        try:
+            kind = ctx.operation_type.value
+        except Exception:  # not parsed (a syntax error): no type
+            kind = "unknown"
+        metrics.graphql.labels(kind, metrics.operation_label(ctx.operation_name)).inc()
+
+
+def metrics_endpoint(metrics: Metrics, token: str | None) -> Any:
+    """``/metrics``: 404 without ``AIHUB_METRICS_TOKEN``; with it, only for ``Authorization: Bearer <token>``."""
+    expected = f"Bearer {token}".encode() if token else b""
+
+    async def endpoint(request: Request) -> Response:
+        if not token:
+            return PlainTextResponse(
+                "Not Found (set AIHUB_METRICS_TOKEN to enable /metrics)", status_code=404
+            )
+        given = request.headers.get("authorization", "").encode()
+        if not hmac.compare_digest(given, expected):
+            return PlainTextResponse(
+                "metrics need Authorization: Bearer <AIHUB_METRICS_TOKEN>",
+                status_code=401,
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+        return Response(metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
+
+    return endpoint
