@@ -9,15 +9,13 @@ from typing import Any
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
 
-from aihub import __version__
 from aihub.artifact_routes import UPLOAD_PATH, artifact_routes
 from aihub.bodylimit import BodyLimit
 from aihub.graphql.downloads import download_routes
 from aihub.graphql.view import DEFAULT_SUBSCRIBER_BUFFER, GraphQLView
+from aihub.health import health, readiness
 from aihub.metrics import Metrics, RequestMetrics, metrics_endpoint
 from aihub.runtime import open_runtime
 from aihub.services.users import ensure_admin, initial_admin_password
@@ -25,19 +23,6 @@ from aihub.settings import Settings
 from aihub.web.routes import web_routes
 
 log = logging.getLogger("aihub")
-
-
-async def health(request: Request) -> Response:
-    rt = request.app.state.runtime
-    return JSONResponse(
-        {
-            "status": "ok",
-            "version": __version__,
-            "executor": rt.settings.executor,
-            "bus": rt.settings.bus,
-            "active_runs": len(rt.engine.runs),
-        }
-    )
 
 
 def create_app(
@@ -69,6 +54,7 @@ def create_app(
     graphql = GraphQLView(subscriber_buffer=subscriber_buffer, **graphql_limits)
     routes = [
         Route("/healthz", health),
+        Route("/readyz", readiness),
         Route("/metrics", metrics_endpoint(metrics, settings.metrics_token)),
         Route("/graphql", graphql, methods=["GET", "POST"]),
         WebSocketRoute("/graphql", graphql),
@@ -85,4 +71,6 @@ def create_app(
         routes=routes, lifespan=lifespan, middleware=[Middleware(RequestMetrics, metrics=metrics), body_limit]
     )
     app.state.metrics = metrics
+    app.state.role = "all" if run_engine else "api"
+    app.state.drives_runs = run_engine
     return app

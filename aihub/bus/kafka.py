@@ -164,6 +164,14 @@ class KafkaBus(BaseBus):
                     if event is not None:
                         self.deliver(event)
 
+    async def ready(self) -> None:
+        """Raise unless a broker answers a metadata request now (``/readyz``)."""
+        if self._producer is None:
+            raise RuntimeError("KafkaBus is not started")
+        metadata = await self._producer.client.fetch_all_metadata()
+        if self.topic not in metadata.topics():
+            raise RuntimeError(f"topic {self.topic!r} is missing on {self.bootstrap}")
+
     # ----------------------------------------------------------------- events
     async def publish(self, event: RunEvent) -> None:
         """Send keyed by run id and wait for the broker's acknowledgement (``acks=all``)."""

@@ -330,6 +330,10 @@ class KubernetesExecutor:
         async with asyncio.timeout(_API_TIMEOUT):
             await self._pods_synced.wait()
 
+    async def ready(self) -> None:
+        """Raise unless the cluster answers a pod listing in the namespace now (``/readyz``)."""
+        await _request(self._core.list_namespaced_pod(self.namespace, limit=1, **_call()))
+
     @property
     def _core(self) -> client.CoreV1Api:
         if self._core_api is None:

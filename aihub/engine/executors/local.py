@@ -298,6 +298,13 @@ class LocalExecutor:
         self._cleanups: set[asyncio.Task[None]] = set()
         self._host = socket.gethostname()
 
+    async def ready(self) -> None:
+        """Raise unless the scratch root is a writable directory (``/readyz``)."""
+        if not self.work_root.is_dir():
+            raise RuntimeError(f"{self.work_root} is not a directory")
+        if not os.access(self.work_root, os.W_OK | os.X_OK):
+            raise RuntimeError(f"{self.work_root} is not writable")
+
     # ------------------------------------------------------------------------------------------ probe
     async def probe(self) -> None:
         """Find the tools and decide, once, whether nodes get a private mount namespace."""
