@@ -32,15 +32,25 @@ def create_app(
     subscriber_buffer: int = DEFAULT_SUBSCRIBER_BUFFER,
     **graphql_limits: Any,
 ) -> Starlette:
-    """The application; ``subscriber_buffer`` and ``graphql_limits`` (``max_depth``, ``max_tokens``,
-    ``max_aliases``, ``max_cost``, ``max_log_bytes``) tune the GraphQL endpoint."""
-
+    """The application of ``settings.role``: ``all`` (API, UI and engine), ``api`` (API and UI; runs are driven
+    elsewhere) or ``worker`` (engine and builds, serving only health, readiness and metrics).
+    ``run_engine=False`` makes ``all`` an ``api``. ``subscriber_buffer`` and ``graphql_limits`` (``max_depth``,
+    ``max_tokens``, ``max_aliases``, ``max_cost``, ``max_log_bytes``) tune the GraphQL endpoint."""
+    role = settings.role if run_engine or settings.role == "worker" else "api"
+    drives_runs = role != "api"
     metrics = Metrics()
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        async with open_runtime(settings, run_engine=run_engine, metrics=metrics) as rt:
+        async with open_runtime(settings, run_engine=drives_runs, metrics=metrics) as rt:
             app.state.runtime = rt
+            if role == "worker":  # users are the API's business
+                app.state.admin_password = app.state.initial_admin_password = None
+                log.info("role worker: driving runs and builds; serving /healthz, /readyz, /metrics")
+                yield
+                return
+            if role == "api":
+                log.info("role api: runs are driven by the engine workers (AIHUB_ROLE=worker)")
             # printed by `aihub serve` after the server listens: once when generated, then on every start
             # while it is still the one in force
             app.state.admin_password = await ensure_admin(settings)
@@ -49,19 +59,22 @@ def create_app(
             )
             yield
 
-    graphql_limits.setdefault("max_cost", settings.max_query_cost)
-    graphql_limits.setdefault("max_log_bytes", settings.max_query_log_bytes)
-    graphql = GraphQLView(subscriber_buffer=subscriber_buffer, **graphql_limits)
     routes = [
         Route("/healthz", health),
         Route("/readyz", readiness),
         Route("/metrics", metrics_endpoint(metrics, settings.metrics_token)),
-        Route("/graphql", graphql, methods=["GET", "POST"]),
-        WebSocketRoute("/graphql", graphql),
-        *download_routes(),
-        *artifact_routes(),
-        *web_routes(),
     ]
+    if role != "worker":
+        graphql_limits.setdefault("max_cost", settings.max_query_cost)
+        graphql_limits.setdefault("max_log_bytes", settings.max_query_log_bytes)
+        graphql = GraphQLView(subscriber_buffer=subscriber_buffer, **graphql_limits)
+        routes += [
+            Route("/graphql", graphql, methods=["GET", "POST"]),
+            WebSocketRoute("/graphql", graphql),
+            *download_routes(),
+            *artifact_routes(),
+            *web_routes(),
+        ]
     body_limit = Middleware(
         BodyLimit,
         max_bytes=settings.max_body_bytes,
@@ -71,6 +84,6 @@ def create_app(
         routes=routes, lifespan=lifespan, middleware=[Middleware(RequestMetrics, metrics=metrics), body_limit]
     )
     app.state.metrics = metrics
-    app.state.role = "all" if run_engine else "api"
-    app.state.drives_runs = run_engine
+    app.state.role = role
+    app.state.drives_runs = drives_runs
     return app

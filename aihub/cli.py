@@ -52,6 +52,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         settings.host = args.host
     if args.port:
         settings.port = args.port
+    if args.role:
+        settings.role = args.role
     serve(settings)
     return 0
 
@@ -198,6 +200,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("serve", help="start API, web UI and engine")
     p.add_argument("--host")
     p.add_argument("--port", type=int)
+    p.add_argument(
+        "--role",
+        choices=["all", "api", "worker"],
+        help="all (default, AIHUB_ROLE): API, UI and engine; api: without driving runs; worker: engine and builds",
+    )
     p.set_defaults(func=_cmd_serve)
 
     p = sub.add_parser("run", help="run a workflow file and follow it")
@@ -260,8 +267,18 @@ def _add_client_commands(sub: argparse._SubParsersAction) -> None:  # type: igno
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from pydantic import ValidationError
+
     args = build_parser().parse_args(argv)
-    return int(args.func(args) or 0)
+    try:
+        return int(args.func(args) or 0)
+    except ValidationError as exc:  # a bad AIHUB_* setting: one line per setting, naming its variable
+        if exc.title != "Settings":
+            raise
+        for error in exc.errors():
+            name = "AIHUB_" + "_".join(str(part) for part in error["loc"]).upper()
+            print(f"error: {name}: {error['msg']}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

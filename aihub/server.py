@@ -30,6 +30,8 @@ class _Server(uvicorn.Server):
         shown = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
         print(f"AIHub Workflow is ready on http://{shown}:{self.settings.port}", flush=True)
         print(f"data dir: {self.settings.data_dir}", flush=True)
+        if self.settings.role != "all":
+            print(f"role: {self.settings.role}", flush=True)
         state = self.app.state
         if getattr(state, "admin_password", None):
             print(f"created user 'admin' with password: {state.admin_password}", flush=True)

@@ -125,6 +125,10 @@ class Settings(BaseSettings):
         default="",
         description="comma-separated proxy addresses whose X-Forwarded-For is believed (none by default)",
     )
+    role: Literal["all", "api", "worker"] = Field(
+        default="all",
+        description="all: API, UI and engine; api: API and UI only; worker: engine and builds, health and metrics",
+    )
     metrics_token: str | None = Field(
         default=None, description="bearer token /metrics wants; unset: /metrics answers 404"
     )
