@@ -42,7 +42,9 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        async with open_runtime(settings, run_engine=drives_runs, metrics=metrics) as rt:
+        # a worker runs the builds that API replicas requested (an `all` process runs its own)
+        pick_up = role == "worker"
+        async with open_runtime(settings, run_engine=drives_runs, metrics=metrics, pick_up=pick_up) as rt:
             app.state.runtime = rt
             if role == "worker":  # users are the API's business
                 app.state.admin_password = app.state.initial_admin_password = None

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
@@ -64,6 +65,25 @@ def running_logs(engine: Engine, logs: LocalLogStore) -> Iterator[Path]:
                 yield logs.path(run_id, name, running.attempt.number)
 
 
+#: seconds between looks for builds other processes requested (split roles: an API replica records the build,
+#: a worker runs it)
+BUILD_PICKUP_SECONDS = 2.0
+
+
+async def pick_up_builds(builds: BuildManager, bus: Bus, interval: float = BUILD_PICKUP_SECONDS) -> None:
+    """Run the BUILDING builds that no process runs yet, each in the one worker whose engine partitions own its
+    id (outside an engine group: this process). ``submit`` ignores a build already running here."""
+    owns = getattr(bus, "owns", None)
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            for build_id in await builds.store.pending():
+                if owns is None or owns(build_id):
+                    builds.submit(build_id)
+        except Exception:  # the database may be away for a moment: the next look tries again
+            log.exception("looking for requested module builds failed")
+
+
 @asynccontextmanager
 async def open_runtime(
     settings: Settings,
@@ -72,9 +92,11 @@ async def open_runtime(
     recover: bool = True,
     apply_migrations: bool = True,
     metrics: Metrics | None = None,
+    pick_up: bool = False,
 ) -> AsyncIterator[Runtime]:
     """``metrics``: where the engine counts (a fresh ``Metrics`` if not given); with ``run_engine`` its capacity
-    and queues are reported there too."""
+    and queues are reported there too. ``pick_up`` (with ``run_engine``): also run the builds that other
+    processes (API replicas) requested, found by polling the database."""
     metrics = metrics if metrics is not None else Metrics()
     settings.ensure_dirs()
     configure_spec_limits(
@@ -91,14 +113,20 @@ async def open_runtime(
     builds = build_manager(settings)
     capper = LogCapper(lambda: running_logs(engine, logs), settings.max_log_bytes)
     engine.attempt_ended.append(lambda run_id, node, number: capper.cap(logs.path(run_id, node, number)))
+    pickup: asyncio.Task[None] | None = None
     try:
         if run_engine:
             await engine.start(recover=recover)
             await builds.start()
             capper.start()
             metrics.watch_engine(engine)
+            if pick_up:
+                pickup = asyncio.create_task(pick_up_builds(builds, bus), name="pick up builds")
         yield Runtime(settings, bus, artifacts, logs, executor, engine, builds, metrics)
     finally:
+        if pickup is not None:
+            pickup.cancel()
+            await asyncio.gather(pickup, return_exceptions=True)
         await capper.close()
         await builds.close()
         await engine.close()

@@ -16,6 +16,7 @@ from aihub.settings import Settings
 from tests.conftest import NewDatabaseUrl
 from tests.graphql.harness import LOGIN
 from tests.graphql.test_server import free_port, gql, serve
+from tests.modules.conftest import HASH_FILE_INTERFACE, MakeRepo, make_repo  # noqa: F401  (fixture)
 
 ROOT = Path(__file__).resolve().parents[2]
 PASSWORD = "admin-password-1"
@@ -39,7 +40,12 @@ async def _metrics(url: str) -> str:
 
 
 async def test_an_api_and_a_worker_run_the_seed_example(
-    tmp_path: Path, host_dir: Path, new_database_url: NewDatabaseUrl, tansu: str, prefix: str
+    tmp_path: Path,
+    host_dir: Path,
+    new_database_url: NewDatabaseUrl,
+    tansu: str,
+    prefix: str,
+    make_repo: MakeRepo,  # noqa: F811  (the fixture imported above)
 ) -> None:
     settings = Settings(data_dir=host_dir / "data", database_url=await new_database_url("postgres"))
     env: dict[str, Any] = {
@@ -51,6 +57,7 @@ async def test_an_api_and_a_worker_run_the_seed_example(
         "AIHUB_KAFKA_REBALANCE_TIMEOUT_MS": "3000",
         "AIHUB_ADMIN_PASSWORD": PASSWORD,
         "AIHUB_METRICS_TOKEN": METRICS_TOKEN,
+        "AIHUB_ALLOW_FILE_GIT": "true",
     }
     async with (
         serve(settings, free_port(), AIHUB_ROLE="api", **env) as api,
@@ -95,7 +102,33 @@ async def test_an_api_and_a_worker_run_the_seed_example(
         step2 = next(node for node in run["nodes"] if node["name"] == "step2")
         assert step2["logs"]["text"].splitlines()[:2] == ["outparam1", "/tmp/outparam2.txt"]
 
-        # the worker drove it, the API did not
+        # a module build requested through the API is run by the worker
+        repo = make_repo("hash-file")
+        await gql(api.url, 'mutation { createCategory(name: "data") { id } }', None, token)
+        module_input = {"category": "data", "name": "hash-file", "gitUrl": repo.url, "ref": "main"}
+        module = (
+            await gql(
+                api.url,
+                "mutation($i: CreateModuleInput!) { createModule(input: $i) { id status } }",
+                {"i": {**module_input, **HASH_FILE_INTERFACE}},
+                token,
+            )
+        )["createModule"]
+        assert module["status"] == "BUILDING"
+        deadline = loop.time() + 60
+        while True:
+            shown = (
+                await gql(
+                    api.url, "query($id: ID!) { module(id: $id) { status } }", {"id": module["id"]}, token
+                )
+            )["module"]
+            if shown["status"] != "BUILDING":
+                break
+            assert loop.time() < deadline, f"the build did not end: {worker.output[-30:]}"
+            await asyncio.sleep(0.2)
+        assert shown["status"] == "BUILT", worker.output[-30:]
+
+        # the worker drove the run, the API did not
         assert _finished_runs(await _metrics(worker.url)) == {"SUCCEEDED": 1.0}
         assert _finished_runs(await _metrics(api.url)) == {}
         assert await worker.terminate(), worker.output
