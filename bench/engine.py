@@ -206,16 +206,24 @@ async def launch_true(name: str) -> None:
 
 
 def shim_launcher(rt: Runtime, work: Path) -> Callable[[str], Awaitable[None]]:
-    """Launch per node what the local executor launches (its unshare, shim and /tmp bind), nothing else."""
-    unshare: list[str] = list(getattr(rt.executor, "_unshare", []))  # [] when nodes run unisolated
+    """Launch per node what the local executor launches (its unshare with mount and PID namespaces, the shim,
+    the /tmp bind, the data dir's hiding and setpriv to the node user), nothing else."""
+    executor = rt.executor
+    unshare: list[str] = list(getattr(executor, "_unshare", []))  # [] when nodes run unisolated
     mount = shutil.which("mount") or "-"
+    empty = str(getattr(executor, "work_root", work) / ".empty")
+    hidden = [
+        p for p in getattr(executor, "private_paths", []) if not p.is_relative_to("/tmp") and p.is_dir()
+    ]
+    drop: list[str] = executor._drop_privileges() if hasattr(executor, "_drop_privileges") else []
 
     async def launch(name: str) -> None:
         scratch = work / name
         (scratch / "tmp" / "workflow_space").mkdir(parents=True)
         binds = [str(scratch / "tmp"), "/tmp", "tree"] if unshare else []
+        binds += [part for path in hidden for part in (empty, str(path), "ro")] if unshare else []
         argv = [*unshare, "sh", str(SHIM), str(scratch), str(scratch / "log"), "/tmp/workflow_space"]
-        argv += [mount if binds else "-", str(len(binds) // 3), *binds, "--", "sh", "-c", "true"]
+        argv += [mount if binds else "-", str(len(binds) // 3), *binds, "--", *drop, "sh", "-c", "true"]
         proc = await asyncio.create_subprocess_exec(*argv, cwd=scratch, start_new_session=True)
         await proc.wait()
         if (scratch / "exit").read_text().strip() != "0":

@@ -71,9 +71,10 @@ def cli(users: Server, tmp_path: Path) -> Cli:
 
 
 def run_id_of(result: Result) -> str:
-    first = result.out.splitlines()[0]
-    assert first.startswith("run "), result.out
-    return first.split()[1]
+    """The id in the ``run N '...' of ...`` line (after ``server: URL``, which `aihub run` prints first)."""
+    lines = result.out.splitlines()
+    assert lines and (lines[0].startswith("run ") or lines[0].startswith("server: ")), result.out
+    return next(line for line in lines if line.startswith("run ")).split()[1]
 
 
 async def test_login_saves_the_token_then_commands_use_it(cli: Cli) -> None:
@@ -123,7 +124,9 @@ async def test_login_with_a_wrong_password(cli: Cli) -> None:
 async def test_run_watch_follows_status_and_logs(cli: Cli) -> None:
     result = await cli("run", str(SEED), "-p", "greeting=hi", "--watch")
     assert result.code == 0, result.out + result.err
-    assert result.out.splitlines()[0].endswith("of pass-params-demo v1: PENDING")
+    first, second = result.out.splitlines()[:2]
+    assert first.startswith("server: http://127.0.0.1:"), first  # where it went, first
+    assert second.endswith("of pass-params-demo v1: PENDING")
     step2 = [line.split(" | ", 1)[1] for line in result.out.splitlines() if line.startswith("step2 | ")]
     assert step2 == ["outparam1", "/tmp/outparam2.txt", "/tmp/outparam3", "outparam2", "file1"]
     lines = result.out.splitlines()
