@@ -61,6 +61,16 @@ log = logging.getLogger("aihub.engine")
 BACKFILL_WINDOW = 64
 #: seconds a pool rests after the shared ledger refused one of its nodes (other workers hold the room)
 SHARED_RETRY_DELAY = 1.0
+#: what a stopped attempt whose exit status is lost records: killed by SIGKILL (128 + 9), as docs/engine.md says
+KILLED_EXIT_CODE = 137
+
+
+def stopped_exit_code(report: ExitReport) -> int | None:
+    """A stopped attempt that ran has an exit code: 137 (killed) when the executor could not read one because
+    the kill took its supervisor too (a PID namespace ends with its first process). Never started: none."""
+    if report.exit_code is None and report.started_at is not None:
+        return KILLED_EXIT_CODE
+    return report.exit_code
 
 
 @dataclass
@@ -748,7 +758,7 @@ class Engine:
                     kind="stopped",
                     message="stopped by user" if state.stopping else (report.error or "stopped"),
                     attempt=attempt,
-                    exit_code=code,
+                    exit_code=stopped_exit_code(report),
                 )
             else:
                 reason = report.error or f"exited with code {code}"
