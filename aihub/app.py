@@ -16,6 +16,7 @@ from aihub.bodylimit import BodyLimit
 from aihub.graphql.downloads import download_routes
 from aihub.graphql.view import DEFAULT_SUBSCRIBER_BUFFER, GraphQLView
 from aihub.health import health, readiness
+from aihub.logs import RequestIds
 from aihub.metrics import Metrics, RequestMetrics, metrics_endpoint
 from aihub.runtime import open_runtime
 from aihub.services.users import ensure_admin, initial_admin_password
@@ -83,7 +84,9 @@ def create_app(
         own_limits={UPLOAD_PATH: (settings.max_upload_bytes, "AIHUB_MAX_UPLOAD_BYTES")},
     )
     app = Starlette(
-        routes=routes, lifespan=lifespan, middleware=[Middleware(RequestMetrics, metrics=metrics), body_limit]
+        routes=routes,
+        lifespan=lifespan,
+        middleware=[Middleware(RequestMetrics, metrics=metrics), Middleware(RequestIds), body_limit],
     )
     app.state.metrics = metrics
     app.state.role = role

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import logging
 import socket
+from typing import Any
 
 import uvicorn
 from starlette.applications import Starlette
@@ -11,6 +11,7 @@ from starlette.types import ASGIApp
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from aihub.app import create_app
+from aihub.logs import configure_logging
 from aihub.settings import Settings
 
 
@@ -49,8 +50,10 @@ def behind_proxies(app: ASGIApp, settings: Settings) -> ASGIApp:
 
 
 def serve(settings: Settings) -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(settings.log_format)
     app = create_app(settings)
+    # uvicorn configures its own loggers unless told not to; JSON lines need every logger to use ours
+    logging_options: dict[str, Any] = {"log_config": None} if settings.log_format == "json" else {}
     config = uvicorn.Config(
         behind_proxies(app, settings),
         host=settings.host,
@@ -58,5 +61,6 @@ def serve(settings: Settings) -> None:
         log_level="info",
         timeout_graceful_shutdown=10,
         proxy_headers=False,
+        **logging_options,
     )
     _Server(config, app, settings).run()

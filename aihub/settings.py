@@ -125,6 +125,10 @@ class Settings(BaseSettings):
         default="",
         description="comma-separated proxy addresses whose X-Forwarded-For is believed (none by default)",
     )
+    log_format: Literal["text", "json"] = Field(
+        default="text",
+        description="json: one JSON object a line (level, time, logger, request id, run id, node)",
+    )
     role: Literal["all", "api", "worker"] = Field(
         default="all",
         description="all: API, UI and engine; api: API and UI only; worker: engine and builds, health and metrics",

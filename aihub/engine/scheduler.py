@@ -18,6 +18,7 @@ cluster is this host's CPUs, so it is never shared.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import time
 from collections import deque
@@ -49,6 +50,7 @@ from aihub.engine.executors.base import (
 )
 from aihub.engine.executors.base import OutputDecl as JobOutput
 from aihub.engine.params import InputError, build_env, cache_key, injected_env, module_argv, resolve_inputs
+from aihub.logs import node_var, run_id_var
 from aihub.metrics import Metrics
 from aihub.services import capacity as ledger
 from aihub.services.status import StaleStatus, transition_node, transition_run, utcnow
@@ -168,7 +170,7 @@ class Engine:
             status__in=[RunStatus.PENDING, RunStatus.RUNNING, RunStatus.STOPPING]
         ).values_list("id", flat=True):
             if owned(run_id):
-                self._spawn(self.activate(run_id), f"recover run {run_id}")
+                self._spawn(self.activate(run_id), f"recover run {run_id}", run_id=run_id)
 
     def _owns(self, run_id: int) -> bool:
         owns = getattr(self.bus, "owns", None)
@@ -239,8 +241,20 @@ class Engine:
                 )
             pool.sku, pool.capacity, pool.node_selector = sku, vc.capacity, dict(vc.node_selector or {})
 
-    def _spawn(self, coro: Any, what: str, state: RunState | None = None) -> asyncio.Task[Any]:
-        task = asyncio.create_task(coro, name=what)
+    def _spawn(
+        self,
+        coro: Any,
+        what: str,
+        state: RunState | None = None,
+        *,
+        run_id: int | None = None,
+        node: str | None = None,
+    ) -> asyncio.Task[Any]:
+        """A task of the engine; its log lines carry the run id (``state``'s or ``run_id``) and ``node``."""
+        context = contextvars.copy_context()
+        context.run(run_id_var.set, state.run.id if state is not None else run_id)
+        context.run(node_var.set, node)
+        task = asyncio.create_task(coro, name=what, context=context)
         self._tasks.add(task)
         if state is not None:  # so a run can be let go (another worker takes it over)
             state.tasks.add(task)
@@ -275,13 +289,13 @@ class Engine:
         if not self._owns(event.run_id):
             return
         if event.run_status == RunStatus.PENDING and event.run_id not in self.runs:
-            self._spawn(self.activate(event.run_id), f"activate run {event.run_id}")
+            self._spawn(self.activate(event.run_id), f"activate run {event.run_id}", run_id=event.run_id)
         elif event.run_status == RunStatus.STOPPING:
             state = self.runs.get(event.run_id)
             if state is not None:
                 self._spawn(self._stop(state), f"stop run {event.run_id}", state)
             elif event.run_id not in self._activating:
-                self._spawn(self.activate(event.run_id), f"activate run {event.run_id}")
+                self._spawn(self.activate(event.run_id), f"activate run {event.run_id}", run_id=event.run_id)
 
     # ----------------------------------------------------------------- activation
     async def activate(self, run_id: int) -> None:
@@ -381,7 +395,7 @@ class Engine:
                 await ledger.record_claim(pool.name, lease, state.run.id, name)
             except Exception:
                 log.exception("could not record the claim of running node %s/%s", state.run.id, name)
-        self._spawn(self._watch(state, name), f"watch {state.run.id}/{name}", state)
+        self._spawn(self._watch(state, name), f"watch {state.run.id}/{name}", state, node=name)
 
     def _shares(self, pool: Pool) -> bool:
         """Counted in the shared ledger too (several workers; virtual clusters, not this host's ``local``)."""
@@ -481,7 +495,7 @@ class Engine:
                     continue
                 state.queued.discard(name)
                 state.running[name] = Running(lease=pool.acquire(req), pool=pool)
-                self._spawn(self._start(state, name), f"start {run_id}/{name}", state)
+                self._spawn(self._start(state, name), f"start {run_id}/{name}", state, node=name)
             queue.extendleft(reversed(skipped))
 
     def _fail_queue_of_deleted_cluster(self, pool_name: str, queue: deque[tuple[int, str]]) -> None:
@@ -493,7 +507,9 @@ class Engine:
                 continue
             state.queued.discard(name)
             message = f"virtual cluster {pool_name!r} was deleted while the node waited for it"
-            self._spawn(self._fail_and_advance(state, name, message), f"fail {run_id}/{name}", state)
+            self._spawn(
+                self._fail_and_advance(state, name, message), f"fail {run_id}/{name}", state, node=name
+            )
 
     async def _fail_and_advance(self, state: RunState, name: str, message: str) -> None:
         """A node that never got to run fails (no attempt), then the run moves on."""
@@ -791,9 +807,12 @@ class Engine:
 
     def _observe_attempt(self, cluster: str, attempt: Attempt) -> None:
         self.metrics.attempts.labels(attempt.status.value, cluster).inc()
+        seconds = None
         if attempt.started_at is not None and attempt.finished_at is not None:
-            seconds = (attempt.finished_at - attempt.started_at).total_seconds()
-            self.metrics.node_duration.labels(cluster).observe(max(seconds, 0.0))
+            seconds = max((attempt.finished_at - attempt.started_at).total_seconds(), 0.0)
+            self.metrics.node_duration.labels(cluster).observe(seconds)
+        took = f" after {seconds:.1f} s" if seconds is not None else ""
+        log.info("attempt %d ended %s on cluster %s%s", attempt.number, attempt.status.value, cluster, took)
 
     def queued_by_cluster(self) -> dict[str, int]:
         """How many ready nodes wait for each virtual cluster's capacity now (``/metrics``)."""
@@ -812,7 +831,9 @@ class Engine:
         running.pool.release(running.lease)
         if claim and self._shares(running.pool):
             key = (state.run.id, name)
-            task = self._spawn(self._release_claim(*key), f"release claim {key[0]}/{name}")
+            task = self._spawn(
+                self._release_claim(*key), f"release claim {key[0]}/{name}", run_id=key[0], node=name
+            )
             self._releasing[key] = task
             task.add_done_callback(
                 lambda t: self._releasing.pop(key, None) if self._releasing.get(key) is t else None
@@ -881,6 +902,7 @@ class Engine:
             else:
                 return  # more nodes became ready in the meantime
             self.metrics.runs.labels(run.status.value).inc()
+            log.info("run %s finished %s", run.id, run.status.value, extra={"run_id": run.id, "node": None})
             state.finished = True
             self.runs.pop(run.id, None)
         await revoke_run_tokens(run.id)
