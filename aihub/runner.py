@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TextIO
 
 from aihub.bus.base import RunEvent
+from aihub.client import printable
 from aihub.db.models import NodeRun, Run, User
 from aihub.domain.spec import SpecError, parse_spec
 from aihub.domain.status import NodeStatus, RunStatus
@@ -113,7 +114,7 @@ async def _follow_logs(rt: Runtime, run_id: int, node: str, attempt: int, printe
         return row.attempt != attempt or row.status is not NodeStatus.RUNNING
 
     async for line in rt.logs.follow(run_id, node, attempt, done=done):
-        printer.log(node, line)
+        printer.log(node, printable(line))  # a log cannot drive the terminal
 
 
 async def report_failure(rt: Runtime, run: Run, printer: Printer, lines: int = 20) -> None:
@@ -123,7 +124,7 @@ async def report_failure(rt: Runtime, run: Run, printer: Printer, lines: int = 2
         if tail:
             printer.line(f"last {len(tail)} log lines of {node.name} (attempt {node.attempt}):")
             for text in tail:
-                printer.line(f"  {text}")
+                printer.line(f"  {printable(text)}")
 
 
 async def run_file(settings: Settings, args: argparse.Namespace, out: TextIO = sys.stdout) -> int:

@@ -48,3 +48,16 @@ def test_run_rejects_bad_params(tmp_path: Path) -> None:
     assert "nope" in result.stderr
     result = _aihub(tmp_path, "run", "examples/pass-params-demo.yaml", "-p", "novalue")
     assert result.returncode == 2 and "NAME=VALUE" in result.stderr
+
+
+def test_embedded_run_strips_terminal_escapes_from_logs(tmp_path: Path) -> None:
+    """A node's log cannot clear the screen or retitle the terminal of whoever runs `aihub run`."""
+    spec = tmp_path / "escapes.yaml"
+    spec.write_text(
+        "name: escapes\nnodes:\n  - name: loud\n"
+        "    command: printf 'a\\033[2Jb\\033]0;pwned\\007c\\n'; printf 'x\\033[31my\\n' >&2; exit 3\n"
+    )
+    result = _aihub(tmp_path, "run", str(spec))
+    assert result.returncode == 1
+    assert "\033" not in result.stdout and "\007" not in result.stdout
+    assert "loud | abc" in result.stdout and "  xy" in result.stdout  # the live line and the failure tail
