@@ -130,5 +130,7 @@ async def open_runtime(
         await capper.close()
         await builds.close()
         await engine.close()
-        await bus.close()
-        await close_db()
+        try:
+            await bus.close()  # may fail (a broker that is gone): the database is closed all the same
+        finally:
+            await close_db()

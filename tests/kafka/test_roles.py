@@ -151,3 +151,26 @@ def test_a_bad_role_is_refused_naming_the_setting(tmp_path: Path) -> None:
         [*command, "--role", "bogus"], env=environ, cwd=ROOT, capture_output=True, text=True, timeout=60
     )
     assert by_flag.returncode == 2 and "argument --role: invalid choice: 'bogus'" in by_flag.stderr
+
+
+async def test_not_ready_when_the_broker_is_gone(tmp_path: Path) -> None:
+    from tests.graphql.harness import start_server, stop_server
+    from tests.kafka.support import start_tansu, stop_tansu
+
+    proc, address = start_tansu(tmp_path)
+    try:
+        settings = Settings(data_dir=tmp_path / "data", bus="kafka", kafka_bootstrap=address, role="api")
+        server, task, _ = await start_server(settings)
+        try:
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{settings.port}", timeout=30) as http:
+                assert (await http.get("/readyz")).status_code == 200
+                stop_tansu(proc)
+                gone = await http.get("/readyz")
+                assert (await http.get("/healthz")).status_code == 200
+            assert gone.status_code == 503, gone.text
+            assert gone.json()["failing"] == ["bus"] and gone.json()["checks"]["database"] == "ok"
+            assert gone.json()["message"].startswith("not ready: bus: ")
+        finally:
+            await stop_server(server, task)
+    finally:
+        stop_tansu(proc)
