@@ -157,3 +157,62 @@ def test_operation_names_are_bounded() -> None:
     ] == f"Op{MAX_OPERATION_NAMES - 1}"
     assert metrics.operation_label("OneTooMany") == "(other)"
     assert metrics.operation_label("Op0") == "Op0"
+
+
+async def test_capacity_and_queue_gauges_while_nodes_wait(tmp_path: Path) -> None:
+    import os
+    import shutil
+    import tempfile
+
+    shared = Path(
+        tempfile.mkdtemp(prefix="aihub-test-", dir="/dev/shm" if os.access("/dev/shm", os.W_OK) else None)
+    )
+    shared.chmod(0o777)  # nodes run as nobody when the server is root
+    gate = shared / "gate"
+    wait = f'while [ ! -f "{gate}" ]; do sleep 0.05; done'
+    spec = {"name": "two-waiters", "nodes": [{"name": "a", "command": wait}, {"name": "b", "command": wait}]}
+    settings = _settings(tmp_path, metrics_token=TOKEN, local_cpus=1)  # room for one node at a time
+    server, task, _ = await start_server(settings)
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{settings.port}", timeout=30) as http:
+            token = (await _gql(http, LOGIN, {"u": "admin", "p": PASSWORD}))["login"]["token"]
+            version = await _gql(
+                http, "mutation($s: JSON!) { createWorkflow(spec: $s) { id } }", {"s": spec}, token
+            )
+            run_id = (
+                await _gql(
+                    http,
+                    "mutation($v: ID!) { createRun(versionId: $v) { id } }",
+                    {"v": version["createWorkflow"]["id"]},
+                    token,
+                )
+            )["createRun"]["id"]
+
+            async def scrape() -> dict[str, list[tuple[dict[str, str], float]]]:
+                response = await http.get("/metrics", headers={"Authorization": f"Bearer {TOKEN}"})
+                return _samples(response.text)
+
+            async def one_runs_one_waits() -> bool:
+                samples = await scrape()
+                return (
+                    _total(samples, "aihub_capacity_in_use", cluster="local", resource="cpu_millis") == 1000
+                    and _total(samples, "aihub_nodes_queued", cluster="local") == 1
+                    and _total(samples, "aihub_active_runs") == 1
+                )
+
+            await wait_until(one_runs_one_waits, timeout=60, what="one node running and one queued")
+            gate.write_text("")
+
+            async def finished() -> bool:
+                query = "query($id: ID!) { run(id: $id) { status } }"
+                return (await _gql(http, query, {"id": run_id}, token))["run"]["status"] == "SUCCEEDED"
+
+            await wait_until(finished, timeout=60, what="the run to succeed")
+            samples = await scrape()
+        assert _total(samples, "aihub_capacity_in_use", cluster="local", resource="cpu_millis") == 0
+        assert _total(samples, "aihub_nodes_queued", cluster="local") == 0
+        assert _total(samples, "aihub_active_runs") == 0
+        assert _total(samples, "aihub_node_queue_wait_seconds_count", cluster="local") == 2
+    finally:
+        await stop_server(server, task)
+        shutil.rmtree(shared, ignore_errors=True)
