@@ -16,6 +16,7 @@ import pytest
 import yaml
 from babel.messages.pofile import read_po
 from playwright.sync_api import Browser, Page, expect
+from playwright.sync_api import Error as PlaywrightError
 from test_quick_start import GREEN, LIVE_TIMEOUT, expect_node, shot
 from webserver import ADMIN_PASSWORD, WebServer, web_server
 
@@ -100,8 +101,22 @@ ENGLISH = english_messages()
 ENGLISH_PHRASE = re.compile(r"[A-Za-z]{2,}(?:[,;:'()]?\s+[(']?[A-Za-z]{2,}){2,}")
 
 
+def read_visible_text(page: Page, tries: int = 3) -> list[str]:
+    """The page may still be navigating (a redirect after a form): read it once it has a body, and again if a
+    navigation replaced the document while it was read."""
+    for attempt in range(tries):
+        page.wait_for_load_state("domcontentloaded")
+        page.wait_for_function("() => document.body !== null")
+        try:
+            return page.evaluate(VISIBLE_TEXT)  # type: ignore[no-any-return]
+        except PlaywrightError:
+            if attempt == tries - 1:
+                raise
+    raise AssertionError("unreachable")
+
+
 def assert_no_english(page: Page, where: str) -> None:
-    texts = page.evaluate(VISIBLE_TEXT)
+    texts = read_visible_text(page)
     found = sorted(
         {t for t in texts if t in ENGLISH or t.rstrip(":：.") in ENGLISH or ENGLISH_PHRASE.search(t)}
     )
