@@ -123,7 +123,10 @@ class Clone:
 
 
 def _user_env(home: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIHUB_", "XDG_", "VIRTUAL_ENV"))}
+    # nothing of ours: no AIHUB_* setting, no venv, and nothing of the `make test` this may run under (its
+    # MAKEFLAGS/MAKELEVEL would make the README's `make` print "Entering directory" lines a user never sees)
+    ours = ("AIHUB_", "XDG_", "VIRTUAL_ENV", "MAKE", "MFLAGS")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(ours)}
     # pip's download cache stays the developer's/CI's own (the new HOME would start it empty); PATH without the
     # suite's venv, so the clone's commands use nothing but what the clone installs
     cache = subprocess.run(["pip", "cache", "dir"], capture_output=True, text=True).stdout.strip()
