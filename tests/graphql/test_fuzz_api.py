@@ -292,14 +292,16 @@ def test_api(case: schemathesis.Case, seed: Seed) -> None:
 
 
 #: ``parse_id`` as it was before issue 22, put in place before the server imports its resolvers
+# the old check, put where every resolver's parse_id looks it up when called (whichever module imported
+# parse_id first, and when)
 ISDIGIT_PARSE_ID = """
 import aihub.graphql.types.common as common
-def _isdigit_parse_id(value, field="id"):
-    text = str(value).strip()
+def _isdigit_row_id(text):
+    text = text.strip()
     if not text.isdigit() or len(text) > 18:
-        raise common.InvalidInput(f"invalid id {value!r}: expected a number", field=field)
+        return None
     return int(text)
-common.parse_id = _isdigit_parse_id
+common.parse_row_id = _isdigit_row_id
 """
 
 
@@ -317,7 +319,7 @@ def test_the_fuzz_fails_when_parse_id_is_str_isdigit_again(seed: Seed) -> None:
             for operation in operations:
                 broken.new_log()
                 with pytest.raises((AssertionError, ExceptionGroup)) as failure:
-                    _fuzz(operation, broken)
+                    _fuzz(operation, broken, examples=1500)
                 report = "".join(traceback.format_exception(failure.value))
                 assert "error code 'INTERNAL'" in report, report
             log = broken.log_path.read_text(errors="replace")
@@ -330,12 +332,15 @@ def test_the_fuzz_fails_when_parse_id_is_str_isdigit_again(seed: Seed) -> None:
             _fuzz(operation, seed)
 
 
-def _fuzz(operation: Any, target: Seed) -> None:
-    """``operation`` fuzzed with enough examples to draw ``"²"`` or ``"①"`` (1 in 19 cases) almost surely."""
+def _fuzz(operation: Any, target: Seed, examples: int = 150) -> None:
+    """``operation`` fuzzed; against the broken server with enough examples to draw ``"²"`` or ``"①"`` almost
+    surely (about 1 case in 19 in theory, but as rarely as 1 in 150 in practice: the seeded ids drawn before
+    shift the stream of choices, so the count depends on the server's data). Hypothesis stops at the first
+    failure, so the many examples cost nothing there."""
 
     @given(case=operation.as_strategy())
     @settings(
-        max_examples=150,
+        max_examples=examples,
         deadline=None,
         derandomize=True,
         database=None,
