@@ -6,7 +6,10 @@ violation."""
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -67,3 +70,16 @@ def page(browser: Browser, server: WebServer) -> Iterator[Page]:
     yield page
     a11y.audit_open_pages(context)
     context.close()
+
+
+@pytest.fixture
+def module_repo() -> Iterator[Path]:
+    """The hash-file example module in a real git repository, outside /tmp (nodes see their own)."""
+    root = Path(tempfile.mkdtemp(prefix="aihub-module-repo-", dir="/var/tmp"))
+    repo = root / "hash-file"
+    shutil.copytree(Path(__file__).resolve().parents[2] / "examples" / "modules" / "hash-file", repo)
+    git = ["git", "-c", "user.name=Test", "-c", "user.email=test@example.com"]
+    for args in (["init", "-q", "-b", "main"], ["add", "-A"], ["commit", "-q", "-m", "hash-file module"]):
+        subprocess.run([*git, *args], cwd=repo, check=True, capture_output=True)
+    yield repo
+    shutil.rmtree(root, ignore_errors=True)

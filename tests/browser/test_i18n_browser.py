@@ -6,9 +6,6 @@ messages. The header's language switch is remembered after logging out and in ag
 from __future__ import annotations
 
 import re
-import shutil
-import subprocess
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -52,19 +49,6 @@ VISIBLE_TEXT = """() => {
 def server() -> Iterator[WebServer]:
     with web_server(AIHUB_ALLOW_FILE_GIT="true") as srv:
         yield srv
-
-
-@pytest.fixture
-def module_repo() -> Iterator[Path]:
-    """A real git repository with the hash-file example module (as in test_module_review.py)."""
-    root = Path(tempfile.mkdtemp(prefix="aihub-module-repo-", dir="/var/tmp"))
-    repo = root / "hash-file"
-    shutil.copytree(REPO / "examples" / "modules" / "hash-file", repo)
-    git = ["git", "-c", "user.name=Test", "-c", "user.email=test@example.com"]
-    for args in (["init", "-q", "-b", "main"], ["add", "-A"], ["commit", "-q", "-m", "hash-file module"]):
-        subprocess.run([*git, *args], cwd=repo, check=True, capture_output=True)
-    yield repo
-    shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture

@@ -5,9 +5,6 @@ sees the reason, rebuilds and asks again, the leader approves and the module is 
 
 from __future__ import annotations
 
-import shutil
-import subprocess
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -27,19 +24,6 @@ def server() -> Iterator[WebServer]:
     """A server that may clone ``file://`` repositories (a local installation does not by default)."""
     with web_server(AIHUB_ALLOW_FILE_GIT="true") as srv:
         yield srv
-
-
-@pytest.fixture
-def module_repo() -> Iterator[Path]:
-    """A real git repository with the hash-file example module; outside /tmp, which nodes see privately."""
-    root = Path(tempfile.mkdtemp(prefix="aihub-module-repo-", dir="/var/tmp"))
-    repo = root / "hash-file"
-    shutil.copytree(REPO / "examples" / "modules" / "hash-file", repo)
-    git = ["git", "-c", "user.name=Test", "-c", "user.email=test@example.com"]
-    for args in (["init", "-q", "-b", "main"], ["add", "-A"], ["commit", "-q", "-m", "hash-file module"]):
-        subprocess.run([*git, *args], cwd=repo, check=True, capture_output=True)
-    yield repo
-    shutil.rmtree(root, ignore_errors=True)
 
 
 def session(browser: Browser, server: WebServer, username: str, password: str = PASSWORD) -> Page:

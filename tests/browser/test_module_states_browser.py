@@ -5,9 +5,7 @@ again without a rebuild; after the approval everybody sees v2."""
 
 from __future__ import annotations
 
-import shutil
 import subprocess
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 from playwright.sync_api import Browser, Page, expect
-from test_module_review import PASSWORD, REPO, expect_status, register_module, session, set_up_team
+from test_module_review import PASSWORD, expect_status, register_module, session, set_up_team
 from webserver import ADMIN_PASSWORD, WebServer, web_server
 
 V1 = "Hex digest of a file"
@@ -30,18 +28,6 @@ GIT = ["git", "-c", "user.name=Test", "-c", "user.email=test@example.com"]
 def server() -> Iterator[WebServer]:
     with web_server(AIHUB_ALLOW_FILE_GIT="true") as srv:
         yield srv
-
-
-@pytest.fixture
-def module_repo() -> Iterator[Path]:
-    """The hash-file example module in a real git repository, outside /tmp (nodes see their own)."""
-    root = Path(tempfile.mkdtemp(prefix="aihub-module-states-", dir="/var/tmp"))
-    repo = root / "hash-file"
-    shutil.copytree(REPO / "examples" / "modules" / "hash-file", repo)
-    for args in (["init", "-q", "-b", "main"], ["add", "-A"], ["commit", "-q", "-m", "hash-file module"]):
-        subprocess.run([*GIT, *args], cwd=repo, check=True, capture_output=True)
-    yield repo
-    shutil.rmtree(root, ignore_errors=True)
 
 
 def gql(srv: WebServer, username: str, password: str, query: str, **variables: Any) -> dict[str, Any]:
