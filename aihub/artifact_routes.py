@@ -10,16 +10,17 @@ from pathlib import Path
 import aiofiles
 import aiofiles.os
 from starlette.requests import Request
-from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
 
 from aihub.db.models import ApiToken
 from aihub.domain.ids import parse_row_id
 from aihub.engine.artifacts import ArtifactError
 from aihub.engine.executors.kubernetes import store_uploaded_output
-from aihub.services.artifacts import artifact_path, check_uploader
+from aihub.services.artifacts import check_uploader, checked_artifact
 from aihub.services.errors import ServiceError
 from aihub.services.tokens import valid_token
+from aihub.storage.base import StoreError
 
 UPLOAD_PATH = "/artifacts/upload"
 
@@ -43,13 +44,16 @@ async def get_artifact(request: Request) -> Response:
     run_id = parse_row_id(run) if run else None
     if run and run_id is None:
         return _error(400, "run must be a run id (a positive number)")
+    artifacts = request.app.state.runtime.artifacts
     try:
-        path = await artifact_path(
-            token, request.path_params["digest"], request.app.state.runtime.artifacts, run_id
-        )
+        digest = await checked_artifact(token, request.path_params["digest"], artifacts, run_id)
     except ServiceError as exc:
         return _error(404 if exc.code == "NOT_FOUND" else 403, exc.message)
-    return FileResponse(path, media_type="application/gzip")
+    except StoreError as exc:
+        return _error(503, str(exc))
+    # the store checks the sha256 as the bytes go out: a corrupt object ends the response early (the client
+    # sees a broken download, never a complete wrong one)
+    return StreamingResponse(artifacts.stream(digest), media_type="application/gzip")
 
 
 async def upload_artifact(request: Request) -> Response:
@@ -81,6 +85,8 @@ async def upload_artifact(request: Request) -> Response:
             digest, stored = await store_uploaded_output(upload, kind, rt.artifacts)  # type: ignore[arg-type]
         except ArtifactError as exc:
             return _error(400, str(exc))
+        except StoreError as exc:
+            return _error(503, str(exc))
         return JSONResponse({"digest": digest, "size": stored})
     finally:
         with contextlib.suppress(FileNotFoundError):

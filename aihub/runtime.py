@@ -22,7 +22,8 @@ from aihub.metrics import Metrics
 from aihub.services.modules import build_manager
 from aihub.services.workflows import configure_spec_limits
 from aihub.settings import Settings
-from aihub.storage.local import LocalArtifactStore, LocalLogStore, build_storage
+from aihub.storage.base import ArtifactStore
+from aihub.storage.local import LocalLogStore, build_storage
 from aihub.storage.logcap import LogCapper
 
 log = logging.getLogger("aihub")
@@ -32,7 +33,7 @@ log = logging.getLogger("aihub")
 class Runtime:
     settings: Settings
     bus: Bus
-    artifacts: LocalArtifactStore
+    artifacts: ArtifactStore
     logs: LocalLogStore
     executor: Executor
     engine: Engine
@@ -40,7 +41,7 @@ class Runtime:
     metrics: Metrics = field(default_factory=Metrics)
 
 
-def build_executor(settings: Settings, artifacts: LocalArtifactStore, logs: LocalLogStore) -> Executor:
+def build_executor(settings: Settings, artifacts: ArtifactStore, logs: LocalLogStore) -> Executor:
     if settings.executor == "kubernetes":
         from aihub.engine.executors.kubernetes import KubernetesExecutor
 
@@ -112,7 +113,18 @@ async def open_runtime(
     engine = Engine(settings, bus, executor, metrics)
     builds = build_manager(settings)
     capper = LogCapper(lambda: running_logs(engine, logs), settings.max_log_bytes)
-    engine.attempt_ended.append(lambda run_id, node, number: capper.cap(logs.path(run_id, node, number)))
+
+    async def attempt_ended(run_id: int, node: str, number: int) -> None:
+        await capper.cap(logs.path(run_id, node, number))
+        try:  # written once the attempt has ended: what every replica serves from now on
+            await logs.archive(run_id, node, number)
+        except Exception as exc:  # the log stays on this host; the node's outcome matters more
+            log.warning(
+                "could not archive the log of run %s node %s attempt %s: %s", run_id, node, number, exc
+            )
+
+    engine.attempt_ended.append(attempt_ended)
+    builds.logs = logs
     pickup: asyncio.Task[None] | None = None
     try:
         if run_engine:

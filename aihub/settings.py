@@ -136,6 +136,19 @@ class Settings(BaseSettings):
     metrics_token: str | None = Field(
         default=None, description="bearer token /metrics wants; unset: /metrics answers 404"
     )
+    artifact_store: str | None = Field(
+        default=None,
+        description="s3://BUCKET/PREFIX: artifacts and archived logs in that object store (default: the data dir)",
+    )
+    s3_endpoint_url: str | None = Field(
+        default=None, description="the object store's URL (MinIO, Ceph, GCS …); unset: AWS S3"
+    )
+    s3_retry_seconds: float = Field(
+        default=60.0, gt=0, description="how long a request to the object store is retried before it fails"
+    )
+    s3_presign_seconds: int = Field(
+        default=3600, ge=60, le=7 * 24 * 3600, description="how long the presigned URLs handed to a node live"
+    )
     git_allowed_hosts: str = Field(
         default="",
         description="comma-separated git hosts a module may name although they resolve to internal addresses",
@@ -145,6 +158,15 @@ class Settings(BaseSettings):
     @classmethod
     def _absolute_data_dir(cls, value: Path) -> Path:
         return absolute_path(value)
+
+    @field_validator("artifact_store", mode="after")
+    @classmethod
+    def _store_url(cls, value: str | None) -> str | None:
+        if value:
+            from aihub.storage.s3 import parse_store_url
+
+            parse_store_url(value)
+        return value
 
     @field_validator("kubernetes_kubeconfig", mode="after")
     @classmethod
@@ -176,7 +198,8 @@ class Settings(BaseSettings):
     def ensure_dirs(self) -> None:
         # a new data dir is its owner's alone (the database, logs and tokens' hashes live there)
         self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        for sub in ("artifacts", "logs", "runs", "builds"):
+        shared = () if self.artifact_store else ("artifacts",)  # an object store holds them instead
+        for sub in (*shared, "logs", "runs", "builds"):
             (self.data_dir / sub).mkdir(parents=True, exist_ok=True)
 
 

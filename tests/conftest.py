@@ -28,6 +28,7 @@ import tortoise.context
 
 from aihub.db.setup import close_db, init_db, migrate
 from aihub.settings import Settings
+from tests.s3support import CREDENTIALS, S3Server
 
 POSTGRES_ADMIN_URL = os.environ.get("AIHUB_TEST_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/test")
 BACKENDS = ["sqlite", "postgres"]
@@ -131,3 +132,15 @@ async def sqlite_db(tmp_path: Path) -> AsyncIterator[Settings]:
     """SQLite at its default place (``data_dir/aihub.sqlite3``), as an installation without settings gets."""
     async with open_db(Settings(data_dir=tmp_path / "sqlite-data")) as ready:
         yield ready
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    """A real S3 HTTP server (moto_server) on 127.0.0.1 for the whole session; AWS_* test credentials set."""
+    for name, value in CREDENTIALS.items():
+        os.environ[name] = value
+    server = S3Server.start(tmp_path_factory.mktemp("s3") / "moto.log")
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -27,7 +27,7 @@ from pathlib import Path
 
 from aihub.engine.artifacts import ArtifactError, pack
 from aihub.engine.executors.base import OutputDecl, OutputValue
-from aihub.storage.base import ArtifactStore
+from aihub.storage.base import ArtifactStore, StoreError
 
 __all__ = ["OutputError", "collect_outputs", "read_text_output"]
 
@@ -111,6 +111,8 @@ async def _store_path(
     archive = await asyncio.to_thread(_pack_to_temp, decl, host, tmp_dir)
     try:
         return await artifacts.put_file(archive)
+    except StoreError as exc:  # the store down or refusing, after its retries: nothing was recorded
+        raise OutputError(f"output '{decl.name}': {exc}") from exc
     finally:
         _discard(archive)  # put_file normally consumes it
 

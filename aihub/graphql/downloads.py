@@ -7,7 +7,7 @@ an output the caller may not see is a 404 like a missing one.
 from __future__ import annotations
 
 from starlette.requests import Request
-from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
 
 from aihub.domain.ids import in_row_id_range
@@ -16,6 +16,7 @@ from aihub.services.auth import token_row
 from aihub.services.errors import ServiceError
 from aihub.services.queries import output_artifact
 from aihub.services.tokens import check_run_token_operation
+from aihub.storage.base import StoreError
 
 
 def _error(status: int, code: str, message: str) -> JSONResponse:
@@ -33,13 +34,20 @@ async def download_output(request: Request) -> Response:
     try:
         check_run_token_operation(row, "run", params["run_id"])
         digest = await output_artifact(row.user, params["run_id"], params["node"], params["output"])
-        path = request.app.state.runtime.artifacts.path(digest)
+        artifacts = request.app.state.runtime.artifacts
+        stored = await artifacts.exists(digest)
     except ServiceError as exc:
         return _error(403 if exc.code == "FORBIDDEN" else 404, exc.code, exc.message)
-    except KeyError:
+    except StoreError as exc:
+        return _error(503, "UNAVAILABLE", str(exc))
+    if not stored:
         return _error(404, "NOT_FOUND", "the artifact is no longer stored")
     filename = f"run{params['run_id']}-{params['node']}-{params['output']}.tar.gz"
-    return FileResponse(path, media_type="application/gzip", filename=filename)
+    return StreamingResponse(
+        artifacts.stream(digest),
+        media_type="application/gzip",
+        headers={"content-disposition": f'attachment; filename="{filename}"'},
+    )
 
 
 def download_routes() -> list[BaseRoute]:

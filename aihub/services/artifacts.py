@@ -7,15 +7,16 @@ see. Uploads are repacked deterministically, so digests equal what the local exe
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from aihub.db.models import ApiToken, NodeRun, TokenKind
 from aihub.services.access import get_run
 from aihub.services.errors import Forbidden, NotFound
+from aihub.storage.base import ArtifactStore
 
 
-async def artifact_path(token: ApiToken, digest: str, artifacts: object, run_id: int | None = None) -> Path:
-    """The stored archive ``digest`` if it is an output of the token's run (or of ``run_id`` it may see)."""
+async def checked_artifact(
+    token: ApiToken, digest: str, artifacts: ArtifactStore, run_id: int | None = None
+) -> str:
+    """``digest`` if it is a stored output of the token's run (or of ``run_id`` it may see); else NotFound."""
     if token.kind is TokenKind.RUN:
         run_id = token.run_id  # type: ignore[attr-defined]
     elif run_id is None:
@@ -25,10 +26,9 @@ async def artifact_path(token: ApiToken, digest: str, artifacts: object, run_id:
     outputs = await NodeRun.filter(run_id=run_id).values_list("outputs", flat=True)
     if not any(o.get("digest") == digest for out in outputs for o in (out or {}).values()):
         raise NotFound(f"artifact {digest} not found", field="digest")
-    try:
-        return artifacts.path(digest)  # type: ignore[attr-defined]
-    except KeyError as exc:
-        raise NotFound(f"artifact {digest} not found", field="digest") from exc
+    if not await artifacts.exists(digest):
+        raise NotFound(f"artifact {digest} not found", field="digest")
+    return digest
 
 
 def check_uploader(token: ApiToken) -> None:

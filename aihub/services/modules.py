@@ -761,6 +761,9 @@ async def read_build_log(builds: BuildManager, user: User, build_id: int, *, off
     """The build's log from byte ``offset`` (at most 1 MiB at a time); "" while nothing is written."""
     build = await get_build(user, build_id)
     path = builds.log_path(build.id)
+    if builds.logs is not None:  # archived in a shared store: any replica reads it
+        data = await builds.logs.read_build_log(build.id, path, offset, MAX_LOG_READ)
+        return data.decode(errors="replace")
 
     def read() -> bytes:
         try:

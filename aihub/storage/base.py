@@ -2,25 +2,68 @@
 
 Artifacts are content-addressed (sha256 of the packed archive). Logs are append-only, one file per attempt,
 read by byte offset so that a 1 GB log or a 100 MB line never has to fit in memory.
+
+Two implementations: :mod:`aihub.storage.local` (files under the data dir, the default) and
+:mod:`aihub.storage.s3` (an S3-compatible object store, ``AIHUB_ARTIFACT_STORE=s3://BUCKET/PREFIX``), which
+API replicas and engine workers on different machines share. Every reader verifies an artifact's sha256 as it
+reads it, so a corrupt object is refused (:class:`ArtifactCorrupt`) wherever it is used.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Protocol
 
+__all__ = [
+    "ArtifactCorrupt",
+    "ArtifactMissing",
+    "ArtifactStore",
+    "DoneCheck",
+    "LogStore",
+    "StoreError",
+]
+
+
+class StoreError(Exception):
+    """The store could not do what was asked (unreachable after the retries, refused, …); says which store."""
+
+
+class ArtifactMissing(KeyError):
+    """The artifact asked for is not in the store; the message names the digest and the store."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else "artifact missing"
+
+
+class ArtifactCorrupt(StoreError):
+    """The bytes read from the store do not hash to the digest they are stored under: refused."""
+
 
 class ArtifactStore(Protocol):
-    async def put_file(self, archive: Path) -> tuple[str, int]:
-        """Move/copy a packed archive into the store; returns (sha256 hex digest, size in bytes)."""
-        ...
+    #: where the store is, for messages (a directory, ``s3://bucket/prefix``)
+    location: str
 
-    def path(self, digest: str) -> Path:
-        """Local path of a stored archive (raises KeyError for an unknown or malformed digest)."""
+    async def put_file(self, archive: Path) -> tuple[str, int]:
+        """Move/copy a packed archive into the store (it is consumed); returns (sha256 hex digest, size).
+
+        A digest already stored is not sent again. Nothing is visible under a digest before all its bytes are.
+        """
         ...
 
     async def exists(self, digest: str) -> bool: ...
+
+    def open(self, digest: str) -> AbstractAsyncContextManager[Path]:
+        """A local file holding the archive, its sha256 verified, for the ``async with`` block.
+
+        Raises :class:`ArtifactMissing` (unknown or malformed digest), :class:`ArtifactCorrupt`, :class:`StoreError`.
+        """
+        ...
+
+    def stream(self, digest: str) -> AsyncIterator[bytes]:
+        """The archive's bytes in chunks; the sha256 is checked at the end (:class:`ArtifactCorrupt` there)."""
+        ...
 
 
 class LogStore(Protocol):
@@ -45,6 +88,10 @@ class LogStore(Protocol):
 
         Lines longer than a cap are split into chunks, so memory stays bounded.
         """
+        ...
+
+    async def archive(self, run_id: int, node: str, attempt: int) -> None:
+        """The attempt has ended: keep its log where every replica reads it (local disk: it is already)."""
         ...
 
 

@@ -22,11 +22,12 @@ import os
 import re
 import tempfile
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import BinaryIO
 
 from aihub.settings import Settings, absolute_path
-from aihub.storage.base import DoneCheck
+from aihub.storage.base import ArtifactCorrupt, ArtifactMissing, ArtifactStore, DoneCheck
 
 __all__ = ["MAX_LINE_BYTES", "LocalArtifactStore", "LocalLogStore", "build_storage"]
 
@@ -46,6 +47,7 @@ class LocalArtifactStore:
 
     def __init__(self, root: Path) -> None:
         self.root = absolute_path(root)
+        self.location = str(self.root)
 
     async def put_file(self, archive: Path) -> tuple[str, int]:
         """Move ``archive`` into the store (it is consumed); returns (sha256 hex digest, size in bytes)."""
@@ -65,6 +67,35 @@ class LocalArtifactStore:
         except KeyError:
             return False
         return await asyncio.to_thread(location.is_file)
+
+    @asynccontextmanager
+    async def open(self, digest: str) -> AsyncIterator[Path]:
+        """The stored archive itself, once its sha256 has been checked (read once, in a thread)."""
+        location = self._existing(digest)
+        actual = await asyncio.to_thread(_hash_file, location)
+        if actual != digest:
+            raise ArtifactCorrupt(corrupt_message(digest, actual, self.location))
+        yield location
+
+    async def stream(self, digest: str) -> AsyncIterator[bytes]:
+        """The archive's bytes in 1 MiB chunks; :class:`ArtifactCorrupt` at the end if they do not hash right."""
+        location = self._existing(digest)
+        f = await asyncio.to_thread(open, location, "rb")
+        try:
+            hasher = hashlib.sha256()
+            while chunk := await asyncio.to_thread(f.read, _COPY_CHUNK):
+                hasher.update(chunk)
+                yield chunk
+        finally:
+            f.close()
+        if hasher.hexdigest() != digest:
+            raise ArtifactCorrupt(corrupt_message(digest, hasher.hexdigest(), self.location))
+
+    def _existing(self, digest: str) -> Path:
+        try:
+            return self.path(digest)
+        except KeyError:
+            raise ArtifactMissing(missing_message(digest, self.location)) from None
 
     def _location(self, digest: str) -> Path:
         if not isinstance(digest, str) or not _DIGEST.fullmatch(digest):
@@ -107,6 +138,24 @@ def _move_and_hash(source: Path, staged: Path) -> tuple[str, int]:
         return _hash_stream(f, None)
 
 
+def _hash_file(path: Path) -> str:
+    with open(path, "rb") as f:
+        return _hash_stream(f, None)[0]
+
+
+def missing_message(digest: object, location: str) -> str:
+    if not isinstance(digest, str) or not _DIGEST.fullmatch(digest):
+        return f"{digest!r} is not an artifact digest (64 lowercase hex characters)"
+    return f"artifact {digest} is not in the store {location}"
+
+
+def corrupt_message(digest: str, actual: str, location: str) -> str:
+    return (
+        f"artifact {digest} in the store {location} is corrupt: its bytes hash to {actual}; refused"
+        " (it will not be used)"
+    )
+
+
 def _hash_stream(src: BinaryIO, copy_to: BinaryIO | None) -> tuple[str, int]:
     digest = hashlib.sha256()
     size = 0
@@ -134,6 +183,24 @@ class LocalLogStore:
         location = self._location(run_id, node, attempt)
         location.parent.mkdir(parents=True, exist_ok=True)
         return location
+
+    async def archive(self, run_id: int, node: str, attempt: int) -> None:
+        """Nothing to do: the file on local disk is the archive."""
+
+    async def archive_build_log(self, build_id: int, path: Path) -> None:
+        """A module build has ended: nothing to do on local disk (``path`` is the archive)."""
+
+    async def read_build_log(self, build_id: int, path: Path, offset: int, limit: int) -> bytes:
+        """Up to ``limit`` bytes of a build's log from ``offset`` (b"" while nothing is written)."""
+        return (await asyncio.to_thread(_read_at, path, max(offset, 0), limit))[0]
+
+    async def download(self, run_id: int, node: str, attempt: int) -> AsyncIterator[bytes] | None:
+        """The whole log in chunks, or None when the attempt has no log (yet)."""
+        location = self._location(run_id, node, attempt)
+        f = await asyncio.to_thread(_open_if_exists, location, 0)
+        if f is None:
+            return None
+        return _file_chunks(f)
 
     async def size(self, run_id: int, node: str, attempt: int) -> int:
         """Bytes written so far (0 for a log that does not exist yet)."""
@@ -222,6 +289,14 @@ def _read_at(path: Path, offset: int, limit: int) -> tuple[bytes, int]:
     except FileNotFoundError:
         return b"", 0
     return data, offset + len(data)
+
+
+async def _file_chunks(f: BinaryIO) -> AsyncIterator[bytes]:
+    try:
+        while chunk := await asyncio.to_thread(f.read, _COPY_CHUNK):
+            yield chunk
+    finally:
+        f.close()
 
 
 def _compacted_behind(f: BinaryIO) -> bool:
@@ -322,8 +397,22 @@ def _cut_tail_line(raw: bytes, *, partial: bool) -> str:
     return _decode_line(raw)
 
 
-def build_storage(settings: Settings) -> tuple[LocalArtifactStore, LocalLogStore]:
-    """The default stores under ``settings.data_dir`` (``artifacts/`` and ``logs/``), directories created."""
+def build_storage(settings: Settings) -> tuple[ArtifactStore, LocalLogStore]:
+    """The stores ``settings`` name: by default on local disk under ``settings.data_dir`` (``artifacts/`` and
+    ``logs/``, directories created); with ``AIHUB_ARTIFACT_STORE=s3://…`` in that object store (attempt logs
+    are still written under ``logs/`` by the attempts this process runs, and archived there when they end)."""
+    if settings.artifact_store:
+        from aihub.storage.s3 import S3ArtifactStore, S3Config, S3LogStore
+
+        config = S3Config(
+            settings.artifact_store,
+            endpoint_url=settings.s3_endpoint_url,
+            retry_seconds=settings.s3_retry_seconds,
+        )
+        store = S3ArtifactStore(config, settings.data_dir / "downloads")
+        s3_logs = S3LogStore(settings.data_dir / "logs", store)
+        s3_logs.root.mkdir(parents=True, exist_ok=True)
+        return store, s3_logs
     artifacts = LocalArtifactStore(settings.data_dir / "artifacts")
     logs = LocalLogStore(settings.data_dir / "logs")
     for store in (artifacts, logs):

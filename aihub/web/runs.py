@@ -9,7 +9,7 @@ from urllib.parse import urlencode
 from babel import Locale
 from babel.dates import format_timedelta
 from starlette.requests import Request
-from starlette.responses import FileResponse, Response
+from starlette.responses import Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
 
 from aihub.db.models import NodeRun, Run, User, Workflow, WorkflowVersion
@@ -425,21 +425,28 @@ async def log_live(request: Request, user: User) -> Response:
 async def log_download(request: Request, user: User) -> Response:
     run_id, name, number = (request.path_params[k] for k in ("run_id", "node", "attempt"))
     await get_attempt(user, run_id, name, number)
-    path = runtime(request).logs.path(run_id, name, number)
-    if not path.exists():
+    chunks = await runtime(request).logs.download(run_id, name, number)
+    if chunks is None:
         raise NotFound(f"attempt {number} of {name!r} has no log yet", field="attempt")
-    return FileResponse(path, media_type="text/plain", filename=f"run{run_id}-{name}-attempt{number}.log")
+    filename = f"run{run_id}-{name}-attempt{number}.log"
+    return StreamingResponse(chunks, media_type="text/plain", headers=_attachment(filename))
 
 
 @page
 async def output_download(request: Request, user: User) -> Response:
     run_id, name, output = (request.path_params[k] for k in ("run_id", "node", "output"))
     digest = await output_artifact(user, run_id, name, output)
-    try:
-        path = runtime(request).artifacts.path(digest)
-    except KeyError as exc:
-        raise InvalidInput("the artifact is no longer stored", field="output") from exc
-    return FileResponse(path, media_type="application/gzip", filename=f"run{run_id}-{name}-{output}.tar.gz")
+    artifacts = runtime(request).artifacts
+    if not await artifacts.exists(digest):
+        raise InvalidInput("the artifact is no longer stored", field="output")
+    filename = f"run{run_id}-{name}-{output}.tar.gz"
+    return StreamingResponse(
+        artifacts.stream(digest), media_type="application/gzip", headers=_attachment(filename)
+    )
+
+
+def _attachment(filename: str) -> dict[str, str]:
+    return {"content-disposition": f'attachment; filename="{filename}"'}
 
 
 def run_routes() -> list[BaseRoute]:

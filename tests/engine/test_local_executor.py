@@ -410,7 +410,7 @@ async def test_unknown_input_artifact_fails_the_attempt(executor: LocalExecutor)
     job = _job("true", artifacts_in=[ArtifactInput("x", "/tmp/x", "0" * 64)])
     report = await _run(executor, job)
     assert report.exit_code is None
-    assert report.error == f"input 'x': artifact {'0' * 64} is not in the store"
+    assert report.error == f"input 'x': artifact {'0' * 64} is not in the store {executor.artifacts.location}"
     assert _log(executor, job) == f"aihub: {report.error}\n", "the reason is in the log too"
 
 

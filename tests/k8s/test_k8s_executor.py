@@ -249,7 +249,9 @@ async def test_an_input_missing_from_the_store_fails_without_a_pod(
     the_job = job("true", inputs=[ArtifactInput("f", "/tmp/f", "cd" * 32)])
     handle = await executor.start(the_job)
     report = await executor.wait(handle)
-    assert report.error == f"input 'f': artifact {'cd' * 32} is not in the store"
+    assert (
+        report.error == f"input 'f': artifact {'cd' * 32} is not in the store {executor.artifacts.location}"
+    )
     assert emulator.count("POST", "/pods") == 0
     assert f"aihub: {report.error}" in await log_text(logs, the_job.key)
     assert (await executor.describe(handle))["state"].startswith("failed to start: input 'f'")

@@ -87,6 +87,14 @@ class BuildStore(Protocol):
         ...
 
 
+class BuildLogArchive(Protocol):
+    """The part of a log store that keeps build logs (aihub.storage)."""
+
+    async def archive_build_log(self, build_id: int, path: Path) -> None: ...
+
+    async def read_build_log(self, build_id: int, path: Path, offset: int, limit: int) -> bytes: ...
+
+
 class BuildLog:
     """Append-only, line-oriented, flushed after every line (readers follow it while the build runs)."""
 
@@ -143,6 +151,9 @@ class BuildManager:
         self._slots = asyncio.Semaphore(max_parallel)
         self._tasks: dict[int, asyncio.Task[Any]] = {}
         self._started = False
+        #: where build logs are archived when a build ends and read from (set by the runtime; None: only
+        #: this host's files)
+        self.logs: BuildLogArchive | None = None
 
     # ----------------------------------------------------------------- lifecycle
     async def start(self) -> None:
@@ -188,6 +199,11 @@ class BuildManager:
             if job is None:
                 return
             outcome = await self.run(job)
+            if self.logs is not None:
+                try:
+                    await self.logs.archive_build_log(build_id, self.log_path(build_id))
+                except Exception as exc:  # the log stays on this host; the build's outcome matters more
+                    log.warning("could not archive the log of build %s: %s", build_id, exc)
             await self.store.finish(build_id, outcome)
 
     async def run(self, job: BuildJob) -> BuildOutcome:

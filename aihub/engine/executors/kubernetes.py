@@ -70,7 +70,7 @@ from aihub.engine.executors.k8s_pod import (
 )
 from aihub.engine.outputs import OutputError, read_text_output
 from aihub.settings import Settings
-from aihub.storage.base import ArtifactStore, LogStore
+from aihub.storage.base import ArtifactMissing, ArtifactStore, LogStore, StoreError
 
 __all__ = ["DEFAULT_HELPER_IMAGE", "KubernetesApiError", "KubernetesExecutor", "store_uploaded_output"]
 
@@ -390,11 +390,10 @@ class KubernetesExecutor:
         kinds: dict[str, Literal["file", "dir"]] = {}
         for art in job.artifacts_in:
             try:
-                archive = self.artifacts.path(art.digest)
-            except KeyError:
-                raise LaunchError(f"input '{art.name}': artifact {art.digest} is not in the store") from None
-            try:
-                kinds[art.name] = await asyncio.to_thread(archive_kind, archive)
+                async with self.artifacts.open(art.digest) as archive:
+                    kinds[art.name] = await asyncio.to_thread(archive_kind, archive)
+            except (ArtifactMissing, StoreError) as exc:
+                raise LaunchError(f"input '{art.name}': {exc}") from None
             except (OSError, tarfile.TarError) as exc:
                 raise LaunchError(f"input '{art.name}': artifact {art.digest} is unreadable: {exc}") from exc
         return kinds

@@ -65,7 +65,7 @@ from aihub.engine.executors.base import (
 )
 from aihub.engine.outputs import collect_outputs
 from aihub.settings import absolute_path
-from aihub.storage.base import ArtifactStore, LogStore
+from aihub.storage.base import ArtifactMissing, ArtifactStore, LogStore, StoreError
 
 __all__ = ["SHIM", "LocalExecutor", "host_path", "node_realpath"]
 
@@ -536,15 +536,17 @@ class LocalExecutor:
         resolve = self._resolver(data)
         for art in job.artifacts_in:
             try:
-                archive = self.artifacts.path(art.digest)
-            except KeyError:
-                raise _LaunchError(f"input '{art.name}': artifact {art.digest} is not in the store") from None
-            try:
-                target = resolve(art.path)
-                await asyncio.to_thread(unpack, archive, target)
-                await asyncio.to_thread(self._give_to_node, scratch, target)
-            except (ArtifactError, OSError, ValueError) as exc:
-                raise _LaunchError(f"input '{art.name}': cannot unpack it at {art.path}: {exc}") from exc
+                async with self.artifacts.open(art.digest) as archive:
+                    try:
+                        target = resolve(art.path)
+                        await asyncio.to_thread(unpack, archive, target)
+                        await asyncio.to_thread(self._give_to_node, scratch, target)
+                    except (ArtifactError, OSError, ValueError) as exc:
+                        raise _LaunchError(
+                            f"input '{art.name}': cannot unpack it at {art.path}: {exc}"
+                        ) from exc
+            except (ArtifactMissing, StoreError) as exc:
+                raise _LaunchError(f"input '{art.name}': {exc}") from None
         if data["workdir"] != WORKFLOW_SPACE:
             try:
                 workdir = resolve(data["workdir"])

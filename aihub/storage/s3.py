@@ -1,0 +1,416 @@
+"""Artifacts and archived logs in an S3-compatible object store (AWS S3, MinIO, Ceph RGW, GCS's S3 API …).
+
+Chosen by ``AIHUB_ARTIFACT_STORE=s3://BUCKET/PREFIX`` with ``AIHUB_S3_ENDPOINT_URL`` (omit it for AWS) and
+the standard ``AWS_ACCESS_KEY_ID`` / ``AWS_SECRET_ACCESS_KEY`` / ``AWS_SESSION_TOKEN`` / ``AWS_REGION``, or the
+rest of the usual chain (web identity, container and instance credentials). The client is ``obstore`` (Rust's
+``object_store`` crate): async, streaming in both directions, concurrent multipart uploads straight from a
+file, retries with exponential backoff, and URL signing — all without a Python HTTP stack in the data path.
+
+Layout under ``PREFIX``::
+
+    artifacts/ab/cdef…               content-addressed archives (sha256 hex digest split after two characters)
+    logs/<run>/<node>/<attempt>.log  a node attempt's log, archived once the attempt has ended
+    builds/<build>.log               a module build's log, archived once the build has ended
+    uploads/<run>/<node>/<attempt>/<output>.tar.gz   where a pod puts an output through a presigned URL
+
+Putting an artifact hashes the local archive first; a digest already stored is not sent again (a HEAD
+request). Otherwise the file is uploaded under its final key as one PUT or one multipart upload: S3 makes
+neither visible before it completes — the multipart upload is the temporary object, ``CompleteMultipartUpload``
+the commit — so no reader ever sees half an artifact under a digest, and the digest is recorded as an output
+only after the put returned. Every read hashes what it receives and refuses an object whose bytes do not
+match its digest (:class:`~aihub.storage.base.ArtifactCorrupt`); downloads go to a temporary file, never
+into memory.
+
+A store that is down or slow: every request is retried with exponential backoff (100 ms doubling up to 5 s)
+until ``AIHUB_S3_RETRY_SECONDS`` (default 60) have passed; then :class:`~aihub.storage.base.StoreError`
+names the store and what failed, and the node that needed it fails with that message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import os
+import re
+import tempfile
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import obstore
+from obstore.exceptions import BaseError, NotFoundError
+from obstore.store import S3Store
+
+from aihub.storage.base import ArtifactCorrupt, ArtifactMissing, DoneCheck, StoreError
+from aihub.storage.local import (
+    TAIL_LINE_CHARS,
+    LocalLogStore,
+    _cut_tail_line,
+    _LineSplitter,
+    corrupt_message,
+    missing_message,
+)
+
+__all__ = ["S3ArtifactStore", "S3Config", "S3LogStore", "parse_store_url"]
+
+log = logging.getLogger(__name__)
+
+_DIGEST = re.compile(r"[0-9a-f]{64}")
+_CHUNK = 8 * 1024 * 1024
+_PART = 16 * 1024 * 1024
+_CONCURRENCY = 8
+# obstore raises the builtin FileNotFoundError for a missing object, its own errors (and OSError, TimeoutError
+# …) for the rest
+_NOT_FOUND = (NotFoundError, FileNotFoundError)
+_FAILURE = (BaseError, OSError, RuntimeError)
+
+
+def parse_store_url(url: str) -> tuple[str, str]:
+    """``s3://BUCKET/PREFIX`` → (bucket, prefix without slashes at either end); ValueError naming the setting."""
+    parsed = urlparse(url)
+    if parsed.scheme != "s3" or not parsed.netloc or parsed.query or parsed.fragment:
+        raise ValueError(f"AIHUB_ARTIFACT_STORE must look like s3://BUCKET/PREFIX, not {url!r}")
+    return parsed.netloc, parsed.path.strip("/")
+
+
+class S3Config:
+    """Everything needed to reach the store; builds the obstore client."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        endpoint_url: str | None = None,
+        retry_seconds: float = 60.0,
+        region: str | None = None,
+    ) -> None:
+        self.bucket, self.prefix = parse_store_url(url)
+        self.endpoint_url = endpoint_url
+        self.retry_seconds = retry_seconds
+        self.region = (
+            region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
+        )
+        self.url = f"s3://{self.bucket}/{self.prefix}".rstrip("/")
+
+    def client(self) -> S3Store:
+        config: dict[str, Any] = {"region": self.region}
+        client_options: dict[str, Any] = {
+            "connect_timeout": timedelta(seconds=5),
+            "timeout": timedelta(seconds=max(30.0, self.retry_seconds)),
+        }
+        if self.endpoint_url:
+            config["endpoint"] = self.endpoint_url
+            config["virtual_hosted_style_request"] = False
+            if self.endpoint_url.startswith("http://"):
+                client_options["allow_http"] = True
+        retry = {
+            "max_retries": 1000,  # bounded by the time below
+            "retry_timeout": timedelta(seconds=self.retry_seconds),
+            "backoff": {
+                "init_backoff": timedelta(milliseconds=100),
+                "max_backoff": timedelta(seconds=5),
+                "base": 2,
+            },
+        }
+        return S3Store(
+            self.bucket,
+            prefix=self.prefix or None,
+            config=config,  # type: ignore[arg-type]
+            client_options=client_options,  # type: ignore[arg-type]
+            retry_config=retry,  # type: ignore[arg-type]
+        )
+
+
+def artifact_key(digest: str) -> str:
+    return f"artifacts/{digest[:2]}/{digest[2:]}"
+
+
+def log_key(run_id: int, node: str, attempt: int) -> str:
+    return f"logs/{run_id}/{node}/{attempt}.log"
+
+
+def build_log_key(build_id: int) -> str:
+    return f"builds/{build_id}.log"
+
+
+def upload_key(run_id: int, node: str, attempt: int, output: str) -> str:
+    return f"uploads/{run_id}/{node}/{attempt}/{output}.tar.gz"
+
+
+def _failed(config: S3Config, what: str, exc: BaseException) -> StoreError:
+    detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return StoreError(
+        f"object store {config.url} failed to {what} (after retrying for up to {config.retry_seconds:g} s,"
+        f" AIHUB_S3_RETRY_SECONDS): {detail}"
+    )
+
+
+class S3ArtifactStore:
+    """Content-addressed archives under ``PREFIX/artifacts/``; ``staging`` is a local dir for downloads."""
+
+    presigns = True
+
+    def __init__(self, config: S3Config, staging: Path) -> None:
+        self.config = config
+        self.client = config.client()
+        self.staging = staging
+        self.location = config.url
+
+    async def put_file(self, archive: Path) -> tuple[str, int]:
+        """Upload ``archive`` (consumed) unless its digest is stored already; returns (digest, size)."""
+        archive = Path(archive)
+        try:
+            digest, size = await asyncio.to_thread(_hash_file, archive)
+            key = artifact_key(digest)
+            if not await self._exists(key):
+                await self.put_path(key, archive, size)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                archive.unlink()
+        return digest, size
+
+    async def put_path(self, key: str, path: Path, size: int | None = None) -> None:
+        """Upload a local file under ``key`` (a single PUT below one part, else a concurrent multipart upload)."""
+        if size is None:
+            size = (await asyncio.to_thread(path.stat)).st_size
+        try:
+            await obstore.put_async(
+                self.client,
+                key,
+                path,
+                use_multipart=size > _PART,
+                chunk_size=_PART,
+                max_concurrency=_CONCURRENCY,
+            )
+        except _FAILURE as exc:
+            raise _failed(self.config, f"store {key}", exc) from exc
+
+    async def exists(self, digest: str) -> bool:
+        if not isinstance(digest, str) or not _DIGEST.fullmatch(digest):
+            return False
+        return await self._exists(artifact_key(digest))
+
+    async def _exists(self, key: str) -> bool:
+        try:
+            await obstore.head_async(self.client, key)
+        except _NOT_FOUND:
+            return False
+        except _FAILURE as exc:
+            raise _failed(self.config, f"look up {key}", exc) from exc
+        return True
+
+    @asynccontextmanager
+    async def open(self, digest: str) -> AsyncIterator[Path]:
+        """Download into a temporary file while hashing; yield it once the digest matched; remove it after."""
+        self._check(digest)
+        self.staging.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(dir=self.staging, prefix="download-", suffix=".tar.gz")
+        path = Path(name)
+        try:
+            with os.fdopen(fd, "wb") as out:
+                async for chunk in self.stream(digest):
+                    await asyncio.to_thread(out.write, chunk)
+            yield path
+        finally:
+            await asyncio.to_thread(path.unlink, missing_ok=True)
+
+    async def stream(self, digest: str) -> AsyncIterator[bytes]:
+        self._check(digest)
+        key = artifact_key(digest)
+        hasher = hashlib.sha256()
+        async for chunk in self._get(key, what=missing_message(digest, self.location)):
+            hasher.update(chunk)
+            yield chunk
+        if hasher.hexdigest() != digest:
+            raise ArtifactCorrupt(corrupt_message(digest, hasher.hexdigest(), self.location))
+
+    async def _get(self, key: str, *, what: str) -> AsyncIterator[bytes]:
+        try:
+            result = await obstore.get_async(self.client, key)
+        except _NOT_FOUND:
+            raise ArtifactMissing(what) from None
+        except _FAILURE as exc:
+            raise _failed(self.config, f"read {key}", exc) from exc
+        try:
+            async for chunk in result.stream(min_chunk_size=_CHUNK):
+                yield bytes(chunk)
+        except _FAILURE as exc:
+            raise _failed(self.config, f"read {key}", exc) from exc
+
+    async def get_to_file(self, key: str, dest: Path) -> None:
+        """Download any object of the store to ``dest`` (streamed); ArtifactMissing if there is none."""
+        out = await asyncio.to_thread(open, dest, "wb")
+        try:
+            async for chunk in self._get(key, what=f"{self.location}/{key} does not exist"):
+                await asyncio.to_thread(out.write, chunk)
+        finally:
+            out.close()
+
+    async def delete(self, key: str) -> None:
+        try:
+            await obstore.delete_async(self.client, key)
+        except _NOT_FOUND:
+            return
+        except _FAILURE as exc:
+            raise _failed(self.config, f"delete {key}", exc) from exc
+
+    async def presign(self, method: str, key: str, seconds: float) -> str:
+        """A URL that allows exactly ``method`` on exactly ``key`` for ``seconds`` (no listing, no other key)."""
+        try:
+            return await obstore.sign_async(
+                self.client,
+                method,  # type: ignore[arg-type]
+                key,
+                timedelta(seconds=seconds),
+            )
+        except _FAILURE as exc:
+            raise _failed(self.config, f"sign a URL for {key}", exc) from exc
+
+    def _check(self, digest: str) -> None:
+        if not isinstance(digest, str) or not _DIGEST.fullmatch(digest):
+            raise ArtifactMissing(missing_message(digest, self.location))
+
+
+def _hash_file(path: Path) -> tuple[str, int]:
+    hasher = hashlib.sha256()
+    size = 0
+    with open(path, "rb") as f:
+        while chunk := f.read(_CHUNK):
+            hasher.update(chunk)
+            size += len(chunk)
+    return hasher.hexdigest(), size
+
+
+class S3LogStore(LocalLogStore):
+    """Logs written on local disk by the attempts this process runs (as :class:`LocalLogStore`), archived
+    to the object store when an attempt ends; every read falls back to the archive when this host has no
+    local copy, which is how an API replica serves a log an engine worker on another host wrote."""
+
+    def __init__(self, root: Path, store: S3ArtifactStore, *, poll_interval: float = 0.05) -> None:
+        super().__init__(root, poll_interval=poll_interval)
+        self.store = store
+
+    def _local(self, run_id: int, node: str, attempt: int) -> Path | None:
+        location = self._location(run_id, node, attempt)
+        return location if location.is_file() else None
+
+    async def archive(self, run_id: int, node: str, attempt: int) -> None:
+        local = self._local(run_id, node, attempt)
+        if local is None:
+            return
+        await self.store.put_path(log_key(run_id, node, attempt), local)
+
+    async def archive_build_log(self, build_id: int, path: Path) -> None:
+        if await asyncio.to_thread(path.is_file):
+            await self.store.put_path(build_log_key(build_id), path)
+
+    async def read_build_log(self, build_id: int, path: Path, offset: int, limit: int) -> bytes:
+        """This host's copy while it has one (the build runs here), else the archive."""
+        if await asyncio.to_thread(path.is_file):
+            return await super().read_build_log(build_id, path, offset, limit)
+        key = build_log_key(build_id)
+        size = await self._key_size(key)
+        if size is None:
+            return b""
+        return await self._key_range(key, max(offset, 0), min(size, max(offset, 0) + limit))
+
+    async def _head_size(self, run_id: int, node: str, attempt: int) -> int | None:
+        return await self._key_size(log_key(run_id, node, attempt))
+
+    async def _key_size(self, key: str) -> int | None:
+        try:
+            meta = await obstore.head_async(self.store.client, key)
+        except _NOT_FOUND:
+            return None
+        except _FAILURE as exc:
+            raise _failed(self.store.config, f"look up {key}", exc) from exc
+        return int(meta["size"])
+
+    async def _range(self, run_id: int, node: str, attempt: int, start: int, end: int) -> bytes:
+        return await self._key_range(log_key(run_id, node, attempt), start, end)
+
+    async def _key_range(self, key: str, start: int, end: int) -> bytes:
+        if end <= start:
+            return b""
+        try:
+            data = await obstore.get_range_async(self.store.client, key, start=start, end=end)
+        except _NOT_FOUND:
+            return b""
+        except _FAILURE as exc:
+            raise _failed(self.store.config, f"read {key}", exc) from exc
+        return bytes(data)
+
+    async def size(self, run_id: int, node: str, attempt: int) -> int:
+        if self._local(run_id, node, attempt) is not None:
+            return await super().size(run_id, node, attempt)
+        return await self._head_size(run_id, node, attempt) or 0
+
+    async def read(
+        self, run_id: int, node: str, attempt: int, offset: int = 0, limit: int = 65536
+    ) -> tuple[bytes, int]:
+        if self._local(run_id, node, attempt) is not None:
+            return await super().read(run_id, node, attempt, offset, limit)
+        if offset < 0 or limit <= 0:
+            raise ValueError(f"offset must be >= 0 and limit > 0 (got {offset}, {limit})")
+        size = await self._head_size(run_id, node, attempt)
+        if size is None:
+            return b"", 0
+        end = min(size, offset + min(limit, 8 * 1024 * 1024))
+        data = await self._range(run_id, node, attempt, offset, end)
+        return data, offset + len(data)
+
+    async def tail_lines(self, run_id: int, node: str, attempt: int, count: int) -> list[str]:
+        if self._local(run_id, node, attempt) is not None or count <= 0:
+            return await super().tail_lines(run_id, node, attempt, count)
+        size = await self._head_size(run_id, node, attempt)
+        if not size:
+            return []
+        window = count * (TAIL_LINE_CHARS + 1) + 1
+        start = max(0, size - window)
+        text = (await self._range(run_id, node, attempt, start, size)).removesuffix(b"\n")
+        raw_lines = text.split(b"\n")
+        lines = raw_lines[-count:]
+        cut_first = start > 0 and len(lines) == len(raw_lines)
+        return [_cut_tail_line(raw, partial=cut_first and i == 0) for i, raw in enumerate(lines)]
+
+    async def download(self, run_id: int, node: str, attempt: int) -> AsyncIterator[bytes] | None:
+        if self._local(run_id, node, attempt) is not None:
+            return await super().download(run_id, node, attempt)
+        if await self._head_size(run_id, node, attempt) is None:
+            return None
+        key = log_key(run_id, node, attempt)
+        return self.store._get(key, what=f"{self.store.location}/{key} does not exist")
+
+    async def follow(
+        self, run_id: int, node: str, attempt: int, *, done: DoneCheck, offset: int = 0
+    ) -> AsyncIterator[str]:
+        """The local file while this host has one; else, once the attempt is done, its archive."""
+        while True:
+            if self._local(run_id, node, attempt) is not None:
+                async for line in super().follow(run_id, node, attempt, done=done, offset=offset):
+                    yield line
+                return
+            if await done():
+                break
+            await asyncio.sleep(max(self.poll_interval, 0.25))
+        key = log_key(run_id, node, attempt)
+        splitter = _LineSplitter()
+        position = 0
+        try:
+            async for chunk in self.store._get(key, what=key):
+                if position + len(chunk) <= offset:
+                    position += len(chunk)
+                    continue
+                skip = max(0, offset - position)
+                position += len(chunk)
+                for line in splitter.feed(chunk[skip:]):
+                    yield line
+        except ArtifactMissing:
+            return
+        for line in splitter.flush():
+            yield line

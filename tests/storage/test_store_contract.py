@@ -1,0 +1,281 @@
+"""The storage contract, the same tests for every backend: local disk and an S3 server (moto_server).
+
+Content-addressed put (an existing digest is not uploaded again), streaming get, nothing visible before the
+whole object is, the sha256 checked on every read (a corrupted object is refused), a missing object named in
+the error, and logs archived once an attempt ends and read back from the archive by a host without a copy.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import obstore
+import pytest
+
+from aihub.settings import Settings
+from aihub.storage import ArtifactCorrupt, ArtifactMissing, StoreError, build_storage
+from aihub.storage.base import ArtifactStore
+from aihub.storage.local import LocalArtifactStore, LocalLogStore
+from tests.s3support import S3Server
+
+BIG = 20 * 1024 * 1024 + 12345  # more than one multipart part
+
+
+@dataclass
+class Backend:
+    name: str
+    settings: Callable[[Path], Settings]
+    artifacts: ArtifactStore
+    logs: LocalLogStore
+    corrupt: Callable[[str, bytes], None]
+    writes: Callable[[str], int]  # how many times the object of a digest was written since `reset`
+    reset: Callable[[], None]
+
+
+def _local(tmp_path: Path) -> Backend:
+    settings = Settings(data_dir=tmp_path / "host-a")
+    artifacts, logs = build_storage(settings)
+    assert isinstance(artifacts, LocalArtifactStore)
+    inodes: dict[str, int] = {}
+
+    def corrupt(digest: str, data: bytes) -> None:
+        path = artifacts.root / digest[:2] / digest[2:]
+        path.chmod(0o644)
+        path.write_bytes(data)
+
+    def writes(digest: str) -> int:
+        # a write of the object replaces the file (a rename into place): a new inode
+        path = artifacts.root / digest[:2] / digest[2:]
+        ino = path.stat().st_ino
+        before = inodes.setdefault(digest, ino)
+        return 0 if ino == before else 1
+
+    return Backend(
+        "local",
+        lambda root: Settings(data_dir=root),
+        artifacts,
+        logs,
+        corrupt,
+        writes,
+        inodes.clear,
+    )
+
+
+def _s3(tmp_path: Path, server: S3Server) -> Backend:
+    bucket = server.bucket()
+
+    def make(root: Path) -> Settings:
+        return Settings(
+            data_dir=root,
+            artifact_store=f"s3://{bucket}/team/aihub",
+            s3_endpoint_url=server.endpoint,
+            s3_retry_seconds=5,
+        )
+
+    settings = make(tmp_path / "host-a")
+    artifacts, logs = build_storage(settings)
+
+    def key(digest: str) -> str:
+        return f"team/aihub/artifacts/{digest[:2]}/{digest[2:]}"
+
+    def writes(digest: str) -> int:
+        path = f"/{bucket}/{key(digest)}"
+        requests = server.recorded()
+        server.start_recording()
+        return sum(
+            1 for method, p in requests if method in ("PUT", "POST") and p == path
+        )  # POST: multipart create/complete
+
+    return Backend(
+        "s3",
+        make,
+        artifacts,
+        logs,
+        lambda digest, data: obstore.put(artifacts.client, f"artifacts/{digest[:2]}/{digest[2:]}", data),
+        writes,
+        server.start_recording,
+    )
+
+
+@pytest.fixture(params=["local", "s3"])
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
+    if request.param == "local":
+        yield _local(tmp_path)
+    else:
+        yield _s3(tmp_path, request.getfixturevalue("s3_server"))
+
+
+def _file(path: Path, content: bytes) -> Path:
+    path.write_bytes(content)
+    return path
+
+
+def _big(path: Path) -> tuple[Path, str]:
+    hasher = hashlib.sha256()
+    with open(path, "wb") as f:
+        for i in range(BIG // 65536 + 1):
+            block = (i.to_bytes(4, "big") * 16384)[: min(65536, BIG - i * 65536)]
+            if not block:
+                break
+            hasher.update(block)
+            f.write(block)
+    return path, hasher.hexdigest()
+
+
+async def _read_all(store: ArtifactStore, digest: str) -> bytes:
+    return b"".join([chunk async for chunk in store.stream(digest)])
+
+
+async def test_put_is_content_addressed_and_consumes_the_archive(backend: Backend, tmp_path: Path) -> None:
+    content = b"an archive\n" * 1000
+    archive = _file(tmp_path / "a.tar.gz", content)
+    digest, size = await backend.artifacts.put_file(archive)
+    assert digest == hashlib.sha256(content).hexdigest()
+    assert size == len(content)
+    assert not archive.exists()
+    assert await backend.artifacts.exists(digest)
+    assert not await backend.artifacts.exists("0" * 64)
+    assert not await backend.artifacts.exists("../../etc/passwd")
+    assert await _read_all(backend.artifacts, digest) == content
+
+
+async def test_an_existing_object_is_not_uploaded_again(backend: Backend, tmp_path: Path) -> None:
+    content = b"same bytes" * 5000
+    backend.reset()
+    digest, _ = await backend.artifacts.put_file(_file(tmp_path / "one", content))
+    # the first put writes it (S3: the PUT the server recorded; local disk: the inode seen is the reference)
+    assert backend.writes(digest) == (1 if backend.name == "s3" else 0)
+    backend.reset()
+    again, _ = await backend.artifacts.put_file(_file(tmp_path / "two", content))
+    assert again == digest
+    assert backend.writes(digest) == 0
+    assert await _read_all(backend.artifacts, digest) == content
+
+
+async def test_a_large_object_streams_both_ways(backend: Backend, tmp_path: Path) -> None:
+    path, expected = _big(tmp_path / "big")
+    digest, size = await backend.artifacts.put_file(path)
+    assert (digest, size) == (expected, BIG)
+    hasher = hashlib.sha256()
+    chunks = 0
+    async for chunk in backend.artifacts.stream(digest):
+        assert len(chunk) <= 16 * 1024 * 1024  # streamed, never the whole object at once
+        hasher.update(chunk)
+        chunks += 1
+    assert hasher.hexdigest() == digest
+    assert chunks > 1
+    async with backend.artifacts.open(digest) as local:
+        assert local.stat().st_size == BIG
+        opened = local
+    if backend.name == "s3":
+        assert not opened.exists()  # the downloaded copy is removed after the block
+
+
+async def test_a_corrupted_object_is_refused_on_every_read(backend: Backend, tmp_path: Path) -> None:
+    digest, _ = await backend.artifacts.put_file(_file(tmp_path / "a", b"the real content\n"))
+    backend.corrupt(digest, b"the real content, tampered\n")
+    with pytest.raises(ArtifactCorrupt, match=f"artifact {digest} .* is corrupt"):
+        async with backend.artifacts.open(digest):
+            pytest.fail("a corrupt artifact was handed out")
+    with pytest.raises(ArtifactCorrupt, match="refused"):
+        await _read_all(backend.artifacts, digest)
+
+
+async def test_a_missing_object_is_named_in_the_error(backend: Backend) -> None:
+    digest = "ab" * 32
+    with pytest.raises(
+        ArtifactMissing, match=f"artifact {digest} is not in the store {backend.artifacts.location}"
+    ):
+        async with backend.artifacts.open(digest):
+            pass
+    with pytest.raises(KeyError, match=digest):  # older callers catch KeyError
+        await _read_all(backend.artifacts, digest)
+    with pytest.raises(ArtifactMissing, match="not an artifact digest"):
+        async with backend.artifacts.open("../../escape"):
+            pass
+
+
+async def test_a_failed_put_leaves_nothing_under_the_digest(backend: Backend, tmp_path: Path) -> None:
+    missing = tmp_path / "vanished.tar.gz"
+    with pytest.raises(OSError):
+        await backend.artifacts.put_file(missing)
+    content = b"x" * 100
+    digest = hashlib.sha256(content).hexdigest()
+    assert not await backend.artifacts.exists(digest)
+
+
+async def test_an_archived_log_is_served_by_another_host(backend: Backend, tmp_path: Path) -> None:
+    writer = backend.logs
+    path = writer.path(7, "step1", 1)
+    path.write_bytes(b"".join(f"line {i}\n".encode() for i in range(1, 2001)))
+    await writer.archive(7, "step1", 1)
+    if backend.name == "local":
+        reader = writer  # one disk: the same files
+    else:
+        _, reader = build_storage(backend.settings(tmp_path / "host-b"))  # shares nothing but the store
+        assert not reader.path(7, "step1", 1).exists()
+    assert await reader.size(7, "step1", 1) == path.stat().st_size
+    data, offset = await reader.read(7, "step1", 1, 0, 14)
+    assert (data, offset) == (b"line 1\nline 2\n", 14)
+    assert await reader.tail_lines(7, "step1", 1, 2) == ["line 1999", "line 2000"]
+
+    async def done() -> bool:
+        return True
+
+    lines = [line async for line in reader.follow(7, "step1", 1, done=done, offset=offset)]
+    assert lines[0] == "line 3" and lines[-1] == "line 2000" and len(lines) == 1998
+    chunks = await reader.download(7, "step1", 1)
+    assert chunks is not None
+    assert b"".join([c async for c in chunks]) == path.read_bytes()
+    assert await reader.download(7, "step1", 2) is None
+    assert await reader.read(7, "step1", 2) == (b"", 0)
+    assert await reader.tail_lines(7, "step1", 2, 5) == []
+
+
+def test_a_bad_store_url_is_refused_naming_the_setting(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="AIHUB_ARTIFACT_STORE must look like s3://BUCKET/PREFIX"):
+        Settings(data_dir=tmp_path, artifact_store="https://bucket/prefix")
+
+
+async def test_an_unreachable_store_fails_after_the_bound_with_a_clear_message(tmp_path: Path) -> None:
+    with socket_closed() as port:
+        settings = Settings(
+            data_dir=tmp_path / "d",
+            artifact_store="s3://nowhere/p",
+            s3_endpoint_url=f"http://127.0.0.1:{port}",
+            s3_retry_seconds=1,
+        )
+        artifacts, _ = build_storage(settings)
+        with pytest.raises(
+            StoreError, match=r"object store s3://nowhere/p failed to look up .*AIHUB_S3_RETRY_SECONDS"
+        ):
+            await artifacts.put_file(_file(tmp_path / "a", b"data"))
+
+
+class socket_closed:
+    """A local port nothing listens on (bound, then closed)."""
+
+    def __enter__(self) -> int:
+        import socket
+
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            return int(s.getsockname()[1])
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+def test_the_s3_store_keeps_no_artifact_in_the_data_dir(s3_server: S3Server, tmp_path: Path) -> None:
+    settings = Settings(
+        data_dir=tmp_path / "d",
+        artifact_store=f"s3://{s3_server.bucket()}",
+        s3_endpoint_url=s3_server.endpoint,
+    )
+    settings.ensure_dirs()
+    assert not (settings.data_dir / "artifacts").exists()
+    assert os.listdir(settings.data_dir)  # the rest is there
