@@ -64,6 +64,7 @@ class S3Server:
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
+                cwd=log.parent,  # where its request recorder writes its file
             )
         server = cls(port, process, log)
         deadline = time.monotonic() + 30
