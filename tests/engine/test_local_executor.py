@@ -414,6 +414,26 @@ async def test_unknown_input_artifact_fails_the_attempt(executor: LocalExecutor)
     assert _log(executor, job) == f"aihub: {report.error}\n", "the reason is in the log too"
 
 
+async def test_an_attempt_of_another_data_dir_is_lost_not_followed(
+    make_executor: MakeExecutor, tmp_path: Path
+) -> None:
+    """A run taken over from a worker on another host: its attempt's files and PIDs are not this host's."""
+    host_a = await make_executor("off", tmp_path / "host-a")
+    host_b = await make_executor("off", tmp_path / "host-b")
+    job = _job("sleep 1000")
+    handle = await host_a.start(job)
+    assert host_b._state(handle) == "started by another engine worker (another data dir or host)"
+    await host_b.stop(handle, grace=0)  # nothing: the PID means nothing on another host
+    assert host_a._state(handle) == "running"
+    report = await host_b.wait(handle)
+    assert report.exit_code is None
+    assert report.error is not None and report.error.startswith(
+        "lost: the attempt ran under another data dir"
+    )
+    await host_a.stop(handle, grace=0)
+    assert (await host_a.wait(handle)).exit_code == 137
+
+
 # ------------------------------------------------------------------------------------------------- outputs
 
 

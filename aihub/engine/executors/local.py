@@ -76,6 +76,9 @@ WORKFLOW_SPACE = "/tmp/workflow_space"
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 RESERVED_ENV_PREFIX = "_aihub_"
 VANISHED = "process vanished (server or host restarted?)"
+ELSEWHERE = (
+    "lost: the attempt ran under another data dir or host ({scratch}); this engine worker cannot follow it"
+)
 PUBLIC_MOUNTS = "/opt/aihub"  # where storages from hidden directories are shown to nodes
 PID_NAMESPACE = ["--pid", "--fork", "--kill-child", "--mount-proc"]  # the namespace ends with unshare
 _TOOL_PATH = os.pathsep.join([os.environ.get("PATH", ""), "/usr/local/sbin:/usr/sbin:/sbin:/usr/bin:/bin"])
@@ -689,8 +692,15 @@ class LocalExecutor:
     async def wait(self, handle: Handle) -> ExitReport:
         return await self._waits.wait(handle.id, lambda: self._wait(handle))
 
+    def _elsewhere(self, handle: Handle) -> bool:
+        """The attempt was started by an executor with another work root: another data dir, or another host
+        (a run taken over from an engine worker that died). Its files and processes are not this one's."""
+        return not Path(handle.data["scratch"]).is_relative_to(self.work_root)
+
     async def _wait(self, handle: Handle) -> ExitReport:
         scratch = Path(handle.data["scratch"])
+        if self._elsewhere(handle):
+            return ExitReport(None, error=ELSEWHERE.format(scratch=scratch))
         # A report is saved only when outputs were collected (anything else can be read again from the
         # status files); one of our own children has none yet.
         saved = None if handle.id in self._children else _read_json(scratch / "report.json")
@@ -789,8 +799,8 @@ class LocalExecutor:
         records the node's status; SIGKILL takes it along, so then the status (137) is recorded here.
         """
         scratch = Path(handle.data["scratch"])
-        if _read_exit(scratch) is not None or handle.data.get("pid") is None:
-            return
+        if self._elsewhere(handle) or _read_exit(scratch) is not None or handle.data.get("pid") is None:
+            return  # (another host's process: its PID means nothing here)
         (scratch / "stop").touch()
         if not self._signal_group(handle, signal.SIGTERM):
             return  # nothing of this attempt is left to stop
@@ -859,6 +869,8 @@ class LocalExecutor:
 
     def _state(self, handle: Handle) -> str:
         scratch = Path(handle.data["scratch"])
+        if self._elsewhere(handle):
+            return "started by another engine worker (another data dir or host)"
         status = _read_exit(scratch)
         if status is None:
             return "running" if self._running(handle) else f"ended: {VANISHED}"
