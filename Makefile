@@ -10,7 +10,7 @@ SERVE_ARGS := $(if $(HOST),--host $(HOST)) $(if $(PORT),--port $(PORT))
 
 LOCALE_DIR := aihub/web/locale
 
-.PHONY: run test install install-test lint format bench clean i18n-extract i18n-update i18n-compile
+.PHONY: run test install install-test lint format bench clean image i18n-extract i18n-update i18n-compile
 
 $(BIN)/python:
 	@echo "==> creating $(VENV) with $(PYTHON)"
@@ -42,6 +42,16 @@ test: install-test
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+# The platform's image (Containerfile; docs/image.md): podman, else docker. IMAGE_BUILD_ARGS adds options, e.g.
+# IMAGE_BUILD_ARGS="--build-arg BASE_IMAGE=..." (the tests build it FROM a base made offline).
+CONTAINER_ENGINE ?= $(shell command -v podman || command -v docker)
+IMAGE ?= aihub-workflow:$(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
+IMAGE_BUILD_ARGS ?=
+
+image:
+	@test -n "$(CONTAINER_ENGINE)" || { echo "make image needs podman or docker" >&2; exit 2; }
+	$(CONTAINER_ENGINE) build $(IMAGE_BUILD_ARGS) -t $(IMAGE) -f Containerfile .
 
 lint: install-test
 	$(BIN)/ruff check .

@@ -38,6 +38,11 @@ if ! command -v podman >/dev/null 2>&1 || ! command -v docker-registry >/dev/nul
     echo "warning: podman is missing; install podman buildah runc docker-registry to run the container tests" >&2
   fi
 fi
+# debootstrap: the offline Debian base with python3 that the platform image's test builds FROM (tests/containers)
+if ! command -v debootstrap >/dev/null 2>&1 && [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
+  echo "installing Debian debootstrap for the platform image test"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap >/dev/null || true
+fi
 # podman's engine settings for this machine, written only where the host has no containers.conf of its own (a host
 # whose podman already works keeps its settings): no default ulimits (the sandbox refuses to raise them),
 # cgroupfs and runc (no systemd, hybrid cgroups), events in a file (no journald) so the events tab has them.

@@ -27,7 +27,7 @@ from aihub.db.config import tortoise_config
 from aihub.settings import Settings
 
 #: ``migrations/`` at the repository root; aerich keeps each app's files in a sub-directory (``models/``).
-MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
+MIGRATIONS_DIR = Path(__file__).resolve().parents[1] / "migrations"
 APP = "models"
 SQLITE_ENGINE = "tortoise.backends.sqlite"
 POSTGRES_ENGINE = "tortoise.backends.asyncpg"

@@ -371,8 +371,7 @@ def _extract_member(tar: tarfile.TarFile, member: tarfile.TarInfo, state: _Extra
         _check_symlink_text(name, member.linkname)
     elif member.islnk():
         link_source = _hardlink_source(name, member.linkname, state)
-    # The stdlib's data filter is the base layer (modes, ownership); the checks above and below are ours.
-    filtered = tarfile.data_filter(member, str(state.root))
+    mode = _filtered_mode(member, state.root)
     state.seen.add(name)
     dest = state.root / name
     if member.isdir():
@@ -384,8 +383,23 @@ def _extract_member(tar: tarfile.TarFile, member: tarfile.TarInfo, state: _Extra
         os.link(state.root / link_source, dest, follow_symlinks=False)
         state.files.add(name)
     else:
-        _write_regular(tar, member, dest, filtered.mode)
+        _write_regular(tar, member, dest, mode)
         state.files.add(name)
+
+
+def _filtered_mode(member: tarfile.TarInfo, root: Path) -> int | None:
+    """The mode a regular member gets. The stdlib's data filter is the base layer (modes, ownership); the
+    checks of ``_extract_member`` are ours. Python before 3.11.4 (Debian 12's 3.11.2) has no filter: there the
+    same mode rule as the filter's — no setuid/setgid/sticky, no group/other write, owner read+write, execute
+    bits only where the owner's is set."""
+    if hasattr(tarfile, "data_filter"):
+        return tarfile.data_filter(member, str(root)).mode
+    if not (member.isreg() or member.islnk()):
+        return None
+    mode = member.mode & 0o755
+    if not mode & 0o100:
+        mode &= ~0o111
+    return mode | 0o600
 
 
 def _write_regular(tar: tarfile.TarFile, member: tarfile.TarInfo, dest: Path, mode: int | None) -> None:

@@ -27,7 +27,7 @@ from aihub.services.modules import module_palette
 from aihub.services.modules_resolve import interface_of, usable_build
 from aihub.services.versions import list_templates
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
 
 @dataclass(frozen=True)

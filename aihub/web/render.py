@@ -11,7 +11,7 @@ from starlette.responses import HTMLResponse, Response
 
 from aihub.web import i18n
 
-TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
+TEMPLATES = Path(__file__).resolve().parents[1] / "templates"
 STATIC = Path(__file__).resolve().parent / "static"
 
 env = Environment(

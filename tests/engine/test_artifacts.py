@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from aihub.engine.artifacts import ArtifactError, pack, sha256_file, unpack
+from aihub.engine.artifacts import ArtifactError, _filtered_mode, pack, sha256_file, unpack
 
 Member = tuple[tarfile.TarInfo, bytes | None]
 
@@ -358,3 +358,16 @@ def test_refuses_file_archive_with_extra_members(tmp_path: Path) -> None:
         for name in ("one", "two"):
             tar.addfile(tarfile.TarInfo(name), io.BytesIO(b""))
     _refuse(tmp_path / "a.tgz", tmp_path / "out", "exactly one regular file")
+
+
+@pytest.mark.parametrize("mode", [0o4755, 0o2775, 0o1777, 0o777, 0o644, 0o600, 0o700, 0o070, 0o000, 0o511])
+def test_the_mode_rule_without_the_stdlib_filter_is_the_filters(
+    mode: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Python before 3.11.4 (Debian 12's system python3, the platform image's test base) has no
+    ``tarfile.data_filter``: the fallback gives every regular file the mode the filter gives."""
+    member = tarfile.TarInfo("f")
+    member.mode = mode
+    with_filter = _filtered_mode(member, tmp_path)
+    monkeypatch.delattr(tarfile, "data_filter")
+    assert _filtered_mode(member, tmp_path) == with_filter

@@ -396,7 +396,11 @@ class LocalExecutor:
         try:
             (probe / "tmp").mkdir(parents=True)
             (probe / "tmp" / marker).touch()
-            shim = self._shim_argv(probe, probe / "log", "/", [(str(probe / "tmp"), "/tmp", "tree")])
+            (probe / "empty").mkdir()
+            (probe / "hidden").mkdir()
+            # both kinds of bind a launch uses: the private /tmp, and a read-only one (hiding the data dir)
+            binds = [(str(probe / "empty"), str(probe / "hidden"), "ro"), (str(probe / "tmp"), "/tmp", "tree")]
+            shim = self._shim_argv(probe, probe / "log", "/", binds)
             proc = _spawn([*unshare, *shim, "test", "-e", f"/tmp/{marker}"], _base_env("/"), probe)
             try:
                 await asyncio.to_thread(proc.wait, 30)
