@@ -49,13 +49,10 @@ _aihub_finish() {
 while [ "$_aihub_nbinds" -gt 0 ]; do
 	case $3 in
 	tree) "$_aihub_mount" --rbind -- "$1" "$2" ;;
-	# read-only: bind, then remount. nosuid,nodev are kept on the remount because in a user namespace (a
-	# server that is not root, e.g. in a container) flags the outer mount has are locked: a remount that
-	# drops them is refused; noexec is added only where the outer mount has it locked too.
-	ro) "$_aihub_mount" --bind -- "$1" "$2" && {
-		"$_aihub_mount" -o remount,bind,ro,nosuid,nodev -- "$2" 2>/dev/null ||
-			"$_aihub_mount" -o remount,bind,ro,nosuid,nodev,noexec -- "$2"
-	} ;;
+	# read-only (bind, then remount ro in the same mount(8)): nosuid,nodev too, because in a user namespace
+	# (a server that is not root, e.g. in a container) the outer mount's nosuid/nodev are locked and a
+	# remount that drops them is refused
+	ro) "$_aihub_mount" --bind -o ro,nosuid,nodev -- "$1" "$2" ;;
 	*) "$_aihub_mount" --bind -- "$1" "$2" ;;
 	esac || {
 		# A stop that arrives while mount(8) runs kills it too (it shares the group): that is a stop,
