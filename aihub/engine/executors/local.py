@@ -399,7 +399,10 @@ class LocalExecutor:
             (probe / "empty").mkdir()
             (probe / "hidden").mkdir()
             # both kinds of bind a launch uses: the private /tmp, and a read-only one (hiding the data dir)
-            binds = [(str(probe / "empty"), str(probe / "hidden"), "ro"), (str(probe / "tmp"), "/tmp", "tree")]
+            binds = [
+                (str(probe / "empty"), str(probe / "hidden"), "ro"),
+                (str(probe / "tmp"), "/tmp", "tree"),
+            ]
             shim = self._shim_argv(probe, probe / "log", "/", binds)
             proc = _spawn([*unshare, *shim, "test", "-e", f"/tmp/{marker}"], _base_env("/"), probe)
             try:
