@@ -28,6 +28,10 @@ if TYPE_CHECKING:
 #: node durations and queue waits: from a second to a day
 NODE_BUCKETS = (0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 7200, 21600, 86400)
 HTTP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+#: engine hand-offs and bus round trips: from a millisecond to a minute
+FAST_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+#: module builds: from a second to two hours
+BUILD_BUCKETS = (1, 5, 10, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200)
 #: distinct GraphQL operation names kept as labels; later ones count as ``(other)``
 MAX_OPERATION_NAMES = 200
 _OPERATION_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
@@ -66,6 +70,45 @@ class Metrics:
             buckets=NODE_BUCKETS,
             registry=r,
         )
+        self.handoff = Histogram(
+            "aihub_node_handoff_seconds",
+            "From the engine seeing a node's last parent succeed to the node's start (executor accepted it), "
+            "per virtual cluster; queue wait included",
+            ["cluster"],
+            buckets=FAST_BUCKETS,
+            registry=r,
+        )
+        self.builds = Counter(
+            "aihub_module_builds",
+            "Module builds this process ran to the end, by result (BUILT, BUILD_FAILED)",
+            ["result"],
+            registry=r,
+        )
+        self.build_duration = Histogram(
+            "aihub_module_build_duration_seconds",
+            "Duration of module builds run to the end, by result",
+            ["result"],
+            buckets=BUILD_BUCKETS,
+            registry=r,
+        )
+        self.bus_published = Counter(
+            "aihub_bus_published_events",
+            "Run events published on the bus, by result (ok, error)",
+            ["result"],
+            registry=r,
+        )
+        self.bus_publish = Histogram(
+            "aihub_bus_publish_seconds",
+            "Time to publish one run event (Kafka: until the broker acknowledged it)",
+            buckets=FAST_BUCKETS,
+            registry=r,
+        )
+        self.bus_lag = Histogram(
+            "aihub_bus_delivery_lag_seconds",
+            "Kafka: from an event's producer timestamp to its delivery to this process's subscribers",
+            buckets=FAST_BUCKETS,
+            registry=r,
+        )
         self.http = Histogram(
             "aihub_http_request_duration_seconds",
             "HTTP request duration by method, route template and status (streams: until they end)",
@@ -80,10 +123,23 @@ class Metrics:
             registry=r,
         )
         self._operation_names: set[str] = set()
+        self._watching_database = False
 
     def watch_engine(self, engine: Engine) -> None:
         """Report the engine's capacity and queues at every scrape."""
         self.registry.register(_EngineCollector(engine))
+
+    def watch_database(self) -> None:
+        """Report the database connection pool (PostgreSQL) at every scrape."""
+        if not self._watching_database:
+            self._watching_database = True
+            self.registry.register(_PoolCollector())
+
+    def observe_publish(self, started: float, ok: bool) -> None:
+        """One publish on the bus that began at ``started`` (``time.perf_counter``) ended now."""
+        self.bus_published.labels("ok" if ok else "error").inc()
+        if ok:
+            self.bus_publish.observe(time.perf_counter() - started)
 
     def operation_label(self, name: str | None) -> str:
         """A bounded label for a client-chosen operation name."""
@@ -131,6 +187,30 @@ class _EngineCollector(Collector):
         active = GaugeMetricFamily("aihub_active_runs", "Runs this process's engine drives now")
         active.add_metric([], len(self.engine.runs))
         yield from (in_use, total, queued, active)
+
+    def describe(self) -> Iterator[Any]:
+        return iter(())
+
+
+class _PoolCollector(Collector):
+    def collect(self) -> Iterator[Any]:
+        from tortoise import connections
+
+        try:
+            pool = getattr(connections.get("default"), "_pool", None)
+        except Exception:  # not initialised (yet, or any more): nothing to report
+            pool = None
+        if pool is None or not hasattr(pool, "get_size"):  # SQLite: one connection, no pool
+            return
+        connections_now = GaugeMetricFamily(
+            "aihub_db_pool_connections", "Open connections of the database pool, by state", labels=["state"]
+        )
+        idle = pool.get_idle_size()
+        connections_now.add_metric(["in_use"], pool.get_size() - idle)
+        connections_now.add_metric(["idle"], idle)
+        size = GaugeMetricFamily("aihub_db_pool_max_connections", "Most connections the database pool opens")
+        size.add_metric([], pool.get_max_size())
+        yield from (connections_now, size)
 
     def describe(self) -> Iterator[Any]:
         return iter(())

@@ -39,6 +39,8 @@ class Runtime:
     engine: Engine
     builds: BuildManager
     metrics: Metrics = field(default_factory=Metrics)
+    #: set when the server begins to shut down (SIGTERM): live streams end so their clients reconnect elsewhere
+    draining: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 def build_executor(settings: Settings, artifacts: ArtifactStore, logs: LocalLogStore) -> Executor:
@@ -107,11 +109,15 @@ async def open_runtime(
         await migrate(settings)
     await init_db(settings)
     bus = build_bus(settings)
+    if hasattr(bus, "metrics"):
+        bus.metrics = metrics
     await bus.start()
+    metrics.watch_database()
     artifacts, logs = build_storage(settings)
     executor = build_executor(settings, artifacts, logs)
     engine = Engine(settings, bus, executor, metrics)
     builds = build_manager(settings)
+    builds.metrics = metrics
     capper = LogCapper(lambda: running_logs(engine, logs), settings.max_log_bytes)
 
     async def attempt_ended(run_id: int, node: str, number: int) -> None:
@@ -128,8 +134,16 @@ async def open_runtime(
     pickup: asyncio.Task[None] | None = None
     try:
         if run_engine:
+            partition_for = getattr(bus, "partition_for", None)
+            if pick_up and partition_for is not None:
+                # engine workers: a build runs in the worker whose partitions own its id (found by
+                # `pick_up_builds`); a rebalance that takes them away cancels it here before the next owner
+                # runs it, so two workers starting together never build one module twice
+                engine.partitions_revoked.append(
+                    lambda revoked: builds.let_go(lambda build_id: partition_for(build_id) not in revoked)
+                )
             await engine.start(recover=recover)
-            await builds.start()
+            await builds.start(resume=not (pick_up and partition_for is not None))
             capper.start()
             metrics.watch_engine(engine)
             if pick_up:

@@ -93,6 +93,13 @@ async def test_the_seed_example_in_metrics(tmp_path: Path) -> None:
         assert _total(samples, "aihub_node_queue_wait_seconds_count", cluster="local") == 2
         assert _total(samples, "aihub_node_duration_seconds_bucket", cluster="local", le="+Inf") == 2
         assert _total(samples, "aihub_node_duration_seconds_sum") > 0
+        assert _total(samples, "aihub_node_handoff_seconds_count", cluster="local") == 1  # step1 → step2
+        # the bus: every status change was published, none failed (the memory bus has no delivery lag)
+        assert _total(samples, "aihub_bus_published_events_total", result="ok") >= 6
+        assert _total(samples, "aihub_bus_published_events_total", result="error") == 0
+        assert _total(samples, "aihub_bus_publish_seconds_count") == _total(
+            samples, "aihub_bus_published_events_total", result="ok"
+        )
         # capacity: nothing held, nothing queued once the run is over; the local cluster has CPUs
         assert _total(samples, "aihub_capacity_in_use", cluster="local", resource="cpu_millis") == 0
         assert _total(samples, "aihub_capacity_total", cluster="local", resource="cpu_millis") > 0

@@ -10,7 +10,10 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from aihub.metrics import Metrics
 
 
 @dataclass(frozen=True)
@@ -91,6 +94,8 @@ class BaseBus:
 
     def __init__(self) -> None:
         self._by_run: dict[int | None, set[Subscription]] = {}
+        #: where publishes and delivery lag are counted (``/metrics``); the runtime sets it
+        self.metrics: Metrics | None = None
 
     def subscribe(self, run_id: int | None = None, *, maxsize: int = 10_000) -> Subscription:
         sub = Subscription(self, run_id, maxsize)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from collections.abc import Awaitable, Callable, Iterable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
@@ -162,6 +163,8 @@ class KafkaBus(BaseBus):
                 for record in records:
                     event = _decode(record.value)
                     if event is not None:
+                        if self.metrics is not None and record.timestamp > 0:
+                            self.metrics.bus_lag.observe(max(time.time() - record.timestamp / 1000, 0.0))
                         self.deliver(event)
 
     async def ready(self) -> None:
@@ -177,12 +180,20 @@ class KafkaBus(BaseBus):
         """Send keyed by run id and wait for the broker's acknowledgement (``acks=all``)."""
         if self._producer is None:
             raise RuntimeError("KafkaBus is not started")
-        await self._producer.send_and_wait(
-            self.topic,
-            json.dumps(event.to_json()).encode(),
-            key=run_key(event.run_id),
-            partition=self.partition_for(event.run_id),
-        )
+        started = time.perf_counter()
+        try:
+            await self._producer.send_and_wait(
+                self.topic,
+                json.dumps(event.to_json()).encode(),
+                key=run_key(event.run_id),
+                partition=self.partition_for(event.run_id),
+            )
+        except BaseException:
+            if self.metrics is not None:
+                self.metrics.observe_publish(started, ok=False)
+            raise
+        if self.metrics is not None:
+            self.metrics.observe_publish(started, ok=True)
 
     def partition_for(self, run_id: int) -> int:
         if not self._partitions:

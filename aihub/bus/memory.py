@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from aihub.bus.base import BaseBus, RunEvent
 
 
@@ -13,4 +15,6 @@ class MemoryBus(BaseBus):
         return None
 
     async def publish(self, event: RunEvent) -> None:
+        if self.metrics is not None:
+            self.metrics.observe_publish(time.perf_counter(), ok=True)
         self.deliver(event)

@@ -98,6 +98,8 @@ class RunState:
     queued: set[str] = field(default_factory=set)
     #: when each queued node was queued (``time.monotonic``), for the queue-wait histogram
     queued_at: dict[str, float] = field(default_factory=dict)
+    #: when the engine saw the last parent of each ready node succeed (``time.monotonic``): hand-off latency
+    ready_since: dict[str, float] = field(default_factory=dict)
     #: WAITING nodes whose parents have all succeeded (candidates to queue); kept incrementally so a
     #: hand-off costs O(children), not O(nodes)
     ready: dict[str, None] = field(default_factory=dict)
@@ -130,6 +132,9 @@ class Engine:
         #: called with (run id, node, attempt number) when an attempt has ended, before its status is written
         #: (the log capper's last look at the attempt's log)
         self.attempt_ended: list[Callable[[int, str, int], Awaitable[None]]] = []
+        #: awaited with the revoked partitions at each rebalance of the engine group, after the runs of those
+        #: partitions were let go (the module builds of those partitions are let go too)
+        self.partitions_revoked: list[Callable[[frozenset[int]], Awaitable[None]]] = []
         self._waiting: dict[str, deque[tuple[int, str]]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._activating: set[int] = set()
@@ -194,6 +199,8 @@ class Engine:
         for run_id, state in list(self.runs.items()):
             if self.bus.partition_for(run_id) in partitions:  # type: ignore[attr-defined]
                 await self._let_go(state)
+        for hook in self.partitions_revoked:
+            await hook(partitions)
 
     async def _let_go(self, state: RunState) -> None:
         self.runs.pop(state.run.id, None)
@@ -520,6 +527,7 @@ class Engine:
     async def _start(self, state: RunState, name: str) -> None:
         if self._shares(state.running[name].pool) and not await self._claim(state, name):
             return
+        ready_since = state.ready_since.pop(name, None)
         queued_at = state.queued_at.pop(name, None)
         if queued_at is not None:
             cluster = state.running[name].pool.name
@@ -550,6 +558,8 @@ class Engine:
                 state, name, attempt, ExitReport(exit_code=None, error=f"could not start: {exc}")
             )
             return
+        if ready_since is not None:
+            self.metrics.handoff.labels(state.running[name].pool.name).observe(time.monotonic() - ready_since)
         async with state.lock:
             attempt = await self._record_start(state, name, handle)
             state.running[name].handle = handle
@@ -850,6 +860,7 @@ class Engine:
             state.blocked[child] -= 1
             if state.blocked[child] == 0:
                 state.ready[child] = None
+                state.ready_since[child] = time.monotonic()
 
     async def _fail_unstarted(self, state: RunState, name: str, message: str) -> None:
         """A node that cannot start at all: it fails without an attempt."""

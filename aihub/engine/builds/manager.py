@@ -24,11 +24,12 @@ import asyncio
 import logging
 import shutil
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol, TextIO
+from typing import TYPE_CHECKING, Any, Protocol, TextIO
 
 from aihub.engine.builds.backend import BuildBackend
 from aihub.engine.builds.dockerfile import DockerfileError, parse_dockerfile
@@ -36,6 +37,9 @@ from aihub.engine.builds.git import GitError, clone, redact_url
 from aihub.engine.builds.kubernetes import image_name
 from aihub.engine.builds.local import BuildFailure, LocalBuildBackend, inside
 from aihub.settings import Settings
+
+if TYPE_CHECKING:
+    from aihub.metrics import Metrics
 
 __all__ = ["BuildJob", "BuildManager", "BuildOutcome", "BuildStore"]
 
@@ -154,13 +158,25 @@ class BuildManager:
         #: where build logs are archived when a build ends and read from (set by the runtime; None: only
         #: this host's files)
         self.logs: BuildLogArchive | None = None
+        #: where builds run to the end are counted (``/metrics``); the runtime sets it
+        self.metrics: Metrics | None = None
 
     # ----------------------------------------------------------------- lifecycle
-    async def start(self) -> None:
-        """Accept builds; run again the builds an earlier process left BUILDING."""
+    async def start(self, *, resume: bool = True) -> None:
+        """Accept builds; (``resume``) run again the builds an earlier process left BUILDING. Engine workers
+        of a group resume none here: each runs only the builds its partitions own (``pick_up_builds``)."""
         self._started = True
-        for build_id in await self.store.pending():
-            self.submit(build_id)
+        if resume:
+            for build_id in await self.store.pending():
+                self.submit(build_id)
+
+    async def let_go(self, keeps: Callable[[int], bool]) -> None:
+        """Cancel (and await) the running builds whose id ``keeps`` refuses: another worker of the engine group
+        owns them now and runs them again; they stay BUILDING meanwhile, so no build runs in two workers."""
+        gone = [task for build_id, task in list(self._tasks.items()) if not keeps(build_id)]
+        for task in gone:
+            task.cancel()
+        await asyncio.gather(*gone, return_exceptions=True)
 
     async def close(self) -> None:
         self._started = False
@@ -198,6 +214,7 @@ class BuildManager:
             job = await self.store.load(build_id)
             if job is None:
                 return
+            started = time.perf_counter()
             outcome = await self.run(job)
             if self.logs is not None:
                 try:
@@ -205,6 +222,10 @@ class BuildManager:
                 except Exception as exc:  # the log stays on this host; the build's outcome matters more
                     log.warning("could not archive the log of build %s: %s", build_id, exc)
             await self.store.finish(build_id, outcome)
+            if self.metrics is not None:
+                result = "BUILT" if outcome.ok else "BUILD_FAILED"
+                self.metrics.builds.labels(result).inc()
+                self.metrics.build_duration.labels(result).observe(time.perf_counter() - started)
 
     async def run(self, job: BuildJob) -> BuildOutcome:
         """Clone, check and build ``job``; the outcome says BUILT or why not. Cancellation propagates."""
