@@ -8,7 +8,8 @@ set -euo pipefail
 if ! command -v busybox >/dev/null 2>&1 && [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq busybox-static >/dev/null || true
 fi
-if ! fc-list 2>/dev/null | grep -qi "wqy zenhei"; then
+# (grep without -q reads all of fc-list's output: an early exit would fail the pipeline on SIGPIPE under pipefail)
+if ! fc-list : family 2>/dev/null | grep -i "WenQuanYi Zen Hei" >/dev/null; then
   if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
     echo "installing Debian fonts-wqy-zenhei for the Chinese browser tests"
     apt-get update -qq
