@@ -100,8 +100,9 @@ class S3Config:
     def client(self) -> S3Store:
         config: dict[str, Any] = {"region": self.region}
         client_options: dict[str, Any] = {
-            "connect_timeout": timedelta(seconds=5),
-            "timeout": timedelta(seconds=max(30.0, self.retry_seconds)),
+            "connect_timeout": timedelta(seconds=min(5.0, self.retry_seconds)),
+            # one request (a HEAD, a GET's start, one part of an upload) that hangs this long is retried
+            "timeout": timedelta(seconds=min(30.0, self.retry_seconds)),
         }
         if self.endpoint_url:
             config["endpoint"] = self.endpoint_url
@@ -178,17 +179,32 @@ class S3ArtifactStore:
         """Upload a local file under ``key`` (a single PUT below one part, else a concurrent multipart upload)."""
         if size is None:
             size = (await asyncio.to_thread(path.stat)).st_size
-        try:
-            await obstore.put_async(
-                self.client,
-                key,
-                path,
-                use_multipart=size > _PART,
-                chunk_size=_PART,
-                max_concurrency=_CONCURRENCY,
-            )
-        except _FAILURE as exc:
-            raise _failed(self.config, f"store {key}", exc) from exc
+        # obstore retries connection errors and 5xx itself, but not a write that timed out: the whole upload
+        # is tried again, with backoff, until AIHUB_S3_RETRY_SECONDS have passed
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.config.retry_seconds
+        pause = 0.2
+        while True:
+            try:
+                await obstore.put_async(
+                    self.client,
+                    key,
+                    path,
+                    use_multipart=size > _PART,
+                    chunk_size=_PART,
+                    max_concurrency=_CONCURRENCY,
+                )
+                return
+            except _NOT_FOUND as exc:  # the local file is gone: no point in trying again
+                raise _failed(self.config, f"store {key}", exc) from exc
+            except _FAILURE as exc:
+                if loop.time() + pause > deadline:
+                    raise _failed(self.config, f"store {key}", exc) from exc
+                log.info(
+                    "upload of %s to %s failed (%s); trying again in %.1f s", key, self.location, exc, pause
+                )
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, 5.0)
 
     async def exists(self, digest: str) -> bool:
         if not isinstance(digest, str) or not _DIGEST.fullmatch(digest):

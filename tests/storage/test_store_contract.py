@@ -7,6 +7,7 @@ the error, and logs archived once an attempt ends and read back from the archive
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 from collections.abc import Callable, Iterator
@@ -16,6 +17,9 @@ from pathlib import Path
 import obstore
 import pytest
 
+from aihub.engine.artifacts import pack
+from aihub.engine.executors.base import ArtifactInput, Job, JobKey
+from aihub.engine.executors.local import LocalExecutor
 from aihub.settings import Settings
 from aihub.storage import ArtifactCorrupt, ArtifactMissing, StoreError, build_storage
 from aihub.storage.base import ArtifactStore
@@ -279,3 +283,38 @@ def test_the_s3_store_keeps_no_artifact_in_the_data_dir(s3_server: S3Server, tmp
     settings.ensure_dirs()
     assert not (settings.data_dir / "artifacts").exists()
     assert os.listdir(settings.data_dir)  # the rest is there
+
+
+async def test_a_node_never_gets_a_corrupt_input(backend: Backend, tmp_path: Path) -> None:
+    """The executor's fetch is a verified read: the attempt fails naming the artifact, the command never runs."""
+    src = tmp_path / "out"
+    src.write_text("model weights\n")
+    archive = tmp_path / "out.tar.gz"
+    pack(src, archive)
+    digest, _ = await backend.artifacts.put_file(archive)
+    backend.corrupt(digest, b"\x1f\x8b not what was stored")
+    executor = LocalExecutor(
+        tmp_path / "runs", backend.artifacts, backend.logs, isolation="off", private_paths=[]
+    )
+    await executor.probe()
+    marker = tmp_path / "ran"
+    try:
+        job = Job(
+            key=JobKey(1, "consumer", 1),
+            argv=["sh", "-c", f"touch {marker}"],
+            env={},
+            artifacts_in=[ArtifactInput("model", str(tmp_path / "in" / "model"), digest)],
+        )
+        handle = await executor.start(job)
+        async with asyncio.timeout(60):
+            report = await executor.wait(handle)
+    finally:
+        await executor.close()
+    assert report.exit_code is None
+    assert report.error is not None
+    assert (
+        report.error.startswith(f"input 'model': artifact {digest} in the store ")
+        and "is corrupt" in report.error
+    )
+    assert not marker.exists()
+    assert not (tmp_path / "in" / "model").exists()
