@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import math
 import posixpath
 import re
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
@@ -49,6 +50,7 @@ __all__ = [
     "InputDecl",
     "ModuleInterface",
     "NodeSpec",
+    "NodeUi",
     "OutputDecl",
     "ParamDecl",
     "SpecError",
@@ -305,6 +307,27 @@ class OutputDecl(_SpecModel):
     description: PlainText = ""
 
 
+#: how far from the origin a node may be drawn (``ui.x``, ``ui.y``), in canvas pixels
+UI_MAX = 100_000
+
+
+def _coordinate(value: object) -> int:
+    """A finite number (booleans and strings refused), rounded to a whole pixel."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ValueError(msg("must be a number (got {value})", value=repr(value)))
+    return round(value)
+
+
+Coordinate = Annotated[int, BeforeValidator(_coordinate), Field(ge=-UI_MAX, le=UI_MAX)]
+
+
+class NodeUi(_SpecModel):
+    """Where the editor's canvas drew the node (its top-left corner); the engine ignores it."""
+
+    x: Coordinate
+    y: Coordinate
+
+
 class NodeSpec(_SpecModel):
     """One node: a plain node (image + shell command) or a module node (everything from the module)."""
 
@@ -323,6 +346,7 @@ class NodeSpec(_SpecModel):
     env: Annotated[dict[VariableName, Text], _none_as(dict)] = Field(default_factory=dict)
     storages: Annotated[list[str], _none_as(list)] = Field(default_factory=list)
     cache: bool = True
+    ui: NodeUi | None = None
 
     @property
     def is_module(self) -> bool:
@@ -688,6 +712,8 @@ def _model_at(model: type[BaseModel], loc: Sequence[int | str]) -> type[BaseMode
         return InputDecl
     if model is NodeSpec and len(loc) >= 3 and loc[0] == "outputs":
         return OutputDecl
+    if model is NodeSpec and len(loc) >= 2 and loc[0] == "ui":
+        return NodeUi
     return model
 
 

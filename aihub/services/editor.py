@@ -40,6 +40,7 @@ class ModuleChoice:
     build_number: int
     inputs: list[dict[str, str]]
     outputs: list[dict[str, str]]
+    readme: str = ""  # the build's README (Markdown), shown in the canvas's side panel
 
 
 @dataclass(frozen=True)
@@ -65,6 +66,7 @@ async def editor_choices(user: User) -> EditorChoices:
             build_number=entry.build.number,
             inputs=list(entry.build.snapshot.get("inputs", [])),
             outputs=list(entry.build.snapshot.get("outputs", [])),
+            readme=entry.build.readme or "",
         )
         for entry in await module_palette(user)
     ]

@@ -40,6 +40,7 @@ NODE_FIELDS = (
     "outputs",
     "storages",
     "depends_on",
+    "ui",
 )
 
 
@@ -92,6 +93,9 @@ class NodeRow:
     outputs: list[OutputRow] = field(default_factory=list)
     storages: list[str] = field(default_factory=list)
     depends_on: list[str] = field(default_factory=list)
+    #: where the canvas drew the node (``ui: {x, y}``), as posted; both empty: not placed
+    x: str = ""
+    y: str = ""
 
     def parents(self) -> list[str]:
         referenced = (i.source.partition(".")[0] for i in self.inputs if i.source and "." in i.source)
@@ -302,7 +306,18 @@ def _node_spec(row: NodeRow) -> dict[str, Any]:
         node["storages"] = list(row.storages)
     if not row.cache:
         node["cache"] = False
+    if row.x.strip() or row.y.strip():
+        node["ui"] = {"x": _coordinate(row.x), "y": _coordinate(row.y)}
     return node
+
+
+def _coordinate(text: str) -> float | str:
+    """A posted coordinate as a number, or as typed (the spec's validation then names the field)."""
+    try:
+        value = float(text.strip())
+    except ValueError:
+        return text
+    return int(value) if value.is_integer() else value
 
 
 # ---------------------------------------------------------------------------------------------- from the form
@@ -399,6 +414,8 @@ def _node_from_form(data: Mapping[str, Any]) -> NodeRow:
         outputs=[_output_from_form(o) for o in _rows(data.get("outputs"))],
         storages=_many(data, "storages"),
         depends_on=_many(data, "depends_on"),
+        x=_one(data, "x"),
+        y=_one(data, "y"),
     )
 
 
@@ -508,6 +525,8 @@ def _node_from_spec(read: _Reader, index: int, data: Mapping[str, Any]) -> NodeR
         )
     env = [EnvRow(_text(k), _text(v)) for k, v in read.mapping(data.get("env"), f"{where}.env").items()]
     cache = data.get("cache", True)
+    ui = read.mapping(data.get("ui"), f"{where}.ui")
+    read.known(ui, ("x", "y"), f"{where}.ui")
     return NodeRow(
         name=_text(data.get("name")),
         was=_text(data.get("name")),
@@ -525,6 +544,8 @@ def _node_from_spec(read: _Reader, index: int, data: Mapping[str, Any]) -> NodeR
         outputs=outputs,
         storages=read.names(data.get("storages"), f"{where}.storages"),
         depends_on=read.names(data.get("depends_on"), f"{where}.depends_on"),
+        x=_text(ui.get("x")),
+        y=_text(ui.get("y")),
     )
 
 

@@ -9,6 +9,7 @@ workflow or a new version and redirects to it.
 
 from __future__ import annotations
 
+import asyncio
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -35,8 +36,21 @@ from aihub.services.editor import (
     template_versions,
 )
 from aihub.services.errors import InvalidInput, NotFound
+from aihub.services.markdown import render_markdown
 from aihub.services.versions import get_readable_version
 from aihub.services.workflows import create_version, create_workflow
+from aihub.web.canvas import (
+    ancestors_sources,
+    arrange,
+    connect,
+    coordinate,
+    disconnect,
+    draw,
+    fill_positions,
+    free_spot,
+    parse_act,
+    place,
+)
 from aihub.web.draft import (
     Draft,
     EnvRow,
@@ -68,6 +82,12 @@ class Editor:
     )
     note: str = ""  # the new version's description
     issues: list[SpecIssue] = field(default_factory=list)
+    view: str = "canvas"  # "canvas" | "form" (the old long form, "form view")
+    selected: int | None = None  # the canvas node whose fields the side panel shows
+    notice: str = ""  # a canvas action refused at once (a cycle), shown next to the canvas
+    view_box: str = ""  # the canvas's pan and zoom, kept across re-renders
+    drop: tuple[int, int] | None = None  # where a palette entry was dropped on the canvas
+    attempted: bool = False  # a save was tried: the canvas lists every problem above it
 
 
 @dataclass
@@ -95,7 +115,13 @@ def editor_from_form(form: FormData) -> tuple[Editor, str]:
     if mode == "form":
         state.draft = draft_from_form((k, v) for k, v in form.multi_items() if isinstance(v, str))
         state.draft.carry_renames()
-    op = str(form.get("op", "")) or ("save" if legacy else "preview")
+    state.view = "canvas" if form.get("view") == "canvas" else "form"
+    selected = parse_count(str(form.get("selected", "")))
+    state.selected = selected if selected is not None and selected < len(state.draft.nodes) else None
+    state.view_box = str(form.get("viewbox", ""))[:80]
+    x, y = coordinate(str(form.get("drop-x", ""))), coordinate(str(form.get("drop-y", "")))
+    state.drop = (x, y) if x is not None and y is not None else None
+    op = str(form.get("op", "")) or str(form.get("act", "")) or ("save" if legacy else "preview")
     return state, op
 
 
@@ -120,15 +146,47 @@ def yaml_of(draft: Draft) -> str:
 
 
 def apply_op(state: Editor, op: str, choices: EditorChoices) -> None:
-    """The structural buttons: add/remove rows and nodes, switch tabs."""
+    """The structural buttons: add/remove rows and nodes, switch tabs; and the canvas's actions."""
     if op == "tab-yaml" and state.mode == "form":
         state.mode, state.yaml = "yaml", yaml_of(state.draft)
-    elif op == "tab-form" and state.mode == "yaml":
-        _to_form(state)
+    elif op in ("tab-form", "tab-canvas"):
+        if state.mode == "yaml":
+            _to_form(state)
+        if state.mode == "form":
+            state.view = "form" if op == "tab-form" else "canvas"
+    if state.mode != "form":
+        return
     match = _OP.fullmatch(op)
-    if match and state.mode == "form":
+    if match:
         verb, what, arg = match.groups()
+        count = len(state.draft.nodes)
         _edit(state.draft, verb, what, (arg or "").split("-"), choices)
+        if (
+            len(state.draft.nodes) > count and state.view == "canvas"
+        ):  # a node added: where it was dropped, its panel open
+            x, y = state.drop or free_spot(state.draft)
+            place(state.draft.nodes[-1], x, y)
+            state.selected = len(state.draft.nodes) - 1
+        elif what == "node" and verb == "remove" and state.selected is not None:
+            removed = parse_count(arg or "")
+            if removed == state.selected:
+                state.selected = None
+            elif removed is not None and removed < state.selected:
+                state.selected -= 1
+        return
+    if op == "arrange":
+        arrange(state.draft)
+        state.view_box = ""
+    elif op == "deselect":
+        state.selected = None
+    elif (act := parse_act(op)) is not None:
+        verb, first, second = act
+        if verb == "select":
+            state.selected = first if first < len(state.draft.nodes) else None
+        elif verb == "connect" and second is not None:
+            state.notice = connect(state.draft, first, second)
+        elif verb == "disconnect" and second is not None:
+            disconnect(state.draft, first, second)
 
 
 def _to_form(state: Editor) -> None:
@@ -239,6 +297,13 @@ def _broken(errors: dict[str, list[str]], draft: Draft) -> set[str]:
     return {draft.nodes[i].name.strip() for i in indexes if i < len(draft.nodes)}
 
 
+def _first_broken(state: Editor) -> int | None:
+    """The node whose panel a failed save opens: the first one with a problem (else the one open)."""
+    errors = map_errors(state.issues, state.draft)
+    indexes = sorted({int(m[1]) for key in errors if (m := re.match(r"nodes-(\d+)(?:-|$)", key))})
+    return indexes[0] if indexes else state.selected
+
+
 def _palette(choices: EditorChoices) -> list[tuple[str, list[Any]]]:
     groups: dict[str, list[Any]] = {}
     for module in choices.modules:
@@ -252,6 +317,8 @@ async def render_editor(
     draft = state.draft
     preview = _preview_draft(state)
     errors = map_errors(state.issues, draft) if state.mode == "form" else {}
+    broken = _broken(errors, draft)
+    canvas = state.view == "canvas" and state.mode == "form"
     ctx: dict[str, Any] = {
         "title": target.title,
         "action": target.action,
@@ -262,18 +329,30 @@ async def render_editor(
         "choices": choices,
         "palette": _palette(choices),
         "errors": errors,
-        "broken": _broken(errors, draft),
+        "broken": broken,
         "cluster_names": {c.name for c in choices.clusters},
         "storage_names": {s.name for s in choices.storages},
         "module_inputs": {
             m.name: {i["name"]: i.get("description", "") for i in m.inputs} for m in choices.modules
         },
-        "sources": [draft.sources(i, choices.module_outputs) for i in range(len(draft.nodes))],
-        "deps": [draft.dependency_choices(i) for i in range(len(draft.nodes))],
-        "graph": layout(preview.acyclic_parents()),
-        "modules": {n.name.strip(): bool(n.module) for n in preview.nodes},
-        "node_ids": {n.name.strip(): i for i, n in enumerate(preview.nodes)},
     }
+    if canvas:
+        fill_positions(draft)
+        shown = [state.selected] if state.selected is not None else []
+        outputs = choices.module_outputs
+        ctx["canvas"] = draw(draft, broken, state.view_box)
+        ctx["sources"] = {i: ancestors_sources(draft, i, outputs) for i in shown}
+        ctx["deps"] = {i: draft.dependency_choices(i) for i in shown}
+        module = choices.module(draft.nodes[shown[0]].module) if shown else None
+        ctx["readme"] = (
+            await asyncio.to_thread(render_markdown, module.readme) if module and module.readme else ""
+        )
+    else:
+        ctx["sources"] = [draft.sources(i, choices.module_outputs) for i in range(len(draft.nodes))]
+        ctx["deps"] = [draft.dependency_choices(i) for i in range(len(draft.nodes))]
+        ctx["graph"] = layout(preview.acyclic_parents())
+        ctx["modules"] = {n.name.strip(): bool(n.module) for n in preview.nodes}
+        ctx["node_ids"] = {n.name.strip(): i for i, n in enumerate(preview.nodes)}
     if request.url.path == "/workflows/new" and not is_htmx(request):
         ctx["examples"] = list_examples()
         ctx["templates"] = await template_versions()
@@ -289,6 +368,8 @@ async def render_editor(
 async def editor(request: Request, user: User, target: Target, start: Editor) -> Response:
     choices = await editor_choices(user)
     if request.method == "GET":
+        if request.query_params.get("view") == "form":
+            start.view = "form"
         return await render_editor(request, user, start, target, choices)
     try:
         form = await request.form()
@@ -300,9 +381,12 @@ async def editor(request: Request, user: User, target: Target, start: Editor) ->
     if state.target == "version" and target.can_version and target.source and state.mode == "form":
         state.draft.name = target.source.workflow.name
     if op == "save":
+        state.attempted = True
         version = await save(user, state, target)
         if version is not None:
             return redirect(request, f"/versions/{version.id}")
+        if state.view == "canvas" and state.mode == "form":
+            state.selected = _first_broken(state)
         return await render_editor(
             request, user, state, target, choices, status=200 if is_htmx(request) else 400
         )
@@ -323,8 +407,10 @@ async def _start_new(request: Request, user: User) -> Editor:
         draft = draft_from_spec(data or {})[0]
     elif kind == "version" and (version_id := parse_row_id(key)) is not None:
         draft = draft_from_spec((await get_readable_version(user, version_id)).spec)[0]
+    elif request.query_params.get("view") == "form":
+        return Editor(draft=Draft(nodes=[NodeRow(name="step1")]), view="form")
     else:
-        return Editor(draft=Draft(nodes=[NodeRow(name="step1")]))
+        return Editor()  # an empty canvas
     draft.name = await free_workflow_name(user, draft.name)
     return Editor(draft=draft)
 

@@ -29,6 +29,11 @@ class VersionGraph:
     table_order: tuple[str, ...] = ()
 
 
+def positions(spec: Any) -> dict[str, tuple[int, int]]:
+    """Where the canvas put each node (``ui: {x, y}``) of a parsed spec; the nodes without one left out."""
+    return {n.name: (n.ui.x, n.ui.y) for n in spec.nodes if n.ui is not None}
+
+
 _cache: OrderedDict[str, VersionGraph] = OrderedDict()
 
 
@@ -45,7 +50,7 @@ def version_graph(spec: Mapping[str, Any]) -> VersionGraph:
         parsed.to_yaml(),
         parents,
         tuple(dag.topological_order(parents)),
-        overview(parents),
+        overview(parents, positions(parsed)),
         tuple(name for layer in dag.layers(parents) for name in sorted(layer)),
     )
     _cache[key] = graph

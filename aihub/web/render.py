@@ -76,9 +76,11 @@ def secure(response: Response) -> Response:
 
 
 def _install_globals() -> None:
-    from aihub.web import svg
+    from aihub.web import canvas, svg
 
     env.globals.update(
+        CANVAS_H=canvas.CANVAS_H,
+        unknown_variables=canvas.unknown_variables,
         NODE_W=svg.NODE_W,
         NODE_H=svg.NODE_H,
         colour=svg.colour,

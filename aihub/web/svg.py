@@ -73,7 +73,11 @@ class Layout:
         return bool(self.groups)
 
 
-def layout(parents: Mapping[str, Sequence[str]]) -> Layout:
+def layout(
+    parents: Mapping[str, Sequence[str]], positions: Mapping[str, tuple[int, int]] | None = None
+) -> Layout:
+    """The layered layout; or, when ``positions`` places every node (the spec's ``ui: {x, y}``), the nodes
+    where the user put them (moved together so that the top-left one is at the margin)."""
     rows: list[list[str]] = []
     for layer in dag.layers(parents):
         layer = sorted(layer)  # left to right as the keyboard goes: by name
@@ -86,20 +90,39 @@ def layout(parents: Mapping[str, Sequence[str]]) -> Layout:
         x0 = (width - row_w) // 2
         for i, name in enumerate(row):
             boxes[name] = Box(name, x0 + i * (NODE_W + GAP_X), MARGIN + r * (NODE_H + GAP_Y))
+    height = MARGIN * 2 + len(rows) * NODE_H + max(len(rows) - 1, 0) * GAP_Y
+    if positions and boxes and all(name in positions for name in boxes):
+        boxes, width, height = placed(boxes, positions)
     edges = [(boxes[p], boxes[c]) for c, ps in parents.items() for p in ps if p in boxes and c in boxes]
     if len(edges) > MAX_EDGES:
         edges = []
-    height = MARGIN * 2 + len(rows) * NODE_H + max(len(rows) - 1, 0) * GAP_Y
     unit = {name: f"node-{name}" for name in boxes}
     order, nav = keyboard(parents, unit, [[f"node-{n}" for n in row] for row in rows])
     return Layout(boxes, edges, width, max(height, NODE_H + 2 * MARGIN), order=order, nav=nav)
 
 
-def overview(parents: Mapping[str, Sequence[str]]) -> Layout:
+def placed(
+    boxes: Mapping[str, Box], positions: Mapping[str, tuple[int, int]]
+) -> tuple[dict[str, Box], int, int]:
+    """The boxes at their saved positions, shifted so that the drawing starts at the margin; its size."""
+    left = min(positions[name][0] for name in boxes)
+    top = min(positions[name][1] for name in boxes)
+    moved = {
+        name: Box(name, positions[name][0] - left + MARGIN, positions[name][1] - top + MARGIN)
+        for name in boxes
+    }
+    width = max(b.x for b in moved.values()) + NODE_W + MARGIN
+    height = max(b.y for b in moved.values()) + NODE_H + MARGIN
+    return moved, width, height
+
+
+def overview(
+    parents: Mapping[str, Sequence[str]], positions: Mapping[str, tuple[int, int]] | None = None
+) -> Layout:
     """The layout of the run and version pages: ``layout`` up to ``FULL_MAX`` nodes, else wide layers (and
     bands of layers beyond ``MAX_ROWS``) collapsed into summary boxes, one edge per pair of boxes."""
     if len(parents) <= FULL_MAX:
-        return layout(parents)
+        return layout(parents, positions)
     layers = dag.layers(parents)
     per_band = -(-len(layers) // MAX_ROWS)
     rows: list[

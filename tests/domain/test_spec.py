@@ -1055,3 +1055,48 @@ def test_a_cycle_closing_a_five_thousand_node_chain_is_reported() -> None:
     assert len(issues) == 1
     assert issues[0].message.startswith("cycle: n0 -> n1 -> n2 -> ")
     assert issues[0].message.endswith(" -> n4999 -> n0")
+
+
+# --- node positions (ui: {x, y}) ---------------------------------------------------------------------------
+
+
+def test_node_positions_are_kept_through_export_and_import() -> None:
+    data = seed()
+    data["nodes"][0]["ui"] = {"x": 40, "y": 16}
+    data["nodes"][1]["ui"] = {"x": 40.4, "y": -120}
+    spec = parse_spec(data)
+    assert spec.node("step1").ui is not None and (spec.node("step1").ui.x, spec.node("step1").ui.y) == (
+        40,
+        16,
+    )
+    assert spec.to_dict()["nodes"][1]["ui"] == {"x": 40, "y": -120}  # whole pixels
+    again = parse_spec(spec.to_yaml())
+    assert again.to_dict() == spec.to_dict()
+    assert "ui: {x: 40, y: 16}" in spec.to_yaml() or "ui:\n    x: 40" in spec.to_yaml()
+
+
+def test_a_spec_without_positions_exports_none() -> None:
+    spec = parse_spec(seed())
+    assert spec.node("step1").ui is None
+    assert "ui" not in spec.to_yaml()
+
+
+@pytest.mark.parametrize(
+    ("ui", "expected"),
+    [
+        ({"x": "10", "y": 0}, "ui.x: must be a number (got '10')"),
+        ({"x": True, "y": 0}, "ui.x: must be a number (got True)"),
+        ({"x": 0, "y": float("nan")}, "ui.y: must be a number (got nan)"),
+        ({"x": 0, "y": 200_000}, "ui.y: must be at most 100000 (got 200000)"),
+        ({"x": -100_001, "y": 0}, "ui.x: must be at least -100000 (got -100001)"),
+        ({"x": 0}, "ui.y: is required"),
+        ({"x": 0, "y": 0, "z": 1}, "ui.z: unknown field"),
+        ([1, 2], "ui: must be a mapping (got a list)"),
+    ],
+)
+def test_node_positions_are_validated(ui: object, expected: str) -> None:
+    data = seed()
+    data["nodes"][1]["ui"] = ui
+    with pytest.raises(SpecError) as caught:
+        parse_spec(data)
+    assert [str(i) for i in caught.value.issues] == [f"nodes[1] 'step2': {expected}"]
