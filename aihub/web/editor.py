@@ -216,7 +216,9 @@ def _edit(draft: Draft, verb: str, what: str, parts: list[str], choices: EditorC
         return
     if what == "node":
         if verb == "add":
-            draft.nodes.append(NodeRow(name=draft.unique_node_name(f"step{len(draft.nodes) + 1}")))
+            taken = {n.name.strip() for n in draft.nodes}
+            free = next(f"step{k}" for k in range(1, len(taken) + 2) if f"step{k}" not in taken)
+            draft.nodes.append(NodeRow(name=free))
         elif (i := _index(parts, 0, draft.nodes)) is not None:
             draft.remove_node(i)
         return

@@ -30,6 +30,7 @@ def server() -> Iterator[WebServer]:
 
 
 def centre(locator: Locator) -> tuple[float, float]:
+    expect(locator).to_be_visible()
     box = locator.bounding_box()
     assert box is not None
     return box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
@@ -42,6 +43,13 @@ def drag_to(page: Page, source: Locator, x: float, y: float) -> None:
     page.mouse.move((sx + x) / 2, (sy + y) / 2, steps=4)
     page.mouse.move(x, y, steps=4)
     page.mouse.up()
+    answered(page)
+
+
+def answered(page: Page) -> None:
+    """Waits until the editor has no request in flight (htmx marks the form while one is; the answer has been
+    swapped in when the mark goes)."""
+    expect(page.locator("#editor")).not_to_have_class(re.compile(r"\bhtmx-request\b"))
 
 
 def show_canvas(page: Page) -> dict[str, float]:

@@ -1,4 +1,4 @@
-"""The seed's quick start with the workflow editor's form (not YAML), in a real Chromium: basic info, an initial
+"""The seed's quick start with the workflow editor's form view (not the canvas, not YAML), in a real Chromium: basic info, an initial
 param, step1 with its three outputs, step2 whose inputs are picked from selects, the DAG preview following the
 edits; save, see the version's DAG, run it and watch it turn green."""
 
@@ -27,6 +27,8 @@ def test_the_seed_workflow_built_in_the_editor_form(page: Page, server: WebServe
     log_in(page)
     page.get_by_role("link", name="Workflows").click()
     page.get_by_role("link", name="Create workflow").click()
+    page.get_by_role("tab", name="Form view").click()  # the canvas is the default (tests/browser/test_canvas.py)
+    page.get_by_role("button", name="Add plain node").click()
     expect(page.locator("#nodes-0-name")).to_have_value("step1")
 
     page.locator("#name").fill(SEED.name)
@@ -85,7 +87,7 @@ def test_the_seed_workflow_built_in_the_editor_form(page: Page, server: WebServe
 
 def test_yaml_errors_and_form_errors_show_next_to_their_fields(page: Page, server: WebServer) -> None:
     log_in(page)
-    page.goto("/workflows/new")
+    page.goto("/workflows/new?view=form")
     page.locator("#nodes-0-command").fill("echo hi")
     page.locator("#nodes-0-retries").fill("-1")
     page.locator("#nodes-0-image").click()
