@@ -4,6 +4,10 @@ size of the live (SSE) update sent when one node changes.
 
     .venv/bin/python bench/web.py [--layers 20] [--width 100] [--repeat 5]
 
+The editor's canvas with a 300-node version (15 layers x 20, positions saved): the editor page (copy) and the
+version page, in-process and in Chromium (page load), and a node dragged in it: the time from mouse-up to the
+server's answer swapped in (``--canvas 300``; add ``--no-browser`` for the in-process figures only).
+
 The run is created without the engine (``create_app(settings, run_engine=False)``): nothing executes, the
 figures are the pages' alone. In-process (httpx ASGI transport, SQLite in a temporary directory).
 """
@@ -97,6 +101,127 @@ async def main(layers: int, width: int, repeat: int) -> None:
                     print(
                         f"SSE update for {name}: {len(update.encode())} bytes ({', '.join(events)}), {ms:.2f} ms"
                     )
+
+
+# ------------------------------------------------------------------------------------------------ the canvas
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def canvas_spec(count: int, width: int = 20) -> dict[str, Any]:
+    """``count`` nodes in layers of ``width``, each depending on one node of the layer above, with positions."""
+    nodes: list[dict[str, Any]] = []
+    for i in range(count):
+        layer, col = divmod(i, width)
+        node: dict[str, Any] = {"name": f"n{i:03d}", "image": "busybox", "command": "echo $x"}
+        node["inputs"] = [{"name": "x", "value": "1"}]
+        if layer:
+            node["depends_on"] = [f"n{i - width - (1 if col else 0):03d}"]
+        node["ui"] = {"x": 16 + col * 194, "y": 16 + layer * 108}
+        nodes.append(node)
+    return {"name": "canvas-bench", "nodes": nodes}
+
+
+async def canvas_main(count: int, repeat: int) -> None:
+    import sys
+
+    sys.path.insert(0, str(REPO))
+    from tests.web.forms import Form
+
+    with tempfile.TemporaryDirectory() as tmp:
+        settings = Settings(data_dir=Path(tmp) / "data", admin_password=PASSWORD)
+        app = create_app(settings, run_engine=False)
+        async with app.router.lifespan_context(app):
+            user = await User.get(username="admin")
+            version = await create_workflow(user, canvas_spec(count))
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
+                await http.get("/login")
+                csrf = http.cookies["aihub_csrf"]
+                form = {"username": "admin", "password": PASSWORD, "next": "/", "csrf_token": csrf}
+                assert (await http.post("/login", data=form)).status_code == 303
+                print(f"in-process, {count} nodes, median of {repeat}:")
+                for label, url in (
+                    ("editor (copy)", f"/versions/{version.id}/copy"),
+                    ("version page", f"/versions/{version.id}"),
+                ):
+                    size, ms, _ = await timed_get(http, url, repeat)
+                    print(f"  {label}: {size:,} bytes, median {ms:.0f} ms")
+                fields = Form((await http.get(f"/versions/{version.id}/copy")).text, "editor-body")
+                times = []
+                for i in range(repeat):
+                    fields.set("nodes-150-x", str(400 + i))
+                    t0 = time.perf_counter()
+                    response = await http.post(
+                        f"/versions/{version.id}/copy",
+                        data=fields.data(),
+                        headers={"HX-Request": "true"},
+                    )
+                    times.append((time.perf_counter() - t0) * 1000)
+                    assert response.status_code == 200, response.status_code
+                print(
+                    f"  a node moved (the editor's post, validated and re-rendered): "
+                    f"{len(response.content):,} bytes, median {statistics.median(times):.0f} ms"
+                )
+
+
+def canvas_browser(count: int, repeat: int) -> None:
+    """The same in Chromium against ``aihub serve``: page loads and mouse-up -> the answer swapped in."""
+    import re
+    import sys
+
+    import yaml
+    from playwright.sync_api import expect, sync_playwright
+
+    sys.path.insert(0, str(REPO / "tests" / "web"))
+    from webserver import ADMIN_PASSWORD, web_server
+
+    with web_server() as server, httpx.Client(base_url=server.url) as http:
+        http.get("/login")
+        csrf = http.cookies["aihub_csrf"]
+        login = {"username": "admin", "password": ADMIN_PASSWORD, "next": "/", "csrf_token": csrf}
+        assert http.post("/login", data=login).status_code == 303
+        text = yaml.safe_dump(canvas_spec(count), sort_keys=False)
+        saved = http.post("/workflows/new", data={"spec": text, "csrf_token": http.cookies["aihub_csrf"]})
+        assert saved.status_code == 303, saved.text[:500]
+        version = saved.headers["location"]
+        with sync_playwright() as p:
+            chromium = p.chromium.launch(executable_path="/usr/bin/chromium", args=["--no-sandbox"])
+            page = chromium.new_page(base_url=server.url, viewport={"width": 1400, "height": 900})
+            page.goto("/login")
+            page.get_by_label("Username").fill("admin")
+            page.get_by_label("Password").fill(ADMIN_PASSWORD)
+            page.get_by_role("button", name="Log in").click()
+            expect(page.get_by_role("heading", name="Runs")).to_be_visible()
+            print(f"Chromium, {count} nodes, median of {repeat}:")
+            for label, url in (("editor (copy)", f"{version}/copy"), ("version page", version)):
+                loads = []
+                for _ in range(repeat):
+                    t0 = time.perf_counter()
+                    page.goto(url, wait_until="load")
+                    loads.append((time.perf_counter() - t0) * 1000)
+                print(f"  {label}: load event after median {statistics.median(loads):.0f} ms")
+            page.goto(f"{version}/copy")
+            body = page.locator("#cbody-0")
+            busy = page.locator("#editor")
+            drags = []
+            for i in range(repeat):
+                box = body.bounding_box()
+                assert box is not None
+                x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+                page.mouse.move(x, y)
+                page.mouse.down()
+                page.mouse.move(x + 30 + i, y + 20, steps=5)
+                with page.expect_response(lambda r: r.request.method == "POST") as answer:
+                    t0 = time.perf_counter()
+                    page.mouse.up()
+                answer.value.finished()
+                expect(busy).not_to_have_class(re.compile(r"\bhtmx-request\b"))
+                drags.append((time.perf_counter() - t0) * 1000)
+            print(
+                f"  drag a node: mouse-up -> the server's answer swapped in, median {statistics.median(drags):.0f} ms"
+            )
+            chromium.close()
 
 
 # ------------------------------------------------------------------------------------------------ list pages
@@ -244,8 +369,18 @@ if __name__ == "__main__":
         metavar="ROWS",
         help="instead: the list pages' first and last page with ROWS rows each",
     )
+    parser.add_argument(
+        "--canvas", type=int, metavar="NODES", help="instead: the editor's canvas with NODES nodes"
+    )
+    parser.add_argument(
+        "--no-browser", action="store_true", help="with --canvas: the in-process figures only"
+    )
     args = parser.parse_args()
-    if args.lists:
+    if args.canvas:
+        asyncio.run(canvas_main(args.canvas, args.repeat))
+        if not args.no_browser:
+            canvas_browser(args.canvas, args.repeat)
+    elif args.lists:
         asyncio.run(lists_main(args.lists, args.repeat))
     else:
         asyncio.run(main(args.layers, args.width, args.repeat))

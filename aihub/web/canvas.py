@@ -26,6 +26,8 @@ from aihub.web.svg import GAP_Y, MARGIN, NODE_W, layout
 CANVAS_H = 52
 #: the smallest drawing the canvas shows (its viewBox), so that a first node is not drawn huge
 MIN_W, MIN_H = 680, 440
+#: the largest drawing it shows at first: a big graph opens on its top-left part, readable; "Fit" shows it all
+MAX_W, MAX_H = 1600, 1000
 #: ``act`` values the canvas posts
 _ACT = re.compile(r"(select|connect|disconnect)-(\d{1,6})(?:-(\d{1,6}))?")
 #: ``$name`` / ``${name}`` in a command
@@ -258,8 +260,8 @@ def _fit(nodes: list[CanvasNode]) -> str:
         return f"0 0 {MIN_W} {MIN_H}"
     left = min(n.x for n in nodes) - MARGIN
     top = min(n.y for n in nodes) - MARGIN
-    width = max(max(n.x for n in nodes) + NODE_W + MARGIN - left, MIN_W)
-    height = max(max(n.y for n in nodes) + CANVAS_H + MARGIN - top, MIN_H)
+    width = min(max(max(n.x for n in nodes) + NODE_W + MARGIN - left, MIN_W), MAX_W)
+    height = min(max(max(n.y for n in nodes) + CANVAS_H + MARGIN - top, MIN_H), MAX_H)
     return f"{left} {top} {width} {height}"
 
 

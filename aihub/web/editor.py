@@ -63,7 +63,7 @@ from aihub.web.draft import (
 )
 from aihub.web.draft import errors_by_field as map_errors
 from aihub.web.render import is_htmx, render
-from aihub.web.session import page, redirect
+from aihub.web.session import MAX_FORM_FIELDS, page, redirect
 from aihub.web.svg import layout
 
 _OP = re.compile(r"(add|remove)-(param|node|module|input|output|env)(?:-([\w.-]+))?")
@@ -374,7 +374,7 @@ async def editor(request: Request, user: User, target: Target, start: Editor) ->
             start.view = "form"
         return await render_editor(request, user, start, target, choices)
     try:
-        form = await request.form()
+        form = await request.form(max_fields=MAX_FORM_FIELDS)
     except ClientDisconnect:  # htmx aborted this request for a newer one (hx-sync replace)
         return Response(status_code=204)
     state, op = editor_from_form(form)

@@ -95,6 +95,11 @@ def renew_csrf(request: Request, session: str) -> None:
     request.state.csrf = new_csrf_token(request, session)
 
 
+#: how many fields one form post may have (starlette allows 1,000 by default): the editor posts a dozen per node
+#: of a draft of hundreds; the request body limit (``aihub.bodylimit``) still bounds what a post may hold
+MAX_FORM_FIELDS = 500_000
+
+
 async def csrf_ok(request: Request) -> bool:
     if request.method in SAFE_METHODS:
         return True
@@ -103,7 +108,7 @@ async def csrf_ok(request: Request) -> bool:
         return False
     given = request.headers.get("x-csrf-token")
     if given is None:
-        form = await request.form()
+        form = await request.form(max_fields=MAX_FORM_FIELDS)  # parsed once: the route gets this same form
         value = form.get("csrf_token")
         given = value if isinstance(value, str) else None
     return bool(expected and given and secrets.compare_digest(expected, given))

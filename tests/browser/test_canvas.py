@@ -199,7 +199,9 @@ def test_the_seed_example_built_by_drag_and_drop_runs(page: Page, server: WebSer
     assert not csp_errors, csp_errors
 
 
-def test_deleting_a_node_by_keyboard_takes_its_edges_and_flags_its_users(page: Page, server: WebServer) -> None:
+def test_deleting_a_node_by_keyboard_takes_its_edges_and_flags_its_users(
+    page: Page, server: WebServer
+) -> None:
     log_in(page)
     page.goto("/workflows/new?from=example:pass-params-demo")
     expect(node(page, "step1")).to_be_visible()

@@ -27,7 +27,9 @@ def test_the_seed_workflow_built_in_the_editor_form(page: Page, server: WebServe
     log_in(page)
     page.get_by_role("link", name="Workflows").click()
     page.get_by_role("link", name="Create workflow").click()
-    page.get_by_role("tab", name="Form view").click()  # the canvas is the default (tests/browser/test_canvas.py)
+    page.get_by_role(
+        "tab", name="Form view"
+    ).click()  # the canvas is the default (tests/browser/test_canvas.py)
     page.get_by_role("button", name="Add plain node").click()
     expect(page.locator("#nodes-0-name")).to_have_value("step1")
 

@@ -193,3 +193,20 @@ async def test_the_version_page_shows_a_node_as_labels_values_and_tables(web: We
     assert '<pre class="spec" id="node-command"' in html and '"name"' not in html  # no raw JSON
     step1 = html_lib.unescape((await client.get(f"/versions/{version.id}/nodes/step1", htmx=True)).text)
     assert '<table class="rows" id="node-outputs">' in step1 and "<code>/tmp/outparam1.txt</code>" in step1
+
+
+async def test_a_large_version_posts_more_fields_than_starlettes_default(web: Web) -> None:
+    """150 nodes, a dozen fields each: beyond the 1,000 fields a form parser allows by default."""
+    nodes = [
+        {"name": f"n{i:03d}", "command": "echo $x", "inputs": [{"name": "x", "value": "1"}]}
+        for i in range(150)
+    ]
+    for i in range(1, 150):
+        nodes[i]["depends_on"] = [f"n{i - 1:03d}"]
+    source = await create_workflow(await User.get(username="alice"), {"name": "long-chain", "nodes": nodes})
+    client = await web.client("alice")
+    url = f"/versions/{source.id}/copy"
+    html, form = await canvas(client, url)
+    assert len(form.fields) > 1000 and html.count('class="cnode') == 150
+    html, _ = await act(client, url, form, "", **{"nodes-75-x": "999"})
+    assert node_at(html, 75) == (999, int(form.get("nodes-75-y")))
