@@ -39,6 +39,16 @@ class _Server(uvicorn.Server):
         elif getattr(state, "initial_admin_password", None):
             print(f"user 'admin' still has its first password: {state.initial_admin_password}", flush=True)
 
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        """SIGTERM: uvicorn stops listening, lets requests in flight finish and closes WebSockets with 1012
+        (service restart: clients reconnect); live SSE streams are ended here first, else they would hold the
+        shutdown until its timeout. Then the lifespan closes the engine (nodes keep running) and the bus (the
+        engine group is left at once, so other workers take the runs over without a session timeout)."""
+        runtime = getattr(self.app.state, "runtime", None)
+        if runtime is not None:
+            runtime.draining.set()
+        await super().shutdown(sockets=sockets)
+
 
 def behind_proxies(app: ASGIApp, settings: Settings) -> ASGIApp:
     """The app as uvicorn should run it, with ``proxy_headers=False``: uvicorn's own default believes

@@ -28,6 +28,7 @@ from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError, for_code
 from aiokafka.partitioner import murmur2
+from aiokafka.protocol.group import JoinGroupRequest, LeaveGroupRequest
 
 from aihub.bus.base import BaseBus, RunEvent
 
@@ -234,6 +235,7 @@ class KafkaBus(BaseBus):
             raise KafkaUnavailable(
                 f"cannot join {self.engine_group!r} at {self.bootstrap!r} (AIHUB_KAFKA_BOOTSTRAP): {exc}"
             ) from exc
+        _leave_in_every_generation(member)
         member.subscribe([self.topic], listener=ownership)
         _own_task(self._stack, _stay_in_group(member), f"kafka engine member {self.engine_group}")
         self._ownership = ownership
@@ -275,6 +277,37 @@ class _Ownership(ConsumerRebalanceListener):
             return
         self.owned = frozenset(tp.partition for tp in assigned)
         await _call(self._on_assign, self.owned, "on_assign")
+
+
+def _leave_in_every_generation(member: AIOKafkaConsumer) -> None:
+    """Make the member's stop leave the group even in generation 0.
+
+    aiokafka sends LeaveGroup on stop only when the generation is above 0, as Kafka numbers generations from 1;
+    Tansu (the broker of the tests) numbers the first one 0, so a worker stopped cleanly would stay a member
+    until its session timed out, and nobody would take its runs over before. The request is the same either
+    way (group and member id); aiokafka's own path is kept for every other generation."""
+    coordinator = getattr(member, "_coordinator", None)
+    own = getattr(coordinator, "_maybe_leave_group", None)
+    if coordinator is None or own is None:  # another aiokafka: its own behaviour
+        return
+
+    async def leave() -> None:
+        if (
+            coordinator.generation == 0
+            and coordinator.member_id != JoinGroupRequest.UNKNOWN_MEMBER_ID
+            and coordinator._group_instance_id is None
+        ):
+            try:
+                await coordinator._send_req(LeaveGroupRequest(coordinator.group_id, coordinator.member_id))
+            except KafkaError as exc:
+                log.error("LeaveGroup request failed: %s", exc)
+            else:
+                log.info("LeaveGroup request succeeded")
+            coordinator.reset_generation()
+            return
+        await own()
+
+    coordinator._maybe_leave_group = leave
 
 
 async def _call(hook: PartitionHook | None, partitions: frozenset[int], name: str) -> None:

@@ -37,6 +37,31 @@ def _response(body: AsyncIterator[str]) -> StreamingResponse:
     return StreamingResponse(body, media_type="text/event-stream", headers=headers)
 
 
+async def until_draining(
+    draining: asyncio.Event, body: AsyncIterator[str], farewell: str = ""
+) -> AsyncIterator[str]:
+    """``body``'s chunks until the server begins to shut down; then ``farewell`` and the end of the stream (the
+    server waits for open responses, so a stream left open would hold the shutdown until its timeout)."""
+    stop = asyncio.ensure_future(draining.wait())
+    try:
+        while not draining.is_set():
+            chunk = asyncio.ensure_future(anext(body))
+            await asyncio.wait({chunk, stop}, return_when=asyncio.FIRST_COMPLETED)
+            if not chunk.done():
+                chunk.cancel()
+                await asyncio.gather(chunk, return_exceptions=True)
+                break
+            try:
+                yield chunk.result()
+            except StopAsyncIteration:
+                return
+        if farewell:
+            yield farewell
+    finally:
+        stop.cancel()
+        await body.aclose()  # type: ignore[attr-defined]
+
+
 def node_html(run_id: int, row: object, graph: Layout) -> str:
     macro = _macro("node")
     name = row.name  # type: ignore[attr-defined]
@@ -157,12 +182,17 @@ def run_stream(rt: Runtime, user: User, run_id: int, csrf: str) -> StreamingResp
         async for chunk in _changes(rt, user, run_id, graph, csrf):
             yield chunk
 
-    return _response(body())
+    # on shutdown the stream just ends: the browser's EventSource reconnects after the retry delay (to another
+    # replica, or to this one restarted) and gets a fresh snapshot, so nothing is missed
+    return _response(until_draining(rt.draining, body()))
 
 
 #: characters of log lines one live view receives before it stops (the page shows the log's last 256 KiB first)
 LIVE_WINDOW = 1024 * 1024
 LIVE_WINDOW_NOTE = "[aihub: the live view stops after 1 MiB of new lines; reload the page for the newest, or download the log]"
+RESTART_NOTE = (
+    "[aihub: the server is restarting; the live view stopped here — reload the page for the newest lines]"
+)
 
 
 def log_stream(
@@ -185,4 +215,7 @@ def log_stream(
                 break
         yield sse("end", "")
 
-    return _response(body())
+    # a log tail resumes at a byte offset the page knows only from its first load: on shutdown it ends with a note
+    # (and ``end``) rather than reconnecting to lines it already shows
+    farewell = sse("line", f'<div class="l muted">{escape(RESTART_NOTE)}</div>') + sse("end", "")
+    return _response(until_draining(rt.draining, body(), farewell))
