@@ -287,6 +287,33 @@ class S3ArtifactStore:
         except _FAILURE as exc:
             raise _failed(self.config, f"sign a URL for {key}", exc) from exc
 
+    async def attempt_urls(
+        self,
+        run_id: int,
+        node: str,
+        attempt: int,
+        inputs: dict[str, str],
+        outputs: list[str],
+        seconds: float,
+    ) -> dict[str, str]:
+        """Presigned URLs for one attempt, each for exactly one object: ``in:NAME`` — GET of the input's
+        artifact (``inputs``: name → digest); ``out:NAME`` — PUT of the output's upload key, which belongs to
+        this attempt alone. No URL allows listing, and none reaches another run's objects."""
+        urls = {}
+        for name, digest in inputs.items():
+            self._check(digest)
+            urls[f"in:{name}"] = await self.presign("GET", artifact_key(digest), seconds)
+        for name in outputs:
+            urls[f"out:{name}"] = await self.presign("PUT", upload_key(run_id, node, attempt, name), seconds)
+        return urls
+
+    async def take_upload(self, run_id: int, node: str, attempt: int, output: str, dest: Path) -> None:
+        """Download what the attempt put at its upload key for ``output`` to ``dest``, then delete the key
+        (ArtifactMissing when it put nothing there)."""
+        key = upload_key(run_id, node, attempt, output)
+        await self.get_to_file(key, dest)
+        await self.delete(key)
+
     def _check(self, digest: str) -> None:
         if not isinstance(digest, str) or not _DIGEST.fullmatch(digest):
             raise ArtifactMissing(missing_message(digest, self.location))

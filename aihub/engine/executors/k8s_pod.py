@@ -29,6 +29,7 @@ import hashlib
 import json
 import posixpath
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -90,7 +91,7 @@ for _AIHUB_v in BB MARK TMP TEXT_CAP IN_COUNT OUT_COUNT; do
 done
 _AIHUB_i=0
 while [ "$_AIHUB_i" -lt "${_AIHUB_IN_COUNT:-0}" ]; do
-  for _AIHUB_v in NAME DIGEST KIND PATH; do
+  for _AIHUB_v in NAME DIGEST KIND PATH URL; do
     eval "_AIHUB_in_${_AIHUB_i}_$_AIHUB_v=\${_AIHUB_IN_${_AIHUB_i}_$_AIHUB_v-}"
     unset "_AIHUB_IN_${_AIHUB_i}_$_AIHUB_v"
   done
@@ -98,7 +99,7 @@ while [ "$_AIHUB_i" -lt "${_AIHUB_IN_COUNT:-0}" ]; do
 done
 _AIHUB_i=0
 while [ "$_AIHUB_i" -lt "${_AIHUB_OUT_COUNT:-0}" ]; do
-  for _AIHUB_v in NAME TYPE PATH; do
+  for _AIHUB_v in NAME TYPE PATH URL; do
     eval "_AIHUB_out_${_AIHUB_i}_$_AIHUB_v=\${_AIHUB_OUT_${_AIHUB_i}_$_AIHUB_v-}"
     unset "_AIHUB_OUT_${_AIHUB_i}_$_AIHUB_v"
   done
@@ -112,14 +113,27 @@ _AIHUB_note() { printf 'aihub: %s\n' "$1"; }
 _AIHUB_bb() { "$_AIHUB_BB" "$@"; }
 
 _AIHUB_fetch() {
-  _AIHUB_name=$1 _AIHUB_digest=$2 _AIHUB_kind=$3 _AIHUB_path=$4
+  _AIHUB_name=$1 _AIHUB_digest=$2 _AIHUB_kind=$3 _AIHUB_path=$4 _AIHUB_url=$5
   _AIHUB_parent=${_AIHUB_path%/*}
   [ -n "$_AIHUB_parent" ] || _AIHUB_parent=/
   _AIHUB_bb mkdir -p "$_AIHUB_parent" || return 1
   _AIHUB_stage=$(_AIHUB_bb mktemp -d "$_AIHUB_parent/.aihub-unpack.XXXXXX") || return 1
-  if ! _AIHUB_bb wget -q -O "$_AIHUB_stage.tgz" --header "$_AIHUB_auth" "$_AIHUB_api/artifacts/$_AIHUB_digest"
+  # straight from the object store when the engine handed a presigned URL; else (or when that fails)
+  # through the API
+  if [ -n "$_AIHUB_url" ] && ! _AIHUB_bb wget -q -O "$_AIHUB_stage.tgz" "$_AIHUB_url"; then
+    _AIHUB_note "input '$_AIHUB_name': the direct download failed; fetching it through $_AIHUB_api"
+    _AIHUB_url=
+  fi
+  if [ -z "$_AIHUB_url" ] &&
+    ! _AIHUB_bb wget -q -O "$_AIHUB_stage.tgz" --header "$_AIHUB_auth" "$_AIHUB_api/artifacts/$_AIHUB_digest"
   then
     _AIHUB_note "input '$_AIHUB_name': download of artifact $_AIHUB_digest from $_AIHUB_api failed"
+    _AIHUB_bb rm -rf "$_AIHUB_stage" "$_AIHUB_stage.tgz"
+    return 1
+  fi
+  _AIHUB_sum=$(_AIHUB_bb sha256sum "$_AIHUB_stage.tgz" 2>/dev/null) || _AIHUB_sum=
+  if [ "${_AIHUB_sum%% *}" != "$_AIHUB_digest" ]; then
+    _AIHUB_note "input '$_AIHUB_name': artifact $_AIHUB_digest is corrupt (its sha256 does not match); refused"
     _AIHUB_bb rm -rf "$_AIHUB_stage" "$_AIHUB_stage.tgz"
     return 1
   fi
@@ -170,20 +184,31 @@ _AIHUB_text() {
 }
 
 _AIHUB_post() {
-  # POST file $1 to the API path $2 (with query); the raw reply goes to $_AIHUB_TMP/reply. busybox wget
-  # cannot send binary data (nor data larger than memory), so this is HTTP/1.0 over busybox nc: the
-  # request streams in through a FIFO kept open until the server has answered and closed.
+  # POST file $1 to the API path $2 (with query), with the run token
   case $_AIHUB_api in
     http://*) ;;
     *) _AIHUB_note "uploads need an http:// AI_HUB_API_URL, not $_AIHUB_api"; return 1 ;;
   esac
-  _AIHUB_rest=${_AIHUB_api#http://}
+  _AIHUB_send POST "$1" "$_AIHUB_api$2" "$_AIHUB_auth"
+}
+
+_AIHUB_send() {
+  # METHOD ($1) the file $2 to the http:// URL $3, with the header line $4 (may be empty); the raw reply
+  # goes to $_AIHUB_TMP/reply. busybox wget cannot send binary data (nor data larger than memory), so this
+  # is HTTP/1.0 over busybox nc: the request streams in through a FIFO kept open until the server has
+  # answered and closed. A URL's query (a presigned URL's signature) is never printed.
+  case $3 in
+    http://*) ;;
+    *) _AIHUB_note "$1 ${3%%\?*}: only http:// URLs can be sent to"; return 1 ;;
+  esac
+  _AIHUB_rest=${3#http://}
   _AIHUB_hostport=${_AIHUB_rest%%/*}
-  _AIHUB_prefix=${_AIHUB_rest#"$_AIHUB_hostport"}
+  _AIHUB_target=${_AIHUB_rest#"$_AIHUB_hostport"}
+  [ -n "$_AIHUB_target" ] || _AIHUB_target=/
   _AIHUB_host=${_AIHUB_hostport%:*}
   _AIHUB_port=${_AIHUB_hostport##*:}
   [ "$_AIHUB_port" != "$_AIHUB_hostport" ] || _AIHUB_port=80
-  _AIHUB_len=$(_AIHUB_bb wc -c <"$1") || return 1
+  _AIHUB_len=$(_AIHUB_bb wc -c <"$2") || return 1
   _AIHUB_len=$((_AIHUB_len + 0))
   _AIHUB_bb rm -f "$_AIHUB_TMP/request" "$_AIHUB_TMP/reply"
   _AIHUB_bb mkfifo "$_AIHUB_TMP/request" || return 1
@@ -192,9 +217,10 @@ _AIHUB_post() {
     _AIHUB_nc=$!
     exec 3>"$_AIHUB_TMP/request"
     (
-      printf 'POST %s%s HTTP/1.0\r\nHost: %s\r\n%s\r\n' "$_AIHUB_prefix" "$2" "$_AIHUB_hostport" "$_AIHUB_auth"
+      printf '%s %s HTTP/1.0\r\nHost: %s\r\n' "$1" "$_AIHUB_target" "$_AIHUB_hostport"
+      [ -z "$4" ] || printf '%s\r\n' "$4"
       printf 'Content-Type: application/gzip\r\nContent-Length: %s\r\nConnection: close\r\n\r\n' "$_AIHUB_len"
-      _AIHUB_bb cat "$1"
+      _AIHUB_bb cat "$2"
     ) >&3
     wait "$_AIHUB_nc"
   )
@@ -203,12 +229,12 @@ _AIHUB_post() {
   case $_AIHUB_status_line in
     "HTTP/1."?" 200 "*) return 0 ;;
   esac
-  _AIHUB_note "POST $_AIHUB_api$2: ${_AIHUB_status_line:-no answer}"
+  _AIHUB_note "$1 ${3%%\?*}: ${_AIHUB_status_line:-no answer}"
   return 1
 }
 
 _AIHUB_upload() {
-  _AIHUB_name=$1 _AIHUB_path=$2
+  _AIHUB_name=$1 _AIHUB_path=$2 _AIHUB_url=$3
   if [ ! -e "$_AIHUB_path" ]; then _AIHUB_emit "output-error $_AIHUB_name missing"; return 1; fi
   _AIHUB_archive=$_AIHUB_TMP/output.tgz
   if [ -d "$_AIHUB_path" ]; then
@@ -224,6 +250,15 @@ _AIHUB_upload() {
     _AIHUB_bb cat "$_AIHUB_TMP/tar.err"
     _AIHUB_emit "output-error $_AIHUB_name pack"
     return 1
+  fi
+  # straight into the object store (the engine takes it from there) when there is a presigned URL
+  if [ -n "$_AIHUB_url" ]; then
+    if _AIHUB_send PUT "$_AIHUB_archive" "$_AIHUB_url" ""; then
+      _AIHUB_bb rm -f "$_AIHUB_archive"
+      _AIHUB_emit "upload $_AIHUB_name $_AIHUB_kind"
+      return 0
+    fi
+    _AIHUB_note "output '$_AIHUB_name': the direct upload failed; sending it through $_AIHUB_api"
   fi
   if ! _AIHUB_post "$_AIHUB_archive" "/artifacts/upload?kind=$_AIHUB_kind&output=$_AIHUB_name"; then
     _AIHUB_note "output '$_AIHUB_name': upload to $_AIHUB_api failed"
@@ -245,7 +280,8 @@ _AIHUB_i=0
 while [ "$_AIHUB_i" -lt "${_AIHUB_IN_COUNT:-0}" ]; do
   eval "_AIHUB_n=\$_AIHUB_in_${_AIHUB_i}_NAME _AIHUB_d=\$_AIHUB_in_${_AIHUB_i}_DIGEST"
   eval "_AIHUB_k=\$_AIHUB_in_${_AIHUB_i}_KIND _AIHUB_p=\$_AIHUB_in_${_AIHUB_i}_PATH"
-  if ! _AIHUB_fetch "$_AIHUB_n" "$_AIHUB_d" "$_AIHUB_k" "$_AIHUB_p"; then
+  eval "_AIHUB_u=\$_AIHUB_in_${_AIHUB_i}_URL"
+  if ! _AIHUB_fetch "$_AIHUB_n" "$_AIHUB_d" "$_AIHUB_k" "$_AIHUB_p" "$_AIHUB_u"; then
     _AIHUB_emit "input-error input '$_AIHUB_n': cannot fetch it to $_AIHUB_p"
     exit 1
   fi
@@ -270,11 +306,11 @@ if [ "$_AIHUB_status" -eq 0 ]; then
   _AIHUB_i=0
   while [ "$_AIHUB_i" -lt "${_AIHUB_OUT_COUNT:-0}" ]; do
     eval "_AIHUB_n=\$_AIHUB_out_${_AIHUB_i}_NAME _AIHUB_t=\$_AIHUB_out_${_AIHUB_i}_TYPE"
-    eval "_AIHUB_p=\$_AIHUB_out_${_AIHUB_i}_PATH"
+    eval "_AIHUB_p=\$_AIHUB_out_${_AIHUB_i}_PATH _AIHUB_u=\$_AIHUB_out_${_AIHUB_i}_URL"
     if [ "$_AIHUB_t" = text ]; then
       _AIHUB_text "$_AIHUB_n" "$_AIHUB_p" || break
     else
-      _AIHUB_upload "$_AIHUB_n" "$_AIHUB_p" || break
+      _AIHUB_upload "$_AIHUB_n" "$_AIHUB_p" "$_AIHUB_u" || break
     fi
     _AIHUB_i=$((_AIHUB_i + 1))
   done
@@ -326,10 +362,16 @@ def key_annotation(key: JobKey) -> str:
 
 
 def build_pod(
-    job: Job, options: PodOptions, *, mark: str, input_kinds: dict[str, Literal["file", "dir"]]
+    job: Job,
+    options: PodOptions,
+    *,
+    mark: str,
+    input_kinds: dict[str, Literal["file", "dir"]],
+    urls: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """The pod manifest of ``job``; ``input_kinds`` says, per input name, whether its archive holds a file
-    or a directory; ``mark`` prefixes the wrapper's marker lines. Raises :class:`LaunchError`."""
+    or a directory; ``mark`` prefixes the wrapper's marker lines; ``urls`` (``in:NAME`` / ``out:NAME``) are
+    the attempt's presigned object-store URLs, if the store gives any. Raises :class:`LaunchError`."""
     if not job.argv:
         raise LaunchError("nothing to run: the command is empty")
     resources = _resources(job)
@@ -345,7 +387,7 @@ def build_pod(
         "name": MAIN_CONTAINER,
         "image": job.image or options.default_image,
         "command": [BUSYBOX, "sh", "-c", WRAPPER, "aihub", *job.argv],
-        "env": _env(job, mark, input_kinds),
+        "env": _env(job, mark, input_kinds, urls or {}),
         "resources": resources,
         "volumeMounts": [
             {"name": "aihub-tools", "mountPath": TOOLS_DIR},
@@ -427,7 +469,9 @@ def _annotations(job: Job, mark: str) -> dict[str, str]:
     return annotations
 
 
-def _env(job: Job, mark: str, input_kinds: dict[str, Literal["file", "dir"]]) -> list[dict[str, str]]:
+def _env(
+    job: Job, mark: str, input_kinds: dict[str, Literal["file", "dir"]], urls: Mapping[str, str]
+) -> list[dict[str, str]]:
     env = []
     for name, value in job.env.items():
         if name.upper().startswith(RESERVED_ENV_PREFIX):
@@ -449,9 +493,13 @@ def _env(job: Job, mark: str, input_kinds: dict[str, Literal["file", "dir"]]) ->
             {f"IN_{i}_NAME": art.name, f"IN_{i}_DIGEST": art.digest, f"IN_{i}_PATH": path}
             | {f"IN_{i}_KIND": input_kinds[art.name]}
         )
+        if f"in:{art.name}" in urls:
+            wrapper[f"IN_{i}_URL"] = urls[f"in:{art.name}"]
     for i, out in enumerate(job.outputs):
         path = _checked_path(out.path, f"output '{out.name}'")
         wrapper.update({f"OUT_{i}_NAME": out.name, f"OUT_{i}_TYPE": out.type, f"OUT_{i}_PATH": path})
+        if f"out:{out.name}" in urls:
+            wrapper[f"OUT_{i}_URL"] = urls[f"out:{out.name}"]
     env.extend({"name": RESERVED_ENV_PREFIX + k, "value": v} for k, v in wrapper.items())
     return env
 

@@ -131,6 +131,7 @@ class _Marks:
     texts: dict[str, list[str]] = field(default_factory=dict)
     texts_done: set[str] = field(default_factory=set)
     paths: dict[str, tuple[str, int]] = field(default_factory=dict)
+    uploads: dict[str, Literal["file", "dir"]] = field(default_factory=dict)  # put in the object store
     errors: dict[str, list[str]] = field(default_factory=dict)
 
     @classmethod
@@ -152,6 +153,8 @@ class _Marks:
                 marks.texts_done.add(args[0])
             elif verb == "path" and len(args) == 3 and args[2].isdigit():
                 marks.paths[args[0]] = (args[1], int(args[2]))
+            elif verb == "upload" and len(args) == 2 and args[1] in ("file", "dir"):
+                marks.uploads[args[0]] = args[1]  # type: ignore[assignment]
             elif verb == "output-error":
                 marks.errors[args[0]] = args[1:]
         return marks
@@ -260,8 +263,10 @@ class KubernetesExecutor:
         log_drain: float = 15.0,
         stop_margin: float = 30.0,
         eof_grace: float = 5.0,
+        presign_seconds: float = 3600.0,
     ) -> None:
         self.artifacts = artifacts
+        self.presign_seconds = presign_seconds  # life of the presigned URLs handed to a pod
         self.logs = logs
         self.namespace = namespace
         self.options = PodOptions(namespace=namespace, helper_image=helper_image, default_image=default_image)
@@ -302,6 +307,7 @@ class KubernetesExecutor:
             logs,
             namespace=settings.kubernetes_namespace,
             in_cluster=settings.kubernetes_in_cluster,
+            presign_seconds=settings.s3_presign_seconds,
             **extra,
         )
 
@@ -373,7 +379,8 @@ class KubernetesExecutor:
         mark = f"::aihub-{secrets.token_hex(8)}::"
         try:
             kinds = await self._input_kinds(job)
-            manifest = build_pod(job, self.options, mark=mark, input_kinds=kinds)
+            urls = await self._presigned(job)
+            manifest = build_pod(job, self.options, mark=mark, input_kinds=kinds, urls=urls)
         except LaunchError as exc:
             return _failed_handle(job.key, name, log_path, str(exc))
         try:
@@ -385,6 +392,23 @@ class KubernetesExecutor:
                     return existing
             return _failed_handle(job.key, name, log_path, f"Kubernetes refused the pod: {exc}")
         return Handle(self.name, name, _handle_data(created, log_path))
+
+    async def _presigned(self, job: Job) -> dict[str, str]:
+        """The attempt's presigned URLs when the store gives them (an object store; see aihub.storage.s3)."""
+        if not getattr(self.artifacts, "presigns", False):
+            return {}
+        key = job.key
+        try:
+            return await self.artifacts.attempt_urls(  # type: ignore[attr-defined, no-any-return]
+                key.run_id,
+                key.node,
+                key.attempt,
+                {art.name: art.digest for art in job.artifacts_in},
+                [out.name for out in job.outputs if out.type == "path"],
+                self.presign_seconds,
+            )
+        except StoreError as exc:
+            raise LaunchError(str(exc)) from exc
 
     async def _input_kinds(self, job: Job) -> dict[str, Literal["file", "dir"]]:
         kinds: dict[str, Literal["file", "dir"]] = {}
@@ -610,7 +634,9 @@ class KubernetesExecutor:
             if decls and not (log_complete and marks.done):
                 report.error = "the outputs were not reported: the pod's log could not be read to its end"
             elif decls:
-                report.outputs, report.error = await self._outputs(decls, marks, data["max_text"])
+                report.outputs, report.error = await self._outputs(
+                    decls, marks, data["max_text"], data["key"]
+                )
         elif stopped and report.error is None and report.exit_code is None:
             report.error = "stopped before its command ended"
         if report.error:
@@ -618,15 +644,40 @@ class KubernetesExecutor:
         return report
 
     async def _outputs(
-        self, decls: list[OutputDecl], marks: _Marks, max_text: int
+        self, decls: list[OutputDecl], marks: _Marks, max_text: int, key: dict[str, Any]
     ) -> tuple[dict[str, OutputValue], str | None]:
         values: dict[str, OutputValue] = {}
         try:
             for decl in decls:
+                if decl.type == "path" and decl.name in marks.uploads and decl.name not in marks.errors:
+                    values[decl.name] = await self._take_upload(decl, marks.uploads[decl.name], key)
+                    continue
                 values[decl.name] = await self._output(decl, marks, max_text)
         except OutputError as exc:
             return {}, str(exc)
         return values, None
+
+    async def _take_upload(
+        self, decl: OutputDecl, kind: Literal["file", "dir"], key: dict[str, Any]
+    ) -> OutputValue:
+        """An output the pod put in the object store with its presigned URL: fetched, checked and repacked
+        like an upload through the API (``store_uploaded_output``), then stored under its digest."""
+        staging = Path(await asyncio.to_thread(tempfile.mkdtemp, prefix=".pod-upload-"))
+        upload = staging / "upload.tar.gz"
+        try:
+            await self.artifacts.take_upload(  # type: ignore[attr-defined]
+                key["run_id"], key["node"], key["attempt"], decl.name, upload
+            )
+            digest, size = await store_uploaded_output(upload, kind, self.artifacts)
+        except ArtifactMissing:
+            raise OutputError(
+                f"output '{decl.name}': the pod reported an upload the store does not hold"
+            ) from None
+        except (ArtifactError, StoreError) as exc:
+            raise OutputError(f"output '{decl.name}': {exc}") from exc
+        finally:
+            await asyncio.to_thread(shutil.rmtree, staging, True)
+        return OutputValue(decl.name, "path", decl.path, digest=digest, size=size)
 
     async def _output(self, decl: OutputDecl, marks: _Marks, max_text: int) -> OutputValue:
         problem = marks.errors.get(decl.name)
