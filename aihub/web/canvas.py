@@ -29,7 +29,7 @@ MIN_W, MIN_H = 680, 440
 #: the largest drawing it shows at first: a big graph opens on its top-left part, readable; "Fit" shows it all
 MAX_W, MAX_H = 1600, 1000
 #: ``act`` values the canvas posts
-_ACT = re.compile(r"(select|connect|disconnect)-(\d{1,6})(?:-(\d{1,6}))?")
+_ACT = re.compile(r"(select|move|connect|disconnect)-(\d{1,6})(?:-(\d{1,6}))?")
 #: ``$name`` / ``${name}`` in a command
 _VARIABLE = re.compile(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)")
 #: names a command sets itself: ``name=``, ``for name in``, ``read name``
@@ -84,6 +84,15 @@ def coordinate(text: str) -> int | None:
 def position(node: NodeRow) -> tuple[int, int] | None:
     x, y = coordinate(node.x), coordinate(node.y)
     return None if x is None or y is None else (x, y)
+
+
+def moved_only(draft: Draft, act: str) -> bool:
+    """True for ``move-I`` when node I's new place is valid: the canvas already shows it and nothing else changed,
+    so the server answers without re-rendering (the next post carries the position)."""
+    parsed = parse_act(act)
+    if parsed is None or parsed[0] != "move" or parsed[1] >= len(draft.nodes):
+        return False
+    return position(draft.nodes[parsed[1]]) is not None
 
 
 def place(node: NodeRow, x: int, y: int) -> None:

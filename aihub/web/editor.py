@@ -48,6 +48,7 @@ from aihub.web.canvas import (
     draw,
     fill_positions,
     free_spot,
+    moved_only,
     parse_act,
     place,
 )
@@ -382,6 +383,8 @@ async def editor(request: Request, user: User, target: Target, start: Editor) ->
         state.target = "workflow"
     if state.target == "version" and target.can_version and target.source and state.mode == "form":
         state.draft.name = target.source.workflow.name
+    if state.view == "canvas" and state.mode == "form" and is_htmx(request) and moved_only(state.draft, op):
+        return Response(status_code=204)  # a node dragged to a valid place: the canvas shows it already
     if op == "save":
         state.attempted = True
         version = await save(user, state, target)

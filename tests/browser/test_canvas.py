@@ -192,6 +192,10 @@ def test_the_seed_example_built_by_drag_and_drop_runs(page: Page, server: WebSer
 
     start_run(page, "from-the-canvas")
     expect_node(page, "step2", "SUCCEEDED", GREEN)
+    # the run page draws the graph as the version page does: where the nodes were put
+    x1, y1 = (int(page.locator("#node-step1").get_attribute(a) or 0) for a in ("x", "y"))
+    x2, y2 = (int(page.locator("#node-step2").get_attribute(a) or 0) for a in ("x", "y"))
+    assert (x2 - x1, y2 - y1) == (int(saved[1][0]) - int(saved[0][0]), int(saved[1][1]) - int(saved[0][1]))
     expect(page.locator("#run-status")).to_have_text("SUCCEEDED", timeout=LIVE_TIMEOUT)
     page.locator("#node-step2 rect").click()
     page.locator("#tab-logs").click()
@@ -265,6 +269,7 @@ def test_a_module_node_from_the_palette_runs_with_its_declared_params(
     open_panel(alice, "hash_file", 1)
     expect(alice.locator("#module-info")).to_contain_text("input_file")
     expect(alice.locator("#module-info")).to_contain_text("digest")
+    expect(alice.locator("#module-info .readme")).to_contain_text("Computes the hex digest of one file")
     alice.locator("#nodes-1-inputs-0-from").select_option("step1.data")
     alice.locator("#nodes-1-inputs-1-value").fill("sha256")
     alice.locator("#nodes-1-name").click()

@@ -210,3 +210,20 @@ async def test_a_large_version_posts_more_fields_than_starlettes_default(web: We
     assert len(form.fields) > 1000 and html.count('class="cnode') == 150
     html, _ = await act(client, url, form, "", **{"nodes-75-x": "999"})
     assert node_at(html, 75) == (999, int(form.get("nodes-75-y")))
+
+
+async def test_a_move_to_a_valid_place_is_answered_without_a_re_render(web: Web) -> None:
+    client = await web.client("alice")
+    url = "/workflows/new"
+    _, form = await canvas(client, url)
+    _, form = await act(client, url, form, "add-node")
+    form.set("act", "move-0").update({"nodes-0-x": "300", "nodes-0-y": "-40"})
+    response = await client.post(url, form.data(), htmx=True)
+    assert response.status_code == 204 and response.text == ""
+    form.set("act", "")
+    html, _ = await act(client, url, form, "")
+    assert node_at(html, 0) == (300, -40)  # the next post carries the place
+    for x in ("abc", "1e9"):  # not a place: re-rendered, the node drawn at a valid one
+        form.set("act", "move-0").set("nodes-0-x", x)
+        response = await client.post(url, form.data(), htmx=True)
+        assert response.status_code == 200 and 'id="cnode-0"' in response.text

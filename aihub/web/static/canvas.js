@@ -4,7 +4,8 @@
    #editor-body. While a gesture lasts, this file only moves SVG elements so that the user sees it.
    - palette entry dragged onto the canvas: act = its value (add-node, add-module-NAME) at the drop point;
      pressed (mouse or keyboard): the form's normal submit adds the node beside the others;
-   - node body: click (or Enter) selects it (its panel opens); drag moves it; arrow keys move it; Delete removes it;
+   - node body: click (or Enter) selects it (its panel opens); drag or arrow keys move it (act = move-I: the server
+     checks the place and answers 204, the canvas showing it already); Delete removes it;
    - out port dragged onto another node (or Enter on an out port, then on an in port): act = connect-FROM-TO;
    - an edge: click or Tab focuses it, Delete removes it (act = disconnect-FROM-TO);
    - background drag pans, the wheel and the +/- buttons zoom (the view box is kept in a hidden field);
@@ -30,6 +31,10 @@
     Object.keys(fields || {}).forEach(function (id) { var f = byId(id); if (f) { f.value = fields[id]; } });
     field.value = act;
     field.dispatchEvent(new Event("change", {bubbles: true}));
+    // htmx has read the form (synchronously, in the event): the action must not ride along with the next post
+    // (a move is answered with 204 and no re-render that would clear these fields)
+    field.value = "";
+    ["canvas-drop-x", "canvas-drop-y"].forEach(function (id) { var f = byId(id); if (f) { f.value = ""; } });
   }
 
   function announce(text) {
@@ -172,7 +177,7 @@
         post(d.entry.value, {"canvas-drop-x": Math.round(p.x - W / 2), "canvas-drop-y": Math.round(p.y - H / 2)});
       }
     } else if (d.kind === "node") {
-      if (d.moved) { savePosition(d.index); post(""); }
+      if (d.moved) { savePosition(d.index); post("move-" + d.index); }
       else { d.body.focus(); post("select-" + d.index); }
     } else if (d.kind === "edge") {
       byId("rubber-band").setAttribute("d", "");
@@ -206,7 +211,7 @@
     moveNode(index, p.x + dx, p.y + dy);
     savePosition(index);
     window.clearTimeout(moveTimer);
-    moveTimer = window.setTimeout(function () { post(""); }, 400);
+    moveTimer = window.setTimeout(function () { post("move-" + index); }, 400);
   }
 
   document.addEventListener("keydown", function (event) {
