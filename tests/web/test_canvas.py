@@ -7,6 +7,8 @@ from __future__ import annotations
 import html as html_lib
 import re
 
+import yaml
+
 from aihub.db.models import User, WorkflowVersion
 from aihub.domain.spec import parse_spec
 from aihub.services.workflows import create_workflow
@@ -227,3 +229,38 @@ async def test_a_move_to_a_valid_place_is_answered_without_a_re_render(web: Web)
         form.set("act", "move-0").set("nodes-0-x", x)
         response = await client.post(url, form.data(), htmx=True)
         assert response.status_code == 200 and 'id="cnode-0"' in response.text
+
+
+async def test_positions_through_the_api_export_and_a_copy(web: Web) -> None:
+    """The API and the YAML export keep ``ui``; a spec without it (the CLI's, older files) stays valid."""
+    from tests.web.test_i18n import LOGIN, LOGIN_AS, gql
+    from tests.web.webapp import PASSWORD
+
+    spec = yaml.safe_load(example())
+    spec["nodes"][0]["ui"] = {"x": 10, "y": 20}
+    spec["nodes"][1]["ui"] = {"x": 10.4, "y": 140}
+    LOGIN_AS.update(u="alice", p=PASSWORD)
+    api = web.anonymous()
+    created = await gql(api, "mutation($s: JSON!) { createWorkflow(spec: $s) { id spec } }", s=spec)
+    nodes = created["createWorkflow"]["spec"]["nodes"]
+    assert [n["ui"] for n in nodes] == [{"x": 10, "y": 20}, {"x": 10, "y": 140}]
+    version_id = created["createWorkflow"]["id"]
+    copied = await gql(
+        api,
+        "mutation($v: ID!) { copyWorkflowVersion(versionId: $v, asNewWorkflow: true) { spec } }",
+        v=version_id,
+    )
+    assert [n["ui"] for n in copied["copyWorkflowVersion"]["spec"]["nodes"]] == [
+        {"x": 10, "y": 20},
+        {"x": 10, "y": 140},
+    ]
+    exported = (await (await web.client("alice")).get(f"/versions/{version_id}/export.yaml")).text
+    assert parse_spec(exported).node("step2").ui is not None
+    broken = {**spec, "nodes": [{**spec["nodes"][0], "ui": {"x": "left", "y": 0}}]}
+    token = (await gql(api, LOGIN, u="alice", p=PASSWORD))["login"]["token"]
+    answer = await api.http.post(
+        "/graphql",
+        json={"query": "mutation($s: JSON!) { createWorkflow(spec: $s) { id } }", "variables": {"s": broken}},
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    assert "ui.x: must be a number (got 'left')" in answer.text
