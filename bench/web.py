@@ -47,6 +47,12 @@ def big_spec(layers: int, width: int) -> dict[str, Any]:
     return {"name": "big", "nodes": nodes}
 
 
+async def log_in(http: httpx.AsyncClient) -> None:
+    await http.get("/login")
+    form = {"username": "admin", "password": PASSWORD, "next": "/", "csrf_token": http.cookies["aihub_csrf"]}
+    assert (await http.post("/login", data=form)).status_code == 303
+
+
 async def timed_get(http: httpx.AsyncClient, url: str, repeat: int) -> tuple[int, float, str]:
     times, body = [], ""
     for _ in range(repeat):
@@ -72,10 +78,7 @@ async def main(layers: int, width: int, repeat: int) -> None:
             run = await create_run(app.state.runtime.bus, user, version.id, name="big")
             transport = httpx.ASGITransport(app=app)
             async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
-                await http.get("/login")
-                csrf = http.cookies["aihub_csrf"]
-                form = {"username": "admin", "password": PASSWORD, "next": "/", "csrf_token": csrf}
-                assert (await http.post("/login", data=form)).status_code == 303
+                await log_in(http)
                 n = len(spec["nodes"])
                 print(f"nodes: {n}, edges: {(layers - 1) * width + width}")
                 for label, url in (
@@ -136,10 +139,7 @@ async def canvas_main(count: int, repeat: int) -> None:
             version = await create_workflow(user, canvas_spec(count))
             transport = httpx.ASGITransport(app=app)
             async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
-                await http.get("/login")
-                csrf = http.cookies["aihub_csrf"]
-                form = {"username": "admin", "password": PASSWORD, "next": "/", "csrf_token": csrf}
-                assert (await http.post("/login", data=form)).status_code == 303
+                await log_in(http)
                 print(f"in-process, {count} nodes, median of {repeat}:")
                 for label, url in (
                     ("editor (copy)", f"/versions/{version.id}/copy"),
@@ -149,12 +149,12 @@ async def canvas_main(count: int, repeat: int) -> None:
                     print(f"  {label}: {size:,} bytes, median {ms:.0f} ms")
                 fields = Form((await http.get(f"/versions/{version.id}/copy")).text, "editor-body")
                 for label, act in (
-                    ("a node moved (204, no re-render)", "move-150"),
-                    ("a node selected", "select-150"),
+                    ("a node moved (204, no re-render)", f"move-{count // 2}"),
+                    ("a node selected", f"select-{count // 2}"),
                 ):
                     times = []
                     for i in range(repeat):
-                        fields.set("nodes-150-x", str(400 + i)).set("act", act)
+                        fields.set(f"nodes-{count // 2}-x", str(400 + i)).set("act", act)
                         t0 = time.perf_counter()
                         response = await http.post(
                             f"/versions/{version.id}/copy", data=fields.data(), headers={"HX-Request": "true"}
@@ -355,10 +355,7 @@ async def lists_main(rows: int, repeat: int) -> None:
             print(f"seeded {rows:,} rows of each list in {time.perf_counter() - t0:.1f} s")
             transport = httpx.ASGITransport(app=app)
             async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
-                await http.get("/login")
-                csrf = http.cookies["aihub_csrf"]
-                form = {"username": "admin", "password": PASSWORD, "next": "/", "csrf_token": csrf}
-                assert (await http.post("/login", data=form)).status_code == 303
+                await log_in(http)
                 last = max(rows // 50, 1)
                 pages = {
                     "workflows": ("/workflows", f"/workflows?after={_last_cursor('workflow')}"),

@@ -16,7 +16,6 @@ import re
 from collections import deque
 from dataclasses import dataclass
 
-from aihub.domain import dag
 from aihub.domain.messages import msg
 from aihub.domain.spec import LOCAL_CLUSTER, UI_MAX
 from aihub.web.draft import Draft, NodeRow
@@ -272,19 +271,3 @@ def _fit(nodes: list[CanvasNode]) -> str:
     width = min(max(max(n.x for n in nodes) + NODE_W + MARGIN - left, MIN_W), MAX_W)
     height = min(max(max(n.y for n in nodes) + CANVAS_H + MARGIN - top, MIN_H), MAX_H)
     return f"{left} {top} {width} {height}"
-
-
-def ancestors_sources(draft: Draft, index: int, outputs_of: dict[str, list[str]]) -> list[str]:
-    """What an input of node ``index`` may take on the canvas: the params, then the outputs of its ancestors
-    as drawn (draw an edge first to use another node's output)."""
-    node = draft.nodes[index]
-    parents = draft.parents()
-    above = dag.ancestors(parents, node.name.strip()) if node.name.strip() in parents else set()
-    choices = [f"params.{p.name.strip()}" for p in draft.params if p.name.strip()]
-    for other in draft.nodes:
-        name = other.name.strip()
-        if other is node or name not in above:
-            continue
-        outputs = outputs_of.get(other.module, []) if other.module else [o.name for o in other.outputs]
-        choices.extend(f"{name}.{o.strip()}" for o in outputs if o.strip())
-    return list(dict.fromkeys(choices))

@@ -163,22 +163,29 @@ class Draft:
                 parents[path[-1]] = [p for p in parents[path[-1]] if p != path[-2]]
         return parents
 
-    def sources(self, index: int, outputs_of: Mapping[str, Sequence[str]]) -> list[str]:
+    def sources(
+        self, index: int, outputs_of: Mapping[str, Sequence[str]], *, ancestors_only: bool = False
+    ) -> list[str]:
         """What an input of node ``index`` may refer to: the params, then the outputs of every node that is
-        not the node itself or one of its descendants (referring to one makes it a parent).
+        not the node itself or one of its descendants (referring to one makes it a parent); with
+        ``ancestors_only`` (the canvas), of its ancestors as drawn only.
 
         ``outputs_of`` gives the outputs of module nodes (by module name).
         """
         node = self.nodes[index]
+        name = node.name.strip()
         parents = self.parents()
-        below = dag.descendants(parents, node.name.strip()) if node.name.strip() in parents else set()
+        below = dag.descendants(parents, name) if name in parents else set()
+        above = dag.ancestors(parents, name) if name in parents else set()
         choices = [f"params.{p.name.strip()}" for p in self.params if p.name.strip()]
         for other in self.nodes:
-            name = other.name.strip()
-            if other is node or not name or name in below:
+            other_name = other.name.strip()
+            if other is node or not other_name or other_name in below:
+                continue
+            if ancestors_only and other_name not in above:
                 continue
             outputs = outputs_of.get(other.module, []) if other.module else [o.name for o in other.outputs]
-            choices.extend(f"{name}.{o.strip()}" for o in outputs if o.strip())
+            choices.extend(f"{other_name}.{o.strip()}" for o in outputs if o.strip())
         return list(dict.fromkeys(choices))
 
     def dependency_choices(self, index: int) -> list[str]:

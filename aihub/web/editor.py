@@ -40,7 +40,6 @@ from aihub.services.markdown import render_markdown
 from aihub.services.versions import get_readable_version
 from aihub.services.workflows import create_version, create_workflow
 from aihub.web.canvas import (
-    ancestors_sources,
     arrange,
     connect,
     coordinate,
@@ -344,7 +343,7 @@ async def render_editor(
         shown = [state.selected] if state.selected is not None else []
         outputs = choices.module_outputs
         ctx["canvas"] = draw(draft, broken, state.view_box)
-        ctx["sources"] = {i: ancestors_sources(draft, i, outputs) for i in shown}
+        ctx["sources"] = {i: draft.sources(i, outputs, ancestors_only=True) for i in shown}
         ctx["deps"] = {i: draft.dependency_choices(i) for i in shown}
         module = choices.module(draft.nodes[shown[0]].module) if shown else None
         ctx["readme"] = (
