@@ -141,7 +141,7 @@ async def test_virtual_clusters(web: Web) -> None:
     cluster = await VirtualCluster.get(name="rtx2080x8")
     assert (cluster.cpu_millis, cluster.memory_mib, cluster.capacity) == (10000, 81920, 8)
     assert cluster.node_selector == {"pool": "gpu"}
-    editor = (await (await web.client("alice")).get("/workflows/new")).text
+    editor = (await (await web.client("alice")).get("/workflows/new?view=form")).text
     assert '<option value="rtx2080x8">rtx2080x8 (1 GPU, 10 CPU, 81920 MiB)</option>' in editor
     assert "must be at least 0" in await refused(
         admin, "/admin/clusters/new", {"name": "c2", "gpu": "-1"}, "new-gpu"
@@ -176,7 +176,7 @@ async def test_data_storages(web: Web) -> None:
     assert (await admin.post("/admin/storages/new", values)).status_code == 303
     storage = await DataStorage.get(name="hw-data")
     assert storage.volume == {"nfs": {"server": "10.0.0.1", "path": "/export"}} and not storage.read_only
-    editor = (await (await web.client("alice")).get("/workflows/new")).text
+    editor = (await (await web.client("alice")).get("/workflows/new?view=form")).text
     assert 'id="nodes-0-storages-hw-data"' in editor
     assert "absolute" in await refused(
         admin, "/admin/storages/new", {"name": "s2", "path": "rel"}, "new-path"
