@@ -150,3 +150,15 @@ def job(platform: Platform) -> Callable[..., Job]:
         )
 
     return make
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """``AIHUB_K8S_CALLS_FILE`` set: write the session's Kubernetes API calls there (``tests/k8s/test_rbac.py``
+    runs the other Kubernetes tests in a subprocess this way when they are not part of its own session)."""
+    target = os.environ.get("AIHUB_K8S_CALLS_FILE")
+    if target:
+        import json
+
+        from tests.k8s.emulator import SESSION_CALLS
+
+        Path(target).write_text(json.dumps(sorted(SESSION_CALLS)))

@@ -33,6 +33,7 @@ import contextlib
 import copy
 import itertools
 import json
+import re
 import uuid
 from collections import deque
 from collections.abc import AsyncIterator, Callable
@@ -70,6 +71,53 @@ def status_body(code: int, reason: str, message: str) -> Obj:
 
 def error(code: int, reason: str, message: str) -> web.Response:
     return web.json_response(status_body(code, reason, message), status=code)
+
+
+#: (method, path) → (API group, resource, verb): the emulator's routes as the API server authorises them
+_ROUTES: list[tuple[str, re.Pattern[str], str, str]] = [
+    (method, re.compile(pattern), group, resource)
+    for method, pattern, group, resource in [
+        ("POST", r"/api/v1/namespaces/[^/]+/pods", "", "pods"),
+        ("GET", r"/api/v1/namespaces/[^/]+/pods", "", "pods"),
+        ("GET", r"/api/v1/namespaces/[^/]+/pods/[^/]+", "", "pods"),
+        ("DELETE", r"/api/v1/namespaces/[^/]+/pods/[^/]+", "", "pods"),
+        ("GET", r"/api/v1/namespaces/[^/]+/pods/[^/]+/log", "", "pods/log"),
+        ("POST", r"/api/v1/namespaces/[^/]+/events", "", "events"),
+        ("GET", r"/api/v1/namespaces/[^/]+/events", "", "events"),
+        ("POST", r"/apis/batch/v1/namespaces/[^/]+/jobs", "batch", "jobs"),
+        ("GET", r"/apis/batch/v1/namespaces/[^/]+/jobs", "batch", "jobs"),
+        ("GET", r"/apis/batch/v1/namespaces/[^/]+/jobs/[^/]+", "batch", "jobs"),
+        ("DELETE", r"/apis/batch/v1/namespaces/[^/]+/jobs/[^/]+", "batch", "jobs"),
+    ]
+]
+#: collection paths: a GET there lists (or watches), a POST creates
+_COLLECTION = re.compile(r"/api(s/[^/]+)?/v1/namespaces/[^/]+/[a-z]+")
+
+
+def rbac_call(method: str, path: str, query: dict[str, str]) -> tuple[str, str, str] | None:
+    """The ``(apiGroup, resource, verb)`` an RBAC rule must grant for a request, as the API server's
+    authorizer derives it (a GET of a collection is ``list``, or ``watch`` with ``watch=true``; a GET of one
+    object ``get``; POST ``create``; DELETE ``delete``). None for discovery (``/api``, ``/version``: granted to
+    every authenticated user by ``system:discovery``)."""
+    for route_method, pattern, group, resource in _ROUTES:
+        if route_method == method and pattern.fullmatch(path):
+            if method == "POST":
+                verb = "create"
+            elif method == "DELETE":
+                verb = "delete"
+            elif _COLLECTION.fullmatch(path):
+                verb = "watch" if flag(query.get("watch")) else "list"
+            else:
+                verb = "get"
+            return group, resource, verb
+    if path in ("/api", "/version"):
+        return None
+    raise AssertionError(f"the emulator serves no {method} {path}: add it to _ROUTES")
+
+
+#: every RBAC call made to any emulator of this test session (``tests/k8s/test_rbac.py`` compares them with
+#: ``deploy/kubernetes``'s Role)
+SESSION_CALLS: set[tuple[str, str, str]] = set()
 
 
 @dataclass
@@ -223,6 +271,9 @@ class Emulator:
     @web.middleware
     async def _record(self, request: web.Request, handler: Any) -> web.StreamResponse:
         self.requests.append((request.method, request.path, dict(request.query)))
+        call = rbac_call(request.method, request.path, dict(request.query))
+        if call is not None:
+            SESSION_CALLS.add(call)
         self._request_seen.set()
         self._request_seen = asyncio.Event()
         return await handler(request)  # type: ignore[no-any-return]
