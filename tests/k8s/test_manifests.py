@@ -11,6 +11,7 @@ import subprocess
 from functools import cache
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import kubernetes_validate
 import pytest
@@ -151,7 +152,7 @@ def test_node_pods_have_no_token_and_reach_only_the_api() -> None:
     assert not _matches(policy["spec"]["podSelector"], {"app.kubernetes.io/name": "aihub"})
     assert sorted(policy["spec"]["policyTypes"]) == ["Egress", "Ingress"]
     assert policy["spec"]["ingress"] == []  # nothing connects to a node pod
-    api, dns = policy["spec"]["egress"]
+    api, store, dns = policy["spec"]["egress"]
     api_pods = find(objects, "Deployment", "aihub-api")["spec"]["template"]["metadata"]["labels"]
     assert _matches(api["to"][0]["podSelector"], api_pods)
     assert not _matches(
@@ -160,3 +161,9 @@ def test_node_pods_have_no_token_and_reach_only_the_api() -> None:
     )
     assert api["ports"] == [{"protocol": "TCP", "port": int(settings["AIHUB_API_URL"].rsplit(":", 1)[1])}]
     assert {port["port"] for port in dns["ports"]} == {53}
+    # the object store of the settings (presigned transfers): its Service's namespace and port
+    endpoint = urlsplit(settings["AIHUB_S3_ENDPOINT_URL"])
+    assert endpoint.hostname is not None and endpoint.hostname.endswith(".svc")
+    namespace = endpoint.hostname.split(".")[1]
+    assert store["to"] == [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}}}]
+    assert store["ports"] == [{"protocol": "TCP", "port": endpoint.port}]
