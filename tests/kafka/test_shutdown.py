@@ -10,6 +10,8 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import signal
 import threading
 from pathlib import Path
 from typing import Any
@@ -173,3 +175,41 @@ async def test_sigterm_to_an_api_replica_ends_live_streams_reconnectably(
             await wait_node(api2.url, token, run_id, "b", "SUCCEEDED")
             assert await api2.terminate(), api2.output
         assert await worker.terminate(), worker.output
+
+
+async def test_sigterm_lets_a_request_in_flight_finish(settings: Settings) -> None:
+    """A GraphQL request whose body is still arriving when SIGTERM comes is answered; new connections are
+    refused meanwhile. ``Expect: 100-continue`` tells the test when the application has begun reading it."""
+    query = json.dumps({"query": "{ __typename }"}).encode()
+    async with serve(settings, free_port(), AIHUB_ADMIN_PASSWORD=PASSWORD) as server:
+        port = int(server.url.rsplit(":", 1)[1])
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        head = (
+            "POST /graphql HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(query)}\r\nExpect: 100-continue\r\n\r\n"
+        )
+        writer.write(head.encode())
+        await writer.drain()
+        async with asyncio.timeout(30):
+            assert (await reader.readline()).startswith(b"HTTP/1.1 100"), "the app did not start reading"
+            await reader.readline()  # the blank line after the interim response
+        server.proc.send_signal(signal.SIGTERM)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 30
+        while not any("Waiting for connections to close" in line for line in server.output):
+            assert loop.time() < deadline, server.output
+            await asyncio.sleep(0.05)
+        with pytest.raises(OSError):  # no new connections
+            await asyncio.open_connection("127.0.0.1", port)
+        writer.write(query)
+        await writer.drain()
+        async with asyncio.timeout(30):
+            status = await reader.readline()
+            response = await reader.read()
+        writer.close()
+        assert status.startswith(b"HTTP/1.1 200"), status + response
+        assert b'"__typename":"Query"' in response.replace(b" ", b""), response
+        async with asyncio.timeout(30):
+            code = await server.proc.wait()
+        assert code in (0, -signal.SIGTERM), server.output
+        assert any("Application shutdown complete" in line for line in server.output), server.output
