@@ -167,3 +167,18 @@ def test_node_pods_have_no_token_and_reach_only_the_api() -> None:
     namespace = endpoint.hostname.split(".")[1]
     assert store["to"] == [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}}}]
     assert store["ports"] == [{"protocol": "TCP", "port": endpoint.port}]
+
+
+def test_the_first_apply_of_docs_deploy_runs_the_migrations_without_the_deployments() -> None:
+    """docs/deploy.md applies ``-l 'app.kubernetes.io/component notin (api,worker)'`` first: the migration Job
+    and everything it needs, and no Deployment (they start after the migrations completed)."""
+    command = "kubectl apply -f aihub.yaml -l 'app.kubernetes.io/component notin (api,worker)'"
+    assert command in (ROOT / "docs" / "deploy.md").read_text()
+    first = [
+        o
+        for o in render("production")
+        if o["metadata"].get("labels", {}).get("app.kubernetes.io/component") not in ("api", "worker")
+    ]
+    kinds = {o["kind"] for o in first}
+    assert {"Namespace", "ConfigMap", "Secret", "Job", "ServiceAccount", "Role", "RoleBinding"} <= kinds
+    assert "Deployment" not in kinds
