@@ -318,3 +318,18 @@ async def test_a_node_never_gets_a_corrupt_input(backend: Backend, tmp_path: Pat
     )
     assert not marker.exists()
     assert not (tmp_path / "in" / "model").exists()
+
+
+async def test_a_build_log_is_archived_and_read_by_another_host(backend: Backend, tmp_path: Path) -> None:
+    path = tmp_path / "host-a" / "builds" / "5.log"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("12:00:00 build 1 of module 'm'\n12:00:01 build succeeded\n")
+    await backend.logs.archive_build_log(5, path)
+    if backend.name == "local":
+        reader, seen_at = backend.logs, path
+    else:
+        _, reader = build_storage(backend.settings(tmp_path / "host-b"))
+        seen_at = tmp_path / "host-b" / "builds" / "5.log"  # not there: the archive is read
+    assert await reader.read_build_log(5, seen_at, 0, 1 << 20) == path.read_bytes()
+    assert await reader.read_build_log(5, seen_at, 9, 5) == b"build"
+    assert await reader.read_build_log(6, seen_at.with_name("6.log"), 0, 100) == b""
