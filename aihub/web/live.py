@@ -43,13 +43,12 @@ async def until_draining(
     """``body``'s chunks until the server begins to shut down; then ``farewell`` and the end of the stream (the
     server waits for open responses, so a stream left open would hold the shutdown until its timeout)."""
     stop = asyncio.ensure_future(draining.wait())
+    chunk: asyncio.Future[str] | None = None
     try:
         while not draining.is_set():
             chunk = asyncio.ensure_future(anext(body))
             await asyncio.wait({chunk, stop}, return_when=asyncio.FIRST_COMPLETED)
             if not chunk.done():
-                chunk.cancel()
-                await asyncio.gather(chunk, return_exceptions=True)
                 break
             try:
                 yield chunk.result()
@@ -58,7 +57,12 @@ async def until_draining(
         if farewell:
             yield farewell
     finally:
+        # also when the client went away (this generator cancelled): the pending read must end before the
+        # body can be closed
         stop.cancel()
+        if chunk is not None and not chunk.done():
+            chunk.cancel()
+            await asyncio.gather(chunk, return_exceptions=True)
         await body.aclose()  # type: ignore[attr-defined]
 
 
