@@ -19,6 +19,7 @@ from aihub.engine.builds import BuildManager
 from aihub.engine.executors.base import Executor
 from aihub.engine.scheduler import Engine
 from aihub.metrics import Metrics
+from aihub.services import tokens
 from aihub.services.modules import build_manager
 from aihub.services.workflows import configure_spec_limits
 from aihub.settings import Settings
@@ -112,6 +113,7 @@ async def open_runtime(
     if hasattr(bus, "metrics"):
         bus.metrics = metrics
     await bus.start()
+    tokens.attach_bus(bus)  # cached logins are forgotten in every process when a token or user changes
     metrics.watch_database()
     artifacts, logs = build_storage(settings)
     executor = build_executor(settings, artifacts, logs)
@@ -156,6 +158,7 @@ async def open_runtime(
         await capper.close()
         await builds.close()
         await engine.close()
+        tokens.detach_bus(bus)
         try:
             await bus.close()  # may fail (a broker that is gone): the database is closed all the same
         finally:

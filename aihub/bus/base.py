@@ -8,12 +8,16 @@ blocks the engine or other clients.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from aihub.metrics import Metrics
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -82,11 +86,18 @@ class Subscription:
         self.close()
 
 
+#: receives the control messages of every process (``{"control": KIND, ...}``); must not block
+ControlHandler = Callable[[dict[str, Any]], None]
+
+
 class Bus(Protocol):
     async def start(self) -> None: ...
     async def close(self) -> None: ...
     async def publish(self, event: RunEvent) -> None: ...
     def subscribe(self, run_id: int | None = None, *, maxsize: int = 10_000) -> Subscription: ...
+    async def publish_control(self, message: dict[str, Any]) -> None: ...
+    def on_control(self, handler: ControlHandler) -> None: ...
+    def off_control(self, handler: ControlHandler) -> None: ...
 
 
 class BaseBus:
@@ -96,6 +107,23 @@ class BaseBus:
         self._by_run: dict[int | None, set[Subscription]] = {}
         #: where publishes and delivery lag are counted (``/metrics``); the runtime sets it
         self.metrics: Metrics | None = None
+        self._control: list[ControlHandler] = []
+
+    def on_control(self, handler: ControlHandler) -> None:
+        """Call ``handler`` with every control message, this process's own included (cache invalidations:
+        a control message is never a run event and never reaches run subscribers)."""
+        self._control.append(handler)
+
+    def off_control(self, handler: ControlHandler) -> None:
+        with contextlib.suppress(ValueError):
+            self._control.remove(handler)
+
+    def deliver_control(self, message: dict[str, Any]) -> None:
+        for handler in list(self._control):
+            try:
+                handler(message)
+            except Exception:
+                log.exception("a control handler failed on %r", message)
 
     def subscribe(self, run_id: int | None = None, *, maxsize: int = 10_000) -> Subscription:
         sub = Subscription(self, run_id, maxsize)

@@ -163,7 +163,9 @@ class KafkaBus(BaseBus):
             for records in batches.values():
                 for record in records:
                     event = _decode(record.value)
-                    if event is not None:
+                    if isinstance(event, dict):
+                        self.deliver_control(event)
+                    elif event is not None:
                         if self.metrics is not None and record.timestamp > 0:
                             self.metrics.bus_lag.observe(max(time.time() - record.timestamp / 1000, 0.0))
                         self.deliver(event)
@@ -195,6 +197,15 @@ class KafkaBus(BaseBus):
             raise
         if self.metrics is not None:
             self.metrics.observe_publish(started, ok=True)
+
+    async def publish_control(self, message: dict[str, Any]) -> None:
+        """Send a control message (``{"control": KIND, ...}``) to every process that reads the topic, this one
+        included. Keyed ``control`` on partition 0: every reader reads every partition; the engine group's
+        members ignore what they poll."""
+        if self._producer is None:
+            raise RuntimeError("KafkaBus is not started")
+        value = json.dumps(message).encode()
+        await self._producer.send_and_wait(self.topic, value, key=b"control", partition=0)
 
     def partition_for(self, run_id: int) -> int:
         if not self._partitions:
@@ -329,9 +340,13 @@ async def _stay_in_group(member: AIOKafkaConsumer) -> None:
             await asyncio.sleep(_RETRY_SECONDS)
 
 
-def _decode(raw: bytes | None) -> RunEvent | None:
+def _decode(raw: bytes | None) -> RunEvent | dict[str, Any] | None:
+    """A run event, a control message (a dict with ``control``), or None for garbage."""
     try:
-        return RunEvent.from_json(json.loads(raw or b""))
+        value = json.loads(raw or b"")
+        if isinstance(value, dict) and "control" in value:
+            return value
+        return RunEvent.from_json(value)
     except (ValueError, TypeError, AttributeError):
         log.warning("skipping a malformed run event: %r", raw[:200] if raw else raw)
         return None

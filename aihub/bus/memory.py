@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from aihub.bus.base import BaseBus, RunEvent
 
@@ -18,3 +19,6 @@ class MemoryBus(BaseBus):
         if self.metrics is not None:
             self.metrics.observe_publish(time.perf_counter(), ok=True)
         self.deliver(event)
+
+    async def publish_control(self, message: dict[str, Any]) -> None:
+        self.deliver_control(message)

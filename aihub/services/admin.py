@@ -19,7 +19,7 @@ from aihub.db.models import Category, DataStorage, Module, Team, User, VirtualCl
 from aihub.domain.messages import msg
 from aihub.domain.names import is_human_name
 from aihub.services.errors import Conflict, Forbidden, InvalidInput, NotFound
-from aihub.services.tokens import revoke_user_tokens
+from aihub.services.tokens import revoke_user_tokens, tokens_changed
 from aihub.services.users import hash_password, validate_username
 
 NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
@@ -224,6 +224,7 @@ async def delete_team(actor: User, team_id: int) -> None:
     team = await _get(Team, team_id, "team")
     await User.filter(team_id=team.id).update(is_team_leader=False)
     await team.delete()
+    await tokens_changed()  # several users changed at once (not through save()): forget every cached login
 
 
 # ------------------------------------------------------------------------------------------------ clusters

@@ -15,7 +15,7 @@ from aihub.services.admin import check_password
 from aihub.services.errors import InvalidInput, NotFound, ServiceError
 from aihub.services.ratelimit import login_limiter
 from aihub.services.status import utcnow
-from aihub.services.tokens import hash_token, issue_token, user_for_token, valid_token
+from aihub.services.tokens import hash_token, issue_token, tokens_changed, user_for_token, valid_token
 from aihub.services.users import hash_password, verify_password
 
 SESSION_LIFETIME = timedelta(days=14)
@@ -87,9 +87,11 @@ async def token_row(token: str) -> ApiToken | None:
 
 async def logout(token: str) -> bool:
     """Revoke the session or personal token used for the request; run tokens end with their run."""
+    key = hash_token(token)
     updated = await ApiToken.filter(
-        token_hash=hash_token(token), revoked_at=None, kind__in=[TokenKind.SESSION, TokenKind.PERSONAL]
+        token_hash=key, revoked_at=None, kind__in=[TokenKind.SESSION, TokenKind.PERSONAL]
     ).update(revoked_at=utcnow())
+    await tokens_changed(token_hash=key)
     return bool(updated)
 
 
@@ -125,6 +127,7 @@ async def revoke_personal_token(user: User, token_id: int) -> ApiToken:
     if row.revoked_at is None:
         row.revoked_at = utcnow()
         await row.save(update_fields=["revoked_at"])
+        await tokens_changed(token_hash=row.token_hash)
     return row
 
 
