@@ -61,12 +61,29 @@ def build_executor(settings: Settings, artifacts: ArtifactStore, logs: LocalLogS
     )
 
 
-def running_logs(engine: Engine, logs: LocalLogStore) -> Iterator[Path]:
-    """The log files of the attempts this engine runs now (what the log capper watches)."""
+def running_attempts(engine: Engine) -> Iterator[tuple[int, str, int]]:
+    """(run id, node, attempt number) of the attempts this engine runs now."""
     for run_id, state in list(engine.runs.items()):
         for name, running in list(state.running.items()):
             if running.attempt is not None:
-                yield logs.path(run_id, name, running.attempt.number)
+                yield run_id, name, running.attempt.number
+
+
+def running_logs(engine: Engine, logs: LocalLogStore) -> Iterator[Path]:
+    """The log files of the attempts this engine runs now (what the log capper watches)."""
+    for run_id, name, number in running_attempts(engine):
+        yield logs.path(run_id, name, number)
+
+
+async def checkpoint_logs(engine: Engine, logs: LocalLogStore, interval: float) -> None:
+    """Send the logs of running attempts to a shared store now and then (replicas on other hosts follow them)."""
+    while True:
+        await asyncio.sleep(interval)
+        for run_id, name, number in list(running_attempts(engine)):
+            try:
+                await logs.checkpoint(run_id, name, number)
+            except Exception as exc:  # the next look tries again; the archive at the end is what counts
+                log.warning("could not send the running log of run %s node %s: %s", run_id, name, exc)
 
 
 #: seconds between looks for builds other processes requested (split roles: an API replica records the build,
@@ -134,6 +151,7 @@ async def open_runtime(
     engine.attempt_ended.append(attempt_ended)
     builds.logs = logs
     pickup: asyncio.Task[None] | None = None
+    checkpoints: asyncio.Task[None] | None = None
     try:
         if run_engine:
             partition_for = getattr(bus, "partition_for", None)
@@ -150,11 +168,18 @@ async def open_runtime(
             metrics.watch_engine(engine)
             if pick_up:
                 pickup = asyncio.create_task(pick_up_builds(builds, bus), name="pick up builds")
+            if getattr(logs, "checkpoints", False):
+                from aihub.storage.s3 import CHECKPOINT_SECONDS
+
+                checkpoints = asyncio.create_task(
+                    checkpoint_logs(engine, logs, CHECKPOINT_SECONDS), name="checkpoint logs"
+                )
         yield Runtime(settings, bus, artifacts, logs, executor, engine, builds, metrics)
     finally:
-        if pickup is not None:
-            pickup.cancel()
-            await asyncio.gather(pickup, return_exceptions=True)
+        for task in (pickup, checkpoints):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
         await capper.close()
         await builds.close()
         await engine.close()

@@ -187,6 +187,9 @@ class LocalLogStore:
     async def archive(self, run_id: int, node: str, attempt: int) -> None:
         """Nothing to do: the file on local disk is the archive."""
 
+    async def checkpoint(self, run_id: int, node: str, attempt: int) -> None:
+        """Nothing to do: readers on this disk follow the file itself."""
+
     async def archive_build_log(self, build_id: int, path: Path) -> None:
         """A module build has ended: nothing to do on local disk (``path`` is the archive)."""
 

@@ -35,6 +35,7 @@ import logging
 import os
 import re
 import tempfile
+from collections import OrderedDict
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
@@ -48,6 +49,8 @@ from obstore.store import S3Store
 
 from aihub.storage.base import ArtifactCorrupt, ArtifactMissing, DoneCheck, StoreError
 from aihub.storage.local import (
+    COMPACTED_NOTE,
+    MAX_LINE_BYTES,
     TAIL_LINE_CHARS,
     LocalLogStore,
     _cut_tail_line,
@@ -329,24 +332,68 @@ def _hash_file(path: Path) -> tuple[str, int]:
     return hasher.hexdigest(), size
 
 
+#: a running attempt's log is sent to the store this often when it grew (for replicas on other hosts) …
+CHECKPOINT_SECONDS = 5.0
+#: … while it is at most this big; a longer log is there when its attempt has ended
+CHECKPOINT_MAX_BYTES = 16 * 1024 * 1024
+
+
 class S3LogStore(LocalLogStore):
     """Logs written on local disk by the attempts this process runs (as :class:`LocalLogStore`), archived
     to the object store when an attempt ends; every read falls back to the archive when this host has no
-    local copy, which is how an API replica serves a log an engine worker on another host wrote."""
+    local copy, which is how an API replica serves a log an engine worker on another host wrote.
 
-    def __init__(self, root: Path, store: S3ArtifactStore, *, poll_interval: float = 0.05) -> None:
+    While an attempt runs, its worker also sends the log so far every :data:`CHECKPOINT_SECONDS` when it grew
+    (:meth:`checkpoint`, up to :data:`CHECKPOINT_MAX_BYTES`), and :meth:`follow` on a host without the file
+    polls the object for what was added: a replica on another host shows a running attempt's log a few seconds
+    behind."""
+
+    checkpoints = True
+
+    def __init__(
+        self, root: Path, store: S3ArtifactStore, *, poll_interval: float = 0.05, remote_poll: float = 1.0
+    ) -> None:
         super().__init__(root, poll_interval=poll_interval)
         self.store = store
+        self.remote_poll = remote_poll
+        self._checkpointed: dict[tuple[int, str, int], int] = {}
+        # archived attempts (the latest few thousand): a checkpoint never overwrites an archive
+        self._final: OrderedDict[tuple[int, str, int], None] = OrderedDict()
+        self._sending = asyncio.Lock()
+
+    async def checkpoint(self, run_id: int, node: str, attempt: int) -> None:
+        """Send the running attempt's log so far, when it grew since the last time and is not too big."""
+        local = self._local(run_id, node, attempt)
+        if local is None:
+            return
+        async with self._sending:
+            ident = (run_id, node, attempt)
+            size = (await asyncio.to_thread(local.stat)).st_size
+            if ident in self._final or size > CHECKPOINT_MAX_BYTES or size == self._checkpointed.get(ident):
+                return
+            data = await asyncio.to_thread(_read_head, local, size)  # (the node may be writing past it)
+            key = log_key(run_id, node, attempt)
+            try:
+                await obstore.put_async(self.store.client, key, data)
+            except _FAILURE as exc:
+                raise _failed(self.store.config, f"store {key}", exc) from exc
+            self._checkpointed[ident] = len(data)
 
     def _local(self, run_id: int, node: str, attempt: int) -> Path | None:
         location = self._location(run_id, node, attempt)
         return location if location.is_file() else None
 
     async def archive(self, run_id: int, node: str, attempt: int) -> None:
-        local = self._local(run_id, node, attempt)
-        if local is None:
-            return
-        await self.store.put_path(log_key(run_id, node, attempt), local)
+        ident = (run_id, node, attempt)
+        async with self._sending:
+            self._checkpointed.pop(ident, None)
+            self._final[ident] = None
+            while len(self._final) > 10_000:
+                self._final.popitem(last=False)
+            local = self._local(run_id, node, attempt)
+            if local is None:
+                return
+            await self.store.put_path(log_key(run_id, node, attempt), local)
 
     async def archive_build_log(self, build_id: int, path: Path) -> None:
         if await asyncio.to_thread(path.is_file):
@@ -432,28 +479,36 @@ class S3LogStore(LocalLogStore):
     async def follow(
         self, run_id: int, node: str, attempt: int, *, done: DoneCheck, offset: int = 0
     ) -> AsyncIterator[str]:
-        """The local file while this host has one; else, once the attempt is done, its archive."""
-        while True:
-            if self._local(run_id, node, attempt) is not None:
-                async for line in super().follow(run_id, node, attempt, done=done, offset=offset):
-                    yield line
-                return
-            if await done():
-                break
-            await asyncio.sleep(max(self.poll_interval, 0.25))
+        """The local file when this host has one; else the object: its checkpoints while the attempt runs
+        (polled every ``remote_poll`` seconds), then its archive, until ``done()`` and drained."""
+        if self._local(run_id, node, attempt) is not None:
+            async for line in super().follow(run_id, node, attempt, done=done, offset=offset):
+                yield line
+            return
         key = log_key(run_id, node, attempt)
         splitter = _LineSplitter()
-        position = 0
-        try:
-            async for chunk in self.store._get(key, what=key):
-                if position + len(chunk) <= offset:
-                    position += len(chunk)
-                    continue
-                skip = max(0, offset - position)
-                position += len(chunk)
-                for line in splitter.feed(chunk[skip:]):
+        while True:
+            finished = await done()  # before the look: what was archived before it turned true is read
+            size = await self._key_size(key) or 0
+            if size < offset:  # the log cap cut the middle out before the archive: go on from its end
+                for line in splitter.flush():
                     yield line
-        except ArtifactMissing:
-            return
-        for line in splitter.flush():
-            yield line
+                yield COMPACTED_NOTE
+                offset = size
+            while offset < size:
+                data = await self._key_range(key, offset, min(size, offset + 4 * MAX_LINE_BYTES))
+                if not data:
+                    break
+                offset += len(data)
+                for line in splitter.feed(data):
+                    yield line
+            if finished:
+                for line in splitter.flush():
+                    yield line
+                return
+            await asyncio.sleep(self.remote_poll)
+
+
+def _read_head(path: Path, size: int) -> bytes:
+    with open(path, "rb") as f:
+        return f.read(size)

@@ -102,7 +102,7 @@ async def test_a_run_outlives_a_20_s_outage_of_the_store(
     code, output = await _run_through_an_outage(own_server, host_dir, bucket, retry_seconds=60)
     assert code == 0, output
     step2 = [line.split(" | ", 1)[1] for line in output.splitlines() if line.startswith("step2 | ")]
-    assert step2 == SEED_LINES
+    assert step2 == SEED_LINES, output
     # what is stored is whole: every artifact hashes to its digest when read back
     artifacts, _ = build_storage(
         Settings(
@@ -129,5 +129,5 @@ async def test_a_node_fails_clearly_when_the_store_stays_away_past_the_bound(
     assert code == 1, output
     assert "node step1 failed" in output, output
     assert f"object store s3://{bucket}/aihub failed to" in output, output
-    assert "AIHUB_S3_RETRY_SECONDS" in output
-    assert "step2 | " not in output  # nothing recorded as step1's output, so step2 never ran
+    assert "AIHUB_S3_RETRY_SECONDS" in output, output
+    assert "step2 | " not in output, output  # nothing recorded as step1's output, so step2 never ran

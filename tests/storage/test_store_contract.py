@@ -333,3 +333,35 @@ async def test_a_build_log_is_archived_and_read_by_another_host(backend: Backend
     assert await reader.read_build_log(5, seen_at, 0, 1 << 20) == path.read_bytes()
     assert await reader.read_build_log(5, seen_at, 9, 5) == b"build"
     assert await reader.read_build_log(6, seen_at.with_name("6.log"), 0, 100) == b""
+
+
+async def test_a_running_attempts_log_is_followed_from_another_host(backend: Backend, tmp_path: Path) -> None:
+    """Live: the worker sends the log so far now and then (checkpoint); a host without the file follows it."""
+    writer = backend.logs
+    path = writer.path(9, "train", 1)
+    path.write_text("epoch 1\nepoch 2\n")
+    await writer.checkpoint(9, "train", 1)
+    if backend.name == "local":
+        reader = writer
+    else:
+        _, reader = build_storage(backend.settings(tmp_path / "host-b"))
+        reader.remote_poll = 0.05  # type: ignore[attr-defined]
+    ended = asyncio.Event()
+
+    async def done() -> bool:
+        return ended.is_set()
+
+    lines = reader.follow(9, "train", 1, done=done)
+    async with asyncio.timeout(30):
+        assert [await anext(lines), await anext(lines)] == ["epoch 1", "epoch 2"]  # while it runs
+        with open(path, "a") as f:
+            f.write("epoch 3\npartial")
+        await writer.checkpoint(9, "train", 1)
+        assert await anext(lines) == "epoch 3"
+        with open(path, "a") as f:
+            f.write(" line\nlast\n")
+        await writer.archive(9, "train", 1)
+        await writer.checkpoint(9, "train", 1)  # too late: never overwrites the archive
+        ended.set()
+        assert [line async for line in lines] == ["partial line", "last"]
+    assert await reader.tail_lines(9, "train", 1, 1) == ["last"]
