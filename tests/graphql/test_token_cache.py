@@ -1,5 +1,5 @@
 """The login cache (issue 18, point 3): a token is looked up once, and every change that can make a cached
-row wrong is seen by the very next request. Across replicas: tests/kafka/test_token_cache.py."""
+row wrong is seen by the very next request. Across replicas: tests/kafka/test_login_cache_replicas.py."""
 
 from __future__ import annotations
 
