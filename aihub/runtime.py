@@ -49,6 +49,19 @@ def build_executor(settings: Settings, artifacts: ArtifactStore, logs: LocalLogS
         from aihub.engine.executors.kubernetes import KubernetesExecutor
 
         return KubernetesExecutor.from_settings(settings, artifacts, logs)
+    if settings.executor == "container":
+        from aihub.engine.executors.container import ContainerExecutor
+
+        return ContainerExecutor(
+            settings.data_dir / "runs",
+            artifacts,
+            logs,
+            engine=settings.container_engine,
+            default_image=settings.container_default_image,
+            network=settings.container_network,
+            insecure_registries=[settings.registry.split("/", 1)[0]] if settings.registry_insecure else [],
+            keep_containers=settings.container_keep,
+        )
     from aihub.engine.executors.local import LocalExecutor
 
     return LocalExecutor(

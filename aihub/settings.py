@@ -51,7 +51,24 @@ class Settings(BaseSettings):
     database_url: str | None = Field(
         default=None, description="sqlite://PATH or postgres://USER@HOST:PORT/DB; default SQLite in data_dir"
     )
-    executor: Literal["local", "kubernetes"] = "local"
+    executor: Literal["local", "kubernetes", "container"] = Field(
+        default="local", description="local: processes on this host; container: podman/docker; kubernetes"
+    )
+    container_engine: Literal["auto", "podman", "docker"] = Field(
+        default="auto", description="the container executor's engine CLI (auto: podman, else docker)"
+    )
+    container_default_image: str = Field(
+        default="python:3.11-slim", description="image of plain nodes that name none (container executor)"
+    )
+    container_network: str = Field(
+        default="host", description="network of node containers (host: they reach the API like local nodes)"
+    )
+    container_keep: bool = Field(default=False, description="keep ended node containers (debugging)")
+    builder: Literal["auto", "local", "container", "kubernetes"] = Field(
+        default="auto",
+        description="module builds: local (copies only), container (podman/docker build), kubernetes (Kaniko); "
+        "auto: as the executor",
+    )
     bus: Literal["memory", "kafka"] = "memory"
     kafka_bootstrap: str = "127.0.0.1:9092"
     kafka_topic_prefix: str = "aihub"
@@ -100,7 +117,10 @@ class Settings(BaseSettings):
     kubernetes_build_cpu: str | None = None
     kubernetes_build_memory: str | None = None
     kubernetes_build_timeout: float | None = Field(default=None, description="seconds; default 3600")
-    registry: str = "registry.local:5000"
+    registry: str = Field(default="registry.local:5000", description="where built module images are pushed")
+    registry_insecure: bool = Field(
+        default=False, description="the registry speaks plain HTTP / has an untrusted certificate"
+    )
     # Bounds and trust (issue 11; docs/security.md)
     max_body_bytes: int = Field(
         default=8 * 1024**2, ge=1024, description="largest request body of any route but uploads (413 above)"

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.containers.support import Engine, Registry, ensure_busybox_image, find_engine, local_registry
+from tests.modules.conftest import make_repo  # noqa: F401  (the module tests' git repositories)
 
 
 @pytest.fixture(scope="session")

@@ -25,9 +25,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 #: the base image every container test uses (a static busybox: sh, echo, cat, head, ...)
-BUSYBOX_IMAGE = "localhost/aihub-test-busybox:1"
+BUSYBOX_IMAGE = "localhost/aihub-test-busybox:2"
 #: bump when the tarball's content changes, so cached copies are rebuilt
-_ROOTFS_VERSION = "1"
+_ROOTFS_VERSION = "2"
+#: a file that exists only in the image (tests check that nodes see the image, not the host)
+IMAGE_ONLY_FILE = ("/etc/aihub-test-image", "only in the image\n")
 
 
 def cache_dir() -> Path:
@@ -99,6 +101,7 @@ def busybox_rootfs() -> Path:
         (root / "etc" / "passwd").write_text(
             "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n"
         )
+        (root / IMAGE_ONLY_FILE[0].lstrip("/")).write_text(IMAGE_ONLY_FILE[1])
         (root / "etc" / "group").write_text("root:x:0:\nnogroup:x:65534:\n")
         partial = target.with_name(f".{target.name}.{os.getpid()}")
         with tarfile.open(partial, "w") as tar:

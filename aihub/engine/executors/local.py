@@ -79,6 +79,11 @@ VANISHED = "process vanished (server or host restarted?)"
 ELSEWHERE = (
     "lost: the attempt ran under another data dir or host ({scratch}); this engine worker cannot follow it"
 )
+#: the log's first line for a node that names an image (the details page says the same)
+IMAGE_NOT_USED = (
+    "the local executor runs this node on this host with its own tools; its image is not used "
+    "(AIHUB_EXECUTOR=container runs nodes in their images)"
+)
 PUBLIC_MOUNTS = "/opt/aihub"  # where storages from hidden directories are shown to nodes
 PID_NAMESPACE = ["--pid", "--fork", "--kill-child", "--mount-proc"]  # the namespace ends with unshare
 _TOOL_PATH = os.pathsep.join([os.environ.get("PATH", ""), "/usr/local/sbin:/usr/sbin:/sbin:/usr/bin:/bin"])
@@ -476,7 +481,10 @@ class LocalExecutor:
 
     def _prepare_attempt(self, job: Job, scratch: Path) -> tuple[Path, dict[str, Any]]:
         log_path = self.logs.path(job.key.run_id, job.key.node, job.key.attempt)
-        return log_path, self._prepare_scratch(job, scratch, log_path)
+        data = self._prepare_scratch(job, scratch, log_path)
+        if job.image:  # said where the user looks: the node does not run in its image here
+            _append_log(data, f"{IMAGE_NOT_USED} (image {job.image})")
+        return log_path, data
 
     def _prepare_scratch(self, job: Job, scratch: Path, log_path: Path) -> dict[str, Any]:
         """Create the scratch dir and write ``meta.json``: everything a later ``find`` needs."""
