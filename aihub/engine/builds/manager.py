@@ -301,8 +301,14 @@ class BuildManager:
 
 
 def _default_backend(settings: Settings, builds_dir: Path) -> BuildBackend:
-    """The Kubernetes backend (a Kaniko Job) when nodes run on Kubernetes, else the local one."""
-    if settings.executor == "kubernetes":
+    """``AIHUB_BUILDER``; ``auto``: the Kubernetes backend (a Kaniko Job) when nodes run on Kubernetes, the
+    container backend (podman/docker build) when they run in containers, else the local one."""
+    builder = settings.builder if settings.builder != "auto" else settings.executor
+    if builder == "container":
+        from aihub.engine.builds.container_backend import ContainerBuildBackend
+
+        return ContainerBuildBackend.from_settings(settings)
+    if builder == "kubernetes":
         from aihub.engine.builds.kubernetes_backend import KubernetesBuildBackend
 
         return KubernetesBuildBackend.from_settings(settings)
