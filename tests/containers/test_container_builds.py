@@ -47,7 +47,10 @@ async def owner(brt: Runtime) -> User:
 
 
 def greeter_repo(
-    make_repo: MakeRepo, base_image: str, *, run: str = 'mkdir -p /opt && echo "made by RUN: $((6 * 7))" > /opt/built.txt'
+    make_repo: MakeRepo,
+    base_image: str,
+    *,
+    run: str = 'mkdir -p /opt && echo "made by RUN: $((6 * 7))" > /opt/built.txt',
 ) -> GitRepo:
     repo = make_repo(None)
     repo.write(
