@@ -59,7 +59,7 @@ from aihub.engine.executors.base import ExitReport, Handle, Job, JobKey, OutputD
 from aihub.engine.executors.k8s_pod import LABEL_ATTEMPT, LABEL_NODE, LABEL_RUN, label_value, pod_name
 from aihub.engine.outputs import collect_outputs
 from aihub.settings import absolute_path
-from aihub.storage.base import ArtifactStore, LogStore
+from aihub.storage.base import ArtifactMissing, ArtifactStore, LogStore, StoreError
 
 __all__ = ["ContainerExecutor", "container_name", "find_engine_cli"]
 
@@ -200,7 +200,7 @@ class ContainerExecutor:
                 raise _LaunchError(f"{self.engine} could not create the container: {_tail(created.stderr)}")
             await self._copy_inputs(job, scratch, name)
             log_path.parent.mkdir(parents=True, exist_ok=True)
-            proc = await asyncio.to_thread(self._attach, name, log_path)
+            proc = await asyncio.to_thread(self._attach, name, log_path, scratch)
         except _LaunchError as exc:
             await self._remove(name)
             return await asyncio.to_thread(_fail_launch, scratch, data, str(exc))
@@ -317,15 +317,15 @@ class ContainerExecutor:
         entries: list[tuple[Path, str]] = []
         for i, art in enumerate(job.artifacts_in):
             target = _checked_path(art.path, f"input '{art.name}'")
-            try:
-                archive = self.artifacts.path(art.digest)
-            except KeyError:
-                raise _LaunchError(f"input '{art.name}': artifact {art.digest} is not in the store") from None
             place = staging / str(i) / posixpath.basename(target)
             try:
-                await asyncio.to_thread(unpack, archive, place)
-            except (ArtifactError, OSError) as exc:
-                raise _LaunchError(f"input '{art.name}': cannot unpack it: {exc}") from exc
+                async with self.artifacts.open(art.digest) as archive:
+                    try:
+                        await asyncio.to_thread(unpack, archive, place)
+                    except (ArtifactError, OSError) as exc:
+                        raise _LaunchError(f"input '{art.name}': cannot unpack it: {exc}") from exc
+            except (ArtifactMissing, StoreError) as exc:
+                raise _LaunchError(f"input '{art.name}': {exc}") from None
             if target.startswith(WORKFLOW_SPACE + "/"):  # the attempt's own directory: straight there
                 dest = scratch / "workflow_space" / target.removeprefix(WORKFLOW_SPACE + "/")
                 dest.parent.mkdir(parents=True, exist_ok=True)
@@ -344,8 +344,9 @@ class ContainerExecutor:
                 raise _LaunchError(f"cannot copy the inputs into the container: {_tail(copied.stderr)}")
         await asyncio.to_thread(shutil.rmtree, staging, True)
 
-    def _attach(self, name: str, log_path: Path) -> subprocess.Popen[bytes]:
-        """``start --attach``, its output appended to the log; its own session, so a server's end leaves it."""
+    def _attach(self, name: str, log_path: Path, scratch: Path) -> subprocess.Popen[bytes]:
+        """``start --attach``, its output appended to the log; its own session, so a server's end leaves it.
+        It runs in the scratch dir: conmon (started by it) writes its ``oom`` file into its working directory."""
         with open(log_path, "ab") as out:
             return subprocess.Popen(
                 [self.cli, "start", "--attach", name],
@@ -353,6 +354,7 @@ class ContainerExecutor:
                 stdout=out,
                 stderr=out,
                 start_new_session=True,
+                cwd=scratch,
             )
 
     # ------------------------------------------------------------------------------------------ find
@@ -440,7 +442,7 @@ class ContainerExecutor:
         return report
 
     def _out_of_memory(self, data: dict[str, Any], state: dict[str, Any]) -> bool:
-        if state.get("OOMKilled"):
+        if state.get("OOMKilled") or (Path(data["scratch"]) / "oom").exists():  # (conmon's own note)
             return True
         if state.get("ExitCode") != 128 + signal.SIGKILL or not data.get("cgroup_parent"):
             return False

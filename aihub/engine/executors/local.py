@@ -482,7 +482,9 @@ class LocalExecutor:
     def _prepare_attempt(self, job: Job, scratch: Path) -> tuple[Path, dict[str, Any]]:
         log_path = self.logs.path(job.key.run_id, job.key.node, job.key.attempt)
         data = self._prepare_scratch(job, scratch, log_path)
-        if job.image:  # said where the user looks: the node does not run in its image here
+        # said where the user looks: the node does not run in its image here (a module's local build stands for
+        # its image, and runs)
+        if job.image and not any(s.name == "module-build" for s in job.storages):
             _append_log(data, f"{IMAGE_NOT_USED} (image {job.image})")
         return log_path, data
 
