@@ -8,8 +8,8 @@ docs/benchmarks.md holds the figures.
 - **engine**: a chain of N ``true`` nodes through the whole engine with ``AIHUB_EXECUTOR=container`` (SQLite,
   in-process bus): ``create_run`` → the run's SUCCEEDED event, divided by N. Each node is one container
   started after its parent's ended, so the figure is the per-node price of start→exit plus the hand-off.
-- **hand-off**: in that chain, parent ``finished_at`` (the engine's end time of its container) → child
-  ``started_at`` (taken before the child's ``create``), from the Attempt rows.
+- **hand-off**: in that chain, parent ``finished_at`` (its report) → child ``started_at`` (taken before the
+  child's ``create``), from the Attempt rows.
 """
 
 from __future__ import annotations

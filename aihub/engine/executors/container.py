@@ -400,9 +400,11 @@ class ContainerExecutor:
             return ExitReport(None, error=failed.removeprefix("error:").strip())
         name = data["container"]
         child = self._children.get(handle.id)
+        code: int | None = None  # the container's exit code, as our attached client returned it
         if child is not None:
             await _child_ended(child)
             self._children.pop(handle.id, None)
+            code = child.returncode
         else:  # re-attached after a restart: the engine tells when it ends
             writer_alive = _alive(data.get("pid"), data.get("start_time"))
             await self._engine("wait", name, within=None, check=False)
@@ -410,16 +412,27 @@ class ContainerExecutor:
                 await _until_gone(data.get("pid"), data.get("start_time"), 10.0)
             else:
                 await self._rebuild_log(data)
-        state = await self._inspect(name)
-        report = await self._report(data, state)
+        # an ordinary exit code from our own client says all the report needs: no inspect on the hand-off path
+        # (it runs in the background for the container tab); stopped, killed or failed to start: inspect now
+        ordinary = code is not None and 0 <= code <= 124 and not (scratch / "stop").exists()
+        state = None if ordinary else await self._inspect(name)
+        report = await self._report(data, state, code if ordinary else None)
         await asyncio.to_thread(_write_json, scratch / "report.json", report.to_json())
         self._clean_later(data, state)
         return report
 
-    async def _report(self, data: dict[str, Any], inspected: dict[str, Any] | None) -> ExitReport:
+    async def _report(
+        self, data: dict[str, Any], inspected: dict[str, Any] | None, code: int | None = None
+    ) -> ExitReport:
+        """The report from the engine's inspect data, or from ``code`` alone (an ordinary exit)."""
         scratch = Path(data["scratch"])
         stopped = (scratch / "stop").exists()
         report = ExitReport(None, started_at=datetime.fromisoformat(data["started_at"]), stopped=stopped)
+        if inspected is None and code is not None:
+            report.exit_code, report.finished_at = code, datetime.now(UTC)
+            if code == 0 and data["outputs"]:
+                report.outputs, report.error = await self._collect(data)
+            return report
         if inspected is None:
             report.error = "the container vanished (removed outside AIHub, or the engine's storage was reset)"
             report.finished_at = datetime.now(UTC)
@@ -558,13 +571,10 @@ class ContainerExecutor:
         return text
 
     async def events(self, handle: Handle) -> list[dict[str, Any]]:
-        """The engine's events of this container (kept in the scratch dir once it is removed)."""
+        """The engine's events of this container (it keeps those of removed containers too)."""
         data = handle.data
         scratch = Path(data["scratch"])
-        saved = await asyncio.to_thread(_read_json, scratch / "events.json")
-        if saved is not None:
-            return list(saved.get("events") or [])
-        if _read_text(scratch / "exit") is not None:
+        if _read_text(scratch / "exit") is not None:  # never created
             return []
         return await self._events(data)
 
@@ -602,13 +612,14 @@ class ContainerExecutor:
         task.add_done_callback(self._cleanups.discard)
 
     async def _clean(self, data: dict[str, Any], state: dict[str, Any] | None) -> None:
-        """After the end: keep the inspect data and the events, remove the container and its cgroup parent."""
+        """After the end: keep the inspect data (the container tab's), remove the container and its cgroup
+        parent. The engine keeps the events of removed containers: the events tab asks it when shown."""
         scratch = Path(data["scratch"])
         try:
+            if state is None:
+                state = await self._inspect(data["container"])
             if state is not None:
                 await asyncio.to_thread(_write_json, scratch / "inspect.json", state)
-                events = await self._events(data)
-                await asyncio.to_thread(_write_json, scratch / "events.json", {"events": events})
             if not self.keep_containers:
                 await self._remove(data["container"])
             if data.get("cgroup_parent"):
