@@ -178,9 +178,10 @@ def test_the_seed_example_built_by_drag_and_drop_runs(page: Page, server: WebSer
     expect(page.locator("#node-inputs tbody tr")).to_have_count(3)
     version_url = page.url.split("/nodes/")[0]
 
-    # positions survive copy -> new version
+    # positions survive copy -> new version (the copy of one's own version saves a new version by default)
     page.goto(version_url)
-    page.locator("#new-version").click()
+    page.locator("#copy-version").click()
+    expect(page.locator("#target-version")).to_be_checked()
     expect(page.locator("#canvas")).to_be_visible()
     assert (position(page, 0), position(page, 1)) == saved
     page.locator("#save-workflow").click()
