@@ -162,6 +162,21 @@ STORED_MESSAGES = (
     N_("hidden: {paths}"),
     N_("runs as uid {uid}, gid {gid}"),
     N_("none ({reason})"),
+    # the container executor's states and failures
+    N_("created"),
+    N_("removed"),
+    N_("(the image's)"),
+    N_("{engine} could not create the container: {reason}"),
+    N_("the container did not start: {reason}"),
+    N_("the container vanished (removed outside AIHub, or the engine's storage was reset)"),
+    N_(
+        "out of memory: the container was killed at its memory limit of {memory} MiB (the task type's memory); "
+        "choose a task type with more memory"
+    ),
+    N_(
+        "the node asks for {count} GPU(s) but this host has none (no /dev/nvidia* device, no CDI specification "
+        "in /etc/cdi or /var/run/cdi)"
+    ),
 )
 #: the facts of the container tab (executors' ``describe``)
 CONTAINER_FACTS = (
@@ -184,6 +199,17 @@ CONTAINER_FACTS = (
     NC_("container", "image"),
     NC_("container", "host_ip"),
     NC_("container", "pod_ip"),
+    NC_("container", "engine"),
+    NC_("container", "container"),
+    NC_("container", "container_id"),
+    NC_("container", "image_id"),
+    NC_("container", "network"),
+    NC_("container", "exit_code"),
+    NC_("container", "oom_killed"),
+    NC_("container", "limits"),
+    NC_("container", "engine_started_at"),
+    NC_("container", "engine_finished_at"),
+    NC_("container", "error"),
 )
 #: the kinds of node events (the events tab)
 EVENT_KINDS = (

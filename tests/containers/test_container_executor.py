@@ -20,6 +20,7 @@ from aihub.runtime import Runtime, open_runtime
 from aihub.services.runs import retry_run, stop_run
 from aihub.services.users import create_user
 from aihub.settings import Settings
+from aihub.web.i18n import CONTAINER_FACTS
 from tests.containers.support import IMAGE_ONLY_FILE, Engine
 from tests.engine.support import node_log, start_run, wait_for_node, wait_for_run
 
@@ -137,6 +138,7 @@ async def test_labels_live_log_container_tab_events_and_stop_then_kill(
         and tab["limits"]["memory"] == f"{handle.data['memory_mib']} MiB"
         and tab["image_id"]
     )
+    assert set(tab) <= set(CONTAINER_FACTS), set(tab) - set(CONTAINER_FACTS)  # every fact has its translation
     await stop_run(crt.bus, user, run.id)
     run = await wait_for_run(crt, run.id)
     assert run.status is RunStatus.STOPPED
