@@ -310,10 +310,24 @@ class S3ArtifactStore:
             urls[f"out:{name}"] = await self.presign("PUT", upload_key(run_id, node, attempt, name), seconds)
         return urls
 
-    async def take_upload(self, run_id: int, node: str, attempt: int, output: str, dest: Path) -> None:
+    async def take_upload(
+        self, run_id: int, node: str, attempt: int, output: str, dest: Path, *, max_bytes: int | None = None
+    ) -> None:
         """Download what the attempt put at its upload key for ``output`` to ``dest``, then delete the key
-        (ArtifactMissing when it put nothing there)."""
+        (ArtifactMissing when it put nothing there; StoreError, without downloading, when it is larger than
+        ``max_bytes`` — a presigned PUT cannot bound the size, so it is bounded here)."""
         key = upload_key(run_id, node, attempt, output)
+        try:
+            meta = await obstore.head_async(self.client, key)
+        except _NOT_FOUND:
+            raise ArtifactMissing(f"{self.location}/{key} does not exist") from None
+        except _FAILURE as exc:
+            raise _failed(self.config, f"look up {key}", exc) from exc
+        if max_bytes is not None and int(meta["size"]) > max_bytes:
+            await self.delete(key)
+            raise StoreError(
+                f"the upload is {meta['size']} bytes, larger than {max_bytes} bytes (AIHUB_MAX_UPLOAD_BYTES)"
+            )
         await self.get_to_file(key, dest)
         await self.delete(key)
 

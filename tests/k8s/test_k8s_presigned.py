@@ -184,3 +184,22 @@ async def test_an_attempts_urls_reach_exactly_its_objects(store: S3ArtifactStore
                 other_method,
                 other_path,
             )
+
+
+async def test_an_upload_over_the_limit_is_refused_without_being_downloaded(
+    s3_executor: KubernetesExecutor, store: S3ArtifactStore, job: MakeJob, tmp_path: Path
+) -> None:
+    s3_executor.max_upload_bytes = 100  # a presigned PUT cannot bound the size: the executor does
+    out = tmp_path / "node-fs" / "big.bin"
+    the_job = job(
+        f"mkdir -p {out.parent}; head -c 100000 /dev/urandom > {out}",
+        outputs=[OutputDecl("big", str(out), "path")],
+    )
+    report = await s3_executor.wait(await s3_executor.start(the_job))
+    assert report.exit_code == 0 and not report.ok
+    assert report.error is not None
+    assert (
+        report.error.startswith("output 'big': the upload is ") and "(AIHUB_MAX_UPLOAD_BYTES)" in report.error
+    )
+    uploads = [m["path"] for batch in obstore.list(store.client, prefix="uploads/") for m in batch]  # type: ignore[attr-defined]
+    assert uploads == []  # removed

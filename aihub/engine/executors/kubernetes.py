@@ -264,9 +264,11 @@ class KubernetesExecutor:
         stop_margin: float = 30.0,
         eof_grace: float = 5.0,
         presign_seconds: float = 3600.0,
+        max_upload_bytes: int = 50 * 1024**3,
     ) -> None:
         self.artifacts = artifacts
         self.presign_seconds = presign_seconds  # life of the presigned URLs handed to a pod
+        self.max_upload_bytes = max_upload_bytes  # largest output a pod may put through its presigned URL
         self.logs = logs
         self.namespace = namespace
         self.options = PodOptions(namespace=namespace, helper_image=helper_image, default_image=default_image)
@@ -308,6 +310,7 @@ class KubernetesExecutor:
             namespace=settings.kubernetes_namespace,
             in_cluster=settings.kubernetes_in_cluster,
             presign_seconds=settings.s3_presign_seconds,
+            max_upload_bytes=settings.max_upload_bytes,
             **extra,
         )
 
@@ -666,7 +669,7 @@ class KubernetesExecutor:
         upload = staging / "upload.tar.gz"
         try:
             await self.artifacts.take_upload(  # type: ignore[attr-defined]
-                key["run_id"], key["node"], key["attempt"], decl.name, upload
+                key["run_id"], key["node"], key["attempt"], decl.name, upload, max_bytes=self.max_upload_bytes
             )
             digest, size = await store_uploaded_output(upload, kind, self.artifacts)
         except ArtifactMissing:
