@@ -56,7 +56,7 @@ FULL_SPEC = {
 
 
 async def editor(client: Client, url: str) -> Form:
-    """The editor's "form view" (the canvas is tested in test_canvas.py)."""
+    """The editor's "form view" (the canvas: tests/web/test_canvas_pages.py)."""
     response = await client.get(url + ("&" if "?" in url else "?") + "view=form")
     assert response.status_code == 200, response.text
     return Form(response.text, "editor-body")

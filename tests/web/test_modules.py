@@ -254,7 +254,7 @@ async def test_the_editor_palette_offers_own_built_and_published_modules(
 ) -> None:
     alice = await web.client("alice")
     module = await register(alice, web, tmp_path / "repo")
-    editor_page = (await alice.get("/workflows/new?view=form")).text  # the form view; the canvas: test_canvas
+    editor_page = (await alice.get("/workflows/new?view=form")).text  # form view
     mine = editor_page[editor_page.index('id="palette-mine"') :]
     assert 'id="add-module-hash-file"' in mine[: mine.index("</div>")]
     form = Form(editor_page, "editor-body")
