@@ -311,7 +311,7 @@ async def test_kill_9_of_the_server_reattaches_to_running_containers(
     (shared / "gate").touch()
     if writer == "killed":
         for node in ("a", "b"):
-            container_engine.run("wait", f"aihub-r{run_id}-{node}-a1", timeout=60)
+            container_engine.run("wait", *_containers(container_engine, run_id, node), timeout=60)
     async with open_runtime(settings) as rt:
         run = await wait_for_run(rt, run_id)
         assert run.status is RunStatus.SUCCEEDED, run.message
@@ -321,6 +321,14 @@ async def test_kill_9_of_the_server_reattaches_to_running_containers(
             assert (await NodeRun.get(run_id=run_id, name=node)).attempt == 1
         await rt.executor.settle()  # type: ignore[attr-defined]
     assert sorted((shared / "count").read_text().split()) == ["a", "b"]  # nothing ran twice
+
+
+def _containers(engine: Engine, run_id: int, node: str) -> list[str]:
+    listed = engine.run(
+        "ps", "-a", "--filter", f"label=aihub/run={run_id}", "--filter", f"label=aihub/node={node}",
+        "--format", "{{.Names}}",
+    )  # fmt: skip
+    return listed.stdout.split()
 
 
 def _attach_clients(run_id: int) -> list[int]:
@@ -333,7 +341,9 @@ def _attach_clients(run_id: int) -> list[int]:
             cmdline = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
-        if b"--attach" in cmdline and any(re.fullmatch(rb"aihub-r%d-[ab]-a1" % run_id, p) for p in cmdline):
+        if b"--attach" in cmdline and any(
+            re.fullmatch(rb"aihub-r%d-[ab]-a1-[0-9a-f]{8}" % run_id, p) for p in cmdline
+        ):
             found.append(int(entry))
     assert len(found) == 2, found
     return found

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import logging
 import math
@@ -67,10 +68,13 @@ log = logging.getLogger(__name__)
 
 WORKFLOW_SPACE = "/tmp/workflow_space"
 LABEL_KEY = "aihub/key"
+LABEL_INSTANCE = "aihub/instance"  # the installation: a hash of its scratch root
 DEFAULT_IMAGE = "python:3.11-slim"
 RESERVED_ENV_PREFIX = "_AIHUB_"
 _CGROUP_ROOT = Path("/sys/fs/cgroup")
 _CGROUP_PARENT = "aihub"  # cgroup v1 + cgroupfs: /aihub/<slug> per attempt (for OOM evidence)
+#: seconds an ended container waits for others to be cleaned up with it (one inspect and one rm per batch)
+CLEAN_DELAY = 2.0
 _STOP_MARGIN = 30.0  # seconds past the grace period for the engine's stop to return
 _OUTPUT_CAP = 64 * 1024**3  # most bytes copied out for one path output
 _RFC3339 = re.compile(
@@ -97,9 +101,10 @@ def find_engine_cli(choice: str) -> tuple[str, str]:
     raise RuntimeError(f"AIHUB_EXECUTOR=container: no container engine found ({wanted} is not installed)")
 
 
-def container_name(key: JobKey) -> str:
-    """``aihub-r{run}-{node}-a{attempt}`` (DNS-safe, unique per attempt: the Kubernetes pod name's rules)."""
-    return pod_name(key)
+def container_name(key: JobKey, instance: str) -> str:
+    """``aihub-r{run}-{node}-a{attempt}-{instance}``: the Kubernetes pod name (DNS-safe, unique per attempt) and
+    the installation's mark, so two installations (data dirs) on one engine never take each other's names."""
+    return f"{pod_name(key)}-{instance}"
 
 
 def _key_label(key: JobKey) -> str:
@@ -124,6 +129,7 @@ class ContainerExecutor:
         keep_containers: bool = False,
     ) -> None:
         self.work_root = absolute_path(work_root)
+        self.instance = hashlib.sha256(str(self.work_root).encode()).hexdigest()[:8]
         self.artifacts = artifacts
         self.logs = logs
         self.engine_choice = engine
@@ -136,7 +142,9 @@ class ContainerExecutor:
         self._cgroup_v1 = False
         self._children: dict[str, subprocess.Popen[bytes]] = {}
         self._waits = SharedWaits()
-        self._cleanups: set[asyncio.Task[None]] = set()
+        self._pending: dict[str, tuple[dict[str, Any], dict[str, Any] | None]] = {}  # ended, to clean up
+        self._cleaner: asyncio.Task[None] | None = None
+        self._hurry = asyncio.Event()  # settle(): clean up now, without the batching delay
         self._host = socket.gethostname()
 
     # ------------------------------------------------------------------------------------- lifecycle
@@ -177,8 +185,13 @@ class ContainerExecutor:
                 _orphans.discard(proc)
 
     async def settle(self) -> None:
-        """Wait for the background removal of ended containers (tests, shutdown)."""
-        await asyncio.gather(*list(self._cleanups), return_exceptions=True)
+        """Clean up every ended container now and wait for it (tests, shutdown)."""
+        self._hurry.set()
+        try:
+            while self._cleaner is not None and not self._cleaner.done():
+                await asyncio.gather(self._cleaner, return_exceptions=True)
+        finally:
+            self._hurry.clear()
 
     # ----------------------------------------------------------------------------------------- start
     async def start(self, job: Job) -> Handle:
@@ -211,7 +224,7 @@ class ContainerExecutor:
 
     def _handle_data(self, job: Job, scratch: Path, log_path: Path) -> dict[str, Any]:
         return {
-            "container": container_name(job.key),
+            "container": container_name(job.key, self.instance),
             "engine": self.engine,
             "scratch": str(scratch),
             "log": str(log_path),
@@ -243,6 +256,7 @@ class ContainerExecutor:
                 LABEL_NODE: label_value(key.node),
                 LABEL_ATTEMPT: str(key.attempt),
                 LABEL_KEY: _key_label(key),
+                LABEL_INSTANCE: self.instance,
             }
         )
         for label, value in labels.items():
@@ -376,6 +390,8 @@ class ContainerExecutor:
             f"label={LABEL_NODE}={label_value(key.node)}",
             "--filter",
             f"label={LABEL_ATTEMPT}={key.attempt}",
+            "--filter",
+            f"label={LABEL_INSTANCE}={self.instance}",
             "--format",
             "{{.Names}}",
             check=False,
@@ -607,26 +623,49 @@ class ContainerExecutor:
         return found[0] if isinstance(found, list) and found else None
 
     def _clean_later(self, data: dict[str, Any], state: dict[str, Any] | None) -> None:
-        task = asyncio.create_task(self._clean(data, state), name=f"remove {data['container']}")
-        self._cleanups.add(task)
-        task.add_done_callback(self._cleanups.discard)
+        """Queue an ended attempt's clean-up. Clean-ups run in batches, ``CLEAN_DELAY`` seconds after the first
+        of a batch ended: one ``inspect`` and one ``rm`` for all of them, so the engine's CLI does not compete
+        with the next nodes' starts once per node (on two cores that was a third of a node's time)."""
+        self._pending[data["container"]] = (data, state)
+        if self._cleaner is None or self._cleaner.done():
+            self._cleaner = asyncio.create_task(self._clean_batches(), name="remove ended containers")
 
-    async def _clean(self, data: dict[str, Any], state: dict[str, Any] | None) -> None:
-        """After the end: keep the inspect data (the container tab's), remove the container and its cgroup
-        parent. The engine keeps the events of removed containers: the events tab asks it when shown."""
-        scratch = Path(data["scratch"])
+    async def _clean_batches(self) -> None:
+        while self._pending:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._hurry.wait(), CLEAN_DELAY)
+            batch, self._pending = self._pending, {}
+            await self._clean(batch)
+
+    async def _clean(self, batch: dict[str, tuple[dict[str, Any], dict[str, Any] | None]]) -> None:
+        """After the end: keep the inspect data (the container tab's), remove the containers and their cgroup
+        parents. The engine keeps the events of removed containers: the events tab asks it when shown."""
         try:
-            if state is None:
-                state = await self._inspect(data["container"])
-            if state is not None:
-                await asyncio.to_thread(_write_json, scratch / "inspect.json", state)
+            inspected = await self._inspect_many(
+                [name for name, (_, state) in batch.items() if state is None]
+            )
+            for name, (data, state) in batch.items():
+                state = state or inspected.get(name)
+                if state is not None:
+                    await asyncio.to_thread(_write_json, Path(data["scratch"]) / "inspect.json", state)
             if not self.keep_containers:
-                await self._remove(data["container"])
-            if data.get("cgroup_parent"):
-                await asyncio.to_thread(_remove_cgroup, data["cgroup_parent"])
-            await asyncio.to_thread(shutil.rmtree, scratch / "workflow_space", True)
-        except Exception:  # cleaning is best effort; the report is saved already
-            log.exception("container executor: cleaning up %s failed", data["container"])
+                await self._engine("rm", "-f", "-v", *batch, check=False, within=300)
+            for data, _ in batch.values():
+                if data.get("cgroup_parent"):
+                    await asyncio.to_thread(_remove_cgroup, data["cgroup_parent"])
+                await asyncio.to_thread(shutil.rmtree, Path(data["scratch"]) / "workflow_space", True)
+        except Exception:  # cleaning is best effort; the reports are saved already
+            log.exception("container executor: cleaning up %s failed", ", ".join(batch))
+
+    async def _inspect_many(self, names: list[str]) -> dict[str, dict[str, Any]]:
+        if not names:
+            return {}
+        proc = await self._engine("container", "inspect", *names, check=False, within=120)
+        try:
+            found = json.loads(proc.stdout or "[]")
+        except ValueError:
+            return {}
+        return {str(c.get("Name", "")).lstrip("/"): c for c in found if isinstance(c, dict)}
 
     async def _remove(self, name: str) -> None:
         await self._engine("rm", "-f", "-v", name, check=False, within=120)
