@@ -38,6 +38,7 @@ from aihub.db.models import (
 )
 from aihub.domain.spec import NodeSpec, OutputDecl, WorkflowSpec, parse_spec
 from aihub.domain.status import NodeStatus, RunStatus
+from aihub.engine import policies
 from aihub.engine.capacity import MONITOR, Capacity, Pool, Sku, local_pool
 from aihub.engine.executors.base import (
     Executor,
@@ -63,16 +64,6 @@ log = logging.getLogger("aihub.engine")
 BACKFILL_WINDOW = 64
 #: seconds a pool rests after the shared ledger refused one of its nodes (other workers hold the room)
 SHARED_RETRY_DELAY = 1.0
-#: what a stopped attempt whose exit status is lost records: killed by SIGKILL (128 + 9), as docs/engine.md says
-KILLED_EXIT_CODE = 137
-
-
-def stopped_exit_code(report: ExitReport) -> int | None:
-    """A stopped attempt that ran has an exit code: 137 (killed) when the executor could not read one because
-    the kill took its supervisor too (a PID namespace ends with its first process). Never started: none."""
-    if report.exit_code is None and report.started_at is not None:
-        return KILLED_EXIT_CODE
-    return report.exit_code
 
 
 @dataclass
@@ -349,17 +340,14 @@ class Engine:
         for name, ps in parents.items():
             for p in ps:
                 children[p].append(name)
-        blocked = {name: sum(1 for p in ps if not nodes[p].status.is_done_ok) for name, ps in parents.items()}
+        statuses = {n: r.status for n, r in nodes.items()}
+        blocked = policies.unfinished_parents(parents, statuses)
         pins = {k: int(v) for k, v in (run.version.pinned_builds or {}).items()}
         builds = {b.id: b for b in await ModuleBuild.filter(id__in=list(pins.values()))} if pins else {}
         wanted = {s for n in spec.nodes for s in n.storages}
         storages = {d.name: d for d in await DataStorage.filter(name__in=list(wanted))} if wanted else {}
-        failed = next((n for n, r in nodes.items() if r.status is NodeStatus.FAILED), None)
-        ready = {
-            n: None
-            for n in spec.topological_order()
-            if blocked[n] == 0 and nodes[n].status is NodeStatus.WAITING
-        }
+        failed = policies.first_failed(statuses)
+        ready = dict.fromkeys(policies.ready_nodes(spec.topological_order(), blocked, statuses))
         return RunState(
             ready=ready,
             run=run,
@@ -432,48 +420,32 @@ class Engine:
 
     async def _enqueue(self, state: RunState, name: str) -> None:
         spec = state.spec.node(name)
-        missing = self._cluster_missing(spec)
-        if missing:
-            await self._fail_unstarted(state, name, missing)
+        reason = self._unstartable(spec)
+        if reason is not None:
+            await self._fail_unstarted(state, name, reason)
             return
         pool = self._pool_for(spec)
-        req = pool.request(spec.task_type, spec.sku_count)
-        if not pool.can_ever_fit(req):
-            total = pool.total
-            msg = (
-                f"needs {req.cpu_millis}m CPU, {req.memory_mib} MiB, {req.gpu} GPU but cluster {pool.name!r} "
-                f"has {total.cpu_millis}m CPU, {total.memory_mib} MiB, {total.gpu} GPU in all"
-            )
-            await self._fail_unstarted(state, name, msg)
-            return
-        no_gpu = self._host_lacks_gpus(pool.name, req.gpu)
-        if no_gpu:
-            await self._fail_unstarted(state, name, no_gpu)
-            return
         state.queued.add(name)
         state.queued_at.setdefault(name, time.monotonic())
         self._waiting.setdefault(pool.name, deque()).append((state.run.id, name))
 
-    def _host_lacks_gpus(self, cluster: str, gpus: int) -> str | None:
-        """The local executor runs nodes on this host: a node of a GPU cluster that asks for more GPUs than
-        the host gives it (AIHUB_LOCAL_GPUS) would run without them, so it fails with this message instead."""
+    def _unstartable(self, spec: NodeSpec) -> str | None:
+        """Why the node can never start (its cluster is gone, too small, or lacks the GPUs it needs)."""
         from aihub.engine.executors.local import LocalExecutor
 
-        if not gpus or not isinstance(self.executor, LocalExecutor):
-            return None
-        host = len([g for g in (self.settings.local_gpus or "").split(",") if g.strip()])
-        if gpus <= host:
-            return None
-        return (
-            f"needs {gpus} GPU on virtual cluster {cluster!r}, but this host gives the local executor {host} "
-            "GPU (AIHUB_LOCAL_GPUS), so it cannot run here with one: choose a cluster without GPUs, or ask "
-            "an administrator to list the host's GPUs in AIHUB_LOCAL_GPUS"
+        missing = policies.missing_cluster_reason(spec.cluster, self.capacity.pools)
+        if missing is not None:
+            return missing
+        pool = self._pool_for(spec)
+        req, total = pool.request(spec.task_type, spec.sku_count), pool.total
+        room = policies.Room(
+            pool.name, req.cpu_millis, req.memory_mib, req.gpu, total.cpu_millis, total.memory_mib, total.gpu
         )
-
-    def _cluster_missing(self, spec: NodeSpec) -> str | None:
-        if spec.cluster in self.capacity.pools:
-            return None
-        return f"virtual cluster {spec.cluster!r} does not exist (any more): ask an administrator"
+        host_gpus = len([g for g in (self.settings.local_gpus or "").split(",") if g.strip()])
+        on_host = isinstance(self.executor, LocalExecutor)
+        return policies.cannot_fit_reason(room) or policies.host_gpu_reason(
+            pool.name, req.gpu, host_gpus, runs_on_host=on_host
+        )
 
     def _dispatch(self) -> None:
         """Start queued nodes in arrival order wherever capacity allows (smaller ones may backfill)."""
@@ -546,7 +518,10 @@ class Engine:
             # node env is an input too (module env is part of the build)
             env_inputs = {f"env:{k}": v for k, v in spec.env.items()}
             node.cache_key = cache_key(build.id, {**fingerprint, **env_inputs})
-            if spec.cache and state.run.use_cache and await self._try_cache(state, name, node.cache_key):
+            use_cache = policies.may_use_cache(
+                node_cache=spec.cache, run_use_cache=state.run.use_cache, has_build=True
+            )
+            if use_cache and await self._try_cache(state, name, node.cache_key):
                 return
         try:
             handle = await self.executor.start(job)
@@ -676,7 +651,7 @@ class Engine:
             handle=handle.to_json() if handle else {},
             started_at=utcnow(),
         )
-        label = f"attempt {node.attempt}" + (f" (retry {node.retry_count})" if node.retry_count else "")
+        label = policies.attempt_label(node.attempt, node.retry_count)
         await transition_node(
             self.bus, state.run, node, NodeStatus.RUNNING, kind="started", message=label, attempt=attempt
         )
@@ -757,63 +732,79 @@ class Engine:
             attempt.started_at = report.started_at
         if attempt is not None and report.finished_at:
             attempt.finished_at = report.finished_at
-        code = report.exit_code
+        end = policies.AttemptEnd(
+            ok=report.ok,
+            stopped=report.stopped,
+            run_stopping=state.stopping,
+            retries_used=state.auto_retries.get(name, 0),
+            retries_allowed=spec.retries,
+        )
         async with state.lock:
-            if report.ok:
-                outputs = {k: v.to_json() for k, v in report.outputs.items()}
-                stored = [("output_stored", _describe_output(k, v)) for k, v in outputs.items()]
-                await transition_node(
-                    self.bus,
-                    state.run,
-                    node,
-                    NodeStatus.SUCCEEDED,
-                    kind="exited",
-                    message="exited with code 0",
-                    attempt=attempt,
-                    exit_code=0,
-                    outputs=outputs,
-                    extra_events=stored,
-                )
-                self._unblock_children(state, name)
-            elif report.stopped or state.stopping:
+            outcome = policies.attempt_outcome(end)
+            if outcome is policies.AttemptOutcome.SUCCEED:
+                await self._record_success(state, name, attempt, report)
+            elif outcome is policies.AttemptOutcome.STOP:
+                message = "stopped by user" if state.stopping else (report.error or "stopped")
+                code = policies.stopped_exit_code(report.exit_code, report.started_at is not None)
                 await transition_node(
                     self.bus,
                     state.run,
                     node,
                     NodeStatus.STOPPED,
                     kind="stopped",
-                    message="stopped by user" if state.stopping else (report.error or "stopped"),
+                    message=message,
                     attempt=attempt,
-                    exit_code=stopped_exit_code(report),
+                    exit_code=code,
                 )
+            elif outcome is policies.AttemptOutcome.RETRY:
+                state.auto_retries[name] = end.retries_used + 1
+                message = policies.retry_message(
+                    node.attempt, policies.failure_reason(report.error, report.exit_code)
+                )
+                await transition_node(
+                    self.bus,
+                    state.run,
+                    node,
+                    NodeStatus.WAITING,
+                    kind="retry",
+                    message=message,
+                    attempt=attempt,
+                    exit_code=report.exit_code,
+                )
+                return True
             else:
-                reason = report.error or f"exited with code {code}"
-                if state.auto_retries.get(name, 0) < spec.retries:
-                    state.auto_retries[name] = state.auto_retries.get(name, 0) + 1
-                    await transition_node(
-                        self.bus,
-                        state.run,
-                        node,
-                        NodeStatus.WAITING,
-                        kind="retry",
-                        message=f"attempt {node.attempt} failed ({reason}); retrying",
-                        attempt=attempt,
-                        exit_code=code,
-                    )
-                    return True
-                else:
-                    await transition_node(
-                        self.bus,
-                        state.run,
-                        node,
-                        NodeStatus.FAILED,
-                        kind="exited",
-                        message=reason,
-                        attempt=attempt,
-                        exit_code=code,
-                    )
-                    self._fail_fast(state, name)
+                message = policies.failure_reason(report.error, report.exit_code)
+                await transition_node(
+                    self.bus,
+                    state.run,
+                    node,
+                    NodeStatus.FAILED,
+                    kind="exited",
+                    message=message,
+                    attempt=attempt,
+                    exit_code=report.exit_code,
+                )
+                self._fail_fast(state, name)
         return False
+
+    async def _record_success(
+        self, state: RunState, name: str, attempt: Attempt | None, report: ExitReport
+    ) -> None:
+        outputs = {k: v.to_json() for k, v in report.outputs.items()}
+        stored = [("output_stored", _describe_output(k, v)) for k, v in outputs.items()]
+        await transition_node(
+            self.bus,
+            state.run,
+            state.nodes[name],
+            NodeStatus.SUCCEEDED,
+            kind="exited",
+            message="exited with code 0",
+            attempt=attempt,
+            exit_code=0,
+            outputs=outputs,
+            extra_events=stored,
+        )
+        self._unblock_children(state, name)
 
     def _observe_attempt(self, cluster: str, attempt: Attempt) -> None:
         self.metrics.attempts.labels(attempt.status.value, cluster).inc()
@@ -883,40 +874,39 @@ class Engine:
 
     async def _maybe_finish(self, state: RunState) -> None:
         async with state.lock:
-            if state.finished or state.busy:
+            if state.finished:
                 return
             run = state.run
-            if state.stopping:
-                for node in state.nodes.values():
-                    if node.status is NodeStatus.WAITING:
-                        await transition_node(
-                            self.bus, run, node, NodeStatus.STOPPED, kind="stopped", message="stopped by user"
-                        )
+            statuses = (n.status for n in state.nodes.values())
+            ending = policies.run_outcome(
+                stopping=state.stopping, failed_node=state.failed_node, busy=state.busy, statuses=statuses
+            )
+            if ending is None:
+                return  # nodes run, or more became ready in the meantime
+            if ending is RunStatus.STOPPED:
+                await self._close_waiting(state, NodeStatus.STOPPED, "stopped", "stopped by user")
                 await transition_run(self.bus, run, RunStatus.STOPPED, message=run.message or "stopped")
-            elif state.failed_node is not None:
-                node = state.nodes[state.failed_node]
-                for other in state.nodes.values():
-                    if other.status is NodeStatus.WAITING:  # never started: say so, not WAITING for ever
-                        await transition_node(
-                            self.bus,
-                            run,
-                            other,
-                            NodeStatus.SKIPPED,
-                            kind="not_run",
-                            message=f"not run: node {node.name!r} failed",
-                        )
-                await transition_run(
-                    self.bus, run, RunStatus.FAILED, message=f"node {node.name!r} failed: {node.message}"
+            elif ending is RunStatus.FAILED:
+                node = state.nodes[state.failed_node]  # type: ignore[index]
+                # never started: say so, not WAITING for ever
+                await self._close_waiting(
+                    state, NodeStatus.SKIPPED, "not_run", f"not run: node {node.name!r} failed"
                 )
-            elif all(n.status.is_done_ok for n in state.nodes.values()):
-                await transition_run(self.bus, run, RunStatus.SUCCEEDED, message="all nodes succeeded")
+                message = f"node {node.name!r} failed: {node.message}"
+                await transition_run(self.bus, run, RunStatus.FAILED, message=message)
             else:
-                return  # more nodes became ready in the meantime
+                await transition_run(self.bus, run, RunStatus.SUCCEEDED, message="all nodes succeeded")
             self.metrics.runs.labels(run.status.value).inc()
             log.info("run %s finished %s", run.id, run.status.value, extra={"run_id": run.id, "node": None})
             state.finished = True
             self.runs.pop(run.id, None)
         await revoke_run_tokens(run.id)
+
+    async def _close_waiting(self, state: RunState, target: NodeStatus, kind: str, message: str) -> None:
+        """The run ends: every node still WAITING moves to ``target``."""
+        for node in state.nodes.values():
+            if node.status is NodeStatus.WAITING:
+                await transition_node(self.bus, state.run, node, target, kind=kind, message=message)
 
     # ----------------------------------------------------------------- stop
     async def _stop(self, state: RunState) -> None:
