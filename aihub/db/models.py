@@ -228,6 +228,11 @@ class NodeRun(Model):
     cache_source_id = fields.IntField(null=True)
     started_at = fields.DatetimeField(null=True)
     finished_at = fields.DatetimeField(null=True)
+    auto_retries = fields.IntField(
+        default=0,
+        db_default=0,
+        description="automatic retries used since the run (re)started; survives engine restarts",
+    )
 
     class Meta:
         table = "node_run"

@@ -95,7 +95,6 @@ class RunState:
     #: hand-off costs O(children), not O(nodes)
     ready: dict[str, None] = field(default_factory=dict)
     failed_node: str | None = None
-    auto_retries: dict[str, int] = field(default_factory=dict)
     stopping: bool = False
     finished: bool = False
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
@@ -736,7 +735,7 @@ class Engine:
             ok=report.ok,
             stopped=report.stopped,
             run_stopping=state.stopping,
-            retries_used=state.auto_retries.get(name, 0),
+            retries_used=node.auto_retries,
             retries_allowed=spec.retries,
         )
         async with state.lock:
@@ -757,7 +756,7 @@ class Engine:
                     exit_code=code,
                 )
             elif outcome is policies.AttemptOutcome.RETRY:
-                state.auto_retries[name] = end.retries_used + 1
+                node.auto_retries = end.retries_used + 1  # persisted with the transition
                 message = policies.retry_message(
                     node.attempt, policies.failure_reason(report.error, report.exit_code)
                 )

@@ -149,11 +149,12 @@ async def reset_nodes(bus: Bus, run: Run, nodes: list[NodeRun], *, message: str)
         node.outputs = {}
         node.exit_code = None
         node.cache_source_id = None
+        node.auto_retries = 0
 
     async def write(number: int) -> None:
         async with in_transaction():
             for node in nodes:
-                fields = ["status", "message", "outputs", "exit_code", "cache_source_id"]
+                fields = ["status", "message", "outputs", "exit_code", "cache_source_id", "auto_retries"]
                 await node.save(update_fields=fields)
             await NodeEvent.bulk_create(
                 [NodeEvent(run_id=run.id, node=n.name, kind="reset", message=message) for n in nodes]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import sys
@@ -10,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from aihub.db.models import NodeRun
+from aihub.db.models import Attempt, NodeRun
 from aihub.domain.status import NodeStatus, RunStatus
 from aihub.runtime import open_runtime
 from aihub.settings import Settings
@@ -33,7 +34,7 @@ async def main():
         sub = rt.bus.subscribe(run.id)
         print("RUN", run.id, flush=True)
         async for event in sub:
-            print("EVENT", event.node, event.node_status, flush=True)
+            print("EVENT", event.node, event.node_status, event.attempt, flush=True)
         await asyncio.Event().wait()
 
 asyncio.run(main())
@@ -64,12 +65,9 @@ def _spec(tmp: Path) -> dict:
     }
 
 
-@pytest.mark.parametrize("gate_before_restart", [True, False], ids=["finished-while-down", "reattached-live"])
-async def test_kill_9_while_running_loses_nothing(
-    settings: Settings, host_dir: Path, gate_before_restart: bool
-) -> None:
-    import json
-
+async def _run_in_child_until(settings: Settings, spec: dict, stop_at: list[str]) -> int:
+    """Start a run in a server process of its own; kill it with SIGKILL once a node event starts with
+    ``stop_at`` (node, status[, attempt]). Returns the run's id."""
     env = {
         **os.environ,
         "AIHUB_DATA_DIR": str(settings.data_dir),
@@ -77,7 +75,7 @@ async def test_kill_9_while_running_loses_nothing(
         "PYTHONPATH": str(Path(__file__).resolve().parents[2]),
     }
     child = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", CHILD, json.dumps(_spec(host_dir)), env=env, stdout=asyncio.subprocess.PIPE
+        sys.executable, "-c", CHILD, json.dumps(spec), env=env, stdout=asyncio.subprocess.PIPE
     )
     assert child.stdout is not None
     run_id = None
@@ -88,12 +86,20 @@ async def test_kill_9_while_running_loses_nothing(
                 assert line, "child exited early"
                 if line[0] == "RUN":
                     run_id = int(line[1])
-                if line[1:] == ["b", "RUNNING"]:
+                if line[1 : 1 + len(stop_at)] == stop_at:
                     break
     finally:
         child.send_signal(signal.SIGKILL)
         await child.wait()
     assert run_id is not None
+    return run_id
+
+
+@pytest.mark.parametrize("gate_before_restart", [True, False], ids=["finished-while-down", "reattached-live"])
+async def test_kill_9_while_running_loses_nothing(
+    settings: Settings, host_dir: Path, gate_before_restart: bool
+) -> None:
+    run_id = await _run_in_child_until(settings, _spec(host_dir), ["b", "RUNNING"])
     if gate_before_restart:
         (host_dir / "gate").touch()
 
@@ -106,3 +112,24 @@ async def test_kill_9_while_running_loses_nothing(
         b = await NodeRun.get(run_id=run_id, name="b")
         assert (b.attempt, b.outputs["o"]["value"]) == (1, "done")
     assert (host_dir / "count").read_text().split() == ["a", "b", "c"]  # nothing ran twice
+
+
+async def test_kill_9_between_attempts_keeps_the_retries_used(settings: Settings, host_dir: Path) -> None:
+    """A ``retries: 2`` node that always fails runs exactly 3 times, even when the server is killed between
+    two of its attempts: the automatic retries it used are stored with the node, not only in memory."""
+    count, gate = host_dir / "count", host_dir / "gate"
+    command = (
+        f'echo x >> "{count}"; if [ "$(wc -l < "{count}")" -eq 2 ]; then '
+        f'while [ ! -f "{gate}" ]; do sleep 0.05; done; fi; exit 3'
+    )
+    spec = {"name": "flaky", "nodes": [{"name": "f", "command": command, "retries": 2}]}
+    run_id = await _run_in_child_until(settings, spec, ["f", "RUNNING", "2"])
+    gate.touch()  # attempt 2 fails while no server runs
+
+    async with open_runtime(settings) as rt:
+        run = await wait_for_run(rt, run_id)
+        assert run.status is RunStatus.FAILED, run.message
+        node = await NodeRun.get(run_id=run_id, name="f")
+        assert (node.status, node.attempt, node.auto_retries) == (NodeStatus.FAILED, 3, 2)
+        assert await Attempt.filter(node_run_id=node.id).count() == 3
+    assert count.read_text().split() == ["x", "x", "x"]  # exactly 3 attempts in all
