@@ -62,7 +62,8 @@ RUN_TRANSITIONS: dict[RunStatus, frozenset[RunStatus]] = {
 }
 
 NODE_TRANSITIONS: dict[NodeStatus, frozenset[NodeStatus]] = {
-    N.WAITING: frozenset({N.RUNNING, N.SKIPPED, N.STOPPED}),
+    # WAITING -> FAILED: a node that cannot start at all (its cluster is gone or too small); it has no attempt
+    N.WAITING: frozenset({N.RUNNING, N.SKIPPED, N.STOPPED, N.FAILED}),
     # RUNNING -> WAITING is an automatic retry after a failed attempt
     N.RUNNING: frozenset({N.SUCCEEDED, N.FAILED, N.STOPPED, N.WAITING}),
     # a run retry resets every node that did not succeed; retry-from-node also resets successes

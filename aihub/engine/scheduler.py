@@ -853,16 +853,10 @@ class Engine:
                 state.ready_since[child] = time.monotonic()
 
     async def _fail_unstarted(self, state: RunState, name: str, message: str) -> None:
-        """A node that cannot start at all: it fails without an attempt."""
-        node = state.nodes[name]
-        attempt = await self._record_start(state, name, None)
+        """A node that cannot start at all: WAITING -> FAILED, without an attempt (it never ran)."""
         await transition_node(
-            self.bus, state.run, node, NodeStatus.FAILED, kind="failed", message=message, attempt=attempt
+            self.bus, state.run, state.nodes[name], NodeStatus.FAILED, kind="failed", message=message
         )
-        cluster = state.spec.node(name).cluster
-        self.metrics.attempts.labels(
-            attempt.status.value, cluster if cluster in self.capacity.pools else "(none)"
-        ).inc()
         self._fail_fast(state, name)
 
     def _fail_fast(self, state: RunState, name: str) -> None:

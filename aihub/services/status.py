@@ -85,21 +85,47 @@ async def transition_run(
     await bus.publish(run_event(run, message=message or ""))
 
 
-async def transition_node(
-    bus: Bus,
-    run: Run,
-    node: NodeRun,
-    target: NodeStatus,
-    *,
-    kind: str,
-    message: str = "",
-    attempt: Attempt | None = None,
-    exit_code: int | None = None,
-    outputs: dict | None = None,
-    extra_events: list[tuple[str, str]] = (),  # type: ignore[assignment]
+#: the node row's fields a status writer sets (everything but the run, the name and the id)
+NODE_FIELDS = (
+    "status",
+    "message",
+    "attempt",
+    "retry_count",
+    "auto_retries",
+    "inputs",
+    "outputs",
+    "exit_code",
+    "cache_key",
+    "cache_source_id",
+    "started_at",
+    "finished_at",
+)
+
+
+async def _set_node(node: NodeRun, previous: NodeStatus) -> None:
+    """Compare-and-set, inside the caller's transaction: write the node only if it still has ``previous``
+    status in the database, so two writers (two engine workers, an engine and a service) can never both
+    move it; the loser gets ``StaleStatus`` and its transaction writes nothing."""
+    values = {f: getattr(node, f) for f in NODE_FIELDS}
+    if not await NodeRun.filter(id=node.id, status=previous).update(**values):
+        raise StaleStatus(
+            f"node {node.name!r} changed status meanwhile; it is no longer {previous.value}", field="node"
+        )
+
+
+async def _node_written(node: NodeRun, number: int) -> bool:
+    """A retried write: did the try before commit, then lose its connection before it heard so?"""
+    return (
+        bool(number)
+        and await NodeRun.filter(
+            id=node.id, status=node.status, attempt=node.attempt, message=node.message
+        ).exists()
+    )
+
+
+def _apply_node(
+    node: NodeRun, target: NodeStatus, message: str, exit_code: int | None, outputs: dict | None
 ) -> None:
-    """Move ``node`` to ``target``; ``attempt`` (new or finished) is saved in the same transaction."""
-    check_node_transition(node.name, node.status, target)
     now = utcnow()
     node.status = target
     node.message = message
@@ -113,15 +139,46 @@ async def transition_node(
             node.exit_code = exit_code
     if outputs is not None:
         node.outputs = outputs
+
+
+def _apply_attempt(attempt: Attempt, target: NodeStatus, message: str, exit_code: int | None) -> None:
+    attempt.status = target if target is not NodeStatus.WAITING else NodeStatus.FAILED
+    if target is not NodeStatus.RUNNING:
+        attempt.finished_at = attempt.finished_at or utcnow()
+        attempt.exit_code = exit_code
+        attempt.message = message
+
+
+async def transition_node(
+    bus: Bus,
+    run: Run,
+    node: NodeRun,
+    target: NodeStatus,
+    *,
+    kind: str,
+    message: str = "",
+    attempt: Attempt | None = None,
+    exit_code: int | None = None,
+    outputs: dict | None = None,
+    extra_events: list[tuple[str, str]] = (),  # type: ignore[assignment]
+) -> None:
+    """Move ``node`` to ``target`` if the table allows it and the database still has the status ``node``
+    was read with (compare-and-set); ``attempt`` (new or finished) is saved in the same transaction.
+    Raises ``IllegalTransition`` or ``StaleStatus`` (then nothing is written and ``node`` is as it was)."""
+    check_node_transition(node.name, node.status, target)
+    previous = node.status
+    before = {f: getattr(node, f) for f in NODE_FIELDS}
+    _apply_node(node, target, message, exit_code, outputs)
     if attempt is not None:
-        attempt.status = target if target is not NodeStatus.WAITING else NodeStatus.FAILED
-        if target is not NodeStatus.RUNNING:
-            attempt.finished_at = attempt.finished_at or now
-            attempt.exit_code = exit_code
-            attempt.message = message
+        _apply_attempt(attempt, target, message, exit_code)
     new_attempt = attempt is not None and attempt.id is None
 
     async def write(number: int) -> None:
+        if await _node_written(node, number):
+            if new_attempt:  # it was saved too: take its id, so it is not inserted twice later
+                saved = await Attempt.get(node_run_id=node.id, number=attempt.number)  # type: ignore[union-attr]
+                attempt.id, attempt._saved_in_db = saved.id, True  # type: ignore[union-attr]
+            return
         if number and new_attempt:  # the lost transaction may have given it an id: it is new again
             attempt.id = None  # type: ignore[union-attr]
             attempt._saved_in_db = False  # type: ignore[union-attr]
@@ -130,19 +187,27 @@ async def transition_node(
             for k, m in (*extra_events, (kind, message))
         ]
         async with in_transaction():
+            await _set_node(node, previous)
             if attempt is not None:
                 await attempt.save()
-            await node.save()
             await NodeEvent.bulk_create(events)
 
-    await retrying(write, what=f"node {run.id}/{node.name} -> {target.value}")
+    try:
+        await retrying(write, what=f"node {run.id}/{node.name} -> {target.value}")
+    except BaseException:
+        for f, value in before.items():
+            setattr(node, f, value)
+        raise
     await bus.publish(run_event(run, node, message))
 
 
 async def reset_nodes(bus: Bus, run: Run, nodes: list[NodeRun], *, message: str) -> None:
-    """Put finished nodes back to WAITING for a retry of the run (one transaction, then publish each)."""
+    """Put finished nodes back to WAITING for a retry of the run: each checked against the table and written
+    compare-and-set, all in one transaction (one stale node: none is reset), then each published."""
     for node in nodes:
         check_node_transition(node.name, node.status, NodeStatus.WAITING)
+    previous = [node.status for node in nodes]
+    before = [{f: getattr(node, f) for f in NODE_FIELDS} for node in nodes]
     for node in nodes:
         node.status = NodeStatus.WAITING
         node.message = message
@@ -152,14 +217,21 @@ async def reset_nodes(bus: Bus, run: Run, nodes: list[NodeRun], *, message: str)
         node.auto_retries = 0
 
     async def write(number: int) -> None:
+        if number and all([await _node_written(node, number) for node in nodes]):
+            return
         async with in_transaction():
-            for node in nodes:
-                fields = ["status", "message", "outputs", "exit_code", "cache_source_id", "auto_retries"]
-                await node.save(update_fields=fields)
+            for node, status in zip(nodes, previous, strict=True):
+                await _set_node(node, status)
             await NodeEvent.bulk_create(
                 [NodeEvent(run_id=run.id, node=n.name, kind="reset", message=message) for n in nodes]
             )
 
-    await retrying(write, what=f"run {run.id}: reset {len(nodes)} nodes")
+    try:
+        await retrying(write, what=f"run {run.id}: reset {len(nodes)} nodes")
+    except BaseException:
+        for node, values in zip(nodes, before, strict=True):
+            for f, value in values.items():
+                setattr(node, f, value)
+        raise
     for node in nodes:
         await bus.publish(run_event(run, node, message))

@@ -265,6 +265,10 @@ async def test_node_too_big_for_its_cluster(rt: Runtime, user: User) -> None:
     node = await NodeRun.get(run_id=run.id, name="huge")
     assert node.status is NodeStatus.FAILED
     assert "cluster 'local'" in node.message
+    # it never ran: WAITING -> FAILED, with no invented attempt and no "started" event
+    assert (node.attempt, await Attempt.filter(node_run_id=node.id).count()) == (0, 0)
+    kinds = await NodeEvent.filter(run_id=run.id, node="huge").values_list("kind", flat=True)
+    assert kinds == ["failed"]
 
 
 @pytest.mark.parametrize("cpus", [1])

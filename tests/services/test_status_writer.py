@@ -1,0 +1,99 @@
+"""The one status writer (``aihub.services.status``): every node write is checked against the table and is a
+compare-and-set on the status it was read with, so two writers can never both move a node."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from aihub.bus.memory import MemoryBus
+from aihub.db.models import Attempt, NodeEvent, NodeRun, Run
+from aihub.domain.status import IllegalTransition, NodeStatus
+from aihub.services.runs import create_run
+from aihub.services.status import StaleStatus, reset_nodes, transition_node, utcnow
+from aihub.services.users import create_user
+from aihub.services.workflows import create_workflow
+from aihub.settings import Settings
+
+SPEC = {"name": "wf", "nodes": [{"name": "a", "command": "true"}, {"name": "b", "command": "true"}]}
+
+
+@pytest.fixture
+async def run(db: Settings) -> Run:
+    user = await create_user("alice", "alice-password-1")
+    version = await create_workflow(user, SPEC)
+    return await create_run(MemoryBus(), user, version.id)
+
+
+def _attempt(node: NodeRun) -> Attempt:
+    return Attempt(node_run_id=node.id, number=1, status=NodeStatus.RUNNING, started_at=utcnow())
+
+
+async def test_two_writers_race_for_the_same_node_and_exactly_one_wins(run: Run) -> None:
+    """Two workers read the node WAITING and both try to start it: one attempt, one event, one winner."""
+    bus = MemoryBus()
+    first, second = await NodeRun.get(run_id=run.id, name="a"), await NodeRun.get(run_id=run.id, name="a")
+    for copy in (first, second):
+        copy.attempt = 1
+    results = await asyncio.gather(
+        *(
+            transition_node(
+                bus, run, n, NodeStatus.RUNNING, kind="started", message=f"by {i}", attempt=_attempt(n)
+            )
+            for i, n in enumerate((first, second))
+        ),
+        return_exceptions=True,
+    )
+    assert sorted(type(r).__name__ for r in results) == ["NoneType", "StaleStatus"]
+    winner, loser = (first, second) if results[0] is None else (second, first)
+    assert "changed status meanwhile; it is no longer WAITING" in str(
+        next(r for r in results if r is not None)
+    )
+    assert loser.status is NodeStatus.WAITING  # the loser's copy is as it was read
+    row = await NodeRun.get(id=winner.id)
+    assert (row.status, row.message) == (NodeStatus.RUNNING, winner.message)
+    assert await Attempt.filter(node_run_id=row.id).count() == 1
+    assert await NodeEvent.filter(run_id=run.id, node="a", kind="started").count() == 1
+
+
+async def test_a_stale_copy_cannot_overwrite_a_newer_status(run: Run) -> None:
+    bus = MemoryBus()
+    stale = await NodeRun.get(run_id=run.id, name="a")
+    fresh = await NodeRun.get(run_id=run.id, name="a")
+    await transition_node(bus, run, fresh, NodeStatus.SKIPPED, kind="cache_hit")
+    with pytest.raises(StaleStatus):
+        await transition_node(bus, run, stale, NodeStatus.STOPPED, kind="stopped")
+    assert (await NodeRun.get(id=fresh.id)).status is NodeStatus.SKIPPED
+
+
+async def test_an_illegal_transition_writes_nothing(run: Run) -> None:
+    node = await NodeRun.get(run_id=run.id, name="a")
+    with pytest.raises(IllegalTransition, match="cannot go from WAITING to WAITING"):
+        await transition_node(MemoryBus(), run, node, NodeStatus.WAITING, kind="retry")
+    assert await NodeEvent.filter(run_id=run.id, node="a").count() == 0
+
+
+async def test_a_node_that_cannot_start_fails_from_waiting_without_an_attempt(run: Run) -> None:
+    node = await NodeRun.get(run_id=run.id, name="a")
+    await transition_node(MemoryBus(), run, node, NodeStatus.FAILED, kind="failed", message="no cluster")
+    row = await NodeRun.get(id=node.id)
+    assert (row.status, row.attempt, row.message) == (NodeStatus.FAILED, 0, "no cluster")
+    assert row.finished_at is not None and await Attempt.filter(node_run_id=row.id).count() == 0
+
+
+async def test_reset_goes_through_the_writer_and_is_all_or_nothing(run: Run) -> None:
+    bus = MemoryBus()
+    a, b = await NodeRun.get(run_id=run.id, name="a"), await NodeRun.get(run_id=run.id, name="b")
+    await transition_node(bus, run, a, NodeStatus.FAILED, kind="failed", message="x")
+    await transition_node(bus, run, b, NodeStatus.STOPPED, kind="stopped")
+    stale_b = await NodeRun.get(id=b.id)
+    await reset_nodes(bus, run, [b], message="retry 1")  # b moved on meanwhile
+    with pytest.raises(StaleStatus):
+        await reset_nodes(bus, run, [a, stale_b], message="retry 2")
+    assert (await NodeRun.get(id=a.id)).status is NodeStatus.FAILED  # nothing of the stale reset was written
+    assert (a.status, a.message) == (NodeStatus.FAILED, "x")
+    a.auto_retries = 2
+    await reset_nodes(bus, run, [a], message="retry 2")
+    row = await NodeRun.get(id=a.id)
+    assert (row.status, row.message, row.auto_retries) == (NodeStatus.WAITING, "retry 2", 0)
