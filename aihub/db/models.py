@@ -12,7 +12,9 @@ from tortoise import fields
 from tortoise.indexes import Index
 from tortoise.models import Model
 
-from aihub.domain.status import NodeStatus, RunStatus
+from aihub.domain.status import BuildStatus, ModuleStatus, NodeStatus, ReviewStatus, RunStatus
+
+__all__ = ["BuildStatus", "ModuleStatus", "ReviewStatus"]  # re-exported: they live in aihub.domain.status
 
 # ``Index(fields=...)`` takes column names as they are: a foreign key ``owner`` is the column ``owner_id``.
 
@@ -21,27 +23,6 @@ class TokenKind(StrEnum):
     PERSONAL = "personal"
     SESSION = "session"
     RUN = "run"
-
-
-class ModuleStatus(StrEnum):
-    BUILDING = "BUILDING"
-    BUILT = "BUILT"
-    BUILD_FAILED = "BUILD_FAILED"
-    PENDING_REVIEW = "PENDING_REVIEW"
-    PUBLISHED = "PUBLISHED"
-    REJECTED = "REJECTED"
-
-
-class BuildStatus(StrEnum):
-    BUILDING = "BUILDING"
-    BUILT = "BUILT"
-    BUILD_FAILED = "BUILD_FAILED"
-
-
-class ReviewStatus(StrEnum):
-    PENDING = "PENDING"
-    APPROVED = "APPROVED"
-    REJECTED = "REJECTED"
 
 
 class Team(Model):

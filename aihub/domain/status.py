@@ -1,13 +1,15 @@
-"""Run and node statuses, and the one table of legal transitions.
+"""Statuses of runs, nodes, modules, module builds and reviews, each with its table of legal transitions.
 
-Every status change anywhere in the product is checked here (through
-``aihub.services.status.transition_node`` / ``transition_run``). Detail such as "retrying" or "stopped by
-user" lives in a message, never in a new status.
+Every status change anywhere in the product is checked here, by the one writer of each kind in
+``aihub.services.status`` (``transition_run``, ``transition_node``, ``reset_nodes``, ``move_module``,
+``move_build``, ``move_reviews``). Detail such as "retrying" or "stopped by user" lives in a message, never in
+a new status.
 """
 
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import TypeVar
 
 
 class RunStatus(StrEnum):
@@ -90,6 +92,65 @@ def check_run_transition(name: str, current: RunStatus, target: RunStatus) -> No
 def check_node_transition(name: str, current: NodeStatus, target: NodeStatus) -> None:
     if target not in NODE_TRANSITIONS[current]:
         raise IllegalTransition("node", name, current.value, target.value)
+
+
+class ModuleStatus(StrEnum):
+    BUILDING = "BUILDING"
+    BUILT = "BUILT"
+    BUILD_FAILED = "BUILD_FAILED"
+    PENDING_REVIEW = "PENDING_REVIEW"
+    PUBLISHED = "PUBLISHED"
+    REJECTED = "REJECTED"
+
+
+class BuildStatus(StrEnum):
+    BUILDING = "BUILDING"
+    BUILT = "BUILT"
+    BUILD_FAILED = "BUILD_FAILED"
+
+
+class ReviewStatus(StrEnum):
+    PENDING = "PENDING"
+    APPROVED = "APPROVED"
+    REJECTED = "REJECTED"
+
+
+M, B, V = ModuleStatus, BuildStatus, ReviewStatus
+S = TypeVar("S", bound=StrEnum)
+
+MODULE_TRANSITIONS: dict[ModuleStatus, frozenset[ModuleStatus]] = {
+    # an edit or a rebuild starts a new build whatever the module's state (a pending review is withdrawn)
+    M.BUILDING: frozenset({M.BUILDING, M.BUILT, M.BUILD_FAILED}),
+    M.BUILT: frozenset({M.BUILDING, M.PENDING_REVIEW}),
+    M.BUILD_FAILED: frozenset({M.BUILDING}),
+    M.PENDING_REVIEW: frozenset({M.BUILDING, M.PUBLISHED, M.REJECTED}),
+    M.PUBLISHED: frozenset({M.BUILDING}),
+    # after a rejection the owner may ask again for the same build
+    M.REJECTED: frozenset({M.BUILDING, M.PENDING_REVIEW}),
+}
+
+BUILD_TRANSITIONS: dict[BuildStatus, frozenset[BuildStatus]] = {
+    B.BUILDING: frozenset({B.BUILT, B.BUILD_FAILED}),
+    B.BUILT: frozenset(),
+    B.BUILD_FAILED: frozenset(),
+}
+
+REVIEW_TRANSITIONS: dict[ReviewStatus, frozenset[ReviewStatus]] = {
+    # REJECTED also when the module changes under a pending review (withdrawn)
+    V.PENDING: frozenset({V.APPROVED, V.REJECTED}),
+    V.APPROVED: frozenset(),
+    V.REJECTED: frozenset(),
+}
+
+
+def sources(table: dict[S, frozenset[S]], target: S) -> frozenset[S]:
+    """Every status the table lets move to ``target`` (what a conditional write may find in the row)."""
+    return frozenset(current for current, targets in table.items() if target in targets)
+
+
+def check_transition(kind: str, table: dict[S, frozenset[S]], name: str, current: S, target: S) -> None:
+    if target not in table[current]:
+        raise IllegalTransition(kind, name, current.value, target.value)
 
 
 #: node colours used by the DAG drawing (seed: blue running, green ok, red failed, grey waiting), in shades that

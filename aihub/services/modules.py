@@ -49,7 +49,7 @@ from aihub.engine.builds import BuildJob, BuildManager, BuildOutcome
 from aihub.engine.builds.git import GitError, check_git_url, check_ref, redact_url
 from aihub.services.errors import Forbidden, InvalidInput, NotFound
 from aihub.services.markdown import render_markdown
-from aihub.services.status import utcnow
+from aihub.services.status import move_build, move_module, move_reviews, utcnow
 from aihub.settings import Settings
 
 __all__ = [
@@ -648,13 +648,14 @@ async def _new_build(module: Module, category: Category, why: str) -> ModuleBuil
         snapshot=_snapshot(module, category),
         message=why,
     )
-    await ModuleReview.filter(module_id=module.id, status=ReviewStatus.PENDING).update(
-        status=ReviewStatus.REJECTED,
+    await move_reviews(
+        module.id,
+        ReviewStatus.REJECTED,
         reason=f"withdrawn: the module was changed (build {build.number})",
         decided_at=utcnow(),
     )
-    module.status = ModuleStatus.BUILDING
-    await module.save(update_fields=["status", "updated_at"])
+    await move_module(module, ModuleStatus.BUILDING)
+    await module.save(update_fields=["updated_at"])
     return build
 
 
@@ -806,7 +807,6 @@ class DbBuildStore:
             build = await ModuleBuild.get_or_none(id=build_id).select_for_update()
             if build is None or build.status is not BuildStatus.BUILDING:
                 return
-            build.status = BuildStatus.BUILT if outcome.ok else BuildStatus.BUILD_FAILED
             build.message = "built" if outcome.ok else (outcome.error or "build failed")
             build.commit_sha = outcome.commit_sha
             build.image = outcome.image
@@ -816,11 +816,12 @@ class DbBuildStore:
             build.readme = outcome.readme
             build.finished_at = utcnow()
             await build.save()
+            await move_build(build, BuildStatus.BUILT if outcome.ok else BuildStatus.BUILD_FAILED)
             newest = await latest_build(build.module_id)  # type: ignore[attr-defined]
             if newest is not None and newest.id == build.id:
-                await Module.filter(id=build.module_id, status=ModuleStatus.BUILDING).update(  # type: ignore[attr-defined]
-                    status=ModuleStatus.BUILT if outcome.ok else ModuleStatus.BUILD_FAILED
-                )
+                await move_module(
+                    build.module_id, ModuleStatus.BUILT if outcome.ok else ModuleStatus.BUILD_FAILED
+                )  # type: ignore[attr-defined]
 
     async def pending(self) -> list[int]:
         return list(

@@ -27,7 +27,7 @@ from aihub.db.models import (
 )
 from aihub.services.errors import Conflict, Forbidden, InvalidInput, NotFound
 from aihub.services.modules import get_module, latest_build
-from aihub.services.status import utcnow
+from aihub.services.status import move_module, move_review, utcnow
 
 __all__ = ["can_review", "list_reviews", "request_publish", "review_module", "reviews_visible_to"]
 
@@ -108,8 +108,7 @@ async def request_publish(user: User, module_id: int) -> ModuleReview:
         # after a rejection the owner may edit or rebuild (a new build), or ask again for the same build when
         # it is still the newest one (e.g. the reviewer's concern was answered elsewhere): no rebuild needed
         review = await ModuleReview.create(module=module, build=build, requester=user)
-        module.status = ModuleStatus.PENDING_REVIEW
-        await module.save(update_fields=["status"])
+        await move_module(module, ModuleStatus.PENDING_REVIEW)
     return review
 
 
@@ -130,14 +129,12 @@ async def review_module(user: User, review_id: int, *, approve: bool, reason: st
             raise Conflict(
                 f"review {review.id} was already decided ({review.status.value})", field="reviewId"
             )
-        review.status = ReviewStatus.APPROVED if approve else ReviewStatus.REJECTED
         review.reviewer = user
         review.reason = reason
         review.decided_at = utcnow()
         await review.save()
+        await move_review(review, ReviewStatus.APPROVED if approve else ReviewStatus.REJECTED)
         if approve:
             await ModuleBuild.filter(id=review.build_id).update(published=True)  # type: ignore[attr-defined]
-        await Module.filter(id=review.module_id).update(  # type: ignore[attr-defined]
-            status=ModuleStatus.PUBLISHED if approve else ModuleStatus.REJECTED
-        )
+        await move_module(review.module_id, ModuleStatus.PUBLISHED if approve else ModuleStatus.REJECTED)  # type: ignore[attr-defined]
     return review

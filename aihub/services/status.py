@@ -1,7 +1,9 @@
-"""The one place that writes run and node statuses.
+"""The one place that writes statuses: runs and nodes, modules, module builds and reviews.
 
-Each function checks ``aihub.domain.status``'s table, sets timings and counters once, appends the event,
-commits, and only then publishes on the bus. Engine, GraphQL, web and CLI all go through here.
+Each writer checks ``aihub.domain.status``'s table and writes conditionally — the row changes only if its status
+in the database is still one the table lets move (compare-and-set), so two writers can never both move it.
+Run and node writers also set timings and counters once, append the event, commit, and only then publish on
+the bus. Engine, GraphQL, web and CLI all go through here.
 """
 
 from __future__ import annotations
@@ -11,13 +13,21 @@ from datetime import UTC, datetime
 from tortoise.transactions import in_transaction
 
 from aihub.bus.base import Bus, RunEvent
-from aihub.db.models import Attempt, NodeEvent, NodeRun, Run
+from aihub.db.models import Attempt, Module, ModuleBuild, ModuleReview, NodeEvent, NodeRun, Run
 from aihub.db.retry import retrying
 from aihub.domain.status import (
+    BUILD_TRANSITIONS,
+    MODULE_TRANSITIONS,
+    REVIEW_TRANSITIONS,
+    BuildStatus,
+    ModuleStatus,
     NodeStatus,
+    ReviewStatus,
     RunStatus,
     check_node_transition,
     check_run_transition,
+    check_transition,
+    sources,
 )
 from aihub.services.errors import Conflict
 
@@ -235,3 +245,44 @@ async def reset_nodes(bus: Bus, run: Run, nodes: list[NodeRun], *, message: str)
         raise
     for node in nodes:
         await bus.publish(run_event(run, node, message))
+
+
+# ------------------------------------------------------------------ modules, builds, reviews (no bus events)
+# These write inside the caller's transaction. Given a row object, the move is checked against the table
+# from the object's status and written only if the row still has it; given an id, it is written only if the
+# row has a status the table lets move to the target. Either way: True when this call moved it.
+
+
+async def move_module(module: Module | int, target: ModuleStatus) -> bool:
+    """A module's status (``module.status`` is updated in place when an object is given)."""
+    if isinstance(module, int):
+        query = Module.filter(id=module, status__in=sources(MODULE_TRANSITIONS, target))
+        return bool(await query.update(status=target))
+    check_transition("module", MODULE_TRANSITIONS, module.name, module.status, target)
+    if not await Module.filter(id=module.id, status=module.status).update(status=target):
+        raise StaleStatus(f"module {module.name!r} changed status meanwhile; try again", field="id")
+    module.status = target
+    return True
+
+
+async def move_build(build: ModuleBuild, target: BuildStatus) -> bool:
+    """A module build ends; False when it had ended already (another writer won)."""
+    check_transition("build", BUILD_TRANSITIONS, str(build.number), build.status, target)
+    if not await ModuleBuild.filter(id=build.id, status=build.status).update(status=target):
+        return False
+    build.status = target
+    return True
+
+
+async def move_review(review: ModuleReview, target: ReviewStatus) -> None:
+    """A review is decided (``review.status`` is updated in place)."""
+    check_transition("review", REVIEW_TRANSITIONS, str(review.id), review.status, target)
+    if not await ModuleReview.filter(id=review.id, status=review.status).update(status=target):
+        raise StaleStatus(f"review {review.id} was decided meanwhile", field="reviewId")
+    review.status = target
+
+
+async def move_reviews(module_id: int, target: ReviewStatus, **values: object) -> int:
+    """Every review of the module that may move to ``target`` does (e.g. withdrawn: pending -> REJECTED)."""
+    query = ModuleReview.filter(module_id=module_id, status__in=sources(REVIEW_TRANSITIONS, target))
+    return await query.update(status=target, **values)

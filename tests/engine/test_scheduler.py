@@ -304,11 +304,14 @@ async def test_monitor_tasks_share_a_cpu(rt: Runtime, user: User, host_dir: Path
     assert run.status is RunStatus.SUCCEEDED
 
 
-RUN_OR_NODE_STATUS_WRITE = re.compile(r"\b\w*(run|node|attempt)\w*\.status\s*=[^=]", re.IGNORECASE)
+RUN_OR_NODE_STATUS_WRITE = re.compile(
+    r"\b\w*(run|node|attempt|module|build|review)\w*\.status\s*=[^=]|\.update\([^)]*\bstatus=", re.IGNORECASE
+)
 
 
 async def test_only_the_status_service_assigns_status() -> None:
-    """Hazard: a status written outside services/status.py bypasses the transition table and the bus."""
+    """Hazard: a status written outside services/status.py bypasses the transition table and the bus (runs,
+    nodes, attempts, modules, builds, reviews; assigned, or in a bulk ``update``)."""
     root = Path(__file__).resolve().parents[2] / "aihub"
     offenders = [
         f"{p.relative_to(root)}:{i}"

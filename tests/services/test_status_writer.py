@@ -97,3 +97,30 @@ async def test_reset_goes_through_the_writer_and_is_all_or_nothing(run: Run) -> 
     await reset_nodes(bus, run, [a], message="retry 2")
     row = await NodeRun.get(id=a.id)
     assert (row.status, row.message, row.auto_retries) == (NodeStatus.WAITING, "retry 2", 0)
+
+
+async def test_module_and_build_writers_check_their_tables(run: Run) -> None:
+    from aihub.db.models import Category, Module, ModuleBuild, User
+    from aihub.domain.status import BuildStatus, ModuleStatus
+    from aihub.services.status import move_build, move_module
+
+    owner = await User.get(username="alice")
+    category = await Category.create(name="c")
+    module = await Module.create(
+        name="m", category=category, owner=owner, git_url="https://example.com/m.git"
+    )
+    build = await ModuleBuild.create(module=module, number=1)
+    first, second = await ModuleBuild.get(id=build.id), await ModuleBuild.get(id=build.id)
+    # two finishers: the first ends it, the second finds it ended and writes nothing
+    assert await move_build(first, BuildStatus.BUILT) is True
+    assert await move_build(second, BuildStatus.BUILD_FAILED) is False
+    assert (await ModuleBuild.get(id=build.id)).status is BuildStatus.BUILT
+    with pytest.raises(IllegalTransition, match="build '1' cannot go from BUILT to BUILD_FAILED"):
+        await move_build(first, BuildStatus.BUILD_FAILED)
+    # by id: moves only from a status the table allows (a module that is not building is not "built")
+    assert await move_module(module.id, ModuleStatus.PUBLISHED) is False
+    assert await move_module(module.id, ModuleStatus.BUILT) is True
+    with pytest.raises(IllegalTransition, match="module 'm' cannot go from BUILDING to PUBLISHED"):
+        await move_module(module, ModuleStatus.PUBLISHED)
+    with pytest.raises(StaleStatus):  # the object says BUILDING, the row is BUILT by now
+        await move_module(module, ModuleStatus.BUILD_FAILED)
