@@ -17,7 +17,7 @@ import pytest
 from aihub.bus.memory import MemoryBus
 from aihub.db.models import CapacityClaim, NodeRun, Run, User, VirtualCluster
 from aihub.domain.status import NodeStatus, RunStatus
-from aihub.engine import scheduler
+from aihub.engine import dispatch, scheduler
 from aihub.engine.executors.base import Resources
 from aihub.runtime import Runtime, build_executor
 from aihub.services import capacity as ledger
@@ -212,7 +212,7 @@ async def test_a_node_waits_while_another_worker_holds_its_cluster(
     """Hazard: each engine worker counted capacity only in memory, so N workers over-committed a cluster N
     times."""
     delay = 0.2
-    monkeypatch.setattr(scheduler, "SHARED_RETRY_DELAY", delay)
+    monkeypatch.setattr(dispatch, "SHARED_RETRY_DELAY", delay)
     spy = LedgerSpy(monkeypatch)
     await VirtualCluster.create(name=CLUSTER, cpu_millis=500, memory_mib=256, capacity=1)
     other = await foreign_running_node(user)

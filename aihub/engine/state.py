@@ -1,0 +1,113 @@
+"""What the engine knows about one active run (``RunState``), and how it is rebuilt from the database.
+
+Level-triggered: ``load_run_state`` rebuilds the whole state from the rows, so loading again after a restart
+gives the same state; the only things kept in memory alone are the run's queue and what runs now.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from aihub.db.models import Attempt, DataStorage, ModuleBuild, NodeRun, Run
+from aihub.domain.spec import WorkflowSpec, parse_spec
+from aihub.engine import policies
+from aihub.engine.capacity import Pool
+from aihub.engine.executors.base import Handle, Resources
+
+
+@dataclass
+class Running:
+    lease: Resources
+    pool: Pool
+    handle: Handle | None = None
+    attempt: Attempt | None = None
+
+
+@dataclass
+class RunState:
+    run: Run
+    spec: WorkflowSpec
+    nodes: dict[str, NodeRun]
+    parents: dict[str, list[str]]
+    children: dict[str, list[str]]
+    blocked: dict[str, int]
+    builds: dict[str, ModuleBuild]
+    storages: dict[str, DataStorage]
+    token: str = ""
+    running: dict[str, Running] = field(default_factory=dict)
+    queued: set[str] = field(default_factory=set)
+    #: when each queued node was queued (``time.monotonic``), for the queue-wait histogram
+    queued_at: dict[str, float] = field(default_factory=dict)
+    #: when the engine saw the last parent of each ready node succeed (``time.monotonic``): hand-off latency
+    ready_since: dict[str, float] = field(default_factory=dict)
+    #: WAITING nodes whose parents have all succeeded (candidates to queue); kept incrementally so a
+    #: hand-off costs O(children), not O(nodes)
+    ready: dict[str, None] = field(default_factory=dict)
+    failed_node: str | None = None
+    stopping: bool = False
+    finished: bool = False
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    tasks: set[asyncio.Task[Any]] = field(default_factory=set)
+
+    @property
+    def busy(self) -> bool:
+        return bool(self.running or self.queued)
+
+    def unblock_children(self, name: str) -> None:
+        """``name`` gave its outputs: each child has one unfinished parent less, and is ready at none."""
+        for child in self.children[name]:
+            self.blocked[child] -= 1
+            if self.blocked[child] == 0:
+                self.ready[child] = None
+                self.ready_since[child] = time.monotonic()
+
+    def fail_fast(self, name: str) -> None:
+        """A node failed for good: nothing new starts; running nodes finish, then the run fails."""
+        self.failed_node = self.failed_node or name
+        self.queued.clear()
+        self.queued_at.clear()
+
+
+async def load_run_state(run_id: int) -> RunState | None:
+    """The state of an active run from its rows (None: gone, or finished)."""
+    run = await Run.get_or_none(id=run_id).prefetch_related("version")
+    if run is None or run.status.is_terminal:
+        return None
+    spec = parse_spec(run.version.spec)
+    nodes = {n.name: n for n in await NodeRun.filter(run_id=run_id)}
+    parents = spec.parents()
+    children: dict[str, list[str]] = {name: [] for name in parents}
+    for name, ps in parents.items():
+        for p in ps:
+            children[p].append(name)
+    statuses = {n: r.status for n, r in nodes.items()}
+    blocked = policies.unfinished_parents(parents, statuses)
+    return RunState(
+        ready=dict.fromkeys(policies.ready_nodes(spec.topological_order(), blocked, statuses)),
+        run=run,
+        spec=spec,
+        nodes=nodes,
+        parents=parents,
+        children=children,
+        blocked=blocked,
+        builds=await _pinned_builds(run),
+        storages=await _storages(spec),
+        failed_node=policies.first_failed(statuses),
+    )
+
+
+async def _pinned_builds(run: Run) -> dict[str, ModuleBuild]:
+    """The module build each module node of the run's version is pinned to."""
+    pins = {k: int(v) for k, v in (run.version.pinned_builds or {}).items()}
+    if not pins:
+        return {}
+    builds = {b.id: b for b in await ModuleBuild.filter(id__in=list(pins.values()))}
+    return {node: builds[bid] for node, bid in pins.items() if bid in builds}
+
+
+async def _storages(spec: WorkflowSpec) -> dict[str, DataStorage]:
+    wanted = {s for n in spec.nodes for s in n.storages}
+    return {d.name: d for d in await DataStorage.filter(name__in=list(wanted))} if wanted else {}
