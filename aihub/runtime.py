@@ -19,7 +19,7 @@ from aihub.engine.builds import BuildManager
 from aihub.engine.executors.base import Executor
 from aihub.engine.scheduler import Engine
 from aihub.metrics import Metrics
-from aihub.services import tokens
+from aihub.services import admin, tokens
 from aihub.services.modules import build_manager
 from aihub.services.workflows import configure_spec_limits
 from aihub.settings import Settings
@@ -165,6 +165,7 @@ async def open_runtime(
     builds.logs = logs
     pickup: asyncio.Task[None] | None = None
     checkpoints: asyncio.Task[None] | None = None
+    stop_listening = None
     try:
         if run_engine:
             partition_for = getattr(bus, "partition_for", None)
@@ -177,6 +178,7 @@ async def open_runtime(
                 )
             await engine.start(recover=recover)
             await builds.start(resume=not (pick_up and partition_for is not None))
+            stop_listening = admin.on_clusters_changed(engine.load_pools)
             capper.start()
             metrics.watch_engine(engine)
             if pick_up:
@@ -189,6 +191,8 @@ async def open_runtime(
                 )
         yield Runtime(settings, bus, artifacts, logs, executor, engine, builds, metrics)
     finally:
+        if stop_listening is not None:
+            stop_listening()
         for task in (pickup, checkpoints):
             if task is not None:
                 task.cancel()

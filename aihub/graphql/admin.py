@@ -125,7 +125,6 @@ class AdminMutation:
     async def create_virtual_cluster(self, info: Info, input: VirtualClusterInput) -> VirtualClusterType:
         values = _values(input)
         row = await admin.create_cluster(info.context.require_user(), name=values.pop("name", ""), **values)
-        await info.context.runtime.engine.load_pools()
         return VirtualClusterType.from_row(row)
 
     @strawberry.mutation
@@ -135,13 +134,11 @@ class AdminMutation:
         values = _values(input)
         values.pop("name", None)  # the name is what specs refer to: it does not change
         row = await admin.update_cluster(info.context.require_user(), parse_id(id), **values)
-        await info.context.runtime.engine.load_pools()
         return VirtualClusterType.from_row(row)
 
     @strawberry.mutation
     async def delete_virtual_cluster(self, info: Info, id: strawberry.ID) -> bool:
         await admin.delete_cluster(info.context.require_user(), parse_id(id))
-        await info.context.runtime.engine.load_pools()
         return True
 
     @strawberry.mutation

@@ -8,8 +8,9 @@ not secret, so there is nothing to hide by pretending they do not exist).
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
 from tortoise.exceptions import IntegrityError
@@ -247,6 +248,26 @@ def _check_cluster(values: Mapping[str, Any]) -> None:
         raise InvalidInput("nodeSelector must be an object of label: value strings", field="nodeSelector")
 
 
+#: called after every change of the virtual clusters, whichever interface (GraphQL, web pages, CLI) made it: the
+#: runtime registers its engine's pool reload here, so a change takes effect at once
+ClusterListener = Callable[[], Awaitable[None]]
+_cluster_listeners: list[ClusterListener] = []
+
+
+def on_clusters_changed(listener: ClusterListener) -> Callable[[], None]:
+    """Call ``listener`` after each cluster change; returns the function that stops it."""
+    _cluster_listeners.append(listener)
+    return lambda: _cluster_listeners.remove(listener) if listener in _cluster_listeners else None
+
+
+async def _clusters_changed() -> None:
+    for listener in list(_cluster_listeners):
+        try:
+            await listener()
+        except Exception:  # the change is saved; the pools are read again on the next run's start anyway
+            logging.getLogger("aihub.services").exception("reloading cluster pools failed")
+
+
 async def create_cluster(actor: User, *, name: str, **values: Any) -> VirtualCluster:
     require_admin(actor)
     name = _check_name(name, "cluster")
@@ -255,6 +276,7 @@ async def create_cluster(actor: User, *, name: str, **values: Any) -> VirtualClu
     _check_cluster(values)
     cluster = VirtualCluster(name=name, **{k: v for k, v in values.items() if v is not None})
     await _save_unique(cluster, "virtual cluster", name)
+    await _clusters_changed()
     return cluster
 
 
@@ -264,6 +286,7 @@ async def update_cluster(actor: User, cluster_id: int, **values: Any) -> Virtual
     _check_cluster(values)
     _apply(cluster, values)
     await cluster.save()
+    await _clusters_changed()
     return cluster
 
 
@@ -271,6 +294,7 @@ async def delete_cluster(actor: User, cluster_id: int) -> None:
     require_admin(actor)
     cluster = await _get(VirtualCluster, cluster_id, "virtual cluster")
     await cluster.delete()
+    await _clusters_changed()
 
 
 # ------------------------------------------------------------------------------------------------ storages

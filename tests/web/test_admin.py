@@ -193,3 +193,18 @@ async def test_data_storages(web: Web) -> None:
     assert "absolute" in host
     assert (await admin.post(f"/admin/storages/{storage.id}/delete")).status_code == 303
     assert not await DataStorage.exists()
+
+
+async def test_a_cluster_change_on_the_admin_pages_reaches_the_engine_at_once(web: Web) -> None:
+    """Hazard: only the GraphQL adapter reloaded the engine's pools after a cluster change; the same change on
+    the admin pages applied only from the next run on (the reload now happens in the service)."""
+    admin = await web.client("admin")
+    values = {"name": "tiny", "cpu": "1", "memory_mib": "1024", "capacity": "2"}
+    assert (await admin.post("/admin/clusters/new", values)).status_code == 303
+    pools = web.rt.engine.capacity.pools
+    assert pools["tiny"].capacity == 2
+    cluster = await VirtualCluster.get(name="tiny")
+    assert (await admin.post(f"/admin/clusters/{cluster.id}", {**values, "capacity": "5"})).status_code == 303
+    assert pools["tiny"].capacity == 5
+    assert (await admin.post(f"/admin/clusters/{cluster.id}/delete")).status_code == 303
+    assert "tiny" not in pools
