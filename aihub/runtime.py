@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 from aihub.bus import Bus, build_bus
 from aihub.db.setup import close_db, init_db, migrate
@@ -20,7 +21,7 @@ from aihub.engine.executors.base import Executor
 from aihub.engine.scheduler import Engine
 from aihub.metrics import Metrics
 from aihub.services import admin, tokens
-from aihub.services.modules import build_manager
+from aihub.services.modules import DbBuildStore
 from aihub.services.workflows import configure_spec_limits
 from aihub.settings import Settings
 from aihub.storage.base import ArtifactStore
@@ -72,6 +73,11 @@ def build_executor(settings: Settings, artifacts: ArtifactStore, logs: LocalLogS
         run_as=settings.local_run_as,
         private_paths=[settings.data_dir],
     )
+
+
+def build_manager(settings: Settings, **options: Any) -> BuildManager:
+    """The build manager of an installation: the engine's runner, recording through the services' store."""
+    return BuildManager(settings, DbBuildStore(), **options)
 
 
 def running_attempts(engine: Engine) -> Iterator[tuple[int, str, int]]:

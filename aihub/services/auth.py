@@ -11,10 +11,10 @@ import asyncio
 from datetime import timedelta
 
 from aihub.db.models import ApiToken, TokenKind, User
+from aihub.domain.clock import utcnow
 from aihub.services.admin import check_password
 from aihub.services.errors import InvalidInput, NotFound, ServiceError
 from aihub.services.ratelimit import login_limiter
-from aihub.services.status import utcnow
 from aihub.services.tokens import hash_token, issue_token, tokens_changed, user_for_token, valid_token
 from aihub.services.users import hash_password, verify_password
 

@@ -19,8 +19,8 @@ from tortoise.transactions import in_transaction
 
 from aihub.db.models import CapacityClaim, NodeRun, Run
 from aihub.db.retry import retried
+from aihub.domain.resources import Resources
 from aihub.domain.status import NodeStatus, RunStatus
-from aihub.engine.executors.base import Resources
 
 #: first key of the two-key advisory locks (``pg_advisory_xact_lock(int4, int4)``), so they never collide
 #: with single-key locks such as the migration lock

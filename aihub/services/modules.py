@@ -20,7 +20,8 @@ import asyncio
 import posixpath
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import Any, Protocol
 
 from pydantic import ValidationError
 from tortoise.exceptions import IntegrityError
@@ -38,6 +39,8 @@ from aihub.db.models import (
     ReviewStatus,
     User,
 )
+from aihub.domain.builds import BuildJob, BuildOutcome
+from aihub.domain.git import GitError, check_git_url, check_ref, redact_url
 from aihub.domain.spec import (
     MODULE_NAME_PATTERN,
     NAME_PATTERN,
@@ -45,17 +48,15 @@ from aihub.domain.spec import (
     OutputDecl,
     scalar_to_str,
 )
-from aihub.engine.builds import BuildJob, BuildManager, BuildOutcome
-from aihub.engine.builds.git import GitError, check_git_url, check_ref, redact_url
 from aihub.services.errors import Forbidden, InvalidInput, NotFound
 from aihub.services.markdown import render_markdown
 from aihub.services.status import move_build, move_module, move_reviews, utcnow
 from aihub.settings import Settings
 
 __all__ = [
+    "Builds",
     "DbBuildStore",
     "ModuleView",
-    "build_manager",
     "builds_of",
     "create_module",
     "get_build",
@@ -70,6 +71,25 @@ __all__ = [
     "update_module",
     "view_module",
 ]
+
+
+class BuildLogReader(Protocol):
+    """Where finished build logs are kept for every replica to read (``aihub.storage``)."""
+
+    async def read_build_log(self, build_id: int, path: Path, offset: int, limit: int) -> bytes: ...
+
+
+class Builds(Protocol):
+    """What the module services need of the build runner (the engine's ``BuildManager``, given by the adapter):
+    the services record builds, the runner runs them and keeps their logs."""
+
+    settings: Settings
+    logs: BuildLogReader | None
+
+    def submit(self, build_id: int) -> None: ...
+
+    def log_path(self, build_id: int) -> Path: ...
+
 
 MAX_NAME = 63
 MAX_DESCRIPTION = 10_000
@@ -660,7 +680,7 @@ async def _new_build(module: Module, category: Category, why: str) -> ModuleBuil
 
 
 async def create_module(
-    builds: BuildManager,
+    builds: Builds,
     user: User,
     *,
     category: str,
@@ -716,7 +736,7 @@ async def _editable(user: User, module_id: int) -> Module:
     return module
 
 
-async def update_module(builds: BuildManager, user: User, module_id: int, **changes: Any) -> Module:
+async def update_module(builds: Builds, user: User, module_id: int, **changes: Any) -> Module:
     """Edit a module (``None`` = unchanged; the name cannot change) and start a new build of it."""
     module = await _editable(user, module_id)
     unknown = set(changes) - set(EDITABLE) - {"name"}
@@ -745,7 +765,7 @@ async def update_module(builds: BuildManager, user: User, module_id: int, **chan
     return module
 
 
-async def rebuild_module(builds: BuildManager, user: User, module_id: int) -> ModuleBuild:
+async def rebuild_module(builds: Builds, user: User, module_id: int) -> ModuleBuild:
     """Build the module again as it is (e.g. its branch has new commits)."""
     module = await _editable(user, module_id)
     async with in_transaction():
@@ -758,7 +778,7 @@ async def rebuild_module(builds: BuildManager, user: User, module_id: int) -> Mo
 # ------------------------------------------------------------------------------------------------ build logs
 
 
-async def read_build_log(builds: BuildManager, user: User, build_id: int, *, offset: int = 0) -> str:
+async def read_build_log(builds: Builds, user: User, build_id: int, *, offset: int = 0) -> str:
     """The build's log from byte ``offset`` (at most 1 MiB at a time); "" while nothing is written."""
     build = await get_build(user, build_id)
     path = builds.log_path(build.id)
@@ -827,8 +847,3 @@ class DbBuildStore:
         return list(
             await ModuleBuild.filter(status=BuildStatus.BUILDING).order_by("id").values_list("id", flat=True)
         )
-
-
-def build_manager(settings: Settings, **options: Any) -> BuildManager:
-    """The build manager of an installation (the runtime starts and closes it)."""
-    return BuildManager(settings, DbBuildStore(), **options)

@@ -8,13 +8,12 @@ the bus. Engine, GraphQL, web and CLI all go through here.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 from tortoise.transactions import in_transaction
 
 from aihub.bus.base import Bus, RunEvent
 from aihub.db.models import Attempt, Module, ModuleBuild, ModuleReview, NodeEvent, NodeRun, Run
 from aihub.db.retry import retrying
+from aihub.domain.clock import utcnow
 from aihub.domain.status import (
     BUILD_TRANSITIONS,
     MODULE_TRANSITIONS,
@@ -34,10 +33,6 @@ from aihub.services.errors import Conflict
 
 class StaleStatus(Conflict):
     """The run's status changed in the database since it was read: re-read and decide again."""
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 def run_event(run: Run, node: NodeRun | None = None, message: str = "") -> RunEvent:

@@ -18,8 +18,8 @@ from tortoise.signals import post_save
 
 from aihub.bus.base import Bus
 from aihub.db.models import ApiToken, TokenKind, User
+from aihub.domain.clock import utcnow
 from aihub.services.errors import Forbidden
-from aihub.services.status import utcnow
 
 log = logging.getLogger(__name__)
 

@@ -15,13 +15,13 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from aihub.db.models import BuildStatus, Module, ModuleReview, ModuleStatus, ReviewStatus, User
+from aihub.domain.git import redact_url
 from aihub.domain.messages import msg
-from aihub.engine.builds import BuildManager
-from aihub.engine.builds.git import redact_url
 from aihub.services.admin import list_categories
 from aihub.services.errors import Forbidden, InvalidInput, ServiceError
 from aihub.services.markdown import render_markdown
 from aihub.services.modules import (
+    Builds,
     builds_of,
     create_module,
     get_build,
@@ -47,7 +47,7 @@ from aihub.web.session import page, redirect
 STATUS_CODES = {"NOT_FOUND": 404, "FORBIDDEN": 403, "CONFLICT": 409}
 
 
-def builds(request: Request) -> BuildManager:
+def builds(request: Request) -> Builds:
     return request.app.state.runtime.builds  # type: ignore[no-any-return]
 
 

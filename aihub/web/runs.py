@@ -13,6 +13,7 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
 
 from aihub.db.models import NodeRun, Run, User, Workflow, WorkflowVersion
+from aihub.domain.clock import utcnow
 from aihub.domain.ids import parse_count, parse_row_id
 from aihub.domain.spec import parse_spec
 from aihub.domain.status import NodeStatus, RunStatus
@@ -30,7 +31,6 @@ from aihub.services.queries import (
     run_events,
 )
 from aihub.services.runs import copy_run, create_run, retry_run, stop_run
-from aihub.services.status import utcnow
 from aihub.services.versions import get_readable_version
 from aihub.web.graphs import version_graph
 from aihub.web.i18n import current_locale

@@ -17,7 +17,8 @@ from aihub.engine.builds import BuildManager
 from aihub.engine.builds.kubernetes import KanikoOptions
 from aihub.engine.builds.kubernetes_backend import _STREAM_BREAKS, KubernetesBuildBackend
 from aihub.engine.builds.local import LocalBuildBackend
-from aihub.services.modules import DbBuildStore, build_manager, read_build_log
+from aihub.runtime import build_manager
+from aihub.services.modules import DbBuildStore, read_build_log
 from aihub.settings import Settings
 from tests.k8s.conftest import NAMESPACE
 from tests.k8s.emulator import Emulator, LogBuffer

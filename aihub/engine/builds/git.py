@@ -20,63 +20,35 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import os
 import re
 import signal
 import socket
 from collections.abc import Callable, Collection
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
-__all__ = ["GitError", "check_git_host", "check_git_url", "check_ref", "clone", "redact_url"]
+from aihub.domain.git import (
+    ALLOWED_SCHEMES,
+    DEFAULT_PORTS,
+    GitError,
+    allowed_host,
+    check_git_url,
+    check_ref,
+    internal_address,
+    redact_url,
+    refusal,
+)
 
-ALLOWED_SCHEMES = ("https", "http", "ssh")
-DEFAULT_PORTS = {"https": 443, "http": 80, "ssh": 22}
-_REF = re.compile(r"[A-Za-z0-9._/+@-]+")
-_CONTROL = re.compile(r"[\x00-\x20\x7f]")
-
-
-class GitError(ValueError):
-    """A bad URL/ref, or a clone that failed; the message is meant for the module author."""
-
-
-def redact_url(url: str) -> str:
-    """The URL without a password or token, for logs and messages."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return url
-    if parts.password is None and not (parts.username and parts.scheme in ("http", "https")):
-        return url
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    return urlunsplit((parts.scheme, f"***@{host}", parts.path, parts.query, parts.fragment))
-
-
-def _internal(address: str) -> bool:
-    """Not a public internet address: loopback, private, link-local, shared (CGNAT), multicast, reserved."""
-    try:
-        ip = ipaddress.ip_address(address.split("%", 1)[0])
-    except ValueError:
-        return False  # a name, not an address
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return not ip.is_global or ip.is_multicast
-
-
-def _refusal(host: str, address: str) -> GitError:
-    shown = host if host == address else f"{host} ({address})"
-    return GitError(
-        f"the git host {shown} is an internal address (loopback, private, link-local or reserved); modules "
-        "are cloned only from public git servers unless an administrator allows the host by name "
-        "(AIHUB_GIT_ALLOWED_HOSTS)"
-    )
-
-
-def _allowed(host: str, allowed_hosts: Collection[str]) -> bool:
-    return host.lower().rstrip(".") in {h.strip().lower().rstrip(".") for h in allowed_hosts if h.strip()}
+__all__ = [
+    "ALLOWED_SCHEMES",
+    "GitError",
+    "check_git_host",
+    "check_git_url",
+    "check_ref",
+    "clone",
+    "redact_url",
+]
 
 
 async def check_git_host(url: str, allowed_hosts: Collection[str] = ()) -> tuple[str, int, list[str]] | None:
@@ -84,7 +56,7 @@ async def check_git_host(url: str, allowed_hosts: Collection[str] = ()) -> tuple
     port and checked addresses to pin the connection to, or None (``file://``, an allowed host)."""
     parts = urlsplit(url)
     scheme, host = parts.scheme.lower(), (parts.hostname or "").lower()
-    if scheme not in DEFAULT_PORTS or not host or _allowed(host, allowed_hosts):
+    if scheme not in DEFAULT_PORTS or not host or allowed_host(host, allowed_hosts):
         return None
     port = parts.port or DEFAULT_PORTS[scheme]
     try:
@@ -93,8 +65,8 @@ async def check_git_host(url: str, allowed_hosts: Collection[str] = ()) -> tuple
         raise GitError(f"the git host {host!r} cannot be resolved: {exc.strerror}") from None
     addresses = sorted({str(info[4][0]) for info in infos})
     for address in addresses:
-        if _internal(address):
-            raise _refusal(host, address)
+        if internal_address(address):
+            raise refusal(host, address)
     return host, port, addresses
 
 
@@ -106,64 +78,6 @@ def _pinned(pin: tuple[str, int, list[str]] | None, url: str) -> list[str]:
         listed = ",".join(f"[{a}]" if ":" in a else a for a in addresses)
         options += ["-c", f"http.curloptResolve={host}:{port}:{listed}"]
     return options
-
-
-def check_git_url(url: str, *, allow_file: bool, allowed_hosts: Collection[str] = ()) -> str:
-    """The URL if git may clone it, else :class:`GitError` saying why (an internal address given as a
-    literal is refused here; names are resolved and checked by :func:`check_git_host` before a clone)."""
-    url = url.strip()
-    if not url:
-        raise GitError("the git URL is empty")
-    if url.startswith("-"):
-        raise GitError("the git URL must not start with '-'")
-    if _CONTROL.search(url):
-        raise GitError("the git URL must not contain spaces or control characters")
-    allowed = (*ALLOWED_SCHEMES, "file") if allow_file else ALLOWED_SCHEMES
-    scheme, sep, rest = url.partition("://")
-    if not sep:
-        raise GitError(
-            f"{redact_url(url)!r} is not a URL git may clone here: use https://, http:// or ssh:// "
-            "(for example ssh://git@host/group/repo.git instead of git@host:group/repo.git)"
-        )
-    scheme = scheme.lower()
-    if scheme == "file" and not allow_file:
-        raise GitError(
-            "file:// repositories are disabled on this installation (an administrator can enable them "
-            "with AIHUB_ALLOW_FILE_GIT=true)"
-        )
-    if scheme not in allowed:
-        raise GitError(f"git URL scheme {scheme!r} is not allowed; use one of: {', '.join(allowed)}")
-    host = urlsplit(url).hostname
-    if scheme != "file" and not host:
-        raise GitError(f"the git URL {redact_url(url)!r} has no host")
-    if host and not _allowed(host, allowed_hosts) and (_internal(host) or host.rstrip(".") == "localhost"):
-        raise _refusal(host, host)
-    if scheme == "file" and not rest.startswith("/"):
-        raise GitError("a file:// URL needs an absolute path, e.g. file:///srv/git/module.git")
-    return url
-
-
-def check_ref(ref: str) -> str:
-    """A branch or tag name git accepts, else :class:`GitError`."""
-    ref = ref.strip()
-    if not ref:
-        raise GitError("the branch/tag is empty")
-    if ref.startswith("-"):
-        raise GitError("the branch/tag must not start with '-'")
-    if (
-        not _REF.fullmatch(ref)
-        or ".." in ref
-        or "@{" in ref
-        or ref.endswith((".", "/", ".lock"))
-        or ref.startswith("/")
-        or "//" in ref
-        or len(ref) > 255
-    ):
-        raise GitError(
-            f"{ref!r} is not a valid branch or tag name (letters, digits and . _ / + @ -, no '..', "
-            "at most 255 characters)"
-        )
-    return ref
 
 
 def _git_env(allow_file: bool) -> dict[str, str]:

@@ -26,11 +26,11 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TextIO
 
+from aihub.domain.builds import BuildJob, BuildOutcome, BuildStore
 from aihub.engine.builds.backend import BuildBackend
 from aihub.engine.builds.dockerfile import DockerfileError, parse_dockerfile
 from aihub.engine.builds.git import GitError, clone, redact_url
@@ -46,49 +46,6 @@ __all__ = ["BuildJob", "BuildManager", "BuildOutcome", "BuildStore"]
 log = logging.getLogger("aihub.builds")
 
 MAX_TEXT_FILE = 1024 * 1024  # Dockerfile and README
-
-
-@dataclass(frozen=True)
-class BuildJob:
-    build_id: int
-    module: str
-    category: str
-    git_url: str
-    ref: str
-    dockerfile_path: str
-    build_context: str
-    readme_path: str
-    #: the build's number among its module's builds (what the module page shows); 0: not known
-    number: int = 0
-
-
-@dataclass(frozen=True)
-class BuildOutcome:
-    """What a build produced; ``error`` set means BUILD_FAILED (the other fields hold what was known)."""
-
-    error: str | None = None
-    commit_sha: str = ""
-    image: str = ""
-    entrypoint: tuple[str, ...] = ()
-    workdir: str = ""
-    context_path: str = ""
-    readme: str = ""
-
-    @property
-    def ok(self) -> bool:
-        return self.error is None
-
-
-class BuildStore(Protocol):
-    async def load(self, build_id: int) -> BuildJob | None:
-        """The job of a build that is still BUILDING, else None."""
-        ...
-
-    async def finish(self, build_id: int, outcome: BuildOutcome) -> None: ...
-
-    async def pending(self) -> list[int]:
-        """Builds left BUILDING (e.g. by a restart), oldest first."""
-        ...
 
 
 class BuildLogArchive(Protocol):

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal, Protocol
 
+from aihub.domain.resources import Resources
+
 OutputType = Literal["text", "path"]
 
 
@@ -50,16 +52,6 @@ class StorageMount:
     host_path: str = ""  # local executor: the directory bound at ``path`` ("" = same as path)
     volume: dict[str, Any] = field(default_factory=dict)  # kubernetes volume source
     read_only: bool = False
-
-
-@dataclass(frozen=True)
-class Resources:
-    cpu_millis: int = 1000
-    memory_mib: int = 1024
-    gpu: int = 0
-    gpu_type: str = ""
-    gpu_devices: tuple[str, ...] = ()  # local executor: ids handed out as CUDA_VISIBLE_DEVICES
-    node_selector: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

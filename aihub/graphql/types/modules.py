@@ -8,7 +8,7 @@ from datetime import datetime
 import strawberry
 
 from aihub.db.models import Module, ModuleBuild, ModuleReview, User
-from aihub.engine.builds.git import redact_url
+from aihub.domain.git import redact_url
 from aihub.graphql.context import Info
 from aihub.graphql.types.catalog import CategoryType
 from aihub.graphql.types.common import JSON, ModuleStatusEnum, ReviewStatusEnum
