@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import logging
+import re
+import uuid
 from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any
@@ -58,6 +60,16 @@ def configure_logging(log_format: str, level: int = logging.INFO) -> None:
         logger.propagate = True
 
 
+_CLIENT_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
+
+
+def new_request_id(client_value: str | None = None) -> str:
+    """The client's ``X-Request-ID`` when it is a short token, else a fresh random id."""
+    if client_value and _CLIENT_REQUEST_ID.fullmatch(client_value):
+        return client_value
+    return uuid.uuid4().hex[:16]
+
+
 class RequestIds:
     """ASGI middleware: each HTTP or WebSocket request gets a request id for its log lines."""
 
@@ -68,8 +80,6 @@ class RequestIds:
         if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
-        from aihub.graphql.errors import new_request_id
-
         headers = [(k, v) for k, v in scope["headers"] if k != b"x-request-id"]
         given = next((v for k, v in scope["headers"] if k == b"x-request-id"), b"")
         request_id = new_request_id(given.decode("latin-1") or None)

@@ -15,8 +15,8 @@ from starlette.websockets import WebSocket
 from strawberry.types import Info as StrawberryInfo
 
 from aihub.db.models import ApiToken, User
-from aihub.graphql.errors import new_request_id
 from aihub.graphql.loaders import Loaders
+from aihub.logs import new_request_id
 from aihub.runtime import Runtime
 from aihub.services.auth import Unauthenticated
 

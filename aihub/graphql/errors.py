@@ -16,7 +16,6 @@ import asyncio
 import inspect
 import logging
 import re
-import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
@@ -25,20 +24,13 @@ from strawberry.extensions import SchemaExtension
 from tortoise.exceptions import ValidationError
 
 from aihub.bus.base import SubscriberTooSlow
+from aihub.logs import new_request_id
 from aihub.services.errors import ServiceError
 
 log = logging.getLogger("aihub.graphql")
 
 INTERNAL = "INTERNAL"
 #: what a client may send as ``X-Request-ID`` to have its own id in our logs
-_CLIENT_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
-
-
-def new_request_id(client_value: str | None = None) -> str:
-    """The client's ``X-Request-ID`` when it is a short token, else a fresh random id."""
-    if client_value and _CLIENT_REQUEST_ID.fullmatch(client_value):
-        return client_value
-    return uuid.uuid4().hex[:16]
 
 
 class UnexpectedCancellation(RuntimeError):

@@ -19,10 +19,10 @@ from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
 from strawberry.types import ExecutionResult
 
 from aihub.graphql.context import Context, bearer_token
-from aihub.graphql.errors import new_request_id
 from aihub.graphql.ide import ide_html, secure_ide_page
 from aihub.graphql.media import GRAPHQL_RESPONSE, is_request_error, prefers_graphql_response
 from aihub.graphql.schema import build_schema
+from aihub.logs import new_request_id
 from aihub.services.auth import token_row
 
 DEFAULT_SUBSCRIBER_BUFFER = 10_000

@@ -5,7 +5,7 @@ from __future__ import annotations
 from tortoise.expressions import Q
 from tortoise.queryset import QuerySet
 
-from aihub.db.models import Run, User, Workflow
+from aihub.db.models import ModuleReview, Run, User, Workflow
 from aihub.services.errors import NotFound
 
 
@@ -25,6 +25,20 @@ def runs_visible_to(user: User) -> QuerySet[Run]:
     if user.team_id is not None:  # type: ignore[attr-defined]
         query |= Q(workflow__shared_with_team=True, owner__team_id=user.team_id)  # type: ignore[attr-defined]
     return Run.filter(query)
+
+
+def reviews_visible_to(user: User) -> QuerySet[ModuleReview]:
+    """Admins: all; team leaders (and peers of a peer-review team): their team's; everybody: their own."""
+    if user.is_admin:
+        return ModuleReview.all()
+    query = Q(requester_id=user.id)
+    team_id = user.team_id  # type: ignore[attr-defined]
+    if team_id is not None:
+        if user.is_team_leader:
+            query |= Q(requester__team_id=team_id)
+        else:
+            query |= Q(requester__team_id=team_id, requester__team__peer_review=True)
+    return ModuleReview.filter(query)
 
 
 async def get_workflow(user: User, workflow_id: int) -> Workflow:

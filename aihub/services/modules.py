@@ -48,6 +48,7 @@ from aihub.domain.spec import (
     OutputDecl,
     scalar_to_str,
 )
+from aihub.services.access import reviews_visible_to
 from aihub.services.errors import Forbidden, InvalidInput, NotFound
 from aihub.services.markdown import render_markdown
 from aihub.services.status import move_build, move_module, move_reviews, utcnow
@@ -362,8 +363,6 @@ def modules_visible_to(user: User) -> QuerySet[Module]:
 
 def _pending_for(user: User) -> QuerySet[ModuleReview]:
     """The PENDING publish requests ``user`` sees as a reviewer (not their own)."""
-    from aihub.services.reviews import reviews_visible_to
-
     return reviews_visible_to(user).filter(status=ReviewStatus.PENDING).exclude(requester_id=user.id)
 
 
@@ -543,8 +542,6 @@ async def get_build(user: User, build_id: int) -> ModuleBuild:
 
 async def _reviews_build(user: User, build: ModuleBuild) -> bool:
     """A reviewer may look at the build they are asked to review (its README, log and interface)."""
-    from aihub.services.reviews import reviews_visible_to
-
     return await reviews_visible_to(user).filter(build_id=build.id).exists()
 
 

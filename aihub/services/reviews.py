@@ -11,8 +11,6 @@ their own requests.
 
 from __future__ import annotations
 
-from tortoise.expressions import Q
-from tortoise.queryset import QuerySet
 from tortoise.transactions import in_transaction
 
 from aihub.db.models import (
@@ -25,6 +23,7 @@ from aihub.db.models import (
     Team,
     User,
 )
+from aihub.services.access import reviews_visible_to
 from aihub.services.errors import Conflict, Forbidden, InvalidInput, NotFound
 from aihub.services.modules import get_module, latest_build
 from aihub.services.status import move_module, move_review, utcnow
@@ -39,20 +38,6 @@ _NOT_READY = {
     ModuleStatus.PENDING_REVIEW: "is already waiting for a review",
     ModuleStatus.PUBLISHED: "is already published",
 }
-
-
-def reviews_visible_to(user: User) -> QuerySet[ModuleReview]:
-    """Admins: all; team leaders (and peers of a peer-review team): their team's; everybody: their own."""
-    if user.is_admin:
-        return ModuleReview.all()
-    query = Q(requester_id=user.id)
-    team_id = user.team_id  # type: ignore[attr-defined]
-    if team_id is not None:
-        if user.is_team_leader:
-            query |= Q(requester__team_id=team_id)
-        else:
-            query |= Q(requester__team_id=team_id, requester__team__peer_review=True)
-    return ModuleReview.filter(query)
 
 
 async def list_reviews(user: User, *, status: ReviewStatus | None = None) -> list[ModuleReview]:

@@ -10,15 +10,18 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from typing import Any
 
 from markupsafe import escape
 from starlette.responses import StreamingResponse
 
 from aihub.bus.base import RunEvent, SubscriberTooSlow
-from aihub.db.models import User
+from aihub.db.models import NodeRun, User
 from aihub.runtime import Runtime
+from aihub.services.access import can_act_on_run, get_run
 from aihub.services.errors import NotFound
 from aihub.services.queries import get_attempt, get_node, run_snapshot
+from aihub.web.graphs import version_graph
 from aihub.web.render import env, render_string
 from aihub.web.svg import Layout, status_counts
 
@@ -122,9 +125,22 @@ def node_update(run_id: int, row: object, graph: Layout, statuses: dict[str, str
     )
 
 
-async def header_html(user: User, run_id: int, csrf: str) -> str:
-    from aihub.web.runs import run_context
+async def run_context(user: User, run_id: int) -> dict[str, Any]:
+    run = await get_run(user, run_id)
+    await run.fetch_related("workflow", "version", "owner")
+    graph = version_graph(run.version.spec)
+    rows = {n.name: n for n in await NodeRun.filter(run_id=run.id)}
+    nodes = [rows[name] for name in graph.order if name in rows]
+    return {
+        "run": run,
+        "nodes": {n.name: n for n in nodes},
+        "statuses": {n.name: n.status.value for n in nodes},
+        "graph": graph.layout,
+        "can_act": can_act_on_run(user, run),
+    }
 
+
+async def header_html(user: User, run_id: int, csrf: str) -> str:
     ctx = await run_context(user, run_id)
     return render_string("partials/runs/header.html", live=True, csrf=csrf, **ctx)
 
@@ -179,8 +195,6 @@ async def _changes(rt: Runtime, user: User, run_id: int, graph: Layout, csrf: st
 
 def run_stream(rt: Runtime, user: User, run_id: int, csrf: str) -> StreamingResponse:
     async def body() -> AsyncIterator[str]:
-        from aihub.web.runs import run_context
-
         graph = (await run_context(user, run_id))["graph"]
         yield "retry: 2000\n\n"
         async for chunk in _changes(rt, user, run_id, graph, csrf):

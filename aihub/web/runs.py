@@ -34,7 +34,7 @@ from aihub.services.runs import copy_run, create_run, retry_run, stop_run
 from aihub.services.versions import get_readable_version
 from aihub.web.graphs import version_graph
 from aihub.web.i18n import current_locale
-from aihub.web.live import log_stream, run_stream
+from aihub.web.live import log_stream, run_context, run_stream
 from aihub.web.paging import paginate
 from aihub.web.render import is_htmx, render
 from aihub.web.session import page, redirect
@@ -213,21 +213,6 @@ async def runs_list(request: Request, user: User) -> Response:
         "can_act": {r.id: can_act_on_run(user, r) for r in listing.items},
     }
     return render(request, "pages/runs/list.html", ctx, partial="partials/runs/table.html")
-
-
-async def run_context(user: User, run_id: int) -> dict[str, Any]:
-    run = await get_run(user, run_id)
-    await run.fetch_related("workflow", "version", "owner")
-    graph = version_graph(run.version.spec)
-    rows = {n.name: n for n in await NodeRun.filter(run_id=run.id)}
-    nodes = [rows[name] for name in graph.order if name in rows]
-    return {
-        "run": run,
-        "nodes": {n.name: n for n in nodes},
-        "statuses": {n.name: n.status.value for n in nodes},
-        "graph": graph.layout,
-        "can_act": can_act_on_run(user, run),
-    }
 
 
 def group_of(graph: Layout, raw: object) -> Any:

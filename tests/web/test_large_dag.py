@@ -17,8 +17,7 @@ from aihub.services.runs import create_run
 from aihub.services.users import create_user
 from aihub.services.workflows import create_workflow
 from aihub.settings import Settings
-from aihub.web.live import _changes
-from aihub.web.runs import run_context
+from aihub.web.live import _changes, run_context
 from bench.web import big_spec
 from tests.web.webapp import PASSWORD, USERS, Web
 

@@ -27,8 +27,7 @@ async def test_a_node_change_refreshes_its_open_panel_and_the_timeline(web: Web)
     """Everything on the run page follows the run: the open node panel (but not a live log tail, which
     streams itself) and the timeline refetch themselves on the events the live stream sends."""
     from aihub.bus.base import RunEvent
-    from aihub.web.live import _changes
-    from aihub.web.runs import run_context
+    from aihub.web.live import _changes, run_context
 
     alice = await User.get(username="alice")
     client = await web.client("alice")

@@ -222,8 +222,7 @@ async def test_a_finished_runs_page_has_the_legend_its_attempts_and_no_outputs(w
 async def test_the_live_stream_refreshes_the_timeline_right_after_its_snapshot(web: Web) -> None:
     """A run that ended before the page's stream opened: the snapshot asks the timeline to refetch itself
     (it used to say "No attempt has started yet" until the 2 s fallback)."""
-    from aihub.web.live import _changes
-    from aihub.web.runs import run_context
+    from aihub.web.live import _changes, run_context
 
     alice_user = await User.get(username="alice")
     alice = await web.client("alice")
