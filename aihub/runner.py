@@ -21,6 +21,7 @@ from aihub.domain.spec import SpecError, parse_spec
 from aihub.domain.status import NodeStatus, RunStatus
 from aihub.runtime import Runtime, open_runtime
 from aihub.services.errors import ServiceError
+from aihub.services.queries import attempt_log_finished
 from aihub.services.runs import create_run
 from aihub.services.users import ensure_admin
 from aihub.services.workflows import find_or_create_for_file
@@ -110,8 +111,7 @@ async def follow_run(rt: Runtime, run: Run, printer: Printer) -> Run:
 
 async def _follow_logs(rt: Runtime, run_id: int, node: str, attempt: int, printer: Printer) -> None:
     async def done() -> bool:
-        row = await NodeRun.get(run_id=run_id, name=node)
-        return row.attempt != attempt or row.status is not NodeStatus.RUNNING
+        return await attempt_log_finished(run_id, node, attempt)
 
     async for line in rt.logs.follow(run_id, node, attempt, done=done):
         printer.log(node, printable(line))  # a log cannot drive the terminal

@@ -94,6 +94,17 @@ def check_node_transition(name: str, current: NodeStatus, target: NodeStatus) ->
         raise IllegalTransition("node", name, current.value, target.value)
 
 
+def attempt_over(number: int, current_attempt: int, node_status: str, run_status: str) -> bool:
+    """Attempt ``number`` of a node is over — its log gets no more lines — when a later attempt started, the
+    attempt ended (the node is no longer RUNNING it), or the run ended. The one rule every log follower uses
+    (GraphQL subscription, web page, ``aihub run``)."""
+    return (
+        current_attempt > number
+        or (current_attempt == number and node_status != NodeStatus.RUNNING)
+        or RunStatus(run_status).is_terminal
+    )
+
+
 class ModuleStatus(StrEnum):
     BUILDING = "BUILDING"
     BUILT = "BUILT"

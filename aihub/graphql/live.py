@@ -16,7 +16,7 @@ import strawberry
 
 from aihub.bus.base import RunEvent, SubscriberTooSlow, Subscription
 from aihub.db.models import NodeRun, Run
-from aihub.domain.status import NodeStatus, RunStatus
+from aihub.domain.status import NodeStatus, RunStatus, attempt_over
 from aihub.graphql.context import Info
 from aihub.graphql.types.common import NodeStatusEnum, RunStatusEnum, parse_id
 from aihub.services import queries
@@ -74,11 +74,7 @@ class AttemptWatch:
         self.task: asyncio.Task[None] | None = None
 
     def judge(self, attempt: int, node_status: str, run_status: str) -> None:
-        if (
-            attempt > self.number
-            or (attempt == self.number and node_status != NodeStatus.RUNNING)
-            or RunStatus(run_status).is_terminal
-        ):
+        if attempt_over(self.number, attempt, node_status, run_status):
             self.over.set()
 
     async def watch(self) -> None:
@@ -94,7 +90,8 @@ class AttemptWatch:
             self.lost_events = True
 
     async def check_database(self) -> None:
-        self.judge(*await queries.node_progress(self.run_id, self.node))
+        if await queries.attempt_log_finished(self.run_id, self.node, self.number):
+            self.over.set()
 
     async def done(self) -> bool:
         if not self.over.is_set() and self.lost_events:

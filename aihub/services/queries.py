@@ -31,7 +31,7 @@ from aihub.db.models import (
 from aihub.domain import dag
 from aihub.domain.ids import parse_row_id
 from aihub.domain.spec import parse_spec
-from aihub.domain.status import RunStatus
+from aihub.domain.status import RunStatus, attempt_over
 from aihub.services.access import get_run, runs_visible_to, workflows_visible_to
 from aihub.services.errors import InvalidInput, NotFound
 from aihub.services.modules import modules_visible_to  # visibility rules live with the module services
@@ -175,11 +175,14 @@ async def get_attempt(user: User, run_id: int, node: str, number: int | None) ->
     return row, attempt
 
 
-async def node_progress(run_id: int, node: str) -> tuple[int, str, str]:
-    """(current attempt, node status, run status) of a node the caller was already allowed to see."""
-    row = await NodeRun.get(run_id=run_id, name=node)
-    run = await Run.get(id=run_id)
-    return row.attempt, row.status.value, run.status.value
+async def attempt_log_finished(run_id: int, node: str, number: int) -> bool:
+    """Whether attempt ``number`` of a node the caller was already allowed to see is over, so its log gets no
+    more lines (``domain.status.attempt_over``); a node or run deleted meanwhile is over too."""
+    row = await NodeRun.get_or_none(run_id=run_id, name=node)
+    run = await Run.get_or_none(id=run_id)
+    if row is None or run is None:
+        return True
+    return attempt_over(number, row.attempt, row.status.value, run.status.value)
 
 
 async def output_artifact(user: User, run_id: int, node: str, output: str) -> str:

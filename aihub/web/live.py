@@ -19,8 +19,7 @@ from aihub.bus.base import RunEvent, SubscriberTooSlow
 from aihub.db.models import NodeRun, User
 from aihub.runtime import Runtime
 from aihub.services.access import can_act_on_run, get_run
-from aihub.services.errors import NotFound
-from aihub.services.queries import get_attempt, get_node, run_snapshot
+from aihub.services.queries import attempt_log_finished, get_node, run_snapshot
 from aihub.web.graphs import version_graph
 from aihub.web.render import env, render_string
 from aihub.web.svg import Layout, status_counts
@@ -217,11 +216,7 @@ def log_stream(
     rt: Runtime, user: User, run_id: int, node: str, number: int, offset: int
 ) -> StreamingResponse:
     async def done() -> bool:
-        try:
-            _, attempt = await get_attempt(user, run_id, node, number)
-        except NotFound:
-            return True
-        return attempt.status.is_terminal
+        return await attempt_log_finished(run_id, node, number)
 
     async def body() -> AsyncIterator[str]:
         sent = 0

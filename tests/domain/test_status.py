@@ -20,6 +20,7 @@ from aihub.domain.status import (
     NodeStatus,
     ReviewStatus,
     RunStatus,
+    attempt_over,
     check_node_transition,
     check_transition,
     sources,
@@ -66,3 +67,18 @@ def test_builds_and_reviews_end_once() -> None:
     assert sources(REVIEW_TRANSITIONS, V.REJECTED) == {V.PENDING}
     with pytest.raises(IllegalTransition):
         check_transition("review", REVIEW_TRANSITIONS, "1", V.APPROVED, V.REJECTED)
+
+
+@pytest.mark.parametrize(
+    ("number", "current", "node", "run", "over"),
+    [
+        (1, 1, "RUNNING", "RUNNING", False),  # still writing
+        (1, 1, "SUCCEEDED", "RUNNING", True),
+        (1, 1, "WAITING", "RUNNING", True),  # failed, a retry is waiting
+        (1, 2, "RUNNING", "RUNNING", True),  # a later attempt runs
+        (2, 1, "WAITING", "RUNNING", False),  # not started yet
+        (2, 1, "WAITING", "STOPPED", True),  # and never will
+    ],
+)
+def test_when_an_attempts_log_is_finished(number: int, current: int, node: str, run: str, over: bool) -> None:
+    assert attempt_over(number, current, node, run) is over
