@@ -30,8 +30,8 @@ MAY_IMPORT: dict[str, set[str]] = {
     "cli": BASE | {"bus", "services", "runtime", "server"},
     "artifact_routes": BASE | {"services"},
 }
-#: the command-line adapter is three modules at the package root
-PART_OF = {"cli": "cli", "client": "cli", "runner": "cli"}
+#: modules that belong to a part other than their first path component (none now)
+PART_OF: dict[str, str] = {}
 
 #: imports that still break the rule (issue 15: the adapters still read rows and reach the engine through the
 #: runtime); the test fails when one of them is gone, so this list can only shrink
@@ -41,7 +41,7 @@ NOT_YET = {
     "artifact_routes.py -> engine",
     "artifact_routes.py -> storage",
     "graphql/downloads.py -> storage",
-    "cli.py -> db",
+    "cli/commands.py -> db",
     "graphql/context.py -> db",
     "graphql/context.py -> runtime",
     "graphql/guards.py -> db",
@@ -53,7 +53,7 @@ NOT_YET = {
     "graphql/types/runs.py -> db",
     "graphql/types/users.py -> db",
     "graphql/types/workflows.py -> db",
-    "runner.py -> db",
+    "cli/runner.py -> db",
     "web/admin.py -> db",
     "web/editor.py -> db",
     "web/live.py -> db",

@@ -7,7 +7,7 @@ import io
 
 import pytest
 
-from aihub.client import Client, print_log, printable
+from aihub.cli.client import Client, print_log, printable
 from aihub.db.models import Attempt, NodeRun, Run
 from aihub.domain.status import NodeStatus, RunStatus
 from aihub.services.workflows import create_workflow

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TextIO
 
 from aihub.bus.base import RunEvent
-from aihub.client import printable
+from aihub.cli.client import printable
 from aihub.db.models import NodeRun, Run, User
 from aihub.domain.spec import SpecError, parse_spec
 from aihub.domain.status import NodeStatus, RunStatus

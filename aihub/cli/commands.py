@@ -59,11 +59,11 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from aihub.client import server_url
+    from aihub.cli.client import server_url
 
     if server_url() is not None:
         return _client(_run_remote, args)
-    from aihub.runner import run_file
+    from aihub.cli.runner import run_file
 
     return asyncio.run(run_file(get_settings(), args))
 
@@ -73,7 +73,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 def _client(command: Callable[[argparse.Namespace], Awaitable[int]], args: argparse.Namespace) -> int:
     """Run a client command; a refused or failed request is one line on stderr and a non-zero exit."""
-    from aihub.client import ClientError, exit_code
+    from aihub.cli.client import ClientError, exit_code
 
     try:
         return asyncio.run(command(args))
@@ -86,8 +86,8 @@ def _client(command: Callable[[argparse.Namespace], Awaitable[int]], args: argpa
 
 
 async def _run_remote(args: argparse.Namespace) -> int:
-    from aihub.client import connected_client, describe_run, follow_run, report_failure, submit_run
-    from aihub.runner import Printer, parse_params
+    from aihub.cli.client import connected_client, describe_run, follow_run, report_failure, submit_run
+    from aihub.cli.runner import Printer, parse_params
 
     try:
         params = parse_params(args.param)
@@ -112,7 +112,7 @@ async def _run_remote(args: argparse.Namespace) -> int:
 def _cmd_login(args: argparse.Namespace) -> int:
     import getpass
 
-    from aihub.client import login, server_url
+    from aihub.cli.client import login, server_url
 
     url = args.url or server_url()
     if not url:
@@ -130,7 +130,7 @@ def _cmd_login(args: argparse.Namespace) -> int:
 
 
 async def _logout(args: argparse.Namespace) -> int:
-    from aihub.client import logout
+    from aihub.cli.client import logout
 
     await logout()
     print("logged out")
@@ -138,7 +138,7 @@ async def _logout(args: argparse.Namespace) -> int:
 
 
 async def _runs(args: argparse.Namespace) -> int:
-    from aihub.client import connected_client, format_runs, list_runs
+    from aihub.cli.client import connected_client, format_runs, list_runs
 
     runs = await list_runs(
         connected_client(), status=args.status, workflow=args.workflow, owner=args.owner, first=args.limit
@@ -148,7 +148,7 @@ async def _runs(args: argparse.Namespace) -> int:
 
 
 async def _logs(args: argparse.Namespace) -> int:
-    from aihub.client import connected_client, follow_log, print_log
+    from aihub.cli.client import connected_client, follow_log, print_log
 
     client = connected_client()
     if args.follow:
@@ -159,8 +159,8 @@ async def _logs(args: argparse.Namespace) -> int:
 
 
 async def _action(args: argparse.Namespace) -> int:
-    from aihub.client import connected_client, describe_run, run_action
-    from aihub.runner import parse_params
+    from aihub.cli.client import connected_client, describe_run, run_action
+    from aihub.cli.runner import parse_params
 
     extra: dict[str, object] = {}
     if args.command == "retry":
@@ -279,7 +279,3 @@ def main(argv: Sequence[str] | None = None) -> int:
             name = "AIHUB_" + "_".join(str(part) for part in error["loc"]).upper()
             print(f"error: {name}: {error['msg']}", file=sys.stderr)
         return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())
