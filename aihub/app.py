@@ -11,9 +11,7 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.routing import Route, WebSocketRoute
 
-from aihub.artifact_routes import UPLOAD_PATH, artifact_routes
 from aihub.bodylimit import BodyLimit
-from aihub.graphql.downloads import download_routes
 from aihub.graphql.view import DEFAULT_SUBSCRIBER_BUFFER, GraphQLView
 from aihub.health import health, readiness
 from aihub.logs import RequestIds
@@ -21,6 +19,8 @@ from aihub.metrics import Metrics, RequestMetrics, metrics_endpoint
 from aihub.runtime import open_runtime
 from aihub.services.users import ensure_admin, initial_admin_password
 from aihub.settings import Settings
+from aihub.web.artifacts import UPLOAD_PATH, artifact_routes
+from aihub.web.downloads import download_routes
 from aihub.web.routes import web_routes
 
 log = logging.getLogger("aihub")
