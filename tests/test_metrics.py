@@ -11,7 +11,8 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from aihub.settings import Settings
-from tests.graphql.harness import LOGIN, start_server, stop_server, wait_until
+from tests.graphql.harness import LOGIN, start_server, stop_server
+from tests.polling import until
 
 ROOT = Path(__file__).resolve().parents[1]
 TOKEN = "metrics-token-1"
@@ -75,7 +76,7 @@ async def test_the_seed_example_in_metrics(tmp_path: Path) -> None:
                 status = (await _gql(http, status_query, {"id": run_id}, token))["run"]["status"]
                 return status in ("SUCCEEDED", "FAILED", "STOPPED")
 
-            await wait_until(finished, timeout=60, what="the seed's run to finish")
+            await until(finished, timeout=60, what="the seed's run to finish")
             assert (await _gql(http, status_query, {"id": run_id}, token))["run"]["status"] == "SUCCEEDED"
             await http.get(f"/runs/{run_id}")  # a page with an id in its path
 
@@ -207,14 +208,14 @@ async def test_capacity_and_queue_gauges_while_nodes_wait(tmp_path: Path) -> Non
                     and _total(samples, "aihub_active_runs") == 1
                 )
 
-            await wait_until(one_runs_one_waits, timeout=60, what="one node running and one queued")
+            await until(one_runs_one_waits, timeout=60, what="one node running and one queued")
             gate.write_text("")
 
             async def finished() -> bool:
                 query = "query($id: ID!) { run(id: $id) { status } }"
                 return (await _gql(http, query, {"id": run_id}, token))["run"]["status"] == "SUCCEEDED"
 
-            await wait_until(finished, timeout=60, what="the run to succeed")
+            await until(finished, timeout=60, what="the run to succeed")
             samples = await scrape()
         assert _total(samples, "aihub_capacity_in_use", cluster="local", resource="cpu_millis") == 0
         assert _total(samples, "aihub_nodes_queued", cluster="local") == 0

@@ -37,6 +37,7 @@ from aihub.engine.executors.base import (
 )
 from aihub.engine.executors.local import SHIM, VANISHED, LocalExecutor, host_path, node_realpath
 from aihub.storage.local import LocalArtifactStore, LocalLogStore
+from tests.polling import until
 
 MakeExecutor = Callable[..., Awaitable[LocalExecutor]]
 DEADLINE = 20.0
@@ -111,22 +112,12 @@ def _log(executor: LocalExecutor, job: Job) -> str:
     return executor.logs.path(job.key.run_id, job.key.node, job.key.attempt).read_text()
 
 
-async def _eventually(predicate: Callable[[], Any], what: str, timeout: float = DEADLINE) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = predicate()
-        if result:
-            return result
-        await asyncio.sleep(0.01)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 async def _log_match(executor: LocalExecutor, job: Job, pattern: str) -> re.Match[str]:
     return await _file_match(executor.logs.path(job.key.run_id, job.key.node, job.key.attempt), pattern)
 
 
 async def _file_match(path: Path, pattern: str) -> re.Match[str]:
-    return await _eventually(  # type: ignore[no-any-return]
+    return await until(  # type: ignore[no-any-return]
         lambda: path.exists() and re.search(pattern, path.read_text()), f"{pattern!r} in {path}"
     )
 
@@ -163,7 +154,7 @@ def _host_pids(sleep: str) -> list[int]:
 
 
 async def _host_pid(sleep: str) -> int:
-    await _eventually(lambda: bool(_host_pids(sleep)), f"sleep {sleep} to start")
+    await until(lambda: bool(_host_pids(sleep)), f"sleep {sleep} to start")
     return _host_pids(sleep)[0]
 
 
@@ -503,7 +494,7 @@ async def test_stop_terminates_the_whole_process_group(executor: LocalExecutor) 
     report = await executor.wait(handle)
     assert report.stopped and not report.ok
     assert report.exit_code == 128 + signal.SIGTERM
-    await _eventually(lambda: _gone(grandchild), "the grandchild to be gone")
+    await until(lambda: _gone(grandchild), "the grandchild to be gone")
 
 
 async def test_stop_kills_a_node_that_ignores_sigterm_after_the_grace(executor: LocalExecutor) -> None:
@@ -517,7 +508,7 @@ async def test_stop_kills_a_node_that_ignores_sigterm_after_the_grace(executor: 
     report = await executor.wait(handle)
     assert (report.stopped, report.exit_code) == (True, 128 + signal.SIGKILL)
     assert _log(executor, job).endswith("aihub: still running 0.5 s after SIGTERM: killed (SIGKILL)\n")
-    await _eventually(lambda: _gone(grandchild), "the grandchild to be gone")
+    await until(lambda: _gone(grandchild), "the grandchild to be gone")
 
 
 async def test_processes_left_behind_end_with_the_node(executor: LocalExecutor) -> None:
@@ -526,9 +517,9 @@ async def test_processes_left_behind_end_with_the_node(executor: LocalExecutor) 
     job = _job(f"sleep {sleep} & (setsid sleep {detached} &) ; echo started")
     report = await _run(executor, job)
     assert report.exit_code == 0 and "started" in _log(executor, job)
-    await _eventually(lambda: all(_gone(pid) for pid in _host_pids(sleep)), "the grandchild to be gone")
+    await until(lambda: all(_gone(pid) for pid in _host_pids(sleep)), "the grandchild to be gone")
     if executor._pid_namespace:  # also the one in a session of its own, out of the node's process group
-        await _eventually(lambda: all(_gone(p) for p in _host_pids(detached)), "the detached one to be gone")
+        await until(lambda: all(_gone(p) for p in _host_pids(detached)), "the detached one to be gone")
     for pid in _host_pids(detached):  # without a PID namespace it escapes (the container tab warns)
         os.kill(pid, signal.SIGKILL)
 
@@ -588,7 +579,7 @@ async def test_a_stop_while_the_supervisor_mounts_is_a_stop(
         pytest.skip(f"mount isolation unavailable: {executor.isolation_reason}")
     slow.touch()
     handle = await executor.start(_job("sleep 1000"))
-    await _eventually(mounting.exists, "the supervisor to be in mount(8)")
+    await until(mounting.exists, "the supervisor to be in mount(8)")
     await executor.stop(handle, grace=5)
     report = await executor.wait(handle)
     assert (report.exit_code, report.stopped, report.error) == (128 + signal.SIGTERM, True, None)
@@ -603,11 +594,11 @@ async def test_supervisor_killed_alone_reports_vanished(executor: LocalExecutor)
     report = await executor.wait(handle)
     assert (report.exit_code, report.error) == (None, VANISHED)
     if executor._pid_namespace:  # its PID namespace ended with it, and took the node along
-        await _eventually(lambda: _gone(node), "the node to end with its namespace")
+        await until(lambda: _gone(node), "the node to end with its namespace")
         return
     assert not _gone(node)
     await executor.stop(handle, grace=5)  # the node it left behind is still in the attempt's group
-    await _eventually(lambda: _gone(node), "the node left behind to be stopped")
+    await until(lambda: _gone(node), "the node left behind to be stopped")
 
 
 # -------------------------------------------------------------------------------------- restart safety
@@ -667,7 +658,7 @@ async def test_nodes_survive_a_killed_server_and_are_reattached(
     executor = await make_executor("auto")
     if finish_before_restart:
         (sync / "go").touch()
-        await _eventually(lambda: (Path(recorded.data["scratch"]) / "exit").exists(), "the node to finish")
+        await until(lambda: (Path(recorded.data["scratch"]) / "exit").exists(), "the node to finish")
     found = await executor.find(JobKey(7, "train", 1))
     assert found is not None
     assert found.id == recorded.id

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import inspect
 import itertools
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -27,6 +26,7 @@ from aihub.services.workflows import create_workflow
 from aihub.settings import Settings
 from aihub.storage.local import build_storage
 from tests.engine.support import start_run, wait_for_run
+from tests.polling import until
 
 CLUSTER = "shared"
 SKU = Resources(cpu_millis=500, memory_mib=256)
@@ -49,21 +49,6 @@ def shared_capacity() -> str:
 def settings(settings: Settings, shared_capacity: str) -> Settings:
     settings.shared_capacity = shared_capacity  # type: ignore[assignment]
     return settings
-
-
-async def until(check: Callable[[], Any], what: str, timeout: float = 30) -> None:
-    """Poll ``check`` (sync or async) with a deadline."""
-    try:
-        async with asyncio.timeout(timeout):
-            while True:
-                result = check()
-                if inspect.isawaitable(result):
-                    result = await result
-                if result:
-                    return
-                await asyncio.sleep(0.02)
-    except TimeoutError:
-        raise AssertionError(what) from None
 
 
 class LedgerSpy:

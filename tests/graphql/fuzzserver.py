@@ -25,6 +25,7 @@ from typing import Any
 
 import httpx
 
+from tests.polling import until_sync
 from tests.web.webserver import ADMIN_PASSWORD, WebServer, web_server
 
 REPO = Path(__file__).resolve().parents[2]
@@ -113,14 +114,13 @@ class Seed:
 
 
 def wait_run(seed: Seed, run_id: str, wanted: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    status = ""
-    while time.monotonic() < deadline:
-        status = seed.gql("query($id: ID!) { run(id: $id) { status } }", {"id": run_id})["run"]["status"]
-        if status == wanted:
-            return
-        time.sleep(0.05)  # polling the server under test through its API, with a deadline
-    raise SeedError(f"run {run_id} is {status}, not {wanted}")
+    def status() -> str:
+        return str(seed.gql("query($id: ID!) { run(id: $id) { status } }", {"id": run_id})["run"]["status"])
+
+    try:
+        until_sync(lambda: status() == wanted, f"run {run_id} to be {wanted}", timeout=timeout)
+    except AssertionError:
+        raise SeedError(f"run {run_id} is {status()}, not {wanted}") from None
 
 
 def wait_build(seed: Seed, module_id: str, timeout: float = 60) -> dict[str, Any]:

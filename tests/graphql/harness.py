@@ -21,6 +21,7 @@ from aihub.db.models import User
 from aihub.runtime import Runtime
 from aihub.server import behind_proxies
 from aihub.settings import Settings
+from tests.polling import until
 
 ADMIN_PASSWORD = "admin-password-1"
 PASSWORD = "password-1234"
@@ -179,21 +180,6 @@ def free_socket() -> socket.socket:
     return sock
 
 
-async def wait_until(predicate: Any, *, timeout: float = 30, what: str = "condition") -> None:
-    """Poll a (sync or async) predicate until it is true, failing after ``timeout`` seconds."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
-        value = predicate()
-        if asyncio.iscoroutine(value):
-            value = await value
-        if value:
-            return
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.02)
-
-
 async def start_server(
     settings: Settings, **app_options: Any
 ) -> tuple[uvicorn.Server, asyncio.Task[None], Starlette]:
@@ -213,7 +199,7 @@ async def start_server(
     )
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve(sockets=[sock]))
-    await wait_until(lambda: server.started or task.done(), what="the server to start")
+    await until(lambda: server.started or task.done(), what="the server to start")
     if task.done():
         sock.close()
         task.result()

@@ -3,8 +3,7 @@ leaves, its runs are taken over (running nodes re-attached, nothing run twice)."
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from aihub.services.users import create_user
 from aihub.services.workflows import create_workflow
 from aihub.settings import Settings
 from aihub.storage.local import build_storage
+from tests.polling import until
 
 pytestmark = pytest.mark.parametrize("db_backend", ["sqlite"], indirect=True)
 
@@ -36,19 +36,6 @@ async def worker(settings: Settings) -> AsyncIterator[tuple[KafkaBus, Engine]]:
     finally:
         await engine.close()
         await bus.close()
-
-
-async def until(check: Callable[[], object], what: str, timeout: float = 60) -> None:
-    """Poll ``check`` (sync or async) with a deadline."""
-    async with asyncio.timeout(timeout):
-        while True:
-            result = check()
-            if asyncio.iscoroutine(result):
-                result = await result
-            if result:
-                return
-            await asyncio.sleep(0.05)
-    raise AssertionError(what)
 
 
 def _spec(host_dir: Path) -> dict:
@@ -85,6 +72,7 @@ async def test_a_leaving_worker_hands_its_runs_over(
                     and len(bus_a.owned_partitions | bus_b.owned_partitions) == 6
                 ),
                 "both workers own partitions",
+                timeout=60,
             )
             user = await create_user("alice", "alice-password-1")
             version = await create_workflow(user, _spec(host_dir))
@@ -99,15 +87,17 @@ async def test_a_leaving_worker_hands_its_runs_over(
             async def all_gated() -> bool:
                 return await NodeRun.filter(name="g", status=NodeStatus.RUNNING).count() == len(runs)
 
-            await until(all_gated, "every run reached its gated node")
+            await until(all_gated, "every run reached its gated node", timeout=60)
             assert set(engine_a.runs) == set(on_a)  # A drives exactly the runs of its partitions
         # A has left the group: B takes A's partitions, re-attaches to A's running nodes
-        await until(lambda: bus_b.owned_partitions and len(bus_b.owned_partitions) == 6, "B owns all")
+        await until(
+            lambda: bus_b.owned_partitions and len(bus_b.owned_partitions) == 6, "B owns all", timeout=60
+        )
         (host_dir / "gate").touch()
 
         async def all_done() -> bool:
             return await Run.filter(status=RunStatus.SUCCEEDED).count() == len(runs)
 
-        await until(all_done, "every run succeeded")
+        await until(all_done, "every run succeeded", timeout=60)
     lines = (host_dir / "count").read_text().split()
     assert sorted(lines) == sorted([f"a{r.id}" for r in runs] + [f"g{r.id}" for r in runs])  # none twice

@@ -12,13 +12,14 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+
+from tests.polling import until_sync
 
 REPO = Path(__file__).resolve().parents[2]
 ADMIN_PASSWORD = "admin-password-1"
@@ -38,17 +39,15 @@ def _free_port() -> int:
 
 
 def _wait_healthy(url: str, process: subprocess.Popen[bytes], timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    def healthy() -> bool:
         if process.poll() is not None:
             raise RuntimeError(f"aihub serve exited with {process.returncode}")
         try:
-            if httpx.get(url + "/healthz", timeout=2).status_code == 200:
-                return
+            return httpx.get(url + "/healthz", timeout=2).status_code == 200
         except httpx.HTTPError:
-            pass
-        time.sleep(0.1)  # polling a readiness probe, not synchronising with the code under test
-    raise TimeoutError("aihub serve did not become healthy")
+            return False
+
+    until_sync(healthy, "aihub serve to become healthy", timeout=timeout, interval=0.1)
 
 
 @contextmanager
