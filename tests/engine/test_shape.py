@@ -16,6 +16,7 @@ NOT_YET = {
     "builds/kubernetes.py:kaniko_job",
     "builds/kubernetes_backend.py:KubernetesBuildBackend",
     "builds/kubernetes_backend.py:KubernetesBuildBackend.produce",
+    "executors/container.py:ContainerExecutor",
     "executors/k8s_pod.py:build_pod",
     "executors/kubernetes.py:KubernetesExecutor",
     "executors/kubernetes.py:KubernetesExecutor.__init__",

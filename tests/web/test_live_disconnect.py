@@ -8,7 +8,8 @@ from pathlib import Path
 import httpx
 
 from aihub.settings import Settings
-from tests.graphql.harness import LOGIN, start_server, stop_server, wait_until
+from tests.graphql.harness import LOGIN, start_server, stop_server
+from tests.polling import until
 
 PASSWORD = "admin-password-1"
 SPEC = {"name": "held-open", "nodes": [{"name": "a", "command": "sleep 30"}]}
@@ -56,9 +57,7 @@ async def test_a_closed_run_stream_closes_its_subscription(tmp_path: Path) -> No
                         break
                 assert bus._by_run.get(run_id), "the stream holds a subscription of the run"
             # the browser went away
-            await wait_until(
-                lambda: not bus._by_run.get(run_id), timeout=15, what="the subscription to close"
-            )
+            await until(lambda: not bus._by_run.get(run_id), timeout=15, what="the subscription to close")
             stop = await http.post(
                 "/graphql",
                 json={
