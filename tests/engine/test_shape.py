@@ -17,6 +17,7 @@ NOT_YET = {
     "builds/kubernetes_backend.py:KubernetesBuildBackend",
     "builds/kubernetes_backend.py:KubernetesBuildBackend.produce",
     "executors/container.py:ContainerExecutor",
+    "executors/container.py:ContainerExecutor._create_argv",
     "executors/k8s_pod.py:build_pod",
     "executors/kubernetes.py:KubernetesExecutor",
     "executors/kubernetes.py:KubernetesExecutor.__init__",
