@@ -23,7 +23,8 @@ from aihub.engine.executors.local import LocalExecutor
 from aihub.runtime import build_executor
 from aihub.settings import Settings
 from aihub.storage.local import build_storage
-from tests.engine.test_local_executor import _eventually, _gone, _host_pids, _unique_sleep
+from tests.engine.test_local_executor import _gone, _host_pids, _unique_sleep
+from tests.polling import until
 
 DEADLINE = 30.0
 _keys = iter(range(1, 1_000_000))
@@ -134,18 +135,18 @@ async def test_processes_a_node_detaches_end_with_it(executor: LocalExecutor) ->
         executor, f"setsid sleep {sleep} & nohup setsid sh -c 'sleep {sleep}' & echo left"
     )
     assert report.exit_code == 0 and "left" in log
-    await _eventually(lambda: not _running(sleep), "the detached sleeps to be gone")
+    await until(lambda: not _running(sleep), "the detached sleeps to be gone")
 
 
 async def test_processes_a_node_detaches_end_with_a_stop(executor: LocalExecutor) -> None:
     sleep = _unique_sleep()
     job = _job(f"setsid sleep {sleep} & sleep {sleep}")
     handle = await executor.start(job)
-    await _eventually(lambda: len(_running(sleep)) == 2, "both sleeps to start")
+    await until(lambda: len(_running(sleep)) == 2, "both sleeps to start")
     await executor.stop(handle, grace=5)
     async with asyncio.timeout(DEADLINE):
         assert (await executor.wait(handle)).stopped
-    await _eventually(lambda: not _running(sleep), "the detached sleep to be gone")
+    await until(lambda: not _running(sleep), "the detached sleep to be gone")
 
 
 def _running(sleep: str) -> list[int]:
