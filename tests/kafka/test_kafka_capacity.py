@@ -9,13 +9,14 @@ import pytest
 
 from aihub.db.models import Attempt, CapacityClaim, Run, VirtualCluster
 from aihub.domain.status import RunStatus
-from aihub.engine import scheduler
+from aihub.engine import dispatch
 from aihub.runtime import open_runtime
 from aihub.services.runs import create_run
 from aihub.services.users import create_user
 from aihub.services.workflows import create_workflow
 from aihub.settings import Settings
-from tests.kafka.test_kafka_engine_workers import until, worker
+from tests.kafka.test_kafka_engine_workers import worker
+from tests.polling import until
 
 pytestmark = pytest.mark.parametrize("db_backend", ["postgres"], indirect=True)
 
@@ -25,7 +26,7 @@ async def test_two_workers_never_overcommit_a_cluster(
 ) -> None:
     """Hazard: each worker counted the cluster in memory only, so two workers ran two nodes at once on a
     cluster of capacity 1."""
-    monkeypatch.setattr(scheduler, "SHARED_RETRY_DELAY", 0.2)
+    monkeypatch.setattr(dispatch, "SHARED_RETRY_DELAY", 0.2)
     settings.data_dir = host_dir / "data"  # nodes have a private /tmp
     settings.bus = "kafka"  # shared capacity: "auto" turns it on
     settings.kafka_bootstrap = tansu
@@ -44,6 +45,7 @@ async def test_two_workers_never_overcommit_a_cluster(
                 and len(bus_a.owned_partitions | bus_b.owned_partitions) == 6
             ),
             "both workers own partitions",
+            timeout=60,
         )
         await VirtualCluster.create(name="one", cpu_millis=500, memory_mib=256, capacity=1)
         user = await create_user("alice", "alice-password-1")
@@ -64,7 +66,7 @@ async def test_two_workers_never_overcommit_a_cluster(
         async def no_claims() -> bool:
             return await CapacityClaim.all().count() == 0
 
-        await until(no_claims, "every claim released")
+        await until(no_claims, "every claim released", timeout=60)
         attempts = sorted(await Attempt.all(), key=lambda a: a.started_at)
     assert len(attempts) == len(runs)
     for before, after in itertools.pairwise(attempts):
