@@ -176,17 +176,15 @@ def connect(draft: Draft, parent: int, child: int) -> str:
     return ""
 
 
-def disconnect(draft: Draft, parent: int, child: int) -> None:
+def disconnect(draft: Draft, parent: int, child: int) -> dict[str, list[str]]:
     """Removes the edge ``parent → child``: the dependency, and the inputs of ``child`` that took an output of
-    ``parent`` become literal values."""
+    ``parent`` (returned by node, to flag them in its panel)."""
     if not (0 <= parent < len(draft.nodes) and 0 <= child < len(draft.nodes)):
-        return
+        return {}
     a = draft.nodes[parent].name.strip()
     target = draft.nodes[child]
     target.depends_on = [d for d in target.depends_on if d != a]
-    for row in target.inputs:
-        if row.source.partition(".")[0] == a:
-            row.source = ""
+    return draft.drop_inputs_from(child, a) if a else {}
 
 
 def _path(parents: dict[str, list[str]], start: str, goal: str) -> list[str] | None:

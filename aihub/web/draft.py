@@ -230,10 +230,26 @@ class Draft:
             return base
         return next(f"{base}{i}" for i in range(2, len(taken) + 3) if f"{base}{i}" not in taken)
 
-    def remove_node(self, index: int) -> None:
+    def remove_node(self, index: int) -> dict[str, list[str]]:
+        """Removes node ``index`` with its edges and the inputs that took its outputs; returns those inputs'
+        names by the node that had them (to flag them there)."""
         removed = self.nodes.pop(index).name.strip()
-        for node in self.nodes:
+        dropped: dict[str, list[str]] = {}
+        for i, node in enumerate(self.nodes):
             node.depends_on = [d for d in node.depends_on if d != removed]
+            if removed:
+                dropped |= self.drop_inputs_from(i, removed)
+        return dropped
+
+    def drop_inputs_from(self, index: int, parent: str) -> dict[str, list[str]]:
+        """Removes node ``index``'s inputs that take an output of ``parent``; ``{node: [their names]}`` when
+        there were some."""
+        node = self.nodes[index]
+        gone = [row for row in node.inputs if row.source.strip().partition(".")[0] == parent]
+        if not gone:
+            return {}
+        node.inputs = [row for row in node.inputs if row not in gone]
+        return {node.name.strip(): [row.name.strip() or "?" for row in gone]}
 
 
 def node_location(index: int, name: str) -> str:

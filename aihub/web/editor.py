@@ -85,6 +85,8 @@ class Editor:
     view: str = "canvas"  # "canvas" | "form" (the old long form, "form view")
     selected: int | None = None  # the canvas node whose fields the side panel shows
     notice: str = ""  # a canvas action refused at once (a cycle), shown next to the canvas
+    #: inputs removed with the node or edge they took an output of: node name -> the message in its panel
+    flagged: dict[str, str] = field(default_factory=dict)
     view_box: str = ""  # the canvas's pan and zoom, kept across re-renders
     drop: tuple[int, int] | None = None  # where a palette entry was dropped on the canvas
     attempted: bool = False  # a save was tried: the canvas lists every problem above it
@@ -160,7 +162,7 @@ def apply_op(state: Editor, op: str, choices: EditorChoices) -> None:
     if match:
         verb, what, arg = match.groups()
         count = len(state.draft.nodes)
-        _edit(state.draft, verb, what, (arg or "").split("-"), choices)
+        dropped = _edit(state.draft, verb, what, (arg or "").split("-"), choices)
         if (
             len(state.draft.nodes) > count and state.view == "canvas"
         ):  # a node added: where it was dropped, its panel open
@@ -173,6 +175,7 @@ def apply_op(state: Editor, op: str, choices: EditorChoices) -> None:
                 state.selected = None
             elif removed is not None and removed < state.selected:
                 state.selected -= 1
+        _flag(state, dropped, msg("it was deleted"))
         return
     if op == "arrange":
         arrange(state.draft)
@@ -186,7 +189,21 @@ def apply_op(state: Editor, op: str, choices: EditorChoices) -> None:
         elif verb == "connect" and second is not None:
             state.notice = connect(state.draft, first, second)
         elif verb == "disconnect" and second is not None:
-            disconnect(state.draft, first, second)
+            _flag(state, disconnect(state.draft, first, second), msg("the dependency on it was removed"))
+
+
+def _flag(state: Editor, dropped: dict[str, list[str]], why: str) -> None:
+    """Flags the inputs an edit removed in the panel of their node, and opens the first such panel."""
+    for node, names in dropped.items():
+        state.flagged[node] = msg(
+            "inputs {names} were removed: they took outputs of a node that is gone from this node's "
+            "ancestors ({why})",
+            names=", ".join(names),
+            why=why,
+        )
+    if dropped and state.view == "canvas":
+        first = next(iter(dropped))
+        state.selected = next((i for i, n in enumerate(state.draft.nodes) if n.name.strip() == first), None)
 
 
 def _to_form(state: Editor) -> None:
@@ -207,21 +224,24 @@ def _index(parts: list[str], at: int, items: list[Any]) -> int | None:
     return value if value is not None and value < len(items) else None
 
 
-def _edit(draft: Draft, verb: str, what: str, parts: list[str], choices: EditorChoices) -> None:
+def _edit(
+    draft: Draft, verb: str, what: str, parts: list[str], choices: EditorChoices
+) -> dict[str, list[str]]:
+    """Applies a button of the form; the inputs removed with a removed node, by node."""
     if what == "param":
         if verb == "add":
             draft.params.append(ParamRow())
         elif (i := _index(parts, 0, draft.params)) is not None:
             draft.params.pop(i)
-        return
+        return {}
     if what == "node":
         if verb == "add":
             taken = {n.name.strip() for n in draft.nodes}
             free = next(f"step{k}" for k in range(1, len(taken) + 2) if f"step{k}" not in taken)
             draft.nodes.append(NodeRow(name=free))
         elif (i := _index(parts, 0, draft.nodes)) is not None:
-            draft.remove_node(i)
-        return
+            return draft.remove_node(i)
+        return {}
     if what == "module":
         module = choices.module("-".join(parts))
         if verb == "add" and module is not None:
@@ -229,16 +249,17 @@ def _edit(draft: Draft, verb: str, what: str, parts: list[str], choices: EditorC
             draft.nodes.append(
                 NodeRow(name=draft.unique_node_name(module.name), module=module.name, inputs=inputs)
             )
-        return
+        return {}
     i = _index(parts, 0, draft.nodes)
     if i is None:
-        return
+        return {}
     node = draft.nodes[i]
     rows: list[Any] = {"input": node.inputs, "output": node.outputs, "env": node.env}[what]
     if verb == "add":
         rows.append({"input": InputRow, "output": OutputRow, "env": EnvRow}[what]())
     elif (j := _index(parts, 1, rows)) is not None:
         rows.pop(j)
+    return {}
 
 
 # ------------------------------------------------------------------------------------------------ save

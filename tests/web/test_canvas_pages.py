@@ -38,6 +38,13 @@ def node_at(html: str, index: int) -> tuple[int, int]:
     return int(match[1]), int(match[2])
 
 
+def input_names(form: Form, node: int) -> list[str]:
+    names: list[str] = []
+    while values := form.getlist(f"nodes-{node}-inputs-{len(names)}-name"):
+        names.append(values[-1])
+    return names
+
+
 def notice(html: str) -> str:
     match = re.search(r'<p class="error-box" id="canvas-notice" role="alert">(.*?)</p>', html, re.S)
     return html_lib.unescape(match[1]) if match else ""
@@ -131,10 +138,19 @@ async def test_deleting_a_node_removes_its_edges_and_flags_the_inputs_that_used_
     html, form = await act(client, url, form, "remove-node-0")
     assert 'id="edge-' not in html and form.get("nodes-0-name") == "step2"
     assert form.getlist("nodes-0-depends_on") == []
-    assert 'class="cnode has-error' in html  # step2 is outlined: its inputs name a node that is gone
-    html, form = await act(client, url, form, "select-0")
-    assert "there is no node 'step1'" in html_lib.unescape(html)
-    assert re.search(r'id="err-nodes-0-inputs-0-from"', html)
+    # step2's three inputs took step1's outputs: removed with it, and flagged on step2 (outlined, its panel
+    # open with the names); the draft is valid again
+    assert not [n for n in input_names(form, 0) if n.startswith("step1param")] and input_names(form, 0)
+    assert re.search(r'class="cnode has-warning selected" id="cnode-0"', html)
+    flag = re.search(r'id="nodes-0-flagged" role="alert">([^<]*)<', html)
+    assert flag is not None
+    assert html_lib.unescape(flag[1]) == (
+        "inputs step1param1, step1param2, step1param3 were removed: they took outputs of a node that is gone "
+        "from this node's ancestors (it was deleted)"
+    )
+    assert "has-error" not in html
+    html, form = await act(client, url, form, "")
+    assert 'id="nodes-0-flagged"' not in html  # said once, with the change
 
 
 async def test_deleting_an_edge_and_arranging(web: Web) -> None:
@@ -146,6 +162,7 @@ async def test_deleting_an_edge_and_arranging(web: Web) -> None:
     _, form = await act(client, url, form, "connect-0-1")
     html, form = await act(client, url, form, "disconnect-0-1")
     assert 'id="edge-0-1"' not in html and form.getlist("nodes-1-depends_on") == []
+    assert 'id="nodes-1-flagged"' not in html  # no input took an output of the parent: nothing to flag
     _, form = await act(client, url, form, "connect-0-1")
     response = await client.post(url, form.data("arrange"), htmx=True)
     html = response.text
@@ -264,3 +281,15 @@ async def test_positions_through_the_api_export_and_a_copy(web: Web) -> None:
         headers={"Authorization": f"Bearer {token}"},
     )
     assert "ui.x: must be a number (got 'left')" in answer.text
+
+
+async def test_deleting_an_edge_removes_and_flags_the_inputs_that_took_the_parents_outputs(web: Web) -> None:
+    client = await web.client("alice")
+    source = await create_workflow(await User.get(username="alice"), example())
+    url = f"/versions/{source.id}/copy"
+    html, form = await canvas(client, url)
+    html, form = await act(client, url, form, "disconnect-0-1")
+    assert 'id="edge-0-1"' not in html and form.getlist("nodes-1-depends_on") == []
+    assert not [n for n in input_names(form, 1) if n.startswith("step1param")] and input_names(form, 1)
+    flag = re.search(r'id="nodes-1-flagged" role="alert">([^<]*)<', html)
+    assert flag is not None and html_lib.unescape(flag[1]).endswith("(the dependency on it was removed)")
