@@ -8,9 +8,12 @@ used again after a server restart (``find`` re-attaches to a job that was starte
 from __future__ import annotations
 
 import asyncio
+import json
+import os
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import Any, Literal, Protocol
 
 from aihub.domain.resources import Resources
@@ -194,3 +197,18 @@ class SharedWaits:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         self._tasks.clear()
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    """Writes ``data`` to ``path`` atomically (a reader sees the old file or the new one, never half)."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data))
+    os.replace(tmp, path)
+
+
+def read_json(path: Path) -> dict[str, Any] | None:
+    """The JSON object in ``path``; None when it is missing or not JSON."""
+    try:
+        return json.loads(path.read_text())  # type: ignore[no-any-return]
+    except (OSError, ValueError):
+        return None

@@ -56,7 +56,16 @@ from pathlib import Path
 from typing import Any, Literal
 
 from aihub.engine.artifacts import ArtifactError, unpack
-from aihub.engine.executors.base import ExitReport, Handle, Job, JobKey, OutputDecl, SharedWaits
+from aihub.engine.executors.base import (
+    ExitReport,
+    Handle,
+    Job,
+    JobKey,
+    OutputDecl,
+    SharedWaits,
+    read_json,
+    write_json,
+)
 from aihub.engine.executors.k8s_pod import LABEL_ATTEMPT, LABEL_NODE, LABEL_RUN, label_value, pod_name
 from aihub.engine.outputs import collect_outputs
 from aihub.settings import absolute_path
@@ -219,7 +228,7 @@ class ContainerExecutor:
             return await asyncio.to_thread(_fail_launch, scratch, data, str(exc))
         self._children[job.key.slug] = proc
         data["pid"], data["start_time"] = proc.pid, _start_time(proc.pid)
-        await asyncio.to_thread(_write_json, scratch / "meta.json", data)
+        await asyncio.to_thread(write_json, scratch / "meta.json", data)
         return Handle(self.name, job.key.slug, data)
 
     def _handle_data(self, job: Job, scratch: Path, log_path: Path) -> dict[str, Any]:
@@ -376,7 +385,7 @@ class ContainerExecutor:
         """The attempt: ended (its report is saved), or its container, looked up by its labels."""
         await self.probe()
         scratch = self.work_root / key.slug
-        data = await asyncio.to_thread(_read_json, scratch / "meta.json")
+        data = await asyncio.to_thread(read_json, scratch / "meta.json")
         if data is None:
             return None
         if (scratch / "report.json").exists() or (scratch / "exit").exists():
@@ -408,7 +417,7 @@ class ContainerExecutor:
     async def _wait(self, handle: Handle) -> ExitReport:
         data = handle.data
         scratch = Path(data["scratch"])
-        saved = await asyncio.to_thread(_read_json, scratch / "report.json")
+        saved = await asyncio.to_thread(read_json, scratch / "report.json")
         if saved is not None:
             return ExitReport.from_json(saved)
         failed = _read_text(scratch / "exit")
@@ -433,7 +442,7 @@ class ContainerExecutor:
         ordinary = code is not None and 0 <= code <= 124 and not (scratch / "stop").exists()
         state = None if ordinary else await self._inspect(name)
         report = await self._report(data, state, code if ordinary else None)
-        await asyncio.to_thread(_write_json, scratch / "report.json", report.to_json())
+        await asyncio.to_thread(write_json, scratch / "report.json", report.to_json())
         self._clean_later(data, state)
         return report
 
@@ -559,7 +568,7 @@ class ContainerExecutor:
         scratch = Path(data["scratch"])
         inspected = await self._inspect(data["container"]) if not data.get("error") else None
         if inspected is None:
-            inspected = await asyncio.to_thread(_read_json, scratch / "inspect.json")
+            inspected = await asyncio.to_thread(read_json, scratch / "inspect.json")
         text = {
             "executor": self.name,
             "engine": data.get("engine") or self.engine,
@@ -647,7 +656,7 @@ class ContainerExecutor:
             for name, (data, state) in batch.items():
                 state = state or inspected.get(name)
                 if state is not None:
-                    await asyncio.to_thread(_write_json, Path(data["scratch"]) / "inspect.json", state)
+                    await asyncio.to_thread(write_json, Path(data["scratch"]) / "inspect.json", state)
             if not self.keep_containers:
                 await self._engine("rm", "-f", "-v", *batch, check=False, within=300)
             for data, _ in batch.values():
@@ -716,7 +725,7 @@ def _prepare_scratch(scratch: Path, data: dict[str, Any]) -> None:
     log_path = Path(data["log"])
     log_path.parent.mkdir(parents=True, exist_ok=True)
     data["log_offset"] = log_path.stat().st_size if log_path.exists() else 0
-    _write_json(scratch / "meta.json", data)
+    write_json(scratch / "meta.json", data)
 
 
 def _fail_launch(scratch: Path, data: dict[str, Any], message: str) -> Handle:
@@ -834,19 +843,6 @@ def _read_text(path: Path) -> str | None:
     try:
         return path.read_text().strip() or None
     except OSError:
-        return None
-
-
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data))
-    os.replace(tmp, path)
-
-
-def _read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        return json.loads(path.read_text())  # type: ignore[no-any-return]
-    except (OSError, ValueError):
         return None
 
 

@@ -52,7 +52,17 @@ from kubernetes_asyncio import client, config, watch
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from aihub.engine.artifacts import ArtifactError, pack, unpack
-from aihub.engine.executors.base import ExitReport, Handle, Job, JobKey, OutputDecl, OutputValue, SharedWaits
+from aihub.engine.executors.base import (
+    ExitReport,
+    Handle,
+    Job,
+    JobKey,
+    OutputDecl,
+    OutputValue,
+    SharedWaits,
+    read_json,
+    write_json,
+)
 from aihub.engine.executors.k8s_pod import (
     ANNOTATION_KEY,
     ANNOTATION_MARK,
@@ -446,7 +456,7 @@ class KubernetesExecutor:
         for pod in pods:
             if _annotations(pod).get(ANNOTATION_KEY) == wanted:
                 return Handle(self.name, pod["metadata"]["name"], _handle_data(pod, log_path))
-        saved = await asyncio.to_thread(_read_json, _saved_path(log_path))
+        saved = await asyncio.to_thread(read_json, _saved_path(log_path))
         if saved is not None:
             return Handle.from_json(saved["handle"])
         return None
@@ -461,7 +471,7 @@ class KubernetesExecutor:
         if data.get("error"):
             return ExitReport(exit_code=None, error=data["error"])
         await self.probe()
-        saved = await asyncio.to_thread(_read_json, _saved_path(log_path))
+        saved = await asyncio.to_thread(read_json, _saved_path(log_path))
         if saved is not None:  # ended before (maybe the pod outlived a crash right after the report)
             if not self.keep_pods:
                 await self._delete_pod(handle.id, 0)
@@ -707,7 +717,7 @@ class KubernetesExecutor:
             "describe": self._describe_pod(pod, name) if pod is not None else None,
             "events": await self._pod_events(name),
         }
-        await asyncio.to_thread(_write_json, _saved_path(follower.log_path), snapshot)
+        await asyncio.to_thread(write_json, _saved_path(follower.log_path), snapshot)
         self._events.pop(name, None)
 
     # ------------------------------------------------------------------------------------------ stop
@@ -745,7 +755,7 @@ class KubernetesExecutor:
         if handle.data.get("error"):
             return {"executor": self.name, "pod": name, "state": f"failed to start: {handle.data['error']}"}
         await self.probe()
-        saved = await asyncio.to_thread(_read_json, _saved_path(Path(handle.data["log"])))
+        saved = await asyncio.to_thread(read_json, _saved_path(Path(handle.data["log"])))
         if saved is not None and saved.get("describe"):
             return dict(saved["describe"])
         try:
@@ -789,7 +799,7 @@ class KubernetesExecutor:
         """The pod's Kubernetes events, oldest first (kept with the report once the attempt ended)."""
         if handle.data.get("error"):
             return []
-        saved = await asyncio.to_thread(_read_json, _saved_path(Path(handle.data["log"])))
+        saved = await asyncio.to_thread(read_json, _saved_path(Path(handle.data["log"])))
         if saved is not None:
             return list(saved.get("events") or [])
         await self.probe()
@@ -1214,16 +1224,3 @@ def _append_line_sync(path: Path, line: str) -> None:
 def _append_sync(path: Path, data: bytes) -> None:
     with open(path, "ab") as f:
         f.write(data)
-
-
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data))
-    os.replace(tmp, path)
-
-
-def _read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        return json.loads(path.read_text())  # type: ignore[no-any-return]
-    except (OSError, ValueError):
-        return None

@@ -62,6 +62,8 @@ from aihub.engine.executors.base import (
     Resources,
     SharedWaits,
     StorageMount,
+    read_json,
+    write_json,
 )
 from aihub.engine.outputs import collect_outputs
 from aihub.settings import absolute_path
@@ -211,19 +213,6 @@ def _runs_supervisor_of(pid: int, scratch: Path) -> bool:
     except ValueError:
         return False
     return cmdline[at + 1 : at + 2] == [str(scratch)]
-
-
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data))
-    os.replace(tmp, path)
-
-
-def _read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        return json.loads(path.read_text())  # type: ignore[no-any-return]
-    except (OSError, ValueError):
-        return None
 
 
 def _reap_orphans() -> None:
@@ -694,7 +683,7 @@ class LocalExecutor:
         found among this host's processes by its command line, which names the scratch dir: no PID file
         to trust after a reboot, no PID reuse to fear)."""
         scratch = self.work_root / key.slug
-        data = _read_json(scratch / "meta.json")
+        data = read_json(scratch / "meta.json")
         if data is None:
             return None
         if not (scratch / "exit").exists():
@@ -720,7 +709,7 @@ class LocalExecutor:
             return ExitReport(None, error=ELSEWHERE.format(scratch=scratch))
         # A report is saved only when outputs were collected (anything else can be read again from the
         # status files); one of our own children has none yet.
-        saved = None if handle.id in self._children else _read_json(scratch / "report.json")
+        saved = None if handle.id in self._children else read_json(scratch / "report.json")
         if saved is None:
             child = self._children.get(handle.id)  # (forgotten once reaped)
             await self._until_ended(handle)
@@ -728,7 +717,7 @@ class LocalExecutor:
                 _record_stopped_supervisor(child, scratch)
             report = await self._report(handle.data, scratch)
             if handle.data["outputs"]:
-                _write_json(scratch / "report.json", report.to_json())
+                write_json(scratch / "report.json", report.to_json())
         else:
             report = ExitReport.from_json(saved)
         # removed off the hand-off path (again after a crash between saving and removing: harmless)
