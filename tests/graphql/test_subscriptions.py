@@ -14,6 +14,7 @@ from aihub.services import auth as auth_services
 from aihub.services import runs as run_services
 from aihub.services.access import get_run
 from tests.graphql.harness import RUN_EVENTS, GraphQLErrors, Server, WsClient
+from tests.polling import until
 
 pytestmark = pytest.mark.usefixtures("users")
 
@@ -202,6 +203,14 @@ async def test_a_revoked_token_ends_an_open_log_stream(
             [_ async for _ in lines]
     assert errors.value.first["extensions"] == {"code": "UNAUTHENTICATED", "field": "token"}
     gate.write_text("")
+    # the node ends before the test does: its gate is gone with the test's shared dir, and a node that missed
+    # it would poll for it for ever, outliving the server (it did, in every run of the suite)
+    await until(lambda: _run_status(users, run_id), "the run to end")
+
+
+async def _run_status(users: Server, run_id: str) -> bool:
+    data = await users.gql("query($id: ID!) { run(id: $id) { status } }", {"id": run_id}, as_="alice")
+    return data["run"]["status"] == "SUCCEEDED"
 
 
 async def test_node_logs_of_an_attempt_that_never_starts_end_with_the_run(
