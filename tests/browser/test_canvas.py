@@ -14,12 +14,8 @@ import pytest
 from playwright.sync_api import Browser, Locator, Page, expect
 from test_module_review import expect_status, register_module, session, set_up_team
 from test_quick_start import GREEN, LIVE_TIMEOUT, STEP2_LINES, expect_node, log_in, shot, start_run
+from test_workflow_editor import SEED, add_row, fill_outputs
 from webserver import WebServer, web_server
-
-from aihub.domain.spec import parse_spec
-
-REPO = Path(__file__).resolve().parents[2]
-SEED = parse_spec((REPO / "examples" / "pass-params-demo.yaml").read_text())
 
 
 @pytest.fixture(scope="module")
@@ -90,11 +86,6 @@ def open_panel(page: Page, name: str, index: int) -> None:
     expect(page.locator(f"#nodes-{index}-name")).to_have_value(name)
 
 
-def add_row(page: Page, button: str, first_field: str) -> None:
-    page.locator(button).click()
-    expect(page.locator(first_field)).to_be_visible()
-
-
 def position(page: Page, index: int) -> tuple[str, str]:
     group = page.locator(f"#cnode-{index}")
     return group.get_attribute("data-x") or "", group.get_attribute("data-y") or ""
@@ -142,11 +133,7 @@ def test_the_seed_example_built_by_drag_and_drop_runs(page: Page, server: WebSer
     open_panel(page, "step1", 0)
     page.locator("#nodes-0-image").fill(step1.image)
     page.locator("#nodes-0-command").fill(step1.command)
-    for j, out in enumerate(step1.outputs):
-        add_row(page, "#nodes-0-add-output", f"#nodes-0-outputs-{j}-name")
-        page.locator(f"#nodes-0-outputs-{j}-name").fill(out.name)
-        page.locator(f"#nodes-0-outputs-{j}-path").fill(out.path)
-        page.locator(f"#nodes-0-outputs-{j}-type").select_option(out.type)
+    fill_outputs(page, 0, step1.outputs)
 
     open_panel(page, "step2", 1)
     page.locator("#nodes-1-command").fill(step2.command)

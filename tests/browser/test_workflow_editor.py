@@ -4,13 +4,14 @@ edits; save, see the version's DAG, run it and watch it turn green."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 from playwright.sync_api import Page, expect
 from test_quick_start import GREEN, LIVE_TIMEOUT, STEP2_LINES, expect_node, log_in, shot, start_run
 from webserver import WebServer
 
-from aihub.domain.spec import parse_spec
+from aihub.domain.spec import OutputDecl, parse_spec
 
 REPO = Path(__file__).resolve().parents[2]
 SEED = parse_spec((REPO / "examples" / "pass-params-demo.yaml").read_text())
@@ -19,6 +20,15 @@ SEED = parse_spec((REPO / "examples" / "pass-params-demo.yaml").read_text())
 def add_row(page: Page, button: str, first_field: str) -> None:
     page.locator(button).click()
     expect(page.locator(first_field)).to_be_visible()
+
+
+def fill_outputs(page: Page, index: int, outputs: Sequence[OutputDecl]) -> None:
+    """Adds and fills node ``index``'s output rows (the form view and the canvas's panel share the fields)."""
+    for j, out in enumerate(outputs):
+        add_row(page, f"#nodes-{index}-add-output", f"#nodes-{index}-outputs-{j}-name")
+        page.locator(f"#nodes-{index}-outputs-{j}-name").fill(out.name)
+        page.locator(f"#nodes-{index}-outputs-{j}-path").fill(out.path)
+        page.locator(f"#nodes-{index}-outputs-{j}-type").select_option(out.type)
 
 
 def test_the_seed_workflow_built_in_the_editor_form(page: Page, server: WebServer) -> None:
@@ -44,11 +54,7 @@ def test_the_seed_workflow_built_in_the_editor_form(page: Page, server: WebServe
     step1, step2 = SEED.nodes
     page.locator("#nodes-0-image").fill(step1.image)
     page.locator("#nodes-0-command").fill(step1.command)
-    for j, out in enumerate(step1.outputs):
-        add_row(page, "#nodes-0-add-output", f"#nodes-0-outputs-{j}-name")
-        page.locator(f"#nodes-0-outputs-{j}-name").fill(out.name)
-        page.locator(f"#nodes-0-outputs-{j}-path").fill(out.path)
-        page.locator(f"#nodes-0-outputs-{j}-type").select_option(out.type)
+    fill_outputs(page, 0, step1.outputs)
 
     page.locator("#add-node").click()
     expect(page.locator("#nodes-1-name")).to_have_value("step2")
