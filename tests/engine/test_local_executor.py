@@ -422,7 +422,9 @@ async def test_an_attempt_of_another_data_dir_is_lost_not_followed(
         "lost: the attempt ran under another data dir"
     )
     await host_a.stop(handle, grace=0)
-    assert (await host_a.wait(handle)).exit_code == 137
+    # stopped by its own host: SIGTERM then at once SIGKILL, so the shim may record either (seen under load)
+    stopped = await host_a.wait(handle)
+    assert stopped.stopped and stopped.exit_code in (137, 143)
 
 
 # ------------------------------------------------------------------------------------------------- outputs
