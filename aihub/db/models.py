@@ -6,23 +6,17 @@ values of ``aihub.domain.status``; JSON columns hold spec/params/handles as plai
 
 from __future__ import annotations
 
-from enum import StrEnum
-
 from tortoise import fields
 from tortoise.indexes import Index
 from tortoise.models import Model
 
 from aihub.domain.status import BuildStatus, ModuleStatus, NodeStatus, ReviewStatus, RunStatus
+from aihub.domain.tokens import TokenKind
 
-__all__ = ["BuildStatus", "ModuleStatus", "ReviewStatus"]  # re-exported: they live in aihub.domain.status
+# re-exported: they live in aihub.domain
+__all__ = ["BuildStatus", "ModuleStatus", "ReviewStatus", "TokenKind"]
 
 # ``Index(fields=...)`` takes column names as they are: a foreign key ``owner`` is the column ``owner_id``.
-
-
-class TokenKind(StrEnum):
-    PERSONAL = "personal"
-    SESSION = "session"
-    RUN = "run"
 
 
 class Team(Model):

@@ -7,18 +7,20 @@ never serves rows cached by an earlier operation.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.websockets import WebSocket
 from strawberry.types import Info as StrawberryInfo
 
-from aihub.db.models import ApiToken, User
 from aihub.graphql.loaders import Loaders
 from aihub.logs import new_request_id
-from aihub.runtime import Runtime
 from aihub.services.auth import Unauthenticated
+
+if TYPE_CHECKING:
+    from aihub.db.models import ApiToken, User
+    from aihub.runtime import Runtime
 
 
 @dataclass

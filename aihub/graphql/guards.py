@@ -38,7 +38,7 @@ from graphql import (
 from graphql.utilities import get_operation_ast, value_from_ast_untyped
 from strawberry.extensions import SchemaExtension
 
-from aihub.db.models import TokenKind
+from aihub.domain.tokens import TokenKind
 from aihub.graphql.types.common import parse_id
 from aihub.services.errors import ServiceError
 from aihub.services.tokens import RUN_TOKEN_RUN_ARGUMENT, check_run_token_operation

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from aihub.db.models import User
 from aihub.web.admin import admin_routes
 from aihub.web.auth_routes import auth_routes
 from aihub.web.editor import editor_routes
@@ -16,6 +17,9 @@ from aihub.web.render import STATIC
 from aihub.web.runs import run_routes
 from aihub.web.session import page, redirect
 from aihub.web.workflows import workflow_routes
+
+if TYPE_CHECKING:
+    from aihub.db.models import User
 
 
 @page

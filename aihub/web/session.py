@@ -15,24 +15,27 @@ import hmac
 import secrets
 from collections.abc import Awaitable, Callable
 from functools import wraps
+from typing import TYPE_CHECKING
 from urllib.parse import quote
 
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from tortoise.exceptions import ValidationError
 
-from aihub.db.models import User
 from aihub.domain.ids import in_row_id_range
 from aihub.services.auth import WEB_SESSION_KINDS, authenticate
 from aihub.services.errors import InvalidInput, NotFound, ServiceError
 from aihub.web import i18n
 from aihub.web.render import is_htmx, render, secure
 
+if TYPE_CHECKING:
+    from aihub.db.models import User
+
 SESSION_COOKIE = "aihub_session"
 CSRF_COOKIE = "aihub_csrf"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
-Handler = Callable[[Request, User], Awaitable[Response]]
+Handler = Callable[[Request, "User"], Awaitable[Response]]
 
 
 def set_cookie(request: Request, response: Response, name: str, value: str, max_age: int | None) -> None:

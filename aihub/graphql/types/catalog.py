@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 import strawberry
 
-from aihub.db.models import Category, DataStorage, VirtualCluster
 from aihub.graphql.types.common import JSON
+
+if TYPE_CHECKING:
+    from aihub.db.models import Category, DataStorage, VirtualCluster
 
 
 @strawberry.type(name="VirtualCluster")

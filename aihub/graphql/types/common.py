@@ -5,9 +5,8 @@ from __future__ import annotations
 import strawberry
 from strawberry.scalars import JSON
 
-from aihub.db.models import ModuleStatus, ReviewStatus
 from aihub.domain.ids import parse_row_id
-from aihub.domain.status import NodeStatus, RunStatus
+from aihub.domain.status import ModuleStatus, NodeStatus, ReviewStatus, RunStatus
 from aihub.services.errors import InvalidInput
 
 __all__ = [

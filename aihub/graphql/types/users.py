@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 import strawberry
 
-from aihub.db.models import ApiToken, Team, User
 from aihub.graphql.context import Info
+
+if TYPE_CHECKING:
+    from aihub.db.models import ApiToken, Team, User
 
 
 @strawberry.type(name="Team")

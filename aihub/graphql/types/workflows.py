@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 import strawberry
 
-from aihub.db.models import Workflow, WorkflowVersion
 from aihub.domain.spec import parse_spec
 from aihub.graphql.context import Info
 from aihub.graphql.types.common import JSON
 from aihub.graphql.types.users import UserType, load_user
+
+if TYPE_CHECKING:
+    from aihub.db.models import Workflow, WorkflowVersion
 
 
 @strawberry.type(name="Workflow")
