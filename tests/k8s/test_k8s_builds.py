@@ -261,7 +261,13 @@ async def test_a_build_that_takes_too_long_fails_and_its_job_is_deleted(
 
 
 async def test_a_job_left_by_an_interrupted_attempt_is_replaced(
-    make_builds, owner: User, repo: GitRepo, emulator: Emulator, job_controller: JobController, db: Settings
+    make_builds,
+    owner: User,
+    repo: GitRepo,
+    emulator: Emulator,
+    job_controller: JobController,
+    db: Settings,
+    configuration: client.Configuration,
 ) -> None:
     builds = await make_builds()
     first = await newest_build(await register(builds, owner, repo))
@@ -269,7 +275,7 @@ async def test_a_job_left_by_an_interrupted_attempt_is_replaced(
     stale = {**job_controller.seen[0], "metadata": {"name": stale_name, "labels": {"stale": "yes"}}}
     stale.pop("status", None)
     job_controller.hold()
-    async with client.ApiClient(builds.backend._configuration) as api:  # type: ignore[attr-defined]
+    async with client.ApiClient(configuration) as api:
         await client.BatchV1Api(api).create_namespaced_job(NAMESPACE, stale)
     job_controller.release()
     module = await register(builds, owner, repo, name="hash-file-2")

@@ -43,14 +43,8 @@ from aihub.engine.builds.backend import BuiltImage
 from aihub.engine.builds.dockerfile import DockerfileInfo
 from aihub.engine.builds.kubernetes import KanikoOptions, kaniko_job
 from aihub.engine.builds.local import BuildFailure
-from aihub.engine.executors.kubernetes import (
-    KubernetesApiError,
-    _all_container_statuses,
-    _call,
-    _has_started,
-    _request,
-    load_configuration,
-)
+from aihub.engine.executors.k8s_client import API_TIMEOUT, Cluster, KubernetesApiError, call_options, request
+from aihub.engine.executors.kubernetes import _all_container_statuses, _has_started
 from aihub.settings import Settings
 
 if TYPE_CHECKING:
@@ -63,7 +57,6 @@ logger = logging.getLogger("aihub.builds")
 _T = TypeVar("_T")
 Check = Callable[[dict[str, Any] | None, str], _T | None]
 
-_API_TIMEOUT = 30.0
 _CONTAINERS = ("clone", "kaniko")  # the build pod's containers, in the order they run
 _LOG_LIMIT = 4 * 1024 * 1024  # bytes of each container's log copied into the build log
 _CHUNK = 64 * 1024
@@ -98,12 +91,7 @@ class KubernetesBuildBackend:
         self.log_drain = log_drain  # how long the log streams may take to end once the Job has finished
         self.eof_grace = eof_grace  # how long a log stream's end may precede the container's in its status
         self.log_retry = log_retry  # seconds before a broken log stream is followed again
-        self._configuration = configuration
-        self._in_cluster = in_cluster
-        self._kubeconfig = kubeconfig
-        self._context = context
-        self._api: client.ApiClient | None = None
-        self._lock = asyncio.Lock()
+        self._cluster = Cluster(configuration, in_cluster=in_cluster, kubeconfig=kubeconfig, context=context)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> KubernetesBuildBackend:
@@ -127,20 +115,8 @@ class KubernetesBuildBackend:
             timeout=float(timeout),
         )
 
-    # ------------------------------------------------------------------------------------- client
-    async def _client(self) -> client.ApiClient:
-        async with self._lock:
-            if self._api is None:
-                cfg = self._configuration or await load_configuration(
-                    in_cluster=self._in_cluster, kubeconfig=self._kubeconfig, context=self._context
-                )
-                self._api = client.ApiClient(cfg)
-            return self._api
-
     async def close(self) -> None:
-        if self._api is not None:
-            await self._api.close()
-            self._api = None
+        await self._cluster.close()
 
     # ------------------------------------------------------------------------------------- a build
     async def produce(
@@ -167,7 +143,7 @@ class KubernetesBuildBackend:
         name = manifest["metadata"]["name"]
         ns = self.options.namespace
         try:
-            api = await self._client()
+            api = await self._cluster.api()
         except Exception as exc:
             raise BuildFailure(
                 f"the Kubernetes build backend cannot load its cluster configuration: {exc}"
@@ -211,19 +187,19 @@ class KubernetesBuildBackend:
     ) -> dict[str, Any]:
         ns, name = self.options.namespace, manifest["metadata"]["name"]
         try:
-            return await _request(batch.create_namespaced_job(ns, manifest, **_call()))
+            return await request(batch.create_namespaced_job(ns, manifest, **call_options()))
         except KubernetesApiError as exc:
             if exc.status != 409:
                 raise
         log(f"a Job {name} of an interrupted attempt exists; deleting it and starting again")
         await self._delete(batch, name, log)
-        return await _request(batch.create_namespaced_job(ns, manifest, **_call()))
+        return await request(batch.create_namespaced_job(ns, manifest, **call_options()))
 
     async def _delete(self, batch: client.BatchV1Api, name: str, log: Callable[[str], None]) -> None:
         try:
-            await _request(
+            await request(
                 batch.delete_namespaced_job(
-                    name, self.options.namespace, propagation_policy="Background", **_call()
+                    name, self.options.namespace, propagation_policy="Background", **call_options()
                 )
             )
         except KubernetesApiError as exc:
@@ -252,7 +228,7 @@ class KubernetesBuildBackend:
         none; type ``LISTED``), then on each watched change. List, then watch from the list's version; a watch
         the server ends is resumed from the last version seen, an expired one (410 Gone) listed again."""
         while True:
-            listing = await _request(list_call(self.options.namespace, **selector, **_call()))
+            listing = await request(list_call(self.options.namespace, **selector, **call_options()))
             result = check(_newest(listing.get("items") or []), "LISTED")
             if result is not None:
                 return result
@@ -279,7 +255,7 @@ class KubernetesBuildBackend:
                 timeout_seconds=self.watch_timeout,
                 allow_watch_bookmarks=True,
                 _request_timeout=aiohttp.ClientTimeout(
-                    sock_connect=_API_TIMEOUT, sock_read=self.watch_timeout + _API_TIMEOUT
+                    sock_connect=API_TIMEOUT, sock_read=self.watch_timeout + API_TIMEOUT
                 ),
                 **selector,
             ):
@@ -366,8 +342,8 @@ class KubernetesBuildBackend:
             await asyncio.wait({streams}, timeout=drain)
         await _stop(streams)
         try:
-            listing = await _request(
-                core.list_namespaced_pod(self.options.namespace, **_pod_selector(uid), **_call())
+            listing = await request(
+                core.list_namespaced_pod(self.options.namespace, **_pod_selector(uid), **call_options())
             )
         except (*_STREAM_ERRORS, ApiException) as exc:
             log(f"could not read the build pod's logs: {exc}")
@@ -393,7 +369,7 @@ class KubernetesBuildBackend:
         """Read the container's log from its start into the build log, skipping the lines it holds already;
         a follow lasts until the container ends (or the server ends the stream)."""
         container.restart()
-        timeout = aiohttp.ClientTimeout(sock_connect=_API_TIMEOUT) if follow else _API_TIMEOUT
+        timeout = aiohttp.ClientTimeout(sock_connect=API_TIMEOUT) if follow else API_TIMEOUT
         resp = await core.read_namespaced_pod_log(
             pod,
             self.options.namespace,

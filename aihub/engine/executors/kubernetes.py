@@ -48,7 +48,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import aiohttp
-from kubernetes_asyncio import client, config, watch
+from kubernetes_asyncio import client, watch
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from aihub.engine.artifacts import ArtifactError, pack, unpack
@@ -62,6 +62,13 @@ from aihub.engine.executors.base import (
     SharedWaits,
     read_json,
     write_json,
+)
+from aihub.engine.executors.k8s_client import (
+    API_TIMEOUT,
+    Cluster,
+    KubernetesApiError,
+    call_options,
+    request,
 )
 from aihub.engine.executors.k8s_pod import (
     ANNOTATION_KEY,
@@ -92,7 +99,6 @@ DEFAULT_IMAGE = "python:3.11-slim"
 FATAL_WAITING = frozenset({"InvalidImageName", "ErrImageNeverPull", "CreateContainerConfigError"})
 #: waiting reasons that may heal (a registry hiccup): the attempt fails when they last ``pull_grace`` seconds
 SLOW_WAITING = frozenset({"ErrImagePull", "ImagePullBackOff", "CreateContainerError"})
-_API_TIMEOUT = 30.0
 _RESYNC = 60.0  # a follower re-reads its pod at least this often, whatever the watch says
 _RETRY = 2.0  # seconds before a failed log stream or API read is retried
 _CHUNK = 64 * 1024
@@ -101,24 +107,6 @@ _EVENTS_PER_POD = 100
 _EVENT_PODS = 5000
 _GONE_KEPT = 10_000
 _ROOT_KIND_KEY = "AIHUB.root"  # the pax header aihub.engine.artifacts.pack writes: "file" or "dir"
-
-
-class KubernetesApiError(Exception):
-    """A non-2xx answer of the API server, with the ``Status`` it sent."""
-
-    def __init__(self, status: int, reason: str, message: str) -> None:
-        super().__init__(f"{status} {reason}: {message}")
-        self.status = status
-        self.reason = reason
-        self.message = message
-
-    @classmethod
-    def from_body(cls, status: int, body: bytes) -> KubernetesApiError:
-        try:
-            data = json.loads(body)
-            return cls(status, str(data.get("reason", "")), str(data.get("message", "")))
-        except (ValueError, AttributeError):
-            return cls(status, "", body[:200].decode(errors="replace"))
 
 
 @dataclass
@@ -288,11 +276,7 @@ class KubernetesExecutor:
         self.log_drain = log_drain
         self.stop_margin = stop_margin
         self.eof_grace = eof_grace  # how long a log stream's end may precede the container's in its status
-        self._configuration = configuration
-        self._in_cluster = in_cluster
-        self._kubeconfig = kubeconfig
-        self._context = context
-        self._api: client.ApiClient | None = None
+        self._cluster = Cluster(configuration, in_cluster=in_cluster, kubeconfig=kubeconfig, context=context)
         self._core_api: client.CoreV1Api | None = None
         self._probe_lock = asyncio.Lock()
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -330,28 +314,25 @@ class KubernetesExecutor:
         async with self._probe_lock:
             if self._core_api is not None:
                 return
-            cfg = self._configuration or await load_configuration(
-                in_cluster=self._in_cluster, kubeconfig=self._kubeconfig, context=self._context
-            )
-            api = client.ApiClient(cfg)
+            api = await self._cluster.api()
             core = client.CoreV1Api(api)
             try:
-                await _request(core.list_namespaced_pod(self.namespace, limit=1, **_call()))
+                await request(core.list_namespaced_pod(self.namespace, limit=1, **call_options()))
             except (KubernetesApiError, aiohttp.ClientError, OSError, TimeoutError) as exc:
-                await api.close()
+                await self._cluster.close()
                 raise RuntimeError(
                     f"Kubernetes executor: cannot list pods in namespace {self.namespace!r} "
-                    f"at {cfg.host}: {exc}"
+                    f"at {api.configuration.host}: {exc}"
                 ) from exc
-            self._api, self._core_api = api, core
+            self._core_api = core
             self._spawn(self._watch_pods(), "pod watch")
             self._spawn(self._watch_events(), "event watch")
-        async with asyncio.timeout(_API_TIMEOUT):
+        async with asyncio.timeout(API_TIMEOUT):
             await self._pods_synced.wait()
 
     async def ready(self) -> None:
         """Raise unless the cluster answers a pod listing in the namespace now (``/readyz``)."""
-        await _request(self._core.list_namespaced_pod(self.namespace, limit=1, **_call()))
+        await request(self._core.list_namespaced_pod(self.namespace, limit=1, **call_options()))
 
     @property
     def _core(self) -> client.CoreV1Api:
@@ -369,9 +350,8 @@ class KubernetesExecutor:
         self._tasks.clear()
         self._pods_synced = asyncio.Event()  # a later probe() starts from a fresh list
         self._pods.clear()
-        if self._api is not None:
-            await self._api.close()
-            self._api = self._core_api = None
+        await self._cluster.close()
+        self._core_api = None
 
     def _spawn(self, coro: Awaitable[Any], name: str) -> None:
         task: asyncio.Task[Any] = asyncio.ensure_future(coro)
@@ -397,7 +377,9 @@ class KubernetesExecutor:
         except LaunchError as exc:
             return _failed_handle(job.key, name, log_path, str(exc))
         try:
-            created = await _request(self._core.create_namespaced_pod(self.namespace, manifest, **_call()))
+            created = await request(
+                self._core.create_namespaced_pod(self.namespace, manifest, **call_options())
+            )
         except KubernetesApiError as exc:
             if exc.status == 409:  # started before a restart, then not recorded: the same attempt
                 existing = await self._find(job.key, ask_server=True)
@@ -445,8 +427,10 @@ class KubernetesExecutor:
     async def _find(self, key: JobKey, *, ask_server: bool) -> Handle | None:
         log_path = self.logs.path(key.run_id, key.node, key.attempt)
         if ask_server:
-            listing = await _request(
-                self._core.list_namespaced_pod(self.namespace, label_selector=key_selector(key), **_call())
+            listing = await request(
+                self._core.list_namespaced_pod(
+                    self.namespace, label_selector=key_selector(key), **call_options()
+                )
             )
             pods = listing.get("items") or []
         else:
@@ -526,7 +510,9 @@ class KubernetesExecutor:
         if name in self._gone:
             return self._gone[name], True
         try:
-            return await _request(self._core.read_namespaced_pod(name, self.namespace, **_call())), False
+            return await request(
+                self._core.read_namespaced_pod(name, self.namespace, **call_options())
+            ), False
         except KubernetesApiError as exc:
             if exc.status == 404:
                 return None, True
@@ -600,7 +586,7 @@ class KubernetesExecutor:
         """Read the main container's log from its start into the archive (skipping what it holds)."""
         skip = await asyncio.to_thread(_log_position, follower.log_path)
         sink = _LogSink(follower.handle.data["mark"], *skip)
-        timeout = aiohttp.ClientTimeout(sock_connect=_API_TIMEOUT) if follow else _API_TIMEOUT
+        timeout = aiohttp.ClientTimeout(sock_connect=API_TIMEOUT) if follow else API_TIMEOUT
         try:
             resp = await self._core.read_namespaced_pod_log(
                 follower.pod,
@@ -739,8 +725,10 @@ class KubernetesExecutor:
 
     async def _delete_pod(self, name: str, grace: int) -> None:
         try:
-            await _request(
-                self._core.delete_namespaced_pod(name, self.namespace, grace_period_seconds=grace, **_call())
+            await request(
+                self._core.delete_namespaced_pod(
+                    name, self.namespace, grace_period_seconds=grace, **call_options()
+                )
             )
         except KubernetesApiError as exc:
             if exc.status != 404:
@@ -759,7 +747,7 @@ class KubernetesExecutor:
         if saved is not None and saved.get("describe"):
             return dict(saved["describe"])
         try:
-            pod = await _request(self._core.read_namespaced_pod(name, self.namespace, **_call()))
+            pod = await request(self._core.read_namespaced_pod(name, self.namespace, **call_options()))
         except KubernetesApiError as exc:
             if exc.status != 404:
                 raise
@@ -810,8 +798,8 @@ class KubernetesExecutor:
         merged = dict(self._events.get(name, {}))
         selector = f"involvedObject.kind=Pod,involvedObject.name={name}"
         try:
-            listing = await _request(
-                self._core.list_namespaced_event(self.namespace, field_selector=selector, **_call())
+            listing = await request(
+                self._core.list_namespaced_event(self.namespace, field_selector=selector, **call_options())
             )
         except (KubernetesApiError, aiohttp.ClientError, OSError, TimeoutError) as exc:
             log.warning("kubernetes executor: listing events of %s failed: %s", name, exc)
@@ -845,7 +833,7 @@ class KubernetesExecutor:
         failures = 0
         while True:
             try:
-                listing = await _request(lister(self.namespace, **selector, **_call()))
+                listing = await request(lister(self.namespace, **selector, **call_options()))
                 on_list(listing.get("items") or [])
                 version = (listing.get("metadata") or {}).get("resourceVersion")
                 while True:
@@ -881,7 +869,7 @@ class KubernetesExecutor:
                 timeout_seconds=self.watch_timeout,
                 allow_watch_bookmarks=True,
                 _request_timeout=aiohttp.ClientTimeout(
-                    sock_connect=_API_TIMEOUT, sock_read=self.watch_timeout + _API_TIMEOUT
+                    sock_connect=API_TIMEOUT, sock_read=self.watch_timeout + API_TIMEOUT
                 ),
                 **selector,
             ):
@@ -984,22 +972,6 @@ def archive_kind(archive: Path) -> Literal["file", "dir"]:
 
 
 # ---------------------------------------------------------------------------------------------- helpers
-
-
-def _call() -> dict[str, Any]:
-    return {"_preload_content": False, "_request_timeout": _API_TIMEOUT}
-
-
-async def _request(call: Awaitable[Any]) -> dict[str, Any]:
-    """Await an API call made with ``_preload_content=False``; the JSON body, or KubernetesApiError."""
-    resp = await call
-    try:
-        body = await resp.read()
-    finally:
-        resp.release()
-    if not 200 <= resp.status < 300:
-        raise KubernetesApiError.from_body(resp.status, body)
-    return json.loads(body)  # type: ignore[no-any-return]
 
 
 def _failed_handle(key: JobKey, name: str, log_path: Path, message: str) -> Handle:
@@ -1129,20 +1101,6 @@ def _event_json(event: dict[str, Any]) -> dict[str, Any]:
         "source": source.get("component") or event.get("reportingComponent") or "",
         "object": (event.get("involvedObject") or {}).get("fieldPath") or "",
     }
-
-
-async def load_configuration(
-    *, in_cluster: bool, kubeconfig: str | None = None, context: str | None = None
-) -> client.Configuration:
-    """The cluster's client configuration: in-cluster (service account), or a kubeconfig file and context."""
-    cfg = client.Configuration()
-    if in_cluster:
-        config.load_incluster_config(client_configuration=cfg)
-    else:
-        # $KUBECONFIG read now (kubernetes_asyncio reads it once, when imported)
-        path = kubeconfig or os.environ.get("KUBECONFIG") or None
-        await config.load_kube_config(config_file=path, context=context, client_configuration=cfg)
-    return cfg
 
 
 def _time(value: str | None) -> datetime | None:
