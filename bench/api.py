@@ -22,9 +22,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import cProfile
 import json
 import os
 import platform
+import pstats
 import re
 import shutil
 import socket
@@ -309,7 +311,9 @@ async def detail_from_database(run_id: int) -> bytes:
     return json.dumps(detail_json(run, version, workflow, owner, nodes, attempts, events)).encode()
 
 
-async def bench_detail(settings: Settings, ids: dict[str, Any], repeat: int) -> dict[str, Any]:
+async def bench_detail(
+    settings: Settings, ids: dict[str, Any], repeat: int, profile: cProfile.Profile | None = None
+) -> dict[str, Any]:
     port = free_port()
     app = create_app(settings, run_engine=False)
     async with (
@@ -319,13 +323,17 @@ async def bench_detail(settings: Settings, ids: dict[str, Any], repeat: int) -> 
         headers = {"Authorization": f"Bearer {ids['token']}"}
         payload = {"query": RUN_DETAIL, "variables": {"id": ids["detail_run"]}}
         graphql_times, size = [], 0
-        for _ in range(repeat + 1):  # the first request warms caches up; it is not counted
+        for i in range(repeat + 1):  # the first request warms caches up; it is not counted
+            if profile and i == 1:
+                profile.enable()
             start = time.perf_counter()
             response = await http.post("/graphql", json=payload, headers=headers)
             graphql_times.append(time.perf_counter() - start)
             body = response.json()
             assert "errors" not in body, body
             size = len(response.content)
+        if profile:
+            profile.disable()
         baseline_times = []
         for _ in range(repeat + 1):
             start = time.perf_counter()
@@ -615,13 +623,17 @@ async def run_parts(args: argparse.Namespace, data_dir: Path, database_url: str)
 
 
 async def report_detail(settings: Settings, ids: dict[str, Any], args: argparse.Namespace) -> None:
-    detail = await bench_detail(settings, ids, 3 if args.quick else 10)
+    profile = cProfile.Profile() if args.profile else None
+    detail = await bench_detail(settings, ids, 3 if args.quick else 10, profile)
     print(
         f"run detail ({detail['nodes']} nodes, {detail['bytes']:,} bytes): GraphQL {detail['graphql_ms']:.0f} ms, "
         f"from the database {detail['baseline_ms']:.0f} ms, ratio {detail['ratio']:.1f}x, "
         f"same JSON: {detail['same_json']}",
         flush=True,
     )
+    if profile:
+        pstats.Stats(profile).sort_stats("cumulative").print_stats(40)
+        pstats.Stats(profile).sort_stats("tottime").print_stats(30)
 
 
 async def report_status(settings: Settings, ids: dict[str, Any], args: argparse.Namespace) -> None:
@@ -677,5 +689,6 @@ if __name__ == "__main__":
     else:
         parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
         parser.add_argument("--quick", action="store_true", help="smaller run, shorter measurements")
+        parser.add_argument("--profile", action="store_true", help="cProfile the GraphQL run-detail requests")
         parser.add_argument("--only", help="comma-separated parts: detail,status,fanout (default: all)")
         asyncio.run(main(parser.parse_args()))

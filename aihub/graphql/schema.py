@@ -33,6 +33,7 @@ from aihub.graphql.errors import ErrorCodes, GuardResolvers, add_codes, request_
 from aihub.graphql.guards import QueryCost, RunTokenScope
 from aihub.graphql.live import LiveSubscription
 from aihub.graphql.loaders import Loaders
+from aihub.graphql.prebuilt import FastExecutionContext
 from aihub.graphql.runs import RunMutation, RunQuery
 from aihub.graphql.workflows import WorkflowMutation, WorkflowQuery
 from aihub.metrics import OperationMetrics
@@ -106,6 +107,7 @@ def build_schema(
         query=merge_types("Query", tuple(queries)),
         mutation=merge_types("Mutation", tuple(mutations)),
         subscription=merge_types("Subscription", tuple(subscriptions)),
+        execution_context_class=FastExecutionContext,
         extensions=[
             lambda: MaxTokensLimiter(max_token_count=max_tokens),
             lambda: AddValidationRules(rules),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 from urllib.parse import quote
@@ -12,6 +13,7 @@ import strawberry
 from aihub.db.models import Attempt, NodeEvent, NodeRun, Run
 from aihub.domain.status import NodeStatus
 from aihub.graphql.context import Info
+from aihub.graphql.prebuilt import Plans, Prebuilt
 from aihub.graphql.types.common import JSON, NodeStatusEnum, RunStatusEnum
 from aihub.graphql.types.users import UserType, load_user
 from aihub.graphql.types.workflows import WorkflowType, WorkflowVersionType
@@ -183,6 +185,9 @@ class NodeRunType:
 
     @strawberry.field
     def outputs(self) -> list[OutputType]:
+        return self.output_list()
+
+    def output_list(self) -> list[OutputType]:
         result = []
         for name, value in (self.row.outputs or {}).items():
             is_path = value.get("type") == "path" and value.get("digest")
@@ -295,7 +300,21 @@ class RunType:
 
     @strawberry.field(description="every node, in declaration order")
     async def nodes(self, info: Info) -> list[NodeRunType]:
-        return [NodeRunType.from_row(n) for n in await info.context.loaders.nodes_of_run.load(self.row.id)]
+        nodes = [NodeRunType.from_row(n) for n in await info.context.loaders.nodes_of_run.load(self.row.id)]
+        plan = NODE_PLANS.for_info(info)
+        if plan is None:
+            return nodes
+        loaders = info.context.loaders
+        loaded = NodeData(
+            attempts=await loaders.attempts_by_node.load(self.row.id) if "attempts" in plan.names else {},
+            events=await loaders.events_by_node.load(self.row.id) if "events" in plan.names else {},
+        )
+        try:
+            return Prebuilt([plan.build(n, loaded) for n in nodes])  # type: ignore[return-value]
+        except (
+            Exception
+        ):  # NotPlain, or a value that fails: the general path answers, errors where they belong
+            return nodes
 
     @strawberry.field
     async def node(self, info: Info, name: str) -> NodeRunType | None:
@@ -306,6 +325,29 @@ class RunType:
     async def events(self, info: Info) -> list[NodeEventType]:
         by_node = await info.context.loaders.events_by_node.load(self.row.id)
         return [NodeEventType.from_row(e) for e in by_node.get(None, [])]
+
+
+@dataclass
+class NodeData:
+    """What a run's node list needs beyond the nodes, loaded once for all of them."""
+
+    attempts: dict[int, list[Attempt]]
+    events: dict[str | None, list[NodeEvent]]
+
+
+#: a plain selection of ``Run.nodes`` is built by hand (``aihub.graphql.prebuilt``): the list fields of a node
+#: have resolvers, given here as functions of the node and the run's loaded rows
+NODE_PLANS = Plans(
+    {
+        "NodeRun.outputs": lambda node, data: node.output_list(),
+        "NodeRun.attempts": lambda node, data: [
+            AttemptType.from_row(a, node.run_id, node.name) for a in data.attempts.get(node.row.id, [])
+        ],
+        "NodeRun.events": lambda node, data: [
+            NodeEventType.from_row(e) for e in data.events.get(node.name, [])
+        ],
+    }
+)
 
 
 @strawberry.type(name="RunPage")

@@ -1,0 +1,243 @@
+"""Hand-built results for the hot fields: a run's node list and a live event, completed without graphql-core.
+
+graphql-core completes every field of every object one by one (the resolver through the middleware, the type
+checks, the awaitable checks, a path per field): for the run detail of a 1,000-node run that is about 30,000
+fields, most of the request's time; a live event is executed again for every subscriber. For selections it
+can answer exactly, a resolver returns :class:`Prebuilt` instead: the field's finished JSON value, which
+:class:`FastExecutionContext` passes through unchanged.
+
+A selection is *plain* when every field in it is a field without arguments or directives on an object type
+(aliases and ``__typename`` are fine), and every field either has no resolver (the attribute of the same name)
+or is one of the ``extras`` the caller provides (a function of the object, e.g. a node's attempts from the
+loader it has already awaited). Leaves are converted by their type's own output coercion, so the answer is the
+one graphql-core would give; anything else (fragments, ``@include``, arguments, a field with another resolver,
+a null in a non-null field) is not plain, and the resolver returns its ordinary objects. The schema is the same
+either way; ``tests/graphql/test_prebuilt.py`` compares the two answers.
+
+A built object is a :class:`Completed` (a ``dict``), which keeps its JSON text once made: a live event goes to
+every subscriber of a selection as the same text (``GraphQLView.encode_json``).
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from graphql import (
+    FieldNode,
+    GraphQLList,
+    GraphQLNonNull,
+    GraphQLObjectType,
+    GraphQLOutputType,
+    SelectionSetNode,
+    is_leaf_type,
+)
+from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
+
+#: a field computed by the caller, by ``"Type.field"``: (the object, the caller's data) -> the field's value
+#: (objects for an object or list field)
+Extra = Callable[[Any, Any], Any]
+
+DEFINITION = "strawberry-definition"
+#: plans kept per selection set (documents are cached too, so their selection sets are the same objects)
+CACHED_PLANS = 512
+
+
+class Prebuilt:
+    """A field's finished value (JSON-ready), returned by a resolver instead of the objects to complete."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+
+class Completed(dict[str, Any]):
+    """A built object; ``text`` is its JSON (compact separators), made once."""
+
+    __slots__ = ("_text",)
+
+    @property
+    def text(self) -> str:
+        try:
+            return self._text
+        except AttributeError:
+            self._text: str = json.dumps(self, separators=(",", ":"))
+            return self._text
+
+
+class NotPlain(Exception):
+    """The selection (or a value in it) needs graphql-core's general execution."""
+
+
+def _result_index() -> int:
+    """Where graphql-core's ``complete_value`` takes the resolver's result (3.2: last; 3.3: before
+    ``position_context``)."""
+    names = list(inspect.signature(StrawberryGraphQLCoreExecutionContext.complete_value).parameters)
+    return names.index("result") - 1  # without ``self``
+
+
+_RESULT = _result_index()
+
+
+class FastExecutionContext(StrawberryGraphQLCoreExecutionContext):
+    """graphql-core's execution, except that a :class:`Prebuilt` result is already complete."""
+
+    def complete_value(self, return_type: GraphQLOutputType, *args: Any) -> Any:
+        result = args[_RESULT - 1] if len(args) >= _RESULT else None
+        if type(result) is Prebuilt:
+            return result.value
+        return super().complete_value(return_type, *args)
+
+
+# ------------------------------------------------------------------------------------------------ plans
+
+
+class _Field:
+    __slots__ = ("attr", "convert", "extra", "key", "list", "name", "non_null", "plan", "typename")
+
+    def __init__(self, key: str, name: str) -> None:
+        self.key = key
+        self.name = name
+        self.attr = ""
+        self.extra: Extra | None = None
+        self.convert: Callable[[Any], Any] | None = None
+        self.plan: Plan | None = None
+        self.list = False
+        self.non_null = False
+        self.typename: str | None = None
+
+
+class Plan:
+    """How to build the answer of one plain selection set on one object type."""
+
+    def __init__(self, fields: list[_Field]) -> None:
+        self.fields = fields
+        #: the GraphQL names of the fields selected here (so a caller loads only what is needed)
+        self.names = frozenset(f.name for f in fields)
+
+    def build(self, obj: Any, data: Any = None) -> Completed:
+        """The answer for ``obj``; ``data`` is passed to the extras. Raises :class:`NotPlain`."""
+        out = Completed()
+        for f in self.fields:
+            if f.typename is not None:
+                out[f.key] = f.typename
+                continue
+            value = f.extra(obj, data) if f.extra is not None else getattr(obj, f.attr)
+            if value is None:
+                if f.non_null:
+                    raise NotPlain(f"null in the non-null field {f.key}")
+                out[f.key] = None
+            elif f.list:
+                out[f.key] = [self._item(f, v, data) for v in value]
+            else:
+                out[f.key] = self._item(f, value, data)
+        return out
+
+    @staticmethod
+    def _item(f: _Field, value: Any, data: Any) -> Any:
+        if value is None:
+            raise NotPlain(f"null in the list {f.key}")  # every list of ours holds non-null items
+        if f.plan is not None:
+            return f.plan.build(value, data)
+        converted = f.convert(value) if f.convert is not None else value
+        if converted is None:
+            raise NotPlain(f"{f.key}: {value!r} does not convert")
+        return converted
+
+
+def _coercion(named: Any) -> Callable[[Any], Any]:
+    return getattr(named, "coerce_output_value", None) or named.serialize
+
+
+def _unwrap(type_: Any) -> tuple[Any, bool, bool]:
+    """(named type, non-null, list); a list's items must be non-null."""
+    non_null = isinstance(type_, GraphQLNonNull)
+    inner = type_.of_type if non_null else type_
+    if isinstance(inner, GraphQLList):
+        item = inner.of_type
+        if not isinstance(item, GraphQLNonNull) or isinstance(item.of_type, GraphQLList | GraphQLNonNull):
+            raise NotPlain("a list of nullable items or of lists")
+        return item.of_type, non_null, True
+    return inner, non_null, False
+
+
+def _plan_field(node: FieldNode, parent: GraphQLObjectType, extras: Mapping[str, Extra]) -> _Field:
+    if node.arguments or node.directives:
+        raise NotPlain("arguments or directives")
+    name = node.name.value
+    f = _Field(node.alias.value if node.alias else name, name)
+    if name == "__typename":
+        f.typename = parent.name
+        return f
+    definition = parent.fields.get(name)
+    strawberry_field = definition.extensions.get(DEFINITION) if definition is not None else None
+    if definition is None or strawberry_field is None:
+        raise NotPlain(f"{parent.name}.{name} is not a strawberry field")
+    if f"{parent.name}.{name}" in extras:
+        f.extra = extras[f"{parent.name}.{name}"]
+    elif strawberry_field.is_basic_field:
+        f.attr = strawberry_field.python_name
+    else:
+        raise NotPlain(f"{parent.name}.{name} has its own resolver")
+    named, f.non_null, f.list = _unwrap(definition.type)
+    if is_leaf_type(named):
+        if node.selection_set is not None:
+            raise NotPlain("a selection on a leaf")
+        f.convert = _coercion(named)
+    elif isinstance(named, GraphQLObjectType) and node.selection_set is not None:
+        f.plan = plan_of(node.selection_set, named, extras)
+    else:
+        raise NotPlain(f"{parent.name}.{name}: an abstract type")
+    return f
+
+
+def plan_of(selection_set: SelectionSetNode, parent: GraphQLObjectType, extras: Mapping[str, Extra]) -> Plan:
+    """The plan of a selection set on ``parent``; ``extras`` by ``"Type.field"``. Raises :class:`NotPlain`."""
+    fields: list[_Field] = []
+    keys: set[str] = set()
+    for node in selection_set.selections:
+        if not isinstance(node, FieldNode):
+            raise NotPlain("a fragment")
+        f = _plan_field(node, parent, extras)
+        if f.key in keys:
+            raise NotPlain(f"{f.key} selected twice (merged by graphql-core)")
+        keys.add(f.key)
+        fields.append(f)
+    return Plan(fields)
+
+
+class Plans:
+    """The plans of one hot field, by selection set (None: not plain); bounded."""
+
+    def __init__(self, extras: Mapping[str, Extra] | None = None) -> None:
+        self.extras = dict(extras or {})
+        self._plans: OrderedDict[int, tuple[SelectionSetNode, Plan | None]] = OrderedDict()
+
+    def for_info(self, info: Any) -> Plan | None:
+        """The plan of the field being resolved (a strawberry ``Info``), or None when it is not plain."""
+        raw = info._raw_info
+        if not ENABLED or len(raw.field_nodes) != 1 or raw.field_nodes[0].selection_set is None:
+            return None
+        selection_set = raw.field_nodes[0].selection_set
+        entry = self._plans.get(id(selection_set))
+        if entry is not None and entry[0] is selection_set:
+            return entry[1]
+        plan: Plan | None = None
+        try:
+            named, _, _ = _unwrap(raw.return_type)
+            if isinstance(named, GraphQLObjectType):
+                plan = plan_of(selection_set, named, self.extras)
+        except NotPlain:
+            plan = None
+        self._plans[id(selection_set)] = (selection_set, plan)
+        if len(self._plans) > CACHED_PLANS:
+            self._plans.popitem(last=False)
+        return plan
+
+
+#: off: every field is completed by graphql-core (the tests compare both answers)
+ENABLED = True
