@@ -16,7 +16,7 @@ from starlette.routing import BaseRoute, Route
 from aihub.db.models import ApiToken
 from aihub.domain.ids import parse_row_id
 from aihub.engine.artifacts import ArtifactError
-from aihub.engine.executors.kubernetes import store_uploaded_output
+from aihub.engine.executors.k8s_artifacts import store_uploaded_output
 from aihub.services.artifacts import check_uploader, checked_artifact
 from aihub.services.errors import ServiceError
 from aihub.services.tokens import valid_token

@@ -19,9 +19,6 @@ NOT_YET = {
     "executors/container.py:ContainerExecutor",
     "executors/container.py:ContainerExecutor._create_argv",
     "executors/k8s_pod.py:build_pod",
-    "executors/kubernetes.py:KubernetesExecutor",
-    "executors/kubernetes.py:KubernetesExecutor.__init__",
-    "executors/kubernetes.py:KubernetesExecutor._wait",
     "executors/local.py:LocalExecutor",
 }
 

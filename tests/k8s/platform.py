@@ -1,7 +1,7 @@
 """The two routes of the platform's API a pod's wrapper calls, for tests (SPEC of them: docs/kubernetes.md).
 
 ``GET /artifacts/{digest}`` serves a stored archive; ``POST /artifacts/upload?kind=file|dir&output=NAME``
-stores an uploaded output through :func:`aihub.engine.executors.kubernetes.store_uploaded_output` and
+stores an uploaded output through :func:`aihub.engine.executors.k8s_artifacts.store_uploaded_output` and
 answers ``{"digest": ..., "size": ...}``. Both want ``Authorization: Bearer <token>``; ``check_token`` says
 which tokens are good (default: any non-empty one).
 """
@@ -15,7 +15,7 @@ from pathlib import Path
 from aiohttp import web
 
 from aihub.engine.artifacts import ArtifactError
-from aihub.engine.executors.kubernetes import store_uploaded_output
+from aihub.engine.executors.k8s_artifacts import store_uploaded_output
 from aihub.storage.base import ArtifactStore
 
 TokenCheck = Callable[[str], Awaitable[bool]]

@@ -13,7 +13,8 @@ import pytest
 
 from aihub.engine.artifacts import pack, unpack
 from aihub.engine.executors.base import ArtifactInput, Job, JobKey, OutputDecl
-from aihub.engine.executors.kubernetes import KubernetesExecutor, archive_kind, store_uploaded_output
+from aihub.engine.executors.k8s_artifacts import archive_kind, store_uploaded_output
+from aihub.engine.executors.kubernetes import KubernetesExecutor
 from aihub.storage.local import LocalArtifactStore, LocalLogStore
 from tests.k8s.conftest import NAMESPACE, TOKEN, MakeExecutor
 from tests.k8s.emulator import Emulator

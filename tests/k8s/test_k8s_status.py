@@ -6,7 +6,9 @@ import random
 
 import pytest
 
-from aihub.engine.executors.kubernetes import _ended, _LogSink, _Marks
+from aihub.engine.executors.k8s_logs import LogSink
+from aihub.engine.executors.k8s_outputs import Marks
+from aihub.engine.executors.k8s_status import ended
 
 MARK = "::aihub-0123456789abcdef::"
 
@@ -21,13 +23,13 @@ def pod(*, phase: str = "Running", main: dict | None = None, init: dict | None =
 
 
 def test_running_and_pending_pods_have_not_ended() -> None:
-    assert _ended(pod(main={"running": {"startedAt": "2025-01-01T00:00:00Z"}}), False, False) is None
-    assert _ended(pod(phase="Pending"), False, False) is None
-    assert _ended(None, False, False) is None
+    assert ended(pod(main={"running": {"startedAt": "2025-01-01T00:00:00Z"}}), False, False) is None
+    assert ended(pod(phase="Pending"), False, False) is None
+    assert ended(None, False, False) is None
 
 
 def test_the_main_containers_exit_code_ends_it() -> None:
-    end = _ended(
+    end = ended(
         pod(
             phase="Failed",
             main={
@@ -47,22 +49,22 @@ def test_the_main_containers_exit_code_ends_it() -> None:
 
 
 def test_oom_kills_say_so() -> None:
-    end = _ended(pod(main={"terminated": {"exitCode": 137, "reason": "OOMKilled"}}), False, False)
+    end = ended(pod(main={"terminated": {"exitCode": 137, "reason": "OOMKilled"}}), False, False)
     assert end is not None and end.exit_code == 137
     assert end.error is not None and "OOMKilled" in end.error
 
 
 def test_a_failed_init_container_or_an_eviction_is_an_error_without_exit_code() -> None:
-    init = _ended(pod(phase="Failed", init={"terminated": {"exitCode": 1, "reason": "Error"}}), False, False)
+    init = ended(pod(phase="Failed", init={"terminated": {"exitCode": 1, "reason": "Error"}}), False, False)
     assert init is not None and init.exit_code is None
     assert init.error == "init container aihub-init failed: exited with code 1 (Error)"
-    evicted = _ended(pod(phase="Failed", reason="Evicted", message="low on memory"), False, False)
+    evicted = ended(pod(phase="Failed", reason="Evicted", message="low on memory"), False, False)
     assert evicted is not None and evicted.error == "the pod failed: Evicted: low on memory"
 
 
 def test_a_vanished_pod() -> None:
-    assert _ended(None, True, True) is not None and _ended(None, True, True).error is None  # type: ignore[union-attr]
-    lost = _ended(pod(phase="Running"), True, False)
+    assert ended(None, True, True) is not None and ended(None, True, True).error is None  # type: ignore[union-attr]
+    lost = ended(pod(phase="Running"), True, False)
     assert lost is not None and lost.error == "the pod was deleted before its command ended"
 
 
@@ -78,7 +80,7 @@ STREAM = (
 OUTPUT = b"first line\n" + b"x" * 3_000_000 + b"\nno newline at the end"
 
 
-def feed(sink: _LogSink, data: bytes, rng: random.Random) -> bytes:
+def feed(sink: LogSink, data: bytes, rng: random.Random) -> bytes:
     out = bytearray()
     pos = 0
     while pos < len(data):
@@ -90,9 +92,9 @@ def feed(sink: _LogSink, data: bytes, rng: random.Random) -> bytes:
 
 @pytest.mark.parametrize("seed", range(5))
 def test_the_log_sink_keeps_output_and_markers_apart_however_the_stream_is_cut(seed: int) -> None:
-    sink = _LogSink(MARK, 0, 0)
+    sink = LogSink(MARK, 0, 0)
     assert feed(sink, STREAM, random.Random(seed)) == OUTPUT
-    marks = _Marks.parse(sink.markers)
+    marks = Marks.parse(sink.markers)
     assert (marks.exit, marks.done, marks.texts, marks.texts_done) == (0, True, {"o": ["aGVsbG8K"]}, {"o"})
 
 
@@ -101,6 +103,6 @@ def test_a_re_read_stream_skips_exactly_what_the_archive_holds(archived: int) ->
     """Hazard: after a broken stream or a restart the log is read again from its start; the archive must
     end up as the container wrote it, without a gap or a repeated piece."""
     held = OUTPUT[:archived]
-    sink = _LogSink(MARK, held.count(b"\n"), len(held) - (held.rfind(b"\n") + 1))
+    sink = LogSink(MARK, held.count(b"\n"), len(held) - (held.rfind(b"\n") + 1))
     assert held + feed(sink, STREAM, random.Random(archived)) == OUTPUT
-    assert _Marks.parse(sink.markers).done
+    assert Marks.parse(sink.markers).done

@@ -44,7 +44,7 @@ from aihub.engine.builds.dockerfile import DockerfileInfo
 from aihub.engine.builds.kubernetes import KanikoOptions, kaniko_job
 from aihub.engine.builds.local import BuildFailure
 from aihub.engine.executors.k8s_client import API_TIMEOUT, Cluster, KubernetesApiError, call_options, request
-from aihub.engine.executors.kubernetes import _all_container_statuses, _has_started
+from aihub.engine.executors.k8s_status import all_container_statuses, has_started
 from aihub.settings import Settings
 
 if TYPE_CHECKING:
@@ -277,7 +277,7 @@ class KubernetesBuildBackend:
             for container in logs:
                 check = _container_started(container.name)
                 pod = await self._until(core.list_namespaced_pod, _pod_selector(uid), check, "build pod", log)
-                if _has_started(_container_status(pod, container.name)):
+                if has_started(_container_status(pod, container.name)):
                     await self._follow_log(core, uid, pod["metadata"]["name"], container)
         except (*_STREAM_ERRORS, ApiException) as exc:
             log(f"could not follow the build pod: {_describe(exc)}; its logs are copied when the build ends")
@@ -353,7 +353,7 @@ class KubernetesBuildBackend:
             log("the build Job started no pod")
             return None
         for container in logs:
-            if container.complete or not _has_started(_container_status(pod, container.name)):
+            if container.complete or not has_started(_container_status(pod, container.name)):
                 continue
             try:
                 await self._read_log(core, pod["metadata"]["name"], container, follow=False)
@@ -484,7 +484,7 @@ def _container_started(container: str) -> Check[dict[str, Any]]:
     def check(pod: dict[str, Any] | None, event: str) -> dict[str, Any] | None:
         if pod is None:
             return None  # not created yet
-        if event == "DELETED" or _pod_over(pod) or _has_started(_container_status(pod, container)):
+        if event == "DELETED" or _pod_over(pod) or has_started(_container_status(pod, container)):
             return pod
         return None
 
@@ -514,7 +514,7 @@ def _finished(job: dict[str, Any]) -> str | None:
 
 def _container_status(pod: dict[str, Any] | None, name: str) -> dict[str, Any] | None:
     """The status of the container (init or main) called ``name``."""
-    return next((c for c in _all_container_statuses(pod) if c.get("name") == name), None)
+    return next((c for c in all_container_statuses(pod) if c.get("name") == name), None)
 
 
 def _termination_message(pod: dict[str, Any] | None, container: str) -> str:
