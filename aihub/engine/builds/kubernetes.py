@@ -82,33 +82,13 @@ def kaniko_job(
 ) -> dict[str, Any]:
     """The Job manifest that builds and pushes ``image`` for module build ``build_id``."""
     labels = {"app.kubernetes.io/managed-by": "aihub", "aihub/build": str(build_id), "aihub/module": module}
-    protocols = (*ALLOWED_SCHEMES, "file") if options.allow_file_git else ALLOWED_SCHEMES
-    kaniko_args = [
-        f"--context=dir://{_under_source(build_context)}",
-        f"--dockerfile={_under_source(dockerfile_path)}",
-        f"--destination={image}",
-        "--digest-file=/dev/termination-log",
-        f"--label=org.opencontainers.image.revision={commit_sha}",
-    ]
-    if options.insecure_registry:
-        kaniko_args.append("--insecure")
-    workspace_mount = {"name": "workspace", "mountPath": WORKSPACE}
-    kaniko_mounts = [workspace_mount]
-    volumes: list[dict[str, Any]] = [{"name": "workspace", "emptyDir": {}}]
-    if options.registry_secret:
-        kaniko_mounts.append({"name": "docker-config", "mountPath": "/kaniko/.docker", "readOnly": True})
-        volumes.append(
-            {
-                "name": "docker-config",
-                "secret": {
-                    "secretName": options.registry_secret,
-                    "items": [{"key": ".dockerconfigjson", "path": "config.json"}],
-                },
-            }
-        )
-    resources = {
-        "requests": {"cpu": options.cpu, "memory": options.memory},
-        "limits": {"memory": options.memory},
+    kaniko = _kaniko_container(options, image, commit_sha, dockerfile_path, build_context)
+    pod = {
+        "restartPolicy": "Never",
+        "automountServiceAccountToken": False,
+        "initContainers": [_clone_container(options, git_url, ref, commit_sha)],
+        "containers": [kaniko],
+        "volumes": _volumes(options),
     }
     return {
         "apiVersion": "batch/v1",
@@ -118,36 +98,63 @@ def kaniko_job(
             "backoffLimit": 0,
             "activeDeadlineSeconds": options.deadline_seconds,
             "ttlSecondsAfterFinished": options.ttl_seconds,
-            "template": {
-                "metadata": {"labels": labels},
-                "spec": {
-                    "restartPolicy": "Never",
-                    "automountServiceAccountToken": False,
-                    "initContainers": [
-                        {
-                            "name": "clone",
-                            "image": options.git_image,
-                            "command": ["sh", "-c", _CLONE_SCRIPT, "clone", ref, git_url, commit_sha],
-                            "env": [
-                                {"name": "GIT_TERMINAL_PROMPT", "value": "0"},
-                                {"name": "GIT_ALLOW_PROTOCOL", "value": ":".join(protocols)},
-                            ],
-                            "volumeMounts": [workspace_mount],
-                            "resources": resources,
-                        }
-                    ],
-                    "containers": [
-                        {
-                            "name": "kaniko",
-                            "image": options.kaniko_image,
-                            "args": kaniko_args,
-                            "volumeMounts": kaniko_mounts,
-                            "resources": resources,
-                            "terminationMessagePolicy": "File",
-                        }
-                    ],
-                    "volumes": volumes,
-                },
-            },
+            "template": {"metadata": {"labels": labels}, "spec": pod},
         },
     }
+
+
+def _clone_container(options: KanikoOptions, git_url: str, ref: str, commit_sha: str) -> dict[str, Any]:
+    """The init container that clones the checked commit into the workspace (see the module docstring)."""
+    protocols = (*ALLOWED_SCHEMES, "file") if options.allow_file_git else ALLOWED_SCHEMES
+    return {
+        "name": "clone",
+        "image": options.git_image,
+        "command": ["sh", "-c", _CLONE_SCRIPT, "clone", ref, git_url, commit_sha],
+        "env": [
+            {"name": "GIT_TERMINAL_PROMPT", "value": "0"},
+            {"name": "GIT_ALLOW_PROTOCOL", "value": ":".join(protocols)},
+        ],
+        "volumeMounts": [{"name": "workspace", "mountPath": WORKSPACE}],
+        "resources": _resources(options),
+    }
+
+
+def _kaniko_container(
+    options: KanikoOptions, image: str, commit_sha: str, dockerfile_path: str, build_context: str
+) -> dict[str, Any]:
+    """The container that builds the image and pushes it, its digest in the termination message."""
+    args = [
+        f"--context=dir://{_under_source(build_context)}",
+        f"--dockerfile={_under_source(dockerfile_path)}",
+        f"--destination={image}",
+        "--digest-file=/dev/termination-log",
+        f"--label=org.opencontainers.image.revision={commit_sha}",
+    ]
+    if options.insecure_registry:
+        args.append("--insecure")
+    mounts: list[dict[str, Any]] = [{"name": "workspace", "mountPath": WORKSPACE}]
+    if options.registry_secret:
+        mounts.append({"name": "docker-config", "mountPath": "/kaniko/.docker", "readOnly": True})
+    return {
+        "name": "kaniko",
+        "image": options.kaniko_image,
+        "args": args,
+        "volumeMounts": mounts,
+        "resources": _resources(options),
+        "terminationMessagePolicy": "File",
+    }
+
+
+def _volumes(options: KanikoOptions) -> list[dict[str, Any]]:
+    """The workspace, and the push credentials when a secret holds them."""
+    volumes: list[dict[str, Any]] = [{"name": "workspace", "emptyDir": {}}]
+    if options.registry_secret:
+        items = [{"key": ".dockerconfigjson", "path": "config.json"}]
+        volumes.append(
+            {"name": "docker-config", "secret": {"secretName": options.registry_secret, "items": items}}
+        )
+    return volumes
+
+
+def _resources(options: KanikoOptions) -> dict[str, dict[str, str]]:
+    return {"requests": {"cpu": options.cpu, "memory": options.memory}, "limits": {"memory": options.memory}}

@@ -374,51 +374,9 @@ def build_pod(
     the attempt's presigned object-store URLs, if the store gives any. Raises :class:`LaunchError`."""
     if not job.argv:
         raise LaunchError("nothing to run: the command is empty")
-    resources = _resources(job)
-    init = {
-        "name": INIT_CONTAINER,
-        "image": options.helper_image,
-        "command": ["/bin/busybox", "sh", "-c", INIT_SCRIPT],
-        "volumeMounts": [{"name": "aihub-tools", "mountPath": TOOLS_DIR}],
-        # cpu/memory as the main container: they do not add to the pod's request, and keep QoS Guaranteed
-        "resources": {k: {r: v for r, v in q.items() if r != GPU_RESOURCE} for k, q in resources.items()},
-    }
-    main: dict[str, Any] = {
-        "name": MAIN_CONTAINER,
-        "image": job.image or options.default_image,
-        "command": [BUSYBOX, "sh", "-c", WRAPPER, "aihub", *job.argv],
-        "env": _env(job, mark, input_kinds, urls or {}),
-        "resources": resources,
-        "volumeMounts": [
-            {"name": "aihub-tools", "mountPath": TOOLS_DIR},
-            {"name": "aihub-workflow-space", "mountPath": WORKFLOW_SPACE},
-        ],
-    }
-    if job.workdir:
-        main["workingDir"] = _checked_path(job.workdir, "working directory")
-    volumes: list[dict[str, Any]] = [
-        {"name": "aihub-tools", "emptyDir": {}},
-        {"name": "aihub-workflow-space", "emptyDir": {}},
-    ]
-    for index, storage in enumerate(job.storages):
-        if not storage.volume:
-            raise LaunchError(f"storage '{storage.name}' has no Kubernetes volume configured")
-        name = f"storage-{index}"
-        volumes.append({**storage.volume, "name": name})
-        mount = {"name": name, "mountPath": _checked_path(storage.path, f"storage '{storage.name}'")}
-        main["volumeMounts"].append({**mount, "readOnly": storage.read_only})
-    spec: dict[str, Any] = {
-        "restartPolicy": "Never",
-        "automountServiceAccountToken": False,  # nodes get the platform's API, not the cluster's
-        "enableServiceLinks": False,
-        "initContainers": [init],
-        "containers": [main],
-        "volumes": volumes,
-    }
-    if job.resources.node_selector:
-        spec["nodeSelector"] = dict(job.resources.node_selector)
-    if job.resources.gpu:
-        spec["tolerations"] = [{"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}]
+    main = _main_container(job, options, _env(job, mark, input_kinds, urls or {}))
+    storages, mounts = _storages(job)
+    main["volumeMounts"].extend(mounts)
     return {
         "apiVersion": "v1",
         "kind": "Pod",
@@ -428,8 +386,76 @@ def build_pod(
             "labels": _labels(job),
             "annotations": _annotations(job, mark),
         },
-        "spec": spec,
+        "spec": _pod_spec(job, _init_container(job, options), main, storages),
     }
+
+
+def _init_container(job: Job, options: PodOptions) -> dict[str, Any]:
+    """Copies the helper image's static busybox into the ``aihub-tools`` volume."""
+    return {
+        "name": INIT_CONTAINER,
+        "image": options.helper_image,
+        "command": ["/bin/busybox", "sh", "-c", INIT_SCRIPT],
+        "volumeMounts": [{"name": "aihub-tools", "mountPath": TOOLS_DIR}],
+        # cpu/memory as the main container: they do not add to the pod's request, and keep QoS Guaranteed
+        "resources": {
+            k: {r: v for r, v in q.items() if r != GPU_RESOURCE} for k, q in _resources(job).items()
+        },
+    }
+
+
+def _main_container(job: Job, options: PodOptions, env: list[dict[str, str]]) -> dict[str, Any]:
+    """The node's image running the wrapper, which runs the node's argv."""
+    main: dict[str, Any] = {
+        "name": MAIN_CONTAINER,
+        "image": job.image or options.default_image,
+        "command": [BUSYBOX, "sh", "-c", WRAPPER, "aihub", *job.argv],
+        "env": env,
+        "resources": _resources(job),
+        "volumeMounts": [
+            {"name": "aihub-tools", "mountPath": TOOLS_DIR},
+            {"name": "aihub-workflow-space", "mountPath": WORKFLOW_SPACE},
+        ],
+    }
+    if job.workdir:
+        main["workingDir"] = _checked_path(job.workdir, "working directory")
+    return main
+
+
+def _storages(job: Job) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The volumes of the job's data storages and their mounts in the main container."""
+    volumes: list[dict[str, Any]] = []
+    mounts: list[dict[str, Any]] = []
+    for index, storage in enumerate(job.storages):
+        if not storage.volume:
+            raise LaunchError(f"storage '{storage.name}' has no Kubernetes volume configured")
+        name = f"storage-{index}"
+        volumes.append({**storage.volume, "name": name})
+        path = _checked_path(storage.path, f"storage '{storage.name}'")
+        mounts.append({"name": name, "mountPath": path, "readOnly": storage.read_only})
+    return volumes, mounts
+
+
+def _pod_spec(
+    job: Job, init: dict[str, Any], main: dict[str, Any], storages: list[dict[str, Any]]
+) -> dict[str, Any]:
+    spec: dict[str, Any] = {
+        "restartPolicy": "Never",
+        "automountServiceAccountToken": False,  # nodes get the platform's API, not the cluster's
+        "enableServiceLinks": False,
+        "initContainers": [init],
+        "containers": [main],
+        "volumes": [
+            {"name": "aihub-tools", "emptyDir": {}},
+            {"name": "aihub-workflow-space", "emptyDir": {}},
+            *storages,
+        ],
+    }
+    if job.resources.node_selector:
+        spec["nodeSelector"] = dict(job.resources.node_selector)
+    if job.resources.gpu:
+        spec["tolerations"] = [{"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}]
+    return spec
 
 
 def _resources(job: Job) -> dict[str, dict[str, str]]:
