@@ -181,38 +181,17 @@ def _copy_step(stage: _Stage, keyword: str, line: int, args: str) -> None:
 def parse_dockerfile(text: str) -> DockerfileInfo:
     """Check the module contract and describe the final stage; raises :class:`DockerfileError`."""
     stages: list[_Stage] = []
-    stage: _Stage | None = None
     for line, instruction in _logical_lines(text):
         keyword, args = _split_instruction(instruction)
         if keyword == "FROM":
-            parts = args.split()
-            parts = [p for p in parts if not p.startswith("--")]
-            name = parts[2].lower() if len(parts) >= 3 and parts[1].lower() == "as" else ""
-            base = next((s for s in stages if parts and s.name and s.name == parts[0].lower()), None)
-            stage = base.derived(name) if base else _Stage(name=name)
-            stages.append(stage)
-            continue
-        if stage is None:
-            if keyword == "ARG":
-                continue  # ARG before FROM is allowed
+            stages.append(_new_stage(stages, args))
+        elif stages:
+            _apply(stages[-1], keyword, line, args)
+        elif keyword != "ARG":  # ARG before FROM is allowed
             raise DockerfileError(f"line {line}: the Dockerfile must start with FROM (found {keyword})")
-        if keyword == "CMD":
-            raise DockerfileError(
-                f"line {line}: CMD is not allowed in a module's Dockerfile; put the whole start command in "
-                'ENTRYPOINT, e.g. ENTRYPOINT ["python3", "main.py"] (the platform appends --name=value arguments)'
-            )
-        if keyword == "ENTRYPOINT":
-            stage.entrypoint = _exec_form(keyword, line, args)
-        elif keyword == "WORKDIR":
-            if "$" in args:
-                stage.notes.append(f"line {line}: variables in WORKDIR are not expanded locally")
-            stage.workdir = _absolute(stage.workdir, args.strip("\"'"))
-        elif keyword in ("COPY", "ADD"):
-            _copy_step(stage, keyword, line, args)
-        elif keyword == "RUN":
-            stage.notes.append(f"line {line}: RUN steps are not executed by the local backend")
-    if stage is None:
+    if not stages:
         raise DockerfileError("the Dockerfile has no FROM instruction")
+    stage = stages[-1]
     if stage.entrypoint is None:
         raise DockerfileError(
             'the Dockerfile has no ENTRYPOINT; add one in the exec form, e.g. ENTRYPOINT ["python3", "main.py"]'
@@ -223,3 +202,30 @@ def parse_dockerfile(text: str) -> DockerfileInfo:
         copies=tuple(stage.copies),
         notes=tuple(stage.notes),
     )
+
+
+def _new_stage(stages: list[_Stage], args: str) -> _Stage:
+    """The stage a ``FROM`` starts: a fresh one, or one derived from an earlier stage it names."""
+    parts = [p for p in args.split() if not p.startswith("--")]
+    name = parts[2].lower() if len(parts) >= 3 and parts[1].lower() == "as" else ""
+    base = next((s for s in stages if parts and s.name and s.name == parts[0].lower()), None)
+    return base.derived(name) if base else _Stage(name=name)
+
+
+def _apply(stage: _Stage, keyword: str, line: int, args: str) -> None:
+    """What an instruction after ``FROM`` does to ``stage`` (as far as the module contract cares)."""
+    if keyword == "CMD":
+        raise DockerfileError(
+            f"line {line}: CMD is not allowed in a module's Dockerfile; put the whole start command in "
+            'ENTRYPOINT, e.g. ENTRYPOINT ["python3", "main.py"] (the platform appends --name=value arguments)'
+        )
+    if keyword == "ENTRYPOINT":
+        stage.entrypoint = _exec_form(keyword, line, args)
+    elif keyword == "WORKDIR":
+        if "$" in args:
+            stage.notes.append(f"line {line}: variables in WORKDIR are not expanded locally")
+        stage.workdir = _absolute(stage.workdir, args.strip("\"'"))
+    elif keyword in ("COPY", "ADD"):
+        _copy_step(stage, keyword, line, args)
+    elif keyword == "RUN":
+        stage.notes.append(f"line {line}: RUN steps are not executed by the local backend")
