@@ -292,6 +292,7 @@
     var note = byId(k + "-unknown");
     if (note) { note.textContent = unknown.length ? note.getAttribute("data-template").replace("NAMES", unknown.join(", ")) : ""; }
     var g = nodeEl(i);
-    if (g) { g.classList.toggle("has-warning", unknown.length > 0); }
+    // the server's own flags on the node (inputs lost with a deleted node) stay until the server clears them
+    if (g) { g.classList.toggle("has-warning", unknown.length > 0 || g.hasAttribute("data-flagged")); }
   }
 })();
