@@ -15,7 +15,8 @@ from kubernetes_asyncio import client
 from aihub.db.models import BuildStatus, ModuleBuild, ModuleStatus, User
 from aihub.engine.builds import BuildManager
 from aihub.engine.builds.kubernetes import KanikoOptions
-from aihub.engine.builds.kubernetes_backend import _STREAM_BREAKS, KubernetesBuildBackend
+from aihub.engine.builds.kubernetes_backend import KubernetesBuildBackend
+from aihub.engine.builds.kubernetes_logs import STREAM_BREAKS
 from aihub.engine.builds.local import LocalBuildBackend
 from aihub.runtime import build_manager
 from aihub.services.modules import DbBuildStore, read_build_log
@@ -394,12 +395,12 @@ async def test_a_log_stream_that_keeps_breaking_is_read_once_at_the_end(
     build = await newest_build(await register(builds, owner, repo, wait=False))
     await until_logged(builds, owner, build, "[kaniko] INFO streamed")
     pod, kaniko = kaniko_log(emulator)
-    for follows in range(1, _STREAM_BREAKS + 1):
+    for follows in range(1, STREAM_BREAKS + 1):
         await until_requests(emulator, "GET", f"/pods/{pod}/log", follows, container="kaniko", follow="True")
         kaniko.drop()
     text = await until_logged(builds, owner, build, "its log is copied when the build ends")
-    assert f"the kaniko container's log stream broke {_STREAM_BREAKS} times in a row (" in text
-    assert text.count("; following it again") == _STREAM_BREAKS - 1
+    assert f"the kaniko container's log stream broke {STREAM_BREAKS} times in a row (" in text
+    assert text.count("; following it again") == STREAM_BREAKS - 1
     kaniko.write(b"INFO written after the stream was given up\n")
     assert_running(emulator, build)
     gate.set()
@@ -413,7 +414,7 @@ async def test_a_log_stream_that_keeps_breaking_is_read_once_at_the_end(
         "[kaniko] INFO written after the stream was given up",
         "build succeeded",
     )
-    assert emulator.count("GET", f"/pods/{pod}/log", container="kaniko", follow="True") == _STREAM_BREAKS
+    assert emulator.count("GET", f"/pods/{pod}/log", container="kaniko", follow="True") == STREAM_BREAKS
     assert emulator.count("GET", f"/pods/{pod}/log", container="kaniko", follow="False") == 1
     assert_job_gone(emulator, build)
 

@@ -5,6 +5,7 @@
 - ``local.py`` — the local backend: the Dockerfile's copies replayed onto a kept directory of this host;
 - ``kubernetes.py`` — the Kaniko build Job that pushes ``<registry>/<category>/<name>:<sha>``;
 - ``kubernetes_backend.py`` — the Kubernetes backend (``executor = "kubernetes"``): runs and follows that Job;
+- ``kubernetes_logs.py`` — that Job's pod's logs streamed into the build log;
 - ``backend.py`` — what a backend is (:class:`BuildBackend`, :class:`BuiltImage`);
 - ``manager.py`` — builds as background jobs with logs; results recorded through a store (the services).
 """

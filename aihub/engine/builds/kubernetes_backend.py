@@ -9,15 +9,12 @@ clones the module and checks the Dockerfile/README exactly as for the local back
    a Job left by an interrupted attempt of the same build is deleted and created again;
 2. follows the Job until its ``Complete`` or ``Failed`` condition: list, then watch from the list's
    ``resourceVersion``; a watch the server ends is resumed from the last version seen, an expired one (410
-   Gone) is replaced by a fresh list; the whole build is bounded by ``timeout`` seconds;
+   Gone) is replaced by a fresh list (:func:`~aihub.engine.executors.k8s_watch.watch_until`); the whole build
+   is bounded by ``timeout`` seconds;
 3. meanwhile streams the logs of the build pod's containers (``clone``, then ``kaniko``), each once it runs,
-   into the build log as their lines arrive (``follow``, as the Kubernetes executor follows a node's log;
-   the pod's state comes from a list + watch of its own). Every read starts at the log's beginning and skips
-   the lines the build log holds already, so a stream the kubelet closed early or that broke is simply
-   followed again (a break is written to the build log; after ``_STREAM_BREAKS`` unproductive breaks in a
-   row the container is left to the end). When the Job has finished the streams get ``log_drain`` seconds to
-   reach their ends; a log still incomplete then (or never streamed) is read once, as far as it goes. Each
-   container's log is copied up to ``_LOG_LIMIT`` bytes; no line is written twice;
+   into the build log as their lines arrive, and reads what a stream missed once the Job has finished
+   (:class:`~aihub.engine.builds.kubernetes_logs.BuildLogs`, which the streams get ``log_drain`` seconds to
+   complete);
 4. on success returns the image's ``ENTRYPOINT`` and ``WORKDIR`` from the Dockerfile (the Kubernetes executor
    runs module nodes with that image and argv); on failure raises :class:`BuildFailure` with the failed
    container's termination message/reason (or the Job's condition) and the last log lines;
@@ -28,42 +25,27 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
-from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
-from kubernetes_asyncio import client, watch
+from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from aihub.engine.builds.backend import BuiltImage
 from aihub.engine.builds.dockerfile import DockerfileInfo
 from aihub.engine.builds.kubernetes import KanikoOptions, kaniko_job
+from aihub.engine.builds.kubernetes_logs import CONTAINERS, BuildLogs, container_status, stop
 from aihub.engine.builds.local import BuildFailure
-from aihub.engine.executors.k8s_client import API_TIMEOUT, Cluster, KubernetesApiError, call_options, request
-from aihub.engine.executors.k8s_status import all_container_statuses, has_started
+from aihub.engine.executors.k8s_client import Cluster, KubernetesApiError, call_options, request
+from aihub.engine.executors.k8s_watch import Check, watch_until
 from aihub.settings import Settings
 
 if TYPE_CHECKING:
     from aihub.engine.builds.manager import BuildJob
 
 __all__ = ["KubernetesBuildBackend"]
-
-logger = logging.getLogger("aihub.builds")
-
-_T = TypeVar("_T")
-Check = Callable[[dict[str, Any] | None, str], _T | None]
-
-_CONTAINERS = ("clone", "kaniko")  # the build pod's containers, in the order they run
-_LOG_LIMIT = 4 * 1024 * 1024  # bytes of each container's log copied into the build log
-_CHUNK = 64 * 1024
-_TAIL = 15  # log lines quoted in a failure's message
-_STREAM_BREAKS = 5  # unproductive breaks in a row after which a container's log is left to the build's end
-_STEADY = 30.0  # a stream that lasted this long before it broke was no failure to connect
-_STREAM_ERRORS = (KubernetesApiError, aiohttp.ClientError, OSError, TimeoutError)
 
 
 class KubernetesBuildBackend:
@@ -140,47 +122,75 @@ class KubernetesBuildBackend:
             build_context=job.build_context,
             options=self.options,
         )
-        name = manifest["metadata"]["name"]
-        ns = self.options.namespace
+        api = await self._api()
+        return await self._run(client.BatchV1Api(api), client.CoreV1Api(api), manifest, image, info, log)
+
+    async def _api(self) -> client.ApiClient:
         try:
-            api = await self._cluster.api()
+            return await self._cluster.api()
         except Exception as exc:
             raise BuildFailure(
                 f"the Kubernetes build backend cannot load its cluster configuration: {exc}"
             ) from exc
-        batch, core = client.BatchV1Api(api), client.CoreV1Api(api)
-        logs = [_ContainerLog(container, log) for container in _CONTAINERS]
+
+    async def _run(
+        self,
+        batch: client.BatchV1Api,
+        core: client.CoreV1Api,
+        manifest: dict[str, Any],
+        image: str,
+        info: DockerfileInfo,
+        log: Callable[[str], None],
+    ) -> BuiltImage:
+        """Create the Job, follow it and its logs to the end, delete it whatever happened."""
+        name = manifest["metadata"]["name"]
         streams: asyncio.Task[None] | None = None
         created = False
         try:
-            created_job = await self._create(batch, manifest, log)
+            uid = (await self._create(batch, manifest, log))["metadata"].get("uid", "")
             created = True
-            log(f"build Job {ns}/{name} created: Kaniko pushes {image}")
-            uid = created_job["metadata"].get("uid", "")
-            streams = asyncio.create_task(self._stream_logs(core, uid, logs, log), name=f"{name} logs")
-            try:
-                async with asyncio.timeout(self.timeout):
-                    final = await self._follow(batch, name, log)
-            except TimeoutError:
-                await self._finish_logs(core, uid, streams, logs, log, drain=0)
-                raise BuildFailure(
-                    f"the build Job {name} did not finish within {self.timeout:g} seconds"
-                ) from None
-            pod = await self._finish_logs(core, uid, streams, logs, log, drain=self.log_drain)
-            condition = _finished(final)
-            if condition == "Complete":
-                digest = _termination_message(pod, "kaniko")
-                log(f"image pushed: {image}" + (f" ({digest})" if digest else ""))
-                return BuiltImage(entrypoint=tuple(info.entrypoint), workdir=info.workdir)
-            raise BuildFailure(_failure_message(name, final, pod, _tail(logs)))
+            log(f"build Job {self.options.namespace}/{name} created: Kaniko pushes {image}")
+            logs = BuildLogs(core, self.options.namespace, uid, log, **self._log_options)
+            streams = asyncio.create_task(logs.stream(), name=f"{name} logs")
+            return await self._outcome(batch, name, image, info, logs, streams, log)
         except (KubernetesApiError, ApiException, aiohttp.ClientError, OSError) as exc:
             raise BuildFailure(f"the Kubernetes API refused or failed the build Job {name}: {exc}") from exc
         finally:
             if streams is not None:
-                await _stop(streams)  # closes the log streams, also when the build is cancelled
+                await stop(streams)  # closes the log streams, also when the build is cancelled
             if created:
                 with contextlib.suppress(Exception):
                     await asyncio.shield(self._delete(batch, name, log))
+
+    async def _outcome(
+        self,
+        batch: client.BatchV1Api,
+        name: str,
+        image: str,
+        info: DockerfileInfo,
+        logs: BuildLogs,
+        streams: asyncio.Task[None],
+        log: Callable[[str], None],
+    ) -> BuiltImage:
+        """The built image once the Job is Complete; :class:`BuildFailure` when it failed or took too long."""
+        try:
+            async with asyncio.timeout(self.timeout):
+                final = await self._follow(batch, name, log)
+        except TimeoutError:
+            await logs.finish(streams, drain=0)
+            raise BuildFailure(
+                f"the build Job {name} did not finish within {self.timeout:g} seconds"
+            ) from None
+        pod = await logs.finish(streams, drain=self.log_drain)
+        if _finished(final) == "Complete":
+            digest = _termination_message(pod, "kaniko")
+            log(f"image pushed: {image}" + (f" ({digest})" if digest else ""))
+            return BuiltImage(entrypoint=tuple(info.entrypoint), workdir=info.workdir)
+        raise BuildFailure(_failure_message(name, final, pod, logs.tail()))
+
+    @property
+    def _log_options(self) -> dict[str, Any]:
+        return {"watch_timeout": self.watch_timeout, "eof_grace": self.eof_grace, "log_retry": self.log_retry}
 
     async def _create(
         self, batch: client.BatchV1Api, manifest: dict[str, Any], log: Callable[[str], None]
@@ -213,256 +223,22 @@ class KubernetesBuildBackend:
         self, batch: client.BatchV1Api, name: str, log: Callable[[str], None]
     ) -> dict[str, Any]:
         """The Job once it is Complete or Failed."""
+
+        def expired() -> None:
+            log("the Job watch expired; listing the Job again")
+
         selector = {"field_selector": f"metadata.name={name}"}
-        return await self._until(batch.list_namespaced_job, selector, _job_end(name), "Job", log)
-
-    async def _until(
-        self,
-        list_call: Callable[..., Any],
-        selector: dict[str, str],
-        check: Check[_T],
-        what: str,
-        log: Callable[[str], None],
-    ) -> _T:
-        """The first result of ``check(object, event type)``: on the newest listed object (None if there is
-        none; type ``LISTED``), then on each watched change. List, then watch from the list's version; a watch
-        the server ends is resumed from the last version seen, an expired one (410 Gone) listed again."""
-        while True:
-            listing = await request(list_call(self.options.namespace, **selector, **call_options()))
-            result = check(_newest(listing.get("items") or []), "LISTED")
-            if result is not None:
-                return result
-            version = (listing.get("metadata") or {}).get("resourceVersion")
-            try:
-                while True:
-                    version, result = await self._watch_once(list_call, version, selector, check)
-                    if result is not None:
-                        return result
-            except ApiException as exc:
-                if exc.status != 410:
-                    raise
-                log(f"the {what} watch expired; listing the {what} again")
-
-    async def _watch_once(
-        self, list_call: Callable[..., Any], version: str | None, selector: dict[str, str], check: Check[_T]
-    ) -> tuple[str | None, _T | None]:
-        stream = watch.Watch(return_type="object")
-        try:
-            async for event in stream.stream(
-                list_call,
-                self.options.namespace,
-                resource_version=version,
-                timeout_seconds=self.watch_timeout,
-                allow_watch_bookmarks=True,
-                _request_timeout=aiohttp.ClientTimeout(
-                    sock_connect=API_TIMEOUT, sock_read=self.watch_timeout + API_TIMEOUT
-                ),
-                **selector,
-            ):
-                obj = event["raw_object"]
-                version = (obj.get("metadata") or {}).get("resourceVersion") or version
-                if event["type"] != "BOOKMARK" and (result := check(obj, event["type"])) is not None:
-                    return version, result
-        finally:
-            await stream.close()
-        return version, None
-
-    # ------------------------------------------------------------------------------------- logs
-    async def _stream_logs(
-        self, core: client.CoreV1Api, uid: str, logs: list[_ContainerLog], log: Callable[[str], None]
-    ) -> None:
-        """Follow each container's log into the build log once it has started, in order (a task of
-        :meth:`produce`, stopped by it)."""
-        try:
-            for container in logs:
-                check = _container_started(container.name)
-                pod = await self._until(core.list_namespaced_pod, _pod_selector(uid), check, "build pod", log)
-                if has_started(_container_status(pod, container.name)):
-                    await self._follow_log(core, uid, pod["metadata"]["name"], container)
-        except (*_STREAM_ERRORS, ApiException) as exc:
-            log(f"could not follow the build pod: {_describe(exc)}; its logs are copied when the build ends")
-        except Exception as exc:  # a bug: the logs are still copied at the end
-            logger.exception("following the build pod's logs failed")
-            log(
-                f"following the build pod's logs failed: {_describe(exc)}; they are copied when the build ends"
-            )
-
-    async def _follow_log(self, core: client.CoreV1Api, uid: str, pod: str, container: _ContainerLog) -> None:
-        """Follow one container's log until it is complete; a stream that ended early or broke is followed
-        again (see the module docstring)."""
-        loop = asyncio.get_running_loop()
-        breaks = 0
-        while True:
-            opened, lines = loop.time(), container.lines
-            try:
-                await self._read_log(core, pod, container, follow=True)
-            except _STREAM_ERRORS as exc:
-                logger.info("build log stream of %s/%s broke: %s", pod, container.name, exc)
-                steady = container.lines > lines or loop.time() - opened >= _STEADY
-                breaks = 1 if steady else breaks + 1
-                if breaks >= _STREAM_BREAKS:
-                    container.write(
-                        f"the {container.name} container's log stream broke {breaks} times in a row "
-                        f"({_describe(exc)}); its log is copied when the build ends"
-                    )
-                    return
-                container.write(
-                    f"the {container.name} container's log stream broke ({_describe(exc)}); following it again"
-                )
-                await asyncio.sleep(self.log_retry)
-                continue
-            if container.capped or await self._has_ended(core, uid, container.name):
-                container.finish()
-                return
-
-    async def _has_ended(self, core: client.CoreV1Api, uid: str, container: str) -> bool:
-        """Whether the container shows terminated (or its pod has ended or gone) within ``eof_grace``: a log
-        stream's end precedes that status by a moment; a stream the kubelet closed early does not."""
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(self.eof_grace):
-                check = _container_ended(container)
-                return await self._until(
-                    core.list_namespaced_pod, _pod_selector(uid), check, "build pod", _quiet
-                )
-        return False
-
-    async def _finish_logs(
-        self,
-        core: client.CoreV1Api,
-        uid: str,
-        streams: asyncio.Task[None],
-        logs: list[_ContainerLog],
-        log: Callable[[str], None],
-        *,
-        drain: float,
-    ) -> dict[str, Any] | None:
-        """Let the log streams reach their ends (for at most ``drain`` seconds), stop them, then read once
-        the logs they did not complete; the build pod (None if there is none)."""
-        if drain > 0:
-            await asyncio.wait({streams}, timeout=drain)
-        await _stop(streams)
-        try:
-            listing = await request(
-                core.list_namespaced_pod(self.options.namespace, **_pod_selector(uid), **call_options())
-            )
-        except (*_STREAM_ERRORS, ApiException) as exc:
-            log(f"could not read the build pod's logs: {exc}")
-            return None
-        pod = _newest(listing.get("items") or [])
-        if pod is None:
-            log("the build Job started no pod")
-            return None
-        for container in logs:
-            if container.complete or not has_started(_container_status(pod, container.name)):
-                continue
-            try:
-                await self._read_log(core, pod["metadata"]["name"], container, follow=False)
-            except _STREAM_ERRORS as exc:
-                container.write(f"[{container.name}] log unavailable: {_describe(exc)}")
-            else:
-                container.finish()
-        return pod
-
-    async def _read_log(
-        self, core: client.CoreV1Api, pod: str, container: _ContainerLog, *, follow: bool
-    ) -> None:
-        """Read the container's log from its start into the build log, skipping the lines it holds already;
-        a follow lasts until the container ends (or the server ends the stream)."""
-        container.restart()
-        timeout = aiohttp.ClientTimeout(sock_connect=API_TIMEOUT) if follow else API_TIMEOUT
-        resp = await core.read_namespaced_pod_log(
-            pod,
+        return await watch_until(
+            batch.list_namespaced_job,
             self.options.namespace,
-            container=container.name,
-            follow=follow,
-            limit_bytes=_LOG_LIMIT,
-            _preload_content=False,
-            _request_timeout=timeout,
+            selector,
+            _job_end(name),
+            watch_timeout=self.watch_timeout,
+            expired=expired,
         )
-        try:
-            if not 200 <= resp.status < 300:
-                raise KubernetesApiError.from_body(resp.status, await resp.read())
-            async for chunk in resp.content.iter_chunked(_CHUNK):
-                container.feed(chunk)
-        finally:
-            resp.release()
-
-
-@dataclass
-class _ContainerLog:
-    """One container's log as copied into the build log. A read starts at the log's beginning: the lines
-    the build log holds already are skipped, and an unfinished last line waits for its end (or the log's)."""
-
-    name: str
-    write: Callable[[str], None]
-    lines: int = 0  # lines of the container's log (newline-ended) in the build log
-    complete: bool = False  # read to its end, or to _LOG_LIMIT
-    tail: deque[str] = field(default_factory=lambda: deque(maxlen=_TAIL))
-    _skip: int = field(default=0, init=False)  # lines of this read still to skip
-    _rest: bytes = field(default=b"", init=False)  # this read's unfinished last line
-    _size: int = field(default=0, init=False)  # bytes this read received
-
-    def restart(self) -> None:
-        """A new read from the log's beginning."""
-        self._skip, self._rest, self._size = self.lines, b"", 0
-
-    def feed(self, data: bytes) -> None:
-        self._size += len(data)
-        *lines, self._rest = (self._rest + data).split(b"\n")
-        for line in lines:
-            self._line(line)
-
-    def finish(self) -> None:
-        """The read reached the log's end: an unfinished last line is a line too."""
-        if self._rest:
-            self._line(self._rest)
-            self._rest = b""
-        self.complete = True
-
-    @property
-    def capped(self) -> bool:
-        """Whether the read stopped at _LOG_LIMIT (the server may stop slightly short of it)."""
-        return self._size + _CHUNK > _LOG_LIMIT
-
-    def _line(self, raw: bytes) -> None:
-        if self._skip:
-            self._skip -= 1
-            return
-        self.lines += 1
-        for text in raw.decode("utf-8", errors="replace").splitlines() or [""]:
-            line = f"[{self.name}] {text}"
-            self.write(line)
-            self.tail.append(line)
 
 
 # ---------------------------------------------------------------------------------------------- helpers
-
-
-async def _stop(task: asyncio.Task[None]) -> None:
-    """Cancel and await the log streams (their errors are logged by the task itself)."""
-    task.cancel()
-    await asyncio.gather(task, return_exceptions=True)
-
-
-def _quiet(line: str) -> None:
-    """A log for checks whose expired watches are not worth a line in the build log."""
-
-
-def _describe(exc: BaseException) -> str:
-    return str(exc) or type(exc).__name__
-
-
-def _tail(logs: list[_ContainerLog]) -> list[str]:
-    return [line for container in logs for line in container.tail][-_TAIL:]
-
-
-def _pod_selector(uid: str) -> dict[str, str]:
-    return {"label_selector": f"controller-uid={uid}"}
-
-
-def _newest(items: list[dict[str, Any]]) -> dict[str, Any] | None:
-    items = sorted(items, key=lambda o: (o.get("metadata") or {}).get("creationTimestamp") or "")
-    return items[-1] if items else None
 
 
 def _job_end(name: str) -> Check[dict[str, Any]]:
@@ -478,32 +254,6 @@ def _job_end(name: str) -> Check[dict[str, Any]]:
     return check
 
 
-def _container_started(container: str) -> Check[dict[str, Any]]:
-    """The pod once the container has started, or once it never will (the pod ended or went)."""
-
-    def check(pod: dict[str, Any] | None, event: str) -> dict[str, Any] | None:
-        if pod is None:
-            return None  # not created yet
-        if event == "DELETED" or _pod_over(pod) or has_started(_container_status(pod, container)):
-            return pod
-        return None
-
-    return check
-
-
-def _container_ended(container: str) -> Check[bool]:
-    def check(pod: dict[str, Any] | None, event: str) -> bool | None:
-        state = (_container_status(pod, container) or {}).get("state") or {}
-        return True if pod is None or event == "DELETED" or _pod_over(pod) or "terminated" in state else None
-
-    return check
-
-
-def _pod_over(pod: dict[str, Any]) -> bool:
-    phase = (pod.get("status") or {}).get("phase")
-    return phase in ("Succeeded", "Failed") or bool((pod.get("metadata") or {}).get("deletionTimestamp"))
-
-
 def _finished(job: dict[str, Any]) -> str | None:
     """``Complete`` or ``Failed`` once the Job has that condition, else None."""
     for condition in (job.get("status") or {}).get("conditions") or []:
@@ -512,20 +262,15 @@ def _finished(job: dict[str, Any]) -> str | None:
     return None
 
 
-def _container_status(pod: dict[str, Any] | None, name: str) -> dict[str, Any] | None:
-    """The status of the container (init or main) called ``name``."""
-    return next((c for c in all_container_statuses(pod) if c.get("name") == name), None)
-
-
 def _termination_message(pod: dict[str, Any] | None, container: str) -> str:
-    state = (_container_status(pod, container) or {}).get("state") or {}
+    state = (container_status(pod, container) or {}).get("state") or {}
     return str((state.get("terminated") or {}).get("message") or "").strip()
 
 
 def _failure_message(name: str, job: dict[str, Any], pod: dict[str, Any] | None, tail: list[str]) -> str:
     reasons = []
-    for container in _CONTAINERS:
-        state = ((_container_status(pod, container) or {}).get("state") or {}).get("terminated") or {}
+    for container in CONTAINERS:
+        state = ((container_status(pod, container) or {}).get("state") or {}).get("terminated") or {}
         if state and state.get("exitCode", 0) != 0:
             what = "cloning the commit" if container == "clone" else "building or pushing the image"
             text = f"{what} failed (container {container} exited with {state.get('exitCode')}"

@@ -6,6 +6,9 @@ pods (label ``aihub/run``) and the last state of those deleted (bounded); the ev
 Kubernetes events of our pods (bounded per pod and in pods), including those that expired on the server.
 Whoever follows a pod takes :meth:`PodWatches.changed` *before* reading the pod's state, and is woken by
 the next change to it: a thousand running attempts cost two HTTP streams, not a thousand.
+
+:func:`watch_until` is the same list and watch, until a check on the watched object holds (the Kaniko build
+backend follows its Job and its build pod with it).
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import contextlib
 import logging
 from collections import OrderedDict
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import aiohttp
 from kubernetes_asyncio import client, watch
@@ -24,7 +27,7 @@ from kubernetes_asyncio.client.exceptions import ApiException
 from aihub.engine.executors.k8s_client import API_TIMEOUT, KubernetesApiError, call_options, request
 from aihub.engine.executors.k8s_pod import LABEL_RUN
 
-__all__ = ["PodWatches", "watch_options"]
+__all__ = ["Check", "PodWatches", "newest", "watch_options", "watch_until"]
 
 log = logging.getLogger("aihub.engine.executors.kubernetes")
 
@@ -34,6 +37,9 @@ _GONE_KEPT = 10_000
 
 #: ``(pod as last seen or None, whether it is gone)``
 PodState = tuple[dict[str, Any] | None, bool]
+_T = TypeVar("_T")
+#: ``check(object or None, event type)``: a result once the object is as wanted, else None
+Check = Callable[[dict[str, Any] | None, str], _T | None]
 
 
 def watch_options(version: str | None, watch_timeout: int) -> dict[str, Any]:
@@ -46,6 +52,66 @@ def watch_options(version: str | None, watch_timeout: int) -> dict[str, Any]:
             sock_connect=API_TIMEOUT, sock_read=watch_timeout + API_TIMEOUT
         ),
     }
+
+
+async def watch_until(
+    list_call: Callable[..., Any],
+    namespace: str,
+    selector: dict[str, str],
+    check: Check[_T],
+    *,
+    watch_timeout: int,
+    expired: Callable[[], None],
+) -> _T:
+    """The first result of ``check(object, event type)``: on the newest listed object (None if there is
+    none; type ``LISTED``), then on each watched change. List, then watch from the list's version; a watch
+    the server ends is resumed from the last version seen, an expired one (410 Gone) listed again after
+    calling ``expired()``. Used by the Kaniko build backend to follow its Job and build pod."""
+    while True:
+        listing = await request(list_call(namespace, **selector, **call_options()))
+        result = check(newest(listing.get("items") or []), "LISTED")
+        if result is not None:
+            return result
+        version = (listing.get("metadata") or {}).get("resourceVersion")
+        try:
+            while True:
+                version, result = await _watch_for(
+                    list_call, namespace, version, selector, check, watch_timeout
+                )
+                if result is not None:
+                    return result
+        except ApiException as exc:
+            if exc.status != 410:
+                raise
+            expired()
+
+
+async def _watch_for(
+    list_call: Callable[..., Any],
+    namespace: str,
+    version: str | None,
+    selector: dict[str, str],
+    check: Check[_T],
+    watch_timeout: int,
+) -> tuple[str | None, _T | None]:
+    """One watch request, until the server ends it or ``check`` has a result; the last version seen."""
+    stream = watch.Watch(return_type="object")
+    try:
+        options = watch_options(version, watch_timeout)
+        async for event in stream.stream(list_call, namespace, **options, **selector):
+            obj = event["raw_object"]
+            version = (obj.get("metadata") or {}).get("resourceVersion") or version
+            if event["type"] != "BOOKMARK" and (result := check(obj, event["type"])) is not None:
+                return version, result
+    finally:
+        await stream.close()
+    return version, None
+
+
+def newest(items: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The object created last (by ``metadata.creationTimestamp``), None when there is none."""
+    items = sorted(items, key=lambda o: (o.get("metadata") or {}).get("creationTimestamp") or "")
+    return items[-1] if items else None
 
 
 class PodWatches:
