@@ -107,12 +107,41 @@ NODE_FIELDS = (
 )
 
 
+#: the node's compare-and-set UPDATE per database dialect, written once: built by the query builder at each call
+#: it cost about 0.7 ms of CPU, twice a node (issue 18). Tortoise's own cache of UPDATEs is keyed by connection
+#: name, not dialect, so it is not used (tests open SQLite and PostgreSQL in one process).
+_NODE_CAS: dict[str, str] = {}
+_PLACEHOLDER = {"sqlite": lambda i: "?", "postgres": lambda i: f"${i}"}
+
+
+def _node_cas_sql(dialect: str) -> str | None:
+    """``UPDATE node_run SET <NODE_FIELDS> WHERE id=<p> AND status=<p>`` in ``dialect`` (None: not known)."""
+    if dialect not in _NODE_CAS and dialect in _PLACEHOLDER:
+        mark, columns = _PLACEHOLDER[dialect], NodeRun._meta.fields_db_projection
+        sets = ",".join(f'"{columns[f]}"={mark(i)}' for i, f in enumerate(NODE_FIELDS, 1))
+        n = len(NODE_FIELDS)
+        _NODE_CAS[dialect] = (
+            f'UPDATE "{NodeRun._meta.db_table}" SET {sets} WHERE "id"={mark(n + 1)} AND "status"={mark(n + 2)}'
+        )
+    return _NODE_CAS.get(dialect)
+
+
 async def _set_node(node: NodeRun, previous: NodeStatus) -> None:
     """Compare-and-set, inside the caller's transaction: write the node only if it still has ``previous``
     status in the database, so two writers (two engine workers, an engine and a service) can never both
     move it; the loser gets ``StaleStatus`` and its transaction writes nothing."""
-    values = {f: getattr(node, f) for f in NODE_FIELDS}
-    if not await NodeRun.filter(id=node.id, status=previous).update(**values):
+    db, fields = NodeRun._meta.db, NodeRun._meta.fields_map
+    sql = _node_cas_sql(db.capabilities.dialect)
+    if sql is None:  # another database: the query builder's way
+        changed = await NodeRun.filter(id=node.id, status=previous).update(
+            **{f: getattr(node, f) for f in NODE_FIELDS}
+        )
+    else:
+        values = [fields[f].to_db_value(getattr(node, f), node) for f in NODE_FIELDS]
+        changed, _ = await db.execute_query(
+            sql, [*values, node.id, fields["status"].to_db_value(previous, node)]
+        )
+    if not changed:
         raise StaleStatus(
             f"node {node.name!r} changed status meanwhile; it is no longer {previous.value}", field="node"
         )
