@@ -480,6 +480,7 @@ async def fan_out(
     subscribers: int,
     interval: float,
     nodes: list[str],
+    profile: cProfile.Profile | None = None,
 ) -> dict[str, Any]:
     children = []
     per_child = subscribers // 4
@@ -504,6 +505,8 @@ async def fan_out(
     events = [("RUNNING", None, None)]
     events += [("RUNNING", n, s) for n in nodes for s in ("RUNNING", "SUCCEEDED")]
     events.append(("SUCCEEDED", None, None))
+    if profile:
+        profile.enable()
     cpu, wall = time.process_time(), time.perf_counter()
     for i, (run_status, node, node_status) in enumerate(events):
         tag = "done" if i == len(events) - 1 else "t"
@@ -511,6 +514,8 @@ async def fan_out(
         await asyncio.sleep(interval)
     outputs = [await child.communicate() for child in children]
     cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+    if profile:
+        profile.disable()
     summaries = [json.loads(out.decode().strip().splitlines()[-1]) for out, _ in outputs]
     latencies = sorted(x for s in summaries for x in s["latencies"])
     received = sum(s["received"] for s in summaries)
@@ -527,7 +532,9 @@ async def fan_out(
     }
 
 
-async def bench_fanout(settings: Settings, ids: dict[str, Any], interval: float) -> dict[str, Any]:
+async def bench_fanout(
+    settings: Settings, ids: dict[str, Any], interval: float, profile: cProfile.Profile | None = None
+) -> dict[str, Any]:
     port = free_port()
     app = create_app(settings, run_engine=False)
     async with serving(app, port):
@@ -551,6 +558,7 @@ async def bench_fanout(settings: Settings, ids: dict[str, Any], interval: float)
             subscribers=200,
             interval=interval,
             nodes=nodes,
+            profile=profile,
         )
     raw = RawBroadcast()
     port = free_port()
@@ -632,8 +640,12 @@ async def report_detail(settings: Settings, ids: dict[str, Any], args: argparse.
         flush=True,
     )
     if profile:
-        pstats.Stats(profile).sort_stats("cumulative").print_stats(40)
-        pstats.Stats(profile).sort_stats("tottime").print_stats(30)
+        print_profile(profile)
+
+
+def print_profile(profile: cProfile.Profile) -> None:
+    pstats.Stats(profile).sort_stats("cumulative").print_stats(40)
+    pstats.Stats(profile).sort_stats("tottime").print_stats(30)
 
 
 async def report_status(settings: Settings, ids: dict[str, Any], args: argparse.Namespace) -> None:
@@ -646,7 +658,8 @@ async def report_status(settings: Settings, ids: dict[str, Any], args: argparse.
 
 
 async def report_fanout(settings: Settings, ids: dict[str, Any], args: argparse.Namespace) -> None:
-    fanout = await bench_fanout(settings, ids, 0.01 if args.quick else 0.005)
+    profile = cProfile.Profile() if args.profile else None
+    fanout = await bench_fanout(settings, ids, 0.01 if args.quick else 0.005, profile)
     for name in ("graphql", "raw"):
         f = fanout[name]
         print(
@@ -656,6 +669,8 @@ async def report_fanout(settings: Settings, ids: dict[str, Any], args: argparse.
             flush=True,
         )
     print(f"fan-out server CPU ratio GraphQL / raw: {fanout['cpu_ratio']:.1f}x", flush=True)
+    if profile:
+        print_profile(profile)
 
 
 async def fresh_postgres(url: str) -> str:
@@ -689,6 +704,6 @@ if __name__ == "__main__":
     else:
         parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
         parser.add_argument("--quick", action="store_true", help="smaller run, shorter measurements")
-        parser.add_argument("--profile", action="store_true", help="cProfile the GraphQL run-detail requests")
+        parser.add_argument("--profile", action="store_true", help="cProfile the GraphQL part of detail and fanout")
         parser.add_argument("--only", help="comma-separated parts: detail,status,fanout (default: all)")
         asyncio.run(main(parser.parse_args()))

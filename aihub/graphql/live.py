@@ -18,6 +18,7 @@ from aihub.bus.base import RunEvent, SubscriberTooSlow, Subscription
 from aihub.db.models import NodeRun, Run
 from aihub.domain.status import NodeStatus, RunStatus, attempt_over
 from aihub.graphql.context import Info
+from aihub.graphql.prebuilt import BuiltCache, Plan, Plans, Prebuilt
 from aihub.graphql.types.common import NodeStatusEnum, RunStatusEnum, parse_id
 from aihub.services import queries
 from aihub.services.auth import Unauthenticated, authenticate
@@ -99,6 +100,19 @@ class AttemptWatch:
         return self.over.is_set()
 
 
+#: a plain selection of ``runEvents`` is built by hand, once per live event for all its subscribers
+#: (``aihub.graphql.prebuilt``)
+EVENT_PLANS = Plans()
+BUILT_EVENTS = BuiltCache()
+
+
+def live_event(plan: Plan | None, event: RunEvent) -> RunEventType:
+    """What ``runEvents`` yields for a live event: its built answer when the selection is plain."""
+    if plan is None:
+        return RunEventType.from_event(event)
+    return Prebuilt(BUILT_EVENTS.get(event, plan, lambda: RunEventType.from_event(event)))  # type: ignore[return-value]
+
+
 #: how often an open subscription checks that its token still works (revoked, expired, run ended)
 REAUTHORISE_SECONDS = 5.0
 
@@ -130,10 +144,12 @@ async def while_authorised(info: Info, sub: Subscription) -> AsyncGenerator[RunE
     checked even while no event arrives."""
     check = TokenCheck(info)
     while True:
+        event: RunEvent | None = None
         try:
-            event: RunEvent | None = await asyncio.wait_for(anext(sub), check.remaining())
+            async with asyncio.timeout(check.remaining()):  # no task per event, unlike wait_for
+                event = await anext(sub)
         except TimeoutError:
-            event = None
+            pass
         if event is not None:
             yield event
         await check.ensure()
@@ -147,13 +163,17 @@ class LiveSubscription:
     async def run_events(self, info: Info, run_id: strawberry.ID) -> AsyncGenerator[RunEventType, None]:
         user = info.context.require_user()
         rid = parse_id(run_id, "runId")
+        plan = EVENT_PLANS.for_info(info)
         sub = info.context.runtime.bus.subscribe(rid, maxsize=info.context.subscriber_buffer)
         try:
             run, nodes = await queries.run_snapshot(user, rid)
             for event in snapshot_events(run, nodes):
-                yield RunEventType.from_event(event, snapshot=True)
+                if plan is None:
+                    yield RunEventType.from_event(event, snapshot=True)
+                else:
+                    yield Prebuilt(plan.build(RunEventType.from_event(event, snapshot=True)))  # type: ignore[misc]
             async for event in while_authorised(info, sub):
-                yield RunEventType.from_event(event)
+                yield live_event(plan, event)
         finally:
             sub.close()
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 import inspect
 import json
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Hashable, Mapping
 from typing import Any
 
 from graphql import (
@@ -241,3 +241,44 @@ class Plans:
 
 #: off: every field is completed by graphql-core (the tests compare both answers)
 ENABLED = True
+
+
+class BuiltCache:
+    """Answers built for shared objects (live events, delivered as the same object to every subscriber of a
+    run), per plan: the first subscriber of a selection builds it, the others reuse it; the latest
+    ``size`` objects are kept. Keys must be immutable (a frozen dataclass)."""
+
+    def __init__(self, size: int = 256) -> None:
+        self.size = size
+        self._built: OrderedDict[Hashable, dict[Plan, Completed]] = OrderedDict()
+
+    def get(self, key: Hashable, plan: Plan, make: Callable[[], Any]) -> Completed:
+        """The answer for ``key`` under ``plan``; ``make()`` gives the object to build it from."""
+        by_plan = self._built.get(key)
+        if by_plan is None:
+            by_plan = self._built[key] = {}
+            if len(self._built) > self.size:
+                self._built.popitem(last=False)
+        built = by_plan.get(plan)
+        if built is None:
+            built = by_plan[plan] = plan.build(make())
+        return built
+
+
+def next_message_text(message: object) -> str | None:
+    """The JSON of a ``graphql-transport-ws`` ``next`` message whose data is one built answer, made from the
+    answer's own JSON text (made once for every subscriber); None for any other message. The same text as
+    ``json.dumps(message, separators=(",", ":"))``."""
+    if type(message) is not dict or len(message) != 3 or message.get("type") != "next":
+        return None
+    payload = message.get("payload")
+    if type(payload) is not dict or len(payload) != 1:
+        return None
+    data = payload.get("data")
+    if type(data) is not dict or len(data) != 1:
+        return None
+    ((key, value),) = data.items()
+    if type(value) is not Completed or list(message) != ["id", "type", "payload"]:
+        return None
+    head = '{"id":' + json.dumps(message["id"]) + ',"type":"next","payload":{"data":{' + json.dumps(key)
+    return head + ":" + value.text + "}}}"

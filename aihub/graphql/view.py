@@ -21,6 +21,7 @@ from strawberry.types import ExecutionResult
 from aihub.graphql.context import Context, bearer_token
 from aihub.graphql.ide import ide_html, secure_ide_page
 from aihub.graphql.media import GRAPHQL_RESPONSE, is_request_error, prefers_graphql_response
+from aihub.graphql.prebuilt import next_message_text
 from aihub.graphql.schema import build_schema
 from aihub.logs import new_request_id
 from aihub.services.auth import token_row
@@ -73,6 +74,11 @@ class GraphQLView(GraphQL):
             if isinstance(response_data, dict) and "data" not in response_data:
                 response.status_code = 400
         return response
+
+    def encode_json(self, data: object) -> str | bytes:
+        """A live event's ``next`` message from the event's JSON made once for all subscribers
+        (``aihub.graphql.prebuilt``); anything else as Strawberry encodes it."""
+        return next_message_text(data) or super().encode_json(data)
 
     async def render_graphql_ide(self, request: Request) -> Response:
         """GraphiQL with a Content-Security-Policy and no framing (``aihub.graphql.ide``)."""

@@ -1,23 +1,27 @@
-"""The hand-built node list (``aihub.graphql.prebuilt``) answers exactly what graphql-core's general execution
+"""The hand-built node list and live events (``aihub.graphql.prebuilt``) answers exactly what graphql-core's general execution
 answers: the same query text gives the same JSON with the fast path on and off, for a run with every kind of
 field (null and set timestamps, exit codes, JSON inputs, text and path outputs, several attempts, run-level and
 node events, a cache source), with aliases and ``__typename``; selections it cannot answer take the general
-path."""
+path. A live event is built once for all the subscribers of a selection and sent as the same text as the
+general path's."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import uuid
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
+from aihub.bus.base import RunEvent
 from aihub.db.models import Attempt, NodeEvent, NodeRun, Run
 from aihub.domain.status import NodeStatus, RunStatus
 from aihub.graphql import prebuilt
 from aihub.services.runs import create_run
 from aihub.services.workflows import create_workflow
-from tests.graphql.harness import Server
+from tests.graphql.harness import Server, WsClient
 
 pytestmark = pytest.mark.usefixtures("users")
 
@@ -147,3 +151,68 @@ async def test_selections_it_cannot_answer_take_the_general_path(
     fast, general, built = await both_answers(users, query, {"id": run.id}, monkeypatch)
     assert built == 0
     assert fast == general and '"errors"' not in fast, fast
+
+
+# ------------------------------------------------------------------------------------------------ live events
+
+LIVE = "subscription($id: ID!) { runEvents(runId: $id) { __typename runId runStatus node s: nodeStatus retryCount attempt message snapshot } }"
+
+
+async def raw_messages(ws: WsClient, count: int) -> list[str]:
+    assert ws.conn is not None
+    return [str(await asyncio.wait_for(ws.conn.recv(), 30)) for _ in range(count)]
+
+
+async def test_live_events_are_built_once_per_selection_with_the_same_text(
+    users: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run = await every_kind_of_run(users)
+    builds: list[prebuilt.Plan] = []
+    original = prebuilt.Plan.build
+
+    def counting(self: prebuilt.Plan, obj: Any, data: Any = None) -> prebuilt.Completed:
+        builds.append(self)
+        return original(self, obj, data)
+
+    monkeypatch.setattr(prebuilt.Plan, "build", counting)
+    token = users.tokens["alice"]
+    variables = {"id": str(run.id)}
+    async with users.ws(token) as fast1, users.ws(token) as fast2, users.ws(token) as general:
+        for ws in (fast1, fast2):
+            await ws.subscribe(LIVE, variables)
+            await raw_messages(ws, 4)  # the snapshot: the run and its three nodes
+        monkeypatch.setattr(prebuilt, "ENABLED", False)
+        await general.subscribe(LIVE, variables)
+        await raw_messages(general, 4)
+        monkeypatch.setattr(prebuilt, "ENABLED", True)
+        builds.clear()
+        # built answers are kept per event's value: a message unique to this test
+        tag = uuid.uuid4().hex
+        events = [
+            RunEvent(run.id, "RUNNING", "a", "RUNNING", 0, 1, f'started "ü" {tag}'),
+            RunEvent(run.id, "RUNNING", "b", "FAILED", 2, None, tag),
+            RunEvent(run.id, "FAILED", None, None, 0, None, tag),
+        ]
+        for event in events:
+            await users.rt.bus.publish(event)
+        texts = [await raw_messages(ws, len(events)) for ws in (fast1, fast2, general)]
+    assert texts[0] == texts[1] == texts[2]
+    assert json.loads(texts[0][0])["payload"]["data"]["runEvents"]["s"] == "RUNNING"
+    assert len(builds) == len(events), "each live event is built once for both fast subscribers"
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        {"id": 'op-"1"', "type": "next", "payload": {"data": {"runEvents": prebuilt.Completed(a=1, b="é")}}},
+        {"id": "1", "type": "next", "payload": {"data": {"runEvents": {"a": 1}}}},
+        {"id": "1", "type": "next", "payload": {"data": {"x": prebuilt.Completed(a=1)}, "errors": []}},
+        {"id": "1", "type": "complete"},
+    ],
+)
+def test_next_message_text_is_what_json_dumps_gives(message: dict[str, Any]) -> None:
+    text = prebuilt.next_message_text(message)
+    built = isinstance(message.get("payload", {}).get("data", {}).get("runEvents"), prebuilt.Completed)
+    assert (text is not None) == built
+    if text is not None:
+        assert text == json.dumps(message, separators=(",", ":"))
