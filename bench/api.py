@@ -704,6 +704,8 @@ if __name__ == "__main__":
     else:
         parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
         parser.add_argument("--quick", action="store_true", help="smaller run, shorter measurements")
-        parser.add_argument("--profile", action="store_true", help="cProfile the GraphQL part of detail and fanout")
+        parser.add_argument(
+            "--profile", action="store_true", help="cProfile the GraphQL part of detail and fanout"
+        )
         parser.add_argument("--only", help="comma-separated parts: detail,status,fanout (default: all)")
         asyncio.run(main(parser.parse_args()))
