@@ -45,6 +45,11 @@ class Runtime:
     draining: asyncio.Event = field(default_factory=asyncio.Event)
 
 
+async def migrate_database(settings: Settings) -> list[str]:
+    """``aihub migrate``: apply the pending migrations (a server applies them too when it starts)."""
+    return await migrate(settings)
+
+
 def build_executor(settings: Settings, artifacts: ArtifactStore, logs: LocalLogStore) -> Executor:
     if settings.executor == "kubernetes":
         from aihub.engine.executors.kubernetes import KubernetesExecutor

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlparse
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -38,6 +39,14 @@ def absolute_database_url(url: str) -> str:
     if path in ("", ":memory:") or path.startswith("/"):
         return url
     return f"{prefix}{absolute_path(path)}{sep}{query}"
+
+
+def parse_store_url(url: str) -> tuple[str, str]:
+    """``s3://BUCKET/PREFIX`` → (bucket, prefix without slashes at either end); ValueError naming the setting."""
+    parsed = urlparse(url)
+    if parsed.scheme != "s3" or not parsed.netloc or parsed.query or parsed.fragment:
+        raise ValueError(f"AIHUB_ARTIFACT_STORE must look like s3://BUCKET/PREFIX, not {url!r}")
+    return parsed.netloc, parsed.path.strip("/")
 
 
 class Settings(BaseSettings):
@@ -183,8 +192,6 @@ class Settings(BaseSettings):
     @classmethod
     def _store_url(cls, value: str | None) -> str | None:
         if value:
-            from aihub.storage.s3 import parse_store_url
-
             parse_store_url(value)
         return value
 

@@ -31,9 +31,9 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 
 
 def _cmd_migrate(args: argparse.Namespace) -> int:
-    from aihub.db.setup import migrate
+    from aihub.runtime import migrate_database
 
-    applied = asyncio.run(migrate(get_settings()))
+    applied = asyncio.run(migrate_database(get_settings()))
     print("\n".join(applied) if applied else "database is up to date")
     return 0
 

@@ -12,20 +12,22 @@ import asyncio
 import os
 import sys
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from aihub.bus.base import RunEvent
 from aihub.cli.client import printable
-from aihub.db.models import NodeRun, Run, User
 from aihub.domain.spec import SpecError, parse_spec
 from aihub.domain.status import NodeStatus, RunStatus
 from aihub.runtime import Runtime, open_runtime
 from aihub.services.errors import ServiceError
-from aihub.services.queries import attempt_log_finished
+from aihub.services.files import failed_node_logs, follow_log
 from aihub.services.runs import create_run
-from aihub.services.users import ensure_admin
+from aihub.services.users import ensure_admin, get_admin
 from aihub.services.workflows import find_or_create_for_file
 from aihub.settings import Settings
+
+if TYPE_CHECKING:
+    from aihub.db.models import Run
 
 COLOURS = {
     "RUNNING": "\033[34m",
@@ -110,17 +112,13 @@ async def follow_run(rt: Runtime, run: Run, printer: Printer) -> Run:
 
 
 async def _follow_logs(rt: Runtime, run_id: int, node: str, attempt: int, printer: Printer) -> None:
-    async def done() -> bool:
-        return await attempt_log_finished(run_id, node, attempt)
-
-    async for line in rt.logs.follow(run_id, node, attempt, done=done):
+    async for line in follow_log(rt.logs, run_id, node, attempt):
         printer.log(node, printable(line))  # a log cannot drive the terminal
 
 
 async def report_failure(rt: Runtime, run: Run, printer: Printer, lines: int = 20) -> None:
-    for node in await NodeRun.filter(run_id=run.id, status=NodeStatus.FAILED):
+    for node, tail in await failed_node_logs(rt.logs, run, lines):
         printer.line(f"node {node.name} failed: {node.message}")
-        tail = await rt.logs.tail_lines(run.id, node.name, node.attempt, lines)
         if tail:
             printer.line(f"last {len(tail)} log lines of {node.name} (attempt {node.attempt}):")
             for text in tail:
@@ -144,7 +142,7 @@ async def run_file(settings: Settings, args: argparse.Namespace, out: TextIO = s
         password = await ensure_admin(settings)
         if password:  # the web UI (`make run` on the same data dir) needs it later
             printer.line(f"created user 'admin' with password: {password}")
-        user = await User.get(username="admin")
+        user = await get_admin()
         try:
             version = await find_or_create_for_file(user, source)
             run = await create_run(rt.bus, user, version.id, name=args.name, params=params)

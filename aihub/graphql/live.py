@@ -11,11 +11,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncGenerator
+from typing import TYPE_CHECKING
 
 import strawberry
 
 from aihub.bus.base import RunEvent, SubscriberTooSlow, Subscription
-from aihub.db.models import NodeRun, Run
 from aihub.domain.status import NodeStatus, RunStatus, attempt_over
 from aihub.graphql.context import Info
 from aihub.graphql.prebuilt import BuiltCache, Plan, Plans, Prebuilt
@@ -23,6 +23,10 @@ from aihub.graphql.types.common import NodeStatusEnum, RunStatusEnum, parse_id
 from aihub.services import queries
 from aihub.services.auth import Unauthenticated, authenticate
 from aihub.services.errors import InvalidInput
+from aihub.services.files import follow_log
+
+if TYPE_CHECKING:
+    from aihub.db.models import NodeRun, Run
 
 
 @strawberry.type(name="RunEvent")
@@ -202,7 +206,7 @@ class LiveSubscription:
                 await check.ensure()
                 return await watch.done()
 
-            async for line in info.context.runtime.logs.follow(rid, node, number, done=done):
+            async for line in follow_log(info.context.runtime.logs, rid, node, number, done=done):
                 await check.ensure()
                 yield LogLineType(text=line)
         finally:

@@ -10,11 +10,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
 from tortoise.exceptions import IntegrityError
 from tortoise.models import Model
+from tortoise.queryset import QuerySet
 
 from aihub.db.models import Category, DataStorage, Module, Team, User, VirtualCluster
 from aihub.domain.messages import msg
@@ -117,6 +118,18 @@ async def list_users(user: User) -> list[User]:
     return await User.filter(team_id=user.team_id).order_by("username")  # type: ignore[attr-defined]
 
 
+def users_query(actor: User, *, search: str = "", team: str = "") -> QuerySet[User]:
+    """Every user, for an administrator's listing (by username), narrowed by a part of the username and by
+    the name of their team."""
+    require_admin(actor)
+    query = User.all()
+    if search:
+        query = query.filter(username__icontains=search)
+    if team:
+        query = query.filter(team__name=team)
+    return query.order_by("username")
+
+
 async def _team_id(team_id: int | None) -> int | None:
     if team_id is None:
         return None
@@ -197,6 +210,35 @@ async def update_user(
 
 async def list_teams() -> list[Team]:
     return await Team.all().order_by("name")
+
+
+async def count_teams() -> int:
+    return await Team.all().count()
+
+
+async def teams_named(names: Iterable[str]) -> list[Team]:
+    return await Team.filter(name__in=list(names))
+
+
+async def team_by_name(name: str) -> Team | None:
+    return await Team.get_or_none(name=name)
+
+
+def teams_query(actor: User, *, search: str = "") -> QuerySet[Team]:
+    """Every team, for an administrator's listing (by name), narrowed by a part of the name."""
+    require_admin(actor)
+    query = Team.all()
+    if search:
+        query = query.filter(name__icontains=search)
+    return query.order_by("name")
+
+
+async def team_members(team_ids: Iterable[int]) -> dict[int, list[User]]:
+    """The members of each team, by username."""
+    members: dict[int, list[User]] = {}
+    for user in await User.filter(team_id__in=list(team_ids)).order_by("username"):
+        members.setdefault(user.team_id, []).append(user)  # type: ignore[attr-defined]
+    return members
 
 
 async def create_team(actor: User, *, name: str, peer_review: bool = False) -> Team:

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from aihub.db.models import ApiToken, NodeRun, TokenKind
 from aihub.services.access import get_run
-from aihub.services.errors import Forbidden, NotFound
-from aihub.storage.base import ArtifactStore
+from aihub.services.errors import Forbidden, NotFound, Unavailable
+from aihub.storage.base import ArtifactStore, StoreError
 
 
 async def checked_artifact(
@@ -26,9 +26,17 @@ async def checked_artifact(
     outputs = await NodeRun.filter(run_id=run_id).values_list("outputs", flat=True)
     if not any(o.get("digest") == digest for out in outputs for o in (out or {}).values()):
         raise NotFound(f"artifact {digest} not found", field="digest")
-    if not await artifacts.exists(digest):
+    if not await is_stored(artifacts, digest):
         raise NotFound(f"artifact {digest} not found", field="digest")
     return digest
+
+
+async def is_stored(artifacts: ArtifactStore, digest: str) -> bool:
+    """Whether the store holds ``digest``; a store that does not answer is :class:`Unavailable`."""
+    try:
+        return await artifacts.exists(digest)
+    except StoreError as exc:
+        raise Unavailable(str(exc)) from exc
 
 
 def check_uploader(token: ApiToken) -> None:

@@ -36,3 +36,9 @@ class Conflict(ServiceError):
     """The object is in a state that does not allow the request (retry a RUNNING run, stop a finished one)."""
 
     code = "CONFLICT"
+
+
+class Unavailable(ServiceError):
+    """A store the request needs does not answer now (object store away); trying again later may work."""
+
+    code = "UNAVAILABLE"

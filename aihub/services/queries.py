@@ -31,7 +31,7 @@ from aihub.db.models import (
 from aihub.domain import dag
 from aihub.domain.ids import parse_row_id
 from aihub.domain.spec import parse_spec
-from aihub.domain.status import RunStatus, attempt_over
+from aihub.domain.status import NodeStatus, RunStatus, attempt_over
 from aihub.services.access import get_run, runs_visible_to, workflows_visible_to
 from aihub.services.errors import InvalidInput, NotFound
 from aihub.services.modules import modules_visible_to  # visibility rules live with the module services
@@ -143,12 +143,36 @@ async def list_versions(user: User, workflow_id: int) -> list[WorkflowVersion]:
     return await WorkflowVersion.filter(workflow_id=workflow_id).order_by("number")
 
 
+async def versions_of(workflows: Sequence[Workflow]) -> list[list[WorkflowVersion]]:
+    """Each listed workflow's versions, newest first, with their authors: one query for the whole page."""
+    rows = await WorkflowVersion.filter(workflow_id__in=[w.id for w in workflows]).order_by("-number")
+    await WorkflowVersion.fetch_for_list(rows, "created_by")
+    by_workflow: dict[int, list[WorkflowVersion]] = {w.id: [] for w in workflows}
+    for row in rows:
+        by_workflow[row.workflow_id].append(row)  # type: ignore[attr-defined]
+    return [by_workflow[w.id] for w in workflows]
+
+
 async def run_nodes_in_order(run: Run, version: WorkflowVersion | None = None) -> list[NodeRun]:
     """The run's nodes, parents first (declaration order among nodes ready together)."""
     version = version or await WorkflowVersion.get(id=run.version_id)  # type: ignore[attr-defined]
     nodes = {n.name: n for n in await NodeRun.filter(run_id=run.id)}
     order = dag.topological_order(parse_spec(version.spec).parents())
     return [nodes[name] for name in order if name in nodes]
+
+
+async def run_nodes(run: Run, status: NodeStatus | None = None) -> dict[str, NodeRun]:
+    """The node rows of a run the caller was allowed to see, by name (only those in ``status`` if given)."""
+    query = NodeRun.filter(run_id=run.id)
+    if status is not None:
+        query = query.filter(status=status)
+    return {n.name: n for n in await query}
+
+
+async def load_related(rows: Sequence[Model], *related: str) -> None:
+    """Fetch the ``related`` rows of every row of a listing in one query each (not one per row)."""
+    if rows:
+        await type(rows[0]).fetch_for_list(list(rows), *related)
 
 
 async def run_snapshot(user: User, run_id: int) -> tuple[Run, list[NodeRun]]:

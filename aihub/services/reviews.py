@@ -11,6 +11,7 @@ their own requests.
 
 from __future__ import annotations
 
+from tortoise.queryset import QuerySet
 from tortoise.transactions import in_transaction
 
 from aihub.db.models import (
@@ -28,7 +29,14 @@ from aihub.services.errors import Conflict, Forbidden, InvalidInput, NotFound
 from aihub.services.modules import get_module, latest_build
 from aihub.services.status import move_module, move_review, utcnow
 
-__all__ = ["can_review", "list_reviews", "request_publish", "review_module", "reviews_visible_to"]
+__all__ = [
+    "can_review",
+    "list_reviews",
+    "request_publish",
+    "review_module",
+    "reviews_query",
+    "reviews_visible_to",
+]
 
 MAX_REASON = 5000
 
@@ -38,6 +46,28 @@ _NOT_READY = {
     ModuleStatus.PENDING_REVIEW: "is already waiting for a review",
     ModuleStatus.PUBLISHED: "is already published",
 }
+
+
+def reviews_query(
+    user: User,
+    *,
+    status: ReviewStatus | None = None,
+    search: str | None = None,
+    requester: str | None = None,
+    module_id: int | None = None,
+) -> QuerySet[ModuleReview]:
+    """The reviews ``user`` sees, newest first, narrowed by status, a part of the module's name, the requester's
+    username and the module."""
+    query = reviews_visible_to(user)
+    if status is not None:
+        query = query.filter(status=status)
+    if search:
+        query = query.filter(module__name__icontains=search)
+    if requester:
+        query = query.filter(requester__username=requester)
+    if module_id is not None:
+        query = query.filter(module_id=module_id)
+    return query.order_by("-id")
 
 
 async def list_reviews(user: User, *, status: ReviewStatus | None = None) -> list[ModuleReview]:

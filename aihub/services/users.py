@@ -128,6 +128,11 @@ async def ensure_admin(settings: Settings) -> str | None:
     return password
 
 
+async def get_admin() -> User:
+    """The user ``admin`` (the embedded ``aihub run`` runs as it; :func:`ensure_admin` made it)."""
+    return await User.get(username=ADMIN_USERNAME)
+
+
 async def initial_admin_password(settings: Settings) -> str | None:
     """The generated password of ``admin`` while it is still the one in force; the kept file goes after."""
     path = settings.data_dir / INITIAL_PASSWORD_FILE

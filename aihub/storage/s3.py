@@ -41,12 +41,12 @@ from contextlib import asynccontextmanager
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
 import obstore
 from obstore.exceptions import BaseError, NotFoundError
 from obstore.store import S3Store
 
+from aihub.settings import parse_store_url
 from aihub.storage.base import ArtifactCorrupt, ArtifactMissing, DoneCheck, StoreError
 from aihub.storage.local import (
     COMPACTED_NOTE,
@@ -71,14 +71,6 @@ _CONCURRENCY = 8
 # …) for the rest
 _NOT_FOUND = (NotFoundError, FileNotFoundError)
 _FAILURE = (BaseError, OSError, RuntimeError)
-
-
-def parse_store_url(url: str) -> tuple[str, str]:
-    """``s3://BUCKET/PREFIX`` → (bucket, prefix without slashes at either end); ValueError naming the setting."""
-    parsed = urlparse(url)
-    if parsed.scheme != "s3" or not parsed.netloc or parsed.query or parsed.fragment:
-        raise ValueError(f"AIHUB_ARTIFACT_STORE must look like s3://BUCKET/PREFIX, not {url!r}")
-    return parsed.netloc, parsed.path.strip("/")
 
 
 class S3Config:

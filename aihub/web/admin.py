@@ -11,22 +11,25 @@ import json
 import re
 from collections.abc import Awaitable, Callable, Mapping
 from functools import wraps
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from starlette.datastructures import FormData
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from aihub.db.models import Team, User
 from aihub.domain.ids import parse_row_id
 from aihub.domain.messages import msg
 from aihub.services import admin
 from aihub.services.errors import InvalidInput, NotFound, ServiceError
+from aihub.services.queries import load_related
 from aihub.web.i18n import N_
 from aihub.web.paging import paginate_query
 from aihub.web.render import render
 from aihub.web.session import page, redirect
+
+if TYPE_CHECKING:
+    from aihub.db.models import User
 
 SECTIONS = (
     ("users", N_("Users")),
@@ -45,7 +48,7 @@ FIELDS = {
 }
 STATUS_CODES = {"NOT_FOUND": 404, "FORBIDDEN": 403, "CONFLICT": 409}
 
-Handler = Callable[[Request, User], Awaitable[Response]]
+Handler = Callable[[Request, "User"], Awaitable[Response]]
 
 
 def admin_page(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
@@ -70,33 +73,21 @@ TEAM_SELECT_MAX = 200
 async def _users(actor: User, request: Request) -> dict[str, Any]:
     """One page of users from the database (admin pages are for administrators, who see everybody), filtered
     by a part of the username and by team."""
-    query = User.all()
     search = request.query_params.get("q", "").strip()
-    if search:
-        query = query.filter(username__icontains=search)
     team = request.query_params.get("team", "").strip()
-    if team:
-        query = query.filter(team__name=team)
-    users, pager = await paginate_query(request, query.order_by("username"))
-    await User.fetch_for_list(users, "team")
-    many = await Team.all().count() > TEAM_SELECT_MAX
+    users, pager = await paginate_query(request, admin.users_query(actor, search=search, team=team))
+    await load_related(users, "team")
+    many = await admin.count_teams() > TEAM_SELECT_MAX
     teams = (
-        await Team.filter(name__in=[u.team.name for u in users if u.team])
-        if many
-        else await admin.list_teams()
+        await admin.teams_named(u.team.name for u in users if u.team) if many else await admin.list_teams()
     )
     return {"users": users, "teams": teams, "team_names": many, "pager": pager, "q": search, "team": team}
 
 
 async def _teams(actor: User, request: Request) -> dict[str, Any]:
-    query = Team.all()
     search = request.query_params.get("q", "").strip()
-    if search:
-        query = query.filter(name__icontains=search)
-    teams, pager = await paginate_query(request, query.order_by("name"))
-    members: dict[int, list[User]] = {}
-    for user in await User.filter(team_id__in=[t.id for t in teams]).order_by("username"):
-        members.setdefault(user.team_id, []).append(user)  # type: ignore[attr-defined]
+    teams, pager = await paginate_query(request, admin.teams_query(actor, search=search))
+    members = await admin.team_members(t.id for t in teams)
     return {"teams": teams, "members": members, "pager": pager, "q": search}
 
 
@@ -224,7 +215,7 @@ async def team_choice(form: FormData) -> int | None:
         name = text(form, "team_name")
         if not name:
             return None
-        team = await Team.get_or_none(name=name)
+        team = await admin.team_by_name(name)
         if team is None:
             raise InvalidInput(msg("unknown team {value}", value=repr(name)), field="team_id")
         return int(team.id)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import aiofiles
 import aiofiles.os
@@ -13,7 +14,6 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
 
-from aihub.db.models import ApiToken
 from aihub.domain.ids import parse_row_id
 from aihub.engine.artifacts import ArtifactError
 from aihub.engine.executors.k8s_artifacts import store_uploaded_output
@@ -22,7 +22,11 @@ from aihub.services.errors import ServiceError
 from aihub.services.tokens import valid_token
 from aihub.storage.base import StoreError
 
+if TYPE_CHECKING:
+    from aihub.db.models import ApiToken
+
 UPLOAD_PATH = "/artifacts/upload"
+STATUS_CODES = {"NOT_FOUND": 404, "UNAVAILABLE": 503}
 
 
 def _error(status: int, message: str) -> JSONResponse:
@@ -48,9 +52,7 @@ async def get_artifact(request: Request) -> Response:
     try:
         digest = await checked_artifact(token, request.path_params["digest"], artifacts, run_id)
     except ServiceError as exc:
-        return _error(404 if exc.code == "NOT_FOUND" else 403, exc.message)
-    except StoreError as exc:
-        return _error(503, str(exc))
+        return _error(STATUS_CODES.get(exc.code, 403), exc.message)
     # the store checks the sha256 as the bytes go out: a corrupt object ends the response early (the client
     # sees a broken download, never a complete wrong one)
     return StreamingResponse(artifacts.stream(digest), media_type="application/gzip")

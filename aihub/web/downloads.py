@@ -14,9 +14,9 @@ from aihub.domain.ids import in_row_id_range
 from aihub.graphql.context import bearer_token
 from aihub.services.auth import token_row
 from aihub.services.errors import ServiceError
-from aihub.services.queries import output_artifact
-from aihub.services.tokens import check_run_token_operation
-from aihub.storage.base import StoreError
+from aihub.services.files import output_download
+
+STATUS_CODES = {"FORBIDDEN": 403, "UNAVAILABLE": 503}
 
 
 def _error(status: int, code: str, message: str) -> JSONResponse:
@@ -31,22 +31,17 @@ async def download_output(request: Request) -> Response:
     params = request.path_params
     if not in_row_id_range(params["run_id"]):
         return _error(404, "NOT_FOUND", f"run {params['run_id']} not found")
+    artifacts = request.app.state.runtime.artifacts
     try:
-        check_run_token_operation(row, "run", params["run_id"])
-        digest = await output_artifact(row.user, params["run_id"], params["node"], params["output"])
-        artifacts = request.app.state.runtime.artifacts
-        stored = await artifacts.exists(digest)
+        download = await output_download(
+            artifacts, row.user, params["run_id"], params["node"], params["output"], token=row
+        )
     except ServiceError as exc:
-        return _error(403 if exc.code == "FORBIDDEN" else 404, exc.code, exc.message)
-    except StoreError as exc:
-        return _error(503, "UNAVAILABLE", str(exc))
-    if not stored:
-        return _error(404, "NOT_FOUND", "the artifact is no longer stored")
-    filename = f"run{params['run_id']}-{params['node']}-{params['output']}.tar.gz"
+        return _error(STATUS_CODES.get(exc.code, 404), exc.code, exc.message)
     return StreamingResponse(
-        artifacts.stream(digest),
+        download.chunks,
         media_type="application/gzip",
-        headers={"content-disposition": f'attachment; filename="{filename}"'},
+        headers={"content-disposition": f'attachment; filename="{download.filename}"'},
     )
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 from starlette.datastructures import FormData
@@ -20,7 +20,6 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from aihub.db.models import User, WorkflowVersion
 from aihub.domain.ids import parse_count, parse_row_id
 from aihub.domain.messages import msg
 from aihub.domain.spec import SpecError, SpecIssue, parse_spec
@@ -65,6 +64,9 @@ from aihub.web.draft import errors_by_field as map_errors
 from aihub.web.render import is_htmx, render
 from aihub.web.session import MAX_FORM_FIELDS, page, redirect
 from aihub.web.svg import layout
+
+if TYPE_CHECKING:
+    from aihub.db.models import User, WorkflowVersion
 
 _OP = re.compile(r"(add|remove)-(param|node|module|input|output|env)(?:-([\w.-]+))?")
 _Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)

@@ -10,19 +10,22 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from markupsafe import escape
 from starlette.responses import StreamingResponse
 
 from aihub.bus.base import RunEvent, SubscriberTooSlow
-from aihub.db.models import NodeRun, User
-from aihub.runtime import Runtime
 from aihub.services.access import can_act_on_run, get_run
-from aihub.services.queries import attempt_log_finished, get_node, run_snapshot
+from aihub.services.files import follow_log
+from aihub.services.queries import get_node, run_nodes, run_snapshot
 from aihub.web.graphs import version_graph
 from aihub.web.render import env, render_string
 from aihub.web.svg import Layout, status_counts
+
+if TYPE_CHECKING:
+    from aihub.db.models import User
+    from aihub.runtime import Runtime
 
 KEEPALIVE = 15.0
 #: on (re)connect every node is sent when the graph is small, else only those that have left WAITING
@@ -128,7 +131,7 @@ async def run_context(user: User, run_id: int) -> dict[str, Any]:
     run = await get_run(user, run_id)
     await run.fetch_related("workflow", "version", "owner")
     graph = version_graph(run.version.spec)
-    rows = {n.name: n for n in await NodeRun.filter(run_id=run.id)}
+    rows = await run_nodes(run)
     nodes = [rows[name] for name in graph.order if name in rows]
     return {
         "run": run,
@@ -215,12 +218,9 @@ RESTART_NOTE = (
 def log_stream(
     rt: Runtime, user: User, run_id: int, node: str, number: int, offset: int
 ) -> StreamingResponse:
-    async def done() -> bool:
-        return await attempt_log_finished(run_id, node, number)
-
     async def body() -> AsyncIterator[str]:
         sent = 0
-        async for line in rt.logs.follow(run_id, node, number, done=done, offset=offset):
+        async for line in follow_log(rt.logs, run_id, node, number, offset=offset):
             yield sse("line", f'<div class="l">{escape(line)}</div>')
             sent += len(line) + 1
             if sent > LIVE_WINDOW:  # the page never holds more than a window: reload for the newest lines

@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from markupsafe import Markup
 from starlette.datastructures import FormData
@@ -14,9 +14,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from aihub.db.models import BuildStatus, Module, ModuleReview, ModuleStatus, ReviewStatus, User
 from aihub.domain.git import redact_url
 from aihub.domain.messages import msg
+from aihub.domain.status import BuildStatus, ModuleStatus, ReviewStatus
 from aihub.services.admin import list_categories
 from aihub.services.errors import Forbidden, InvalidInput, ServiceError
 from aihub.services.markdown import render_markdown
@@ -33,16 +33,20 @@ from aihub.services.modules import (
     update_module,
     view_module,
 )
+from aihub.services.queries import load_related
 from aihub.services.reviews import (
     can_review,
     get_review,
     request_publish,
     review_module,
-    reviews_visible_to,
+    reviews_query,
 )
 from aihub.web.paging import paginate_query
 from aihub.web.render import is_htmx, render
 from aihub.web.session import page, redirect
+
+if TYPE_CHECKING:
+    from aihub.db.models import Module, User
 
 STATUS_CODES = {"NOT_FOUND": 404, "FORBIDDEN": 403, "CONFLICT": 409}
 
@@ -259,7 +263,7 @@ async def modules_list(request: Request, user: User) -> Response:
         owner=q.get("owner", "").strip() or None,
     )
     rows, pager = await paginate_query(request, query)  # filtered and paged in the database
-    await Module.fetch_for_list(rows, "category", "owner")
+    await load_related(rows, "category", "owner")
     # each module as this viewer sees it (services.modules.Shown): the owner the edited module and its own
     # status, a reviewer the build under review, everybody else the published build
     views = await shown_modules(user, rows)
@@ -306,8 +310,8 @@ async def detail_response(
     module = await get_module(user, module_id)
     ctx = await build_context(request, user, module)
     view = ctx["view"]
-    reviews = await reviews_visible_to(user).filter(module_id=module.id).order_by("-id")
-    await ModuleReview.fetch_for_list(reviews, "module", "build", "requester", "reviewer")
+    reviews = await reviews_query(user, module_id=module.id)
+    await load_related(reviews, "module", "build", "requester", "reviewer")
     rejected = next((r for r in reviews if r.status is ReviewStatus.REJECTED), None)
     ctx.update(
         reviews=reviews,
@@ -370,17 +374,12 @@ async def reviews_page(
 ) -> Response:
     status = request.query_params.get("status", "")
     search = request.query_params.get("q", "").strip()
-    query = reviews_visible_to(user)
-    if status in ReviewStatus.__members__:
-        query = query.filter(status=ReviewStatus(status))
-    if search:
-        query = query.filter(module__name__icontains=search)
     requester = request.query_params.get("requester", "").strip()
-    if requester:
-        query = query.filter(requester__username=requester)
+    chosen = ReviewStatus(status) if status in ReviewStatus.__members__ else None
+    query = reviews_query(user, status=chosen, search=search, requester=requester)
     # paged in the database: 50 records a page, however many there are
-    reviews, pager = await paginate_query(request, query.order_by("-id"))
-    await ModuleReview.fetch_for_list(reviews, "module", "build", "requester", "reviewer")
+    reviews, pager = await paginate_query(request, query)
+    await load_related(reviews, "module", "build", "requester", "reviewer")
     ctx = {
         "reviews": reviews,
         "can_review": {r.id: await can_review(user, r) for r in reviews},

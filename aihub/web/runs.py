@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, time, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
 from babel import Locale
@@ -12,12 +12,11 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
 
-from aihub.db.models import NodeRun, Run, User, Workflow, WorkflowVersion
 from aihub.domain.clock import utcnow
 from aihub.domain.ids import parse_count, parse_row_id
 from aihub.domain.spec import parse_spec
 from aihub.domain.status import NodeStatus, RunStatus
-from aihub.runtime import Runtime
+from aihub.services import files
 from aihub.services.access import can_act_on_run, get_run, workflows_visible_to
 from aihub.services.editor import run_attempts
 from aihub.services.errors import InvalidInput, NotFound, ServiceError
@@ -27,8 +26,9 @@ from aihub.services.queries import (
     list_runs,
     list_versions,
     list_workflows,
-    output_artifact,
+    load_related,
     run_events,
+    run_nodes,
 )
 from aihub.services.runs import copy_run, create_run, retry_run, stop_run
 from aihub.services.versions import get_readable_version
@@ -40,6 +40,10 @@ from aihub.web.render import is_htmx, render
 from aihub.web.session import page, redirect
 from aihub.web.svg import Layout, status_counts
 from aihub.web.timeline import chart
+
+if TYPE_CHECKING:
+    from aihub.db.models import NodeRun, Run, User, Workflow, WorkflowVersion
+    from aihub.runtime import Runtime
 
 TABS = ("io", "details", "logs", "container", "events")
 TABLE_PAGE = 100
@@ -73,7 +77,7 @@ async def _pick(
     if chosen is None:
         return workflows, None, [], None
     versions = list(reversed(await list_versions(user, chosen.id)))
-    await WorkflowVersion.fetch_for_list(versions, "created_by")
+    await load_related(versions, "created_by")
     wanted = parse_row_id(version_raw)
     version = next((v for v in versions if v.id == wanted), versions[0] if versions else None)
     return workflows, chosen, versions, version
@@ -109,8 +113,12 @@ async def _author_check(user: User, version: WorkflowVersion) -> dict[str, Any]:
         return {"author": None, "runs_what": [], "runs_more": 0}
     nodes = parse_spec(version.spec).nodes
     shown = [(n.name, f"module {n.module}" if n.module else n.command) for n in nodes[:AUTHOR_CHECK_NODES]]
-    author = await User.get_or_none(id=author_id)
-    return {"author": author, "runs_what": shown, "runs_more": max(0, len(nodes) - AUTHOR_CHECK_NODES)}
+    await version.fetch_related("created_by")
+    return {
+        "author": version.created_by,
+        "runs_what": shown,
+        "runs_more": max(0, len(nodes) - AUTHOR_CHECK_NODES),
+    }
 
 
 def _form_context(version: WorkflowVersion, source: Run | None) -> dict[str, Any]:
@@ -136,7 +144,7 @@ async def run_new(request: Request, user: User) -> Response:
         workflows, _, versions, _ = await _pick(user, str(version.workflow.id), str(version.id), "")
     except NotFound:  # a template of a workflow the caller cannot see: only this version
         workflows, versions = [version.workflow], [version]
-        await WorkflowVersion.fetch_for_list(versions, "created_by")
+        await load_related(versions, "created_by")
     ctx: dict[str, Any] = {
         "workflows": workflows,
         "workflow": version.workflow,
@@ -199,7 +207,7 @@ async def runs_list(request: Request, user: User) -> Response:
         created_before=end + day if end and end.date() < date.max else None,  # to=9999-12-31: no bound
         after=q.get("after") or None,
     )
-    await Run.fetch_for_list(listing.items, "workflow", "version", "owner")
+    await load_related(listing.items, "workflow", "version", "owner")
     keep = {k: v for k, v in {"status": status, **filters}.items() if v}
     ctx = {
         "runs": listing.items,
@@ -261,10 +269,7 @@ async def run_table(request: Request, user: User) -> Response:
     await run.fetch_related("workflow", "version")
     order = version_graph(run.version.spec).table_order
     status = request.query_params.get("status", "")
-    query = NodeRun.filter(run_id=run.id)
-    if status in NodeStatus.__members__:
-        query = query.filter(status=NodeStatus(status))
-    rows = {n.name: n for n in await query}
+    rows = await run_nodes(run, NodeStatus(status) if status in NodeStatus.__members__ else None)
     items, pager = paginate(request, [rows[name] for name in order if name in rows], TABLE_PAGE)
     now = utcnow()
     ctx = {
@@ -366,19 +371,16 @@ async def node_panel(request: Request, user: User) -> Response:
     rt = runtime(request)
     number = await _attempt_number(request, row)
     if tab in ("logs", "container") and number > 0:
-        _, attempt = await get_attempt(user, run_id, name, number)
-        ctx["attempt"] = attempt
         if tab == "container":
+            _, attempt = await get_attempt(user, run_id, name, number)
             ctx["container"] = await rt.engine.describe(attempt)
         else:
             # the last LOG_PAGE bytes, from a line's start; the live view goes on from there
-            start = max(0, await rt.logs.size(run.id, name, number) - LOG_PAGE)
-            data, offset = await rt.logs.read(run.id, name, number, start, LOG_PAGE)
-            if start and b"\n" in data:
-                data = data[data.index(b"\n") + 1 :]
-            ctx.update(lines=data.decode(errors="replace").splitlines(), offset=offset)
-            ctx["truncated"] = start > 0
+            tail = await files.log_tail(rt.logs, user, run.id, name, number, LOG_PAGE)
+            attempt = tail.attempt
+            ctx.update(lines=tail.lines, offset=tail.offset, truncated=tail.truncated)
             ctx["live"] = not attempt.status.is_terminal
+        ctx["attempt"] = attempt
     if tab == "details":
         ctx.update(await _image_details(rt, run, name))
     if tab == "events":
@@ -409,24 +411,16 @@ async def log_live(request: Request, user: User) -> Response:
 @page
 async def log_download(request: Request, user: User) -> Response:
     run_id, name, number = (request.path_params[k] for k in ("run_id", "node", "attempt"))
-    await get_attempt(user, run_id, name, number)
-    chunks = await runtime(request).logs.download(run_id, name, number)
-    if chunks is None:
-        raise NotFound(f"attempt {number} of {name!r} has no log yet", field="attempt")
-    filename = f"run{run_id}-{name}-attempt{number}.log"
-    return StreamingResponse(chunks, media_type="text/plain", headers=_attachment(filename))
+    download = await files.log_download(runtime(request).logs, user, run_id, name, number)
+    return StreamingResponse(download.chunks, media_type="text/plain", headers=_attachment(download.filename))
 
 
 @page
 async def output_download(request: Request, user: User) -> Response:
     run_id, name, output = (request.path_params[k] for k in ("run_id", "node", "output"))
-    digest = await output_artifact(user, run_id, name, output)
-    artifacts = runtime(request).artifacts
-    if not await artifacts.exists(digest):
-        raise InvalidInput("the artifact is no longer stored", field="output")
-    filename = f"run{run_id}-{name}-{output}.tar.gz"
+    download = await files.output_download(runtime(request).artifacts, user, run_id, name, output)
     return StreamingResponse(
-        artifacts.stream(digest), media_type="application/gzip", headers=_attachment(filename)
+        download.chunks, media_type="application/gzip", headers=_attachment(download.filename)
     )
 
 

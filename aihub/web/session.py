@@ -141,7 +141,7 @@ def forbidden_csrf() -> Response:
 
 
 def error_page(request: Request, exc: ServiceError) -> Response:
-    status = {"NOT_FOUND": 404, "FORBIDDEN": 403, "CONFLICT": 409}.get(exc.code, 400)
+    status = {"NOT_FOUND": 404, "FORBIDDEN": 403, "CONFLICT": 409, "UNAVAILABLE": 503}.get(exc.code, 400)
     return render(
         request, "pages/error.html", {"error": exc}, partial="partials/error.html", status_code=status
     )

@@ -3,24 +3,26 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlencode
 
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from aihub.db.models import User, Workflow, WorkflowVersion
 from aihub.domain.spec import parse_spec
 from aihub.services.access import get_workflow
 from aihub.services.editor import can_add_version
 from aihub.services.errors import NotFound
-from aihub.services.queries import list_versions, list_workflows
+from aihub.services.queries import list_versions, list_workflows, load_related, versions_of
 from aihub.services.versions import export_yaml, get_readable_version, set_template
 from aihub.web.graphs import version_graph
 from aihub.web.render import is_htmx, render
 from aihub.web.runs import group_of
 from aihub.web.session import page, redirect
+
+if TYPE_CHECKING:
+    from aihub.db.models import User
 
 #: the version page shows this many lines of the spec; the rest is in Export YAML
 YAML_LINES = 400
@@ -34,8 +36,8 @@ async def workflows_list(request: Request, user: User) -> Response:
     listing = await list_workflows(
         user, search=search, owner=owner, after=request.query_params.get("after") or None
     )
-    await Workflow.fetch_for_list(listing.items, "owner")
-    rows = list(zip(listing.items, await _versions_of(listing.items), strict=True))
+    await load_related(listing.items, "owner")
+    rows = list(zip(listing.items, await versions_of(listing.items), strict=True))
     editable = {wf.id for wf in listing.items if user.is_admin or wf.owner_id == user.id}  # type: ignore[attr-defined]
     keep = {k: v for k, v in (("q", search), ("owner", owner)) if v}
     ctx = {
@@ -50,22 +52,12 @@ async def workflows_list(request: Request, user: User) -> Response:
     return render(request, "pages/workflows/list.html", ctx, partial="partials/workflows/table.html")
 
 
-async def _versions_of(workflows: list[Workflow]) -> list[list[WorkflowVersion]]:
-    """Each workflow's versions, newest first, with their authors: one query for the whole page."""
-    rows = await WorkflowVersion.filter(workflow_id__in=[w.id for w in workflows]).order_by("-number")
-    await WorkflowVersion.fetch_for_list(rows, "created_by")
-    by_workflow: dict[int, list[WorkflowVersion]] = {w.id: [] for w in workflows}
-    for row in rows:
-        by_workflow[row.workflow_id].append(row)  # type: ignore[attr-defined]
-    return [by_workflow[w.id] for w in workflows]
-
-
 @page
 async def workflow_detail(request: Request, user: User) -> Response:
     """A workflow's page: its description and every version (newest first) with run, copy, view, export."""
     workflow = await get_workflow(user, request.path_params["workflow_id"])
     await workflow.fetch_related("owner")
-    versions = (await _versions_of([workflow]))[0]
+    versions = (await versions_of([workflow]))[0]
     ctx = {
         "workflow": workflow,
         "versions": versions,

@@ -17,6 +17,7 @@ from aihub.graphql.prebuilt import Plans, Prebuilt
 from aihub.graphql.types.common import JSON, NodeStatusEnum, RunStatusEnum
 from aihub.graphql.types.users import UserType, load_user
 from aihub.graphql.types.workflows import WorkflowType, WorkflowVersionType
+from aihub.services import files
 from aihub.services.errors import InvalidInput, NotFound
 
 log = logging.getLogger("aihub.graphql")
@@ -84,11 +85,7 @@ async def read_log(
         raise InvalidInput(f"offset must be >= 0 (got {offset})", field="offset")
     if not 1 <= limit <= MAX_LOG_CHUNK:
         raise InvalidInput(f"limit must be between 1 and {MAX_LOG_CHUNK} (got {limit})", field="limit")
-    logs = info.context.runtime.logs
-    size = await logs.size(run_id, node, attempt) if attempt else 0
-    data = b""
-    if attempt and offset < size:
-        data, _ = await logs.read(run_id, node, attempt, offset, limit)
+    data, size = await files.read_log(info.context.runtime.logs, run_id, node, attempt, offset, limit)
     keep = complete_utf8_prefix(data) if offset + len(data) < size else len(data)
     end = offset + keep
     return LogChunkType(
