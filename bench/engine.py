@@ -8,8 +8,9 @@ docs/benchmarks.md explains the choices and holds the figures.
   depends on node *i* of layer *k-1*), and a fan-out 1→999 — on the built-in ``local`` cluster with 2 CPUs.
   Each is timed through the whole engine (``create_run`` → the run's SUCCEEDED event) and through a minimal
   pool in the same process: ``asyncio.create_subprocess_exec("true")`` under a semaphore of 2, following the
-  same edges. A second pool launches, per node, what the local executor launches (``unshare``, ``shim.sh``,
-  ``mount``, ``sh -c true``): it separates the price of the process chain from the engine's own.
+  same edges. A second pool launches, per node, what the local executor launches, the way it does (its
+  launcher, or ``unshare`` + ``shim.sh`` + ``mount``; then ``sh -c true``): it separates the price of the
+  process chain from the engine's own.
 - **hand-off**: a 200-node chain; parent exit → child start from the Attempt rows (the parent's
   ``finished_at`` is the mtime of the ``exit`` file its supervisor wrote; the child's ``started_at`` is taken
   just before its supervisor is spawned), and for comparison from the node events' ``created_at``.
@@ -47,7 +48,7 @@ sys.path.insert(0, str(ROOT))
 from aihub.bus.base import Subscription  # noqa: E402
 from aihub.db.models import Attempt, NodeEvent, User  # noqa: E402
 from aihub.domain.status import RunStatus  # noqa: E402
-from aihub.engine.executors.local import SHIM  # noqa: E402
+from aihub.engine.executors.local import LocalExecutor, _base_env, _ended  # noqa: E402
 from aihub.runtime import Runtime, open_runtime  # noqa: E402
 from aihub.services.runs import create_run  # noqa: E402
 from aihub.services.users import create_user  # noqa: E402
@@ -55,6 +56,7 @@ from aihub.services.workflows import create_workflow  # noqa: E402
 from aihub.settings import Settings  # noqa: E402
 
 CPUS = 2
+LAUNCHER_SCRIPT = b"executors/launcher.py"
 BENCH_USER = "bench"
 Parents = dict[str, list[str]]  # node -> the nodes it depends on, in declaration (topological) order
 
@@ -115,7 +117,24 @@ async def measured(work: Awaitable[Any]) -> tuple[Any, Measure]:
 
 def _cpu() -> tuple[float, float]:
     own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    return own.ru_utime + own.ru_stime, kids.ru_utime + kids.ru_stime
+    return own.ru_utime + own.ru_stime, kids.ru_utime + kids.ru_stime + _launchers_cpu()
+
+
+def _launchers_cpu() -> float:
+    """CPU seconds of the local executor's launchers (children of this process that live on), with the
+    supervisors they reaped, which getrusage of this process does not see."""
+    total = 0
+    with os.scandir("/proc") as entries:
+        for entry in entries:
+            try:
+                stat = Path(entry.path, "stat").read_bytes()
+                cmdline = Path(entry.path, "cmdline").read_bytes()
+            except (OSError, NotADirectoryError):
+                continue
+            fields = stat[stat.rindex(b")") + 2 :].split()
+            if int(fields[1]) == os.getpid() and LAUNCHER_SCRIPT in cmdline:
+                total += sum(int(f) for f in fields[11:15])  # utime stime cutime cstime
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 def median_measure(values: list[Measure]) -> Measure:
@@ -206,26 +225,24 @@ async def launch_true(name: str) -> None:
 
 
 def shim_launcher(rt: Runtime, work: Path) -> Callable[[str], Awaitable[None]]:
-    """Launch per node what the local executor launches (its unshare with mount and PID namespaces, the shim,
-    the /tmp bind, the data dir's hiding and setpriv to the node user), nothing else."""
+    """Launch per node what the local executor launches, the way it launches it (through its launcher, or
+    its unshare(1) chain: mount and PID namespaces, the shim, the /tmp bind, the data dir's hiding and
+    setpriv to the node user), nothing else: no database, no scheduler, no scratch files but the dir."""
     executor = rt.executor
-    unshare: list[str] = list(getattr(executor, "_unshare", []))  # [] when nodes run unisolated
-    mount = shutil.which("mount") or "-"
-    empty = str(getattr(executor, "work_root", work) / ".empty")
-    hidden = [
-        p for p in getattr(executor, "private_paths", []) if not p.is_relative_to("/tmp") and p.is_dir()
-    ]
-    drop: list[str] = executor._drop_privileges() if hasattr(executor, "_drop_privileges") else []
+    assert isinstance(executor, LocalExecutor)
+    isolated = executor.isolated
+    empty = str(executor.work_root / ".empty")
+    hidden = [p for p in executor.private_paths if not p.is_relative_to("/tmp") and p.is_dir()]
+    argv = [*executor._drop_privileges(), "sh", "-c", "true"]
 
     async def launch(name: str) -> None:
         scratch = work / name
         (scratch / "tmp" / "workflow_space").mkdir(parents=True)
-        binds = [str(scratch / "tmp"), "/tmp", "tree"] if unshare else []
-        binds += [part for path in hidden for part in (empty, str(path), "ro")] if unshare else []
-        argv = [*unshare, "sh", str(SHIM), str(scratch), str(scratch / "log"), "/tmp/workflow_space"]
-        argv += [mount if binds else "-", str(len(binds) // 3), *binds, "--", *drop, "sh", "-c", "true"]
-        proc = await asyncio.create_subprocess_exec(*argv, cwd=scratch, start_new_session=True)
-        await proc.wait()
+        binds = [(str(scratch / "tmp"), "/tmp", "tree")] if isolated else []
+        binds += [(empty, str(path), "ro") for path in hidden] if isolated else []
+        env = executor._supervisor_env(_base_env("/tmp/workflow_space"))
+        child, _ = await executor._launch(scratch, scratch / "log", "/tmp/workflow_space", binds, argv, env)
+        await _ended(child)
         if (scratch / "exit").read_text().strip() != "0":
             raise RuntimeError(f"the shim failed: {(scratch / 'log').read_text()}")
 

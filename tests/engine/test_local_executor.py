@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -78,14 +79,32 @@ def _kill_leftovers(root: Path) -> None:
                 os.killpg(pid, signal.SIGKILL)
 
 
-@pytest.fixture(params=["auto", "off"])
-async def executor(request: pytest.FixtureRequest, make_executor: MakeExecutor) -> LocalExecutor:
-    """Both with a private mount namespace (where available) and without."""
-    return await make_executor(request.param)
+@pytest.fixture(params=["auto", "unshare", "off"])
+async def executor(
+    request: pytest.FixtureRequest, make_executor: MakeExecutor, monkeypatch: pytest.MonkeyPatch
+) -> LocalExecutor:
+    """With a private mount namespace (where available): made by the launcher (a root server) or by the
+    unshare(1) chain (a server that is not root, here simulated); and without."""
+    if request.param == "unshare":
+        without_launcher(monkeypatch)
+    return await make_executor("off" if request.param == "off" else "auto")
 
 
-@pytest.fixture
-async def isolated(make_executor: MakeExecutor) -> LocalExecutor:
+def without_launcher(monkeypatch: pytest.MonkeyPatch) -> None:
+    """As on a host where the server is not root: namespaces through unshare(1), never the launcher."""
+    real_find = local_module._Tools.find
+    monkeypatch.setattr(
+        local_module._Tools, "find", staticmethod(lambda: dataclasses.replace(real_find(), launcher=False))
+    )
+
+
+@pytest.fixture(params=["auto", "unshare"])
+async def isolated(
+    request: pytest.FixtureRequest, make_executor: MakeExecutor, monkeypatch: pytest.MonkeyPatch
+) -> LocalExecutor:
+    """A private mount namespace, made both ways (see ``executor``)."""
+    if request.param == "unshare":
+        without_launcher(monkeypatch)
     executor = await make_executor("auto")
     if not executor.isolated:
         message = f"mount isolation unavailable: {executor.isolation_reason}"
@@ -761,3 +780,28 @@ async def test_unavailable_isolation_warns_once_and_falls_back(
         "host's /tmp, see the data dir and cannot mount data storages"
     )
     assert len(warnings) == 2 and warnings[1].startswith("SECURITY: local executor: nodes run as ")
+
+
+def test_isolation_ways_prefer_a_pid_namespace_then_the_launcher() -> None:
+    """A kernel without the launcher's /proc (before 6.15) must still get a PID namespace from unshare(1)
+    rather than the launcher without one; a server that is not root tries its user namespace only."""
+    tools = local_module._Tools("/bin/sh", "/bin/mount", "/bin/unshare", "/bin/setpriv", launcher=True)
+    ways = [
+        ("launcher" if w.launcher else " ".join(w.unshare[1:]), w.pid_namespace)
+        for w in local_module._isolation_ways(tools, root=True)
+    ]
+    mount, mapped = "--mount --propagation private", "--mount --map-root-user --propagation private"
+    pid = " --pid --fork --kill-child --mount-proc"
+    assert ways == [
+        ("launcher", True),
+        (mount + pid, True),
+        ("launcher", False),
+        (mount, False),
+        (mapped + pid, True),
+        (mapped, False),
+    ]
+    user = dataclasses.replace(tools, launcher=False)
+    assert [w.unshare[1:] for w in local_module._isolation_ways(user, root=False)] == [
+        tuple((mapped + pid).split()),
+        tuple(mapped.split()),
+    ]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import signal
 import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -172,3 +173,57 @@ async def test_run_as_is_configurable_and_never_root(data_dir: Path) -> None:
             pytest.skip("needs root")
         with pytest.raises((ValueError, RuntimeError), match=message):
             await executor.probe()
+
+
+async def test_a_node_inherits_no_ignored_signal_and_no_descriptor(executor: LocalExecutor) -> None:
+    """Hazard: the launcher is a Python process, which ignores SIGPIPE and SIGXFSZ (and, as the launcher,
+    SIGINT); an ignored signal survives exec, so `yes | head` would spin on EPIPE. Its pipes to the server, and
+    the gate the supervisor waits on, must not reach the node either."""
+    report, log = await _run(executor, "grep -E '^Sig(Ign|Blk)' /proc/self/status; ls /proc/self/fd")
+    assert report.exit_code == 0, log
+    blocked, ignored, *fds = log.split("\n")[:-1]
+    assert int(blocked.split()[1], 16) == 0, log
+    # none of the standard signals (glibc's posix_spawn leaves its own internal 32 and 33 ignored, which no
+    # glibc program can change or use anyway)
+    assert int(ignored.split()[1], 16) & (1 << 31) - 1 == 0, log
+    assert fds == ["0", "1", "2", "3"], log  # (3: ls's own, reading the directory)
+
+
+async def test_mounts_are_read_only_nosuid_nodev_and_stay_in_the_node(
+    executor: LocalExecutor, data_dir: Path
+) -> None:
+    """The hidden data dir (like a read-only storage) is ro,nosuid,nodev inside the node; the /tmp bind and the
+    node's own /proc are private to it: nothing shows in the host's mount table, during or after."""
+
+    def host_tmp() -> list[str]:
+        return [line for line in Path("/proc/self/mountinfo").read_text().splitlines() if " /tmp " in line]
+
+    before = host_tmp()
+    report, log = await _run(
+        executor, f"grep ' {data_dir} ' /proc/self/mountinfo; grep -c ' /tmp ' /proc/self/mountinfo"
+    )
+    assert report.exit_code == 0, log
+    hidden, tmps = log.splitlines()
+    assert {"ro", "nosuid", "nodev"} <= set(hidden.split()[5].split(",")), hidden
+    assert int(tmps) >= 1
+    assert str(data_dir) not in Path("/proc/self/mountinfo").read_text()
+    assert host_tmp() == before
+
+
+async def test_nodes_go_on_when_the_launcher_is_gone(executor: LocalExecutor) -> None:
+    """The launcher starts supervisors and says how they ended. Killed (OOM, an operator), it must take no
+    node along; their ends are followed like a stranger's (pidfd, `exit`), and the next start has a new one."""
+    launcher = executor._launcher
+    if launcher is None:
+        pytest.skip("nodes are not started through the launcher here")
+    job = _job("sleep 1; exit 7")
+    handle = await executor.start(job)
+    old = launcher.pid
+    assert old is not None
+    os.kill(old, signal.SIGKILL)
+    async with asyncio.timeout(DEADLINE):
+        report = await executor.wait(handle)
+    assert report.exit_code == 7, report
+    again, log = await _run(executor, "echo again")
+    assert again.exit_code == 0 and log == "again\n"
+    assert launcher.pid not in (None, old)

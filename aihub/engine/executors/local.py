@@ -2,8 +2,9 @@
 
 Shape of one attempt (``work_root/r{run}-{node}-a{attempt}/`` is its *scratch dir*)::
 
-    server --(new session)--> [unshare --mount ...] sh shim.sh SCRATCH LOG ... -- argv   (supervisor)
-                                   └─ argv                                   (the node, same process group)
+    server --> launcher --(new session, namespaces)--> sh shim.sh SCRATCH - ... -- argv   (supervisor)
+    server --(new session)--> [unshare --mount ...] sh shim.sh SCRATCH LOG ... -- argv    (the same, no root)
+                                                          └─ argv           (the node, same process group)
 
 - **No Python per node.** The supervisor is ``shim.sh``, a fixed POSIX shell script shipped next to this
   module: user values reach it only as argv after ``--`` and as environment variables, never as code. It
@@ -12,8 +13,8 @@ Shape of one attempt (``work_root/r{run}-{node}-a{attempt}/`` is its *scratch di
   status in ``<scratch>/exit``. It leads a new session and process group, so stopping or ``kill -9``-ing
   the server does not touch running nodes, and ``stop`` signals the whole group at once.
 - **Isolation.** Where a private mount namespace is available (probed once, by really running the
-  supervisor with a private ``/tmp``: ``unshare --mount`` as root, else ``unshare --mount --map-root-user``),
-  the supervisor bind-mounts ``<scratch>/tmp`` on ``/tmp`` (with an empty ``/tmp/workflow_space``) and the
+  supervisor with a private ``/tmp``: the launcher's own system calls as root (``launcher.py``), else
+  ``unshare --mount``, as root or with ``--map-root-user``), the launcher or the supervisor bind-mounts ``<scratch>/tmp`` on ``/tmp`` (with an empty ``/tmp/workflow_space``) and the
   data storages at their paths, so concurrent nodes can use the same absolute paths. Elsewhere nodes share
   the host's ``/tmp`` and the container tab says ``isolation: none (<reason>)``.
 - **Files instead of pipes.** Because a node's ``/tmp`` is a directory of the host, the executor unpacks
@@ -26,8 +27,9 @@ Shape of one attempt (``work_root/r{run}-{node}-a{attempt}/`` is its *scratch di
   guarded against PID reuse by the process start time); its report is saved, so waiting again after the
   scratch ``tmp`` tree was removed returns the same outputs.
 
-Speed matters (a workflow of many tiny nodes): per attempt the server does a few small file operations and
-one fork+exec; the supervisor adds one ``sh`` (plus ``unshare`` and one ``mount`` per bind when isolated).
+Speed matters (a workflow of many tiny nodes): per attempt the server does a few small file operations in a
+worker thread and one line to the launcher (a fork+exec without it); the supervisor adds one ``sh`` (plus,
+without the launcher, ``unshare`` and one ``mount`` per bind when isolated).
 
 Environment variables whose names start with ``_aihub_`` are reserved for the supervisor and refused.
 """
@@ -45,6 +47,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -65,6 +68,7 @@ from aihub.engine.executors.base import (
     read_json,
     write_json,
 )
+from aihub.engine.executors.launcher import Launched, LauncherClient
 from aihub.engine.outputs import collect_outputs
 from aihub.settings import absolute_path
 from aihub.storage.base import ArtifactMissing, ArtifactStore, LogStore, StoreError
@@ -96,6 +100,10 @@ _KILL_WAIT = 5.0  # seconds for a SIGKILLed group to be gone
 # Popen objects of supervisors still running when their executor was closed: kept (so no ResourceWarning)
 # and reaped opportunistically, so they do not stay zombies for the life of the server.
 _orphans: set[subprocess.Popen[bytes]] = set()
+
+# A supervisor this executor started: its own child (the unshare(1) chain, or no isolation), or one the
+# launcher started (which reaps it and says how it ended).
+_Child = subprocess.Popen[bytes] | Launched
 
 Storages = Sequence[tuple[str, str]]  # (node path, host path), as kept in handles
 
@@ -239,6 +247,7 @@ class _Tools:
     mount: str | None
     unshare: str | None
     setpriv: str | None = None
+    launcher: bool = False  # the launcher may make the namespace system calls itself (root on Linux)
 
     @classmethod
     def find(cls) -> _Tools:
@@ -246,7 +255,33 @@ class _Tools:
         if sh is None:
             raise RuntimeError("the local executor needs a POSIX sh on this host")
         found = {name: shutil.which(name, path=_TOOL_PATH) for name in ("mount", "unshare", "setpriv")}
-        return cls(sh, **found)
+        return cls(sh, **found, launcher=os.geteuid() == 0 and sys.platform == "linux")
+
+
+@dataclass(frozen=True)
+class _Way:
+    """One way of isolating nodes: the launcher's system calls, or an unshare(1) command."""
+
+    launcher: bool
+    unshare: tuple[str, ...]
+    pid_namespace: bool
+
+
+def _isolation_ways(tools: _Tools, root: bool) -> list[_Way]:
+    """The ways to try, best first: a PID namespace before none (its own /proc, and whatever a node leaves
+    running dies with it); the launcher (root; its /proc needs Linux 6.15) before unshare(1) as root; then
+    unshare(1) in a user namespace (a server that is not root)."""
+    ways: list[_Way] = []
+    for pid in (True, False):
+        if tools.launcher:
+            ways.append(_Way(True, (), pid))
+        if tools.unshare is not None and tools.mount is not None:
+            mount = (tools.unshare, "--mount", "--propagation", "private")
+            ways += [_Way(False, (*mount, *PID_NAMESPACE) if pid else mount, pid)] if root else []
+    if tools.unshare is not None and tools.mount is not None:
+        mapped = (tools.unshare, "--mount", "--map-root-user", "--propagation", "private")
+        ways += [_Way(False, (*mapped, *PID_NAMESPACE), True), _Way(False, mapped, False)]
+    return ways
 
 
 # ------------------------------------------------------------------------------------------------ executor
@@ -288,9 +323,10 @@ class LocalExecutor:
         self.isolated = False
         self.isolation_reason = "not probed yet"
         self._tools: _Tools | None = None
-        self._unshare: list[str] = []
+        self._unshare: list[str] = []  # the unshare(1) command a supervisor starts in, without the launcher
+        self._launcher: LauncherClient | None = None  # starts supervisors in new namespaces, when root
         self._user_namespace = False
-        self._children: dict[str, subprocess.Popen[bytes]] = {}
+        self._children: dict[str, _Child] = {}
         self._waits = SharedWaits()
         self._cleanups: set[asyncio.Task[None]] = set()
         self._host = socket.gethostname()
@@ -307,7 +343,7 @@ class LocalExecutor:
         """Find the tools and decide, once, whether nodes get a private mount namespace."""
         self._tools = _Tools.find()
         self.work_root.mkdir(parents=True, exist_ok=True)
-        self.isolated = False
+        await self._forget_isolation()
         if self.isolation_mode == "off":
             self.isolation_reason = "disabled by configuration (AIHUB_LOCAL_ISOLATION=off)"
         else:
@@ -364,27 +400,29 @@ class LocalExecutor:
         empty = self.work_root / ".empty"
         empty.mkdir(mode=0o555, exist_ok=True)
 
+    async def _forget_isolation(self) -> None:
+        self.isolated = self._pid_namespace = self._user_namespace = False
+        self._unshare = []
+        if self._launcher is not None:
+            await self._launcher.close()
+            self._launcher = None
+
     async def _probe_isolation(self, tools: _Tools) -> str:
-        if tools.unshare is None or tools.mount is None:
-            return "unshare(1) or mount(8) not found"
-        mount = ["--mount", "--propagation", "private"]
-        users = [mount] if os.geteuid() == 0 else []
-        users.append(["--mount", "--map-root-user", "--propagation", "private"])
-        # a PID namespace where possible: its own /proc, and whatever a node leaves running dies with it
-        candidates = [[*args, *pid] for args in users for pid in (PID_NAMESPACE, [])]
-        reason = ""
-        for args in candidates:
-            reason = await self._try_isolation([tools.unshare, *args])
+        """Use the first way of isolating nodes that really works here (see :func:`_isolation_ways`)."""
+        reason = "unshare(1) or mount(8) not found"
+        for way in _isolation_ways(tools, root=os.geteuid() == 0):
+            self._launcher = LauncherClient() if way.launcher else None
+            self._unshare, self._pid_namespace = list(way.unshare), way.pid_namespace
+            self._user_namespace = "--map-root-user" in way.unshare
+            reason = await self._try_isolation()
             if not reason:
-                self._unshare = [tools.unshare, *args]
-                self._user_namespace = "--map-root-user" in args
-                self._pid_namespace = "--pid" in args
                 self.isolated = True
-                break
+                return ""
+            await self._forget_isolation()
         return reason
 
-    async def _try_isolation(self, unshare: list[str]) -> str:
-        """Run the real supervisor in a throwaway namespace with a private /tmp; "" when that worked."""
+    async def _try_isolation(self) -> str:
+        """Run the real supervisor, the way chosen, with a private /tmp; "" when that worked."""
         probe = self.work_root / f".probe-{uuid.uuid4().hex}"
         marker = f".aihub-probe-{uuid.uuid4().hex}"
         try:
@@ -397,18 +435,19 @@ class LocalExecutor:
                 (str(probe / "empty"), str(probe / "hidden"), "ro"),
                 (str(probe / "tmp"), "/tmp", "tree"),
             ]
-            shim = self._shim_argv(probe, probe / "log", "/", binds)
-            proc = _spawn([*unshare, *shim, "test", "-e", f"/tmp/{marker}"], _base_env("/"), probe)
+            test = ["test", "-e", f"/tmp/{marker}"]
+            child, _ = await self._launch(probe, probe / "log", "/", binds, test, _base_env("/"))
             try:
-                await asyncio.to_thread(proc.wait, 30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+                async with asyncio.timeout(30):
+                    await _ended(child)
+            except TimeoutError:
+                os.killpg(child.pid, signal.SIGKILL)
+                await _ended(child)
                 raise
             if _read_exit(probe) != "0":
                 return _last_line(probe / "log") or "a bind mount in a new mount namespace did not work"
             return ""
-        except (OSError, subprocess.TimeoutExpired) as exc:
+        except (OSError, TimeoutError) as exc:
             return f"{type(exc).__name__}: {exc}"
         finally:
             await asyncio.to_thread(shutil.rmtree, probe, True)
@@ -435,11 +474,10 @@ class LocalExecutor:
         log_path, data = await asyncio.to_thread(self._prepare_attempt, job, scratch)
         try:
             binds = await self._prepare_filesystem(job, scratch, data)
-            env = self._node_env(job, scratch)
-            shim = self._shim_argv(scratch, log_path, data["workdir"], binds)
-            argv = [*self._unshare, *shim, *self._drop_privileges(), *job.argv]
-            proc, data["start_time"] = await asyncio.to_thread(
-                _spawn_and_stamp, argv, self._supervisor_env(env), scratch
+            env = self._supervisor_env(self._node_env(job, scratch))
+            argv = [*self._drop_privileges(), *job.argv]
+            proc, data["start_time"] = await self._launch(
+                scratch, log_path, data["workdir"], binds, argv, env
             )
         except (_LaunchError, OSError) as exc:
             message = str(exc) if isinstance(exc, _LaunchError) else f"could not launch: {exc}"
@@ -447,6 +485,31 @@ class LocalExecutor:
         self._children[job.key.slug] = proc
         data["pid"] = proc.pid
         return Handle(self.name, job.key.slug, data)
+
+    async def _launch(
+        self,
+        scratch: Path,
+        log_path: Path,
+        workdir: str,
+        binds: list[Bind],
+        argv: list[str],
+        env: dict[str, str],
+    ) -> tuple[_Child, int | None]:
+        """Start the supervisor of ``argv`` (and its start time): through the launcher, which makes the
+        namespace and the binds itself, or as a chain of ``[unshare] sh shim.sh`` that mounts them."""
+        if self._launcher is not None:
+            request = {
+                "argv": [*self._shim_argv(scratch, None, workdir, []), *argv],
+                "env": env,
+                "scratch": str(scratch),
+                "log": str(log_path),
+                "binds": binds,
+                "pid_namespace": self._pid_namespace,
+            }
+            launched = await self._launcher.launch(request)
+            return launched, launched.start_time
+        shim = self._shim_argv(scratch, log_path, workdir, binds)
+        return await asyncio.to_thread(_spawn_and_stamp, [*self._unshare, *shim, *argv], env, scratch)
 
     def _out_of_private_paths(self, job: Job) -> Job:
         """A storage seen at its own host path inside a hidden directory (the local build of a module, under
@@ -652,18 +715,20 @@ class LocalExecutor:
         assert setpriv is not None  # node_user is only set when it was found
         return [setpriv, f"--reuid={uid}", f"--regid={gid}", "--clear-groups", "--no-new-privs", "--"]
 
-    def _shim_argv(self, scratch: Path, log_path: Path, workdir: str, binds: list[Bind]) -> list[str]:
+    def _shim_argv(self, scratch: Path, log_path: Path | None, workdir: str, binds: list[Bind]) -> list[str]:
+        """``sh shim.sh ...`` up to its ``--``; ``log_path`` None: the launcher opened the log already."""
         tools = self._require_tools()
         mount = tools.mount if binds and tools.mount else "-"
         flat = [part for bind in binds for part in bind]
-        relative = [str(p) for p in (scratch, log_path, workdir) if not Path(p).is_absolute()]
+        paths = (scratch, log_path or "/", workdir)
+        relative = [str(p) for p in paths if not Path(p).is_absolute()]
         if relative:  # the supervisor changes directory before it opens them
             raise ValueError(f"the supervisor needs absolute paths, got {', '.join(relative)}")
         return [
             tools.sh,
             str(SHIM),
             str(scratch),
-            str(log_path),
+            str(log_path or "-"),
             workdir,
             mount,
             str(len(binds)),
@@ -772,6 +837,12 @@ class LocalExecutor:
         child = self._children.get(handle.id)
         if child is not None and child.pid != pid:
             child = None
+        if isinstance(child, Launched):
+            await child.ended.wait()
+            self._children.pop(handle.id, None)
+            if child.returncode is not None:
+                return
+            child = None  # the launcher is gone, and with it the news of the end: follow it as a stranger
         if child is None and not _alive(pid, start_time):
             return
         try:
@@ -789,7 +860,7 @@ class LocalExecutor:
             self._children.pop(handle.id, None)
 
     async def _poll_until_ended(
-        self, slug: str, child: subprocess.Popen[bytes] | None, pid: int, start_time: int | None
+        self, slug: str, child: _Child | None, pid: int, start_time: int | None
     ) -> None:
         interval = 0.001
         while (child.poll() is None) if child is not None else _alive(pid, start_time):
@@ -838,7 +909,7 @@ class LocalExecutor:
         process has its pid any more (then no new group can have that id either).
         """
         pid, start_time = handle.data["pid"], handle.data.get("start_time")
-        if handle.id not in self._children:
+        if not isinstance(self._children.get(handle.id), subprocess.Popen):  # (the launcher reaps its own)
             stat = _proc_stat(pid)
             if stat is not None and stat[1] != start_time:
                 return False
@@ -851,8 +922,10 @@ class LocalExecutor:
     def _running(self, handle: Handle) -> bool:
         pid, start_time = handle.data.get("pid"), handle.data.get("start_time")
         child = self._children.get(handle.id)
-        if child is not None and child.pid == pid:
-            return child.poll() is None
+        if child is not None and child.pid == pid and child.poll() is not None:
+            return False
+        if isinstance(child, subprocess.Popen) and child.pid == pid:
+            return True
         return _alive(pid, start_time)
 
     # --------------------------------------------------------------------------------------- describe
@@ -892,9 +965,11 @@ class LocalExecutor:
         """Stop following attempts. Running nodes keep running: the next server re-attaches to them."""
         await self._waits.cancel()
         await self.settle()
-        _orphans.update(self._children.values())
+        _orphans.update(c for c in self._children.values() if isinstance(c, subprocess.Popen))
         self._children.clear()
         _reap_orphans()
+        if self._launcher is not None:  # (the supervisors it started keep running)
+            await self._launcher.close()
 
 
 # ---------------------------------------------------------------------------------------------- helpers
@@ -922,7 +997,7 @@ def _storage_source(storage: StorageMount) -> Path:
     return source
 
 
-def _record_stopped_supervisor(child: subprocess.Popen[bytes] | None, scratch: Path) -> None:
+def _record_stopped_supervisor(child: _Child | None, scratch: Path) -> None:
     """A stop's signal ended the supervisor before it recorded anything (it was still starting, or a SIGKILL
     took it): record the signal, as the supervisor would have (128 + N)."""
     code = child.poll() if child is not None else None
@@ -1019,6 +1094,14 @@ def _spawn(argv: list[str], env: dict[str, str], cwd: Path) -> subprocess.Popen[
         start_new_session=True,
         cwd=cwd,
     )
+
+
+async def _ended(child: _Child) -> None:
+    """Return once ``child`` has ended (reaped: by the launcher, or here)."""
+    if isinstance(child, Launched):
+        await child.ended.wait()
+    else:
+        await asyncio.to_thread(child.wait)
 
 
 async def _remove_tree(path: Path) -> None:

@@ -8,7 +8,10 @@
 # usage: sh shim.sh SCRATCH LOG WORKDIR MOUNT NBINDS [SRC DST MODE]... -- ARGV...
 #   SCRATCH  the attempt's scratch dir, where `exit` is written (and, in the command line, how the
 #            executor finds this process again after a restart)
-#   LOG      file the node's stdout+stderr are appended to (opened before any mount can hide its path)
+#   LOG      file the node's stdout+stderr are appended to (opened before any mount can hide its path), or
+#            "-": the launcher already made SCRATCH the working directory and the log stdout and stderr
+#            (before its mounts: the data dir they are in may be hidden from here on), and made the binds;
+#            it says on fd 3 when the namespace is ready (see launcher.py)
 #   WORKDIR  the node's working directory
 #   MOUNT    absolute path of mount(8), or "-" when there are no binds
 #   NBINDS   number of SRC DST MODE triples (MODE: rw | ro | tree = recursive); applied in order, inside the
@@ -37,14 +40,25 @@ _aihub_mount=$4
 _aihub_nbinds=$5
 shift 5
 
-cd "$_aihub_scratch" || exit 121
-exec </dev/null >>"$_aihub_log" 2>&1 || exit 122
-
 _aihub_finish() {
 	printf '%s\n' "$1" >exit
 	kill -KILL "-$$" 2>/dev/null # in a PID namespace $$ is 1: every other process in it
 	exit 0
 }
+
+if [ "$_aihub_log" != - ]; then
+	cd "$_aihub_scratch" || exit 121
+	exec </dev/null >>"$_aihub_log" 2>&1 || exit 122
+else
+	# The launcher is still setting up the namespace (the node's /proc): it writes "ok" on fd 3 once done,
+	# or the status to record instead. Its end without a word (killed) is a failed set-up too.
+	if ! read -r _aihub_gate <&3; then
+		[ -z "$_aihub_term" ] || _aihub_finish 143
+		_aihub_gate="error: the launcher ended before the node's namespace was set up"
+	fi
+	exec 3<&-
+	[ "$_aihub_gate" = ok ] || _aihub_finish "$_aihub_gate"
+fi
 
 while [ "$_aihub_nbinds" -gt 0 ]; do
 	case $3 in

@@ -1,0 +1,347 @@
+"""The local executor's launcher: one small process that starts supervisors in new namespaces.
+
+Run as ``python -I launcher.py`` by :class:`~aihub.engine.executors.local.LocalExecutor` when the server is
+root; standard library only, so it starts without the server's packages (tens of milliseconds, once).
+
+Why a process of its own: a node's supervisor must be PID 1 of a new PID namespace and see a private mount
+table (its own ``/tmp`` and ``/proc``, storages, the data dir hidden). ``unshare(1)`` plus one ``mount(8)`` per
+bind did that in five processes per node; the server cannot make the calls itself (a namespace change of one of
+its threads would be a mess, and a fork of a threaded process may not run Python); and a Python ``fork`` per
+node costs as much CPU as the processes it saves. This process has one thread, so per launch it changes *its
+own* namespaces, starts the supervisor with ``posix_spawn`` (a vfork: no copy of this process), and goes back:
+
+1. ``unshare(CLONE_NEWPID)`` — its next child is PID 1 of a fresh PID namespace; ``unshare(CLONE_NEWNS)`` — a
+   mount namespace of its own, with private propagation;
+2. changes to the scratch dir and opens the log (before any mount can hide the data dir they are in), applies
+   the binds in order with the flags ``shim.sh`` gives mount(8) (``tree``: recursive; ``ro``: bound, then
+   remounted ``ro,nosuid,nodev``; ``rw``);
+3. spawns ``sh shim.sh SCRATCH - ...`` in a new session: stdin ``/dev/null``, stdout and stderr the log, default
+   signal dispositions (but glibc's own internal signals 32 and 33, which its ``posix_spawn`` leaves ignored
+   and no glibc program can use), and on fd 3 a pipe, the *gate*;
+4. mounts a ``/proc`` of the new PID namespace (``pidns=``, Linux 6.15 and later; possible only once its PID 1
+   exists), then writes ``ok`` to the gate — or the error, which the supervisor records in ``exit`` (``error:
+   could not mount SRC at DST (see the log)``, the reason in the log) instead of running the node;
+5. returns to its own mount and PID namespaces (``setns``), and later reaps the supervisor and reports its end.
+
+Nothing here is parsed as shell code: the request's argv, env and paths go to ``posix_spawn`` as they are.
+
+Protocol (one JSON object or one line of words per line, on stdin and stdout; it ends at stdin's end):
+
+- request ``{"id": N, "argv": [...], "env": {...}, "scratch": S, "log": L, "binds": [[SRC, DST, MODE], ...],
+  "pid_namespace": bool}``
+- ``started N PID START_TIME`` (``/proc/PID/stat`` field 22) or ``failed N MESSAGE``
+- ``exited PID CODE``: the supervisor PID ended; CODE is its exit status, or minus the signal that killed it
+  (as :attr:`subprocess.Popen.returncode`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import itertools
+import json
+import os
+import selectors
+import signal
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+CLONE_NEWNS = 0x00020000
+CLONE_NEWPID = 0x20000000
+MS_RDONLY = 1
+MS_NOSUID = 2
+MS_NODEV = 4
+MS_NOEXEC = 8
+MS_REMOUNT = 32
+MS_BIND = 4096
+MS_REC = 16384
+MS_PRIVATE = 1 << 18
+GATE_FD = 3
+# what Python or this process changed (SIG_IGN survives exec): the supervisor and the node get the defaults
+DEFAULT_SIGNALS = (signal.SIGINT, signal.SIGPIPE, signal.SIGXFSZ, signal.SIGCHLD)
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p]
+_libc.unshare.argtypes = [ctypes.c_int]
+_libc.setns.argtypes = [ctypes.c_int, ctypes.c_int]
+_own: dict[int, int] = {}  # namespace type -> an fd of this process's own namespace of that type
+
+
+class SetupError(Exception):
+    """A step of the namespace set-up failed (the message names it and the kernel's reason)."""
+
+
+def _check(result: int, what: str) -> None:
+    if result != 0:
+        raise SetupError(f"{what}: {os.strerror(ctypes.get_errno())}")
+
+
+def mount(source: str | None, target: str, fstype: str | None, flags: int, data: str | None = None) -> None:
+    def enc(value: str | None) -> bytes | None:
+        return None if value is None else os.fsencode(value)
+
+    _check(_libc.mount(enc(source), enc(target), enc(fstype), flags, enc(data)), f"mount: {target}")
+
+
+def bind(source: str, target: str, mode: str) -> None:
+    """One bind of the supervisor's list, with the flags ``shim.sh`` gives mount(8)."""
+    if mode == "tree":
+        mount(source, target, None, MS_BIND | MS_REC)
+    elif mode == "ro":
+        # nosuid,nodev too: in a user namespace those of the outer mount are locked (see shim.sh)
+        mount(source, target, None, MS_BIND)
+        mount(None, target, None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV)
+    else:
+        mount(source, target, None, MS_BIND)
+
+
+@contextlib.contextmanager
+def own_namespaces(pid_namespace: bool) -> Iterator[None]:
+    """This process in a new mount namespace (private propagation), its children in a new PID namespace
+    when asked; both set back to its own on the way out (the kernel refuses a second CLONE_NEWPID while
+    children still go elsewhere). A failure to go back ends this process: the server starts a new one."""
+    for kind, name in ((CLONE_NEWNS, "mnt"), (CLONE_NEWPID, "pid")):
+        if kind not in _own:
+            _own[kind] = os.open(f"/proc/self/ns/{name}", os.O_RDONLY | os.O_CLOEXEC)
+    kinds = [CLONE_NEWPID] if pid_namespace else []
+    try:
+        if pid_namespace:
+            _check(_libc.unshare(CLONE_NEWPID), "unshare")
+        _check(_libc.unshare(CLONE_NEWNS), "unshare")
+        kinds.append(CLONE_NEWNS)
+        mount("none", "/", None, MS_REC | MS_PRIVATE)
+        yield
+    finally:
+        for kind in kinds:
+            if _libc.setns(_own[kind], kind) != 0:
+                os._exit(70)
+
+
+def bind_all(binds: list[list[str]], log: int) -> str:
+    """Apply the binds in order; "" or the status the supervisor records (the reason goes to the log)."""
+    for source, target, mode in binds:
+        try:
+            bind(source, target, mode)
+        except SetupError as exc:
+            os.write(log, f"{exc}\n".encode(errors="replace"))
+            return f"error: could not mount {source} at {target} (see the log)"
+    return ""
+
+
+def mount_proc(pid: int, log: int) -> str:
+    """The /proc of the PID namespace whose PID 1 is ``pid`` (as ``unshare --mount-proc`` mounts it)."""
+    try:
+        mount("proc", "/proc", "proc", MS_NOSUID | MS_NOEXEC | MS_NODEV, f"pidns=/proc/{pid}/ns/pid")
+    except SetupError as exc:
+        os.write(log, f"{exc}\n".encode(errors="replace"))
+        return "error: could not mount /proc for the node's PID namespace (see the log)"
+    return ""
+
+
+def start_time(pid: int) -> int:
+    with open(f"/proc/{pid}/stat", "rb") as f:
+        raw = f.read()
+    return int(raw[raw.rindex(b")") + 2 :].split()[19])
+
+
+def launch(request: dict[str, Any]) -> str:
+    """Start one supervisor (see the module docstring); the reply line."""
+    try:
+        pid = _spawn_in_namespaces(request)
+    except (OSError, SetupError) as exc:
+        return f"failed {request['id']} {' '.join(str(exc).split())}"
+    finally:
+        os.chdir("/")
+    return f"started {request['id']} {pid} {start_time(pid)}"
+
+
+def _spawn_in_namespaces(request: dict[str, Any]) -> int:
+    gate_r, gate_w = os.pipe()
+    null = log = -1
+    try:
+        with own_namespaces(request["pid_namespace"]):
+            os.chdir(request["scratch"])
+            null = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+            log = os.open(request["log"], os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o666)
+            status = bind_all(request["binds"], log)
+            pid = os.posix_spawn(
+                request["argv"][0],
+                request["argv"],
+                request["env"],
+                file_actions=[(os.POSIX_SPAWN_DUP2, fd, to) for fd, to in ((null, 0), (log, 1), (log, 2))]
+                + [(os.POSIX_SPAWN_DUP2, gate_r, GATE_FD)],
+                setsid=True,
+                setsigdef=DEFAULT_SIGNALS,
+            )
+            if not status and request["pid_namespace"]:
+                status = mount_proc(pid, log)
+        os.write(gate_w, (status or "ok").encode(errors="replace") + b"\n")
+        return pid
+    finally:
+        for fd in (gate_r, gate_w, null, log):
+            if fd >= 0:
+                os.close(fd)
+
+
+def reap() -> list[str]:
+    lines = []
+    while True:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return lines
+        if pid == 0:
+            return lines
+        lines.append(f"exited {pid} {os.waitstatus_to_exitcode(status)}")
+
+
+def main() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the server decides when this ends (stdin's end)
+    os.chdir("/")  # (so that no directory of the server's stays in use)
+    wake_r, wake_w = os.pipe()
+    os.set_blocking(wake_w, False)
+    signal.set_wakeup_fd(wake_w)
+    signal.signal(signal.SIGCHLD, lambda *_: None)  # (a handler, so that the wake-up fd is written)
+    selector = selectors.DefaultSelector()
+    selector.register(sys.stdin.fileno(), selectors.EVENT_READ)
+    selector.register(wake_r, selectors.EVENT_READ)
+    pending = b""
+    out = sys.stdout
+    while True:
+        for key, _ in selector.select():
+            if key.fd == wake_r:
+                with contextlib.suppress(BlockingIOError):
+                    os.read(wake_r, 512)
+                replies = reap()
+            else:
+                chunk = os.read(key.fd, 1 << 20)
+                if not chunk:
+                    return
+                *lines, pending = (pending + chunk).split(b"\n")
+                replies = [launch(json.loads(line)) for line in lines if line]
+                replies += reap()
+            if replies:
+                out.write("".join(line + "\n" for line in replies))
+                out.flush()
+
+
+# ------------------------------------------------------------------------------------ the server's side
+
+
+class Launched:
+    """A supervisor the launcher started: its pid, and how it ended once the launcher reaped it."""
+
+    def __init__(self, pid: int, start_time: int) -> None:
+        self.pid = pid
+        self.start_time = start_time
+        self.returncode: int | None = None  # as Popen's: the exit status, or minus the killing signal
+        self.ended = asyncio.Event()  # set once reaped, or once the launcher is gone (returncode stays None)
+
+    def poll(self) -> int | None:
+        return self.returncode
+
+
+class LauncherClient:
+    """The server's end of one launcher process (started on first use, again if it ended)."""
+
+    def __init__(self) -> None:
+        self._proc: asyncio.subprocess.Process | None = None
+        self._reader: asyncio.Task[None] | None = None
+        self._ids = itertools.count(1)
+        self._pending: dict[int, asyncio.Future[Launched]] = {}
+        self._launched: dict[int, Launched] = {}
+
+    @property
+    def pid(self) -> int | None:
+        """The launcher's process id while it runs (or has not been waited for)."""
+        return self._proc.pid if self._proc is not None else None
+
+    async def launch(self, request: dict[str, Any]) -> Launched:
+        """Start a supervisor (see the module docstring for ``request``); OSError when it could not be."""
+        if (
+            self._proc is None
+            or self._proc.returncode is not None
+            or self._reader is None
+            or self._reader.done()
+        ):
+            await self._start()
+        assert self._proc is not None and self._proc.stdin is not None
+        ident = next(self._ids)
+        future = asyncio.get_running_loop().create_future()
+        self._pending[ident] = future
+        self._proc.stdin.write(json.dumps({**request, "id": ident}).encode() + b"\n")
+        try:
+            await self._proc.stdin.drain()
+        except (ConnectionError, RuntimeError) as exc:
+            self._pending.pop(ident, None)
+            raise OSError(f"the launcher ended: {exc}") from None
+        return await future
+
+    async def _start(self) -> None:
+        await self.close()
+        self._proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-I",
+            str(Path(__file__)),
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            start_new_session=True,  # (a Ctrl-C meant for the server's terminal is not for it)
+            env={"LC_ALL": "C"},  # nothing of the server's environment (its secrets) in one more process
+        )
+        self._reader = asyncio.create_task(self._read(self._proc), name="local executor launcher")
+
+    async def _read(self, proc: asyncio.subprocess.Process) -> None:
+        assert proc.stdout is not None
+        try:
+            while line := await proc.stdout.readline():
+                self._handle(line.decode())
+        finally:  # the launcher is gone: nothing pending will be answered, no exit reported
+            for future in self._pending.values():
+                if not future.done():
+                    future.set_exception(OSError("the launcher ended"))
+            self._pending.clear()
+            for launched in self._launched.values():
+                launched.ended.set()
+            self._launched.clear()
+
+    def _handle(self, line: str) -> None:
+        kind, _, tail = line.strip().partition(" ")
+        if kind == "exited":
+            pid, code = tail.split()
+            launched = self._launched.pop(int(pid), None)
+            if launched is not None:
+                launched.returncode = int(code)
+                launched.ended.set()
+            return
+        ident, _, rest = tail.partition(" ")
+        future = self._pending.pop(int(ident))
+        if kind == "started":
+            pid, start_time = rest.split()
+            launched = Launched(int(pid), int(start_time))
+            self._launched[launched.pid] = launched
+            future.set_result(launched)
+        else:
+            future.set_exception(OSError(rest or "the launcher failed"))
+
+    async def close(self) -> None:
+        """End the launcher (supervisors it started keep running); wait for it and its reader."""
+        proc, reader, self._proc, self._reader = self._proc, self._reader, None, None
+        if proc is None:
+            return
+        if proc.stdin is not None:
+            proc.stdin.close()
+        try:
+            async with asyncio.timeout(5):
+                await proc.wait()
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+        if reader is not None:
+            await reader
+
+
+if __name__ == "__main__":
+    main()
