@@ -48,7 +48,8 @@ sys.path.insert(0, str(ROOT))
 from aihub.bus.base import Subscription  # noqa: E402
 from aihub.db.models import Attempt, NodeEvent, User  # noqa: E402
 from aihub.domain.status import RunStatus  # noqa: E402
-from aihub.engine.executors.local import LocalExecutor, _base_env, _ended  # noqa: E402
+from aihub.engine.executors.local import LocalExecutor  # noqa: E402
+from aihub.engine.executors.local_supervisors import _base_env, _ended  # noqa: E402
 from aihub.runtime import Runtime, open_runtime  # noqa: E402
 from aihub.services.runs import create_run  # noqa: E402
 from aihub.services.users import create_user  # noqa: E402
@@ -230,18 +231,20 @@ def shim_launcher(rt: Runtime, work: Path) -> Callable[[str], Awaitable[None]]:
     setpriv to the node user), nothing else: no database, no scheduler, no scratch files but the dir."""
     executor = rt.executor
     assert isinstance(executor, LocalExecutor)
-    isolated = executor.isolated
+    isolated = executor.supervisors.isolated
     empty = str(executor.work_root / ".empty")
-    hidden = [p for p in executor.private_paths if not p.is_relative_to("/tmp") and p.is_dir()]
-    argv = [*executor._drop_privileges(), "sh", "-c", "true"]
+    hidden = [p for p in executor.supervisors.private_paths if not p.is_relative_to("/tmp") and p.is_dir()]
+    argv = [*executor.supervisors.drop_privileges(), "sh", "-c", "true"]
 
     async def launch(name: str) -> None:
         scratch = work / name
         (scratch / "tmp" / "workflow_space").mkdir(parents=True)
         binds = [(str(scratch / "tmp"), "/tmp", "tree")] if isolated else []
         binds += [(empty, str(path), "ro") for path in hidden] if isolated else []
-        env = executor._supervisor_env(_base_env("/tmp/workflow_space"))
-        child, _ = await executor._launch(scratch, scratch / "log", "/tmp/workflow_space", binds, argv, env)
+        env = executor.supervisors.supervisor_env(_base_env("/tmp/workflow_space"))
+        child, _ = await executor.supervisors.launch(
+            scratch, scratch / "log", "/tmp/workflow_space", binds, argv, env
+        )
         await _ended(child)
         if (scratch / "exit").read_text().strip() != "0":
             raise RuntimeError(f"the shim failed: {(scratch / 'log').read_text()}")
@@ -450,7 +453,8 @@ def print_report(
 async def main_async(sizes: Sizes, profile: bool, data_root: Path) -> None:
     print(f"start: {load()}", file=sys.stderr)
     async with bench_runtime(data_root) as (rt, user):
-        isolation = getattr(rt.executor, "isolation_reason", "") or "private mount namespace"
+        assert isinstance(rt.executor, LocalExecutor)
+        isolation = rt.executor.supervisors.isolation_reason or "private mount namespace"
         await engine_run(rt, user, chain(20), "warm-up")
         print("overhead ...", file=sys.stderr)
         rows = await bench_overhead(rt, user, sizes)

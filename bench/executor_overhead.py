@@ -60,10 +60,10 @@ async def main(jobs: int, rounds: int, base: str | None) -> None:
             "bare asyncio subprocess": _bare,
             "local executor, isolation off": _via_executor(plain),
         }
-        if isolated.isolated:
+        if isolated.supervisors.isolated:
             kinds["local executor, isolated"] = _via_executor(isolated)
         else:
-            print(f"(mount isolation unavailable: {isolated.isolation_reason})")
+            print(f"(mount isolation unavailable: {isolated.supervisors.isolation_reason})")
         timings: dict[str, list[float]] = {name: [] for name in kinds}
         cpu: dict[str, float] = dict.fromkeys(kinds, 0.0)
         for run in kinds.values():  # warm-up: imports, first forks, page cache

@@ -26,6 +26,7 @@ import pytest
 
 from aihub.engine.artifacts import pack, sha256_file
 from aihub.engine.executors import local as local_module
+from aihub.engine.executors import local_supervisors as supervisors_module
 from aihub.engine.executors.base import (
     ArtifactInput,
     ExitReport,
@@ -92,9 +93,11 @@ async def executor(
 
 def without_launcher(monkeypatch: pytest.MonkeyPatch) -> None:
     """As on a host where the server is not root: namespaces through unshare(1), never the launcher."""
-    real_find = local_module._Tools.find
+    real_find = supervisors_module._Tools.find
     monkeypatch.setattr(
-        local_module._Tools, "find", staticmethod(lambda: dataclasses.replace(real_find(), launcher=False))
+        supervisors_module._Tools,
+        "find",
+        staticmethod(lambda: dataclasses.replace(real_find(), launcher=False)),
     )
 
 
@@ -106,8 +109,8 @@ async def isolated(
     if request.param == "unshare":
         without_launcher(monkeypatch)
     executor = await make_executor("auto")
-    if not executor.isolated:
-        message = f"mount isolation unavailable: {executor.isolation_reason}"
+    if not executor.supervisors.isolated:
+        message = f"mount isolation unavailable: {executor.supervisors.isolation_reason}"
         if os.environ.get("CI") == "true":
             pytest.fail(message)
         pytest.skip(message)
@@ -228,7 +231,7 @@ async def test_exit_codes(executor: LocalExecutor, tmp_path: Path) -> None:
     ok = await _run(executor, _job("exit 0"))
     assert (ok.exit_code, ok.error, ok.ok, ok.stopped) == (0, None, True, False)
     assert ok.started_at is not None and ok.finished_at is not None and ok.started_at <= ok.finished_at
-    out = "/tmp/out.txt" if executor.isolated else str(tmp_path / "out.txt")
+    out = "/tmp/out.txt" if executor.supervisors.isolated else str(tmp_path / "out.txt")
     failed = await _run(executor, _job(f"echo x > {out}; exit 3", outputs=[OutputDecl("o", out, "text")]))
     assert (failed.exit_code, failed.error, failed.ok) == (3, None, False)
     assert failed.outputs == {}, "no outputs from a failed attempt"
@@ -284,7 +287,7 @@ async def test_node_sees_exactly_its_env(executor: LocalExecutor, monkeypatch: p
     assert env["CUDA_VISIBLE_DEVICES"] == "", "no GPU unless one was handed out"
     assert env["PWD"] == "/tmp/workflow_space"
     assert env["HOME"] == (
-        "/tmp/workflow_space" if executor.isolated else str(executor.work_root / job.key.slug)
+        "/tmp/workflow_space" if executor.supervisors.isolated else str(executor.work_root / job.key.slug)
     )
 
 
@@ -313,7 +316,7 @@ async def test_reserved_env_names_fail_the_attempt(executor: LocalExecutor) -> N
 
 
 async def test_workdir_is_created_and_used(executor: LocalExecutor, tmp_path: Path) -> None:
-    workdir = "/tmp/work/dir" if executor.isolated else str(tmp_path / "work" / "dir")
+    workdir = "/tmp/work/dir" if executor.supervisors.isolated else str(tmp_path / "work" / "dir")
     job = _job("pwd", workdir=workdir)
     assert (await _run(executor, job)).exit_code == 0
     assert _log(executor, job) == f"{workdir}\n"
@@ -402,7 +405,7 @@ async def test_input_artifacts_are_unpacked_at_the_same_path(executor: LocalExec
     for name in ("dir", "file.txt"):
         pack(src / name, tmp_path / f"{name}.tar.gz")
         digests[name], _ = await executor.artifacts.put_file(tmp_path / f"{name}.tar.gz")
-    base = "/tmp/inputs" if executor.isolated else str(tmp_path / "inputs")
+    base = "/tmp/inputs" if executor.supervisors.isolated else str(tmp_path / "inputs")
     job = _job(
         'cat "$D/sub/a.txt" "$F"',
         env={"D": f"{base}/dir", "F": f"{base}/deep/file.txt"},
@@ -450,7 +453,7 @@ async def test_an_attempt_of_another_data_dir_is_lost_not_followed(
 
 
 async def test_outputs_are_collected_after_a_successful_exit(executor: LocalExecutor, tmp_path: Path) -> None:
-    base = "/tmp" if executor.isolated else str(tmp_path / "node-tmp")
+    base = "/tmp" if executor.supervisors.isolated else str(tmp_path / "node-tmp")
     job = _job(
         'mkdir -p "$B/model/sub" && echo w > "$B/model/sub/weights" && printf "0.93\\n" > "$B/acc.txt"',
         env={"B": base},
@@ -539,7 +542,9 @@ async def test_processes_left_behind_end_with_the_node(executor: LocalExecutor) 
     report = await _run(executor, job)
     assert report.exit_code == 0 and "started" in _log(executor, job)
     await until(lambda: all(_gone(pid) for pid in _host_pids(sleep)), "the grandchild to be gone")
-    if executor._pid_namespace:  # also the one in a session of its own, out of the node's process group
+    if (
+        executor.supervisors.pid_namespace
+    ):  # also the one in a session of its own, out of the node's process group
         await until(lambda: all(_gone(p) for p in _host_pids(detached)), "the detached one to be gone")
     for pid in _host_pids(detached):  # without a PID namespace it escapes (the container tab warns)
         os.kill(pid, signal.SIGKILL)
@@ -579,7 +584,7 @@ async def test_a_stop_while_the_supervisor_mounts_is_a_stop(
 ) -> None:
     """The SIGTERM of a stop reaches mount(8) too (same group); that must end as stopped (143), not as
     "could not mount" (a CI flake of test_stop_right_after_start under load)."""
-    real = local_module._Tools.find()
+    real = supervisors_module._Tools.find()
     if real.mount is None or real.unshare is None:
         pytest.skip("unshare(1) or mount(8) not found")
     slow, mounting = tmp_path / "slow-mount", tmp_path / "mounting"
@@ -589,15 +594,15 @@ async def test_a_stop_while_the_supervisor_mounts_is_a_stop(
     )
     wrapper.chmod(0o755)
     monkeypatch.setattr(
-        local_module._Tools,
+        supervisors_module._Tools,
         "find",
-        staticmethod(lambda: local_module._Tools(real.sh, str(wrapper), real.unshare)),
+        staticmethod(lambda: supervisors_module._Tools(real.sh, str(wrapper), real.unshare)),
     )
     executor = await make_executor("auto")  # the probe mounts for real
-    if not executor.isolated:
+    if not executor.supervisors.isolated:
         if os.environ.get("CI") == "true":
-            pytest.fail(f"mount isolation unavailable: {executor.isolation_reason}")
-        pytest.skip(f"mount isolation unavailable: {executor.isolation_reason}")
+            pytest.fail(f"mount isolation unavailable: {executor.supervisors.isolation_reason}")
+        pytest.skip(f"mount isolation unavailable: {executor.supervisors.isolation_reason}")
     slow.touch()
     handle = await executor.start(_job("sleep 1000"))
     await until(mounting.exists, "the supervisor to be in mount(8)")
@@ -614,7 +619,7 @@ async def test_supervisor_killed_alone_reports_vanished(executor: LocalExecutor)
     os.kill(handle.data["pid"], signal.SIGKILL)
     report = await executor.wait(handle)
     assert (report.exit_code, report.error) == (None, VANISHED)
-    if executor._pid_namespace:  # its PID namespace ended with it, and took the node along
+    if executor.supervisors.pid_namespace:  # its PID namespace ended with it, and took the node along
         await until(lambda: _gone(node), "the node to end with its namespace")
         return
     assert not _gone(node)
@@ -697,7 +702,7 @@ async def test_nodes_survive_a_killed_server_and_are_reattached(
         async with asyncio.timeout(DEADLINE):
             report, again = await asyncio.gather(executor.wait(found), executor.wait(recorded))
     finally:
-        if not executor.isolated:
+        if not executor.supervisors.isolated:
             Path(out).unlink(missing_ok=True)
     assert report.ok, report
     assert report.outputs["result"].value == "finished"
@@ -737,7 +742,7 @@ async def test_describe_shows_the_process_and_never_env_values(executor: LocalEx
     assert running["argv"] == ["sh", "-c", "echo ready; sleep 1000"]
     assert running["env"] == ["AI_HUB_TOKEN"]
     assert running["host"] and running["started_at"]
-    if executor.isolated:
+    if executor.supervisors.isolated:
         assert running["isolation"].startswith("mount namespace: private /tmp, /tmp/workflow_space")
     else:
         assert running["isolation"].startswith("none (")
@@ -751,7 +756,7 @@ async def test_describe_shows_the_process_and_never_env_values(executor: LocalEx
 
 async def test_isolation_off_says_so(make_executor: MakeExecutor) -> None:
     executor = await make_executor("off")
-    assert not executor.isolated
+    assert not executor.supervisors.isolated
     handle = await executor.start(_job("true"))
     isolation = (await executor.describe(handle))["isolation"]
     assert isolation.startswith("none (disabled by configuration (AIHUB_LOCAL_ISOLATION=off)). WARNING: ")
@@ -762,17 +767,17 @@ async def test_isolation_off_says_so(make_executor: MakeExecutor) -> None:
 async def test_unavailable_isolation_warns_once_and_falls_back(
     make_executor: MakeExecutor, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    real_find = local_module._Tools.find
+    real_find = supervisors_module._Tools.find
 
-    def without_unshare() -> local_module._Tools:
+    def without_unshare() -> supervisors_module._Tools:
         tools = real_find()
-        return local_module._Tools(tools.sh, tools.mount, None)
+        return supervisors_module._Tools(tools.sh, tools.mount, None)
 
-    monkeypatch.setattr(local_module._Tools, "find", staticmethod(without_unshare))
+    monkeypatch.setattr(supervisors_module._Tools, "find", staticmethod(without_unshare))
     with caplog.at_level(logging.WARNING, logger=local_module.__name__):
         executor = await make_executor("auto")
         report = await _run(executor, _job("test -d /tmp/workflow_space"))
-    assert not executor.isolated
+    assert not executor.supervisors.isolated
     assert report.exit_code == 0
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert warnings[0] == (
@@ -785,10 +790,10 @@ async def test_unavailable_isolation_warns_once_and_falls_back(
 def test_isolation_ways_prefer_a_pid_namespace_then_the_launcher() -> None:
     """A kernel without the launcher's /proc (before 6.15) must still get a PID namespace from unshare(1)
     rather than the launcher without one; a server that is not root tries its user namespace only."""
-    tools = local_module._Tools("/bin/sh", "/bin/mount", "/bin/unshare", "/bin/setpriv", launcher=True)
+    tools = supervisors_module._Tools("/bin/sh", "/bin/mount", "/bin/unshare", "/bin/setpriv", launcher=True)
     ways = [
         ("launcher" if w.launcher else " ".join(w.unshare[1:]), w.pid_namespace)
-        for w in local_module._isolation_ways(tools, root=True)
+        for w in supervisors_module._isolation_ways(tools, root=True)
     ]
     mount, mapped = "--mount --propagation private", "--mount --map-root-user --propagation private"
     pid = " --pid --fork --kill-child --mount-proc"
@@ -801,7 +806,7 @@ def test_isolation_ways_prefer_a_pid_namespace_then_the_launcher() -> None:
         (mapped, False),
     ]
     user = dataclasses.replace(tools, launcher=False)
-    assert [w.unshare[1:] for w in local_module._isolation_ways(user, root=False)] == [
+    assert [w.unshare[1:] for w in supervisors_module._isolation_ways(user, root=False)] == [
         tuple((mapped + pid).split()),
         tuple(mapped.split()),
     ]

@@ -47,8 +47,8 @@ async def executor(data_dir: Path) -> AsyncIterator[LocalExecutor]:
     executor = build_executor(settings, *build_storage(settings))
     assert isinstance(executor, LocalExecutor)
     await executor.probe()
-    if os.geteuid() != 0 or not executor.isolated or not executor._pid_namespace:
-        message = f"no root with mount and PID namespaces here: {executor.weaknesses}"
+    if os.geteuid() != 0 or not executor.supervisors.isolated or not executor.supervisors.pid_namespace:
+        message = f"no root with mount and PID namespaces here: {executor.supervisors.weaknesses}"
         if os.environ.get("CI") == "true":
             pytest.fail(message)
         pytest.skip(message)
@@ -72,7 +72,7 @@ async def test_a_node_runs_as_nobody_without_a_way_back(executor: LocalExecutor)
     report, log = await _run(executor, "id -u; id -g; id -G; grep NoNewPrivs /proc/self/status")
     assert report.exit_code == 0, log
     assert log.split()[:4] == ["65534", "65534", "65534", "NoNewPrivs:"] and log.split()[4] == "1"
-    assert "runs as uid 65534" in executor._isolation_text(_job("true"))
+    assert "runs as uid 65534" in executor.supervisors.isolation_text(_job("true"))
 
 
 async def test_a_node_sees_neither_the_server_nor_its_environment(
@@ -103,7 +103,7 @@ async def test_the_data_dir_is_out_of_reach(executor: LocalExecutor, data_dir: P
     )
     assert report.exit_code != 0
     assert "the database" not in log and "someone else's log" not in log and "WROTE" not in log
-    assert f"hidden: {data_dir}" in executor._isolation_text(_job("true"))
+    assert f"hidden: {data_dir}" in executor.supervisors.isolation_text(_job("true"))
 
 
 async def test_a_module_build_in_the_hidden_data_dir_still_runs(
@@ -159,9 +159,9 @@ async def test_run_as_is_configurable_and_never_root(data_dir: Path) -> None:
     server_user = build_executor(settings, *build_storage(settings))
     assert isinstance(server_user, LocalExecutor)
     await server_user.probe()
-    assert server_user.node_user is None
-    assert any("AIHUB_LOCAL_RUN_AS=server" in weakness for weakness in server_user.weaknesses)
-    assert "WARNING: " in server_user._isolation_text(_job("true"))
+    assert server_user.supervisors.node_user is None
+    assert any("AIHUB_LOCAL_RUN_AS=server" in weakness for weakness in server_user.supervisors.weaknesses)
+    assert "WARNING: " in server_user.supervisors.isolation_text(_job("true"))
     for bad, message in (
         ("0", "may not run as root"),
         ("no-such-user-x", "there is no user 'no-such-user-x'"),
@@ -213,7 +213,7 @@ async def test_mounts_are_read_only_nosuid_nodev_and_stay_in_the_node(
 async def test_nodes_go_on_when_the_launcher_is_gone(executor: LocalExecutor) -> None:
     """The launcher starts supervisors and says how they ended. Killed (OOM, an operator), it must take no
     node along; their ends are followed like a stranger's (pidfd, `exit`), and the next start has a new one."""
-    launcher = executor._launcher
+    launcher = executor.supervisors.launcher
     if launcher is None:
         pytest.skip("nodes are not started through the launcher here")
     job = _job("sleep 1; exit 7")

@@ -1,0 +1,415 @@
+"""How the local executor starts an attempt's supervisor on this host: decided once, by a probe.
+
+The supervisor is ``shim.sh`` (see :mod:`aihub.engine.executors.local`). Where nodes can be isolated, the probe
+finds the best way that really works here (:func:`_isolation_ways`: the launcher's own system calls as root,
+``unshare(1)`` as root or in a user namespace; a PID namespace where possible), whom nodes run as
+(``AIHUB_LOCAL_RUN_AS``), and what the host cannot give them (``weaknesses``, said at start and in every
+node's container tab). :meth:`Supervisors.launch` then starts each supervisor that way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Literal
+
+from aihub.engine.executors.base import Job
+from aihub.engine.executors.launcher import Launched, LauncherClient
+
+log = logging.getLogger("aihub.engine.executors.local")  # (the executor's name, as operators know it)
+
+SHIM = Path(__file__).with_name("shim.sh")
+WORKFLOW_SPACE = "/tmp/workflow_space"
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+PID_NAMESPACE = ["--pid", "--fork", "--kill-child", "--mount-proc"]  # the namespace ends with unshare
+_TOOL_PATH = os.pathsep.join([os.environ.get("PATH", ""), "/usr/local/sbin:/usr/sbin:/sbin:/usr/bin:/bin"])
+
+# A supervisor this executor started: its own child (the unshare(1) chain, or no isolation), or one the
+# launcher started (which reaps it and says how it ended).
+_Child = subprocess.Popen[bytes] | Launched
+Bind = tuple[str, str, str]  # (host source, mount point, "rw" | "ro" | "tree")
+
+
+@dataclass(frozen=True)
+class _Tools:
+    """Absolute paths of the programs the supervisor needs (a node's PATH must not choose them)."""
+
+    sh: str
+    mount: str | None
+    unshare: str | None
+    setpriv: str | None = None
+    launcher: bool = False  # the launcher may make the namespace system calls itself (root on Linux)
+
+    @classmethod
+    def find(cls) -> _Tools:
+        sh = shutil.which("sh", path=_TOOL_PATH)
+        if sh is None:
+            raise RuntimeError("the local executor needs a POSIX sh on this host")
+        found = {name: shutil.which(name, path=_TOOL_PATH) for name in ("mount", "unshare", "setpriv")}
+        return cls(sh, **found, launcher=os.geteuid() == 0 and sys.platform == "linux")
+
+
+@dataclass(frozen=True)
+class _Way:
+    """One way of isolating nodes: the launcher's system calls, or an unshare(1) command."""
+
+    launcher: bool
+    unshare: tuple[str, ...]
+    pid_namespace: bool
+
+
+def _isolation_ways(tools: _Tools, root: bool) -> list[_Way]:
+    """The ways to try, best first: a PID namespace before none (its own /proc, and whatever a node leaves
+    running dies with it); the launcher (root; its /proc needs Linux 6.15) before unshare(1) as root; then
+    unshare(1) in a user namespace (a server that is not root)."""
+    ways: list[_Way] = []
+    for pid in (True, False):
+        if tools.launcher:
+            ways.append(_Way(True, (), pid))
+        if tools.unshare is not None and tools.mount is not None:
+            mount = (tools.unshare, "--mount", "--propagation", "private")
+            ways += [_Way(False, (*mount, *PID_NAMESPACE) if pid else mount, pid)] if root else []
+    if tools.unshare is not None and tools.mount is not None:
+        mapped = (tools.unshare, "--mount", "--map-root-user", "--propagation", "private")
+        ways += [_Way(False, (*mapped, *PID_NAMESPACE), True), _Way(False, mapped, False)]
+    return ways
+
+
+class Supervisors:
+    """The way this host starts supervisors (probed once), and the starting itself."""
+
+    def __init__(
+        self, work_root: Path, *, isolation: Literal["auto", "off"], run_as: str, private_paths: list[Path]
+    ) -> None:
+        self.work_root = work_root
+        self.isolation_mode = isolation
+        self.run_as = run_as
+        # hidden from nodes (an empty, read-only directory is mounted over each): the data dir, so the
+        # database, logs, artifacts and other attempts' scratch dirs are out of a node's reach
+        self.private_paths = private_paths
+        self.node_user: tuple[int, int] | None = None  # (uid, gid) nodes run as; None: the server's own
+        self.weaknesses: list[str] = []  # what this host cannot give nodes, said at start and per node
+        self.isolated = False
+        self.isolation_reason = "not probed yet"
+        self.pid_namespace = False
+        self.user_namespace = False
+        self.tools: _Tools | None = None
+        self.unshare: list[str] = []  # the unshare(1) command a supervisor starts in, without the launcher
+        self.launcher: LauncherClient | None = None  # starts supervisors in new namespaces, when root
+
+    async def probe(self) -> None:
+        """Find the tools and decide, once, whether nodes get a private mount namespace."""
+        self.tools = _Tools.find()
+        self.work_root.mkdir(parents=True, exist_ok=True)
+        await self.forget()
+        if self.isolation_mode == "off":
+            self.isolation_reason = "disabled by configuration (AIHUB_LOCAL_ISOLATION=off)"
+        else:
+            self.isolation_reason = await self._probe_isolation(self.tools)
+        self.node_user = self._node_user(self.tools)
+        self.weaknesses = self._find_weaknesses()
+        if self.isolated:
+            await asyncio.to_thread(self._make_empty_dir)
+        for weakness in self.weaknesses:
+            log.warning("SECURITY: local executor: %s", weakness)
+
+    def _node_user(self, tools: _Tools) -> tuple[int, int] | None:
+        """Whom nodes run as: ``AIHUB_LOCAL_RUN_AS`` (``auto``: ``nobody`` when the server is root)."""
+        if self.run_as == "server" or self._why_not_another_user(tools):
+            if self.run_as not in ("auto", "server"):
+                raise RuntimeError(
+                    f"AIHUB_LOCAL_RUN_AS={self.run_as}: cannot run nodes as another user here "
+                    f"({self._why_not_another_user(tools)})"
+                )
+            return None
+        return _lookup_user("nobody" if self.run_as == "auto" else self.run_as)
+
+    def _why_not_another_user(self, tools: _Tools) -> str:
+        if not self.isolated:
+            return "there is no mount namespace to keep the data dir out of their reach"
+        if os.geteuid() != 0 or self.user_namespace:
+            return "the server is not root"
+        if tools.setpriv is None:
+            return "setpriv(1) not found"
+        return ""
+
+    def _find_weaknesses(self) -> list[str]:
+        weak = []
+        if not self.isolated:
+            weak.append(
+                f"no mount namespace ({self.isolation_reason}): nodes share this host's /tmp, see the data "
+                "dir and cannot mount data storages"
+            )
+        elif not self.pid_namespace:
+            weak.append(
+                "no PID namespace: nodes see this host's processes, and what they detach outlives them"
+            )
+        if self.node_user is None:
+            who = "root" if os.geteuid() == 0 else "the server's user"
+            why = (
+                "AIHUB_LOCAL_RUN_AS=server"
+                if self.run_as == "server"
+                else self._why_not_another_user(self.require_tools())
+            )
+            weak.append(f"nodes run as {who} ({why}): they can read whatever that user can")
+        return weak
+
+    def _make_empty_dir(self) -> None:
+        empty = self.work_root / ".empty"
+        empty.mkdir(mode=0o555, exist_ok=True)
+
+    async def forget(self) -> None:
+        self.isolated = self.pid_namespace = self.user_namespace = False
+        self.unshare = []
+        if self.launcher is not None:
+            await self.launcher.close()
+            self.launcher = None
+
+    async def _probe_isolation(self, tools: _Tools) -> str:
+        """Use the first way of isolating nodes that really works here (see :func:`_isolation_ways`)."""
+        reason = "unshare(1) or mount(8) not found"
+        for way in _isolation_ways(tools, root=os.geteuid() == 0):
+            self.launcher = LauncherClient() if way.launcher else None
+            self.unshare, self.pid_namespace = list(way.unshare), way.pid_namespace
+            self.user_namespace = "--map-root-user" in way.unshare
+            reason = await self._try_isolation()
+            if not reason:
+                self.isolated = True
+                return ""
+            await self.forget()
+        return reason
+
+    async def _try_isolation(self) -> str:
+        """Run the real supervisor, the way chosen, with a private /tmp; "" when that worked."""
+        probe = self.work_root / f".probe-{uuid.uuid4().hex}"
+        marker = f".aihub-probe-{uuid.uuid4().hex}"
+        try:
+            (probe / "tmp").mkdir(parents=True)
+            (probe / "tmp" / marker).touch()
+            (probe / "empty").mkdir()
+            (probe / "hidden").mkdir()
+            # both kinds of bind a launch uses: the private /tmp, and a read-only one (hiding the data dir)
+            binds = [
+                (str(probe / "empty"), str(probe / "hidden"), "ro"),
+                (str(probe / "tmp"), "/tmp", "tree"),
+            ]
+            test = ["test", "-e", f"/tmp/{marker}"]
+            child, _ = await self.launch(probe, probe / "log", "/", binds, test, _base_env("/"))
+            try:
+                async with asyncio.timeout(30):
+                    await _ended(child)
+            except TimeoutError:
+                os.killpg(child.pid, signal.SIGKILL)
+                await _ended(child)
+                raise
+            if _read_exit(probe) != "0":
+                return _last_line(probe / "log") or "a bind mount in a new mount namespace did not work"
+            return ""
+        except (OSError, TimeoutError) as exc:
+            return f"{type(exc).__name__}: {exc}"
+        finally:
+            await asyncio.to_thread(shutil.rmtree, probe, True)
+
+    def require_tools(self) -> _Tools:
+        if self.tools is None:
+            raise RuntimeError("LocalExecutor.probe() was not awaited")
+        return self.tools
+
+    async def launch(
+        self,
+        scratch: Path,
+        log_path: Path,
+        workdir: str,
+        binds: list[Bind],
+        argv: list[str],
+        env: dict[str, str],
+    ) -> tuple[_Child, int | None]:
+        """Start the supervisor of ``argv`` (and its start time): through the launcher, which makes the
+        namespace and the binds itself, or as a chain of ``[unshare] sh shim.sh`` that mounts them."""
+        if self.launcher is not None:
+            request = {
+                "argv": [*self.shim_argv(scratch, None, workdir, []), *argv],
+                "env": env,
+                "scratch": str(scratch),
+                "log": str(log_path),
+                "binds": binds,
+                "pid_namespace": self.pid_namespace,
+            }
+            launched = await self.launcher.launch(request)
+            return launched, launched.start_time
+        shim = self.shim_argv(scratch, log_path, workdir, binds)
+        return await asyncio.to_thread(_spawn_and_stamp, [*self.unshare, *shim, *argv], env, scratch)
+
+    def drop_privileges(self) -> list[str]:
+        """setpriv(1) in front of the node's argv: the node user, no supplementary groups, no way back up."""
+        if self.node_user is None:
+            return []
+        uid, gid = self.node_user
+        setpriv = self.require_tools().setpriv
+        assert setpriv is not None  # node_user is only set when it was found
+        return [setpriv, f"--reuid={uid}", f"--regid={gid}", "--clear-groups", "--no-new-privs", "--"]
+
+    @staticmethod
+    def supervisor_env(node_env: dict[str, str]) -> dict[str, str]:
+        """The node's env with LC_ALL=C for unshare(1) and mount(8): loading a locale costs them more than
+        their real work. The supervisor gives the node its own LC_ALL back."""
+        env = {**node_env, "LC_ALL": "C"}
+        if "LC_ALL" in node_env:
+            env["_aihub_lc_all"] = node_env["LC_ALL"]
+        return env
+
+    def shim_argv(self, scratch: Path, log_path: Path | None, workdir: str, binds: list[Bind]) -> list[str]:
+        """``sh shim.sh ...`` up to its ``--``; ``log_path`` None: the launcher opened the log already."""
+        tools = self.require_tools()
+        mount = tools.mount if binds and tools.mount else "-"
+        flat = [part for bind in binds for part in bind]
+        paths = (scratch, log_path or "/", workdir)
+        relative = [str(p) for p in paths if not Path(p).is_absolute()]
+        if relative:  # the supervisor changes directory before it opens them
+            raise ValueError(f"the supervisor needs absolute paths, got {', '.join(relative)}")
+        return [
+            tools.sh,
+            str(SHIM),
+            str(scratch),
+            str(log_path or "-"),
+            workdir,
+            mount,
+            str(len(binds)),
+            *flat,
+            "--",
+        ]
+
+    def isolation_text(self, job: Job) -> str:
+        if not self.isolated:
+            return f"none ({self.isolation_reason}). WARNING: " + "; ".join(self.weaknesses)
+        text = "mount namespace: private /tmp, /tmp/workflow_space"
+        if self.pid_namespace:
+            text += "; PID namespace: own /proc, leftovers killed at exit"
+        if self.private_paths:
+            text += "; hidden: " + ", ".join(str(p) for p in self.private_paths)
+        if self.node_user is not None:
+            text += f"; runs as uid {self.node_user[0]}, gid {self.node_user[1]}"
+        if job.storages:
+            text += ", storages " + ", ".join(
+                f"{s.name} at {s.path}{' (read-only)' if s.read_only else ''}" for s in job.storages
+            )
+        if self.user_namespace:
+            text += " (in a user namespace)"
+        if self.weaknesses:
+            text += ". WARNING: " + "; ".join(self.weaknesses)
+        return text
+
+    async def close(self) -> None:
+        """Let the launcher go (the supervisors it started keep running)."""
+        if self.launcher is not None:
+            await self.launcher.close()
+
+
+def _lookup_user(spec: str) -> tuple[int, int]:
+    """``NAME``, ``UID`` or ``UID:GID`` as (uid, gid); a name's own group when no gid is given."""
+    import pwd
+
+    name, _, group = spec.partition(":")
+    try:
+        entry = pwd.getpwuid(int(name)) if name.isascii() and name.isdigit() else pwd.getpwnam(name)
+        uid, gid = entry.pw_uid, entry.pw_gid
+    except KeyError:
+        if not (name.isascii() and name.isdigit()):
+            raise ValueError(f"AIHUB_LOCAL_RUN_AS: there is no user {name!r} on this host") from None
+        uid, gid = int(name), int(name)
+    if group:
+        if not (group.isascii() and group.isdigit()):
+            raise ValueError(f"AIHUB_LOCAL_RUN_AS: the group of {spec!r} must be a number")
+        gid = int(group)
+    if uid == 0:
+        raise ValueError(
+            "AIHUB_LOCAL_RUN_AS: nodes may not run as root; use 'server' to run them as the server"
+        )
+    return uid, gid
+
+
+def _base_env(home: str) -> dict[str, str]:
+    return {"PATH": DEFAULT_PATH, "HOME": home, "LANG": "C.UTF-8"}
+
+
+def _read_exit(scratch: Path) -> str | None:
+    """The recorded status, or None while there is none (an empty file is one being written)."""
+    return _read_exit_with_time(scratch)[0]
+
+
+def _read_exit_with_time(scratch: Path) -> tuple[str | None, datetime]:
+    """The recorded status and when it was written (now, when there is none)."""
+    try:
+        with open(scratch / "exit", "rb") as f:
+            text = f.read().decode(errors="replace").strip()
+            written = datetime.fromtimestamp(os.fstat(f.fileno()).st_mtime, UTC)
+    except OSError:
+        return None, datetime.now(UTC)
+    return text or None, written
+
+
+def _write_exit(scratch: Path, status: str) -> None:
+    tmp = scratch / ".exit.tmp"
+    tmp.write_text(status + "\n")
+    os.replace(tmp, scratch / "exit")
+
+
+def _last_line(path: Path) -> str:
+    try:
+        lines = [line.strip() for line in path.read_text(errors="replace").splitlines() if line.strip()]
+    except OSError:
+        return ""
+    return lines[-1] if lines else ""
+
+
+def _spawn_and_stamp(
+    argv: list[str], env: dict[str, str], cwd: Path
+) -> tuple[subprocess.Popen[bytes], int | None]:
+    proc = _spawn(argv, env, cwd)
+    return proc, _start_time(proc.pid)
+
+
+def _spawn(argv: list[str], env: dict[str, str], cwd: Path) -> subprocess.Popen[bytes]:
+    """Start the supervisor in its own session (a fork+exec: well under a millisecond, so inline)."""
+    return subprocess.Popen(
+        argv,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+        cwd=cwd,
+    )
+
+
+async def _ended(child: _Child) -> None:
+    """Return once ``child`` has ended (reaped: by the launcher, or here)."""
+    if isinstance(child, Launched):
+        await child.ended.wait()
+    else:
+        await asyncio.to_thread(child.wait)
+
+
+def _proc_stat(pid: int) -> tuple[str, int] | None:
+    """(state letter, start time in clock ticks since boot) of a process, or None when there is none."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            raw = f.read()
+    except OSError:
+        return None
+    fields = raw[raw.rindex(b")") + 2 :].split()
+    return fields[0].decode(), int(fields[19])
+
+
+def _start_time(pid: int) -> int | None:
+    stat = _proc_stat(pid)
+    return stat[1] if stat else None
