@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
+from functools import cached_property
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from strawberry.dataloader import DataLoader
@@ -63,19 +64,61 @@ def visible_workflows(user: User | None) -> DataLoader[int, bool]:
 
 
 class Loaders:
-    """One set per operation; ``user`` is the caller, for loaders that answer visibility questions."""
+    """One set per operation; ``user`` is the caller, for loaders that answer visibility questions. Each loader
+    is made when first used: most operations use one or two of them (a small query used to spend a tenth of its
+    time making all thirteen, twice: issue 18)."""
 
     def __init__(self, user: User | None = None) -> None:
-        self.user = by_id(batches.users_by_id)
-        self.team = by_id(batches.teams_by_id)
-        self.workflow = by_id(batches.workflows_by_id)
-        self.version = by_id(batches.versions_by_id)
-        self.category = by_id(batches.categories_by_id)
-        self.module = by_id(batches.modules_by_id)
-        self.build = by_id(batches.builds_by_id)
-        self.nodes_of_run = grouped(batches.nodes_of_runs, "run_id")
-        self.attempts_by_node = SharedLoader(load_fn=batches.attempts_by_node)
-        self.events_by_node = SharedLoader(load_fn=batches.events_by_node)
-        self.builds_of_module = grouped(batches.builds_of_modules, "module_id")
-        self.versions_of_workflow = grouped(batches.versions_of_workflows, "workflow_id")
-        self.workflow_visible = visible_workflows(user)
+        self._user = user
+
+    @cached_property
+    def user(self) -> DataLoader[int, Any]:
+        return by_id(batches.users_by_id)
+
+    @cached_property
+    def team(self) -> DataLoader[int, Any]:
+        return by_id(batches.teams_by_id)
+
+    @cached_property
+    def workflow(self) -> DataLoader[int, Any]:
+        return by_id(batches.workflows_by_id)
+
+    @cached_property
+    def version(self) -> DataLoader[int, Any]:
+        return by_id(batches.versions_by_id)
+
+    @cached_property
+    def category(self) -> DataLoader[int, Any]:
+        return by_id(batches.categories_by_id)
+
+    @cached_property
+    def module(self) -> DataLoader[int, Any]:
+        return by_id(batches.modules_by_id)
+
+    @cached_property
+    def build(self) -> DataLoader[int, Any]:
+        return by_id(batches.builds_by_id)
+
+    @cached_property
+    def nodes_of_run(self) -> DataLoader[int, Any]:
+        return grouped(batches.nodes_of_runs, "run_id")
+
+    @cached_property
+    def attempts_by_node(self) -> DataLoader[int, Any]:
+        return SharedLoader(load_fn=batches.attempts_by_node)
+
+    @cached_property
+    def events_by_node(self) -> DataLoader[int, Any]:
+        return SharedLoader(load_fn=batches.events_by_node)
+
+    @cached_property
+    def builds_of_module(self) -> DataLoader[int, Any]:
+        return grouped(batches.builds_of_modules, "module_id")
+
+    @cached_property
+    def versions_of_workflow(self) -> DataLoader[int, Any]:
+        return grouped(batches.versions_of_workflows, "workflow_id")
+
+    @cached_property
+    def workflow_visible(self) -> DataLoader[int, Any]:
+        return visible_workflows(self._user)

@@ -1,0 +1,52 @@
+"""``PreparedSelect`` (SQL made once per dialect and shape) answers what the query builder answers: ``get_run``
+through it against ``runs_visible_to(user).get_or_none`` for every caller kind and run, on SQLite and
+PostgreSQL; a select that would need related models is refused."""
+
+from __future__ import annotations
+
+import pytest
+
+from aihub.bus.memory import MemoryBus
+from aihub.db.models import Run, Workflow
+from aihub.db.prepared import PreparedSelect
+from aihub.services.access import get_run, runs_visible_to
+from aihub.services.errors import NotFound
+from aihub.services.runs import create_run
+from aihub.services.users import create_user
+from aihub.services.workflows import create_workflow
+from aihub.settings import Settings
+
+SPEC = {"name": "w", "nodes": [{"name": "a", "command": "true"}]}
+
+
+async def test_get_run_sees_what_the_query_builder_sees(db: Settings) -> None:
+    admin = await create_user("root", "pw-123456789", is_admin=True)
+    alice = await create_user("alice", "pw-123456789", team="ml")
+    bob = await create_user("bob", "pw-123456789", team="ml")
+    carol = await create_user("carol", "pw-123456789")
+    bus = MemoryBus()
+    runs = []
+    for owner, shared in ((alice, False), (alice, True), (bob, False), (carol, False)):
+        version = await create_workflow(owner, {**SPEC, "name": f"w-{owner.username}-{str(shared).lower()}"})
+        await Workflow.filter(id=version.workflow_id).update(shared_with_team=shared)  # type: ignore[attr-defined]
+        runs.append(await create_run(bus, owner, version.id))
+    seen = 0
+    for user in (admin, alice, bob, carol):
+        for run_id in [r.id for r in runs] + [10_000]:
+            expected = await runs_visible_to(user).get_or_none(id=run_id)
+            try:
+                got: Run | None = await get_run(user, run_id)
+            except NotFound:
+                got = None
+            assert (got and (got.id, got.name, got.status, got.created_at, got.params)) == (
+                expected
+                and (expected.id, expected.name, expected.status, expected.created_at, expected.params)
+            ), (user.username, run_id)
+            seen += got is not None
+    assert seen == 4 + 2 + 2 + 1  # admin all; alice hers; bob his and alice's shared one; carol hers
+
+
+async def test_selects_with_related_models_are_refused(db: Settings) -> None:
+    prepared = PreparedSelect(Run, lambda run_id: Run.filter(id=run_id).select_related("owner"))
+    with pytest.raises(ValueError, match="plain selects only"):
+        await prepared.fetch("with owner", {"run_id": 1})
