@@ -97,16 +97,14 @@ def _fix(result: object, request_id: str | None) -> None:
 
 
 class ErrorCodes(SchemaExtension):
-    """Adds ``code``/``field`` to every error, for single results and for each streamed one (errors that end
-    an operation early are handled by ``AIHubSchema.process_errors``, which sees every error list)."""
+    """Adds ``code``/``field`` to every error of a single result. Streamed results (each live event) are not
+    hooked here: Strawberry hands every error list of a streamed result to ``AIHubSchema.process_errors``,
+    which adds the codes, and a per-result hook cost every subscriber of every event a context manager
+    (issue 18; ``tests/graphql/test_subscriptions.py`` checks the codes of streamed errors)."""
 
     def on_operation(self) -> Iterator[None]:
         yield
         _fix(self.execution_context.result, request_id_of(self.execution_context.context))
-
-    def on_stream_result(self, result: Any) -> Iterator[None]:
-        _fix(result, request_id_of(self.execution_context.context))
-        yield
 
 
 async def _not_cancelled_by_others(awaitable: Awaitable[Any]) -> Any:

@@ -27,11 +27,13 @@ from collections.abc import Callable, Hashable, Mapping
 from typing import Any
 
 from graphql import (
+    ExecutionResult,
     FieldNode,
     GraphQLList,
     GraphQLNonNull,
     GraphQLObjectType,
     GraphQLOutputType,
+    OperationDefinitionNode,
     SelectionSetNode,
     is_leaf_type,
 )
@@ -84,13 +86,33 @@ _RESULT = _result_index()
 
 
 class FastExecutionContext(StrawberryGraphQLCoreExecutionContext):
-    """graphql-core's execution, except that a :class:`Prebuilt` result is already complete."""
+    """graphql-core's execution, except that a :class:`Prebuilt` result is already complete, and a subscription
+    event that is one (the root value of the event's execution) is the whole answer."""
+
+    def execute_operation(self, *args: Any, **kwargs: Any) -> Any:
+        root = getattr(self, "root_value", None)
+        if type(root) is Prebuilt:
+            key = _single_root_key(self.operation)
+            if key is not None:
+                return ExecutionResult({key: root.value}, None)
+        return super().execute_operation(*args, **kwargs)
 
     def complete_value(self, return_type: GraphQLOutputType, *args: Any) -> Any:
         result = args[_RESULT - 1] if len(args) >= _RESULT else None
         if type(result) is Prebuilt:
             return result.value
         return super().complete_value(return_type, *args)
+
+
+def _single_root_key(operation: OperationDefinitionNode) -> str | None:
+    """The response key of an operation that selects one root field, without directives (else None)."""
+    selections = operation.selection_set.selections
+    if len(selections) != 1:
+        return None
+    node = selections[0]
+    if not isinstance(node, FieldNode) or node.directives:
+        return None
+    return node.alias.value if node.alias else node.name.value
 
 
 # ------------------------------------------------------------------------------------------------ plans

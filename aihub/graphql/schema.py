@@ -21,10 +21,13 @@ from strawberry.extensions import (
     SchemaExtension,
     ValidationCache,
 )
+from strawberry.extensions.context import StreamResultContextManager
 from strawberry.extensions.max_aliases import create_validator as aliases_rule
 from strawberry.extensions.query_depth_limiter import create_validator as depth_rule
+from strawberry.extensions.runner import SchemaExtensionsRunner
 from strawberry.tools import merge_types
 from strawberry.types import ExecutionContext
+from strawberry.utils.await_maybe import await_maybe
 
 from aihub.graphql.admin import AdminMutation, AdminQuery
 from aihub.graphql.auth import AuthMutation, AuthQuery
@@ -66,7 +69,37 @@ class FreshLoaders(SchemaExtension):
         yield
 
 
+class LeanExtensionsRunner(SchemaExtensionsRunner):
+    """Strawberry's runner without the calls that do nothing, which a live event paid for every subscriber:
+    results are asked only of the extensions that give some, and the per-result hook sees only the extensions
+    that have it (issue 18)."""
+
+    def __init__(self, execution_context: ExecutionContext, extensions: list[SchemaExtension]) -> None:
+        super().__init__(execution_context, extensions)
+        self._with_results = [e for e in extensions if _overrides(e, "get_results")]
+        self._on_result = [e for e in extensions if _overrides(e, "on_stream_result")]
+
+    def on_stream_result(self, result: Any) -> StreamResultContextManager:
+        return StreamResultContextManager(self._on_result, result)
+
+    async def get_extensions_results(self, ctx: ExecutionContext) -> dict[str, Any]:
+        data: dict[str, Any] = {}
+        for extension in self._with_results:
+            data.update(await await_maybe(extension.get_results()))
+        data.update(ctx.extensions_results)
+        return data
+
+
+def _overrides(extension: SchemaExtension, hook: str) -> bool:
+    return getattr(type(extension), hook) is not getattr(SchemaExtension, hook)
+
+
 class AIHubSchema(strawberry.Schema):
+    def create_extensions_runner(
+        self, execution_context: ExecutionContext, extensions: list[SchemaExtension]
+    ) -> SchemaExtensionsRunner:
+        return LeanExtensionsRunner(execution_context, extensions)
+
     def process_errors(
         self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None
     ) -> None:
