@@ -233,6 +233,7 @@ class Emulator:
         self._names = itertools.count(1)
         self.url = ""
         self._runner: web.AppRunner | None = None
+        self._closing = False
 
     # ------------------------------------------------------------------------------ server
     async def serve(self) -> str:
@@ -262,6 +263,10 @@ class Emulator:
         return self.url
 
     async def close(self) -> None:
+        # A client re-opens a watch the moment it ends: one that arrived after drop_watches() and before the
+        # runner stopped listening stayed open, and the runner's clean-up waited for it (a minute or more;
+        # test_k8s_ready hung so about one run in five). From now on a new watch ends at once.
+        self._closing = True
         self.drop_watches()
         for buffer in self.logs.values():
             buffer.close()
@@ -588,6 +593,8 @@ class Emulator:
                 if rv > int(since) and k == kind and self._visible(watcher, obj)
             ]
         self.watchers.add(watcher)  # registered before any await: nothing between replay and live is lost
+        if self._closing:
+            watcher.queue.put_nowait(None)
         response = web.StreamResponse(headers={"Content-Type": "application/json"})
         try:
             await response.prepare(request)
