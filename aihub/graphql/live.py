@@ -119,6 +119,8 @@ def live_event(plan: Plan | None, event: RunEvent) -> RunEventType:
 
 #: how often an open subscription checks that its token still works (revoked, expired, run ended)
 REAUTHORISE_SECONDS = 5.0
+#: the marker that wakes an idle subscription for that check (never sent to the client)
+RECHECK = RunEvent(run_id=0, run_status="")
 
 
 class TokenCheck:
@@ -129,9 +131,6 @@ class TokenCheck:
         self.info = info
         self.loop = asyncio.get_running_loop()
         self.check_at = self.loop.time() + REAUTHORISE_SECONDS
-
-    def remaining(self) -> float:
-        return max(0.0, self.check_at - self.loop.time())
 
     async def ensure(self) -> None:
         """Raise :class:`Unauthenticated` when a check is due and the token no longer works."""
@@ -145,18 +144,24 @@ class TokenCheck:
 
 async def while_authorised(info: Info, sub: Subscription) -> AsyncGenerator[RunEvent, None]:
     """The subscription's events for as long as the connection's token stays valid (see :class:`TokenCheck`),
-    checked even while no event arrives."""
+    checked even while no event arrives: a timer puts a ``RECHECK`` marker in the subscription's buffer every
+    ``REAUTHORISE_SECONDS`` (a timeout around each wait cost every subscriber of every event a timer: issue 18)."""
     check = TokenCheck(info)
-    while True:
-        event: RunEvent | None = None
-        try:
-            async with asyncio.timeout(check.remaining()):  # no task per event, unlike wait_for
-                event = await anext(sub)
-        except TimeoutError:
-            pass
-        if event is not None:
-            yield event
-        await check.ensure()
+    loop = asyncio.get_running_loop()
+
+    def tick() -> None:
+        nonlocal timer
+        sub.offer(RECHECK)
+        timer = loop.call_later(REAUTHORISE_SECONDS, tick)
+
+    timer = loop.call_later(REAUTHORISE_SECONDS, tick)
+    try:
+        async for event in sub:
+            if event is not RECHECK:
+                yield event
+            await check.ensure()
+    finally:
+        timer.cancel()
 
 
 @strawberry.type
