@@ -97,11 +97,31 @@ class FastExecutionContext(StrawberryGraphQLCoreExecutionContext):
                 return ExecutionResult({key: root.value}, None)
         return super().execute_operation(*args, **kwargs)
 
+    def build_per_event_executor(self, payload: Any) -> Any:
+        """graphql-core 3.3 copies the executor for every event of every subscriber; a built event needs none."""
+        if type(payload) is Prebuilt:
+            key = _single_root_key(self.operation)
+            if key is not None:
+                return _Answered(ExecutionResult({key: payload.value}, None))
+        return super().build_per_event_executor(payload)  # type: ignore[misc]
+
     def complete_value(self, return_type: GraphQLOutputType, *args: Any) -> Any:
         result = args[_RESULT - 1] if len(args) >= _RESULT else None
         if type(result) is Prebuilt:
             return result.value
         return super().complete_value(return_type, *args)
+
+
+class _Answered:
+    """Stands for a per-event executor whose result is known (``FastExecutionContext``)."""
+
+    __slots__ = ("result",)
+
+    def __init__(self, result: ExecutionResult) -> None:
+        self.result = result
+
+    def execute_operation(self, *args: Any) -> ExecutionResult:
+        return self.result
 
 
 def _single_root_key(operation: OperationDefinitionNode) -> str | None:
