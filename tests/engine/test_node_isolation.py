@@ -224,6 +224,20 @@ async def test_nodes_go_on_when_the_launcher_is_gone(executor: LocalExecutor) ->
     async with asyncio.timeout(DEADLINE):
         report = await executor.wait(handle)
     assert report.exit_code == 7, report
-    again, log = await _run(executor, "echo again")
-    assert again.exit_code == 0 and log == "again\n"
+    (again, log), (other, _) = await asyncio.gather(_run(executor, "echo again"), _run(executor, "true"))
+    assert again.exit_code == other.exit_code == 0 and log == "again\n"
     assert launcher.pid not in (None, old)
+    assert _launchers() == [launcher.pid], "two launches that found it gone started one new launcher"
+
+
+def _launchers() -> list[int]:
+    """This process's children that run the launcher."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            stat, cmdline = (entry / "stat").read_bytes(), (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if int(stat[stat.rindex(b")") + 2 :].split()[1]) == os.getpid() and b"launcher.py" in cmdline:
+            found.append(int(entry.name))
+    return found

@@ -253,6 +253,7 @@ class LauncherClient:
         self._ids = itertools.count(1)
         self._pending: dict[int, asyncio.Future[Launched]] = {}
         self._launched: dict[int, Launched] = {}
+        self._starting = asyncio.Lock()  # (two launches that find it gone start one new launcher)
 
     @property
     def pid(self) -> int | None:
@@ -261,13 +262,9 @@ class LauncherClient:
 
     async def launch(self, request: dict[str, Any]) -> Launched:
         """Start a supervisor (see the module docstring for ``request``); OSError when it could not be."""
-        if (
-            self._proc is None
-            or self._proc.returncode is not None
-            or self._reader is None
-            or self._reader.done()
-        ):
-            await self._start()
+        async with self._starting:
+            if not self._running():
+                await self._start()
         assert self._proc is not None and self._proc.stdin is not None
         ident = next(self._ids)
         future = asyncio.get_running_loop().create_future()
@@ -279,6 +276,10 @@ class LauncherClient:
             self._pending.pop(ident, None)
             raise OSError(f"the launcher ended: {exc}") from None
         return await future
+
+    def _running(self) -> bool:
+        proc, reader = self._proc, self._reader
+        return proc is not None and proc.returncode is None and reader is not None and not reader.done()
 
     async def _start(self) -> None:
         await self.close()
