@@ -115,7 +115,11 @@ class Supervisors:
             self.isolation_reason = "disabled by configuration (AIHUB_LOCAL_ISOLATION=off)"
         else:
             self.isolation_reason = await self._probe_isolation(self.tools)
-        self.node_user = self._node_user(self.tools)
+        try:
+            self.node_user = self._node_user(self.tools)
+        except (ValueError, RuntimeError):  # (a bad AIHUB_LOCAL_RUN_AS: the server does not start)
+            await self.forget()
+            raise
         self.weaknesses = self._find_weaknesses()
         if self.isolated:
             await asyncio.to_thread(self._make_empty_dir)
