@@ -39,6 +39,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import functools
 import itertools
 import json
 import os
@@ -63,10 +64,18 @@ GATE_FD = 3
 # what Python or this process changed (SIG_IGN survives exec): the supervisor and the node get the defaults
 DEFAULT_SIGNALS = (signal.SIGINT, signal.SIGPIPE, signal.SIGXFSZ, signal.SIGCHLD)
 
-_libc = ctypes.CDLL(None, use_errno=True)
-_libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p]
-_libc.unshare.argtypes = [ctypes.c_int]
-_libc.setns.argtypes = [ctypes.c_int, ctypes.c_int]
+
+@functools.cache
+def _libc() -> ctypes.CDLL:
+    """The C library's mount, unshare and setns (Linux; loaded in the launcher only, so the server also imports
+    this module where they do not exist)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p]
+    libc.unshare.argtypes = [ctypes.c_int]
+    libc.setns.argtypes = [ctypes.c_int, ctypes.c_int]
+    return libc
+
+
 _own: dict[int, int] = {}  # namespace type -> an fd of this process's own namespace of that type
 
 
@@ -83,7 +92,7 @@ def mount(source: str | None, target: str, fstype: str | None, flags: int, data:
     def enc(value: str | None) -> bytes | None:
         return None if value is None else os.fsencode(value)
 
-    _check(_libc.mount(enc(source), enc(target), enc(fstype), flags, enc(data)), f"mount: {target}")
+    _check(_libc().mount(enc(source), enc(target), enc(fstype), flags, enc(data)), f"mount: {target}")
 
 
 def bind(source: str, target: str, mode: str) -> None:
@@ -109,14 +118,14 @@ def own_namespaces(pid_namespace: bool) -> Iterator[None]:
     kinds = [CLONE_NEWPID] if pid_namespace else []
     try:
         if pid_namespace:
-            _check(_libc.unshare(CLONE_NEWPID), "unshare")
-        _check(_libc.unshare(CLONE_NEWNS), "unshare")
+            _check(_libc().unshare(CLONE_NEWPID), "unshare")
+        _check(_libc().unshare(CLONE_NEWNS), "unshare")
         kinds.append(CLONE_NEWNS)
         mount("none", "/", None, MS_REC | MS_PRIVATE)
         yield
     finally:
         for kind in kinds:
-            if _libc.setns(_own[kind], kind) != 0:
+            if _libc().setns(_own[kind], kind) != 0:
                 os._exit(70)
 
 
