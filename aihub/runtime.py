@@ -18,9 +18,12 @@ from aihub.db.setup import close_db, init_db, migrate
 from aihub.domain.bounds import DEFAULT_LIMITS
 from aihub.engine.builds import BuildManager
 from aihub.engine.executors.base import Executor
+from aihub.engine.executors.k8s_artifacts import repack_upload
 from aihub.engine.scheduler import Engine
 from aihub.metrics import Metrics
 from aihub.services import admin, tokens
+from aihub.services.artifacts import UploadRepacker
+from aihub.services.executors import AttemptViews
 from aihub.services.modules import DbBuildStore
 from aihub.services.workflows import configure_spec_limits
 from aihub.settings import Settings
@@ -41,6 +44,14 @@ class Runtime:
     engine: Engine
     builds: BuildManager
     metrics: Metrics = field(default_factory=Metrics)
+    #: how an output a pod uploads is stored (the engine's deterministic repacking)
+    repack_upload: UploadRepacker = field(default=repack_upload)
+
+    @property
+    def attempt_views(self) -> AttemptViews:
+        """What the executor tells about an attempt (the services' protocol; the engine answers)."""
+        return self.engine
+
     #: set when the server begins to shut down (SIGTERM): live streams end so their clients reconnect elsewhere
     draining: asyncio.Event = field(default_factory=asyncio.Event)
 

@@ -24,7 +24,6 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aihub.bus.base import Bus, RunEvent, SubscriberTooSlow
-from aihub.db.models import Attempt
 from aihub.domain.status import NodeStatus, RunStatus
 from aihub.engine import policies
 from aihub.engine.attempts import Attempts
@@ -291,13 +290,11 @@ class Engine:
             if self._idle.is_set():
                 return
 
-    async def describe(self, attempt: Attempt) -> dict[str, Any]:
-        if not attempt.handle:
-            return {}
-        return await self.executor.describe(Handle.from_json(attempt.handle))
+    # ----------------------------------------------------------------- the services' AttemptViews
+    async def describe(self, handle: dict[str, Any]) -> dict[str, Any]:
+        """The executor's view of the attempt with this handle (the attempt's ``handle`` JSON)."""
+        return await self.executor.describe(Handle.from_json(handle))
 
-    async def executor_events(self, attempt: Attempt) -> list[dict[str, Any]]:
+    async def executor_events(self, handle: dict[str, Any]) -> list[dict[str, Any]]:
         """The executor's own events of an attempt: Kubernetes events of its pod ([] for local nodes)."""
-        if not attempt.handle:
-            return []
-        return await self.executor.events(Handle.from_json(attempt.handle))
+        return await self.executor.events(Handle.from_json(handle))

@@ -7,10 +7,23 @@ see. Uploads are repacked deterministically, so digests equal what the local exe
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Literal, Protocol
+
 from aihub.db.models import ApiToken, NodeRun, TokenKind
 from aihub.services.access import get_run
-from aihub.services.errors import Forbidden, NotFound, Unavailable
+from aihub.services.errors import Forbidden, InvalidInput, NotFound, Unavailable
 from aihub.storage.base import ArtifactStore, StoreError
+
+
+class UploadRepacker(Protocol):
+    """Turns an uploaded ``path`` output (a tar.gz) into a stored artifact the way the engine stores its own
+    outputs; returns (digest, size). Raises :class:`InvalidInput` for an upload it refuses (unsafe, or not the
+    kind it claims), :class:`StoreError` when the store does not answer. The engine supplies it (runtime.py)."""
+
+    async def __call__(
+        self, upload: Path, kind: Literal["file", "dir"], artifacts: ArtifactStore
+    ) -> tuple[str, int]: ...
 
 
 async def checked_artifact(
@@ -43,3 +56,22 @@ def check_uploader(token: ApiToken) -> None:
     """Only a node of an active run uploads outputs."""
     if token.kind is not TokenKind.RUN:
         raise Forbidden("only a run's own token can upload its outputs", field="Authorization")
+
+
+def check_upload(token: ApiToken, kind: str | None) -> Literal["file", "dir"]:
+    """Whether ``token`` may upload an output of ``kind`` (asked before the body is read); the kind."""
+    check_uploader(token)
+    if kind != "file" and kind != "dir":
+        raise InvalidInput("kind must be 'file' or 'dir'", field="kind")
+    return kind
+
+
+async def store_upload(
+    token: ApiToken, upload: Path, kind: str | None, artifacts: ArtifactStore, repack: UploadRepacker
+) -> tuple[str, int]:
+    """Store an output a node of the token's run uploaded; (digest, size) of the stored archive."""
+    checked = check_upload(token, kind)
+    try:
+        return await repack(upload, checked, artifacts)
+    except StoreError as exc:
+        raise Unavailable(str(exc)) from exc

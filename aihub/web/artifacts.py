@@ -15,18 +15,15 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
 
 from aihub.domain.ids import parse_row_id
-from aihub.engine.artifacts import ArtifactError
-from aihub.engine.executors.k8s_artifacts import store_uploaded_output
-from aihub.services.artifacts import check_uploader, checked_artifact
+from aihub.services.artifacts import check_upload, checked_artifact, store_upload
 from aihub.services.errors import ServiceError
 from aihub.services.tokens import valid_token
-from aihub.storage.base import StoreError
 
 if TYPE_CHECKING:
     from aihub.db.models import ApiToken
 
 UPLOAD_PATH = "/artifacts/upload"
-STATUS_CODES = {"NOT_FOUND": 404, "UNAVAILABLE": 503}
+STATUS_CODES = {"NOT_FOUND": 404, "INVALID_INPUT": 400, "FORBIDDEN": 403, "UNAVAILABLE": 503}
 
 
 def _error(status: int, message: str) -> JSONResponse:
@@ -62,13 +59,11 @@ async def upload_artifact(request: Request) -> Response:
     token = await _token(request)
     if token is None:
         return _error(401, "a valid Bearer token is required")
-    try:
-        check_uploader(token)
-    except ServiceError as exc:
-        return _error(403, exc.message)
     kind = request.query_params.get("kind")
-    if kind not in ("file", "dir"):
-        return _error(400, "kind must be 'file' or 'dir'")
+    try:
+        check_upload(token, kind)
+    except ServiceError as exc:
+        return _error(STATUS_CODES.get(exc.code, 403), exc.message)
     rt = request.app.state.runtime
     staging = rt.settings.data_dir / "uploads"
     await aiofiles.os.makedirs(staging, exist_ok=True)
@@ -84,11 +79,9 @@ async def upload_artifact(request: Request) -> Response:
                     return _error(413, f"the upload is larger than {limit} bytes (AIHUB_MAX_UPLOAD_BYTES)")
                 await out.write(chunk)
         try:
-            digest, stored = await store_uploaded_output(upload, kind, rt.artifacts)  # type: ignore[arg-type]
-        except ArtifactError as exc:
-            return _error(400, str(exc))
-        except StoreError as exc:
-            return _error(503, str(exc))
+            digest, stored = await store_upload(token, upload, kind, rt.artifacts, rt.repack_upload)
+        except ServiceError as exc:
+            return _error(STATUS_CODES.get(exc.code, 403), exc.message)
         return JSONResponse({"digest": digest, "size": stored})
     finally:
         with contextlib.suppress(FileNotFoundError):

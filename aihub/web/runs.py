@@ -16,10 +16,11 @@ from aihub.domain.clock import utcnow
 from aihub.domain.ids import parse_count, parse_row_id
 from aihub.domain.spec import parse_spec
 from aihub.domain.status import NodeStatus, RunStatus
-from aihub.services import files
+from aihub.services import executors, files
 from aihub.services.access import can_act_on_run, get_run, workflows_visible_to
 from aihub.services.editor import run_attempts
 from aihub.services.errors import InvalidInput, NotFound, ServiceError
+from aihub.services.executors import ExecutorUnavailable
 from aihub.services.queries import (
     get_attempt,
     get_node,
@@ -373,7 +374,10 @@ async def node_panel(request: Request, user: User) -> Response:
     if tab in ("logs", "container") and number > 0:
         if tab == "container":
             _, attempt = await get_attempt(user, run_id, name, number)
-            ctx["container"] = await rt.engine.describe(attempt)
+            try:
+                ctx["container"] = await executors.describe_attempt(rt.attempt_views, attempt.handle)
+            except ExecutorUnavailable as exc:
+                ctx.update(container={}, container_error=exc.reason)
         else:
             # the last LOG_PAGE bytes, from a line's start; the live view goes on from there
             tail = await files.log_tail(rt.logs, user, run.id, name, number, LOG_PAGE)
@@ -387,7 +391,12 @@ async def node_panel(request: Request, user: User) -> Response:
         ctx["events"] = await run_events(user, run_id, node=name)
         if number > 0:
             _, attempt = await get_attempt(user, run_id, name, number)
-            ctx["cluster_events"] = await rt.engine.executor_events(attempt)
+            try:
+                ctx["cluster_events"] = await executors.attempt_executor_events(
+                    rt.attempt_views, attempt.handle
+                )
+            except ExecutorUnavailable as exc:
+                ctx["cluster_events_error"] = exc.reason
     ctx["attempts"] = list(range(row.attempt, 0, -1))
     return await in_run_page(request, user, "partials/runs/panel.html", ctx, node=row)
 

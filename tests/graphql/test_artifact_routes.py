@@ -12,8 +12,11 @@ from aihub.engine.artifacts import pack, sha256_file
 from aihub.services.runs import create_run, stop_run
 from aihub.services.tokens import issue_token
 from aihub.services.workflows import create_workflow
+from aihub.settings import Settings
+from aihub.storage import build_storage
 from tests.engine.support import wait_for_node, wait_for_run
 from tests.graphql.harness import Server
+from tests.graphql.test_file_reads import socket_closed
 
 SPEC = {
     "name": "packs",
@@ -106,6 +109,44 @@ async def test_run_token_reaches_only_its_own_run_and_uploads(users: Server, tmp
         await wait_for_run(users.rt, run.id)
     ended = await users.http.get(f"/artifacts/{digest}", headers=_bearer(token))
     assert ended.status_code == 401  # the run token dies with its run
+
+
+async def test_an_upload_to_a_store_that_does_not_answer_is_unavailable(
+    users: Server, tmp_path: Path
+) -> None:
+    """The store's error while storing an upload is the services' Unavailable: 503 with the store's message."""
+    alice = users.users["alice"]
+    version = await create_workflow(
+        alice, {"name": "sleeper", "nodes": [{"name": "s", "command": "sleep 1000"}]}
+    )
+    run = await create_run(users.rt.bus, alice, version.id)
+    await wait_for_node(users.rt, run.id, "s", NodeStatus.RUNNING)
+    token, _ = await issue_token(alice.id, TokenKind.RUN, run_id=run.id)
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "x.txt").write_text("payload")
+    pack(tmp_path / "out", tmp_path / "up.tar.gz")
+    try:
+        with socket_closed() as port:
+            away = Settings(
+                data_dir=tmp_path / "d",
+                artifact_store="s3://nowhere/p",
+                s3_endpoint_url=f"http://127.0.0.1:{port}",
+                s3_retry_seconds=1,
+            )
+            stored, users.rt.artifacts = users.rt.artifacts, build_storage(away)[0]
+            try:
+                up = await users.http.post(
+                    "/artifacts/upload?kind=dir",
+                    content=(tmp_path / "up.tar.gz").read_bytes(),
+                    headers=_bearer(token),
+                )
+            finally:
+                users.rt.artifacts = stored
+        assert up.status_code == 503, up.text
+        assert "s3://nowhere/p" in up.json()["error"]
+    finally:
+        await stop_run(users.rt.bus, alice, run.id)
+        await wait_for_run(users.rt, run.id)
 
 
 async def test_executor_events_of_a_local_attempt(users: Server) -> None:

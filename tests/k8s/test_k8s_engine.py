@@ -14,6 +14,7 @@ from aihub.domain.status import NodeStatus, RunStatus
 from aihub.engine.executors.kubernetes import KubernetesExecutor
 from aihub.runtime import Runtime, open_runtime
 from aihub.services.auth import authenticate
+from aihub.services.executors import attempt_executor_events, describe_attempt
 from aihub.services.runs import stop_run
 from aihub.services.users import create_user
 from aihub.settings import Settings
@@ -131,11 +132,11 @@ async def test_a_two_node_workflow_passes_text_and_path_outputs_between_pods(
     assert emulator.pods(NAMESPACE) == []
     attempt = await Attempt.get(node_run_id=step1.id, number=1)
     assert attempt.executor == "kubernetes"
-    container = await rt.engine.describe(attempt)
+    container = await describe_attempt(rt.engine, attempt.handle)
     assert container["pod"] == f"aihub-r{run.id}-step1-a1"
     assert container["state"] == "exited with code 0 (Completed)"
     # the events tab: the pod's Kubernetes events, kept after the pod is gone
-    reasons = [e["reason"] for e in await rt.engine.executor_events(attempt)]
+    reasons = [e["reason"] for e in await attempt_executor_events(rt.engine, attempt.handle)]
     assert "Scheduled" in reasons or "Started" in reasons, reasons
 
 

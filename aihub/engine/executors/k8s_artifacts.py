@@ -19,9 +19,10 @@ from typing import Literal
 from aihub.engine.artifacts import ArtifactError, pack, unpack
 from aihub.engine.executors.base import Job
 from aihub.engine.executors.k8s_pod import LaunchError
+from aihub.services.errors import InvalidInput
 from aihub.storage.base import ArtifactMissing, ArtifactStore, StoreError
 
-__all__ = ["archive_kind", "input_kinds", "presigned_urls", "store_uploaded_output"]
+__all__ = ["archive_kind", "input_kinds", "presigned_urls", "repack_upload", "store_uploaded_output"]
 
 _ROOT_KIND_KEY = "AIHUB.root"  # the pax header aihub.engine.artifacts.pack writes: "file" or "dir"
 
@@ -76,6 +77,17 @@ async def store_uploaded_output(
         return await artifacts.put_file(archive)
     finally:
         await asyncio.to_thread(shutil.rmtree, work, True)
+
+
+async def repack_upload(
+    upload: Path, kind: Literal["file", "dir"], artifacts: ArtifactStore
+) -> tuple[str, int]:
+    """:func:`store_uploaded_output` as the services' :class:`~aihub.services.artifacts.UploadRepacker`: a
+    refused upload is :class:`InvalidInput`."""
+    try:
+        return await store_uploaded_output(upload, kind, artifacts)
+    except ArtifactError as exc:
+        raise InvalidInput(str(exc), field="body") from exc
 
 
 def _repack(upload: Path, kind: str, work: Path) -> Path:

@@ -4,16 +4,19 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 import strawberry
 
-from aihub.db.models import Module, ModuleBuild, ModuleReview, User
 from aihub.domain.git import redact_url
 from aihub.graphql.context import Info
 from aihub.graphql.types.catalog import CategoryType
 from aihub.graphql.types.common import JSON, ModuleStatusEnum, ReviewStatusEnum
 from aihub.graphql.types.users import UserType, load_user
 from aihub.services.modules import Shown, published_build, shown_modules
+
+if TYPE_CHECKING:
+    from aihub.db.models import Module, ModuleBuild, ModuleReview, User
 
 
 @strawberry.type(name="ModuleBuild")
@@ -63,7 +66,9 @@ class ModuleType:
     status: ModuleStatusEnum
     created_at: datetime
     updated_at: datetime
-    row: strawberry.Private[Module]
+    module_id: strawberry.Private[int]
+    owner_id: strawberry.Private[int]
+    category_id: strawberry.Private[int]
 
     @classmethod
     def from_row(cls, row: Module) -> ModuleType:
@@ -82,7 +87,7 @@ class ModuleType:
             status=row.status,
             created_at=row.created_at,
             updated_at=row.updated_at,
-            row=row,
+            **_module_keys(row),
         )
 
     @classmethod
@@ -107,30 +112,30 @@ class ModuleType:
             status=shown.status,
             created_at=row.created_at,
             updated_at=row.updated_at,
-            row=row,
+            **_module_keys(row),
         )
 
     @strawberry.field(
         description="the published build: what everybody but the owner sees and uses (null: none)"
     )
     async def published_build(self) -> ModuleBuildType | None:
-        build = await published_build(self.row.id)
+        build = await published_build(self.module_id)
         return ModuleBuildType.from_row(build) if build else None
 
     @strawberry.field
     async def owner(self, info: Info) -> UserType | None:
-        return await load_user(info, self.row.owner_id)  # type: ignore[attr-defined]
+        return await load_user(info, self.owner_id)
 
     @strawberry.field
     async def category(self, info: Info) -> CategoryType | None:
-        row = await info.context.loaders.category.load(self.row.category_id)  # type: ignore[attr-defined]
+        row = await info.context.loaders.category.load(self.category_id)
         return CategoryType.from_row(row) if row else None
 
     @strawberry.field(description="newest first; others than the owner (and admins) see the published ones")
     async def builds(self, info: Info) -> list[ModuleBuildType]:
-        rows = await info.context.loaders.builds_of_module.load(self.row.id)
+        rows = await info.context.loaders.builds_of_module.load(self.module_id)
         user = info.context.user
-        if user is None or not (user.is_admin or user.id == self.row.owner_id):  # type: ignore[attr-defined]
+        if user is None or not (user.is_admin or user.id == self.owner_id):
             rows = [b for b in rows if b.published]
         return [ModuleBuildType.from_row(b) for b in rows]
 
@@ -142,7 +147,10 @@ class ModuleReviewType:
     reason: str
     created_at: datetime
     decided_at: datetime | None
-    row: strawberry.Private[ModuleReview]
+    module_id: strawberry.Private[int]
+    build_id: strawberry.Private[int]
+    requester_id: strawberry.Private[int]
+    reviewer_id: strawberry.Private[int | None]
 
     @classmethod
     def from_row(cls, row: ModuleReview) -> ModuleReviewType:
@@ -152,29 +160,40 @@ class ModuleReviewType:
             reason=row.reason,
             created_at=row.created_at,
             decided_at=row.decided_at,
-            row=row,
+            module_id=row.module_id,  # type: ignore[attr-defined]
+            build_id=row.build_id,  # type: ignore[attr-defined]
+            requester_id=row.requester_id,  # type: ignore[attr-defined]
+            reviewer_id=row.reviewer_id,  # type: ignore[attr-defined]
         )
 
     @strawberry.field
     async def module(self, info: Info) -> ModuleType | None:
-        row = await info.context.loaders.module.load(self.row.module_id)  # type: ignore[attr-defined]
+        row = await info.context.loaders.module.load(self.module_id)
         if row is None:
             return None
         return (await module_types(info.context.require_user(), [row]))[0]
 
     @strawberry.field
     async def build(self, info: Info) -> ModuleBuildType | None:
-        row = await info.context.loaders.build.load(self.row.build_id)  # type: ignore[attr-defined]
+        row = await info.context.loaders.build.load(self.build_id)
         return ModuleBuildType.from_row(row) if row else None
 
     @strawberry.field
     async def requester(self, info: Info) -> UserType | None:
-        return await load_user(info, self.row.requester_id)  # type: ignore[attr-defined]
+        return await load_user(info, self.requester_id)
 
     @strawberry.field
     async def reviewer(self, info: Info) -> UserType | None:
-        reviewer_id = self.row.reviewer_id  # type: ignore[attr-defined]
-        return await load_user(info, reviewer_id) if reviewer_id else None
+        return await load_user(info, self.reviewer_id) if self.reviewer_id else None
+
+
+def _module_keys(row: Module) -> dict[str, int]:
+    """The ids a module's resolvers load by (the row itself stays out of the type)."""
+    return {
+        "module_id": row.id,
+        "owner_id": row.owner_id,  # type: ignore[attr-defined]
+        "category_id": row.category_id,  # type: ignore[attr-defined]
+    }
 
 
 async def module_types(user: User, rows: list[Module]) -> list[ModuleType]:

@@ -2,25 +2,25 @@
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 import strawberry
 
-from aihub.db.models import Attempt, NodeEvent, NodeRun, Run
 from aihub.domain.status import NodeStatus
 from aihub.graphql.context import Info
 from aihub.graphql.prebuilt import Plans, Prebuilt
 from aihub.graphql.types.common import JSON, NodeStatusEnum, RunStatusEnum
 from aihub.graphql.types.users import UserType, load_user
 from aihub.graphql.types.workflows import WorkflowType, WorkflowVersionType
-from aihub.services import files
-from aihub.services.errors import InvalidInput, NotFound
+from aihub.services import executors, files
+from aihub.services.errors import InvalidInput, NotFound, Unavailable
 
-log = logging.getLogger("aihub.graphql")
+if TYPE_CHECKING:
+    from aihub.db.models import Attempt, NodeEvent, NodeRun, Run
+
 
 MAX_LOG_CHUNK = 1 << 20
 
@@ -98,12 +98,11 @@ async def read_log(
     )
 
 
-async def describe_attempt(info: Info, attempt: Attempt) -> dict[str, Any]:
+async def describe_attempt(info: Info, handle: dict[str, Any] | None) -> dict[str, Any]:
     try:
-        return await info.context.runtime.engine.describe(attempt)
-    except Exception as exc:  # the executor may no longer know it; the tab says so instead of failing
-        log.warning("describe of attempt %s failed: %s", attempt.id, exc)
-        return {"error": f"the executor cannot describe this attempt: {exc}"}
+        return await executors.describe_attempt(info.context.runtime.attempt_views, handle)
+    except Unavailable as exc:  # the executor may no longer know it; the tab says so instead of failing
+        return {"error": exc.message}
 
 
 @strawberry.type(name="Attempt")
@@ -115,7 +114,8 @@ class AttemptType:
     message: str
     started_at: datetime | None
     finished_at: datetime | None
-    row: strawberry.Private[Attempt]
+    #: the executor's handle of the attempt (what describes it); null: it never started
+    handle: strawberry.Private[dict[str, Any] | None]
     run_id: strawberry.Private[int]
     node: strawberry.Private[str]
 
@@ -129,20 +129,20 @@ class AttemptType:
             message=row.message,
             started_at=row.started_at,
             finished_at=row.finished_at,
-            row=row,
+            handle=row.handle,
             run_id=run_id,
             node=node,
         )
 
     @strawberry.field(description="the executor's view: pod/process, image, host, resources, state")
     async def container(self, info: Info) -> JSON:
-        return await describe_attempt(info, self.row)
+        return await describe_attempt(info, self.handle)
 
     @strawberry.field(
         description="a chunk of the attempt's log from a byte offset (null with an error: bad range)"
     )
     async def logs(self, info: Info, offset: int = 0, limit: int = 65536) -> LogChunkType | None:
-        finished = NodeStatus(self.row.status).is_terminal or self.row.finished_at is not None
+        finished = NodeStatus(self.status).is_terminal or self.finished_at is not None
         return await read_log(info, self.run_id, self.node, self.number, finished, offset, limit)
 
 
@@ -158,7 +158,9 @@ class NodeRunType:
     started_at: datetime | None
     finished_at: datetime | None
     cache_source_id: strawberry.ID | None
-    row: strawberry.Private[NodeRun]
+    node_id: strawberry.Private[int]
+    run_id: strawberry.Private[int]
+    output_values: strawberry.Private[dict[str, Any]]
 
     @classmethod
     def from_row(cls, row: NodeRun) -> NodeRunType:
@@ -173,12 +175,10 @@ class NodeRunType:
             started_at=row.started_at,
             finished_at=row.finished_at,
             cache_source_id=strawberry.ID(str(row.cache_source_id)) if row.cache_source_id else None,
-            row=row,
+            node_id=row.id,
+            run_id=row.run_id,  # type: ignore[attr-defined]
+            output_values=row.outputs or {},
         )
-
-    @property
-    def run_id(self) -> int:
-        return self.row.run_id  # type: ignore[attr-defined,no-any-return]
 
     @strawberry.field
     def outputs(self) -> list[OutputType]:
@@ -186,7 +186,7 @@ class NodeRunType:
 
     def output_list(self) -> list[OutputType]:
         result = []
-        for name, value in (self.row.outputs or {}).items():
+        for name, value in self.output_values.items():
             is_path = value.get("type") == "path" and value.get("digest")
             result.append(
                 OutputType(
@@ -202,7 +202,7 @@ class NodeRunType:
 
     async def _attempt_rows(self, info: Info) -> list[Attempt]:
         by_node = await info.context.loaders.attempts_by_node.load(self.run_id)
-        return by_node.get(self.row.id, [])
+        return by_node.get(self.node_id, [])
 
     @strawberry.field
     async def attempts(self, info: Info) -> list[AttemptType]:
@@ -222,7 +222,9 @@ class NodeRunType:
     )
     async def executor_events(self, info: Info, attempt: int | None = None) -> JSON:
         row = await self._attempt(info, attempt)
-        return await info.context.runtime.engine.executor_events(row) if row else []
+        return await executors.attempt_executor_events(
+            info.context.runtime.attempt_views, row.handle if row else None
+        )
 
     @strawberry.field(
         description="the container view of an attempt (default: the current one); null when the node has no "
@@ -230,7 +232,7 @@ class NodeRunType:
     )
     async def container(self, info: Info, attempt: int | None = None) -> JSON | None:
         row = await self._attempt(info, attempt)
-        return await describe_attempt(info, row) if row else None
+        return await describe_attempt(info, row.handle) if row else None
 
     @strawberry.field(
         description="a chunk of an attempt's log (default: the current attempt) from a byte offset; "
@@ -242,7 +244,7 @@ class NodeRunType:
         number = self.attempt if attempt is None else attempt
         if number < 0 or number > self.attempt:
             raise NotFound(f"node {self.name!r} has no attempt {number}", field="attempt")
-        finished = number < self.attempt or self.row.status is not NodeStatus.RUNNING
+        finished = number < self.attempt or self.status is not NodeStatus.RUNNING
         return await read_log(info, self.run_id, self.name, number, finished, offset, limit)
 
 
@@ -259,7 +261,10 @@ class RunType:
     started_at: datetime | None
     finished_at: datetime | None
     copied_from_id: strawberry.ID | None
-    row: strawberry.Private[Run]
+    run_id: strawberry.Private[int]
+    version_id: strawberry.Private[int]
+    workflow_id: strawberry.Private[int]
+    owner_id: strawberry.Private[int]
 
     @classmethod
     def from_row(cls, row: Run) -> RunType:
@@ -275,36 +280,39 @@ class RunType:
             started_at=row.started_at,
             finished_at=row.finished_at,
             copied_from_id=strawberry.ID(str(row.copied_from_id)) if row.copied_from_id else None,
-            row=row,
+            run_id=row.id,
+            version_id=row.version_id,  # type: ignore[attr-defined]
+            workflow_id=row.workflow_id,  # type: ignore[attr-defined]
+            owner_id=row.owner_id,  # type: ignore[attr-defined]
         )
 
     @strawberry.field
     async def version(self, info: Info) -> WorkflowVersionType:
-        row = await info.context.loaders.version.load(self.row.version_id)  # type: ignore[attr-defined]
+        row = await info.context.loaders.version.load(self.version_id)
         assert row is not None
         return WorkflowVersionType.from_row(row)
 
     @strawberry.field
     async def workflow(self, info: Info) -> WorkflowType:
         loaders = info.context.loaders
-        row = await loaders.workflow.load(self.row.workflow_id)  # type: ignore[attr-defined]
+        row = await loaders.workflow.load(self.workflow_id)
         assert row is not None
         return WorkflowType.from_row(row, visible=await loaders.workflow_visible.load(row.id))
 
     @strawberry.field
     async def owner(self, info: Info) -> UserType | None:
-        return await load_user(info, self.row.owner_id)  # type: ignore[attr-defined]
+        return await load_user(info, self.owner_id)
 
     @strawberry.field(description="every node, in declaration order")
     async def nodes(self, info: Info) -> list[NodeRunType]:
-        nodes = [NodeRunType.from_row(n) for n in await info.context.loaders.nodes_of_run.load(self.row.id)]
+        nodes = [NodeRunType.from_row(n) for n in await info.context.loaders.nodes_of_run.load(self.run_id)]
         plan = NODE_PLANS.for_info(info)
         if plan is None:
             return nodes
         loaders = info.context.loaders
         loaded = NodeData(
-            attempts=await loaders.attempts_by_node.load(self.row.id) if "attempts" in plan.names else {},
-            events=await loaders.events_by_node.load(self.row.id) if "events" in plan.names else {},
+            attempts=await loaders.attempts_by_node.load(self.run_id) if "attempts" in plan.names else {},
+            events=await loaders.events_by_node.load(self.run_id) if "events" in plan.names else {},
         )
         try:
             return Prebuilt([plan.build(n, loaded) for n in nodes])  # type: ignore[return-value]
@@ -315,12 +323,12 @@ class RunType:
 
     @strawberry.field
     async def node(self, info: Info, name: str) -> NodeRunType | None:
-        rows = await info.context.loaders.nodes_of_run.load(self.row.id)
+        rows = await info.context.loaders.nodes_of_run.load(self.run_id)
         return next((NodeRunType.from_row(n) for n in rows if n.name == name), None)
 
     @strawberry.field(description="run-level engine events (node events are on each node)")
     async def events(self, info: Info) -> list[NodeEventType]:
-        by_node = await info.context.loaders.events_by_node.load(self.row.id)
+        by_node = await info.context.loaders.events_by_node.load(self.run_id)
         return [NodeEventType.from_row(e) for e in by_node.get(None, [])]
 
 
@@ -338,7 +346,7 @@ NODE_PLANS = Plans(
     {
         "NodeRun.outputs": lambda node, data: node.output_list(),
         "NodeRun.attempts": lambda node, data: [
-            AttemptType.from_row(a, node.run_id, node.name) for a in data.attempts.get(node.row.id, [])
+            AttemptType.from_row(a, node.run_id, node.name) for a in data.attempts.get(node.node_id, [])
         ],
         "NodeRun.events": lambda node, data: [
             NodeEventType.from_row(e) for e in data.events.get(node.name, [])
