@@ -14,8 +14,10 @@ one graphql-core would give; anything else (fragments, ``@include``, arguments, 
 a null in a non-null field) is not plain, and the resolver returns its ordinary objects. The schema is the same
 either way; ``tests/graphql/test_prebuilt.py`` compares the two answers.
 
-A built object is a :class:`Completed` (a ``dict``), which keeps its JSON text once made: a live event goes to
-every subscriber of a selection as the same text (``GraphQLView.encode_json``).
+A built object is a :class:`Completed` (a ``dict``), which keeps its JSON text once made. A live event is built
+once per selection for all its subscribers (:class:`BuiltCache`); being the event's root value, it is the whole
+per-event result (``FastExecutionContext`` skips the per-event execution), and it goes to every subscriber as
+the same text (``GraphQLView.encode_json``).
 """
 
 from __future__ import annotations
