@@ -1,9 +1,10 @@
 """Live views over ``graphql-transport-ws``: ``runEvents`` and ``nodeLogs``.
 
-Both subscribe to the bus *before* reading the database, so no change between the read and the first live
-event is lost (at worst one arrives twice, which a status view absorbs). Each subscriber has its own bounded
-buffer on the bus: a client that falls behind gets a ``SUBSCRIBER_TOO_SLOW`` error and is dropped, while the
-engine and the other clients carry on.
+``runEvents`` sends the run feed of ``aihub.services.live`` (the one the web page's SSE stream sends too);
+``nodeLogs`` follows a log the same way, subscribing to the bus *before* reading the database, so no change
+between the read and the first live event is lost. Each subscriber has its own bounded buffer on the bus: a
+client that falls behind gets a ``SUBSCRIBER_TOO_SLOW`` error and is dropped, while the engine and the other
+clients carry on.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncGenerator
-from typing import TYPE_CHECKING
 
 import strawberry
 
@@ -24,9 +24,7 @@ from aihub.services import queries
 from aihub.services.auth import Unauthenticated, authenticate
 from aihub.services.errors import InvalidInput
 from aihub.services.files import follow_log
-
-if TYPE_CHECKING:
-    from aihub.db.models import NodeRun, Run
+from aihub.services.live import open_run_feed
 
 
 @strawberry.type(name="RunEvent")
@@ -57,16 +55,6 @@ class RunEventType:
 @strawberry.type(name="LogLine")
 class LogLineType:
     text: str
-
-
-def snapshot_events(run: Run, nodes: list[NodeRun]) -> list[RunEvent]:
-    first = RunEvent(run.id, run.status.value, retry_count=run.retry_count, message=run.message)
-    return [first] + [
-        RunEvent(
-            run.id, run.status.value, n.name, n.status.value, n.retry_count, n.attempt or None, n.message
-        )
-        for n in nodes
-    ]
 
 
 class AttemptWatch:
@@ -173,18 +161,15 @@ class LiveSubscription:
         user = info.context.require_user()
         rid = parse_id(run_id, "runId")
         plan = EVENT_PLANS.for_info(info)
-        sub = info.context.runtime.bus.subscribe(rid, maxsize=info.context.subscriber_buffer)
-        try:
-            run, nodes = await queries.run_snapshot(user, rid)
-            for event in snapshot_events(run, nodes):
+        bus, buffer = info.context.runtime.bus, info.context.subscriber_buffer
+        async with open_run_feed(bus, user, rid, maxsize=buffer) as feed:
+            for event in feed.snapshot_events():
                 if plan is None:
                     yield RunEventType.from_event(event, snapshot=True)
                 else:
                     yield Prebuilt(plan.build(RunEventType.from_event(event, snapshot=True)))  # type: ignore[misc]
-            async for event in while_authorised(info, sub):
+            async for event in while_authorised(info, feed.events):
                 yield live_event(plan, event)
-        finally:
-            sub.close()
 
     @strawberry.subscription(
         description="an attempt's log lines from the start, then live; ends with the attempt"

@@ -1,9 +1,9 @@
 """Server-sent events for live pages: run graph updates and log tails.
 
-Both are async generators over the platform's own feeds (``bus.subscribe(run_id)``, ``logs.follow``); the
-subscription is closed in ``finally`` when the browser goes away. Only what changed is sent: a node event
-re-renders that one node (in a large graph, a node inside a summary box sends its chip and that box's summary);
-the run header is re-rendered on run-level events. The snapshot sent on (re)connect ends with a ``synced`` event.
+Both are async generators over the platform's own feeds (the run feed of ``aihub.services.live``, which
+GraphQL's ``runEvents`` sends too, and ``logs.follow``); the subscription is closed when the browser goes away.
+Only what changed is sent: a node event re-renders that one node (in a large graph, a node inside a summary box
+sends its chip and that box's summary); the run header is re-rendered on run-level events. The snapshot sent on (re)connect ends with a ``synced`` event.
 """
 
 from __future__ import annotations
@@ -18,7 +18,8 @@ from starlette.responses import StreamingResponse
 from aihub.bus.base import RunEvent, SubscriberTooSlow
 from aihub.services.access import can_act_on_run, get_run
 from aihub.services.files import follow_log
-from aihub.services.queries import get_node, run_nodes, run_snapshot
+from aihub.services.live import RunFeed, open_run_feed
+from aihub.services.queries import get_node, run_nodes
 from aihub.web.graphs import version_graph
 from aihub.web.render import env, render_string
 from aihub.web.svg import Layout, status_counts
@@ -148,9 +149,9 @@ async def header_html(user: User, run_id: int, csrf: str) -> str:
 
 
 async def _snapshot(
-    user: User, run_id: int, graph: Layout, csrf: str, statuses: dict[str, str]
+    feed: RunFeed, user: User, graph: Layout, csrf: str, statuses: dict[str, str]
 ) -> AsyncIterator[str]:
-    run, nodes = await run_snapshot(user, run_id)
+    run, nodes, run_id = feed.run, feed.nodes, feed.run.id
     statuses.clear()
     statuses.update((row.name, row.status.value) for row in nodes)
     yield sse("run", await header_html(user, run_id, csrf))
@@ -170,29 +171,27 @@ async def _changes(rt: Runtime, user: User, run_id: int, graph: Layout, csrf: st
     """Snapshot, then every change; a subscriber that fell behind resubscribes and resyncs."""
     statuses: dict[str, str] = {}
     while True:
-        sub = rt.bus.subscribe(run_id)
         try:
-            async for chunk in _snapshot(user, run_id, graph, csrf, statuses):
-                yield chunk
-            while True:
-                try:
-                    async with asyncio.timeout(KEEPALIVE):
-                        event: RunEvent = await anext(sub)
-                except TimeoutError:
-                    yield ": keep-alive\n\n"
-                    continue
-                if event.node is None:
-                    yield sse("run", await header_html(user, run_id, csrf))
-                    yield sse("timeline", "")
-                elif event.node in graph.boxes or event.node in graph.group_of:
-                    _, row = await get_node(user, run_id, event.node)
-                    yield node_update(run_id, row, graph, statuses)
-                    # an open node panel and the timeline refetch themselves on these (no payload)
-                    yield sse(f"panel-{event.node}", "") + sse("timeline", "")
+            async with open_run_feed(rt.bus, user, run_id) as feed:
+                async for chunk in _snapshot(feed, user, graph, csrf, statuses):
+                    yield chunk
+                while True:
+                    try:
+                        async with asyncio.timeout(KEEPALIVE):
+                            event: RunEvent = await anext(feed.events)
+                    except TimeoutError:
+                        yield ": keep-alive\n\n"
+                        continue
+                    if event.node is None:
+                        yield sse("run", await header_html(user, run_id, csrf))
+                        yield sse("timeline", "")
+                    elif event.node in graph.boxes or event.node in graph.group_of:
+                        _, row = await get_node(user, run_id, event.node)
+                        yield node_update(run_id, row, graph, statuses)
+                        # an open node panel and the timeline refetch themselves on these (no payload)
+                        yield sse(f"panel-{event.node}", "") + sse("timeline", "")
         except SubscriberTooSlow:
             continue
-        finally:
-            sub.close()
 
 
 def run_stream(rt: Runtime, user: User, run_id: int, csrf: str) -> StreamingResponse:

@@ -11,6 +11,7 @@ import pytest
 from aihub.bus.base import RunEvent
 from aihub.graphql import live
 from aihub.services import auth as auth_services
+from aihub.services import live as live_feed
 from aihub.services import runs as run_services
 from aihub.services.access import get_run
 from tests.graphql.harness import RUN_EVENTS, GraphQLErrors, Server, WsClient
@@ -97,16 +98,17 @@ class TestRunEventsEngineOff:
     async def test_a_change_while_the_snapshot_is_read_is_not_lost(
         self, users: Server, monkeypatch: pytest.MonkeyPatch
     ) -> None:
-        """Hazard: subscribing to the bus only after reading the snapshot loses what happens in between."""
+        """Hazard: subscribing to the bus only after reading the snapshot loses what happens in between (the run
+        feed of ``aihub.services.live``, which the web page's stream sends too)."""
         run_id = await start(users, BACKWARDS)
-        read_snapshot = live.queries.run_snapshot
+        read_snapshot = live_feed.run_snapshot
 
         async def snapshot_then_change(user: Any, rid: int) -> Any:
             stale = await read_snapshot(user, rid)
             await run_services.stop_run(users.rt.bus, user, rid)  # happens after the read, before sending
             return stale
 
-        monkeypatch.setattr(live.queries, "run_snapshot", snapshot_then_change)
+        monkeypatch.setattr(live_feed, "run_snapshot", snapshot_then_change)
         async with users.ws(users.tokens["alice"]) as ws:
             op = await ws.subscribe(RUN_EVENTS, {"id": run_id})
             events = await take(ws, op, 8)
