@@ -1,8 +1,7 @@
 """Live views over ``graphql-transport-ws``: ``runEvents`` and ``nodeLogs``.
 
 ``runEvents`` sends the run feed of ``aihub.services.live`` (the one the web page's SSE stream sends too);
-``nodeLogs`` follows a log the same way, subscribing to the bus *before* reading the database, so no change
-between the read and the first live event is lost. Each subscriber has its own bounded buffer on the bus: a
+``nodeLogs`` follows a log until the service's :class:`AttemptWatch` says its attempt is over. Each subscriber has its own bounded buffer on the bus: a
 client that falls behind gets a ``SUBSCRIBER_TOO_SLOW`` error and is dropped, while the engine and the other
 clients carry on.
 """
@@ -10,21 +9,19 @@ clients carry on.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncGenerator
 
 import strawberry
 
-from aihub.bus.base import RunEvent, SubscriberTooSlow, Subscription
-from aihub.domain.status import NodeStatus, RunStatus, attempt_over
+from aihub.bus.base import RunEvent, Subscription
+from aihub.domain.status import NodeStatus, RunStatus
 from aihub.graphql.context import Info
 from aihub.graphql.prebuilt import BuiltCache, Plan, Plans, Prebuilt
 from aihub.graphql.types.common import NodeStatusEnum, RunStatusEnum, parse_id
-from aihub.services import queries
 from aihub.services.auth import Unauthenticated, authenticate
 from aihub.services.errors import InvalidInput
 from aihub.services.files import follow_log
-from aihub.services.live import open_run_feed
+from aihub.services.live import open_attempt_watch, open_run_feed
 
 
 @strawberry.type(name="RunEvent")
@@ -55,41 +52,6 @@ class RunEventType:
 @strawberry.type(name="LogLine")
 class LogLineType:
     text: str
-
-
-class AttemptWatch:
-    """Knows when one attempt of a node is over, from bus events (the database only after a dropped buffer)."""
-
-    def __init__(self, sub: Subscription, run_id: int, node: str, number: int) -> None:
-        self.sub, self.run_id, self.node, self.number = sub, run_id, node, number
-        self.over = asyncio.Event()
-        self.lost_events = False
-        self.task: asyncio.Task[None] | None = None
-
-    def judge(self, attempt: int, node_status: str, run_status: str) -> None:
-        if attempt_over(self.number, attempt, node_status, run_status):
-            self.over.set()
-
-    async def watch(self) -> None:
-        try:
-            async for event in self.sub:
-                if event.node == self.node:
-                    self.judge(event.attempt or 0, event.node_status or "", event.run_status)
-                elif event.node is None and RunStatus(event.run_status).is_terminal:
-                    self.over.set()
-                if self.over.is_set():
-                    return
-        except SubscriberTooSlow:
-            self.lost_events = True
-
-    async def check_database(self) -> None:
-        if await queries.attempt_log_finished(self.run_id, self.node, self.number):
-            self.over.set()
-
-    async def done(self) -> bool:
-        if not self.over.is_set() and self.lost_events:
-            await self.check_database()
-        return self.over.is_set()
 
 
 #: a plain selection of ``runEvents`` is built by hand, once per live event for all its subscribers
@@ -181,14 +143,8 @@ class LiveSubscription:
         rid = parse_id(run_id, "runId")
         if attempt is not None and attempt < 1:
             raise InvalidInput(f"attempt must be at least 1 (got {attempt})", field="attempt")
-        sub = info.context.runtime.bus.subscribe(rid, maxsize=info.context.subscriber_buffer)
-        watch: AttemptWatch | None = None
-        try:
-            run, row = await queries.get_node(user, rid, node)
-            number = attempt or max(row.attempt, 1)
-            watch = AttemptWatch(sub, rid, node, number)
-            watch.judge(row.attempt, row.status.value, run.status.value)
-            watch.task = asyncio.create_task(watch.watch(), name=f"watch logs {rid}/{node}/{number}")
+        bus, buffer = info.context.runtime.bus, info.context.subscriber_buffer
+        async with open_attempt_watch(bus, user, rid, node, attempt, maxsize=buffer) as watch:
             check = TokenCheck(info)
 
             async def done() -> bool:
@@ -196,12 +152,6 @@ class LiveSubscription:
                 await check.ensure()
                 return await watch.done()
 
-            async for line in follow_log(info.context.runtime.logs, rid, node, number, done=done):
+            async for line in follow_log(info.context.runtime.logs, rid, node, watch.number, done=done):
                 await check.ensure()
                 yield LogLineType(text=line)
-        finally:
-            sub.close()
-            if watch is not None and watch.task is not None:
-                watch.task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await watch.task

@@ -234,7 +234,7 @@ class TestAttemptWatchEngineOff:
         """Hazard: a log stream whose status watch overflowed would never learn that its attempt ended."""
         run_id = await start(users, BACKWARDS)
         bus = users.rt.bus
-        watch = live.AttemptWatch(bus.subscribe(int(run_id), maxsize=1), int(run_id), "first", 1)
+        watch = live_feed.AttemptWatch(bus.subscribe(int(run_id), maxsize=1), int(run_id), "first", 1)
         for _ in range(3):  # more than the watch's buffer, before it reads anything
             await bus.publish(RunEvent(int(run_id), "PENDING", "middle", "WAITING"))
         await watch.watch()
