@@ -11,7 +11,9 @@ from __future__ import annotations
 from tortoise.transactions import in_transaction
 
 from aihub.bus.base import Bus, RunEvent
+from aihub.db import node_writes
 from aihub.db.models import Attempt, Module, ModuleBuild, ModuleReview, NodeEvent, NodeRun, Run
+from aihub.db.node_writes import NODE_FIELDS
 from aihub.db.retry import retrying
 from aihub.domain.clock import utcnow
 from aihub.domain.status import (
@@ -90,61 +92,24 @@ async def transition_run(
     await bus.publish(run_event(run, message=message or ""))
 
 
-#: the node row's fields a status writer sets (everything but the run, the name and the id)
-NODE_FIELDS = (
-    "status",
-    "message",
-    "attempt",
-    "retry_count",
-    "auto_retries",
-    "inputs",
-    "outputs",
-    "exit_code",
-    "cache_key",
-    "cache_source_id",
-    "started_at",
-    "finished_at",
-)
-
-
-#: the node's compare-and-set UPDATE per database dialect, written once: built by the query builder at each call
-#: it cost about 0.7 ms of CPU, twice a node (issue 18). Tortoise's own cache of UPDATEs is keyed by connection
-#: name, not dialect, so it is not used (tests open SQLite and PostgreSQL in one process).
-_NODE_CAS: dict[str, str] = {}
-_PLACEHOLDER = {"sqlite": lambda i: "?", "postgres": lambda i: f"${i}"}
-
-
-def _node_cas_sql(dialect: str) -> str | None:
-    """``UPDATE node_run SET <NODE_FIELDS> WHERE id=<p> AND status=<p>`` in ``dialect`` (None: not known)."""
-    if dialect not in _NODE_CAS and dialect in _PLACEHOLDER:
-        mark, columns = _PLACEHOLDER[dialect], NodeRun._meta.fields_db_projection
-        sets = ",".join(f'"{columns[f]}"={mark(i)}' for i, f in enumerate(NODE_FIELDS, 1))
-        n = len(NODE_FIELDS)
-        _NODE_CAS[dialect] = (
-            f'UPDATE "{NodeRun._meta.db_table}" SET {sets} WHERE "id"={mark(n + 1)} AND "status"={mark(n + 2)}'
-        )
-    return _NODE_CAS.get(dialect)
-
-
 async def _set_node(node: NodeRun, previous: NodeStatus) -> None:
     """Compare-and-set, inside the caller's transaction: write the node only if it still has ``previous``
     status in the database, so two writers (two engine workers, an engine and a service) can never both
     move it; the loser gets ``StaleStatus`` and its transaction writes nothing."""
     db, fields = NodeRun._meta.db, NodeRun._meta.fields_map
-    sql = _node_cas_sql(db.capabilities.dialect)
-    if sql is None:  # another database: the query builder's way
-        changed = await NodeRun.filter(id=node.id, status=previous).update(
-            **{f: getattr(node, f) for f in NODE_FIELDS}
-        )
-    else:
-        values = [fields[f].to_db_value(getattr(node, f), node) for f in NODE_FIELDS]
-        changed, _ = await db.execute_query(
-            sql, [*values, node.id, fields["status"].to_db_value(previous, node)]
-        )
+    values = [fields[f].to_db_value(getattr(node, f), node) for f in NODE_FIELDS]
+    changed, _ = await db.execute_query(
+        node_writes.statements(db.capabilities.dialect).node_cas,
+        [*values, node.id, fields["status"].to_db_value(previous, node)],
+    )
     if not changed:
-        raise StaleStatus(
-            f"node {node.name!r} changed status meanwhile; it is no longer {previous.value}", field="node"
-        )
+        raise _stale(node, previous)
+
+
+def _stale(node: NodeRun, previous: NodeStatus) -> StaleStatus:
+    return StaleStatus(
+        f"node {node.name!r} changed status meanwhile; it is no longer {previous.value}", field="node"
+    )
 
 
 async def _node_written(node: NodeRun, number: int) -> bool:
@@ -217,14 +182,11 @@ async def transition_node(
             attempt.id = None  # type: ignore[union-attr]
             attempt._saved_in_db = False  # type: ignore[union-attr]
         events = [
-            NodeEvent(run_id=run.id, node=node.name, attempt=node.attempt or None, kind=k, message=m)
+            node_writes.event_row(run.id, node.name, node.attempt or None, k, m)
             for k, m in (*extra_events, (kind, message))
         ]
-        async with in_transaction():
-            await _set_node(node, previous)
-            if attempt is not None:
-                await attempt.save()
-            await NodeEvent.bulk_create(events)
+        if not await node_writes.write_transition(node, previous, attempt, events):
+            raise _stale(node, previous)
 
     try:
         await retrying(write, what=f"node {run.id}/{node.name} -> {target.value}")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from tortoise.transactions import in_transaction
 
 from aihub.bus.memory import MemoryBus
 from aihub.db.models import Attempt, NodeEvent, NodeRun, Run
@@ -80,6 +81,79 @@ async def test_a_node_that_cannot_start_fails_from_waiting_without_an_attempt(ru
     row = await NodeRun.get(id=node.id)
     assert (row.status, row.attempt, row.message) == (NodeStatus.FAILED, 0, "no cluster")
     assert row.finished_at is not None and await Attempt.filter(node_run_id=row.id).count() == 0
+
+
+async def test_a_started_and_ended_attempt_reads_back_as_written(run: Run) -> None:
+    """The node's transaction is prebuilt SQL (``aihub.db.node_writes``), not the ORM's save: the rows it
+    writes must read back through the models exactly as the objects the writer was given."""
+    bus = MemoryBus()
+    node = await NodeRun.get(run_id=run.id, name="a")
+    node.attempt, node.cache_key = 1, "k" * 64
+    attempt = Attempt(
+        node_run_id=node.id, number=1, executor="local", handle={"pid": 7, "dir": "/x"}, started_at=utcnow()
+    )
+    await transition_node(
+        bus, run, node, NodeStatus.RUNNING, kind="started", message="attempt 1", attempt=attempt
+    )
+    assert attempt.id is not None and attempt._saved_in_db
+    outputs = {"out": {"type": "text", "value": "hi"}}
+    await transition_node(
+        bus,
+        run,
+        node,
+        NodeStatus.SUCCEEDED,
+        kind="exited",
+        message="exited with code 0",
+        attempt=attempt,
+        exit_code=0,
+        outputs=outputs,
+        extra_events=[("output_stored", "out: text (2 characters)")],
+    )
+    row = await NodeRun.get(id=node.id)
+    for field in (
+        "status",
+        "message",
+        "attempt",
+        "cache_key",
+        "outputs",
+        "exit_code",
+        "started_at",
+        "finished_at",
+    ):
+        assert getattr(row, field) == getattr(node, field), field
+    saved = await Attempt.get(node_run_id=node.id)
+    for field in (
+        "id",
+        "number",
+        "status",
+        "executor",
+        "handle",
+        "exit_code",
+        "message",
+        "started_at",
+        "finished_at",
+    ):
+        assert getattr(saved, field) == getattr(attempt, field), field
+    events = await NodeEvent.filter(run_id=run.id, node="a").order_by("id")
+    assert [(e.kind, e.attempt, e.message) for e in events] == [
+        ("started", 1, "attempt 1"),
+        ("output_stored", 1, "out: text (2 characters)"),
+        ("exited", 1, "exited with code 0"),
+    ]
+    assert all(e.created_at is not None and e.created_at.tzinfo is not None for e in events)
+
+
+async def test_a_transition_inside_a_callers_transaction_is_part_of_it(run: Run) -> None:
+    """Inside a transaction the caller opened, the node's statements run in it (on SQLite not in the one-call
+    path, which would wait for the connection the caller holds): rolled back with it, node and events alike."""
+    node = await NodeRun.get(run_id=run.id, name="a")
+    with pytest.raises(RuntimeError, match="caller gives up"):
+        async with in_transaction():
+            await transition_node(MemoryBus(), run, node, NodeStatus.FAILED, kind="failed", message="x")
+            assert (await NodeRun.get(id=node.id)).status is NodeStatus.FAILED  # seen inside
+            raise RuntimeError("caller gives up")
+    assert (await NodeRun.get(id=node.id)).status is NodeStatus.WAITING
+    assert await NodeEvent.filter(run_id=run.id, node="a").count() == 0
 
 
 async def test_reset_goes_through_the_writer_and_is_all_or_nothing(run: Run) -> None:
