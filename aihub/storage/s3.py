@@ -35,6 +35,7 @@ import logging
 import os
 import re
 import tempfile
+import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -342,6 +343,9 @@ def _hash_file(path: Path) -> tuple[str, int]:
 CHECKPOINT_SECONDS = 5.0
 #: … while it is at most this big; a longer log is there when its attempt has ended
 CHECKPOINT_MAX_BYTES = 16 * 1024 * 1024
+#: a log over this size is sent again only after CHECKPOINT_SECONDS for each such size it has (a 16 MiB log
+#: every 80 s): each checkpoint sends the whole log (S3 cannot append), so big ones would cost ~3 MiB/s each
+CHECKPOINT_PACE_BYTES = 1024 * 1024
 
 
 class S3LogStore(LocalLogStore):
@@ -362,20 +366,25 @@ class S3LogStore(LocalLogStore):
         super().__init__(root, poll_interval=poll_interval)
         self.store = store
         self.remote_poll = remote_poll
-        self._checkpointed: dict[tuple[int, str, int], int] = {}
+        self.clock = time.monotonic
+        #: attempt -> (bytes sent by its last checkpoint, when)
+        self._checkpointed: dict[tuple[int, str, int], tuple[int, float]] = {}
         # archived attempts (the latest few thousand): a checkpoint never overwrites an archive
         self._final: OrderedDict[tuple[int, str, int], None] = OrderedDict()
-        self._sending = asyncio.Lock()
+        # one per attempt being sent: a checkpoint and the archive of one attempt never cross, and a big log's
+        # checkpoint does not hold up another attempt's archive (which its hand-off waits for)
+        self._sending: dict[tuple[int, str, int], asyncio.Lock] = {}
 
     async def checkpoint(self, run_id: int, node: str, attempt: int) -> None:
-        """Send the running attempt's log so far, when it grew since the last time and is not too big."""
+        """Send the running attempt's log so far, when it grew since the last time and is not too big (a big
+        one less often: :data:`CHECKPOINT_PACE_BYTES`)."""
         local = self._local(run_id, node, attempt)
         if local is None:
             return
-        async with self._sending:
-            ident = (run_id, node, attempt)
+        ident = (run_id, node, attempt)
+        async with self._sending.setdefault(ident, asyncio.Lock()):
             size = (await asyncio.to_thread(local.stat)).st_size
-            if ident in self._final or size > CHECKPOINT_MAX_BYTES or size == self._checkpointed.get(ident):
+            if ident in self._final or size > CHECKPOINT_MAX_BYTES or not self._due(ident, size):
                 return
             data = await asyncio.to_thread(_read_head, local, size)  # (the node may be writing past it)
             key = log_key(run_id, node, attempt)
@@ -383,7 +392,16 @@ class S3LogStore(LocalLogStore):
                 await obstore.put_async(self.store.client, key, data)
             except _FAILURE as exc:
                 raise _failed(self.store.config, f"store {key}", exc) from exc
-            self._checkpointed[ident] = len(data)
+            self._checkpointed[ident] = (len(data), self.clock())
+
+    def _due(self, ident: tuple[int, str, int], size: int) -> bool:
+        sent, at = self._checkpointed.get(ident, (-1, 0.0))
+        if size == sent:
+            return False
+        return (
+            size <= CHECKPOINT_PACE_BYTES
+            or self.clock() - at >= CHECKPOINT_SECONDS * size / CHECKPOINT_PACE_BYTES
+        )
 
     def _local(self, run_id: int, node: str, attempt: int) -> Path | None:
         location = self._location(run_id, node, attempt)
@@ -391,15 +409,18 @@ class S3LogStore(LocalLogStore):
 
     async def archive(self, run_id: int, node: str, attempt: int) -> None:
         ident = (run_id, node, attempt)
-        async with self._sending:
-            self._checkpointed.pop(ident, None)
-            self._final[ident] = None
-            while len(self._final) > 10_000:
-                self._final.popitem(last=False)
-            local = self._local(run_id, node, attempt)
-            if local is None:
-                return
-            await self.store.put_path(log_key(run_id, node, attempt), local)
+        try:
+            async with self._sending.setdefault(ident, asyncio.Lock()):
+                self._checkpointed.pop(ident, None)
+                self._final[ident] = None
+                while len(self._final) > 10_000:
+                    self._final.popitem(last=False)
+                local = self._local(run_id, node, attempt)
+                if local is None:
+                    return
+                await self.store.put_path(log_key(run_id, node, attempt), local)
+        finally:
+            self._sending.pop(ident, None)  # a checkpoint after this one finds the attempt final
 
     async def archive_build_log(self, build_id: int, path: Path) -> None:
         if await asyncio.to_thread(path.is_file):

@@ -365,3 +365,61 @@ async def test_a_running_attempts_log_is_followed_from_another_host(backend: Bac
         ended.set()
         assert [line async for line in lines] == ["partial line", "last"]
     assert await reader.tail_lines(9, "train", 1, 1) == ["last"]
+
+
+async def test_a_big_running_log_is_checkpointed_less_often(tmp_path: Path, s3_server: S3Server) -> None:
+    """Each checkpoint sends the whole log (S3 cannot append): one over CHECKPOINT_PACE_BYTES goes again only
+    after CHECKPOINT_SECONDS per such size; a small one whenever it grew."""
+    from aihub.storage.s3 import CHECKPOINT_PACE_BYTES, CHECKPOINT_SECONDS, S3LogStore, log_key
+
+    logs = _s3(tmp_path, s3_server).logs
+    assert isinstance(logs, S3LogStore)
+    now = [1000.0]
+    logs.clock = lambda: now[0]
+
+    def sent() -> int:
+        return len(bytes(obstore.get(logs.store.client, log_key(3, "train", 1)).bytes()))
+
+    path = logs.path(3, "train", 1)
+    path.write_bytes(b"step\n" * (3 * CHECKPOINT_PACE_BYTES // 5))  # 3 MiB
+    await logs.checkpoint(3, "train", 1)
+    assert sent() == path.stat().st_size
+    with open(path, "ab") as f:
+        f.write(b"more\n")
+    due = CHECKPOINT_SECONDS * path.stat().st_size / CHECKPOINT_PACE_BYTES  # a little over 3 x
+    now[0] += due - 0.5
+    await logs.checkpoint(3, "train", 1)
+    assert sent() == 3 * CHECKPOINT_PACE_BYTES // 5 * 5  # not yet
+    now[0] += 0.5
+    await logs.checkpoint(3, "train", 1)
+    assert sent() == path.stat().st_size
+
+    small = logs.path(3, "eval", 1)
+    small.write_text("epoch 1\n")
+    await logs.checkpoint(3, "eval", 1)
+    with open(small, "a") as f:
+        f.write("epoch 2\n")
+    await logs.checkpoint(3, "eval", 1)  # no time has passed: a small log goes whenever it grew
+    assert bytes(obstore.get(logs.store.client, log_key(3, "eval", 1)).bytes()) == b"epoch 1\nepoch 2\n"
+
+
+async def test_an_attempts_archive_does_not_wait_for_another_attempts_checkpoint(
+    tmp_path: Path, s3_server: S3Server
+) -> None:
+    """The lock that keeps a checkpoint from overwriting its attempt's archive is the attempt's own: while one
+    attempt's (big, slow) checkpoint is being sent, another attempt's archive — which its hand-off waits for
+    — goes at once; a checkpoint after the archive never overwrites it."""
+    from aihub.storage.s3 import S3LogStore, log_key
+
+    logs = _s3(tmp_path, s3_server).logs
+    assert isinstance(logs, S3LogStore)
+    logs.path(4, "slow", 1).write_text("still running\n")
+    done = logs.path(4, "done", 1)
+    done.write_text("finished\n")
+    async with logs._sending.setdefault((4, "slow", 1), asyncio.Lock()):  # a checkpoint of "slow" under way
+        async with asyncio.timeout(30):
+            await logs.archive(4, "done", 1)
+    assert bytes(obstore.get(logs.store.client, log_key(4, "done", 1)).bytes()) == b"finished\n"
+    done.write_text("overwritten\n")
+    await logs.checkpoint(4, "done", 1)
+    assert bytes(obstore.get(logs.store.client, log_key(4, "done", 1)).bytes()) == b"finished\n"
