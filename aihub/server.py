@@ -71,6 +71,11 @@ def serve(settings: Settings) -> None:
         log_level="info",
         timeout_graceful_shutdown=10,
         proxy_headers=False,
+        # asyncio's own loop, not uvloop (uvicorn's pick when installed): uvloop's subprocess spawn closes no
+        # descriptor, so every process the server starts (node supervisors, podman, git) held the server's
+        # listening socket and pipes, and one left running kept a restarted server off its port. The suite
+        # runs the engine on asyncio's loop; the server now does too.
+        loop="asyncio",
         **logging_options,
     )
     _Server(config, app, settings).run()

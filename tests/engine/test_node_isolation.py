@@ -191,6 +191,46 @@ async def test_a_node_inherits_no_ignored_signal_and_no_descriptor(executor: Loc
     assert fds == ["0", "1", "2", "3"], log  # (3: ls's own, reading the directory)
 
 
+def test_a_node_inherits_no_descriptor_of_a_server_on_uvloop(data_dir: Path) -> None:
+    """``aihub serve`` runs on uvloop, whose spawn (libuv's) closes no descriptor: the launcher it started held
+    the server's inheritable descriptors and the other ends of its own pipes, and passed them on to every node
+    (a node left running held the server's stdout, and a test waiting for that to close hung). Here the server
+    side runs on uvloop with an inheritable descriptor open; the node sees its three standard ones only."""
+    import uvloop
+
+    async def node_fds() -> tuple[ExitReport, str] | str:
+        settings = Settings(data_dir=data_dir)
+        settings.ensure_dirs()
+        executor = build_executor(settings, *build_storage(settings))
+        assert isinstance(executor, LocalExecutor)
+        await executor.probe()
+        try:
+            if (
+                os.geteuid() != 0
+                or not executor.supervisors.isolated
+                or not executor.supervisors.pid_namespace
+            ):
+                return f"no root with mount and PID namespaces here: {executor.supervisors.weaknesses}"
+            return await _run(executor, "ls /proc/self/fd")
+        finally:
+            await executor.close()
+
+    read_end, write_end = os.pipe()
+    os.set_inheritable(write_end, True)
+    try:
+        result = uvloop.run(node_fds())
+    finally:
+        os.close(read_end)
+        os.close(write_end)
+    if isinstance(result, str):
+        if os.environ.get("CI") == "true":
+            pytest.fail(result)
+        pytest.skip(result)
+    report, log = result
+    assert report.exit_code == 0, log
+    assert log.split() == ["0", "1", "2", "3"], log  # (3: ls's own, reading the directory)
+
+
 async def test_mounts_are_read_only_nosuid_nodev_and_stay_in_the_node(
     executor: LocalExecutor, data_dir: Path
 ) -> None:

@@ -207,7 +207,19 @@ def reap() -> list[str]:
         lines.append(f"exited {pid} {os.waitstatus_to_exitcode(status)}")
 
 
+def close_inherited() -> None:
+    """Close every descriptor but the standard three. The server's event loop may not have (uvloop's spawn,
+    libuv's, closes none): its inheritable descriptors and the other ends of this process's pipes would reach
+    every supervisor and node, which posix_spawn starts with all that is not close-on-exec — a node left running
+    would hold the server's stdout, or a pipe the server's parent waits on."""
+    for name in os.listdir("/proc/self/fd"):
+        if int(name) > 2:
+            with contextlib.suppress(OSError):  # (the listing's own descriptor, closed already)
+                os.close(int(name))
+
+
 def main() -> None:
+    close_inherited()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the server decides when this ends (stdin's end)
     os.chdir("/")  # (so that no directory of the server's stays in use)
     wake_r, wake_w = os.pipe()
