@@ -276,6 +276,15 @@
     if (event.target.id === "palette-search") { event.stopPropagation(); }
   }, true);
 
+  // A swap brings the server's verdict on the text it was sent; htmx puts the new classes on only when the swap
+  // settles, over a flag set meanwhile. A command typed since (its text is not the one the server rendered, or
+  // editor.js gave back what was typed while the answer was on its way) is flagged again for the text shown.
+  document.addEventListener("htmx:afterSettle", function () {
+    document.querySelectorAll("textarea[data-node-index]").forEach(function (t) {
+      if (t.value !== t.defaultValue) { flagVariables(t); }
+    });
+  });
+
   var VARIABLE = /\$\{?([A-Za-z_][A-Za-z0-9_]*)/g;
   var ASSIGNED = /(?:^|[\s;&|(])(?:([A-Za-z_]\w*)=|for\s+([A-Za-z_]\w*)\s+in\b|read\s+(?:-\w+\s+)*([A-Za-z_]\w*))/g;
 

@@ -3,7 +3,6 @@
 (function () {
   "use strict";
   var saved = null;
-  var restored = null;  // the id of the field given back its typed value by the last swap
   var TYPED = /^(text|search|url|number|)$/;
 
   function editable(el) {
@@ -35,7 +34,6 @@
     var el = document.getElementById(s.id);
     if (!el || el.value === s.value) return;
     el.value = s.value;
-    restored = el.id;
     // a value set by script does not fire "change" on blur: fire it, so the server hears of the edit
     el.addEventListener("blur", function () {
       el.dispatchEvent(new Event("change", { bubbles: true }));
@@ -47,13 +45,5 @@
         // not a text field
       }
     }
-  });
-
-  // what reads a field as it is typed (the canvas's $name flags) reads it again once the swap has settled
-  // (htmx puts the new classes back only then), so the flags shown are about the text shown, not the older copy
-  document.addEventListener("htmx:afterSettle", function () {
-    var el = restored && document.getElementById(restored);
-    restored = null;
-    if (el) el.dispatchEvent(new Event("input", { bubbles: true }));
   });
 })();
