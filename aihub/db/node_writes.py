@@ -171,6 +171,21 @@ def event_row(run_id: int, node: str | None, attempt: int | None, kind: str, mes
     ]
 
 
+def _node_values(node: NodeRun, previous: NodeStatus) -> list[Any]:
+    """The parameters of ``node_cas``: the node's fields, then its id and the status it was read with."""
+    status = NodeRun._meta.fields_map["status"].to_db_value(previous, node)
+    return [*_values(node, NODE_FIELDS), node.id, status]
+
+
+async def set_node(node: NodeRun, previous: NodeStatus) -> bool:
+    """The node row alone, compare-and-set, in the caller's transaction. False: it had another status."""
+    db: BaseDBAsyncClient = NodeRun._meta.db
+    changed, _ = await db.execute_query(
+        statements(db.capabilities.dialect).node_cas, _node_values(node, previous)
+    )
+    return bool(changed)
+
+
 @dataclass
 class _Transition:
     """What one node transition writes, converted to database values."""
@@ -194,11 +209,7 @@ async def write_transition(
     sql = statements(db.capabilities.dialect)
     insert = attempt is not None and (not attempt._saved_in_db or attempt.pk is None)  # as Model.save decides
     work = _Transition(
-        node=[
-            *_values(node, NODE_FIELDS),
-            node.id,
-            NodeRun._meta.fields_map["status"].to_db_value(previous, node),
-        ],
+        node=_node_values(node, previous),
         attempt=None
         if attempt is None
         else _values(attempt, sql.attempt_fields) + ([] if insert else [attempt.pk]),

@@ -96,13 +96,7 @@ async def _set_node(node: NodeRun, previous: NodeStatus) -> None:
     """Compare-and-set, inside the caller's transaction: write the node only if it still has ``previous``
     status in the database, so two writers (two engine workers, an engine and a service) can never both
     move it; the loser gets ``StaleStatus`` and its transaction writes nothing."""
-    db, fields = NodeRun._meta.db, NodeRun._meta.fields_map
-    values = [fields[f].to_db_value(getattr(node, f), node) for f in NODE_FIELDS]
-    changed, _ = await db.execute_query(
-        node_writes.statements(db.capabilities.dialect).node_cas,
-        [*values, node.id, fields["status"].to_db_value(previous, node)],
-    )
-    if not changed:
+    if not await node_writes.set_node(node, previous):
         raise _stale(node, previous)
 
 
