@@ -4,16 +4,26 @@
 # buildah, runc and docker-registry for the container executor and the real module builds (tests/containers).
 # PostgreSQL is expected on 127.0.0.1:5432 (see .ci/run, which starts it when it is down).
 set -euo pipefail
+# Every apt-get below waits for the package database instead of failing when another apt (a second checkout's
+# `make install-test`, unattended upgrades) holds it: one set-up at a time through our own lock, and up to ten
+# minutes for anyone else's.
+APT_LOCK=/var/lock/aihub-ensure-test-deps.lock
+apt_install() {
+  (
+    flock -w 900 9 || { echo "warning: waited 15 minutes for $APT_LOCK" >&2; exit 1; }
+    apt-get -o DPkg::Lock::Timeout=600 update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq "$@" >/dev/null
+  ) 9>"$APT_LOCK"
+}
 # Debian's static busybox: the simulated kubelet runs the Kubernetes wrapper with the real applets
 if ! command -v busybox >/dev/null 2>&1 && [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq busybox-static >/dev/null || true
+  apt_install busybox-static || true
 fi
 # (grep without -q reads all of fc-list's output: an early exit would fail the pipeline on SIGPIPE under pipefail)
 if ! fc-list : family 2>/dev/null | grep -i "WenQuanYi Zen Hei" >/dev/null; then
   if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
     echo "installing Debian fonts-wqy-zenhei for the Chinese browser tests"
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq fonts-wqy-zenhei >/dev/null
+    apt_install fonts-wqy-zenhei
   else
     echo "warning: fonts-wqy-zenhei is missing; install it (apt-get install fonts-wqy-zenhei) for Chinese screenshots" >&2
   fi
@@ -21,8 +31,7 @@ fi
 if ! command -v chromium >/dev/null 2>&1; then
   if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
     echo "installing Debian chromium for the browser tests"
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+    apt_install chromium
   else
     echo "warning: chromium is missing; install it (apt-get install chromium) to run the browser tests" >&2
   fi
@@ -33,8 +42,7 @@ if ! command -v podman >/dev/null 2>&1 || ! command -v docker-registry >/dev/nul
   || ! command -v runc >/dev/null 2>&1 || ! command -v buildah >/dev/null 2>&1; then
   if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
     echo "installing Debian podman, buildah, runc and docker-registry for the container tests"
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq podman buildah runc docker-registry >/dev/null || true
+    apt_install podman buildah runc docker-registry || true
   else
     echo "warning: podman is missing; install podman buildah runc docker-registry to run the container tests" >&2
   fi
@@ -42,7 +50,7 @@ fi
 # debootstrap: the offline Debian base with python3 that the platform image's test builds FROM (tests/containers)
 if ! command -v debootstrap >/dev/null 2>&1 && [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
   echo "installing Debian debootstrap for the platform image test"
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap >/dev/null || true
+  apt_install debootstrap || true
 fi
 # podman's engine settings for this machine, written only where the host has no containers.conf of its own (a host
 # whose podman already works keeps its settings): no default ulimits (the sandbox refuses to raise them),

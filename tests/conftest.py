@@ -144,3 +144,19 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
         yield server
     finally:
         server.stop()
+
+
+# In CI every test must run: a skip there means a dependency the set-up should have installed is missing (podman,
+# chromium, root for the namespaces), and a suite that silently skips a whole component is not a green suite.
+_skipped_in_ci: list[str] = []
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.skipped and os.environ.get("CI") == "true":
+        _skipped_in_ci.append(f"{report.nodeid}: {report.longrepr[-1] if isinstance(report.longrepr, tuple) else ''}")
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if _skipped_in_ci and exitstatus == 0:
+        print("\nCI=true and tests were skipped (each must run in CI; install what they need):", *_skipped_in_ci, sep="\n  ")
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
