@@ -153,10 +153,16 @@ _skipped_in_ci: list[str] = []
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     if report.skipped and os.environ.get("CI") == "true":
-        _skipped_in_ci.append(f"{report.nodeid}: {report.longrepr[-1] if isinstance(report.longrepr, tuple) else ''}")
+        _skipped_in_ci.append(
+            f"{report.nodeid}: {report.longrepr[-1] if isinstance(report.longrepr, tuple) else ''}"
+        )
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if _skipped_in_ci and exitstatus == 0:
-        print("\nCI=true and tests were skipped (each must run in CI; install what they need):", *_skipped_in_ci, sep="\n  ")
+        print(
+            "\nCI=true and tests were skipped (each must run in CI; install what they need):",
+            *_skipped_in_ci,
+            sep="\n  ",
+        )
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
