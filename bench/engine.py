@@ -11,9 +11,13 @@ docs/benchmarks.md explains the choices and holds the figures.
   same edges. A second pool launches, per node, what the local executor launches, the way it does (its
   launcher, or ``unshare`` + ``shim.sh`` + ``mount``; then ``sh -c true``): it separates the price of the
   process chain from the engine's own.
-- **hand-off**: a 200-node chain; parent exit → child start from the Attempt rows (the parent's
-  ``finished_at`` is the mtime of the ``exit`` file its supervisor wrote; the child's ``started_at`` is taken
-  just before its supervisor is spawned), and for comparison from the node events' ``created_at``.
+- **hand-off**: a 200-node chain of ``date +%s.%N`` nodes; parent exit → child start from the Attempt rows
+  (the parent's ``finished_at`` is the mtime of the ``exit`` file its supervisor wrote; the child's
+  ``started_at`` is taken just before its supervisor is spawned), from the parent's own clock (the time it
+  printed, its last act, to the child's ``started_at``), and for comparison from the node events'
+  ``created_at``. The ``exit`` file's mtime is the kernel's coarse clock (a tick, 4 ms here, and it lags:
+  a new file's mtime is 2-6 ms before its write on this machine), so the Attempt rows overstate the
+  hand-off by about that; the parent's own clock is exact to the node's exit.
 - **scale**: 10 layers x 1,000 against 10 layers x 100, each in a fresh child process: wall time, CPU, and
   peak RSS growth (the kernel's high-water mark, reset once the runtime is up).
 - ``--profile``: cProfile of the 1,000-node layered run; prints the top functions.
@@ -49,7 +53,7 @@ from aihub.bus.base import Subscription  # noqa: E402
 from aihub.db.models import Attempt, NodeEvent, User  # noqa: E402
 from aihub.domain.status import RunStatus  # noqa: E402
 from aihub.engine.executors.local import LocalExecutor  # noqa: E402
-from aihub.engine.executors.local_supervisors import _base_env, _ended  # noqa: E402
+from aihub.engine.executors.local_supervisors import _base_env, _recorded  # noqa: E402
 from aihub.runtime import Runtime, open_runtime  # noqa: E402
 from aihub.services.runs import create_run  # noqa: E402
 from aihub.services.users import create_user  # noqa: E402
@@ -91,8 +95,8 @@ def fan_out(n: int) -> Parents:
     return {"root": [], **{f"n{i}": ["root"] for i in range(1, n)}}
 
 
-def to_spec(name: str, parents: Parents) -> dict[str, Any]:
-    nodes = [{"name": node, "command": "true", "depends_on": ps} for node, ps in parents.items()]
+def to_spec(name: str, parents: Parents, command: str = "true") -> dict[str, Any]:
+    nodes = [{"name": node, "command": command, "depends_on": ps} for node, ps in parents.items()]
     return {"name": name, "nodes": nodes}
 
 
@@ -169,9 +173,11 @@ async def bench_runtime(data_root: Path) -> AsyncIterator[tuple[Runtime, User]]:
         shutil.rmtree(data_dir, ignore_errors=True)
 
 
-async def engine_run(rt: Runtime, user: User, parents: Parents, label: str) -> tuple[int, Measure]:
+async def engine_run(
+    rt: Runtime, user: User, parents: Parents, label: str, command: str = "true"
+) -> tuple[int, Measure]:
     """Save a workflow of ``parents`` and run it; measured from ``create_run`` to the run's end event."""
-    version = await create_workflow(user, to_spec(f"bench-{label}-{uuid.uuid4().hex[:8]}", parents))
+    version = await create_workflow(user, to_spec(f"bench-{label}-{uuid.uuid4().hex[:8]}", parents, command))
     sub = rt.bus.subscribe(None, maxsize=10 * len(parents) + 100)
     try:
         (run_id, status), measure = await measured(_run_to_end(rt, user, version.id, sub))
@@ -228,7 +234,9 @@ async def launch_true(name: str) -> None:
 def shim_launcher(rt: Runtime, work: Path) -> Callable[[str], Awaitable[None]]:
     """Launch per node what the local executor launches, the way it launches it (through its launcher, or
     its unshare(1) chain: mount and PID namespaces, the shim, the /tmp bind, the data dir's hiding and
-    setpriv to the node user), nothing else: no database, no scheduler, no scratch files but the dir."""
+    setpriv to the node user), nothing else: no database, no scheduler, no scratch files but the dir. A slot
+    is free once the executor would see the node's end (its status recorded, what it left killed), as in the
+    engine: the namespace's teardown goes on meanwhile."""
     executor = rt.executor
     assert isinstance(executor, LocalExecutor)
     isolated = executor.supervisors.isolated
@@ -245,7 +253,7 @@ def shim_launcher(rt: Runtime, work: Path) -> Callable[[str], Awaitable[None]]:
         child, _ = await executor.supervisors.launch(
             scratch, scratch / "log", "/tmp/workflow_space", binds, argv, env
         )
-        await _ended(child)
+        await _recorded(child)
         if (scratch / "exit").read_text().strip() != "0":
             raise RuntimeError(f"the shim failed: {(scratch / 'log').read_text()}")
 
@@ -296,11 +304,12 @@ async def bench_overhead(rt: Runtime, user: User, sizes: Sizes) -> list[Overhead
 class Handoff:
     attempts: list[float]  # ms: parent Attempt.finished_at -> child Attempt.started_at
     events: list[float]  # ms: parent "exited" event -> child "started" event (created_at)
+    clock: list[float]  # ms: the time the parent printed (its last act) -> child Attempt.started_at
 
 
 async def bench_handoff(rt: Runtime, user: User, sizes: Sizes) -> Handoff:
     parents = chain(sizes.chain)
-    run_id, _ = await engine_run(rt, user, parents, "handoff")
+    run_id, _ = await engine_run(rt, user, parents, "handoff", "date +%s.%N")
     attempts = {
         a.node_run.name: a for a in await Attempt.filter(node_run__run_id=run_id).prefetch_related("node_run")
     }
@@ -308,13 +317,15 @@ async def bench_handoff(rt: Runtime, user: User, sizes: Sizes) -> Handoff:
         (e.node, e.kind): e.created_at
         for e in await NodeEvent.filter(run_id=run_id, kind__in=["started", "exited"])
     }
-    result = Handoff([], [])
+    result = Handoff([], [], [])
     for child, ps in parents.items():
         if not ps:
             continue
         parent, attempt = attempts[ps[0]], attempts[child]
         exited = parent.finished_at.timestamp()
         result.attempts.append(1000 * (attempt.started_at.timestamp() - exited))
+        printed = float(rt.logs.path(run_id, ps[0], parent.number).read_text().split()[-1])
+        result.clock.append(1000 * (attempt.started_at.timestamp() - printed))
         result.events.append(
             1000 * (events[child, "started"].timestamp() - events[ps[0], "exited"].timestamp())
         )
@@ -433,6 +444,7 @@ def print_report(
     print(f"hand-off on a {len(handoff.attempts) + 1}-node chain, ms       p50     p99     max")
     for label, values in (
         ("exit -> child start (Attempt rows)", handoff.attempts),
+        ("parent's clock -> child start", handoff.clock),
         ("'exited' event -> 'started' event", handoff.events),
     ):
         p50, p99 = percentile(values, 50), percentile(values, 99)

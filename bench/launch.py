@@ -14,7 +14,10 @@ dir hidden read-only — started
 - **bare**: ``true`` from ``asyncio.create_subprocess_exec``, no isolation at all: the floor.
 
 CPU is of everything involved: this process, its reaped children, and the launcher with the supervisors it
-reaped (``/proc/<launcher>/stat``). The ways alternate in each round, so they share the machine's load.
+reaped (``/proc/<launcher>/stat``). The ways alternate in each round, so they share the machine's load. A
+launch ends once the executor would see its end (the supervisor's word through the launcher, before its
+namespaces are gone; the process's end for the others); the round's CPU is read once every supervisor of it
+was reaped.
 """
 
 from __future__ import annotations
@@ -38,10 +41,12 @@ from aihub.engine.executors.local_supervisors import (  # noqa: E402
     Supervisors,
     _base_env,
     _ended,
+    _recorded,
     _Tools,
 )
 
 Launch = Callable[[Path], Awaitable[None]]
+Settle = Callable[[], Awaitable[None]]
 
 
 def _tree_cpu(sup: Supervisors | None) -> float:
@@ -74,20 +79,31 @@ def _replace_launcher(tools: _Tools) -> _Tools:
     return _Tools(tools.sh, tools.mount, tools.unshare, tools.setpriv, launcher=False)
 
 
-def supervised(sup: Supervisors, data_dir: Path) -> Launch:
+def supervised(sup: Supervisors, data_dir: Path) -> tuple[Launch, Settle]:
     argv = [*sup.drop_privileges(), "sh", "-c", "true"]
     env = Supervisors.supervisor_env(_base_env("/tmp/workflow_space"))
     empty = str(sup.work_root / ".empty")
+    children = []
 
     async def launch(scratch: Path) -> None:
         (scratch / "tmp" / "workflow_space").mkdir(parents=True)
         binds: list[Bind] = [(str(scratch / "tmp"), "/tmp", "tree"), (empty, str(data_dir), "ro")]
         child, _ = await sup.launch(scratch, scratch / "log", "/tmp/workflow_space", binds, argv, env)
-        await _ended(child)
+        children.append(child)
+        await _recorded(child)
         if (scratch / "exit").read_text().strip() != "0":
             raise RuntimeError(f"the node failed: {(scratch / 'log').read_text()}")
 
-    return launch
+    async def settle() -> None:
+        for child in children:
+            await _ended(child)
+        children.clear()
+
+    return launch, settle
+
+
+async def _nothing() -> None:
+    pass
 
 
 async def bare(scratch: Path) -> None:
@@ -96,12 +112,16 @@ async def bare(scratch: Path) -> None:
     await proc.wait()
 
 
-async def measure(launch: Launch, sup: Supervisors | None, work: Path, n: int) -> tuple[float, float]:
+async def measure(
+    launch: Launch, settle: Settle, sup: Supervisors | None, work: Path, n: int
+) -> tuple[float, float]:
     """(CPU ms, wall ms) per launch."""
     before, started = _tree_cpu(sup), time.perf_counter()
     for i in range(n):
         await launch(work / str(i))
-    wall, used = time.perf_counter() - started, _tree_cpu(sup) - before
+    wall = time.perf_counter() - started
+    await settle()
+    used = _tree_cpu(sup) - before
     shutil.rmtree(work, ignore_errors=True)
     return 1000 * used / n, 1000 * wall / n
 
@@ -113,9 +133,11 @@ async def main_async(launches: int, rounds: int) -> None:
         results: dict[str, list[tuple[float, float]]] = {name: [] for name in (*ways, "bare")}
         for r in range(rounds):
             for name, sup in ways.items():
-                launch = supervised(sup, data_dir)
-                results[name].append(await measure(launch, sup, data_dir / "runs" / f"{name}-{r}", launches))
-            results["bare"].append(await measure(bare, None, data_dir / "runs" / f"bare-{r}", launches))
+                launch, settle = supervised(sup, data_dir)
+                work = data_dir / "runs" / f"{name}-{r}"
+                results[name].append(await measure(launch, settle, sup, work, launches))
+            work = data_dir / "runs" / f"bare-{r}"
+            results["bare"].append(await measure(bare, _nothing, None, work, launches))
         one, five, fifteen = os.getloadavg()
         print(
             f"{launches} launches x {rounds} rounds, one at a time; load {one:.1f} {five:.1f} {fifteen:.1f}"

@@ -24,7 +24,7 @@ from aihub.engine.executors.local import LocalExecutor
 from aihub.runtime import build_executor
 from aihub.settings import Settings
 from aihub.storage.local import build_storage
-from tests.engine.test_local_executor import _gone, _host_pids, _unique_sleep
+from tests.engine.test_local_executor import _gone, _host_pid, _host_pids, _unique_sleep
 from tests.polling import until
 
 DEADLINE = 30.0
@@ -267,10 +267,45 @@ async def test_nodes_go_on_when_the_launcher_is_gone(executor: LocalExecutor) ->
     async with asyncio.timeout(DEADLINE):
         report = await executor.wait(handle)
     assert report.exit_code == 7, report
+    # (the supervisor's word on the report pipe found no launcher: not an error of the node's)
+    assert executor.logs.path(7, "node", job.key.attempt).read_text() == ""
     (again, log), (other, _) = await asyncio.gather(_run(executor, "echo again"), _run(executor, "true"))
     assert again.exit_code == other.exit_code == 0 and log == "again\n"
     assert launcher.pid not in (None, old)
     assert set(_launchers()) - others == {launcher.pid}, "two launches that found it gone start one launcher"
+
+
+async def test_the_end_is_reported_before_the_namespace_is_gone(executor: LocalExecutor) -> None:
+    """Once the supervisor recorded the node's status and SIGKILLed what the node left, the attempt has ended:
+    the server does not wait for the kernel to take the PID namespace down (which waits for every process in it
+    to be reaped). Here a process entered into the node's namespace from outside (``nsenter``) is killed with
+    the node's leftovers but not reaped, its parent outside being stopped: the namespace cannot end, and yet
+    the end is reported; the supervisor goes once that process is reaped."""
+    nsenter = shutil.which("nsenter")
+    if executor.supervisors.launcher is None or nsenter is None:
+        pytest.skip("nodes are not started through the launcher here, or no nsenter(1)")
+    node_sleep, outsider_sleep = _unique_sleep(), _unique_sleep()
+    handle = await executor.start(_job(f"sleep {node_sleep}"))
+    supervisor = handle.data["pid"]
+    node = await _host_pid(node_sleep)
+    outsider = await asyncio.create_subprocess_exec(
+        nsenter, "--target", str(supervisor), "--pid", "--", "sleep", outsider_sleep
+    )
+    try:
+        inside = await _host_pid(outsider_sleep)
+        outsider.send_signal(signal.SIGSTOP)  # it cannot reap its child now
+        os.kill(node, signal.SIGKILL)
+        async with asyncio.timeout(DEADLINE):
+            report = await executor.wait(handle)
+        assert report.exit_code == 128 + signal.SIGKILL
+        assert _gone(inside), "what the node's namespace held was killed before its end was reported"
+        assert not _gone(supervisor), "the supervisor is still exiting: its namespace waits for the reaping"
+    finally:
+        outsider.send_signal(signal.SIGCONT)
+        await outsider.wait()
+    await until(lambda: _gone(supervisor), "the supervisor to end once the namespace is empty")
+    await executor.settle()  # (its private /tmp is removed once the supervisor is gone)
+    assert not (Path(handle.data["scratch"]) / "tmp").exists()
 
 
 def _launchers() -> list[int]:

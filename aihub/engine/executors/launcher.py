@@ -17,11 +17,20 @@ own* namespaces, starts the supervisor with ``posix_spawn`` (a vfork: no copy of
    remounted ``ro,nosuid,nodev``; ``rw``);
 3. spawns ``sh shim.sh SCRATCH - ...`` in a new session: stdin ``/dev/null``, stdout and stderr the log, default
    signal dispositions (but glibc's own internal signals 32 and 33, which its ``posix_spawn`` leaves ignored
-   and no glibc program can use), and on fd 3 a pipe, the *gate*;
+   and no glibc program can use), on fd 3 a pipe, the *gate*, and on fd 4 the write end of another, the
+   *report pipe*;
 4. mounts a ``/proc`` of the new PID namespace (``pidns=``, Linux 6.15 and later; possible only once its PID 1
    exists), then writes ``ok`` to the gate — or the error, which the supervisor records in ``exit`` (``error:
    could not mount SRC at DST (see the log)``, the reason in the log) instead of running the node;
 5. returns to its own mount and PID namespaces (``setns``), and later reaps the supervisor and reports its end.
+
+The end is reported twice. A supervisor that is PID 1 of its PID namespace writes a line on the report pipe
+once it has recorded the node's status (its ``exit`` file) and SIGKILLed everything else in the namespace:
+that is ``ended``, and the server may go on (collect the outputs, start the next node). The supervisor's own
+exit comes later: the kernel first waits for every process of the namespace to be gone, then takes the
+namespaces down (their mounts, their ``/proc``) — a few milliseconds on a busy machine, which no hand-off
+has to wait for any more. ``exited`` follows once it is reaped. A supervisor killed before it wrote the line
+(or one without a PID namespace, whose group kill takes itself along) only gets ``exited``.
 
 Nothing here is parsed as shell code: the request's argv, env and paths go to ``posix_spawn`` as they are.
 
@@ -30,6 +39,8 @@ Protocol (one JSON object or one line of words per line, on stdin and stdout; it
 - request ``{"id": N, "argv": [...], "env": {...}, "scratch": S, "log": L, "binds": [[SRC, DST, MODE], ...],
   "pid_namespace": bool}``
 - ``started N PID START_TIME`` (``/proc/PID/stat`` field 22) or ``failed N MESSAGE``
+- ``ended PID``: the supervisor PID recorded the node's status and killed what the node left; it is still
+  exiting (always before its ``exited``, and never for a supervisor that did not write its report line);
 - ``exited PID CODE``: the supervisor PID ended; CODE is its exit status, or minus the signal that killed it
   (as :attr:`subprocess.Popen.returncode`).
 """
@@ -61,6 +72,7 @@ MS_BIND = 4096
 MS_REC = 16384
 MS_PRIVATE = 1 << 18
 GATE_FD = 3
+REPORT_FD = 4
 # what Python or this process changed (SIG_IGN survives exec): the supervisor and the node get the defaults
 DEFAULT_SIGNALS = (signal.SIGINT, signal.SIGPIPE, signal.SIGXFSZ, signal.SIGCHLD)
 
@@ -156,19 +168,40 @@ def start_time(pid: int) -> int:
     return int(raw[raw.rindex(b")") + 2 :].split()[19])
 
 
+_reports: dict[int, int] = {}  # supervisor pid -> the read end of its report pipe (non-blocking)
+
+
 def launch(request: dict[str, Any]) -> str:
     """Start one supervisor (see the module docstring); the reply line."""
     try:
-        pid = _spawn_in_namespaces(request)
+        pid, report = _spawn_in_namespaces(request)
     except (OSError, SetupError) as exc:
         return f"failed {request['id']} {' '.join(str(exc).split())}"
     finally:
         os.chdir("/")
+    _reports[pid] = report
     return f"started {request['id']} {pid} {start_time(pid)}"
 
 
-def _spawn_in_namespaces(request: dict[str, Any]) -> int:
+def report_line(pid: int) -> list[str]:
+    """``ended PID`` when the supervisor wrote its report line; [] when it has not yet (it is kept watched),
+    or never will (its pipe's end without a word: killed, or no PID namespace; ``exited`` says it)."""
+    fd = _reports.get(pid)
+    if fd is None:
+        return []
+    try:
+        said = os.read(fd, 64)
+    except BlockingIOError:
+        return []
+    del _reports[pid]
+    os.close(fd)
+    return [f"ended {pid}"] if said else []
+
+
+def _spawn_in_namespaces(request: dict[str, Any]) -> tuple[int, int]:
     gate_r, gate_w = os.pipe()
+    report_r, report_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
+    os.set_blocking(report_w, True)  # (the supervisor's end: a plain pipe)
     null = log = -1
     try:
         with own_namespaces(request["pid_namespace"]):
@@ -181,16 +214,17 @@ def _spawn_in_namespaces(request: dict[str, Any]) -> int:
                 request["argv"],
                 request["env"],
                 file_actions=[(os.POSIX_SPAWN_DUP2, fd, to) for fd, to in ((null, 0), (log, 1), (log, 2))]
-                + [(os.POSIX_SPAWN_DUP2, gate_r, GATE_FD)],
+                + [(os.POSIX_SPAWN_DUP2, gate_r, GATE_FD), (os.POSIX_SPAWN_DUP2, report_w, REPORT_FD)],
                 setsid=True,
                 setsigdef=DEFAULT_SIGNALS,
             )
             if not status and request["pid_namespace"]:
                 status = mount_proc(pid, log)
         os.write(gate_w, (status or "ok").encode(errors="replace") + b"\n")
-        return pid
+        report_r, keep = -1, report_r
+        return pid, keep
     finally:
-        for fd in (gate_r, gate_w, null, log):
+        for fd in (gate_r, gate_w, report_r, report_w, null, log):
             if fd >= 0:
                 os.close(fd)
 
@@ -204,6 +238,10 @@ def reap() -> list[str]:
             return lines
         if pid == 0:
             return lines
+        lines += report_line(pid)  # (its line, if it wrote one, is there: it came before its exit)
+        fd = _reports.pop(pid, None)
+        if fd is not None:
+            os.close(fd)
         lines.append(f"exited {pid} {os.waitstatus_to_exitcode(status)}")
 
 
@@ -229,24 +267,34 @@ def main() -> None:
     selector = selectors.DefaultSelector()
     selector.register(sys.stdin.fileno(), selectors.EVENT_READ)
     selector.register(wake_r, selectors.EVENT_READ)
+    watched: dict[int, int] = {}  # report pipe -> supervisor pid, as registered with the selector
     pending = b""
     out = sys.stdout
     while True:
+        replies: list[str] = []
         for key, _ in selector.select():
             if key.fd == wake_r:
                 with contextlib.suppress(BlockingIOError):
                     os.read(wake_r, 512)
-                replies = reap()
+            elif key.fd in watched:
+                replies += report_line(watched[key.fd])
             else:
                 chunk = os.read(key.fd, 1 << 20)
                 if not chunk:
                     return
                 *lines, pending = (pending + chunk).split(b"\n")
-                replies = [launch(json.loads(line)) for line in lines if line]
-                replies += reap()
-            if replies:
-                out.write("".join(line + "\n" for line in replies))
-                out.flush()
+                replies += [launch(json.loads(line)) for line in lines if line]
+        replies += reap()
+        for fd in [fd for fd, pid in watched.items() if _reports.get(pid) != fd]:  # read, or reaped
+            selector.unregister(fd)
+            del watched[fd]
+        for pid, fd in _reports.items():
+            if fd not in watched:
+                selector.register(fd, selectors.EVENT_READ)
+                watched[fd] = pid
+        if replies:
+            out.write("".join(line + "\n" for line in replies))
+            out.flush()
 
 
 # ------------------------------------------------------------------------------------ the server's side
@@ -260,6 +308,15 @@ class Launched:
         self.start_time = start_time
         self.returncode: int | None = None  # as Popen's: the exit status, or minus the killing signal
         self.ended = asyncio.Event()  # set once reaped, or once the launcher is gone (returncode stays None)
+        # set once it said it recorded the node's status (``ended``; its namespaces may still be going away),
+        # and in any case together with ``ended``
+        self.recorded = asyncio.Event()
+        self.reported = False  # it said so itself (True), or recorded was set by its end or the launcher's
+
+    def _end(self, returncode: int | None) -> None:
+        self.returncode = returncode
+        self.ended.set()
+        self.recorded.set()
 
     def poll(self) -> int | None:
         return self.returncode
@@ -326,17 +383,22 @@ class LauncherClient:
                     future.set_exception(OSError("the launcher ended"))
             self._pending.clear()
             for launched in self._launched.values():
-                launched.ended.set()
+                launched._end(None)
             self._launched.clear()
 
     def _handle(self, line: str) -> None:
         kind, _, tail = line.strip().partition(" ")
+        if kind == "ended":
+            launched = self._launched.get(int(tail))
+            if launched is not None:
+                launched.reported = True
+                launched.recorded.set()
+            return
         if kind == "exited":
             pid, code = tail.split()
             launched = self._launched.pop(int(pid), None)
             if launched is not None:
-                launched.returncode = int(code)
-                launched.ended.set()
+                launched._end(int(code))
             return
         ident, _, rest = tail.partition(" ")
         future = self._pending.pop(int(ident))

@@ -268,9 +268,9 @@ class LocalExecutor:
             return ExitReport(None, error=ELSEWHERE.format(scratch=scratch))
         # A report is saved only when outputs were collected (anything else can be read again from the
         # status files); one of our own children has none yet.
-        saved = None if handle.id in self._children else read_json(scratch / "report.json")
+        child = self._children.get(handle.id)  # (forgotten once reaped)
+        saved = None if child is not None else read_json(scratch / "report.json")
         if saved is None:
-            child = self._children.get(handle.id)  # (forgotten once reaped)
             await self._until_ended(handle)
             if _read_exit(scratch) is None and (scratch / "stop").exists():
                 _record_stopped_supervisor(child, scratch)
@@ -279,12 +279,13 @@ class LocalExecutor:
                 write_json(scratch / "report.json", report.to_json())
         else:
             report = ExitReport.from_json(saved)
-        # removed off the hand-off path (again after a crash between saving and removing: harmless)
-        self._clean_later(scratch / "tmp")
+        # removed off the hand-off path (again after a crash between saving and removing: harmless), once the
+        # supervisor is gone: its PID namespace may still be ending, the node's leftovers with it
+        self._clean_later(scratch / "tmp", child.ended if isinstance(child, Launched) else None)
         return report
 
-    def _clean_later(self, path: Path) -> None:
-        task = asyncio.create_task(_remove_tree(path), name=f"clean {path}")
+    def _clean_later(self, path: Path, after: asyncio.Event | None = None) -> None:
+        task = asyncio.create_task(_remove_tree(path, after), name=f"clean {path}")
         self._cleanups.add(task)
         task.add_done_callback(self._cleanups.discard)
 
@@ -320,9 +321,11 @@ class LocalExecutor:
         if child is not None and child.pid != pid:
             child = None
         if isinstance(child, Launched):
-            await child.ended.wait()
+            # its status is recorded and what the node left is killed: no need to wait for the namespaces
+            # to be taken down (see launcher.py)
+            await child.recorded.wait()
             self._children.pop(handle.id, None)
-            if child.returncode is not None:
+            if child.reported or child.returncode is not None:
                 return
             child = None  # the launcher is gone, and with it the news of the end: follow it as a stranger
         if child is None and not _alive(pid, start_time):
@@ -464,10 +467,12 @@ def _record_stopped_supervisor(child: _Child | None, scratch: Path) -> None:
         _write_exit(scratch, str(128 - code))
 
 
-async def _remove_tree(path: Path) -> None:
+async def _remove_tree(path: Path, after: asyncio.Event | None = None) -> None:
     """Remove the attempt's private /tmp in a worker thread: even the usual nearly-empty one costs two
     rmdir(2), 2-3 ms on a disk mounted with ``discard``, which the event loop (every other node's hand-off)
     must not wait for."""
+    if after is not None:
+        await after.wait()
     await asyncio.to_thread(_remove_sync, path)
 
 

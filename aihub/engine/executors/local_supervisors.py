@@ -403,6 +403,15 @@ async def _ended(child: _Child) -> None:
         await asyncio.to_thread(child.wait)
 
 
+async def _recorded(child: _Child) -> None:
+    """Return once ``child`` has recorded its node's status and killed what the node left, which is what the
+    executor waits for: the launcher passes the supervisor's word on, before its namespaces are gone."""
+    if isinstance(child, Launched):
+        await child.recorded.wait()
+    else:
+        await asyncio.to_thread(child.wait)
+
+
 def _proc_stat(pid: int) -> tuple[str, int] | None:
     """(state letter, start time in clock ticks since boot) of a process, or None when there is none."""
     try:

@@ -11,7 +11,7 @@
 #   LOG      file the node's stdout+stderr are appended to (opened before any mount can hide its path), or
 #            "-": the launcher already made SCRATCH the working directory and the log stdout and stderr
 #            (before its mounts: the data dir they are in may be hidden from here on), and made the binds;
-#            it says on fd 3 when the namespace is ready (see launcher.py)
+#            it says on fd 3 when the namespace is ready, and watches fd 4, the report pipe (see launcher.py)
 #   WORKDIR  the node's working directory
 #   MOUNT    absolute path of mount(8), or "-" when there are no binds
 #   NBINDS   number of SRC DST MODE triples (MODE: rw | ro | tree = recursive); applied in order, inside the
@@ -27,9 +27,12 @@
 # `exit` gets the node's status (128+N when killed by signal N), or "error: ..." when the attempt could not
 # be set up. It is written with one small write(2): readers treat an empty file as not written yet. Then the
 # script kills its whole group, itself included: like a container whose main process ended, whatever the
-# node left running goes too.
+# node left running goes too. As PID 1 of a PID namespace (the kill spares it) it then says so on the
+# launcher's report pipe, so that the server need not wait for the namespace to be taken down; a launcher
+# that is gone (the server was killed) gets no word, and the write's error is ignored.
 
 _aihub_term=
+_aihub_report=
 trap '_aihub_term=1' TERM
 trap : HUP INT QUIT USR1 USR2 ALRM
 
@@ -43,6 +46,10 @@ shift 5
 _aihub_finish() {
 	printf '%s\n' "$1" >exit
 	kill -KILL "-$$" 2>/dev/null # in a PID namespace $$ is 1: every other process in it
+	if [ -n "$_aihub_report" ] && [ "$$" = 1 ]; then
+		trap '' PIPE
+		printf 'ended\n' 2>/dev/null >&4
+	fi
 	exit 0
 }
 
@@ -57,6 +64,7 @@ else
 		_aihub_gate="error: the launcher ended before the node's namespace was set up"
 	fi
 	exec 3<&-
+	_aihub_report=1
 	[ "$_aihub_gate" = ok ] || _aihub_finish "$_aihub_gate"
 fi
 
@@ -86,6 +94,7 @@ shift # the "--"
 	# (still in the scratch dir) a stop that came while the subshell started: its SIGTERM went to the
 	# supervisor's trap, not here
 	[ ! -e stop ] || exit 143
+	exec 4>&- # the report pipe is the supervisor's alone
 	cd -- "$_aihub_workdir" || exit 126
 	unset OLDPWD
 	# The tools above ran with LC_ALL=C (no locale files to load); the node gets its own value back.
