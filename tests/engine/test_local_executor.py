@@ -19,6 +19,7 @@ import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +38,14 @@ from aihub.engine.executors.base import (
     Resources,
     StorageMount,
 )
-from aihub.engine.executors.local import SHIM, VANISHED, LocalExecutor, host_path, node_realpath
+from aihub.engine.executors.local import (
+    IMAGE_NOT_USED,
+    SHIM,
+    VANISHED,
+    LocalExecutor,
+    host_path,
+    node_realpath,
+)
 from aihub.storage.local import LocalArtifactStore, LocalLogStore
 from tests.polling import until
 
@@ -709,6 +717,37 @@ async def test_nodes_survive_a_killed_server_and_are_reattached(
     assert again.outputs == report.outputs, "the handle the server recorded works just as well"
 
 
+async def test_an_attempts_files_are_made_before_its_start(executor: LocalExecutor) -> None:
+    """Before the supervisor starts: meta.json with the start the handle has (what find() reads after a
+    restart), the log's directory with the image's line, the private /tmp with its workflow_space."""
+    job = _job("ls -A /tmp; echo ran", image="python:3.11-slim")
+    handle = await executor.start(job)
+    scratch = Path(handle.data["scratch"])
+    meta = json.loads((scratch / "meta.json").read_text())
+    assert meta["started_at"] == handle.data["started_at"]
+    assert (meta["key"], meta["argv"], meta["pid"]) == (handle.data["key"], job.argv, None)
+    report = await executor.wait(handle)
+    assert report.exit_code == 0 and report.started_at == datetime.fromisoformat(meta["started_at"])
+    lines = _log(executor, job).splitlines()
+    assert lines[0] == f"aihub: {IMAGE_NOT_USED} (image python:3.11-slim)"
+    assert lines[-1] == "ran"
+    if executor.supervisors.isolated:
+        assert lines[1:] == ["workflow_space", "ran"]
+    found = await executor.find(job.key)
+    assert found is not None and found.data["started_at"] == handle.data["started_at"]
+
+
+async def test_a_launch_refused_before_the_spawn_is_recorded(executor: LocalExecutor) -> None:
+    """A node refused before its supervisor starts (a reserved env name): its failure is recorded where
+    wait() and find() look."""
+    job = _job("true", env={"_aihub_x": "1"})
+    handle = await executor.start(job)
+    report = await executor.wait(handle)
+    assert report.error is not None and "reserved" in report.error
+    assert "reserved" in _log(executor, job)
+    assert await executor.find(job.key) is not None
+
+
 async def test_find_knows_only_started_attempts(make_executor: MakeExecutor) -> None:
     executor = await make_executor()
     assert await executor.find(JobKey(1, "never", 1)) is None
@@ -810,3 +849,27 @@ def test_isolation_ways_prefer_a_pid_namespace_then_the_launcher() -> None:
         tuple((mapped + pid).split()),
         tuple(mapped.split()),
     ]
+
+
+def test_setpriv_gets_names_only_where_they_stand_for_the_same_ids(monkeypatch: pytest.MonkeyPatch) -> None:
+    """setpriv looks each value up as a name first (a number goes through every NSS module, a quarter of its
+    CPU): a name is passed only where it is found as that very id, else the number."""
+    import grp
+    import pwd
+
+    users = {1000: "dup", 1001: "carol"}  # "dup" is also the name of uid 999, listed first
+    groups = {2000: "staff"}
+    monkeypatch.setattr(pwd, "getpwuid", lambda uid: _entry(pw_name=users[uid]))
+    monkeypatch.setattr(pwd, "getpwnam", lambda name: _entry(pw_uid={"dup": 999, "carol": 1001}[name]))
+    monkeypatch.setattr(grp, "getgrgid", lambda gid: _entry(gr_name=groups[gid]))
+    monkeypatch.setattr(grp, "getgrnam", lambda name: _entry(gr_gid={"staff": 2000}[name]))
+    supervisors_module._setpriv_ids.cache_clear()
+    try:
+        assert supervisors_module._setpriv_ids(1001, 2000) == ("carol", "staff")
+        assert supervisors_module._setpriv_ids(1000, 2001) == ("1000", "2001")  # a name of another id; none
+    finally:
+        supervisors_module._setpriv_ids.cache_clear()
+
+
+def _entry(**fields: Any) -> Any:
+    return type("Entry", (), fields)()

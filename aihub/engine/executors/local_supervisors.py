@@ -10,6 +10,8 @@ node's container tab). :meth:`Supervisors.launch` then starts each supervisor th
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import logging
 import os
 import shutil
@@ -257,10 +259,10 @@ class Supervisors:
         """setpriv(1) in front of the node's argv: the node user, no supplementary groups, no way back up."""
         if self.node_user is None:
             return []
-        uid, gid = self.node_user
         setpriv = self.require_tools().setpriv
         assert setpriv is not None  # node_user is only set when it was found
-        return [setpriv, f"--reuid={uid}", f"--regid={gid}", "--clear-groups", "--no-new-privs", "--"]
+        user, group = _setpriv_ids(*self.node_user)
+        return [setpriv, f"--reuid={user}", f"--regid={group}", "--clear-groups", "--no-new-privs", "--"]
 
     @staticmethod
     def supervisor_env(node_env: dict[str, str]) -> dict[str, str]:
@@ -339,6 +341,28 @@ def _lookup_user(spec: str) -> tuple[int, int]:
             "AIHUB_LOCAL_RUN_AS: nodes may not run as root; use 'server' to run them as the server"
         )
     return uid, gid
+
+
+@functools.cache
+def _setpriv_ids(uid: int, gid: int) -> tuple[str, str]:
+    """setpriv's ``--reuid``/``--regid`` values for ``uid``/``gid``: their names where those stand for exactly
+    these ids, else the numbers. setpriv looks each value up as a name first (``getpwnam``, ``getgrnam``): a
+    number is found in no file, so every NSS module is loaded and asked (here ``libnss_systemd`` and the two
+    libraries it needs), a quarter of setpriv's CPU — a quarter of a millisecond per node. (Looked up once;
+    the numbers, too, stand for whichever entry is *named* so, should one be.)"""
+    import grp
+    import pwd
+
+    user, group = str(uid), str(gid)
+    with contextlib.suppress(KeyError):
+        name = pwd.getpwuid(uid).pw_name
+        if pwd.getpwnam(name).pw_uid == uid:
+            user = name
+    with contextlib.suppress(KeyError):
+        name = grp.getgrgid(gid).gr_name
+        if grp.getgrnam(name).gr_gid == gid:
+            group = name
+    return user, group
 
 
 def _base_env(home: str) -> dict[str, str]:
