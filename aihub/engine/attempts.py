@@ -194,6 +194,11 @@ class Attempts:
         )
         async with state.lock:
             outcome = policies.attempt_outcome(end)
+            if outcome is policies.AttemptOutcome.SUCCEED:
+                # the next queued nodes launch while this end is written; a node of this run records its
+                # start once the lock is free, so the run's events keep their order (a failure frees nothing
+                # early: fail-fast must clear the queue first)
+                self.engine.dispatcher.free(state, name)
             await self._record_outcome(state, name, attempt, report, outcome)
         return outcome is policies.AttemptOutcome.RETRY
 
