@@ -46,6 +46,8 @@ from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
 Extra = Callable[[Any, Any], Any]
 
 DEFINITION = "strawberry-definition"
+#: ``next`` message texts kept per built object (one per operation id and response key seen)
+_MESSAGES_PER_OBJECT = 64
 #: plans kept per selection set (documents are cached too, so their selection sets are the same objects)
 CACHED_PLANS = 512
 
@@ -60,9 +62,23 @@ class Prebuilt:
 
 
 class Completed(dict[str, Any]):
-    """A built object; ``text`` is its JSON (compact separators), made once."""
+    """A built object; ``text`` is its JSON (compact separators), made once; ``message`` a ``next`` message
+    carrying it, made once per operation id and response key."""
 
-    __slots__ = ("_text",)
+    __slots__ = ("_messages", "_text")
+
+    def message(self, op: str, key: str) -> str:
+        try:
+            messages = self._messages
+        except AttributeError:
+            messages = self._messages = {}
+        text = messages.get((op, key))
+        if text is None:
+            if len(messages) >= _MESSAGES_PER_OBJECT:
+                messages.clear()
+            head = '{"id":' + json.dumps(op) + ',"type":"next","payload":{"data":{' + json.dumps(key)
+            text = messages[(op, key)] = head + ":" + self.text + "}}}"
+        return text
 
     @property
     def text(self) -> str:
@@ -311,9 +327,10 @@ class BuiltCache:
 
 def next_message_text(message: object) -> str | None:
     """The JSON of a ``graphql-transport-ws`` ``next`` message whose data is one built answer, made from the
-    answer's own JSON text (made once for every subscriber); None for any other message. The same text as
+    answer's own JSON text (made once for every subscriber; the whole message once per operation id and
+    response key, which subscribers of one client library share); None for any other message. The same text as
     ``json.dumps(message, separators=(",", ":"))``."""
-    if type(message) is not dict or len(message) != 3 or message.get("type") != "next":
+    if type(message) is not dict or len(message) != 3:
         return None
     payload = message.get("payload")
     if type(payload) is not dict or len(payload) != 1:
@@ -322,7 +339,12 @@ def next_message_text(message: object) -> str | None:
     if type(data) is not dict or len(data) != 1:
         return None
     ((key, value),) = data.items()
-    if type(value) is not Completed or list(message) != ["id", "type", "payload"]:
+    if type(value) is not Completed or message.get("type") != "next" or list(message) != _NEXT_KEYS:
         return None
-    head = '{"id":' + json.dumps(message["id"]) + ',"type":"next","payload":{"data":{' + json.dumps(key)
-    return head + ":" + value.text + "}}}"
+    op = message["id"]
+    if type(op) is not str or type(key) is not str:
+        return None
+    return value.message(op, key)
+
+
+_NEXT_KEYS = ["id", "type", "payload"]

@@ -33,6 +33,7 @@ from aihub.graphql.admin import AdminMutation, AdminQuery
 from aihub.graphql.auth import AuthMutation, AuthQuery
 from aihub.graphql.catalog import CatalogQuery
 from aihub.graphql.errors import ErrorCodes, GuardResolvers, add_codes, request_id_of
+from aihub.graphql.fastpath import FastQueries
 from aihub.graphql.guards import QueryCost, RunTokenScope
 from aihub.graphql.live import LiveSubscription
 from aihub.graphql.loaders import Loaders
@@ -136,7 +137,7 @@ def build_schema(
     # The limit rules are built once, so that validation results can be cached per document (the cache key
     # includes the rule classes); parsing and validating dominate the cost of a small query otherwise.
     rules = [depth_rule(max_depth, None), aliases_rule(max_aliases)]
-    return AIHubSchema(
+    schema = AIHubSchema(
         query=merge_types("Query", tuple(queries)),
         mutation=merge_types("Mutation", tuple(mutations)),
         subscription=merge_types("Subscription", tuple(subscriptions)),
@@ -154,3 +155,7 @@ def build_schema(
             OperationMetrics,
         ],
     )
+    schema.fast_queries = FastQueries(  # type: ignore[attr-defined]
+        schema, max_tokens=max_tokens, rules=rules, max_cost=max_cost, max_log_bytes=max_log_bytes
+    )
+    return schema

@@ -17,8 +17,10 @@ from strawberry.exceptions import ConnectionRejectionError
 from strawberry.http import GraphQLHTTPResponse
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
 from strawberry.types import ExecutionResult
+from strawberry.types.unset import UNSET
 
 from aihub.graphql.context import Context, bearer_token
+from aihub.graphql.fastpath import FastQueries
 from aihub.graphql.ide import ide_html, secure_ide_page
 from aihub.graphql.media import GRAPHQL_RESPONSE, is_request_error, prefers_graphql_response
 from aihub.graphql.prebuilt import next_message_text
@@ -37,16 +39,28 @@ class GraphQLView(GraphQL):
             max_subscriptions_per_connection=500,
         )
         self.subscriber_buffer = subscriber_buffer
+        self.fast_queries: FastQueries = self.schema.fast_queries  # type: ignore[attr-defined]
+
+    async def run(self, request: Request | WebSocket, context: Any = UNSET, root_value: Any = UNSET) -> Any:  # type: ignore[override]
+        """A POST of a simple document is answered on its precompiled path when it can be
+        (``aihub.graphql.fastpath``); everything else, and that request when it cannot, by Strawberry."""
+        if context is UNSET and request.scope["type"] == "http" and request.scope["method"] == "POST":
+            response = await self.fast_queries.answer(self, request)  # type: ignore[arg-type]
+            if response is not None:
+                return response
+        return await super().run(request, context, root_value)  # type: ignore[arg-type]
 
     async def get_context(self, request: Request | WebSocket, response: Response | WebSocket) -> Context:  # type: ignore[override]
+        is_http = isinstance(request, Request)
         context = Context(
             request=request,
             response=response,
             runtime=request.app.state.runtime,
             subscriber_buffer=self.subscriber_buffer,
+            # an HTTP request's own id (one random id less per request); a websocket's a fresh one
+            request_id=new_request_id(request.headers.get("x-request-id") if is_http else None),
         )
-        if isinstance(request, Request):
-            context.request_id = new_request_id(request.headers.get("x-request-id"))
+        if is_http:
             if isinstance(response, Response):
                 response.headers["x-request-id"] = context.request_id
                 if prefers_graphql_response(request.headers.get("accept")):

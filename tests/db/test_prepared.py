@@ -4,6 +4,8 @@ PostgreSQL; a select that would need related models is refused."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import pytest
 
 from aihub.bus.memory import MemoryBus
@@ -30,6 +32,7 @@ async def test_get_run_sees_what_the_query_builder_sees(db: Settings) -> None:
         version = await create_workflow(owner, {**SPEC, "name": f"w-{owner.username}-{str(shared).lower()}"})
         await Workflow.filter(id=version.workflow_id).update(shared_with_team=shared)  # type: ignore[attr-defined]
         runs.append(await create_run(bus, owner, version.id))
+    await Run.filter(id=runs[0].id).update(started_at=datetime(2026, 12, 5, 10, 30, 1, 123456, tzinfo=UTC))
     seen = 0
     for user in (admin, alice, bob, carol):
         for run_id in [r.id for r in runs] + [10_000]:
@@ -38,10 +41,13 @@ async def test_get_run_sees_what_the_query_builder_sees(db: Settings) -> None:
                 got: Run | None = await get_run(user, run_id)
             except NotFound:
                 got = None
-            assert (got and (got.id, got.name, got.status, got.created_at, got.params)) == (
-                expected
-                and (expected.id, expected.name, expected.status, expected.created_at, expected.params)
+            fields = ("id", "name", "status", "created_at", "started_at", "finished_at", "params", "message")
+            assert (got and [getattr(got, f) for f in fields]) == (
+                expected and [getattr(expected, f) for f in fields]
             ), (user.username, run_id)
+            if got is not None and expected is not None:  # timestamps parsed once (cached): the same zone
+                assert got.created_at.tzinfo == expected.created_at.tzinfo
+                assert str(got.created_at) == str(expected.created_at)
             seen += got is not None
     assert seen == 4 + 2 + 2 + 1  # admin all; alice hers; bob his and alice's shared one; carol hers
 
