@@ -46,6 +46,7 @@ from aihub.engine.executors.local import (
     host_path,
     node_realpath,
 )
+from aihub.engine.executors.local_files import SPARES
 from aihub.storage.local import LocalArtifactStore, LocalLogStore
 from tests.polling import until
 
@@ -715,6 +716,30 @@ async def test_nodes_survive_a_killed_server_and_are_reattached(
     assert report.ok, report
     assert report.outputs["result"].value == "finished"
     assert again.outputs == report.outputs, "the handle the server recorded works just as well"
+
+
+async def test_isolated_attempts_take_scratch_dirs_made_ahead(isolated: LocalExecutor) -> None:
+    """The hand-off renames a spare scratch dir (private /tmp, workflow_space) into place instead of making
+    one, and a new spare is made in the background; spares left by an earlier server go at the probe."""
+    spare_dir = isolated.files.spare_dir
+    await isolated.settle()
+    ready = set(spare_dir.iterdir())
+    assert len(ready) == SPARES
+    job = _job("stat -c '%a %U' /tmp /tmp/workflow_space; ls -A /tmp/workflow_space | wc -l")
+    handle = await isolated.start(job)
+    assert (await isolated.wait(handle)).exit_code == 0
+    user = "nobody" if isolated.supervisors.node_user == (65534, 65534) else None
+    lines = _log(isolated, job).split("\n")
+    assert lines[0].split()[0] == "1777" and lines[1].split()[0] == "755" and lines[2].strip() == "0"
+    if user is not None:
+        assert lines[1].split()[1] == user
+    await isolated.settle()
+    now = set(spare_dir.iterdir())
+    assert len(now) == SPARES and len(ready - now) == 1, "one taken, one made"
+    (spare_dir / "left-by-an-earlier-server").mkdir()
+    await isolated.probe()
+    await isolated.settle()
+    assert len(set(spare_dir.iterdir())) == SPARES and not (spare_dir / "left-by-an-earlier-server").exists()
 
 
 async def test_an_attempts_files_are_made_before_its_start(executor: LocalExecutor) -> None:

@@ -200,6 +200,15 @@ class LocalExecutor:
     async def probe(self) -> None:
         """Decide, once, how supervisors start here (see :class:`Supervisors`)."""
         await self.supervisors.probe()
+        await asyncio.to_thread(self.files.reset_spares)
+        self._make_spares()
+
+    def _make_spares(self) -> None:
+        """Make the spare scratch dirs wanted, in the background (see :class:`AttemptFiles`)."""
+        for _ in range(self.files.spares_wanted()):
+            task = asyncio.create_task(asyncio.to_thread(self.files.make_spare), name="spare scratch dir")
+            self._cleanups.add(task)
+            task.add_done_callback(self._cleanups.discard)
 
     # ------------------------------------------------------------------------------------------ start
     async def start(self, job: Job) -> Handle:
@@ -228,6 +237,7 @@ class LocalExecutor:
             return self._fail_launch(job.key, scratch, data, message)
         self._children[job.key.slug] = proc
         data["pid"] = proc.pid
+        self._make_spares()  # the one taken, for the next start (now: not in this start's way)
         return Handle(self.name, job.key.slug, data)
 
     def _fail_launch(self, key: JobKey, scratch: Path, data: dict[str, Any], message: str) -> Handle:
@@ -290,7 +300,8 @@ class LocalExecutor:
         task.add_done_callback(self._cleanups.discard)
 
     async def settle(self) -> None:
-        """Wait for the background removal of finished attempts' private /tmp (tests, shutdown)."""
+        """Wait for the background work: removing finished attempts' private /tmp, making spare scratch dirs
+        (tests, shutdown)."""
         await asyncio.gather(*list(self._cleanups), return_exceptions=True)
 
     async def _report(self, data: dict[str, Any], scratch: Path) -> ExitReport:
@@ -450,6 +461,7 @@ class LocalExecutor:
         """Stop following attempts. Running nodes keep running: the next server re-attaches to them."""
         await self._waits.cancel()
         await self.settle()
+        await asyncio.to_thread(self.files.reset_spares)
         _orphans.update(c for c in self._children.values() if isinstance(c, subprocess.Popen))
         self._children.clear()
         _reap_orphans()

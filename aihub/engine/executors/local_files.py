@@ -15,6 +15,9 @@ import dataclasses
 import json
 import os
 import posixpath
+import shutil
+import threading
+import uuid
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -33,6 +36,8 @@ IMAGE_NOT_USED = (
     "(AIHUB_EXECUTOR=container runs nodes in their images)"
 )
 _MAX_SYMLINKS = 40
+SPARE_DIR = ".spare"  # in the work root: attempts' scratch dirs made ahead (see AttemptFiles)
+SPARES = 4  # kept ready: enough for the hand-offs of a few slots between two refills
 
 Storages = Sequence[tuple[str, str]]  # (node path, host path), as kept in handles
 
@@ -42,13 +47,76 @@ class _LaunchError(Exception):
 
 
 class AttemptFiles:
-    """Prepares attempts' files under ``work_root`` for supervisors started the way ``sup`` says."""
+    """Prepares attempts' files under ``work_root`` for supervisors started the way ``sup`` says.
+
+    An isolated attempt's scratch dir (with its private ``tmp``, 1777, and the node user's empty
+    ``workflow_space``) is made ahead, off the hand-off path: a few *spares* wait in ``work_root/.spare/`` and a
+    start renames one into place (one rename(2) instead of three mkdir(2), a chmod and a chown, each of which
+    costs on a loaded disk); a background thread makes the next. Without a spare (the first starts, a burst)
+    the start makes the dirs itself, as before.
+    """
 
     def __init__(self, work_root: Path, artifacts: ArtifactStore, logs: LogStore, sup: Supervisors) -> None:
         self.work_root = work_root
         self.artifacts = artifacts
         self.logs = logs
         self.sup = sup
+        self.spare_dir = work_root / SPARE_DIR
+        self._spares: list[Path] = []  # ready, for the current isolation and node user
+        self._spare_lock = threading.Lock()  # (starts and refills run in worker threads)
+        self._making = 0  # spares being made
+
+    # --------------------------------------------------------------------------------------- spares
+    def reset_spares(self) -> None:
+        """Forget and remove every spare (at probe: they were made for another isolation, or by an earlier
+        server). Blocking: call it in a worker thread."""
+        with self._spare_lock:
+            self._spares.clear()
+        shutil.rmtree(self.spare_dir, ignore_errors=True)
+
+    def spares_wanted(self) -> int:
+        """How many spares to make now (each through :meth:`make_spare`)."""
+        if not self.sup.isolated:
+            return 0
+        with self._spare_lock:
+            wanted = max(SPARES - len(self._spares) - self._making, 0)
+            self._making += wanted
+            return wanted
+
+    def make_spare(self) -> None:
+        """Make one spare (blocking: in a worker thread); an error only means one spare less."""
+        try:
+            self.spare_dir.mkdir(mode=0o700, exist_ok=True)
+            spare = self.spare_dir / uuid.uuid4().hex
+            spare.mkdir(mode=0o700)
+            self._make_tmp(spare)
+        except OSError:
+            spare = None
+        with self._spare_lock:
+            self._making -= 1
+            if spare is not None:
+                self._spares.append(spare)
+
+    def _take_spare(self, scratch: Path) -> bool:
+        """Rename a spare to ``scratch``; False when there is none (or the rename failed)."""
+        with self._spare_lock:
+            if not self._spares:
+                return False
+            spare = self._spares.pop()
+        try:
+            os.rename(spare, scratch)
+        except OSError:
+            shutil.rmtree(spare, ignore_errors=True)
+            return False
+        return True
+
+    def _make_tmp(self, scratch: Path) -> None:
+        tmp = scratch / "tmp"
+        tmp.mkdir()
+        (tmp / "workflow_space").mkdir()
+        os.chmod(tmp, 0o1777)  # like any /tmp
+        if self.sup.node_user is not None:
+            os.chown(tmp / "workflow_space", *self.sup.node_user)
 
     def out_of_private_paths(self, job: Job) -> Job:
         """A storage seen at its own host path inside a hidden directory (the local build of a module, under
@@ -82,15 +150,11 @@ class AttemptFiles:
     def _prepare_scratch(self, job: Job, scratch: Path, log_path: Path) -> dict[str, Any]:
         """Create the scratch dir and write ``meta.json``: everything a later ``find`` needs."""
         # Every file operation counts (a loaded disk makes each one cost): without isolation the attempt
-        # needs nothing but the scratch dir itself.
-        scratch.mkdir(mode=0o700, parents=True)
-        if self.sup.isolated:
-            tmp = scratch / "tmp"
-            tmp.mkdir()
-            (tmp / "workflow_space").mkdir()
-            os.chmod(tmp, 0o1777)  # like any /tmp
-            if self.sup.node_user is not None:
-                os.chown(tmp / "workflow_space", *self.sup.node_user)
+        # needs nothing but the scratch dir itself; with it, a spare holds the rest.
+        if not (self.sup.isolated and self._take_spare(scratch)):
+            scratch.mkdir(mode=0o700, parents=True)
+            if self.sup.isolated:
+                self._make_tmp(scratch)
         storages = [(posixpath.normpath(s.path), s.host_path or s.path) for s in job.storages]
         data: dict[str, Any] = {
             "scratch": str(scratch),
