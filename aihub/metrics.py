@@ -43,6 +43,7 @@ class Metrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
+        self._labelled: dict[tuple[Any, tuple[str, ...]], Any] = {}
         r = self.registry
         self.runs = Counter(
             "aihub_runs_finished",
@@ -135,9 +136,18 @@ class Metrics:
             self._watching_database = True
             self.registry.register(_PoolCollector())
 
+    def labelled(self, metric: Any, *values: str) -> Any:
+        """``metric.labels(*values)``, looked up once: the engine counts a few of them per node, and
+        prometheus_client's ``labels`` checks and converts its arguments on every call."""
+        key = (metric, values)
+        child = self._labelled.get(key)
+        if child is None:
+            child = self._labelled[key] = metric.labels(*values)
+        return child
+
     def observe_publish(self, started: float, ok: bool) -> None:
         """One publish on the bus that began at ``started`` (``time.perf_counter``) ended now."""
-        self.bus_published.labels("ok" if ok else "error").inc()
+        self.labelled(self.bus_published, "ok" if ok else "error").inc()
         if ok:
             self.bus_publish.observe(time.perf_counter() - started)
 

@@ -175,7 +175,7 @@ async def open_runtime(
     capper = LogCapper(lambda: running_logs(engine, logs), settings.max_log_bytes)
 
     async def attempt_ended(run_id: int, node: str, number: int) -> None:
-        await capper.cap(logs.path(run_id, node, number))
+        await capper.cap(logs.location(run_id, node, number))
         try:  # written once the attempt has ended: what every replica serves from now on
             await logs.archive(run_id, node, number)
         except Exception as exc:  # the log stays on this host; the node's outcome matters more

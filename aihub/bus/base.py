@@ -48,11 +48,14 @@ _OVERFLOW = object()
 
 
 class Subscription:
-    """An async iterator of events for one subscriber, with a bounded buffer."""
+    """An async iterator of events for one subscriber, with a bounded buffer. ``runs_only``: of every run's
+    events only the run-level ones (``node`` is None), e.g. the engine's listener, which would otherwise be
+    woken for each node event only to drop it."""
 
-    def __init__(self, bus: BaseBus, run_id: int | None, maxsize: int) -> None:
+    def __init__(self, bus: BaseBus, run_id: int | None, maxsize: int, runs_only: bool = False) -> None:
         self._bus = bus
         self.run_id = run_id
+        self.runs_only = runs_only
         self._queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=maxsize + 1)
         self._maxsize = maxsize
         self.dropped = False
@@ -94,7 +97,9 @@ class Bus(Protocol):
     async def start(self) -> None: ...
     async def close(self) -> None: ...
     async def publish(self, event: RunEvent) -> None: ...
-    def subscribe(self, run_id: int | None = None, *, maxsize: int = 10_000) -> Subscription: ...
+    def subscribe(
+        self, run_id: int | None = None, *, maxsize: int = 10_000, runs_only: bool = False
+    ) -> Subscription: ...
     async def publish_control(self, message: dict[str, Any]) -> None: ...
     def on_control(self, handler: ControlHandler) -> None: ...
     def off_control(self, handler: ControlHandler) -> None: ...
@@ -105,6 +110,8 @@ class BaseBus:
 
     def __init__(self) -> None:
         self._by_run: dict[int | None, set[Subscription]] = {}
+        #: subscribers of every run's run-level events only (``Subscription.runs_only``)
+        self._run_level: set[Subscription] = set()
         #: where publishes and delivery lag are counted (``/metrics``); the runtime sets it
         self.metrics: Metrics | None = None
         self._control: list[ControlHandler] = []
@@ -125,12 +132,24 @@ class BaseBus:
             except Exception:
                 log.exception("a control handler failed on %r", message)
 
-    def subscribe(self, run_id: int | None = None, *, maxsize: int = 10_000) -> Subscription:
-        sub = Subscription(self, run_id, maxsize)
-        self._by_run.setdefault(run_id, set()).add(sub)
+    def subscribe(
+        self, run_id: int | None = None, *, maxsize: int = 10_000, runs_only: bool = False
+    ) -> Subscription:
+        """Every event of run ``run_id`` (None: of every run); ``runs_only``: only the run-level events of
+        every run (``run_id`` must then be None)."""
+        if runs_only and run_id is not None:
+            raise ValueError("a subscription of run-level events only is for every run")
+        sub = Subscription(self, run_id, maxsize, runs_only)
+        if runs_only:
+            self._run_level.add(sub)
+        else:
+            self._by_run.setdefault(run_id, set()).add(sub)
         return sub
 
     def unsubscribe(self, sub: Subscription) -> None:
+        if sub.runs_only:
+            self._run_level.discard(sub)
+            return
         subs = self._by_run.get(sub.run_id)
         if subs is not None:
             subs.discard(sub)
@@ -139,9 +158,14 @@ class BaseBus:
 
     def deliver(self, event: RunEvent) -> None:
         for key in (event.run_id, None):
-            for sub in list(self._by_run.get(key, ())):
+            subs = self._by_run.get(key)
+            if subs:
+                for sub in list(subs):
+                    sub.offer(event)
+        if event.node is None and self._run_level:
+            for sub in list(self._run_level):
                 sub.offer(event)
 
     @property
     def subscriber_count(self) -> int:
-        return sum(len(s) for s in self._by_run.values())
+        return sum(len(s) for s in self._by_run.values()) + len(self._run_level)

@@ -2,13 +2,20 @@
 
 Selected for every ``postgres://`` URL by :func:`aihub.db.setup.database_config` (Tortoise loads an engine module
 by name and takes its ``client_class``). A statement of its own — a read, or a one-statement write in autocommit —
-runs again on a fresh pooled connection when the connection died under it (:mod:`aihub.db.retry`). Statements in a
+runs again on a fresh pooled connection when the connection died under it (:mod:`aihub.db.retry`).
+
+An insert is not safe to repeat blindly: the connection may die after the server committed it, before the answer
+came back, and a repeat would add the row twice (or fail on a unique name, telling the client that what it just
+made already exists). So an insert runs in a transaction whose id it takes first; when the connection is lost,
+PostgreSQL's ``txid_status`` says on a new connection whether that transaction committed: if not, the insert runs
+again; if it did, :class:`~aihub.db.retry.AppliedButAnswerLost` is raised (the API says ``UNAVAILABLE``). Statements in a
 transaction are not retried one by one: the transaction is rolled back whole, and the code that opened it retries
 it (``aihub.services.status``, ``aihub.services.capacity``).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from typing import Any
@@ -21,10 +28,11 @@ from tortoise.backends.base.client import (
     TransactionContext,
     TransactionContextPooled,
 )
+from tortoise.backends.base_postgres.client import translate_exceptions
 from tortoise.connection import get_connections
 from tortoise.exceptions import TransactionManagementError
 
-from aihub.db.retry import is_connection_error, retrying
+from aihub.db.retry import AppliedButAnswerLost, is_connection_error, retrying
 
 log = logging.getLogger("aihub.db")
 
@@ -97,14 +105,45 @@ class ResilientAsyncpgClient(AsyncpgDBClient):
         return _TransactionContext(TransactionWrapper(self), self._pool_init_lock)
 
     async def execute_insert(self, query: str, values: list) -> asyncpg.Record | None:
-        return await retrying(
-            lambda _: super(ResilientAsyncpgClient, self).execute_insert(query, values), what="insert"
-        )
+        return await retrying(lambda _: self._write_once(query, [values], many=False), what="insert")
 
     async def execute_many(self, query: str, values: list) -> None:
-        await retrying(
-            lambda _: super(ResilientAsyncpgClient, self).execute_many(query, values), what="write"
-        )
+        await retrying(lambda _: self._write_once(query, values, many=True), what="write")
+
+    @translate_exceptions
+    async def _write_once(self, query: str, rows: list, *, many: bool) -> asyncpg.Record | None:
+        """The insert in a transaction whose id is known before the statement is sent (module docstring)."""
+        txid: int | None = None
+        try:
+            async with self.acquire_connection() as connection:
+                self.log.debug("%s: %s", query, rows)
+                async with connection.transaction():
+                    txid = await connection.fetchval("SELECT txid_current()")
+                    if many:
+                        await connection.executemany(query, rows)
+                        return None
+                    return await connection.fetchrow(query, *rows[0])
+        except Exception as exc:
+            if txid is not None and is_connection_error(exc) and await self._committed(txid):
+                raise AppliedButAnswerLost(
+                    f"the connection was lost after the database committed the write ({exc})"
+                ) from exc
+            raise
+
+    async def _committed(self, txid: int) -> bool:
+        """Whether transaction ``txid`` committed, asked on another connection (waiting while the server still
+        ends it)."""
+
+        async def status(_: int) -> str | None:
+            async with self.acquire_connection() as connection:
+                return await connection.fetchval("SELECT txid_status($1)", txid)  # type: ignore[no-any-return]
+
+        for _ in range(200):
+            answer = await retrying(status, what="the outcome of a write")
+            if answer != "in progress":
+                return answer == "committed"
+            await asyncio.sleep(0.05)
+        return True  # still running after 10 s: never repeat what may yet commit
 
     async def execute_query(self, query: str, values: list | None = None) -> tuple[int, list[dict]]:
         return await retrying(

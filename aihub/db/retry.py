@@ -33,6 +33,11 @@ MAX_DELAY = 2.0
 DEADLINE = 60.0
 
 
+class AppliedButAnswerLost(ConnectionError):
+    """The connection was lost after the server committed a write, before its answer arrived: the write is
+    done (and must not be repeated), but what it returned is lost."""
+
+
 def is_connection_error(exc: BaseException) -> bool:
     """True when ``exc`` (or what it wraps) says the database connection was lost, not what was asked."""
     seen: set[int] = set()
@@ -70,7 +75,11 @@ async def retrying(
         try:
             return await write(number)
         except Exception as exc:
-            if not is_connection_error(exc) or loop.time() + delay > end:
+            if (
+                isinstance(exc, AppliedButAnswerLost)
+                or not is_connection_error(exc)
+                or loop.time() + delay > end
+            ):
                 raise
             log.warning("%s: the database connection was lost (%s); again in %.2f s", what, exc, delay)
         await asyncio.sleep(delay)

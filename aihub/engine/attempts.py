@@ -65,14 +65,15 @@ class Attempts:
             return
         if ready_since is not None:
             cluster = state.running[name].pool.name
-            engine.metrics.handoff.labels(cluster).observe(time.monotonic() - ready_since)
+            engine.metrics.labelled(engine.metrics.handoff, cluster).observe(time.monotonic() - ready_since)
         await self._launched(state, name, handle)
 
     def _observe_queue_wait(self, state: RunState, name: str) -> None:
         queued_at = state.queued_at.pop(name, None)
         if queued_at is not None:
             cluster = state.running[name].pool.name
-            self.engine.metrics.queue_wait.labels(cluster).observe(time.monotonic() - queued_at)
+            metrics = self.engine.metrics
+            metrics.labelled(metrics.queue_wait, cluster).observe(time.monotonic() - queued_at)
 
     async def _could_not_start(self, state: RunState, name: str, exc: Exception) -> None:
         async with state.lock:
@@ -193,6 +194,11 @@ class Attempts:
         )
         async with state.lock:
             outcome = policies.attempt_outcome(end)
+            if outcome is policies.AttemptOutcome.SUCCEED:
+                # the next queued nodes launch while this end is written; a node of this run records its
+                # start once the lock is free, so the run's events keep their order (a failure frees nothing
+                # early: fail-fast must clear the queue first)
+                self.engine.dispatcher.free(state, name)
             await self._record_outcome(state, name, attempt, report, outcome)
         return outcome is policies.AttemptOutcome.RETRY
 
@@ -247,11 +253,11 @@ class Attempts:
 
     def _observe(self, cluster: str, attempt: Attempt) -> None:
         metrics = self.engine.metrics
-        metrics.attempts.labels(attempt.status.value, cluster).inc()
+        metrics.labelled(metrics.attempts, attempt.status.value, cluster).inc()
         seconds = None
         if attempt.started_at is not None and attempt.finished_at is not None:
             seconds = max((attempt.finished_at - attempt.started_at).total_seconds(), 0.0)
-            metrics.node_duration.labels(cluster).observe(seconds)
+            metrics.labelled(metrics.node_duration, cluster).observe(seconds)
         took = f" after {seconds:.1f} s" if seconds is not None else ""
         log.info("attempt %d ended %s on cluster %s%s", attempt.number, attempt.status.value, cluster, took)
 

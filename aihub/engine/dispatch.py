@@ -211,12 +211,25 @@ class Dispatcher:
         self.resting.pop(pool_name, None)
         self.dispatch()
 
+    def free(self, state: RunState, name: str) -> None:
+        """The node's attempt has ended well: its share of a pool not counted in the shared ledger goes back
+        now, and the next queued nodes start, while its end is still being written — the node stays among the
+        running ones until then (``release``), so its run cannot end meanwhile. A shared pool's share goes back
+        with its claim, in ``release``: before, another node of this worker would be refused by the ledger."""
+        running = state.running.get(name)
+        if running is None or running.freed or self.shares(running.pool):
+            return
+        running.pool.release(running.lease)
+        running.freed = True
+        self.dispatch()
+
     def release(self, state: RunState, name: str, *, claim: bool = True) -> None:
         """The node no longer holds its share of the cluster (``claim``: in the shared ledger either)."""
         running = state.running.pop(name, None)
         if running is None:
             return
-        running.pool.release(running.lease)
+        if not running.freed:
+            running.pool.release(running.lease)
         if claim and self.shares(running.pool):
             key = (state.run.id, name)
             task = self.engine.spawn(

@@ -95,7 +95,7 @@ class Engine:
         if probe is not None:
             await probe()
         await self.load_pools()
-        self._subscription = self.bus.subscribe(None)
+        self._subscription = self.bus.subscribe(None, runs_only=True)
         self.spawn(self._listen(), "bus listener")
         if not recover:
             return
@@ -169,12 +169,11 @@ class Engine:
         while True:
             assert self._subscription is not None
             try:
-                async for event in self._subscription:
-                    if event.node is None:
-                        self._on_run_event(event)
+                async for event in self._subscription:  # run-level events only
+                    self._on_run_event(event)
             except SubscriberTooSlow:
                 log.warning("engine fell behind the event bus; reconciling from the database")
-                self._subscription = self.bus.subscribe(None)
+                self._subscription = self.bus.subscribe(None, runs_only=True)
                 await self.recovery.recover(self._owns)
 
     def _on_run_event(self, event: RunEvent) -> None:

@@ -24,6 +24,8 @@ class Running:
     pool: Pool
     handle: Handle | None = None
     attempt: Attempt | None = None
+    #: the lease went back to the pool already (``Dispatcher.free``): the attempt ended, its end is being written
+    freed: bool = False
 
 
 @dataclass

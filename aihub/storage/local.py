@@ -184,6 +184,10 @@ class LocalLogStore:
         location.parent.mkdir(parents=True, exist_ok=True)
         return location
 
+    def location(self, run_id: int, node: str, attempt: int) -> Path:
+        """Where the log file of one attempt is (or would be); nothing is created."""
+        return self._location(run_id, node, attempt)
+
     async def archive(self, run_id: int, node: str, attempt: int) -> None:
         """Nothing to do: the file on local disk is the archive."""
 
@@ -270,7 +274,7 @@ class LocalLogStore:
             )
         if not isinstance(node, str) or not _NODE.fullmatch(node):
             raise ValueError(f"invalid node name {node!r}")
-        return self.root / str(run_id) / node / f"{attempt}.log"
+        return self.root.joinpath(str(run_id), node, f"{attempt}.log")
 
 
 def _is_index(value: object) -> bool:

@@ -79,7 +79,16 @@ class LogCapper:
             self._task = None
 
     async def cap(self, path: Path) -> None:
-        """Cap one log now (an attempt that has just ended: its last look)."""
+        """Cap one log now (an attempt that has just ended: its last look). A log within the limit, nearly
+        always, costs one ``stat`` here (microseconds: the node has just closed the file) instead of a trip to
+        a worker thread and back, which cost the engine about 0.2 ms per node (issue 18)."""
+        try:
+            if os.stat(path).st_size <= self.max_bytes:
+                return
+        except FileNotFoundError:
+            return
+        except OSError:
+            pass  # the thread's try says what is wrong
         try:
             dropped = await asyncio.to_thread(cap_log_file, path, self.max_bytes)
         except OSError as exc:

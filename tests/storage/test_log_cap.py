@@ -90,3 +90,18 @@ async def test_the_capper_watches_active_logs(tmp_path: Path) -> None:
     finally:
         await capper.close()
     assert log.read_bytes().endswith(b"line 004999\n")
+
+
+async def test_the_last_look_caps_only_a_log_over_the_limit(tmp_path: Path) -> None:
+    """``LogCapper.cap`` (an attempt's end): a log within the limit is left as it is (looked at with a ``stat``,
+    no trip to a thread), one over it is compacted, a missing one is no error."""
+    capper = LogCapper(lambda: [], LIMIT)
+    within, over = tmp_path / "within.log", tmp_path / "over.log"
+    within.write_bytes(b"x" * LIMIT)
+    over.write_bytes(_lines(0, 1000))
+    await capper.cap(within)
+    await capper.cap(over)
+    await capper.cap(tmp_path / "missing.log")
+    assert within.read_bytes() == b"x" * LIMIT
+    assert over.stat().st_size <= LIMIT and b"bytes of this log were dropped" in over.read_bytes()
+    assert over.read_bytes().endswith(b"line 000999\n") and not (tmp_path / "missing.log").exists()

@@ -1,0 +1,91 @@
+"""A node that ended well gives its share of the cluster back before its end is written (issue 18: the next
+queued node launches meanwhile, so a slot does not sit idle for a database round trip), while the node itself
+stays among the running ones until then, its run's events keep their order, and a failure frees nothing early
+(fail-fast clears the queue first)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from aihub.db import node_writes
+from aihub.db.models import NodeEvent, NodeRun, User
+from aihub.domain.status import NodeStatus, RunStatus
+from aihub.engine.executors.base import Handle, Job
+from aihub.runtime import Runtime
+from tests.engine.support import start_run, wait_for_run
+
+
+def _hold_the_end_of(monkeypatch: pytest.MonkeyPatch, node: str, status: NodeStatus) -> dict[str, Any]:
+    """Hold the write of ``node``'s move to ``status`` until ``gate`` is set; ``held`` is set when it waits."""
+    seen: dict[str, Any] = {"held": asyncio.Event(), "gate": asyncio.Event()}
+    write = node_writes.write_transition
+
+    async def held_write(row: NodeRun, *args: Any, **kwargs: Any) -> bool:
+        if row.name == node and row.status is status:
+            seen["held"].set()
+            await seen["gate"].wait()
+        return await write(row, *args, **kwargs)
+
+    monkeypatch.setattr(node_writes, "write_transition", held_write)
+    return seen
+
+
+async def test_the_next_node_launches_while_an_end_is_written(
+    rt: Runtime, user: User, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rt.settings.local_cpus = 1  # one node at a time: "b" waits in the queue for "a"'s share
+    await rt.engine.load_pools()
+    pool = rt.engine.capacity.pools["local"]
+    seen = _hold_the_end_of(monkeypatch, "a", NodeStatus.SUCCEEDED)
+    launched, start = asyncio.Event(), rt.executor.start
+
+    async def spied_start(job: Job) -> Handle:
+        handle = await start(job)
+        if job.key.node == "b":
+            launched.set()
+        return handle
+
+    monkeypatch.setattr(rt.executor, "start", spied_start)
+    nodes = [{"name": "a", "command": "true"}, {"name": "b", "command": "true"}]
+    run = await start_run(rt, user, {"name": "wf", "nodes": nodes})
+    await asyncio.wait_for(seen["held"].wait(), 60)
+    state = rt.engine.runs[run.id]
+    assert "a" in state.running and state.running["a"].freed  # still running for the run, not for the pool
+    assert "b" in state.running and not state.running["b"].freed  # b got a's share: dispatched already
+    assert pool.used_cpu == state.running["b"].lease.cpu_millis
+    # b launches meanwhile; its own start is written only after a's end (same run: one writer at a time)
+    await asyncio.wait_for(launched.wait(), 60)
+    assert (await NodeRun.get(run_id=run.id, name="a")).status is NodeStatus.RUNNING
+    assert (await NodeRun.get(run_id=run.id, name="b")).status is NodeStatus.WAITING
+    seen["gate"].set()
+    run = await wait_for_run(rt, run.id)
+    assert run.status is RunStatus.SUCCEEDED, run.message
+    kinds = [
+        (e.node, e.kind) for e in await NodeEvent.filter(run_id=run.id, node__isnull=False).order_by("id")
+    ]
+    assert kinds == [("a", "started"), ("a", "exited"), ("b", "started"), ("b", "exited")]
+    assert pool.used_cpu == 0  # every share went back once, none twice
+
+
+async def test_a_failure_frees_nothing_before_it_is_written(
+    rt: Runtime, user: User, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rt.settings.local_cpus = 1
+    await rt.engine.load_pools()
+    pool = rt.engine.capacity.pools["local"]
+    seen = _hold_the_end_of(monkeypatch, "a", NodeStatus.FAILED)
+    nodes = [{"name": "a", "command": "exit 3"}, {"name": "b", "command": "true"}]
+    run = await start_run(rt, user, {"name": "wf", "nodes": nodes})
+    await asyncio.wait_for(seen["held"].wait(), 60)
+    state = rt.engine.runs[run.id]
+    assert not state.running["a"].freed and "b" not in state.running
+    assert pool.used_cpu == state.running["a"].lease.cpu_millis
+    seen["gate"].set()
+    run = await wait_for_run(rt, run.id)
+    assert run.status is RunStatus.FAILED
+    b = await NodeRun.get(run_id=run.id, name="b")
+    assert b.status is NodeStatus.SKIPPED and b.attempt == 0  # fail-fast: never started
+    assert pool.used_cpu == 0
