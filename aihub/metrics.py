@@ -20,7 +20,6 @@ from prometheus_client.registry import Collector
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
-from strawberry.extensions import SchemaExtension
 
 if TYPE_CHECKING:
     from aihub.engine.scheduler import Engine
@@ -253,24 +252,6 @@ class RequestMetrics:
             template = getattr(route, "path", None) or "(unmatched)"
             method = scope["method"] if scope["method"] in _METHODS else "OTHER"
             self.metrics.http.labels(method, template, str(status)).observe(time.perf_counter() - started)
-
-
-class OperationMetrics(SchemaExtension):
-    """Counts each GraphQL operation by type and name (in the app's ``Metrics``)."""
-
-    def on_operation(self) -> Iterator[None]:
-        yield
-        ctx = self.execution_context
-        request = getattr(ctx.context, "request", None)
-        metrics = getattr(getattr(request, "app", None), "state", None)
-        metrics = getattr(metrics, "metrics", None)
-        if metrics is None:
-            return
-        try:
-            kind = ctx.operation_type.value
-        except Exception:  # not parsed (a syntax error): no type
-            kind = "unknown"
-        metrics.graphql.labels(kind, metrics.operation_label(ctx.operation_name)).inc()
 
 
 def metrics_endpoint(metrics: Metrics, token: str | None) -> Any:

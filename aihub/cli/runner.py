@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
 from aihub.bus.base import RunEvent
-from aihub.cli.client import printable
+from aihub.cli.terminal import printable
 from aihub.domain.spec import SpecError, parse_spec
 from aihub.domain.status import NodeStatus, RunStatus
 from aihub.runtime import Runtime, open_runtime

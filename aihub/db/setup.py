@@ -15,7 +15,6 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-from aerich import Command
 from tortoise import Tortoise
 from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.backends.base.config_generator import expand_db_url
@@ -44,9 +43,10 @@ SQLITE_PRAGMAS: dict[str, str] = {
 _PG_MIGRATION_LOCK = 0x41_49_48_55_42  # "AIHUB"
 
 
-def database_config(settings: Settings) -> dict[str, Any]:
-    """The Tortoise config of ``settings`` with the default connection expanded and SQLite pragmas added."""
-    config = tortoise_config(settings)
+def database_config(settings: Settings, *, aerich: bool = True) -> dict[str, Any]:
+    """The Tortoise config of ``settings`` with the default connection expanded and SQLite pragmas added
+    (``aerich``: with aerich's migration table, see :func:`aihub.db.config.tortoise_config`)."""
+    config = tortoise_config(settings, aerich=aerich)
     connection = expand_db_url(config["connections"]["default"])
     if connection["engine"] == POSTGRES_ENGINE:
         connection["engine"] = "aihub.db.pg"  # the same, with lost connections retried
@@ -85,7 +85,7 @@ async def init_db(settings: Settings) -> None:
     The Tortoise context is also made the process-wide fallback, so tasks that did not inherit it (ASGI
     requests next to the lifespan task) find it too.
     """
-    config = database_config(settings)
+    config = database_config(settings, aerich=False)
     _ensure_dirs(settings, config)
     _forget_cached_queries()
     await Tortoise.init(config=config, _enable_global_fallback=True)
@@ -115,10 +115,33 @@ async def migrate(settings: Settings) -> list[str]:
     _ensure_dirs(settings, config)
     migrations_dir()
     _forget_cached_queries()
+    if await _up_to_date(settings):
+        return []
+    from aerich import Command  # (imported only when there is something to apply: a fifth of a start-up)
+
     async with TortoiseContext():
         command = Command(tortoise_config=config, app=APP, location=str(MIGRATIONS_DIR))
         async with command, _migration_lock(config):
             return await command.upgrade(run_in_transaction=True)
+
+
+def migration_files() -> set[str]:
+    """The names of the migration files, as aerich records them once applied."""
+    return {p.name for p in migrations_dir().glob("*.py") if p.name[0].isdigit()}
+
+
+async def _up_to_date(settings: Settings) -> bool:
+    """Whether every migration file is recorded as applied: one query, without aerich. Anything unexpected
+    (no database yet, no table) is "no", and aerich, under the migration lock, decides."""
+    try:
+        async with TortoiseContext() as ctx:
+            await ctx.init(config=database_config(settings, aerich=False))
+            rows = await ctx.db().execute_query_dict("SELECT version FROM aerich WHERE app = 'models'")
+    except Exception:
+        return False
+    finally:
+        _forget_cached_queries()
+    return migration_files() <= {row["version"] for row in rows}
 
 
 @contextlib.asynccontextmanager

@@ -24,9 +24,8 @@ from strawberry.extensions import SchemaExtension
 from tortoise.exceptions import ValidationError
 
 from aihub.bus.base import SubscriberTooSlow
-from aihub.db.retry import is_connection_error
 from aihub.logs import new_request_id
-from aihub.services.errors import ServiceError
+from aihub.services.errors import ServiceError, database_connection_lost
 
 log = logging.getLogger("aihub.graphql")
 
@@ -65,7 +64,7 @@ def _with_code(error: GraphQLError, request_id: str | None) -> GraphQLError:
         # parse/validation errors and limits: the client's document is at fault
         error.extensions = {**(error.extensions or {}), "code": "BAD_REQUEST"}
         return error
-    if is_connection_error(error.original_error):
+    if database_connection_lost(error.original_error):
         # the database went away under the request (a restart, a failover): nothing is wrong with the request,
         # but a write may or may not have been applied before the loss — the client must look before repeating
         log.warning("the database connection was lost in %s: %s", error.path, error.original_error)

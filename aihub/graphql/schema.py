@@ -37,10 +37,10 @@ from aihub.graphql.fastpath import FastQueries
 from aihub.graphql.guards import QueryCost, RunTokenScope
 from aihub.graphql.live import LiveSubscription
 from aihub.graphql.loaders import Loaders
+from aihub.graphql.metrics import OperationMetrics
 from aihub.graphql.prebuilt import FastExecutionContext
 from aihub.graphql.runs import RunMutation, RunQuery
 from aihub.graphql.workflows import WorkflowMutation, WorkflowQuery
-from aihub.metrics import OperationMetrics
 
 log = logging.getLogger("aihub.graphql")
 

@@ -2,6 +2,14 @@
 
 from __future__ import annotations
 
+from aihub.db.retry import is_connection_error
+
+
+def database_connection_lost(exc: BaseException) -> bool:
+    """The database connection was lost under the request (a restart, a failover): adapters answer "unavailable,
+    try again" — and, for a write, that it may have been applied (``aihub.db.pg``)."""
+    return is_connection_error(exc)
+
 
 class ServiceError(Exception):
     code = "ERROR"

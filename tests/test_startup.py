@@ -1,0 +1,50 @@
+"""What ``aihub run`` loads: the embedded runner imports neither the API stack nor the migration tool.
+
+Start-up is most of what a user waits for when running a small workflow (``aihub run`` of the seed's example
+took 1.7–3 s, of which about 1 s was importing Strawberry, graphql-core, aerich and the HTTP clients it never
+used; ``docs/benchmarks.md``, "CLI start-up"). This keeps those imports from creeping back; the time itself is
+measured by ``bench/startup.py``.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from aihub.db.setup import migration_files
+
+#: packages ``aihub run`` has no use for (the server's API and pages, the client, migrations when up to date)
+NOT_FOR_RUN = ("strawberry", "graphql", "aerich", "httpx", "websockets", "uvicorn", "jinja2")
+
+PROBE = """
+import asyncio, json, sys
+from pathlib import Path
+import aihub.cli.runner, aihub.runtime
+from aihub.db.setup import migrate
+from aihub.settings import Settings
+
+loaded = {name: name in sys.modules for name in NOT_FOR_RUN}
+applied = asyncio.run(migrate(Settings(data_dir=Path(sys.argv[1]))))
+print(json.dumps({"loaded": loaded, "applied": applied, "aerich_after": "aerich" in sys.modules}))
+"""
+
+
+def _probe(data_dir: Path) -> dict:
+    code = f"NOT_FOR_RUN = {NOT_FOR_RUN!r}\n" + PROBE
+    result = subprocess.run(
+        [sys.executable, "-c", code, str(data_dir)], capture_output=True, text=True, timeout=120, check=True
+    )
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def test_the_runner_imports_no_api_client_or_migration_tool(tmp_path: Path) -> None:
+    first = _probe(tmp_path)  # a new database: aerich is needed and used
+    assert first["loaded"] == dict.fromkeys(NOT_FOR_RUN, False), first["loaded"]
+    assert sorted(first["applied"]) == sorted(migration_files())
+    assert first["aerich_after"] is True
+
+    again = _probe(tmp_path)  # up to date: one query, no aerich
+    assert again["applied"] == []
+    assert again["aerich_after"] is False
