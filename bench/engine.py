@@ -20,7 +20,11 @@ docs/benchmarks.md explains the choices and holds the figures.
   hand-off by about that; the parent's own clock is exact to the node's exit.
 - **scale**: 10 layers x 1,000 against 10 layers x 100, each in a fresh child process: wall time, CPU, and
   peak RSS growth (the kernel's high-water mark, reset once the runtime is up).
-- ``--profile``: cProfile of the 1,000-node layered run; prints the top functions.
+- ``--profile``: cProfile of the 1,000-node layered run (the event-loop thread's CPU time, ``time.thread_time``);
+  prints the top functions.
+
+The engine's own CPU is also split by thread (``/proc/self/task``): the event loop, asyncio's worker threads
+(``to_thread``: the local executor's file work and spawn), the database client's thread (aiosqlite), others.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -111,6 +116,7 @@ class Measure:
     cpu_self: float
     cpu_children: float
     running: float | None = None  # engine runs: mean number of attempts running (of the CPUS slots)
+    threads: dict[str, float] | None = None  # engine runs: CPU seconds of this process's threads, by kind
 
 
 async def measured(work: Awaitable[Any]) -> tuple[Any, Measure]:
@@ -140,6 +146,34 @@ def _launchers_cpu() -> float:
             if int(fields[1]) == os.getpid() and LAUNCHER_SCRIPT in cmdline:
                 total += sum(int(f) for f in fields[11:15])  # utime stime cutime cstime
     return total / os.sysconf("SC_CLK_TCK")
+
+
+THREAD_KINDS = ("event loop", "worker threads", "database thread", "other")
+
+
+def thread_cpu() -> dict[str, float]:
+    """CPU seconds so far of this process's live threads, by kind (``THREAD_KINDS``)."""
+    names = {t.native_id: t.name for t in threading.enumerate()}
+    loop = threading.main_thread().native_id
+    totals = dict.fromkeys(THREAD_KINDS, 0.0)
+    for tid in os.listdir("/proc/self/task"):
+        try:
+            stat = Path("/proc/self/task", tid, "stat").read_bytes()
+        except OSError:
+            continue  # ended meanwhile
+        fields = stat[stat.rindex(b")") + 2 :].split()
+        name = names.get(int(tid), "")
+        kind = (
+            "event loop"
+            if int(tid) == loop
+            else "worker threads"
+            if name.startswith("asyncio_")
+            else "database thread"
+            if "_connection_worker_thread" in name
+            else "other"
+        )
+        totals[kind] += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return totals
 
 
 def median_measure(values: list[Measure]) -> Measure:
@@ -179,15 +213,17 @@ async def engine_run(
     """Save a workflow of ``parents`` and run it; measured from ``create_run`` to the run's end event."""
     version = await create_workflow(user, to_spec(f"bench-{label}-{uuid.uuid4().hex[:8]}", parents, command))
     sub = rt.bus.subscribe(None, maxsize=10 * len(parents) + 100)
+    threads_before = thread_cpu()
     try:
         (run_id, status), measure = await measured(_run_to_end(rt, user, version.id, sub))
     finally:
         sub.close()
+    threads = {k: v - threads_before[k] for k, v in thread_cpu().items()}
     if status != RunStatus.SUCCEEDED.value:
         raise RuntimeError(f"bench run {run_id} ({label}) ended {status}")
     attempts = await Attempt.filter(node_run__run_id=run_id).values_list("started_at", "finished_at")
     running = sum((end - start).total_seconds() for start, end in attempts) / measure.wall
-    return run_id, replace(measure, running=running)
+    return run_id, replace(measure, running=running, threads=threads)
 
 
 async def _run_to_end(rt: Runtime, user: User, version_id: int, sub: Subscription) -> tuple[int, str]:
@@ -384,7 +420,7 @@ def bench_scale(sizes: Sizes, data_root: Path) -> list[Scale]:
 
 async def bench_profile(rt: Runtime, user: User, sizes: Sizes, top: int = 30) -> str:
     parents = layered(sizes.nodes, sizes.width)
-    profiler = cProfile.Profile()
+    profiler = cProfile.Profile(time.thread_time)  # the event loop's CPU, not its waits in epoll
     profiler.enable()
     _, measure = await engine_run(rt, user, parents, "profile")
     profiler.disable()
@@ -440,6 +476,13 @@ def print_report(
             f"{r.shape:<16} {cells[0]:>20} {r.engine.running or 0:>7.2f} {cells[1]:>20} {r.ratio:>6.2f}"
             f" {cells[2]:>20} {r.engine.wall / r.shim_pool.wall:>11.2f}"
         )
+    print()
+    print("engine CPU ms per node by thread (of 'this process' above):")
+    print(f"{'shape':<16} " + " ".join(f"{k:>15}" for k in THREAD_KINDS))
+    for r in rows:
+        threads = r.engine.threads or {}
+        cells = " ".join(f"{1000 * threads.get(k, 0.0) / r.nodes:>15.2f}" for k in THREAD_KINDS)
+        print(f"{r.shape:<16} {cells}")
     print()
     print(f"hand-off on a {len(handoff.attempts) + 1}-node chain, ms       p50     p99     max")
     for label, values in (
