@@ -412,9 +412,12 @@ async def bench_status(settings: Settings, ids: dict[str, Any], seconds: float) 
         try:
             await wait_http(port)
             await hammer(port, body, ids["token"], 1.0, 16)  # warm-up
+            cpu = process_cpu(child.pid)
             count, sample = await hammer(port, body, ids["token"], seconds, 16)
+            cpu = process_cpu(child.pid) - cpu
             assert json.loads(sample) == {"data": {"run": {"status": "SUCCEEDED"}}}, sample
             results[kind] = count / seconds
+            results[f"{kind}_cpu_us"] = cpu / count * 1e6
         finally:
             child.terminate()
             child.wait()
@@ -422,7 +425,15 @@ async def bench_status(settings: Settings, ids: dict[str, Any], seconds: float) 
         "graphql_rps": results["graphql"],
         "plain_rps": results["plain"],
         "ratio": results["graphql"] / results["plain"],
+        "graphql_cpu_us": results["graphql_cpu_us"],
+        "plain_cpu_us": results["plain_cpu_us"],
     }
+
+
+def process_cpu(pid: int) -> float:
+    """CPU seconds (user + system) a process has used so far (Linux ``/proc``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 # ------------------------------------------------------------------------------------------------ part 3
@@ -652,7 +663,9 @@ async def report_status(settings: Settings, ids: dict[str, Any], args: argparse.
     status = await bench_status(settings, ids, 2.0 if args.quick else 5.0)
     print(
         f"status query: GraphQL {status['graphql_rps']:,.0f} req/s, plain Starlette {status['plain_rps']:,.0f} req/s, "
-        f"ratio {status['ratio']:.2f}",
+        f"ratio {status['ratio']:.2f}; server CPU per request {status['graphql_cpu_us']:,.0f} / "
+        f"{status['plain_cpu_us']:,.0f} us (so {1e6 / status['graphql_cpu_us']:,.0f} / "
+        f"{1e6 / status['plain_cpu_us']:,.0f} req/s per CPU-second of the server)",
         flush=True,
     )
 
