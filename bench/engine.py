@@ -12,12 +12,12 @@ docs/benchmarks.md explains the choices and holds the figures.
   launcher, or ``unshare`` + ``shim.sh`` + ``mount``; then ``sh -c true``): it separates the price of the
   process chain from the engine's own.
 - **hand-off**: a 200-node chain of ``date +%s.%N`` nodes; parent exit → child start from the Attempt rows
-  (the parent's ``finished_at`` is the mtime of the ``exit`` file its supervisor wrote; the child's
-  ``started_at`` is taken just before its supervisor is spawned), from the parent's own clock (the time it
-  printed, its last act, to the child's ``started_at``), and for comparison from the node events'
-  ``created_at``. The ``exit`` file's mtime is the kernel's coarse clock (a tick, 4 ms here, and it lags:
-  a new file's mtime is 2-6 ms before its write on this machine), so the Attempt rows overstate the
-  hand-off by about that; the parent's own clock is exact to the node's exit.
+  (the parent's ``finished_at`` is when the launcher heard its supervisor's word, a fraction of a millisecond
+  after the exit — as root; else the mtime of its ``exit`` file, the kernel's coarse clock: a tick, 4 ms
+  here, and a new file's mtime lags its write by 2-6 ms, which overstates the hand-off by about that; the
+  child's ``started_at`` is taken just before its supervisor is spawned), from the parent's own clock (the
+  time it printed, its last act, to the child's ``started_at``: exact to the node's exit, so a little
+  over), and for comparison from the node events' ``created_at``.
 - **scale**: 10 layers x 1,000 against 10 layers x 100, each in a fresh child process: wall time, CPU, and
   peak RSS growth (the kernel's high-water mark, reset once the runtime is up).
 - ``--profile``: cProfile of the 1,000-node layered run (the event-loop thread's CPU time, ``time.thread_time``);

@@ -39,8 +39,10 @@ Protocol (one JSON object or one line of words per line, on stdin and stdout; it
 - request ``{"id": N, "argv": [...], "env": {...}, "scratch": S, "log": L, "binds": [[SRC, DST, MODE], ...],
   "pid_namespace": bool}``
 - ``started N PID START_TIME`` (``/proc/PID/stat`` field 22) or ``failed N MESSAGE``
-- ``ended PID``: the supervisor PID recorded the node's status and killed what the node left; it is still
-  exiting (always before its ``exited``, and never for a supervisor that did not write its report line);
+- ``ended PID TIME``: the supervisor PID recorded the node's status and killed what the node left; it is
+  still exiting (always before its ``exited``, and never for a supervisor that did not write its report
+  line). TIME (seconds since the epoch) is when this process read that line: the node's end to within the
+  supervisor's last steps, where the ``exit`` file's mtime is the kernel's coarse clock (a tick, and late);
 - ``exited PID CODE``: the supervisor PID ended; CODE is its exit status, or minus the signal that killed it
   (as :attr:`subprocess.Popen.returncode`).
 """
@@ -57,6 +59,7 @@ import os
 import selectors
 import signal
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -184,8 +187,8 @@ def launch(request: dict[str, Any]) -> str:
 
 
 def report_line(pid: int) -> list[str]:
-    """``ended PID`` when the supervisor wrote its report line; [] when it has not yet (it is kept watched),
-    or never will (its pipe's end without a word: killed, or no PID namespace; ``exited`` says it)."""
+    """``ended PID TIME`` when the supervisor wrote its report line; [] when it has not yet (it is kept
+    watched), or never will (its pipe's end without a word: killed, or no PID namespace; ``exited`` says it)."""
     fd = _reports.get(pid)
     if fd is None:
         return []
@@ -195,7 +198,7 @@ def report_line(pid: int) -> list[str]:
         return []
     del _reports[pid]
     os.close(fd)
-    return [f"ended {pid}"] if said else []
+    return [f"ended {pid} {time.time():.6f}"] if said else []
 
 
 def _spawn_in_namespaces(request: dict[str, Any]) -> tuple[int, int]:
@@ -312,6 +315,7 @@ class Launched:
         # and in any case together with ``ended``
         self.recorded = asyncio.Event()
         self.reported = False  # it said so itself (True), or recorded was set by its end or the launcher's
+        self.recorded_at: float | None = None  # when the launcher read its word (see ``ended``)
 
     def _end(self, returncode: int | None) -> None:
         self.returncode = returncode
@@ -389,9 +393,11 @@ class LauncherClient:
     def _handle(self, line: str) -> None:
         kind, _, tail = line.strip().partition(" ")
         if kind == "ended":
-            launched = self._launched.get(int(tail))
+            pid, when = tail.split()
+            launched = self._launched.get(int(pid))
             if launched is not None:
                 launched.reported = True
+                launched.recorded_at = float(when)
                 launched.recorded.set()
             return
         if kind == "exited":

@@ -49,7 +49,7 @@ import signal
 import socket
 import subprocess
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -284,7 +284,8 @@ class LocalExecutor:
             await self._until_ended(handle)
             if _read_exit(scratch) is None and (scratch / "stop").exists():
                 _record_stopped_supervisor(child, scratch)
-            report = await self._report(handle.data, scratch)
+            ended_at = child.recorded_at if isinstance(child, Launched) else None
+            report = await self._report(handle.data, scratch, ended_at)
             if handle.data["outputs"]:
                 write_json(scratch / "report.json", report.to_json())
         else:
@@ -304,10 +305,15 @@ class LocalExecutor:
         (tests, shutdown)."""
         await asyncio.gather(*list(self._cleanups), return_exceptions=True)
 
-    async def _report(self, data: dict[str, Any], scratch: Path) -> ExitReport:
+    async def _report(self, data: dict[str, Any], scratch: Path, ended_at: float | None = None) -> ExitReport:
+        """The attempt's report from its files. ``ended_at``: when the launcher heard the supervisor's word (a
+        fine clock, a fraction of a millisecond after the end), else the ``exit`` file's mtime is the end
+        (the kernel's coarse clock: a tick, and 2-6 ms early here)."""
         stopped = (scratch / "stop").exists()
         report = ExitReport(None, started_at=datetime.fromisoformat(data["started_at"]), stopped=stopped)
         status, report.finished_at = _read_exit_with_time(scratch)
+        if ended_at is not None and status is not None:
+            report.finished_at = max(report.finished_at, datetime.fromtimestamp(ended_at, UTC))
         if status is None:
             report.error = VANISHED
         elif status.startswith("error:"):
