@@ -251,7 +251,9 @@ class RequestMetrics:
             route = scope.get("route")
             template = getattr(route, "path", None) or "(unmatched)"
             method = scope["method"] if scope["method"] in _METHODS else "OTHER"
-            self.metrics.http.labels(method, template, str(status)).observe(time.perf_counter() - started)
+            self.metrics.labelled(self.metrics.http, method, template, str(status)).observe(
+                time.perf_counter() - started
+            )
 
 
 def metrics_endpoint(metrics: Metrics, token: str | None) -> Any:

@@ -240,9 +240,8 @@ class FastQueries:
             return None
         metrics = getattr(getattr(getattr(request, "app", None), "state", None), "metrics", None)
         if metrics is not None:
-            metrics.graphql.labels(
-                "query", metrics.operation_label(operation_name or plan.operation_name)
-            ).inc()
+            label = metrics.operation_label(operation_name or plan.operation_name)
+            metrics.labelled(metrics.graphql, "query", label).inc()
         self.answered += 1
         return view.create_response({"data": {plan.key: value}}, sub_response)
 

@@ -26,4 +26,4 @@ class OperationMetrics(SchemaExtension):
             kind = ctx.operation_type.value
         except Exception:  # not parsed (a syntax error): no type
             kind = "unknown"
-        metrics.graphql.labels(kind, metrics.operation_label(ctx.operation_name)).inc()
+        metrics.labelled(metrics.graphql, kind, metrics.operation_label(ctx.operation_name)).inc()
