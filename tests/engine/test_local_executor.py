@@ -27,6 +27,7 @@ import pytest
 
 from aihub.engine.artifacts import pack, sha256_file
 from aihub.engine.executors import local as local_module
+from aihub.engine.executors import local_files as local_files_module
 from aihub.engine.executors import local_supervisors as supervisors_module
 from aihub.engine.executors.base import (
     ArtifactInput,
@@ -736,10 +737,16 @@ async def test_isolated_attempts_take_scratch_dirs_made_ahead(isolated: LocalExe
     await isolated.settle()
     now = set(spare_dir.iterdir())
     assert len(now) == SPARES and len(ready - now) == 1, "one taken, one made"
-    (spare_dir / "left-by-an-earlier-server").mkdir()
+    # another server's, still running (the parent of this test's process), and those of servers now gone
+    others = spare_dir.parent
+    running = others / local_files_module._process_tag(os.getppid())
+    gone = [others / "1-999999999999", others / "not-a-server"]  # (pid 1 did not start so late)
+    for path in (running, *gone):
+        (path / "spare").mkdir(parents=True)
     await isolated.probe()
     await isolated.settle()
-    assert len(set(spare_dir.iterdir())) == SPARES and not (spare_dir / "left-by-an-earlier-server").exists()
+    assert len(set(spare_dir.iterdir())) == SPARES, "its own, made again"
+    assert (running / "spare").is_dir() and not any(path.exists() for path in gone)
 
 
 async def test_an_attempts_files_are_made_before_its_start(executor: LocalExecutor) -> None:

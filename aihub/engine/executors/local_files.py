@@ -36,7 +36,7 @@ IMAGE_NOT_USED = (
     "(AIHUB_EXECUTOR=container runs nodes in their images)"
 )
 _MAX_SYMLINKS = 40
-SPARE_DIR = ".spare"  # in the work root: attempts' scratch dirs made ahead (see AttemptFiles)
+SPARE_DIR = ".spare"  # in the work root: attempts' scratch dirs made ahead, per process (see AttemptFiles)
 SPARES = 4  # kept ready: enough for the hand-offs of a few slots between two refills
 
 Storages = Sequence[tuple[str, str]]  # (node path, host path), as kept in handles
@@ -61,18 +61,25 @@ class AttemptFiles:
         self.artifacts = artifacts
         self.logs = logs
         self.sup = sup
-        self.spare_dir = work_root / SPARE_DIR
+        # this process's own (another server on the same data dir keeps its own): <pid>-<start time>
+        self.spare_dir = work_root / SPARE_DIR / _process_tag(os.getpid())
         self._spares: list[Path] = []  # ready, for the current isolation and node user
         self._spare_lock = threading.Lock()  # (starts and refills run in worker threads)
         self._making = 0  # spares being made
 
     # --------------------------------------------------------------------------------------- spares
     def reset_spares(self) -> None:
-        """Forget and remove every spare (at probe: they were made for another isolation, or by an earlier
-        server). Blocking: call it in a worker thread."""
+        """Forget and remove this process's spares (at probe they were made for another isolation; at close
+        they are no longer needed), and those of servers that are gone. Blocking: call it in a worker
+        thread."""
         with self._spare_lock:
             self._spares.clear()
         shutil.rmtree(self.spare_dir, ignore_errors=True)
+        with contextlib.suppress(OSError), os.scandir(self.spare_dir.parent) as entries:
+            for entry in entries:
+                pid, _, _ = entry.name.partition("-")
+                if not pid.isdigit() or entry.name != _process_tag(int(pid)):  # (gone, or its pid reused)
+                    shutil.rmtree(entry.path, ignore_errors=True)
 
     def spares_wanted(self) -> int:
         """How many spares to make now (each through :meth:`make_spare`)."""
@@ -86,7 +93,7 @@ class AttemptFiles:
     def make_spare(self) -> None:
         """Make one spare (blocking: in a worker thread); an error only means one spare less."""
         try:
-            self.spare_dir.mkdir(mode=0o700, exist_ok=True)
+            self.spare_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
             spare = self.spare_dir / uuid.uuid4().hex
             spare.mkdir(mode=0o700)
             self._make_tmp(spare)
@@ -367,6 +374,17 @@ def _ensure_workflow_space() -> None:
     if not path.is_dir():
         path.mkdir(parents=True, exist_ok=True)
         os.chmod(path, 0o1777)
+
+
+def _process_tag(pid: int) -> str:
+    """``PID-START_TIME`` of a running process (its start time guards against a reused pid), or "" when there
+    is no such process."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            raw = f.read()
+    except OSError:
+        return ""
+    return f"{pid}-{int(raw[raw.rindex(b')') + 2 :].split()[19])}"
 
 
 def _resources_json(resources: Resources) -> dict[str, Any]:
