@@ -111,6 +111,17 @@ class ExitReport:
     finished_at: datetime | None = None
     stopped: bool = False  # ended because stop() was called
 
+    def __post_init__(self) -> None:
+        # The end is often read from a clock coarser than the start's (a file's mtime is the kernel's coarse
+        # clock, a 4 ms tick here; Kubernetes gives whole seconds): a node that ran for less than a tick would
+        # seem to end before it started, and show a negative duration.
+        if (
+            self.started_at is not None
+            and self.finished_at is not None
+            and self.finished_at < self.started_at
+        ):
+            self.finished_at = self.started_at
+
     @property
     def ok(self) -> bool:
         return self.exit_code == 0 and self.error is None and not self.stopped
