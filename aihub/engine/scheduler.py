@@ -228,6 +228,11 @@ class Engine:
         state.fail_fast(name)
 
     async def _maybe_finish(self, state: RunState) -> None:
+        if state.busy:
+            # the run goes on (policies.run_outcome says so too), without waiting for the run's lock behind
+            # another node's write: every way a run stops being busy (a node's end released, the queue cleared
+            # by a stop or a failure, a refused claim) is followed by an advance, which looks again
+            return
         async with state.lock:
             if state.finished:
                 return
