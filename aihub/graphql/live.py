@@ -64,7 +64,7 @@ def live_event(plan: Plan | None, event: RunEvent) -> RunEventType:
     """What ``runEvents`` yields for a live event: its built answer when the selection is plain."""
     if plan is None:
         return RunEventType.from_event(event)
-    return Prebuilt(BUILT_EVENTS.get(event, plan, lambda: RunEventType.from_event(event)))  # type: ignore[return-value]
+    return Prebuilt(BUILT_EVENTS.get(event, plan, RunEventType.from_event))  # type: ignore[return-value]
 
 
 #: how often an open subscription checks that its token still works (revoked, expired, run ended)
@@ -109,7 +109,8 @@ async def while_authorised(info: Info, sub: Subscription) -> AsyncGenerator[RunE
         async for event in sub:
             if event is not RECHECK:
                 yield event
-            await check.ensure()
+            if loop.time() >= check.check_at:  # the check's own test, without a coroutine per event
+                await check.ensure()
     finally:
         timer.cancel()
 

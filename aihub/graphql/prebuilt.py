@@ -311,17 +311,24 @@ class BuiltCache:
     def __init__(self, size: int = 256) -> None:
         self.size = size
         self._built: OrderedDict[Hashable, dict[Plan, Completed]] = OrderedDict()
+        #: the latest key and its answers: the subscribers of one event ask in a row (no hashing of the key)
+        self._last: tuple[Hashable, dict[Plan, Completed]] | None = None
 
-    def get(self, key: Hashable, plan: Plan, make: Callable[[], Any]) -> Completed:
-        """The answer for ``key`` under ``plan``; ``make()`` gives the object to build it from."""
-        by_plan = self._built.get(key)
-        if by_plan is None:
-            by_plan = self._built[key] = {}
-            if len(self._built) > self.size:
-                self._built.popitem(last=False)
+    def get(self, key: Hashable, plan: Plan, make: Callable[[Any], Any]) -> Completed:
+        """The answer for ``key`` under ``plan``; ``make(key)`` gives the object to build it from."""
+        last = self._last
+        if last is not None and last[0] is key:
+            by_plan = last[1]
+        else:
+            by_plan = self._built.get(key)  # type: ignore[assignment]
+            if by_plan is None:
+                by_plan = self._built[key] = {}
+                if len(self._built) > self.size:
+                    self._built.popitem(last=False)
+            self._last = (key, by_plan)
         built = by_plan.get(plan)
         if built is None:
-            built = by_plan[plan] = plan.build(make())
+            built = by_plan[plan] = plan.build(make(key))
         return built
 
 
