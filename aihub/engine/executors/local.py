@@ -285,7 +285,7 @@ class LocalExecutor:
             if _read_exit(scratch) is None and (scratch / "stop").exists():
                 _record_stopped_supervisor(child, scratch)
             ended_at = child.recorded_at if isinstance(child, Launched) else None
-            report = await self._report(handle.data, scratch, ended_at)
+            report = await _report(self.artifacts, handle.data, scratch, ended_at)
             if handle.data["outputs"]:
                 write_json(scratch / "report.json", report.to_json())
         else:
@@ -304,30 +304,6 @@ class LocalExecutor:
         """Wait for the background work: removing finished attempts' private /tmp, making spare scratch dirs
         (tests, shutdown)."""
         await asyncio.gather(*list(self._cleanups), return_exceptions=True)
-
-    async def _report(self, data: dict[str, Any], scratch: Path, ended_at: float | None = None) -> ExitReport:
-        """The attempt's report from its files. ``ended_at``: when the launcher heard the supervisor's word (a
-        fine clock, a fraction of a millisecond after the end), else the ``exit`` file's mtime is the end
-        (the kernel's coarse clock: a tick, and 2-6 ms early here)."""
-        stopped = (scratch / "stop").exists()
-        report = ExitReport(None, started_at=datetime.fromisoformat(data["started_at"]), stopped=stopped)
-        status, report.finished_at = _read_exit_with_time(scratch)
-        if ended_at is not None and status is not None:
-            report.finished_at = max(report.finished_at, datetime.fromtimestamp(ended_at, UTC))
-        if status is None:
-            report.error = VANISHED
-        elif status.startswith("error:"):
-            report.error = status.removeprefix("error:").strip()
-        elif not status.isdigit():
-            report.error = f"unreadable exit status {status!r}"
-        else:
-            report.exit_code = int(status)
-            if report.exit_code == 0 and not stopped:
-                decls = [OutputDecl(**o) for o in data["outputs"]]
-                report.outputs, report.error = await collect_outputs(
-                    decls, resolver(data), self.artifacts, data["max_text"], tmp_dir=scratch
-                )
-        return report
 
     async def _until_ended(self, handle: Handle) -> None:
         """Return once the supervisor has ended (reaping it when it is our child)."""
@@ -475,6 +451,33 @@ class LocalExecutor:
 
 
 # ---------------------------------------------------------------------------------------------- helpers
+
+
+async def _report(
+    artifacts: ArtifactStore, data: dict[str, Any], scratch: Path, ended_at: float | None = None
+) -> ExitReport:
+    """The attempt's report from its files. ``ended_at``: when the launcher heard the supervisor's word (a
+    fine clock, a fraction of a millisecond after the end), else the ``exit`` file's mtime is the end
+    (the kernel's coarse clock: a tick, and 2-6 ms early here)."""
+    stopped = (scratch / "stop").exists()
+    report = ExitReport(None, started_at=datetime.fromisoformat(data["started_at"]), stopped=stopped)
+    status, report.finished_at = _read_exit_with_time(scratch)
+    if ended_at is not None and status is not None:
+        report.finished_at = max(report.finished_at, datetime.fromtimestamp(ended_at, UTC))
+    if status is None:
+        report.error = VANISHED
+    elif status.startswith("error:"):
+        report.error = status.removeprefix("error:").strip()
+    elif not status.isdigit():
+        report.error = f"unreadable exit status {status!r}"
+    else:
+        report.exit_code = int(status)
+        if report.exit_code == 0 and not stopped:
+            decls = [OutputDecl(**o) for o in data["outputs"]]
+            report.outputs, report.error = await collect_outputs(
+                decls, resolver(data), artifacts, data["max_text"], tmp_dir=scratch
+            )
+    return report
 
 
 def _record_stopped_supervisor(child: _Child | None, scratch: Path) -> None:
