@@ -65,6 +65,9 @@ if TYPE_CHECKING:
 ROOTS: dict[str, tuple[str, Callable[[Context, str], Awaitable[Any]]]] = {"run": ("id", run_by_id)}
 #: documents remembered (simple or not), like the generic path's parser and validation caches
 CACHED_DOCUMENTS = 256
+#: longer documents are not looked at (a simple one is far shorter): a stream of unique large documents costs
+#: no second parse here
+MAX_SIMPLE_CHARS = 1000
 #: off: every request takes the generic path (the tests compare both)
 ENABLED = True
 _ALLOWED_KEYS = frozenset({"query", "variables", "operationName"})
@@ -122,9 +125,14 @@ class FastQueries:
 
     def plan_for(self, query: str) -> RootPlan | None:
         try:
-            return self._plans[query]
+            plan = self._plans[query]
         except KeyError:
             pass
+        else:
+            self._plans.move_to_end(query)
+            return plan
+        if len(query) > MAX_SIMPLE_CHARS or not any(name in query for name in ROOTS):
+            return None  # cannot be simple: not parsed here as well as on the generic path
         try:
             plan = self._plan(query)
         except (GraphQLError, NotPlain):

@@ -192,6 +192,7 @@ def cases(ids: dict[str, int]) -> list[tuple[str, Any, bool]]:
             False,
         ),
         ("alice", {"query": "{ __typename }"}, False),
+        ("alice", {"query": STATUS + " " * fastpath.MAX_SIMPLE_CHARS, "variables": {"id": mine}}, False),
         ("alice", {"query": f'mutation {{ stopRun(id: "{other}") {{ status }} }}'}, False),
         ("alice", {"query": f'{{ run(id: "{mine}") {{ status }} }} {{ __typename }}'}, False),
     ]
