@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import shutil
 import statistics
 import sys
 import tempfile
@@ -32,7 +33,14 @@ QUERY = {"query": "query($id: ID!) { run(id: $id) { status } }", "variables": {"
 
 
 async def main(requests: int, rounds: int) -> None:
-    data_dir = Path(tempfile.mkdtemp(prefix="aihub-bench-", dir="/var/tmp"))
+    data_dir = Path(tempfile.mkdtemp(prefix="aihub-bench-tokens-", dir="/var/tmp"))
+    try:
+        await measure(data_dir, requests, rounds)
+    finally:
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+
+async def measure(data_dir: Path, requests: int, rounds: int) -> None:
     app = create_app(Settings(data_dir=data_dir), run_engine=False)
     async with app.router.lifespan_context(app):
         user = await User.get(username="admin")
