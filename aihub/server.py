@@ -59,6 +59,20 @@ def behind_proxies(app: ASGIApp, settings: Settings) -> ASGIApp:
     return ProxyHeadersMiddleware(app, trusted_hosts=trusted) if trusted else app
 
 
+#: how ``aihub serve`` runs uvicorn (also used by ``bench/api.py``, so that it measures what users run)
+SERVER_OPTIONS: dict[str, Any] = {
+    # asyncio's own loop, not uvloop (uvicorn's pick when installed): uvloop's subprocess spawn closes no
+    # descriptor, so every process the server starts (node supervisors, podman, git) held the server's
+    # listening socket and pipes, and one left running kept a restarted server off its port. The suite
+    # runs the engine on asyncio's loop; the server now does too.
+    "loop": "asyncio",
+    # no per-message compression of WebSocket messages: every subscriber's socket compressed every live event
+    # again with its own zlib stream (about 8% of a 200-subscriber fan-out's CPU, raw broadcast included);
+    # events are a few hundred bytes
+    "ws_per_message_deflate": False,
+}
+
+
 def serve(settings: Settings) -> None:
     configure_logging(settings.log_format)
     app = create_app(settings)
@@ -71,11 +85,7 @@ def serve(settings: Settings) -> None:
         log_level="info",
         timeout_graceful_shutdown=10,
         proxy_headers=False,
-        # asyncio's own loop, not uvloop (uvicorn's pick when installed): uvloop's subprocess spawn closes no
-        # descriptor, so every process the server starts (node supervisors, podman, git) held the server's
-        # listening socket and pipes, and one left running kept a restarted server off its port. The suite
-        # runs the engine on asyncio's loop; the server now does too.
-        loop="asyncio",
+        **SERVER_OPTIONS,
         **logging_options,
     )
     _Server(config, app, settings).run()

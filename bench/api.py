@@ -58,6 +58,7 @@ from aihub.bus.base import RunEvent  # noqa: E402
 from aihub.db.models import Attempt, NodeEvent, NodeRun, Run, TokenKind, User, Workflow, WorkflowVersion  # noqa: E402
 from aihub.db.setup import close_db, init_db, migrate  # noqa: E402
 from aihub.domain.status import NodeStatus, RunStatus  # noqa: E402
+from aihub.server import SERVER_OPTIONS  # noqa: E402
 from aihub.services.runs import create_run  # noqa: E402
 from aihub.services.tokens import issue_token  # noqa: E402
 from aihub.services.users import create_user  # noqa: E402
@@ -159,7 +160,9 @@ async def prepare(settings: Settings, detail_nodes: int) -> dict[str, Any]:
 @asynccontextmanager
 async def serving(app: Any, port: int) -> AsyncIterator[uvicorn.Server]:
     server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
+        uvicorn.Config(
+            app, host="127.0.0.1", port=port, log_level="warning", access_log=False, **SERVER_OPTIONS
+        )
     )
     task = asyncio.create_task(server.serve())
     while not server.started:
@@ -227,7 +230,8 @@ def serve_child(kind: str, port: int, data_dir: str, database_url: str) -> None:
         app = create_app(Settings(data_dir=Path(data_dir), database_url=database_url), run_engine=False)
     else:
         app = plain_app({"data": {"run": {"status": "SUCCEEDED"}}})
-    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
+    options = {**SERVER_OPTIONS, **({"loop": "uvloop"} if os.environ.get("BENCH_UVLOOP") else {})}
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False, **options)
 
 
 # ------------------------------------------------------------------------------------------------ part 1

@@ -175,6 +175,22 @@ async def test_serve_uses_the_configured_admin_password(settings: Settings) -> N
         assert await server.terminate(), server.output
 
 
+async def test_serve_sends_live_events_uncompressed(settings: Settings) -> None:
+    """No per-message deflate, even for a client that offers it: each subscriber's socket compressed every live
+    event again (aihub.server.SERVER_OPTIONS; docs/benchmarks.md, "API")."""
+    import websockets
+
+    async with serve(settings, free_port(), AIHUB_ADMIN_PASSWORD="configured-pw-1") as server:
+        url = server.url.replace("http", "ws") + "/graphql"
+        async with websockets.connect(
+            url, subprotocols=["graphql-transport-ws"], compression="deflate"
+        ) as ws:
+            offered = ws.request.headers.get("Sec-WebSocket-Extensions", "")
+            assert "permessage-deflate" in offered, offered  # the client did ask
+            assert ws.response.headers.get("Sec-WebSocket-Extensions") is None
+        assert await server.terminate(), server.output
+
+
 @pytest.mark.usefixtures("users")
 async def test_graphiql_in_a_browser_json_for_tools(users: Any) -> None:
     page = await users.http.get("/graphql", headers={"Accept": "text/html"})
