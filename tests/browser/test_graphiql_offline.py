@@ -12,10 +12,11 @@ from collections.abc import Iterator
 from urllib.parse import quote, urlparse
 
 import pytest
-from conftest import ARGS, CHROMIUM
 from playwright.sync_api import Page, Route, expect, sync_playwright
 from test_page_flows_browser import admin_token, gql
 from webserver import WebServer
+
+from tests.browser.conftest import ARGS, CHROMIUM
 
 LIVE_TIMEOUT = 60_000
 
