@@ -14,10 +14,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import shutil
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -25,11 +23,10 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from aihub.app import create_app  # noqa: E402
-from aihub.db.models import Run, TokenKind, User, Workflow, WorkflowVersion  # noqa: E402
+from scratch_app import scratch_app  # noqa: E402
+
+from aihub.db.models import Run, User, Workflow, WorkflowVersion  # noqa: E402
 from aihub.graphql import fastpath  # noqa: E402
-from aihub.services.tokens import issue_token  # noqa: E402
-from aihub.settings import Settings  # noqa: E402
 
 STATUS = "query($id: ID!) { run(id: $id) { status } }"
 
@@ -87,18 +84,7 @@ async def a_run(user: User) -> Run:
 
 
 async def main(requests: int, rounds: int) -> None:
-    data_dir = Path(tempfile.mkdtemp(prefix="aihub-bench-status-", dir="/var/tmp"))
-    try:
-        await measure(data_dir, requests, rounds)
-    finally:
-        shutil.rmtree(data_dir, ignore_errors=True)
-
-
-async def measure(data_dir: Path, requests: int, rounds: int) -> None:
-    app = create_app(Settings(data_dir=data_dir), run_engine=False)
-    async with app.router.lifespan_context(app):
-        user = await User.get(username="admin")
-        token, _ = await issue_token(user.id, TokenKind.SESSION)
+    async with scratch_app("aihub-bench-status-") as (app, user, token):
         run = await a_run(user)
         headers = [(b"authorization", f"Bearer {token}".encode()), (b"content-type", b"application/json")]
         status = json.dumps({"query": STATUS, "variables": {"id": str(run.id)}}).encode()

@@ -11,10 +11,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import shutil
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -23,28 +21,15 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from aihub.app import create_app  # noqa: E402
-from aihub.db.models import TokenKind, User  # noqa: E402
+from scratch_app import scratch_app  # noqa: E402
+
 from aihub.services import tokens  # noqa: E402
-from aihub.services.tokens import issue_token  # noqa: E402
-from aihub.settings import Settings  # noqa: E402
 
 QUERY = {"query": "query($id: ID!) { run(id: $id) { status } }", "variables": {"id": "1"}}
 
 
 async def main(requests: int, rounds: int) -> None:
-    data_dir = Path(tempfile.mkdtemp(prefix="aihub-bench-tokens-", dir="/var/tmp"))
-    try:
-        await measure(data_dir, requests, rounds)
-    finally:
-        shutil.rmtree(data_dir, ignore_errors=True)
-
-
-async def measure(data_dir: Path, requests: int, rounds: int) -> None:
-    app = create_app(Settings(data_dir=data_dir), run_engine=False)
-    async with app.router.lifespan_context(app):
-        user = await User.get(username="admin")
-        token, _ = await issue_token(user.id, TokenKind.SESSION)
+    async with scratch_app("aihub-bench-tokens-") as (app, _user, token):
         headers = {"Authorization": f"Bearer {token}"}
         cached_get = tokens.cache.get
         modes = {"cache on": cached_get, "cache off": lambda key: None}
