@@ -1100,3 +1100,25 @@ def test_node_positions_are_validated(ui: object, expected: str) -> None:
     with pytest.raises(SpecError) as caught:
         parse_spec(data)
     assert [str(i) for i in caught.value.issues] == [f"nodes[1] 'step2': {expected}"]
+
+
+def test_nodes_given_the_same_fields_share_one_fields_set_and_copies_do_not_leak() -> None:
+    spec = parse_spec(
+        {
+            "name": "w",
+            "nodes": [
+                {"name": "a", "command": "true"},
+                {"name": "b", "command": "x", "depends_on": ["a"]},
+                {"name": "c", "command": "y", "depends_on": ["a"]},
+            ],
+        }
+    )
+    a, b, c = spec.nodes
+    assert b.model_fields_set is c.model_fields_set  # one set for the usual shape: memory per node
+    assert b.model_fields_set == {"name", "command", "depends_on"}
+    assert a.model_fields_set == {"name", "command"}
+
+    renamed = b.model_copy(update={"description": "new"})
+    assert renamed.model_fields_set == {"name", "command", "depends_on", "description"}
+    assert c.model_fields_set == {"name", "command", "depends_on"}  # the shared set did not change
+    assert c.model_dump(exclude_unset=True) == {"name": "c", "command": "y", "depends_on": ["a"]}
