@@ -238,7 +238,7 @@ def canvas_browser(count: int, repeat: int) -> None:
                 expect(page.locator(f"#nodes-{i + 1}-name")).to_be_visible()
                 clicks.append((time.perf_counter() - t0) * 1000)
             print(
-                f"  click a node: mouse-up -> its panel swapped in (the editor re-rendered),"
+                f"  click a node: mouse-up -> its panel swapped in (the side panel, out of band),"
                 f" median {statistics.median(clicks):.0f} ms"
             )
             chromium.close()

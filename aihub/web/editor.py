@@ -43,12 +43,14 @@ from aihub.web.canvas import (
     connect,
     coordinate,
     disconnect,
+    draft_digest,
     draw,
     fill_positions,
     free_spot,
     moved_only,
     parse_act,
     place,
+    selection_only,
 )
 from aihub.web.draft import (
     Draft,
@@ -339,6 +341,32 @@ def _palette(choices: EditorChoices) -> list[tuple[str, list[Any]]]:
 async def render_editor(
     request: Request, user: User, state: Editor, target: Target, choices: EditorChoices, *, status: int = 200
 ) -> Response:
+    ctx = await _context(state, target, choices)
+    if request.url.path == "/workflows/new" and not is_htmx(request):
+        ctx["examples"] = list_examples()
+        ctx["templates"] = await template_versions()
+    return render(
+        request,
+        "pages/workflows/editor.html",
+        ctx,
+        partial="partials/workflows/editor.html",
+        status_code=status,
+    )
+
+
+async def render_selection(
+    request: Request, state: Editor, target: Target, choices: EditorChoices, shown: int | None
+) -> Response:
+    """The canvas's side panel for a new selection, and the fields of the node it showed (``shown``) back as
+    hidden ones: swapped in out of band, the rest of the editor stays as it is (``HX-Reswap: none``)."""
+    ctx = await _context(state, target, choices)
+    ctx.update(macros_only=True, previous=shown)
+    response = render(request, "partials/workflows/editor_selection.html", ctx)
+    response.headers["HX-Reswap"] = "none"
+    return response
+
+
+async def _context(state: Editor, target: Target, choices: EditorChoices) -> dict[str, Any]:
     draft = state.draft
     preview = _preview_draft(state)
     errors = map_errors(state.issues, draft) if state.mode == "form" else {}
@@ -366,6 +394,7 @@ async def render_editor(
         shown = [state.selected] if state.selected is not None else []
         outputs = choices.module_outputs
         ctx["canvas"] = draw(draft, broken, state.view_box)
+        ctx["digest"] = draft_digest(draft)
         ctx["sources"] = {i: draft.sources(i, outputs, ancestors_only=True) for i in shown}
         ctx["deps"] = {i: draft.dependency_choices(i) for i in shown}
         module = choices.module(draft.nodes[shown[0]].module) if shown else None
@@ -378,16 +407,7 @@ async def render_editor(
         ctx["graph"] = layout(preview.acyclic_parents())
         ctx["modules"] = {n.name.strip(): bool(n.module) for n in preview.nodes}
         ctx["node_ids"] = {n.name.strip(): i for i, n in enumerate(preview.nodes)}
-    if request.url.path == "/workflows/new" and not is_htmx(request):
-        ctx["examples"] = list_examples()
-        ctx["templates"] = await template_versions()
-    return render(
-        request,
-        "pages/workflows/editor.html",
-        ctx,
-        partial="partials/workflows/editor.html",
-        status_code=status,
-    )
+    return ctx
 
 
 async def editor(request: Request, user: User, target: Target, start: Editor) -> Response:
@@ -405,8 +425,14 @@ async def editor(request: Request, user: User, target: Target, start: Editor) ->
         state.target = "workflow"
     if state.target == "version" and target.can_version and target.source and state.mode == "form":
         state.draft.name = target.source.workflow.name
-    if state.view == "canvas" and state.mode == "form" and is_htmx(request) and moved_only(state.draft, op):
-        return Response(status_code=204)  # a node dragged to a valid place: the canvas shows it already
+    if state.view == "canvas" and state.mode == "form" and is_htmx(request):
+        if moved_only(state.draft, op):
+            return Response(status_code=204)  # a node dragged to a valid place: the canvas shows it already
+        unchanged, chosen = selection_only(state.draft, op, str(form.get("draft-digest", "")))
+        if unchanged:
+            shown, state.selected = state.selected, chosen
+            await check(user, state)
+            return await render_selection(request, state, target, choices, shown)
     if op == "save":
         state.attempted = True
         version = await save(user, state, target)

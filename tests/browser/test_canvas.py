@@ -339,3 +339,68 @@ def test_a_module_node_from_the_palette_runs_with_its_declared_params(
     expect_node(alice, "hash_file", "SUCCEEDED", GREEN)
     alice.locator("#node-hash_file rect").click()
     expect(alice.locator("#node-panel")).to_contain_text("digest")
+
+
+def test_choosing_nodes_swaps_the_side_panel_alone_and_keeps_every_edit(
+    page: Page, server: WebServer
+) -> None:
+    """A click (or Enter) on a node of a draft the page already shows is answered with the side panel alone
+    (``HX-Reswap: none``; the rest out of band): the canvas stays, the focus too. After an edit the whole editor
+    comes back, with the server's verdict. What is saved is every node's fields exactly once, edits included."""
+    from test_large_dag_browser import graphql
+    from webserver import ADMIN_PASSWORD
+
+    login = "mutation($u: String!, $p: String!) { login(username: $u, password: $p) { token } }"
+    token = graphql(server, login, u="admin", p=ADMIN_PASSWORD)["login"]["token"]
+    nodes = [
+        {
+            "name": f"n{i}",
+            "command": f"echo {i}",
+            "depends_on": [f"n{i - 1}"] if i else [],
+            "ui": {"x": 20 + 200 * (i % 4), "y": 20 + 90 * (i // 4)},
+        }
+        for i in range(24)
+    ]
+    create = "mutation($s: JSON!) { createWorkflow(spec: $s) { id } }"
+    version = graphql(server, create, token, s={"name": "two-dozen", "nodes": nodes})["createWorkflow"]["id"]
+    log_in(page)
+    page.goto(f"/versions/{version}/copy")
+    answers: list[str | None] = []
+    page.on(
+        "response",
+        lambda r: answers.append(r.headers.get("hx-reswap")) if r.request.method == "POST" else None,
+    )
+
+    open_panel(page, "n3", 3)  # the mouse
+    expect(page.locator("#cnode-3")).to_have_class(re.compile(r"\bselected\b"))
+    seven = page.get_by_role("button", name="Edit n7", exact=True)
+    seven.focus()
+    page.keyboard.press("Enter")  # the keyboard: the panel opens, the focus stays on the node
+    expect(page.locator("#nodes-7-command")).to_have_value("echo 7")
+    expect(seven).to_be_focused()
+    expect(seven).to_have_attribute("aria-pressed", "true")
+    expect(page.locator("#canvas .cnode.selected")).to_have_count(1)
+    answered(page)
+    assert answers == ["none", "none"]
+
+    page.locator("#nodes-7-command").fill("echo seven")
+    open_panel(page, "n12", 12)  # the edit's change posts first; the whole editor comes back
+    answered(page)
+    assert answers[-1] is None
+    open_panel(page, "n3", 3)
+    answered(page)
+    assert answers[-1] == "none"
+    page.locator("#nodes-3-command").fill("echo three")
+    page.get_by_role("button", name="Close", exact=True).click()
+    expect(page.locator("#side-panel-empty")).to_be_visible()
+    expect(page.locator("#canvas .cnode.selected")).to_have_count(0)
+    open_panel(page, "n20", 20)
+    answered(page)
+    shot(page, "canvas-selection")
+
+    page.locator("#save-workflow").click()
+    expect(page.locator("#run-version")).to_be_visible()
+    saved_id = page.url.rstrip("/").rsplit("/", 1)[1]
+    spec = graphql(server, "query($id: ID!) { workflowVersion(id: $id) { spec } }", token, id=saved_id)
+    saved = {n["name"]: n["command"] for n in spec["workflowVersion"]["spec"]["nodes"]}
+    assert saved == {f"n{i}": {3: "echo three", 7: "echo seven"}.get(i, f"echo {i}") for i in range(24)}

@@ -293,3 +293,83 @@ async def test_deleting_an_edge_removes_and_flags_the_inputs_that_took_the_paren
     assert not [n for n in input_names(form, 1) if n.startswith("step1param")] and input_names(form, 1)
     flag = re.search(r'id="nodes-1-flagged" role="alert">([^<]*)<', html)
     assert flag is not None and html_lib.unescape(flag[1]).endswith("(the dependency on it was removed)")
+
+
+def swap_out_of_band(page: str, answer: str) -> str:
+    """What htmx makes of ``page`` with ``answer``'s out-of-band parts (the side panel, the ``selected`` field,
+    a node's hidden fields): each replaces the element of its id."""
+    parts = re.findall(r'<(aside|div|input)\b[^>]*\bid="([^"]+)"[^>]*hx-swap-oob="true"[^>]*>', answer)
+    assert parts, answer[:300]
+    for tag, element_id in parts:
+        new = _element(answer, tag, element_id).replace(' hx-swap-oob="true"', "")
+        page = page.replace(_element(page, tag, element_id), new, 1)
+    return page
+
+
+def _element(html: str, tag: str, element_id: str) -> str:
+    start = html.index(f'id="{element_id}"')
+    start = html.rindex(f"<{tag}", 0, start)
+    if tag == "input":
+        return html[start : html.index(">", start) + 1]
+    return html[start : html.index(f"</{tag}>", start) + len(f"</{tag}>")]
+
+
+async def test_a_new_selection_of_an_unchanged_draft_is_answered_with_the_side_panel_alone(web: Web) -> None:
+    nodes = [{"name": f"n{i}", "command": f"echo {i}", "env": {"K": str(i)}} for i in range(40)]
+    for i in range(1, 40):
+        nodes[i]["depends_on"] = [f"n{i - 1}"]
+    source = await create_workflow(await User.get(username="alice"), {"name": "forty", "nodes": nodes})
+    client = await web.client("alice")
+    url = f"/versions/{source.id}/copy"
+    page, form = await canvas(client, url)
+    for chosen, previous in ((3, None), (17, 3), (17, 17)):
+        response = await client.post(url, form.set("act", f"select-{chosen}").data(), htmx=True)
+        assert response.status_code == 200 and response.headers["hx-reswap"] == "none"
+        answer = response.text
+        assert 'id="editor-body"' not in answer and len(answer) < len(page) / 4
+        assert re.search(r'<aside [^>]*id="side-panel" hx-swap-oob="true"', answer)
+        assert f'id="nodes-{chosen}-command"' in answer  # the panel shows the chosen node's fields
+        page = swap_out_of_band(page, answer)
+        form = Form(page, "editor-body").set("act", "")
+        assert form.get("selected") == str(chosen)
+        if previous is not None and previous != chosen:  # the node shown before: its fields hidden again
+            assert f'<input type="hidden" name="nodes-{previous}-command" value="echo {previous}">' in page
+        # every node's fields are posted exactly once: the panel's or the hidden ones
+        assert [form.getlist(f"nodes-{i}-name") for i in range(40)] == [[f"n{i}"] for i in range(40)]
+        assert [form.getlist(f"nodes-{i}-env-0-value") for i in range(40)] == [[str(i)] for i in range(40)]
+
+    # the panel closed the same way; then the draft saves as it came
+    response = await client.post(url, form.data("deselect"), htmx=True)
+    assert response.headers["hx-reswap"] == "none" and 'id="side-panel-empty"' in response.text
+    page = swap_out_of_band(page, response.text)
+    form = Form(page, "editor-body")
+    assert form.get("selected") == "" and form.getlist("nodes-17-name") == ["n17"]
+    response = await client.post(url, form.data("save"), htmx=True)
+    assert response.status_code == 204, response.text
+    saved = await WorkflowVersion.get(id=int(response.headers["hx-redirect"].rsplit("/", 1)[1]))
+    spec = parse_spec(saved.spec)
+    assert [(n.name, n.command, n.env, n.depends_on) for n in spec.nodes] == [
+        (n["name"], n["command"], n["env"], n.get("depends_on", [])) for n in nodes
+    ]
+
+
+async def test_a_selection_after_an_edit_re_renders_the_whole_editor(web: Web) -> None:
+    """The page's digest of the draft no longer matches: the server's verdict on the edit must be drawn too."""
+    source = await create_workflow(await User.get(username="alice"), example())
+    client = await web.client("alice")
+    url = f"/versions/{source.id}/copy"
+    _, form = await canvas(client, url)
+    form.set("nodes-0-name", "renamed")
+    html, form = await act(client, url, form, "select-1")  # asserts the whole editor came back
+    assert form.get("selected") == "1" and ">renamed</text>" in html
+    sources = [v for k, v in form.fields if k.startswith("nodes-1-inputs-") and k.endswith("-from") and v]
+    assert [s for s in sources if not s.startswith("params.")] == [
+        f"renamed.output_param{i}" for i in (1, 2, 3)
+    ]
+    # a forged or stale digest is no shortcut either
+    form.set("draft-digest", "0" * 32)
+    html, form = await act(client, url, form, "select-0")
+    assert form.get("selected") == "0"
+    # a post that is not htmx's (no script) gets the whole page
+    response = await client.post(url, form.set("act", "select-1").data())
+    assert response.status_code == 200 and 'id="editor-body"' in response.text

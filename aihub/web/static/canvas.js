@@ -35,7 +35,25 @@
     // (a move is answered with 204 and no re-render that would clear these fields)
     field.value = "";
     ["canvas-drop-x", "canvas-drop-y"].forEach(function (id) { var f = byId(id); if (f) { f.value = ""; } });
+    if (act.indexOf("select-") === 0) { mark(act.slice(7)); }
   }
+
+  // The node whose panel is open is drawn selected. A new selection is answered with the side panel alone (out of
+  // band: the canvas is not sent again), so the page marks it itself: at once when asked, and as the server's
+  // "selected" field says once that is swapped in (the panel's Close button too).
+  function mark(index) {
+    document.querySelectorAll("#canvas .cnode").forEach(function (g) {
+      var on = g.getAttribute("data-index") === String(index);
+      g.classList.toggle("selected", on);
+      var body = byId("cbody-" + g.getAttribute("data-index"));
+      if (body) { body.setAttribute("aria-pressed", on ? "true" : "false"); }
+    });
+  }
+
+  document.addEventListener("htmx:oobAfterSwap", function () {
+    var field = byId("selected-node");
+    if (field && canvas()) { mark(field.value); }
+  });
 
   function announce(text) {
     var status = byId("canvas-status");
