@@ -9,6 +9,7 @@ without them they skip locally and fail in CI, like the other isolation tests.
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 import shutil
 import signal
@@ -19,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from aihub.engine.executors import launcher as launcher_module
 from aihub.engine.executors.base import ExitReport, Job, JobKey, StorageMount
 from aihub.engine.executors.local import LocalExecutor
 from aihub.runtime import build_executor
@@ -39,9 +41,14 @@ def data_dir() -> Iterator[Path]:
     shutil.rmtree(path, ignore_errors=True)
 
 
-@pytest.fixture
-async def executor(data_dir: Path) -> AsyncIterator[LocalExecutor]:
-    """The executor exactly as the runtime builds it from default settings."""
+@pytest.fixture(params=["proc-by-launcher", "proc-by-supervisor"])
+async def executor(
+    data_dir: Path, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[LocalExecutor]:
+    """The executor exactly as the runtime builds it from default settings; each test twice: the launcher mounts
+    each node's /proc (``pidns=``, Linux 6.15 and later), or leaves it to the supervisor, as it does on a kernel
+    without that option."""
+    monkeypatch.setattr(launcher_module, "PROC_BY_SUPERVISOR", request.param == "proc-by-supervisor")
     settings = Settings(data_dir=data_dir)
     settings.ensure_dirs()
     executor = build_executor(settings, *build_storage(settings))
@@ -90,6 +97,18 @@ async def test_a_node_sees_neither_the_server_nor_its_environment(
     assert "pytest" not in log and "AIHUB_" not in log
     own = [line for line in log.splitlines() if line.strip() and "=" not in line]
     assert len(own) <= 4, own  # the supervisor, the node's shell and its helpers: nothing of the host
+
+
+async def test_a_node_s_proc_is_its_own_namespace_s(executor: LocalExecutor) -> None:
+    """PID 1 is the node's supervisor and the node's shell has a PID of that namespace, whoever mounted /proc."""
+    report, log = await _run(executor, "tr '\\0' ' ' </proc/1/cmdline; echo; echo $$; grep -c . /proc/mounts")
+    assert report.exit_code == 0, log
+    first, own, _ = log.splitlines()
+    assert "shim.sh" in first and int(own) < 10, log
+    launcher = executor.supervisors.launcher
+    assert launcher is not None and launcher.pid is not None
+    flag = b"--proc-by-supervisor" in Path(f"/proc/{launcher.pid}/cmdline").read_bytes()
+    assert flag == launcher_module.PROC_BY_SUPERVISOR  # the way asked for is the way taken
 
 
 async def test_the_data_dir_is_out_of_reach(executor: LocalExecutor, data_dir: Path) -> None:
@@ -344,3 +363,32 @@ def _launchers() -> list[int]:
         if int(stat[stat.rindex(b")") + 2 :].split()[1]) == os.getpid() and b"launcher.py" in cmdline:
             found.append(int(entry.name))
     return found
+
+
+def test_a_kernel_without_pidns_leaves_each_proc_to_the_supervisor(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Before Linux 6.15 proc(5) refuses ``pidns=`` (EINVAL): the launcher then says ``proc`` on the gate, for
+    this launch and every later one, and the supervisor mounts it (above, ``proc-by-supervisor``). Any other
+    refusal is the attempt's set-up error, its reason in the log."""
+    tried: list[str] = []
+
+    def refuse(source: str, target: str, fstype: str, flags: int, data: str | None = None) -> None:
+        tried.append(data or "")
+        raise launcher_module.SetupError(f"mount: {target}: {os.strerror(code)}", code)
+
+    monkeypatch.setattr(launcher_module, "mount", refuse)
+    monkeypatch.setattr(launcher_module, "_proc_by_supervisor", False)
+    log = os.open(tmp_path / "log", os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        code = errno.EINVAL
+        assert launcher_module.mount_proc(1234, log) == "proc"
+        assert launcher_module.mount_proc(1235, log) == "proc"
+        assert tried == ["pidns=/proc/1234/ns/pid"]  # found out once
+        monkeypatch.setattr(launcher_module, "_proc_by_supervisor", False)
+        code = errno.EPERM
+        status = launcher_module.mount_proc(1236, log)
+    finally:
+        os.close(log)
+    assert status == "error: could not mount /proc for the node's PID namespace (see the log)"
+    assert (tmp_path / "log").read_text() == "mount: /proc: Operation not permitted\n"

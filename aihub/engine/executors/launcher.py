@@ -21,7 +21,9 @@ own* namespaces, starts the supervisor with ``posix_spawn`` (a vfork: no copy of
    *report pipe*;
 4. mounts a ``/proc`` of the new PID namespace (``pidns=``, Linux 6.15 and later; possible only once its PID 1
    exists), then writes ``ok`` to the gate — or the error, which the supervisor records in ``exit`` (``error:
-   could not mount SRC at DST (see the log)``, the reason in the log) instead of running the node;
+   could not mount SRC at DST (see the log)``, the reason in the log) instead of running the node. A kernel
+   without ``pidns=`` (it refuses the option: EINVAL) gets ``proc`` on the gate instead, from then on: the
+   supervisor, inside the namespace, mounts its ``/proc`` with mount(8), as ``unshare --mount-proc`` does;
 5. returns to its own mount and PID namespaces (``setns``), and later reaps the supervisor and reports its end.
 
 The end is reported twice. A supervisor that is PID 1 of its PID namespace writes a line on the report pipe
@@ -52,6 +54,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import errno
 import functools
 import itertools
 import json
@@ -76,6 +79,8 @@ MS_REC = 16384
 MS_PRIVATE = 1 << 18
 GATE_FD = 3
 REPORT_FD = 4
+#: start launchers that leave each namespace's /proc to its supervisor, as on kernels before 6.15 (tests)
+PROC_BY_SUPERVISOR = False
 # what Python or this process changed (SIG_IGN survives exec): the supervisor and the node get the defaults
 DEFAULT_SIGNALS = (signal.SIGINT, signal.SIGPIPE, signal.SIGXFSZ, signal.SIGCHLD)
 
@@ -97,10 +102,15 @@ _own: dict[int, int] = {}  # namespace type -> an fd of this process's own names
 class SetupError(Exception):
     """A step of the namespace set-up failed (the message names it and the kernel's reason)."""
 
+    def __init__(self, message: str, code: int = 0) -> None:
+        super().__init__(message)
+        self.errno = code
+
 
 def _check(result: int, what: str) -> None:
     if result != 0:
-        raise SetupError(f"{what}: {os.strerror(ctypes.get_errno())}")
+        code = ctypes.get_errno()
+        raise SetupError(f"{what}: {os.strerror(code)}", code)
 
 
 def mount(source: str | None, target: str, fstype: str | None, flags: int, data: str | None = None) -> None:
@@ -155,11 +165,23 @@ def bind_all(binds: list[list[str]], log: int) -> str:
     return ""
 
 
+#: the supervisor mounts its namespace's /proc itself (the gate says ``proc``): the kernel knows no ``pidns=``
+#: (before Linux 6.15: found out at the first launch), or the server asked (``--proc-by-supervisor``)
+_proc_by_supervisor = False
+
+
 def mount_proc(pid: int, log: int) -> str:
-    """The /proc of the PID namespace whose PID 1 is ``pid`` (as ``unshare --mount-proc`` mounts it)."""
+    """The /proc of the PID namespace whose PID 1 is ``pid`` (as ``unshare --mount-proc`` mounts it): "" once
+    mounted, ``proc`` when the supervisor is to mount it from inside, or the status to record instead."""
+    global _proc_by_supervisor
+    if _proc_by_supervisor:
+        return "proc"
     try:
         mount("proc", "/proc", "proc", MS_NOSUID | MS_NOEXEC | MS_NODEV, f"pidns=/proc/{pid}/ns/pid")
     except SetupError as exc:
+        if exc.errno == errno.EINVAL:  # an option this kernel does not know: from inside, as before 6.15
+            _proc_by_supervisor = True
+            return "proc"
         os.write(log, f"{exc}\n".encode(errors="replace"))
         return "error: could not mount /proc for the node's PID namespace (see the log)"
     return ""
@@ -260,6 +282,8 @@ def close_inherited() -> None:
 
 
 def main() -> None:
+    global _proc_by_supervisor
+    _proc_by_supervisor = "--proc-by-supervisor" in sys.argv[1:]
     close_inherited()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the server decides when this ends (stdin's end)
     os.chdir("/")  # (so that no directory of the server's stays in use)
@@ -369,6 +393,7 @@ class LauncherClient:
             sys.executable,
             "-I",
             str(Path(__file__)),
+            *(["--proc-by-supervisor"] if PROC_BY_SUPERVISOR else []),
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             start_new_session=True,  # (a Ctrl-C meant for the server's terminal is not for it)

@@ -71,7 +71,7 @@ class _Way:
 
 def _isolation_ways(tools: _Tools, root: bool) -> list[_Way]:
     """The ways to try, best first: a PID namespace before none (its own /proc, and whatever a node leaves
-    running dies with it); the launcher (root; its /proc needs Linux 6.15) before unshare(1) as root; then
+    running dies with it); the launcher (root) before unshare(1) as root; then
     unshare(1) in a user namespace (a server that is not root)."""
     ways: list[_Way] = []
     for pid in (True, False):
@@ -276,7 +276,8 @@ class Supervisors:
     def shim_argv(self, scratch: Path, log_path: Path | None, workdir: str, binds: list[Bind]) -> list[str]:
         """``sh shim.sh ...`` up to its ``--``; ``log_path`` None: the launcher opened the log already."""
         tools = self.require_tools()
-        mount = tools.mount if binds and tools.mount else "-"
+        # with the launcher (no log_path), mount(8) for a /proc the launcher may leave to the supervisor
+        mount = tools.mount if (binds or log_path is None) and tools.mount else "-"
         flat = [part for bind in binds for part in bind]
         paths = (scratch, log_path or "/", workdir)
         relative = [str(p) for p in paths if not Path(p).is_absolute()]

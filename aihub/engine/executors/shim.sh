@@ -11,9 +11,11 @@
 #   LOG      file the node's stdout+stderr are appended to (opened before any mount can hide its path), or
 #            "-": the launcher already made SCRATCH the working directory and the log stdout and stderr
 #            (before its mounts: the data dir they are in may be hidden from here on), and made the binds;
-#            it says on fd 3 when the namespace is ready, and watches fd 4, the report pipe (see launcher.py)
+#            it says on fd 3 when the namespace is ready ("ok"; "proc": ready, but this script mounts the PID
+#            namespace's /proc itself, the kernel being older than 6.15), and watches fd 4, the report pipe
+#            (see launcher.py)
 #   WORKDIR  the node's working directory
-#   MOUNT    absolute path of mount(8), or "-" when there are no binds
+#   MOUNT    absolute path of mount(8), or "-" when there are no binds (and, with LOG "-", no mount(8) here)
 #   NBINDS   number of SRC DST MODE triples (MODE: rw | ro | tree = recursive); applied in order, inside the
 #            private mount namespace the executor started this script in
 #
@@ -65,7 +67,15 @@ else
 	fi
 	exec 3<&-
 	_aihub_report=1
-	[ "$_aihub_gate" = ok ] || _aihub_finish "$_aihub_gate"
+	if [ "$_aihub_gate" = proc ]; then
+		# (as PID 1 of the namespace, in its private mount namespace: the launcher could not mount it from outside)
+		"$_aihub_mount" -t proc -o nosuid,noexec,nodev proc /proc || {
+			[ -z "$_aihub_term" ] || _aihub_finish 143
+			_aihub_finish "error: could not mount /proc for the node's PID namespace (see the log)"
+		}
+	elif [ "$_aihub_gate" != ok ]; then
+		_aihub_finish "$_aihub_gate"
+	fi
 fi
 
 while [ "$_aihub_nbinds" -gt 0 ]; do
