@@ -35,7 +35,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -47,6 +46,7 @@ sys.path.insert(0, str(ROOT))
 import httpx  # noqa: E402
 import uvicorn  # noqa: E402
 import websockets  # noqa: E402
+from scratch_app import scratch_database  # noqa: E402
 from starlette.applications import Starlette  # noqa: E402
 from starlette.requests import Request  # noqa: E402
 from starlette.responses import JSONResponse  # noqa: E402
@@ -616,15 +616,10 @@ async def bench_fanout(
 
 async def main(args: argparse.Namespace) -> None:
     data_dir = Path(tempfile.mkdtemp(prefix="aihub-bench-api-", dir="/var/tmp"))
-    admin_url = os.environ.get("AIHUB_DATABASE_URL")
-    database_url = f"sqlite://{data_dir / 'aihub.sqlite3'}"
-    if admin_url and admin_url.startswith("postgres"):
-        database_url = await fresh_postgres(admin_url)
     try:
-        await run_parts(args, data_dir, database_url)
+        async with scratch_database(data_dir) as database_url:
+            await run_parts(args, data_dir, database_url)
     finally:
-        if admin_url and database_url.startswith("postgres"):
-            await drop_postgres(admin_url, database_url.rsplit("/", 1)[1])
         shutil.rmtree(data_dir, ignore_errors=True)
 
 
@@ -688,28 +683,6 @@ async def report_fanout(settings: Settings, ids: dict[str, Any], args: argparse.
     print(f"fan-out server CPU ratio GraphQL / raw: {fanout['cpu_ratio']:.1f}x", flush=True)
     if profile:
         print_profile(profile)
-
-
-async def fresh_postgres(url: str) -> str:
-    import asyncpg
-
-    name = f"aihub_bench_{uuid.uuid4().hex[:12]}"
-    admin = await asyncpg.connect(url)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    return url.rsplit("/", 1)[0] + "/" + name
-
-
-async def drop_postgres(admin_url: str, name: str) -> None:
-    import asyncpg
-
-    admin = await asyncpg.connect(admin_url)
-    try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await admin.close()
 
 
 if __name__ == "__main__":

@@ -32,6 +32,7 @@ from tortoise.backends.base_postgres.client import translate_exceptions
 from tortoise.connection import get_connections
 from tortoise.exceptions import TransactionManagementError
 
+from aihub.db import pg_reads
 from aihub.db.retry import AppliedButAnswerLost, is_connection_error, retrying
 
 log = logging.getLogger("aihub.db")
@@ -98,6 +99,34 @@ class _TransactionContext(TransactionContextPooled):
 
 
 class ResilientAsyncpgClient(AsyncpgDBClient):
+    #: the reader connections of prepared selects, opened on the first (``aihub.db.pg_reads``)
+    readers: pg_reads.PgReaders | None = None
+
+    async def fetch_prepared(self, sql: str, values: list[Any]) -> list[asyncpg.Record] | None:
+        """The rows of a prepared select (``aihub.db.prepared``) read on a reader connection outside any
+        transaction (:mod:`aihub.db.pg_reads`), or None: read them with :meth:`execute_query`."""
+        readers = self.readers
+        if readers is None:
+            if not pg_reads.ENABLED or self._pool is None:  # (the pool opens on the first ordinary query)
+                return None
+            readers = self.readers = pg_reads.PgReaders(
+                pg_reads.connect_options(self._template, self.password)
+            )
+        return await readers.fetch(sql, values) if pg_reads.ENABLED else None
+
+    async def _close_readers(self) -> None:
+        readers, self.readers = self.readers, None
+        if readers is not None:
+            await readers.close()
+
+    async def _close(self) -> None:
+        await self._close_readers()
+        await super()._close()
+
+    async def _expire_connections(self) -> None:
+        await self._close_readers()
+        await super()._expire_connections()
+
     def acquire_connection(self) -> _Connection:  # type: ignore[override]
         return _Connection(self, self._pool_init_lock)
 

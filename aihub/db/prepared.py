@@ -14,7 +14,9 @@ GIL passed between threads, which waits up to the 5 ms switch interval while the
 poll at about 800 requests a second (issue 18). The side connection sees what is committed, as a reader on
 another connection does in WAL mode (never a writer's uncommitted rows; it does not queue behind a write
 transaction holding Tortoise's lock); a query inside a transaction uses the transaction's connection. Any
-error of the side connection (busy, a schema change) makes that call take the ordinary path.
+error of the side connection (busy, a schema change) makes that call take the ordinary path. On PostgreSQL,
+outside a transaction, it is read on a reader connection of its own, without the pool's acquire and session
+reset (:mod:`aihub.db.pg_reads`).
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ from tortoise.fields import data as tortoise_data_fields
 from tortoise.fields.data import DatetimeField
 from tortoise.models import Model
 from tortoise.queryset import QuerySet
+
+from aihub.db.pg import ResilientAsyncpgClient
 
 M = TypeVar("M", bound=Model)
 
@@ -77,7 +81,12 @@ class PreparedSelect(Generic[M]):
             prepared = self._prepared[key] = self._prepare(shape, sorted(values))
         sql, params = prepared
         args = [p.value if p.name is None else values[p.name] for p in params]
-        rows = side_readers.read(db, sql, args) if type(db) is SqliteClient else None
+        kind = type(db)
+        rows: Sequence[Any] | None = None
+        if kind is SqliteClient:
+            rows = side_readers.read(db, sql, args)
+        elif kind is ResilientAsyncpgClient:  # (not a transaction's client: that reads on its connection)
+            rows = await db.fetch_prepared(sql, args)
         if rows is None:
             _, rows = await db.execute_query(sql, args)
         if self._timestamps is None:

@@ -1,8 +1,9 @@
 """The precompiled path of simple documents (``aihub.graphql.fastpath``) answers exactly what the generic path
 answers: for many documents, callers and variables, the HTTP status, the headers and the body bytes are the same
 with the path on and off, and the path is taken where it should be (and only there). Also: the same operation
-metric is counted, the side connection reads of SQLite (``aihub.db.prepared``) give the same answers, and the
-limits (cost, depth, aliases, tokens) keep a document off the path when they would refuse it.
+metric is counted, the side connection reads of SQLite (``aihub.db.prepared``) and the reader connections of
+PostgreSQL (``aihub.db.pg_reads``) give the same answers, and the limits (cost, depth, aliases, tokens) keep a
+document off the path when they would refuse it.
 """
 
 from __future__ import annotations
@@ -12,8 +13,9 @@ from typing import Any
 
 import pytest
 
-from aihub.db import prepared
+from aihub.db import pg_reads, prepared
 from aihub.db.models import Run, TokenKind
+from aihub.db.pg import ResilientAsyncpgClient
 from aihub.graphql import fastpath
 from aihub.graphql.context import Context
 from aihub.graphql.schema import build_schema
@@ -252,20 +254,26 @@ async def test_the_operation_is_counted_as_on_the_generic_path(
         assert counter._value.get() == before + 2
 
 
-async def test_sqlite_side_reads_give_the_same_answers(
-    users: Server, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def side_reads() -> int:
+    """Reads answered by SQLite's side connection or PostgreSQL's readers (``aihub.db.pg_reads``)."""
+    db = Run._meta.db
+    if isinstance(db, ResilientAsyncpgClient):
+        return db.readers.reads if db.readers else 0
+    return prepared.side_readers.reads
+
+
+async def test_side_reads_give_the_same_answers(users: Server, monkeypatch: pytest.MonkeyPatch) -> None:
     ids = await runs_of(users)
     await Run.filter(id=ids["mine"]).update(message="side ü")
     headers = {"authorization": f"Bearer {users.tokens['alice']}"}
     payload = {"query": EVERY_SCALAR, "variables": {"id": ids["mine"]}}
-    before = prepared.side_readers.reads
+    before = side_reads()
     side = await respond(users, payload, headers)
-    sqlite = Run._meta.db.capabilities.dialect == "sqlite"
-    assert prepared.side_readers.reads - before == (1 if sqlite else 0)
+    assert side_reads() - before == 1
     monkeypatch.setattr(prepared.side_readers, "enabled", False)
+    monkeypatch.setattr(pg_reads, "ENABLED", False)
     assert await respond(users, payload, headers) == side
-    assert prepared.side_readers.reads - before == (1 if sqlite else 0)
+    assert side_reads() - before == 1
     assert json.loads(side[2])["data"]["run"]["message"] == "side ü"
 
 
