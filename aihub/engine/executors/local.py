@@ -175,6 +175,7 @@ class LocalExecutor:
         private_paths: Sequence[Path] = (),
     ) -> None:
         self.work_root = absolute_path(work_root)
+        self._work_root_slash = str(self.work_root).rstrip("/") + "/"
         self.artifacts = artifacts
         self.logs = logs
         self.supervisors = Supervisors(
@@ -270,7 +271,10 @@ class LocalExecutor:
     def _elsewhere(self, handle: Handle) -> bool:
         """The attempt was started by an executor with another work root: another data dir, or another host
         (a run taken over from an engine worker that died). Its files and processes are not this one's."""
-        return not Path(handle.data["scratch"]).is_relative_to(self.work_root)
+        scratch = handle.data["scratch"]
+        if scratch.startswith(self._work_root_slash):  # ours, as this executor writes it (once per node)
+            return False
+        return not Path(scratch).is_relative_to(self.work_root)
 
     async def _wait(self, handle: Handle) -> ExitReport:
         scratch = Path(handle.data["scratch"])
@@ -472,7 +476,7 @@ async def _report(
         report.error = f"unreadable exit status {status!r}"
     else:
         report.exit_code = int(status)
-        if report.exit_code == 0 and not stopped:
+        if report.exit_code == 0 and not stopped and data["outputs"]:  # (none declared: nothing to map)
             decls = [OutputDecl(**o) for o in data["outputs"]]
             report.outputs, report.error = await collect_outputs(
                 decls, resolver(data), artifacts, data["max_text"], tmp_dir=scratch

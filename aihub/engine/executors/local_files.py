@@ -66,6 +66,7 @@ class AttemptFiles:
         self._spares: list[Path] = []  # ready, for the current isolation and node user
         self._spare_lock = threading.Lock()  # (starts and refills run in worker threads)
         self._making = 0  # spares being made
+        self._outside_tmp: list[Path] | None = None
 
     # --------------------------------------------------------------------------------------- spares
     def reset_spares(self) -> None:
@@ -254,12 +255,14 @@ class AttemptFiles:
         binds.append((str(scratch / "tmp"), "/tmp", "tree"))
         empty = str(self.work_root / ".empty")
         # (one under /tmp is out of sight already, and could not be found once the private /tmp is in place)
-        binds.extend(
-            (empty, str(path), "ro")
-            for path in self.sup.private_paths
-            if not path.is_relative_to("/tmp") and path.is_dir()
-        )
+        binds.extend((empty, str(path), "ro") for path in self._hidden_outside_tmp() if path.is_dir())
         return binds
+
+    def _hidden_outside_tmp(self) -> list[Path]:
+        """The private paths not under /tmp (where the private /tmp hides them already); found once."""
+        if self._outside_tmp is None:
+            self._outside_tmp = [p for p in self.sup.private_paths if not p.is_relative_to("/tmp")]
+        return self._outside_tmp
 
     def _check_storages_without_isolation(self, job: Job) -> None:
         for storage in job.storages:

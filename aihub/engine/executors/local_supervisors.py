@@ -280,7 +280,7 @@ class Supervisors:
         mount = tools.mount if (binds or log_path is None) and tools.mount else "-"
         flat = [part for bind in binds for part in bind]
         paths = (scratch, log_path or "/", workdir)
-        relative = [str(p) for p in paths if not Path(p).is_absolute()]
+        relative = [str(p) for p in paths if not os.path.isabs(p)]
         if relative:  # the supervisor changes directory before it opens them
             raise ValueError(f"the supervisor needs absolute paths, got {', '.join(relative)}")
         return [
