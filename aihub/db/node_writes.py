@@ -64,6 +64,9 @@ NODE_FIELDS = (
     "started_at",
     "finished_at",
 )
+#: what an ended attempt's write sets: the rest (its node, number, executor and the executor's handle, which
+#: is the largest value of the row) was written when it started and does not change
+ATTEMPT_END_FIELDS = ("status", "exit_code", "message", "started_at", "finished_at")
 #: a node event's columns, in the order of :func:`event_row`
 EVENT_FIELDS = ("run_id", "node", "attempt", "kind", "message", "created_at")
 
@@ -77,7 +80,7 @@ class Statements:
     node_cas: str  # UPDATE node_run SET <NODE_FIELDS> WHERE id=? AND status=?
     event_insert: str  # INSERT INTO node_event (<EVENT_FIELDS>) VALUES (...)
     attempt_insert: str  # INSERT INTO attempt (<attempt_fields>) VALUES (...) [RETURNING id: PostgreSQL]
-    attempt_update: str  # UPDATE attempt SET <attempt_fields> WHERE id=?
+    attempt_update: str  # UPDATE attempt SET <ATTEMPT_END_FIELDS> WHERE id=?
     attempt_fields: tuple[str, ...]  # an attempt's fields but its id (what ``Model.save`` writes)
 
 
@@ -116,7 +119,7 @@ def statements(dialect: str) -> Statements:
             event_insert=_insert(NodeEvent, EVENT_FIELDS, mark),
             attempt_insert=_insert(Attempt, attempt_fields, mark)
             + (f' RETURNING "{Attempt._meta.db_pk_column}"' if dialect == "postgres" else ""),
-            attempt_update=_update(Attempt, attempt_fields, ("id",), mark),
+            attempt_update=_update(Attempt, ATTEMPT_END_FIELDS, ("id",), mark),
             attempt_fields=attempt_fields,
         )
     return _STATEMENTS[dialect]
@@ -141,9 +144,9 @@ def pg_one_statement(attempt: str, events: int) -> str:
             parts.append(f'a AS (INSERT INTO {into} SELECT {marks} FROM n RETURNING "id")')
             number += len(sql.attempt_fields)
         elif attempt == "update":
-            update = _update(Attempt, sql.attempt_fields, ("id",), lambda i: f"${number + i}")
+            update = _update(Attempt, ATTEMPT_END_FIELDS, ("id",), lambda i: f"${number + i}")
             parts.append(f'a AS ({update} AND EXISTS (SELECT 1 FROM n) RETURNING "id")')
-            number += len(sql.attempt_fields) + 1
+            number += len(ATTEMPT_END_FIELDS) + 1
         if attempt:
             answer = '(SELECT "id" FROM a)'
         if events:  # rows of VALUES take no type from the columns: each is cast to its column's type
@@ -295,7 +298,7 @@ class _Transition:
     """What one node transition writes, converted to database values."""
 
     node: list[Any]  # NODE_FIELDS, then the id and the status it was read with
-    attempt: list[Any] | None  # Statements.attempt_fields (+ the id when it is updated)
+    attempt: list[Any] | None  # Statements.attempt_fields (inserted), or ATTEMPT_END_FIELDS and the id
     insert_attempt: bool
     events: list[list[Any]]
 
@@ -316,7 +319,9 @@ async def write_transition(
         node=_node_values(node, previous),
         attempt=None
         if attempt is None
-        else _values(attempt, sql.attempt_fields) + ([] if insert else [attempt.pk]),
+        else _values(attempt, sql.attempt_fields)
+        if insert
+        else [*_values(attempt, ATTEMPT_END_FIELDS), attempt.pk],
         insert_attempt=insert,
         events=events,
     )

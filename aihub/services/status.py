@@ -156,7 +156,8 @@ async def transition_node(
     extra_events: list[tuple[str, str]] = (),  # type: ignore[assignment]
 ) -> None:
     """Move ``node`` to ``target`` if the table allows it and the database still has the status ``node``
-    was read with (compare-and-set); ``attempt`` (new or finished) is saved in the same transaction.
+    was read with (compare-and-set); ``attempt`` is saved in the same transaction: a new one whole, a finished one
+    its end (``node_writes.ATTEMPT_END_FIELDS``: status, exit code, message, start and end times).
     Raises ``IllegalTransition`` or ``StaleStatus`` (then nothing is written and ``node`` is as it was)."""
     check_node_transition(node.name, node.status, target)
     previous = node.status
