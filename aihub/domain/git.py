@@ -15,6 +15,8 @@ import re
 from collections.abc import Collection
 from urllib.parse import urlsplit, urlunsplit
 
+from aihub.domain.messages import msg
+
 __all__ = [
     "ALLOWED_SCHEMES",
     "DEFAULT_PORTS",
@@ -65,9 +67,12 @@ def internal_address(address: str) -> bool:
 def refusal(host: str, address: str) -> GitError:
     shown = host if host == address else f"{host} ({address})"
     return GitError(
-        f"the git host {shown} is an internal address (loopback, private, link-local or reserved); modules "
-        "are cloned only from public git servers unless an administrator allows the host by name "
-        "(AIHUB_GIT_ALLOWED_HOSTS)"
+        msg(
+            "the git host {host} is an internal address (loopback, private, link-local or reserved); modules "
+            "are cloned only from public git servers unless an administrator allows the host by name "
+            "(AIHUB_GIT_ALLOWED_HOSTS)",
+            host=shown,
+        )
     )
 
 
@@ -80,29 +85,40 @@ def check_git_url(url: str, *, allow_file: bool, allowed_hosts: Collection[str] 
     literal is refused here; names are resolved and checked by :func:`check_git_host` before a clone)."""
     url = url.strip()
     if not url:
-        raise GitError("the git URL is empty")
+        raise GitError(msg("the git URL is empty"))
     if url.startswith("-"):
-        raise GitError("the git URL must not start with '-'")
+        raise GitError(msg("the git URL must not start with '-'"))
     if _CONTROL.search(url):
-        raise GitError("the git URL must not contain spaces or control characters")
+        raise GitError(msg("the git URL must not contain spaces or control characters"))
     allowed = (*ALLOWED_SCHEMES, "file") if allow_file else ALLOWED_SCHEMES
     scheme, sep, rest = url.partition("://")
     if not sep:
         raise GitError(
-            f"{redact_url(url)!r} is not a URL git may clone here: use https://, http:// or ssh:// "
-            "(for example ssh://git@host/group/repo.git instead of git@host:group/repo.git)"
+            msg(
+                "{url} is not a URL git may clone here: use https://, http:// or ssh:// "
+                "(for example ssh://git@host/group/repo.git instead of git@host:group/repo.git)",
+                url=repr(redact_url(url)),
+            )
         )
     scheme = scheme.lower()
     if scheme == "file" and not allow_file:
         raise GitError(
-            "file:// repositories are disabled on this installation (an administrator can enable them "
-            "with AIHUB_ALLOW_FILE_GIT=true)"
+            msg(
+                "file:// repositories are disabled on this installation (an administrator can enable them "
+                "with AIHUB_ALLOW_FILE_GIT=true)"
+            )
         )
     if scheme not in allowed:
-        raise GitError(f"git URL scheme {scheme!r} is not allowed; use one of: {', '.join(allowed)}")
+        raise GitError(
+            msg(
+                "git URL scheme {scheme} is not allowed; use one of: {schemes}",
+                scheme=repr(scheme),
+                schemes=", ".join(allowed),
+            )
+        )
     host = urlsplit(url).hostname
     if scheme != "file" and not host:
-        raise GitError(f"the git URL {redact_url(url)!r} has no host")
+        raise GitError(msg("the git URL {url} has no host", url=repr(redact_url(url))))
     if (
         host
         and not allowed_host(host, allowed_hosts)
@@ -110,7 +126,7 @@ def check_git_url(url: str, *, allow_file: bool, allowed_hosts: Collection[str] 
     ):
         raise refusal(host, host)
     if scheme == "file" and not rest.startswith("/"):
-        raise GitError("a file:// URL needs an absolute path, e.g. file:///srv/git/module.git")
+        raise GitError(msg("a file:// URL needs an absolute path, e.g. file:///srv/git/module.git"))
     return url
 
 
@@ -118,9 +134,9 @@ def check_ref(ref: str) -> str:
     """A branch or tag name git accepts, else :class:`GitError`."""
     ref = ref.strip()
     if not ref:
-        raise GitError("the branch/tag is empty")
+        raise GitError(msg("the branch/tag is empty"))
     if ref.startswith("-"):
-        raise GitError("the branch/tag must not start with '-'")
+        raise GitError(msg("the branch/tag must not start with '-'"))
     if (
         not _REF.fullmatch(ref)
         or ".." in ref
@@ -131,7 +147,10 @@ def check_ref(ref: str) -> str:
         or len(ref) > 255
     ):
         raise GitError(
-            f"{ref!r} is not a valid branch or tag name (letters, digits and . _ / + @ -, no '..', "
-            "at most 255 characters)"
+            msg(
+                "{ref} is not a valid branch or tag name (letters, digits and . _ / + @ -, no '..', "
+                "at most 255 characters)",
+                ref=repr(ref),
+            )
         )
     return ref

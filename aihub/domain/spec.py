@@ -92,6 +92,14 @@ class SpecError(ValueError):
         self.issues = list(issues)
         super().__init__("\n".join(str(issue) for issue in self.issues))
 
+    @property
+    def message(self) -> str:
+        """``str(error)``, but one issue stays a translatable message (``{field}: {message}``)."""
+        if len(self.issues) == 1:
+            issue = self.issues[0]
+            return msg("{field}: {message}", field=issue.location, message=issue.message)
+        return str(self)
+
 
 class _Issues:
     """Collects issues with a sort key, so that each param's and node's problems come out together, in order."""
@@ -132,11 +140,17 @@ def _did_you_mean(name: str, choices: Iterable[str]) -> str:
 
 
 def _type_name(value: object) -> str:
-    names = {dict: "a mapping", list: "a list", str: "a string", bool: "a boolean", type(None): "null"}
+    names = {
+        dict: msg("a mapping"),
+        list: msg("a list"),
+        str: msg("a string"),
+        bool: msg("a boolean"),
+        type(None): msg("null"),
+    }
     for kind, label in names.items():
         if isinstance(value, kind):
             return label
-    return "a number" if isinstance(value, int | float) else type(value).__name__
+    return msg("a number") if isinstance(value, int | float) else type(value).__name__
 
 
 # --- field types -------------------------------------------------------------------------------------------
@@ -163,7 +177,11 @@ def _node_name(value: str) -> str:
 def _not_reserved_env(value: str) -> str:
     if value.startswith(RESERVED_ENV_PREFIX):
         raise ValueError(
-            f"{value!r} starts with {RESERVED_ENV_PREFIX}, which is reserved for the platform's variables"
+            msg(
+                "{value} starts with {prefix}, which is reserved for the platform's variables",
+                value=repr(value),
+                prefix=RESERVED_ENV_PREFIX,
+            )
         )
     return value
 
@@ -204,10 +222,10 @@ def _output_path(value: str) -> str:
     if not value.startswith("/"):
         raise ValueError(msg("{value} must be an absolute path", value=repr(value)))
     if "\0" in value:
-        raise ValueError("must not contain a NUL character")
+        raise ValueError(msg("must not contain a NUL character"))
     normal = "/" + posixpath.normpath(value).lstrip("/")
     if normal == "/":
-        raise ValueError("must not be '/'")
+        raise ValueError(msg("must not be '/'"))
     return normal
 
 
@@ -755,20 +773,24 @@ def _describe_error(error: Mapping[str, Any], model: type[BaseModel]) -> str:
             "unknown field{hint}", hint=_did_you_mean(str(loc[-1]), _field_names(_model_at(model, loc)))
         )
     if kind == "literal_error":
-        return f"must be {ctx['expected']} (got {value!r})"
+        return msg("must be {expected} (got {value})", expected=ctx["expected"], value=repr(value))
     if kind == "greater_than_equal":
         return msg("must be at least {minimum} (got {value})", minimum=ctx["ge"], value=repr(value))
     if kind == "less_than_equal":
         return msg("must be at most {maximum} (got {value})", maximum=ctx["le"], value=repr(value))
     if kind in {"model_type", "model_attributes_type", "dict_type"}:
-        return f"must be a mapping (got {_type_name(value)})"
-    expected = {"string_type": "a string", "list_type": "a list", "bool_type": "true or false"}
-    expected |= {"bool_parsing": "true or false", "int_type": "an integer", "int_parsing": "an integer"}
-    expected |= {"int_from_float": "an integer", "too_short": "non-empty"}
+        return msg("must be a mapping (got {kind})", kind=_type_name(value))
+    expected = {"string_type": msg("a string"), "list_type": msg("a list"), "bool_type": msg("true or false")}
+    expected |= {
+        "bool_parsing": msg("true or false"),
+        "int_type": msg("an integer"),
+        "int_parsing": msg("an integer"),
+    }
+    expected |= {"int_from_float": msg("an integer"), "too_short": msg("non-empty")}
     if kind in {"int_type", "int_parsing", "int_from_float"}:
         return msg("must be an integer (got {value})", value=repr(value))
     if kind in expected:
-        return f"must be {expected[kind]} (got {value!r})"
+        return msg("must be {expected} (got {value})", expected=expected[kind], value=repr(value))
     return str(error["msg"])
 
 
@@ -797,7 +819,14 @@ def _validate_params(raw: object, issues: _Issues) -> tuple[list[str | None] | N
         return [], []
     if not isinstance(raw, list):
         issues.add(
-            (_WORKFLOW, 0), _WORKFLOW_LOCATION, "params", f"params: must be a list (got {_type_name(raw)})"
+            (_WORKFLOW, 0),
+            _WORKFLOW_LOCATION,
+            "params",
+            msg(
+                "{field}: {message}",
+                field="params",
+                message=msg("must be a list (got {kind})", kind=_type_name(raw)),
+            ),
         )
         return None, []
     params: list[ParamDecl] = []
@@ -820,7 +849,14 @@ def _validate_nodes(raw: object, issues: _Issues) -> _Draft:
         return draft
     if not isinstance(raw, list):
         issues.add(
-            (_WORKFLOW, 0), _WORKFLOW_LOCATION, "nodes", f"nodes: must be a list (got {_type_name(raw)})"
+            (_WORKFLOW, 0),
+            _WORKFLOW_LOCATION,
+            "nodes",
+            msg(
+                "{field}: {message}",
+                field="nodes",
+                message=msg("must be a list (got {kind})", kind=_type_name(raw)),
+            ),
         )
         return draft
     for index, item in enumerate(raw):
@@ -911,7 +947,7 @@ class _SpecLoader(_BaseLoader):  # type: ignore[misc]
                     raise yaml.constructor.ConstructorError(
                         "while constructing a mapping",
                         node.start_mark,
-                        f"duplicate key {key_node.value!r}",
+                        msg("duplicate key {key}", key=repr(key_node.value)),
                         key_node.start_mark,
                     )
                 seen.add(key)
@@ -950,13 +986,16 @@ def _check_expansion(root: yaml.Node) -> None:
             size[key] = 1 + sum(size[id(child)] for child in _yaml_children(node))
             if size[key] > MAX_YAML_NODES:
                 raise ValueError(
-                    f"the document has more than {MAX_YAML_NODES} values once aliases are expanded"
+                    msg(
+                        "the document has more than {count} values once aliases are expanded",
+                        count=MAX_YAML_NODES,
+                    )
                 )
             continue
         if key in size:
             continue
         if key in started:
-            raise ValueError(f"recursive YAML alias at line {node.start_mark.line + 1}")
+            raise ValueError(msg("recursive YAML alias at line {line}", line=node.start_mark.line + 1))
         started.add(key)
         stack.append((node, True))
         stack.extend((child, False) for child in _yaml_children(node) if id(child) not in size)
@@ -979,7 +1018,7 @@ def _reject_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     result: dict[str, Any] = {}
     for key, value in pairs:
         if key in result:
-            raise ValueError(f"invalid JSON: duplicate key {key!r}")
+            raise ValueError(msg("invalid JSON: duplicate key {key}", key=repr(key)))
         result[key] = value
     return result
 
@@ -994,11 +1033,24 @@ def _parse_text(text: str) -> object:
         return _load_yaml(text)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = exc.problem or exc.context or "syntax error"
-        raise ValueError(f"invalid YAML{where}: {problem}") from exc
+        problem = exc.problem or exc.context or msg("syntax error")
+        if mark is None:
+            raise ValueError(msg("invalid YAML: {problem}", problem=problem)) from exc
+        raise ValueError(
+            msg(
+                "invalid YAML at line {line}, column {column}: {problem}",
+                line=mark.line + 1,
+                column=mark.column + 1,
+                problem=problem,
+            )
+        ) from exc
     except yaml.YAMLError as exc:
-        raise ValueError(f"invalid YAML: {exc}") from exc
+        raise ValueError(msg("invalid YAML: {problem}", problem=str(exc))) from exc
+
+
+def _reason(exc: ValueError) -> str:
+    """The message a ValueError was raised with: a :class:`Message` stays one (``str(exc)`` would lose it)."""
+    return exc.args[0] if len(exc.args) == 1 and isinstance(exc.args[0], str) else str(exc)
 
 
 def _document_error(message: str) -> SpecError:
@@ -1013,15 +1065,17 @@ def _load_document(source: str | bytes | Mapping[str, Any]) -> Mapping[str, Any]
             text = source.decode("utf-8-sig") if isinstance(source, bytes) else source
             data = _parse_text(text)
         except UnicodeDecodeError as exc:
-            raise _document_error(f"not UTF-8 text (byte {exc.start})") from exc
+            raise _document_error(msg("not UTF-8 text (byte {position})", position=exc.start)) from exc
         except RecursionError as exc:
-            raise _document_error("the document is nested too deeply") from exc
+            raise _document_error(msg("the document is nested too deeply")) from exc
         except ValueError as exc:
-            raise _document_error(str(exc)) from exc
+            raise _document_error(_reason(exc)) from exc
     if data is None or (isinstance(data, Mapping) and not data):
-        raise _document_error("the spec is empty")
+        raise _document_error(msg("the spec is empty"))
     if not isinstance(data, Mapping):
-        raise _document_error(f"the spec must be a mapping with 'name' and 'nodes' (got {_type_name(data)})")
+        raise _document_error(
+            msg("the spec must be a mapping with 'name' and 'nodes' (got {kind})", kind=_type_name(data))
+        )
     return data
 
 
@@ -1083,12 +1137,12 @@ def validate_run_params(spec: WorkflowSpec, values: Mapping[str, object]) -> dic
     declared = {param.name: index for index, param in enumerate(spec.params)}
     for name in values:
         if name not in declared:
-            takes = _listing(declared) if declared else "no params"
+            takes = _listing(declared) if declared else msg("no params")
             issues.add(
                 (_PARAMS, len(declared)),
                 f"param '{name}'",
                 name,
-                f"unknown param (this workflow takes: {takes})",
+                msg("unknown param (this workflow takes: {params})", params=takes),
             )
     result: dict[str, str] = {}
     for index, param in enumerate(spec.params):
@@ -1097,10 +1151,10 @@ def validate_run_params(spec: WorkflowSpec, values: Mapping[str, object]) -> dic
             value = param.default
         try:
             if value is None:
-                raise ValueError("is required but no value was given")
+                raise ValueError(msg("is required but no value was given"))
             result[param.name] = scalar_to_str(value)
         except ValueError as exc:
-            issues.add((_PARAMS, index), f"param '{param.name}'", param.name, str(exc))
+            issues.add((_PARAMS, index), f"param '{param.name}'", param.name, _reason(exc))
     if issues:
         raise SpecError(issues.sorted())
     return result

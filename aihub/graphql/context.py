@@ -14,6 +14,7 @@ from starlette.responses import Response
 from starlette.websockets import WebSocket
 from strawberry.types import Info as StrawberryInfo
 
+from aihub.domain.messages import msg
 from aihub.graphql.loaders import Loaders
 from aihub.logs import new_request_id
 from aihub.services.auth import Unauthenticated
@@ -44,8 +45,10 @@ class Context:
         if self.user is not None:
             return self.user
         if self.token:
-            raise Unauthenticated("the token is invalid, revoked or expired; log in again")
-        raise Unauthenticated("authentication required: send 'Authorization: Bearer <token>' (see login)")
+            raise Unauthenticated(msg("the token is invalid, revoked or expired; log in again"))
+        raise Unauthenticated(
+            msg("authentication required: send 'Authorization: Bearer <token>' (see login)")
+        )
 
 
 Info = StrawberryInfo[Context, None]

@@ -38,6 +38,7 @@ from graphql import (
 from graphql.utilities import get_operation_ast, value_from_ast_untyped
 from strawberry.extensions import SchemaExtension
 
+from aihub.domain.messages import msg
 from aihub.domain.tokens import TokenKind
 from aihub.graphql.types.common import parse_id
 from aihub.services.errors import ServiceError
@@ -220,14 +221,24 @@ class QueryCost(SchemaExtension):
         yield
 
     def _check(self, points: int, log_bytes: int) -> None:
-        hint = "ask for fewer items (first:, limit:), fewer log bytes or fewer aliases"
+        hint = msg("ask for fewer items (first:, limit:), fewer log bytes or fewer aliases")
         if points > self.max_cost:
             raise QueryTooCostly(
-                f"the query would cost {points} points, more than the limit of {self.max_cost} "
-                f"(AIHUB_MAX_QUERY_COST): {hint}"
+                msg(
+                    "the query would cost {points} points, more than the limit of {limit} "
+                    "(AIHUB_MAX_QUERY_COST): {hint}",
+                    points=points,
+                    limit=self.max_cost,
+                    hint=hint,
+                )
             )
         if log_bytes > self.max_log_bytes:
             raise QueryTooCostly(
-                f"the query could read {log_bytes} bytes of logs, more than the limit of {self.max_log_bytes} "
-                f"(AIHUB_MAX_QUERY_LOG_BYTES): {hint}"
+                msg(
+                    "the query could read {size} bytes of logs, more than the limit of {limit} "
+                    "(AIHUB_MAX_QUERY_LOG_BYTES): {hint}",
+                    size=log_bytes,
+                    limit=self.max_log_bytes,
+                    hint=hint,
+                )
             )

@@ -14,6 +14,7 @@ from collections.abc import AsyncGenerator
 import strawberry
 
 from aihub.bus.base import RunEvent, Subscription
+from aihub.domain.messages import msg
 from aihub.domain.status import NodeStatus, RunStatus
 from aihub.graphql.context import Info
 from aihub.graphql.prebuilt import BuiltCache, Plan, Plans, Prebuilt
@@ -88,7 +89,7 @@ class TokenCheck:
             return
         token = self.info.context.token
         if not token or await authenticate(token) is None:
-            raise Unauthenticated("the token of this subscription is no longer valid", field="token")
+            raise Unauthenticated(msg("the token of this subscription is no longer valid"), field="token")
         self.check_at = self.loop.time() + REAUTHORISE_SECONDS
 
 
@@ -143,7 +144,9 @@ class LiveSubscription:
         user = info.context.require_user()
         rid = parse_id(run_id, "runId")
         if attempt is not None and attempt < 1:
-            raise InvalidInput(f"attempt must be at least 1 (got {attempt})", field="attempt")
+            raise InvalidInput(
+                msg("attempt must be at least 1 (got {value})", value=attempt), field="attempt"
+            )
         bus, buffer = info.context.runtime.bus, info.context.subscriber_buffer
         async with open_attempt_watch(bus, user, rid, node, attempt, maxsize=buffer) as watch:
             check = TokenCheck(info)

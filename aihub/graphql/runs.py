@@ -8,6 +8,7 @@ from typing import Any
 
 import strawberry
 
+from aihub.domain.messages import msg
 from aihub.graphql.context import Context, Info
 from aihub.graphql.types.common import JSON, RunStatusEnum, optional_id, parse_id
 from aihub.graphql.types.runs import RunPage, RunType
@@ -20,7 +21,7 @@ def params_object(value: Any) -> Mapping[str, object] | None:
     if value is None:
         return None
     if not isinstance(value, Mapping):
-        raise InvalidInput("params must be an object of name: value", field="params")
+        raise InvalidInput(msg("params must be an object of name: value"), field="params")
     return value
 
 

@@ -7,6 +7,7 @@ from typing import Any
 
 import strawberry
 
+from aihub.domain.messages import msg
 from aihub.graphql.context import Info
 from aihub.graphql.types.common import JSON, parse_id
 from aihub.graphql.types.workflows import WorkflowPage, WorkflowType, WorkflowVersionType
@@ -19,7 +20,7 @@ def spec_source(value: Any) -> str | Mapping[str, Any]:
     """A ``spec`` argument: an object, or YAML/JSON text (so that errors can point at lines)."""
     if isinstance(value, str | Mapping):
         return value
-    raise InvalidInput("spec must be an object or the YAML/JSON text of one", field="spec")
+    raise InvalidInput(msg("spec must be an object or the YAML/JSON text of one"), field="spec")
 
 
 @strawberry.type

@@ -7,6 +7,7 @@ from tortoise.queryset import QuerySet
 
 from aihub.db.models import ModuleReview, Run, User, Workflow
 from aihub.db.prepared import PreparedSelect
+from aihub.domain.messages import msg
 from aihub.services.errors import NotFound
 
 
@@ -67,7 +68,7 @@ def reviews_visible_to(user: User) -> QuerySet[ModuleReview]:
 async def get_workflow(user: User, workflow_id: int) -> Workflow:
     wf = await workflows_visible_to(user).get_or_none(id=workflow_id)
     if wf is None:
-        raise NotFound(f"workflow {workflow_id} not found", field="workflowId")
+        raise NotFound(msg("workflow {workflow} not found", workflow=workflow_id), field="workflowId")
     return wf
 
 
@@ -75,7 +76,7 @@ async def get_run(user: User, run_id: int) -> Run:
     shape, values = _visible_run_shape(user)
     rows = await _VISIBLE_RUN.fetch(shape, {"run_id": run_id, **values})
     if len(rows) != 1:
-        raise NotFound(f"run {run_id} not found", field="id")
+        raise NotFound(msg("run {run} not found", run=run_id), field="id")
     return rows[0]
 
 

@@ -42,7 +42,7 @@ _KINDS = (
 
 def require_admin(user: User) -> None:
     if not user.is_admin:
-        raise Forbidden("only administrators may do this")
+        raise Forbidden(msg("only administrators may do this"))
 
 
 def check_password(password: str, field: str = "password") -> None:
@@ -87,7 +87,7 @@ def _check_human_name(name: str, what: str) -> str:
 async def _get(model: type[M], row_id: int, what: str, field: str = "id") -> M:
     row = await model.get_or_none(id=row_id)
     if row is None:
-        raise NotFound(f"{what} {row_id} not found", field=field)
+        raise NotFound(msg("{what} {id} not found", what=msg(what), id=row_id), field=field)
     return row
 
 
@@ -151,7 +151,7 @@ async def create_user(
     validate_username(username)
     check_password(password)
     if is_team_leader and team_id is None:
-        raise InvalidInput("a team leader needs a team", field="isTeamLeader")
+        raise InvalidInput(msg("a team leader needs a team"), field="isTeamLeader")
     user = User(
         username=username,
         display_name=display_name,
@@ -163,7 +163,9 @@ async def create_user(
     try:
         await user.save()
     except IntegrityError as exc:
-        raise Conflict(f"a user named {username!r} already exists", field="username") from exc
+        raise Conflict(
+            msg("a user named {name} already exists", name=repr(username)), field="username"
+        ) from exc
     return user
 
 
@@ -183,7 +185,7 @@ async def update_user(
     user = await _get(User, user_id, "user")
     if user.id == actor.id and (is_admin is False or is_active is False):
         raise InvalidInput(
-            "you cannot remove your own administrator rights or deactivate yourself", field="id"
+            msg("you cannot remove your own administrator rights or deactivate yourself"), field="id"
         )
     if password is not None:
         check_password(password)
@@ -197,7 +199,7 @@ async def update_user(
         user.team_id = await _team_id(team_id)  # type: ignore[attr-defined]
     if is_team_leader is not None:
         if is_team_leader and user.team_id is None:  # type: ignore[attr-defined]
-            raise InvalidInput("a team leader needs a team", field="isTeamLeader")
+            raise InvalidInput(msg("a team leader needs a team"), field="isTeamLeader")
         user.is_team_leader = is_team_leader
     await user.save()
     if deactivated:  # re-enabling the user later must not revive what they held
@@ -282,12 +284,22 @@ def _check_cluster(values: Mapping[str, Any]) -> None:
         value = values.get(key)
         if value is not None and value < minimum:
             field = re.sub(r"_(\w)", lambda m: m.group(1).upper(), key)
-            raise InvalidInput(f"{field} must be at least {minimum} (got {value})", field=field)
+            raise InvalidInput(
+                msg(
+                    "{field} must be at least {minimum} (got {value})",
+                    field=field,
+                    minimum=minimum,
+                    value=value,
+                ),
+                field=field,
+            )
     selector = values.get("node_selector")
     if selector is not None and not (
         isinstance(selector, Mapping) and all(isinstance(v, str) for v in selector.values())
     ):
-        raise InvalidInput("nodeSelector must be an object of label: value strings", field="nodeSelector")
+        raise InvalidInput(
+            msg("nodeSelector must be an object of label: value strings"), field="nodeSelector"
+        )
 
 
 #: called after every change of the virtual clusters, whichever interface (GraphQL, web pages, CLI) made it: the
@@ -314,7 +326,7 @@ async def create_cluster(actor: User, *, name: str, **values: Any) -> VirtualClu
     require_admin(actor)
     name = _check_name(name, "cluster")
     if name in RESERVED_CLUSTERS:
-        raise InvalidInput(f"{name!r} is the built-in cluster of this host", field="name")
+        raise InvalidInput(msg("{name} is the built-in cluster of this host", name=repr(name)), field="name")
     _check_cluster(values)
     cluster = VirtualCluster(name=name, **{k: v for k, v in values.items() if v is not None})
     await _save_unique(cluster, "virtual cluster", name)
@@ -349,13 +361,17 @@ async def list_storages() -> list[DataStorage]:
 def _check_storage(values: Mapping[str, Any]) -> None:
     path = values.get("path")
     if path is not None and (not path.startswith("/") or ".." in path.split("/")):
-        raise InvalidInput(f"path must be absolute and without '..' (got {path!r})", field="path")
+        raise InvalidInput(
+            msg("path must be absolute and without '..' (got {value})", value=repr(path)), field="path"
+        )
     host_path = values.get("host_path")
     if host_path and not host_path.startswith("/"):
-        raise InvalidInput(f"hostPath must be absolute (got {host_path!r})", field="hostPath")
+        raise InvalidInput(
+            msg("hostPath must be absolute (got {value})", value=repr(host_path)), field="hostPath"
+        )
     volume = values.get("volume")
     if volume is not None and not isinstance(volume, Mapping):
-        raise InvalidInput("volume must be an object (a Kubernetes volume source)", field="volume")
+        raise InvalidInput(msg("volume must be an object (a Kubernetes volume source)"), field="volume")
 
 
 async def create_storage(actor: User, *, name: str, path: str, **values: Any) -> DataStorage:

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Literal, Protocol
 
 from aihub.db.models import ApiToken, NodeRun, TokenKind
+from aihub.domain.messages import msg
 from aihub.services.access import get_run
 from aihub.services.errors import Forbidden, InvalidInput, NotFound, Unavailable
 from aihub.storage.base import ArtifactStore, StoreError
@@ -33,14 +34,14 @@ async def checked_artifact(
     if token.kind is TokenKind.RUN:
         run_id = token.run_id  # type: ignore[attr-defined]
     elif run_id is None:
-        raise NotFound("name the run the artifact belongs to (?run=ID)", field="run")
+        raise NotFound(msg("name the run the artifact belongs to (?run=ID)"), field="run")
     else:
         await get_run(token.user, run_id)
     outputs = await NodeRun.filter(run_id=run_id).values_list("outputs", flat=True)
     if not any(o.get("digest") == digest for out in outputs for o in (out or {}).values()):
-        raise NotFound(f"artifact {digest} not found", field="digest")
+        raise NotFound(msg("artifact {digest} not found", digest=digest), field="digest")
     if not await is_stored(artifacts, digest):
-        raise NotFound(f"artifact {digest} not found", field="digest")
+        raise NotFound(msg("artifact {digest} not found", digest=digest), field="digest")
     return digest
 
 
@@ -55,14 +56,14 @@ async def is_stored(artifacts: ArtifactStore, digest: str) -> bool:
 def check_uploader(token: ApiToken) -> None:
     """Only a node of an active run uploads outputs."""
     if token.kind is not TokenKind.RUN:
-        raise Forbidden("only a run's own token can upload its outputs", field="Authorization")
+        raise Forbidden(msg("only a run's own token can upload its outputs"), field="Authorization")
 
 
 def check_upload(token: ApiToken, kind: str | None) -> Literal["file", "dir"]:
     """Whether ``token`` may upload an output of ``kind`` (asked before the body is read); the kind."""
     check_uploader(token)
     if kind != "file" and kind != "dir":
-        raise InvalidInput("kind must be 'file' or 'dir'", field="kind")
+        raise InvalidInput(msg("kind must be 'file' or 'dir'"), field="kind")
     return kind
 
 

@@ -12,6 +12,7 @@ from datetime import timedelta
 
 from aihub.db.models import ApiToken, TokenKind, User
 from aihub.domain.clock import utcnow
+from aihub.domain.messages import msg
 from aihub.services.admin import check_password
 from aihub.services.errors import InvalidInput, NotFound, ServiceError
 from aihub.services.ratelimit import login_limiter
@@ -67,7 +68,7 @@ async def _verified_user(username: str, password: str) -> User:
     )
     valid = await asyncio.to_thread(verify_password, stored, password)
     if user is None or not user.is_active or not valid:
-        raise Unauthenticated("wrong username or password", field="password")
+        raise Unauthenticated(msg("wrong username or password"), field="password")
     return user
 
 
@@ -100,12 +101,16 @@ async def create_personal_token(
 ) -> tuple[str, ApiToken]:
     name = name.strip()
     if not name or len(name) > 100:
-        raise InvalidInput("a token needs a name of 1 to 100 characters", field="name")
+        raise InvalidInput(msg("a token needs a name of 1 to 100 characters"), field="name")
     expires_at = None
     if expires_in_days is not None:
         if not 1 <= expires_in_days <= MAX_TOKEN_DAYS:
             raise InvalidInput(
-                f"expiresInDays must be between 1 and {MAX_TOKEN_DAYS} (got {expires_in_days})",
+                msg(
+                    "expiresInDays must be between 1 and {maximum} (got {value})",
+                    maximum=MAX_TOKEN_DAYS,
+                    value=expires_in_days,
+                ),
                 field="expiresInDays",
             )
         expires_at = utcnow() + timedelta(days=expires_in_days)
@@ -123,7 +128,7 @@ async def revoke_personal_token(user: User, token_id: int) -> ApiToken:
         query = query.filter(user_id=user.id)
     row = await query.first()
     if row is None:
-        raise NotFound(f"token {token_id} not found", field="id")
+        raise NotFound(msg("token {token} not found", token=token_id), field="id")
     if row.revoked_at is None:
         row.revoked_at = utcnow()
         await row.save(update_fields=["revoked_at"])
@@ -133,7 +138,7 @@ async def revoke_personal_token(user: User, token_id: int) -> ApiToken:
 
 async def change_password(user: User, old_password: str, new_password: str) -> None:
     if not await asyncio.to_thread(verify_password, user.password_hash, old_password):
-        raise InvalidInput("the current password is wrong", field="oldPassword")
+        raise InvalidInput(msg("the current password is wrong"), field="oldPassword")
     check_password(new_password, field="newPassword")
     user.password_hash = await asyncio.to_thread(hash_password, new_password)
     await user.save(update_fields=["password_hash"])

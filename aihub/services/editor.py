@@ -18,6 +18,7 @@ from typing import Any
 
 from aihub.db.models import Attempt, DataStorage, User, VirtualCluster, Workflow, WorkflowVersion
 from aihub.domain.bounds import check_document
+from aihub.domain.messages import msg
 from aihub.domain.spec import ModuleInterface, SpecError, SpecIssue, parse_spec
 from aihub.services import workflows
 from aihub.services.access import get_run
@@ -127,7 +128,7 @@ def list_examples() -> list[Example]:
 def get_example(key: str) -> Example:
     example = next((e for e in list_examples() if e.key == key), None)
     if example is None:
-        raise NotFound(f"no built-in example {key!r}", field="from")
+        raise NotFound(msg("no built-in example {name}", name=repr(key)), field="from")
     return example
 
 

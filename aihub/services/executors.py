@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 from typing import Any, Protocol
 
+from aihub.domain.messages import msg
 from aihub.services.errors import Unavailable
 
 log = logging.getLogger("aihub.services")
@@ -40,7 +41,9 @@ async def describe_attempt(views: AttemptViews, handle: dict[str, Any] | None) -
         return await views.describe(handle)
     except Exception as exc:
         log.warning("describe of attempt %s failed: %s", handle, exc)
-        raise ExecutorUnavailable(f"the executor cannot describe this attempt: {exc}", str(exc)) from exc
+        raise ExecutorUnavailable(
+            msg("the executor cannot describe this attempt: {reason}", reason=str(exc)), str(exc)
+        ) from exc
 
 
 async def attempt_executor_events(views: AttemptViews, handle: dict[str, Any] | None) -> list[dict[str, Any]]:
@@ -52,5 +55,5 @@ async def attempt_executor_events(views: AttemptViews, handle: dict[str, Any] | 
         return await views.executor_events(handle)
     except Exception as exc:
         log.warning("events of attempt %s failed: %s", handle, exc)
-        message = f"the executor cannot list the events of this attempt: {exc}"
+        message = msg("the executor cannot list the events of this attempt: {reason}", reason=str(exc))
         raise ExecutorUnavailable(message, str(exc)) from exc

@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
 from aihub.db.models import ApiToken, Attempt, NodeRun, Run, User
+from aihub.domain.messages import msg
 from aihub.domain.status import NodeStatus
 from aihub.services.artifacts import is_stored
 from aihub.services.errors import NotFound
@@ -58,7 +59,7 @@ async def output_download(
         check_run_token_operation(token, "run", run_id)
     digest = await output_artifact(user, run_id, node, output)
     if not await is_stored(artifacts, digest):
-        raise NotFound("the artifact is no longer stored", field="output")
+        raise NotFound(msg("the artifact is no longer stored"), field="output")
     # the store checks the sha256 as the bytes go out: a corrupt object ends the download early
     return Download(artifacts.stream(digest), f"run{run_id}-{node}-{output}.tar.gz")
 
@@ -68,7 +69,9 @@ async def log_download(logs: LocalLogStore, user: User, run_id: int, node: str, 
     await get_attempt(user, run_id, node, number)
     chunks = await logs.download(run_id, node, number)
     if chunks is None:
-        raise NotFound(f"attempt {number} of {node!r} has no log yet", field="attempt")
+        raise NotFound(
+            msg("attempt {number} of {node} has no log yet", number=number, node=repr(node)), field="attempt"
+        )
     return Download(chunks, f"run{run_id}-{node}-attempt{number}.log")
 
 

@@ -41,6 +41,7 @@ from aihub.db.models import (
 )
 from aihub.domain.builds import BuildJob, BuildOutcome
 from aihub.domain.git import GitError, check_git_url, check_ref, redact_url
+from aihub.domain.messages import msg
 from aihub.domain.spec import (
     MODULE_NAME_PATTERN,
     NAME_PATTERN,
@@ -123,19 +124,24 @@ class _Problems:
         self.items.append((field, message))
 
     def raise_if_any(self) -> None:
+        """One line ``field: message`` per problem for tools; ``problems`` keeps the pairs (each message a
+        ``msg``) for the web form, which shows each at its field in the reader's language."""
         if self.items:
-            raise InvalidInput("\n".join(f"{f}: {m}" for f, m in self.items), field=self.items[0][0])
+            text = "\n".join(f"{f}: {m}" for f, m in self.items)
+            error = InvalidInput(text, field=self.items[0][0])
+            error.problems = list(self.items)  # type: ignore[attr-defined]
+            raise error
 
 
 def _text(value: Any, field: str, problems: _Problems, *, limit: int = 1024) -> str | None:
     if not isinstance(value, str):
-        problems.add(field, "must be a string")
+        problems.add(field, msg("must be a string"))
         return None
     if "\0" in value:
-        problems.add(field, "must not contain a NUL character")
+        problems.add(field, msg("must not contain a NUL character"))
         return None
     if len(value) > limit:
-        problems.add(field, f"is longer than {limit} characters")
+        problems.add(field, msg("is longer than {count} characters", count=limit))
         return None
     return value.strip()
 
@@ -146,7 +152,11 @@ def _name(value: Any, problems: _Problems) -> str | None:
         return None
     if not name or not MODULE_NAME_PATTERN.fullmatch(name):
         problems.add(
-            "name", f"{name!r} is not a valid module name: use lowercase letters, digits and '-' (at most 63)"
+            "name",
+            msg(
+                "{value} is not a valid module name: use lowercase letters, digits and '-' (at most 63)",
+                value=repr(name),
+            ),
         )
         return None
     return name
@@ -160,24 +170,31 @@ def _repo_path(value: Any, field: str, problems: _Problems, *, directory: bool =
     if directory and text.strip("/") in ("", "."):
         return "."
     if not text:
-        problems.add(field, "is empty")
+        problems.add(field, msg("is empty"))
         return None
     if text.startswith("/"):
         if not directory:
             problems.add(
-                field, f"{text!r} must be relative to the repository root (e.g. 'modules/x/README.md')"
+                field,
+                msg(
+                    "{value} must be relative to the repository root (e.g. 'modules/x/README.md')",
+                    value=repr(text),
+                ),
             )
             return None
         text = text.lstrip("/")  # the seed writes build directories as "/", "/modules/x"
     normal = posixpath.normpath(text)
     if normal == ".." or normal.startswith("../"):
-        problems.add(field, f"{text!r} leads outside the repository")
+        problems.add(field, msg("{value} leads outside the repository", value=repr(text)))
         return None
     if normal == "." and not directory:
-        problems.add(field, f"{text!r} is the repository itself, not a file")
+        problems.add(field, msg("{value} is the repository itself, not a file", value=repr(text)))
         return None
     if ".git" in (part.lower() for part in normal.split("/")):
-        problems.add(field, f"{text!r} points into .git/, git's own files (they may hold credentials)")
+        problems.add(
+            field,
+            msg("{value} points into .git/, git's own files (they may hold credentials)", value=repr(text)),
+        )
         return None
     return normal
 
@@ -185,11 +202,22 @@ def _repo_path(value: Any, field: str, problems: _Problems, *, directory: bool =
 def _variable(name: Any, field: str, problems: _Problems) -> str | None:
     if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name):
         problems.add(
-            field, f"{name!r} is not a valid name: letters, digits and '_', not starting with a digit"
+            field,
+            msg(
+                "{value} is not a valid name: letters, digits and '_', not starting with a digit",
+                value=repr(name),
+            ),
         )
         return None
     if name.startswith(RESERVED_ENV_PREFIX):
-        problems.add(field, f"{name!r}: names starting with {RESERVED_ENV_PREFIX} are set by the platform")
+        problems.add(
+            field,
+            msg(
+                "{value}: names starting with {prefix} are set by the platform",
+                value=repr(name),
+                prefix=RESERVED_ENV_PREFIX,
+            ),
+        )
         return None
     return name
 
@@ -198,10 +226,10 @@ def _env(value: Any, problems: _Problems) -> dict[str, str] | None:
     if value is None:
         return {}
     if not isinstance(value, Mapping):
-        problems.add("env", "must be a mapping of names to values")
+        problems.add("env", msg("must be a mapping of names to values"))
         return None
     if len(value) > MAX_ITEMS:
-        problems.add("env", f"has more than {MAX_ITEMS} variables")
+        problems.add("env", msg("has more than {count} variables", count=MAX_ITEMS))
         return None
     env: dict[str, str] = {}
     for key, raw in value.items():
@@ -209,7 +237,7 @@ def _env(value: Any, problems: _Problems) -> dict[str, str] | None:
         try:
             text = scalar_to_str(raw)
         except ValueError as exc:
-            problems.add(f"env.{key}", str(exc))
+            problems.add(f"env.{key}", exc.args[0] if len(exc.args) == 1 else str(exc))
             continue
         if name is not None:
             env[name] = text
@@ -220,15 +248,15 @@ def _items(value: Any, field: str, problems: _Problems) -> list[Mapping[str, Any
     if value is None:
         return []
     if not isinstance(value, Sequence) or isinstance(value, str):
-        problems.add(field, "must be a list")
+        problems.add(field, msg("must be a list"))
         return None
     if len(value) > MAX_ITEMS:
-        problems.add(field, f"has more than {MAX_ITEMS} entries")
+        problems.add(field, msg("has more than {count} entries", count=MAX_ITEMS))
         return None
     result = []
     for index, item in enumerate(value):
         if not isinstance(item, Mapping):
-            problems.add(f"{field}[{index}]", "must be a mapping")
+            problems.add(f"{field}[{index}]", msg("must be a mapping"))
             continue
         result.append(item)
     return result if len(result) == len(value) else None
@@ -238,7 +266,10 @@ def _unique(names: list[tuple[int, str]], field: str, problems: _Problems) -> No
     seen: set[str] = set()
     for index, name in names:
         if name in seen:
-            problems.add(f"{field}[{index}].name", f"duplicate {field[:-1]} name {name!r}")
+            what = msg("input") if field == "inputs" else msg("output")
+            problems.add(
+                f"{field}[{index}].name", msg("duplicate {what} name {name}", what=what, name=repr(name))
+            )
         seen.add(name)
 
 
@@ -250,7 +281,10 @@ def _inputs(value: Any, problems: _Problems) -> list[dict[str, str]] | None:
     for index, item in enumerate(items):
         unknown = set(item) - {"name", "description"}
         if unknown:
-            problems.add(f"inputs[{index}]", f"unknown field(s) {', '.join(sorted(map(str, unknown)))}")
+            problems.add(
+                f"inputs[{index}]",
+                msg("unknown field(s) {fields}", fields=", ".join(sorted(map(str, unknown)))),
+            )
         name = _variable(item.get("name"), f"inputs[{index}].name", problems)
         description = _text(item.get("description") or "", f"inputs[{index}].description", problems)
         if name is not None:
@@ -271,9 +305,14 @@ def _outputs(value: Any, problems: _Problems) -> list[dict[str, str]] | None:
         except ValidationError as exc:
             for error in exc.errors():
                 where = ".".join(str(part) for part in error["loc"])
-                message = error["msg"].removeprefix("Value error, ")
+                reason = error.get("ctx", {}).get("error")
+                message = (
+                    reason.args[0]
+                    if isinstance(reason, ValueError) and len(reason.args) == 1
+                    else error["msg"].removeprefix("Value error, ")
+                )
                 if error["type"] == "literal_error":
-                    message = f"type must be 'text' or 'path' (got {error['input']!r})"
+                    message = msg("type must be 'text' or 'path' (got {value})", value=repr(error["input"]))
                 problems.add(f"outputs[{index}]" + (f".{where}" if where else ""), message)
             continue
         names.append((index, decl.name))
@@ -289,8 +328,11 @@ async def _category(value: Any, problems: _Problems) -> Category | None:
     category = await Category.get_or_none(name=name)
     if category is None:
         known = await Category.all().order_by("name").values_list("name", flat=True)
-        listing = ", ".join(known) if known else "none yet; ask an administrator to add one"
-        problems.add("category", f"unknown category {name!r} (categories: {listing})")
+        listing = ", ".join(known) if known else msg("none yet; ask an administrator to add one")
+        problems.add(
+            "category",
+            msg("unknown category {name} (categories: {listing})", name=repr(name), listing=listing),
+        )
     return category
 
 
@@ -309,14 +351,14 @@ def _git(url: Any, ref: Any, settings: Settings, problems: _Problems) -> tuple[s
                     text, allow_file=settings.allow_file_git, allowed_hosts=git_allowed_hosts(settings)
                 )
             except GitError as exc:
-                problems.add("gitUrl", str(exc))
+                problems.add("gitUrl", exc.args[0])
     if ref is not None:
         text = _text(ref, "ref", problems, limit=255)
         if text is not None:
             try:
                 checked_ref = check_ref(text)
             except GitError as exc:
-                problems.add("ref", str(exc))
+                problems.add("ref", exc.args[0])
     return checked_url, checked_ref
 
 
@@ -479,14 +521,14 @@ def _can_edit(user: User, module: Module) -> bool:
 async def get_module(user: User, module_id: int) -> Module:
     module = await modules_visible_to(user).get_or_none(id=module_id)
     if module is None:
-        raise NotFound(f"module {module_id} not found", field="id")
+        raise NotFound(msg("module {module} not found", module=module_id), field="id")
     return module
 
 
 async def get_module_by_name(user: User, name: str) -> Module:
     module = await modules_visible_to(user).get_or_none(name=name)
     if module is None:
-        raise NotFound(f"module {name!r} not found", field="name")
+        raise NotFound(msg("module {module} not found", module=repr(name)), field="name")
     return module
 
 
@@ -530,13 +572,13 @@ async def builds_of(user: User, module_id: int) -> list[ModuleBuild]:
 async def get_build(user: User, build_id: int) -> ModuleBuild:
     build = await ModuleBuild.get_or_none(id=build_id).prefetch_related("module")
     if build is None:
-        raise NotFound(f"module build {build_id} not found", field="id")
+        raise NotFound(msg("module build {build} not found", build=build_id), field="id")
     module = build.module
     visible = _can_edit(user, module) or (
         build.published and await modules_visible_to(user).filter(id=module.id).exists()
     )
     if not visible and not await _reviews_build(user, build):
-        raise NotFound(f"module build {build_id} not found", field="id")
+        raise NotFound(msg("module build {build} not found", build=build_id), field="id")
     return build
 
 
@@ -712,14 +754,16 @@ async def create_module(
         problems,
     )
     if module_name is not None and await Module.filter(name=module_name).exists():
-        problems.add("name", f"a module named {module_name!r} already exists")
+        problems.add("name", msg("a module named {name} already exists", name=repr(module_name)))
     problems.raise_if_any()
     try:
         async with in_transaction():
             module = await Module.create(name=module_name, owner=user, status=ModuleStatus.BUILDING, **values)
             build = await _new_build(module, values["category"], "first build")
     except IntegrityError as exc:  # a concurrent create with the same name
-        raise InvalidInput(f"a module named {module_name!r} already exists", field="name") from exc
+        raise InvalidInput(
+            msg("a module named {name} already exists", name=repr(module_name)), field="name"
+        ) from exc
     builds.submit(build.id)
     return module
 
@@ -728,7 +772,8 @@ async def _editable(user: User, module_id: int) -> Module:
     module = await get_module(user, module_id)
     if not _can_edit(user, module):
         raise Forbidden(
-            f"only the owner of module {module.name!r} or an administrator may change it", field="id"
+            msg("only the owner of module {name} or an administrator may change it", name=repr(module.name)),
+            field="id",
         )
     return module
 
@@ -738,7 +783,10 @@ async def update_module(builds: Builds, user: User, module_id: int, **changes: A
     module = await _editable(user, module_id)
     unknown = set(changes) - set(EDITABLE) - {"name"}
     if unknown:
-        raise InvalidInput(f"unknown module field(s): {', '.join(sorted(unknown))}", field=sorted(unknown)[0])
+        raise InvalidInput(
+            msg("unknown module field(s): {fields}", fields=", ".join(sorted(unknown))),
+            field=sorted(unknown)[0],
+        )
     name = changes.pop("name", None)
     shown = redact_url(module.git_url)
     if isinstance(changes.get("git_url"), str) and changes["git_url"].strip() == shown != module.git_url:
@@ -746,7 +794,7 @@ async def update_module(builds: Builds, user: User, module_id: int, **changes: A
         del changes["git_url"]
     if name is not None and name != module.name:
         raise InvalidInput(
-            "a module's name cannot change (workflows refer to it); register a new module instead",
+            msg("a module's name cannot change (workflows refer to it); register a new module instead"),
             field="name",
         )
     problems = _Problems()

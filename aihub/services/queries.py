@@ -30,6 +30,7 @@ from aihub.db.models import (
 )
 from aihub.domain import dag
 from aihub.domain.ids import parse_row_id
+from aihub.domain.messages import msg
 from aihub.domain.spec import parse_spec
 from aihub.domain.status import NodeStatus, RunStatus, attempt_over
 from aihub.services.access import get_run, runs_visible_to, workflows_visible_to
@@ -64,14 +65,18 @@ def decode_cursor(kind: str, cursor: str) -> int:
     row_id = parse_row_id(value) if prefix == kind else None
     if row_id is None:
         raise InvalidInput(
-            f"invalid cursor {cursor!r}: pass the nextCursor of a previous page", field="after"
+            msg("invalid cursor {cursor}: pass the nextCursor of a previous page", cursor=repr(cursor)),
+            field="after",
         )
     return row_id
 
 
 async def _page(query: QuerySet[M], kind: str, first: int, after: str | None) -> Page[M]:
     if not 1 <= first <= MAX_PAGE:
-        raise InvalidInput(f"first must be between 1 and {MAX_PAGE} (got {first})", field="first")
+        raise InvalidInput(
+            msg("first must be between 1 and {maximum} (got {value})", maximum=MAX_PAGE, value=first),
+            field="first",
+        )
     if after is not None:
         query = query.filter(id__lt=decode_cursor(kind, after))
     rows = await query.order_by("-id").limit(first + 1)
@@ -83,7 +88,7 @@ async def _page(query: QuerySet[M], kind: str, first: int, after: str | None) ->
 async def _user_id(username: str, field: str) -> int:
     user = await User.get_or_none(username=username)
     if user is None:
-        raise InvalidInput(f"no user named {username!r}", field=field)
+        raise InvalidInput(msg("no user named {name}", name=repr(username)), field=field)
     return user.id
 
 
@@ -139,7 +144,7 @@ async def list_workflows(
 
 async def list_versions(user: User, workflow_id: int) -> list[WorkflowVersion]:
     if not await workflows_visible_to(user).filter(id=workflow_id).exists():
-        raise NotFound(f"workflow {workflow_id} not found", field="workflowId")
+        raise NotFound(msg("workflow {workflow} not found", workflow=workflow_id), field="workflowId")
     return await WorkflowVersion.filter(workflow_id=workflow_id).order_by("number")
 
 
@@ -185,7 +190,7 @@ async def get_node(user: User, run_id: int, node: str) -> tuple[Run, NodeRun]:
     run = await get_run(user, run_id)
     row = await NodeRun.get_or_none(run_id=run.id, name=node)
     if row is None:
-        raise NotFound(f"run {run_id} has no node {node!r}", field="node")
+        raise NotFound(msg("run {run} has no node {node}", run=run_id, node=repr(node)), field="node")
     return run, row
 
 
@@ -195,7 +200,12 @@ async def get_attempt(user: User, run_id: int, node: str, number: int | None) ->
     wanted = row.attempt if number is None else number
     attempt = await Attempt.get_or_none(node_run_id=row.id, number=wanted)
     if attempt is None:
-        raise NotFound(f"node {node!r} of run {run_id} has no attempt {wanted}", field="attempt")
+        raise NotFound(
+            msg(
+                "node {node} of run {run} has no attempt {number}", node=repr(node), run=run_id, number=wanted
+            ),
+            field="attempt",
+        )
     return row, attempt
 
 
@@ -214,7 +224,15 @@ async def output_artifact(user: User, run_id: int, node: str, output: str) -> st
     _, row = await get_node(user, run_id, node)
     value = (row.outputs or {}).get(output)
     if not value or value.get("type") != "path" or not value.get("digest"):
-        raise NotFound(f"node {node!r} of run {run_id} has no stored path output {output!r}", field="output")
+        raise NotFound(
+            msg(
+                "node {node} of run {run} has no stored path output {output}",
+                node=repr(node),
+                run=run_id,
+                output=repr(output),
+            ),
+            field="output",
+        )
     return str(value["digest"])
 
 
@@ -247,7 +265,7 @@ async def list_modules(
 async def get_module(user: User, module_id: int) -> Module:
     module = await modules_visible_to(user).get_or_none(id=module_id)
     if module is None:
-        raise NotFound(f"module {module_id} not found", field="id")
+        raise NotFound(msg("module {module} not found", module=module_id), field="id")
     return module
 
 

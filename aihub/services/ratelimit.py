@@ -23,6 +23,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from aihub.domain.messages import msg
 from aihub.services.errors import ServiceError
 
 #: the sliding window in which failures count
@@ -135,9 +136,9 @@ class LoginLimiter:
         """Count an attempt as a failure until ``succeeded``/``abandoned``; raises ``TooManyAttempts``."""
         now = self.clock()
         attempt = Attempt(normalise_username(username), client, now)
-        self._check(self.usernames, attempt.username, now, "username", "for this username")
+        self._check(self.usernames, attempt.username, now, "username", msg("for this username"))
         if client is not None:
-            self._check(self.clients, client, now, "client", "from this address")
+            self._check(self.clients, client, now, "client", msg("from this address"))
         self.usernames.add(attempt.username, now)
         if client is not None:
             self.clients.add(client, now)
@@ -165,7 +166,11 @@ class LoginLimiter:
         if wait > 0:
             seconds = max(1, math.ceil(wait))
             raise TooManyAttempts(
-                f"too many failed logins {which}; try again in {seconds} seconds",
+                msg(
+                    "too many failed logins {which}; try again in {seconds} seconds",
+                    which=which,
+                    seconds=seconds,
+                ),
                 field=field,
                 retry_after=seconds,
             )

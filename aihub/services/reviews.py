@@ -24,6 +24,7 @@ from aihub.db.models import (
     Team,
     User,
 )
+from aihub.domain.messages import Message, msg
 from aihub.services.access import reviews_visible_to
 from aihub.services.errors import Conflict, Forbidden, InvalidInput, NotFound
 from aihub.services.modules import get_module, latest_build
@@ -40,12 +41,18 @@ __all__ = [
 
 MAX_REASON = 5000
 
-_NOT_READY = {
-    ModuleStatus.BUILDING: "is still building; ask for a review once the build has finished",
-    ModuleStatus.BUILD_FAILED: "failed to build; fix it and rebuild before asking for a review",
-    ModuleStatus.PENDING_REVIEW: "is already waiting for a review",
-    ModuleStatus.PUBLISHED: "is already published",
-}
+
+def _not_ready(status: ModuleStatus, name: str) -> Message | None:
+    """Why a module in ``status`` cannot be sent to review, or None when it can."""
+    if status is ModuleStatus.BUILDING:
+        return msg("module {name} is still building; ask for a review once the build has finished", name=name)
+    if status is ModuleStatus.BUILD_FAILED:
+        return msg("module {name} failed to build; fix it and rebuild before asking for a review", name=name)
+    if status is ModuleStatus.PENDING_REVIEW:
+        return msg("module {name} is already waiting for a review", name=name)
+    if status is ModuleStatus.PUBLISHED:
+        return msg("module {name} is already published", name=name)
+    return None
 
 
 def reviews_query(
@@ -80,14 +87,14 @@ async def list_reviews(user: User, *, status: ReviewStatus | None = None) -> lis
 async def get_review(user: User, review_id: int) -> ModuleReview:
     review = await reviews_visible_to(user).get_or_none(id=review_id).prefetch_related("requester")
     if review is None:
-        raise NotFound(f"review {review_id} not found", field="reviewId")
+        raise NotFound(msg("review {review} not found", review=review_id), field="reviewId")
     return review
 
 
 async def _why_not_reviewer(user: User, requester: User) -> str | None:
     """None if ``user`` may decide on ``requester``'s request, else the reason why not."""
     if requester.id == user.id:
-        return "you cannot review your own request; an administrator or your team leader decides"
+        return msg("you cannot review your own request; an administrator or your team leader decides")
     if user.is_admin:
         return None
     team_id = requester.team_id  # type: ignore[attr-defined]
@@ -97,8 +104,8 @@ async def _why_not_reviewer(user: User, requester: User) -> str | None:
         team = await Team.get(id=team_id)
         if team.peer_review:
             return None
-        return f"only the leaders of team {team.name!r} or an administrator may review it"
-    return "only an administrator or a leader of the requester's team may review it"
+        return msg("only the leaders of team {team} or an administrator may review it", team=repr(team.name))
+    return msg("only an administrator or a leader of the requester's team may review it")
 
 
 async def can_review(user: User, review: ModuleReview) -> bool:
@@ -111,15 +118,19 @@ async def request_publish(user: User, module_id: int) -> ModuleReview:
     module = await get_module(user, module_id)
     if module.owner_id != user.id:  # type: ignore[attr-defined]
         raise Forbidden(
-            f"only the owner of module {module.name!r} may ask for it to be published", field="id"
+            msg("only the owner of module {name} may ask for it to be published", name=repr(module.name)),
+            field="id",
         )
     async with in_transaction():
         module = await Module.get(id=module.id).select_for_update()
         build = await latest_build(module.id)
-        if module.status in _NOT_READY:
-            raise Conflict(f"module {module.name!r} {_NOT_READY[module.status]}", field="id")
+        not_ready = _not_ready(module.status, repr(module.name))
+        if not_ready is not None:
+            raise Conflict(not_ready, field="id")
         if build is None or build.status is not BuildStatus.BUILT:
-            raise Conflict(f"module {module.name!r} has no finished build to publish", field="id")
+            raise Conflict(
+                msg("module {name} has no finished build to publish", name=repr(module.name)), field="id"
+            )
         # after a rejection the owner may edit or rebuild (a new build), or ask again for the same build when
         # it is still the newest one (e.g. the reviewer's concern was answered elsewhere): no rebuild needed
         review = await ModuleReview.create(module=module, build=build, requester=user)
@@ -135,14 +146,21 @@ async def review_module(user: User, review_id: int, *, approve: bool, reason: st
         raise Forbidden(why_not, field="reviewId")
     reason = (reason or "").strip()
     if not approve and not reason:
-        raise InvalidInput("a rejection needs a reason, so the author knows what to fix", field="reason")
+        raise InvalidInput(msg("a rejection needs a reason, so the author knows what to fix"), field="reason")
     if len(reason) > MAX_REASON:
-        raise InvalidInput(f"the reason is longer than {MAX_REASON} characters", field="reason")
+        raise InvalidInput(
+            msg("the reason is longer than {count} characters", count=MAX_REASON), field="reason"
+        )
     async with in_transaction():
         review = await ModuleReview.get(id=review.id).select_for_update()
         if review.status is not ReviewStatus.PENDING:
             raise Conflict(
-                f"review {review.id} was already decided ({review.status.value})", field="reviewId"
+                msg(
+                    "review {review} was already decided ({status})",
+                    review=review.id,
+                    status=review.status.value,
+                ),
+                field="reviewId",
             )
         review.reviewer = user
         review.reason = reason

@@ -14,6 +14,7 @@ from aihub.bus.base import Bus
 from aihub.db.models import NodeRun, Run, User
 from aihub.domain import dag
 from aihub.domain.bounds import check_run_params
+from aihub.domain.messages import msg
 from aihub.domain.spec import SpecError, WorkflowSpec, parse_spec, validate_run_params
 from aihub.domain.status import NodeStatus, RunStatus
 from aihub.services import workflows
@@ -29,7 +30,7 @@ def _check_params(spec: WorkflowSpec, params: Mapping[str, object]) -> dict[str,
         check_run_params(values, workflows.spec_limits)
         return values
     except SpecError as exc:
-        raise InvalidInput(str(exc), field="params") from exc
+        raise InvalidInput(exc.message, field="params") from exc
 
 
 async def create_run(
@@ -47,7 +48,7 @@ async def create_run(
     values = _check_params(spec, params or {})
     run_name = (name or "").strip() or f"{version.workflow.name}-v{version.number}"
     if len(run_name) > 200:
-        raise InvalidInput("run name is longer than 200 characters", field="name")
+        raise InvalidInput(msg("run name is longer than {count} characters", count=200), field="name")
     async with in_transaction():
         run = await Run.create(
             name=run_name,
@@ -66,7 +67,7 @@ async def create_run(
 async def _run_for_action(user: User, run_id: int) -> Run:
     run = await get_run(user, run_id)
     if not can_act_on_run(user, run):
-        raise NotFound(f"run {run_id} not found", field="id")
+        raise NotFound(msg("run {run} not found", run=run_id), field="id")
     return run
 
 
@@ -90,7 +91,10 @@ async def _request_stop(bus: Bus, user: User, run: Run) -> None:
     elif run.status is RunStatus.RUNNING:
         await transition_run(bus, run, RunStatus.STOPPING, message=f"stop requested by {user.username}")
     elif run.status is not RunStatus.STOPPING:  # stopping twice is harmless
-        raise Conflict(f"run {run.id} is {run.status.value} and cannot be stopped", field="id")
+        raise Conflict(
+            msg("run {run} is {status} and cannot be stopped", run=run.id, status=msg(run.status.value)),
+            field="id",
+        )
 
 
 def _kept_on_retry(node: NodeRun) -> bool:
@@ -108,7 +112,9 @@ async def retry_run(bus: Bus, user: User, run_id: int, *, from_node: str | None 
     to_reset = {name for name, n in nodes.items() if not _kept_on_retry(n)}
     if from_node is not None:
         if from_node not in nodes:
-            raise InvalidInput(f"run {run.id} has no node {from_node!r}", field="fromNode")
+            raise InvalidInput(
+                msg("run {run} has no node {node}", run=run.id, node=repr(from_node)), field="fromNode"
+            )
         parents = parse_spec((await run.version).spec).parents()
         to_reset |= {from_node, *dag.descendants(parents, from_node)}
     if run.status in (RunStatus.FAILED, RunStatus.STOPPED) or (
@@ -116,9 +122,19 @@ async def retry_run(bus: Bus, user: User, run_id: int, *, from_node: str | None 
     ):
         pass
     elif run.status is RunStatus.SUCCEEDED:
-        raise Conflict(f"run {run.id} succeeded; nothing to retry (choose a node to re-run from)", field="id")
+        raise Conflict(
+            msg("run {run} succeeded; nothing to retry (choose a node to re-run from)", run=run.id),
+            field="id",
+        )
     else:
-        raise Conflict(f"run {run.id} is {run.status.value}; only a finished run can be retried", field="id")
+        raise Conflict(
+            msg(
+                "run {run} is {status}; only a finished run can be retried",
+                run=run.id,
+                status=msg(run.status.value),
+            ),
+            field="id",
+        )
     resettable = [nodes[n] for n in sorted(to_reset) if nodes[n].status is not NodeStatus.WAITING]
     await reset_nodes(bus, run, resettable, message=f"retry {run.retry_count + 1}")
     run.retry_count += 1

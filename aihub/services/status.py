@@ -16,6 +16,7 @@ from aihub.db.models import Attempt, Module, ModuleBuild, ModuleReview, NodeEven
 from aihub.db.node_writes import NODE_FIELDS
 from aihub.db.retry import retrying
 from aihub.domain.clock import utcnow
+from aihub.domain.messages import msg
 from aihub.domain.status import (
     BUILD_TRANSITIONS,
     MODULE_TRANSITIONS,
@@ -78,7 +79,12 @@ async def transition_run(
                 if number and await Run.filter(id=run.id, **values).exists():
                     return  # the try before committed, then lost its connection before it heard so
                 raise StaleStatus(
-                    f"run {run.id} changed status meanwhile; it is no longer {previous.value}", field="id"
+                    msg(
+                        "run {run} changed status meanwhile; it is no longer {status}",
+                        run=run.id,
+                        status=msg(previous.value),
+                    ),
+                    field="id",
                 )
             await NodeEvent.create(
                 run_id=run.id, kind=kind or f"run_{target.value.lower()}", message=message or ""
@@ -241,7 +247,9 @@ async def move_module(module: Module | int, target: ModuleStatus) -> bool:
         return bool(await query.update(status=target))
     check_transition("module", MODULE_TRANSITIONS, module.name, module.status, target)
     if not await Module.filter(id=module.id, status=module.status).update(status=target):
-        raise StaleStatus(f"module {module.name!r} changed status meanwhile; try again", field="id")
+        raise StaleStatus(
+            msg("module {name} changed status meanwhile; try again", name=repr(module.name)), field="id"
+        )
     module.status = target
     return True
 
@@ -259,7 +267,7 @@ async def move_review(review: ModuleReview, target: ReviewStatus) -> None:
     """A review is decided (``review.status`` is updated in place)."""
     check_transition("review", REVIEW_TRANSITIONS, str(review.id), review.status, target)
     if not await ModuleReview.filter(id=review.id, status=review.status).update(status=target):
-        raise StaleStatus(f"review {review.id} was decided meanwhile", field="reviewId")
+        raise StaleStatus(msg("review {review} was decided meanwhile", review=review.id), field="reviewId")
     review.status = target
 
 

@@ -19,6 +19,7 @@ from tortoise.signals import post_save
 from aihub.bus.base import Bus
 from aihub.db.models import ApiToken, TokenKind, User
 from aihub.domain.clock import utcnow
+from aihub.domain.messages import msg
 from aihub.services.errors import Forbidden
 
 log = logging.getLogger(__name__)
@@ -178,13 +179,16 @@ def check_run_token_operation(row: ApiToken | None, operation: str, run_id: int 
         return
     if operation not in RUN_TOKEN_OPERATIONS:
         raise Forbidden(
-            f"a run token (AI_HUB_TOKEN) cannot call {operation!r}; it may call only "
-            + ", ".join(sorted(RUN_TOKEN_OPERATIONS)),
+            msg(
+                "a run token (AI_HUB_TOKEN) cannot call {operation}; it may call only {operations}",
+                operation=repr(operation),
+                operations=", ".join(sorted(RUN_TOKEN_OPERATIONS)),
+            ),
             field="Authorization",
         )
     if operation in RUN_TOKEN_RUN_ARGUMENT and run_id != row.run_id:  # type: ignore[attr-defined]
         raise Forbidden(
-            f"a run token (AI_HUB_TOKEN) reaches only its own run ({row.run_id})",  # type: ignore[attr-defined]
+            msg("a run token (AI_HUB_TOKEN) reaches only its own run ({run})", run=row.run_id),  # type: ignore[attr-defined]
             field=RUN_TOKEN_RUN_ARGUMENT[operation],
         )
 

@@ -17,6 +17,7 @@ from tortoise.transactions import in_transaction
 
 from aihub.db.models import Team, User
 from aihub.db.setup import close_db, init_db, migrate
+from aihub.domain.messages import msg
 from aihub.services.errors import InvalidInput
 from aihub.settings import Settings
 
@@ -56,8 +57,11 @@ def generate_password() -> str:
 def validate_username(username: str) -> None:
     if not USERNAME_RE.fullmatch(username):
         raise UserError(
-            f"username {username!r} is invalid: use 2-64 characters a-z, 0-9, '_', '.', '-', "
-            "starting with a letter or digit",
+            msg(
+                "username {name} is invalid: use 2-64 characters a-z, 0-9, '_', '.', '-', "
+                "starting with a letter or digit",
+                name=repr(username),
+            ),
             field="username",
         )
 
@@ -65,11 +69,11 @@ def validate_username(username: str) -> None:
 def _validate_new_user(username: str, password: str, team: str | None, leader: bool) -> None:
     validate_username(username)
     if not password:
-        raise UserError("password must not be empty", field="password")
+        raise UserError(msg("password must not be empty"), field="password")
     if team is not None and not (0 < len(team.strip()) <= TEAM_NAME_MAX):
-        raise UserError(f"team name must be 1-{TEAM_NAME_MAX} characters", field="team")
+        raise UserError(msg("team name must be 1-{maximum} characters", maximum=TEAM_NAME_MAX), field="team")
     if leader and team is None:
-        raise UserError("a team leader needs a team", field="leader")
+        raise UserError(msg("a team leader needs a team"), field="leader")
 
 
 async def create_user(
@@ -95,7 +99,9 @@ async def create_user(
             )
     except IntegrityError:
         if await User.filter(username=username).exists():
-            raise UserError(f"username {username!r} is already taken", field="username") from None
+            raise UserError(
+                msg("username {name} is already taken", name=repr(username)), field="username"
+            ) from None
         raise
 
 
@@ -118,8 +124,12 @@ async def ensure_admin(settings: Settings) -> str | None:
         if exc.field == "username" and await User.filter(is_admin=True).exists():
             return None  # another process created it first
         raise UserError(
-            f"there is no administrator and the user {ADMIN_USERNAME!r} cannot be created ({exc.message}); "
-            "create one with `aihub user create NAME --admin`",
+            msg(
+                "there is no administrator and the user {name} cannot be created ({reason}); "
+                "create one with `aihub user create NAME --admin`",
+                name=repr(ADMIN_USERNAME),
+                reason=exc.message,
+            ),
             field="username",
         ) from exc
     if settings.admin_password:

@@ -7,6 +7,7 @@ template" works across owners; everything else follows the workflow's visibility
 from __future__ import annotations
 
 from aihub.db.models import User, Workflow, WorkflowVersion
+from aihub.domain.messages import msg
 from aihub.domain.spec import parse_spec
 from aihub.services.access import get_workflow, workflows_visible_to
 from aihub.services.errors import InvalidInput, NotFound
@@ -20,7 +21,7 @@ async def get_readable_version(user: User, version_id: int) -> WorkflowVersion:
         version.is_template or await workflows_visible_to(user).filter(id=version.workflow_id).exists()  # type: ignore[attr-defined]
     ):
         return version
-    raise NotFound(f"workflow version {version_id} not found", field="versionId")
+    raise NotFound(msg("workflow version {version} not found", version=version_id), field="versionId")
 
 
 def _can_edit(user: User, workflow: Workflow) -> bool:
@@ -34,7 +35,9 @@ async def copy_version(
     source = await get_readable_version(user, version_id)
     if not as_new_workflow:
         if not _can_edit(user, source.workflow):
-            raise NotFound(f"workflow {source.workflow.id} not found", field="versionId")
+            raise NotFound(
+                msg("workflow {workflow} not found", workflow=source.workflow.id), field="versionId"
+            )
         return await create_version(
             user, source.workflow.id, source.spec, description=f"copy of version {source.number}"
         )
@@ -55,7 +58,9 @@ async def _free_name(user: User, base: str) -> str:
 async def create_from_template(user: User, version_id: int, *, name: str | None = None) -> WorkflowVersion:
     source = await get_readable_version(user, version_id)
     if not source.is_template:
-        raise InvalidInput(f"workflow version {version_id} is not a template", field="versionId")
+        raise InvalidInput(
+            msg("workflow version {version} is not a template", version=version_id), field="versionId"
+        )
     return await copy_version(user, version_id, as_new_workflow=True, name=name)
 
 
@@ -67,7 +72,7 @@ async def export_yaml(user: User, version_id: int) -> str:
 async def set_template(user: User, version_id: int, is_template: bool) -> WorkflowVersion:
     version = await get_readable_version(user, version_id)
     if not _can_edit(user, version.workflow):
-        raise NotFound(f"workflow version {version_id} not found", field="versionId")
+        raise NotFound(msg("workflow version {version} not found", version=version_id), field="versionId")
     version.is_template = is_template
     await version.save(update_fields=["is_template"])
     return version
@@ -80,7 +85,7 @@ async def list_templates() -> list[WorkflowVersion]:
 async def set_workflow_shared(user: User, workflow_id: int, shared: bool) -> Workflow:
     workflow = await get_workflow(user, workflow_id)
     if not _can_edit(user, workflow):
-        raise NotFound(f"workflow {workflow_id} not found", field="workflowId")
+        raise NotFound(msg("workflow {workflow} not found", workflow=workflow_id), field="workflowId")
     workflow.shared_with_team = shared
     await workflow.save(update_fields=["shared_with_team", "updated_at"])
     return workflow

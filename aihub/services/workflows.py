@@ -12,6 +12,7 @@ from tortoise.transactions import in_transaction
 
 from aihub.db.models import DataStorage, User, VirtualCluster, Workflow, WorkflowVersion
 from aihub.domain.bounds import DEFAULT_LIMITS, SpecLimits, check_document, check_spec
+from aihub.domain.messages import msg
 from aihub.domain.names import MAX_LENGTH as MAX_NAME_LENGTH
 from aihub.domain.spec import ModuleInterface, SpecError, WorkflowName, WorkflowSpec, parse_spec
 from aihub.services.access import get_workflow, workflows_visible_to
@@ -40,7 +41,7 @@ async def validate_spec(user: User, source: str | bytes | Mapping[str, Any]) -> 
         modules, pins = await resolve_modules(user, raw)
         spec = await asyncio.to_thread(_full_parse, source, clusters, storages, modules)
     except SpecError as exc:
-        raise InvalidInput(str(exc), field="spec") from exc
+        raise InvalidInput(exc.message, field="spec") from exc
     return spec, pins
 
 
@@ -70,7 +71,12 @@ def check_workflow_name(name: str, field: str = "name") -> str:
     name = name.strip()
     if len(name) > MAX_NAME_LENGTH:
         raise InvalidInput(
-            f"a workflow name has at most {MAX_NAME_LENGTH} characters (got {len(name)})", field=field
+            msg(
+                "a workflow name has at most {maximum} characters (got {count})",
+                maximum=MAX_NAME_LENGTH,
+                count=len(name),
+            ),
+            field=field,
         )
     try:
         return _WORKFLOW_NAME.validate_python(name)
@@ -93,7 +99,11 @@ async def create_workflow(
     wf_name = spec.name
     if await Workflow.filter(owner_id=user.id, name=wf_name).exists():
         raise InvalidInput(
-            f"you already have a workflow named {wf_name!r}; save a new version of it instead", field="name"
+            msg(
+                "you already have a workflow named {name}; save a new version of it instead",
+                name=repr(wf_name),
+            ),
+            field="name",
         )
     try:
         async with in_transaction():
@@ -104,7 +114,7 @@ async def create_workflow(
             )
             return await _add_version(user, wf, spec, pins)
     except IntegrityError as exc:  # a concurrent create with the same name
-        raise InvalidInput(f"workflow {wf_name!r} already exists", field="name") from exc
+        raise InvalidInput(msg("workflow {name} already exists", name=repr(wf_name)), field="name") from exc
 
 
 async def create_version(
@@ -112,7 +122,7 @@ async def create_version(
 ) -> WorkflowVersion:
     wf = await get_workflow(user, workflow_id)
     if wf.owner_id != user.id and not user.is_admin:  # type: ignore[attr-defined]
-        raise NotFound(f"workflow {workflow_id} not found", field="workflowId")
+        raise NotFound(msg("workflow {workflow} not found", workflow=workflow_id), field="workflowId")
     spec, pins = await validate_spec(user, spec_source)
     async with in_transaction():
         return await _add_version(user, wf, spec, pins, description=description)
@@ -139,7 +149,7 @@ async def _add_version(
 async def get_version(user: User, version_id: int) -> WorkflowVersion:
     version = await WorkflowVersion.get_or_none(id=version_id).prefetch_related("workflow")
     if version is None or not await workflows_visible_to(user).filter(id=version.workflow_id).exists():  # type: ignore[attr-defined]
-        raise NotFound(f"workflow version {version_id} not found", field="versionId")
+        raise NotFound(msg("workflow version {version} not found", version=version_id), field="versionId")
     return version
 
 

@@ -57,7 +57,7 @@ def admin_page(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
     @wraps(handler)
     async def only_admins(request: Request, user: User) -> Response:
         if not user.is_admin:
-            raise NotFound(f"page {request.url.path} not found")
+            raise NotFound(msg("page {path} not found", path=request.url.path))
         return await handler(request, user)
 
     return page(only_admins)

@@ -166,13 +166,15 @@ def service_errors(exc: ServiceError, form: ModuleForm) -> dict[str, list[str]]:
     """The service's problems ("gitUrl: ...", "outputs[0].path: ...", one a line) keyed by form field id."""
     errors: dict[str, list[str]] = {}
     keys = [r["key"].strip() for r in form.env]
-    for line in exc.message.splitlines():
-        match = _PROBLEM.fullmatch(line)
+    # the service's (field, message) pairs keep each message translatable; else its text, one problem a line
+    problems = getattr(exc, "problems", None) or [(None, line) for line in exc.message.splitlines()]
+    for where, line in problems:
+        match = _PROBLEM.fullmatch(f"{where}: x" if where else line)
         if match is None:
             key = _SERVICE_FIELDS.get(exc.field or "", exc.field or "form")
             errors.setdefault(key, []).append(line)
             continue
-        name, rest, message = match[1], match[2] or "", match[3]
+        name, rest, message = match[1], match[2] or "", line if where else match[3]
         key = _SERVICE_FIELDS.get(name, name)
         item = re.fullmatch(r"\[(\d+)\](?:\.(\w+))?", rest)
         if item:

@@ -14,6 +14,7 @@ from starlette.routing import BaseRoute, Route
 
 from aihub.domain.clock import utcnow
 from aihub.domain.ids import parse_count, parse_row_id
+from aihub.domain.messages import msg
 from aihub.domain.spec import parse_spec
 from aihub.domain.status import NodeStatus, RunStatus
 from aihub.services import executors, files
@@ -73,7 +74,7 @@ async def _pick(
         if chosen is None:
             chosen = await workflows_visible_to(user).get_or_none(id=workflow_id)
             if chosen is None:
-                raise NotFound(f"workflow {workflow_raw} not found", field="workflow")
+                raise NotFound(msg("workflow {workflow} not found", workflow=workflow_raw), field="workflow")
             workflows.insert(0, chosen)
     if chosen is None:
         return workflows, None, [], None
@@ -182,7 +183,10 @@ def _day(raw: str, field: str) -> datetime | None:
     try:
         return datetime.combine(date.fromisoformat(raw), time(0), tzinfo=UTC)
     except ValueError as exc:
-        raise InvalidInput(f"{field} must be a date like 2026-12-05 (got {raw!r})", field=field) from exc
+        raise InvalidInput(
+            msg("{field} must be a date like 2026-12-05 (got {value})", field=field, value=repr(raw)),
+            field=field,
+        ) from exc
 
 
 def _has_default(params: list[Any], name: str) -> bool:
@@ -227,7 +231,7 @@ async def runs_list(request: Request, user: User) -> Response:
 def group_of(graph: Layout, raw: object) -> Any:
     index = int(str(raw))
     if not 0 <= index < len(graph.groups):
-        raise NotFound(f"the graph has no group {index}", field="group")
+        raise NotFound(msg("the graph has no group {index}", index=index), field="group")
     return graph.groups[index]
 
 

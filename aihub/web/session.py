@@ -23,6 +23,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from tortoise.exceptions import ValidationError
 
 from aihub.domain.ids import in_row_id_range
+from aihub.domain.messages import msg
 from aihub.services.auth import WEB_SESSION_KINDS, authenticate
 from aihub.services.errors import InvalidInput, NotFound, ServiceError
 from aihub.web import i18n
@@ -151,7 +152,7 @@ def check_path_numbers(request: Request) -> None:
     """An id, attempt or index in the path past 64 bits names nothing (``aihub.domain.ids``): not found."""
     for name, value in request.path_params.items():
         if isinstance(value, int) and not in_row_id_range(value):
-            raise NotFound(f"no {name.removesuffix('_id')} {value}", field=name)
+            raise NotFound(msg("no {what} {value}", what=name.removesuffix("_id"), value=value), field=name)
 
 
 def page(handler: Handler) -> Callable[[Request], Awaitable[Response]]:

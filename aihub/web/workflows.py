@@ -10,6 +10,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
+from aihub.domain.messages import msg
 from aihub.domain.spec import parse_spec
 from aihub.services.access import get_workflow
 from aihub.services.editor import can_add_version
@@ -113,7 +114,14 @@ async def version_node(request: Request, user: User) -> Response:
     spec = parse_spec(version.spec)
     node = next((n for n in spec.nodes if n.name == request.path_params["node"]), None)
     if node is None:
-        raise NotFound(f"version {version.id} has no node {request.path_params['node']!r}", field="node")
+        raise NotFound(
+            msg(
+                "version {version} has no node {node}",
+                version=version.id,
+                node=repr(request.path_params["node"]),
+            ),
+            field="node",
+        )
     ctx = {"version": version, "node": node}
     return await in_version_page(request, user, version, "partials/workflows/node.html", ctx, open_node=node)
 

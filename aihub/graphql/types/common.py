@@ -6,6 +6,7 @@ import strawberry
 from strawberry.scalars import JSON
 
 from aihub.domain.ids import parse_row_id
+from aihub.domain.messages import msg
 from aihub.domain.status import ModuleStatus, NodeStatus, ReviewStatus, RunStatus
 from aihub.services.errors import InvalidInput
 
@@ -29,7 +30,10 @@ def parse_id(value: strawberry.ID | str | int, field: str = "id") -> int:
     2^63-1); anything else is ``INVALID_INPUT`` naming the argument."""
     row_id = parse_row_id(str(value))
     if row_id is None:
-        raise InvalidInput(f"invalid {field} {value!r}: expected a positive number", field=field)
+        raise InvalidInput(
+            msg("invalid {field} {value}: expected a positive number", field=field, value=repr(value)),
+            field=field,
+        )
     return row_id
 
 

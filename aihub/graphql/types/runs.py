@@ -9,6 +9,7 @@ from urllib.parse import quote
 
 import strawberry
 
+from aihub.domain.messages import msg
 from aihub.domain.status import NodeStatus
 from aihub.graphql.context import Info
 from aihub.graphql.prebuilt import Plans, Prebuilt
@@ -82,9 +83,12 @@ async def read_log(
     info: Info, run_id: int, node: str, attempt: int, attempt_finished: bool, offset: int, limit: int
 ) -> LogChunkType:
     if offset < 0:
-        raise InvalidInput(f"offset must be >= 0 (got {offset})", field="offset")
+        raise InvalidInput(msg("offset must be >= 0 (got {value})", value=offset), field="offset")
     if not 1 <= limit <= MAX_LOG_CHUNK:
-        raise InvalidInput(f"limit must be between 1 and {MAX_LOG_CHUNK} (got {limit})", field="limit")
+        raise InvalidInput(
+            msg("limit must be between 1 and {maximum} (got {value})", maximum=MAX_LOG_CHUNK, value=limit),
+            field="limit",
+        )
     data, size = await files.read_log(info.context.runtime.logs, run_id, node, attempt, offset, limit)
     keep = complete_utf8_prefix(data) if offset + len(data) < size else len(data)
     end = offset + keep
@@ -243,7 +247,10 @@ class NodeRunType:
     ) -> LogChunkType | None:
         number = self.attempt if attempt is None else attempt
         if number < 0 or number > self.attempt:
-            raise NotFound(f"node {self.name!r} has no attempt {number}", field="attempt")
+            raise NotFound(
+                msg("node {node} has no attempt {number}", node=repr(self.name), number=number),
+                field="attempt",
+            )
         finished = number < self.attempt or self.status is not NodeStatus.RUNNING
         return await read_log(info, self.run_id, self.name, number, finished, offset, limit)
 
