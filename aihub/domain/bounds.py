@@ -15,6 +15,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from aihub.domain.messages import msg
 from aihub.domain.spec import SpecError, SpecIssue, WorkflowSpec
 
 #: the kernel's limit of one argv or environment string, its terminating NUL included
@@ -41,7 +42,7 @@ DEFAULT_LIMITS = SpecLimits()
 
 
 def _issue(location: str, field: str, message: str) -> SpecIssue:
-    return SpecIssue(location, field, f"{field}: {message}")
+    return SpecIssue(location, field, msg("{field}: {message}", field=field, message=message))
 
 
 def check_document(source: str | bytes | Mapping[str, Any], limits: SpecLimits = DEFAULT_LIMITS) -> None:
@@ -58,8 +59,11 @@ def check_document(source: str | bytes | Mapping[str, Any], limits: SpecLimits =
                 _issue(
                     "document",
                     "spec",
-                    f"the spec is {size} bytes, more than the limit of {limits.max_bytes} "
-                    "(AIHUB_MAX_SPEC_BYTES)",
+                    msg(
+                        "the spec is {size} bytes, more than the limit of {limit} (AIHUB_MAX_SPEC_BYTES)",
+                        size=size,
+                        limit=limits.max_bytes,
+                    ),
                 )
             ]
         )
@@ -72,7 +76,11 @@ def _check_node_count(count: int, limits: SpecLimits) -> None:
                 _issue(
                     "document",
                     "nodes",
-                    f"{count} nodes, more than the limit of {limits.max_nodes} (AIHUB_MAX_SPEC_NODES)",
+                    msg(
+                        "{count} nodes, more than the limit of {limit} (AIHUB_MAX_SPEC_NODES)",
+                        count=count,
+                        limit=limits.max_nodes,
+                    ),
                 )
             ]
         )
@@ -113,7 +121,11 @@ def _node_issues(index: int, node: Any, limits: SpecLimits) -> Iterator[SpecIssu
             yield _issue(
                 where,
                 name_field,
-                f"{name!r} starts with {RESERVED_PREFIX}, which is reserved for the platform's wrapper scripts",
+                msg(
+                    "{name} starts with {prefix}, which is reserved for the platform's wrapper scripts",
+                    name=repr(name),
+                    prefix=RESERVED_PREFIX,
+                ),
             )
         total += len(name.encode()) + len(value.encode()) + 2  # NAME=value and its NUL
         yield from _value_issues(where, value_field, value, MAX_ARG_STRLEN - 2 - len(name.encode()))
@@ -121,16 +133,22 @@ def _node_issues(index: int, node: Any, limits: SpecLimits) -> Iterator[SpecIssu
         yield _issue(
             where,
             "env",
-            f"the node's variables take {total} bytes, more than the limit of {limits.max_env_bytes}",
+            msg(
+                "the node's variables take {size} bytes, more than the limit of {limit}",
+                size=total,
+                limit=limits.max_env_bytes,
+            ),
         )
 
 
 def _value_issues(where: str, field: str, value: str, max_bytes: int) -> Iterator[SpecIssue]:
     if "\x00" in value:
-        yield _issue(where, field, "contains a NUL character, which no command or variable can hold")
+        yield _issue(where, field, msg("contains a NUL character, which no command or variable can hold"))
     size = len(value.encode())
     if size > max_bytes:
-        yield _issue(where, field, f"is {size} bytes, more than the limit of {max_bytes}")
+        yield _issue(
+            where, field, msg("is {size} bytes, more than the limit of {limit}", size=size, limit=max_bytes)
+        )
 
 
 def check_run_params(values: Mapping[str, str], limits: SpecLimits = DEFAULT_LIMITS) -> None:

@@ -2,8 +2,10 @@
 its template, and a literal or an f-string with values in it can never be. This reads the source (AST) of the
 layers that raise them and fails on a raise of a user-facing error class whose message is a literal, an f-string,
 a concatenation or a ``.format``/``%`` text — and on such a raise of any other class unless :data:`INTERNAL` says
-why no person reads it. A variable or ``str(exc)`` passes: its message was built elsewhere (another raise this test
-reads) or is a stored English text the UI matches against the catalogue's templates."""
+why no person reads it. The same holds for the calls that carry a message to a person without raising it (a
+spec's issues, the module form's problems: :data:`MESSAGE_ARGUMENTS`). A variable or ``str(exc)`` passes: its
+message was built elsewhere (another raise this test reads) or is a stored English text the UI matches against
+the catalogue's templates."""
 
 from __future__ import annotations
 
@@ -28,6 +30,17 @@ USER_FACING_BUILDERS = {("aihub/domain/spec.py", "_document_error")}
 #: in the spec, a ValueError raised by a field validator or by the document's parser becomes a SpecIssue that
 #: the editor, the YAML import and GraphQL show
 VALUE_ERRORS_SHOWN = {"aihub/domain/spec.py"}
+
+#: calls that carry a message on to a person without raising it: callee (as written) -> the message's position.
+#: A spec's issues (the editor, the YAML import, GraphQL) and the module form's per-field problems.
+MESSAGE_ARGUMENTS = {
+    "SpecIssue": 2,
+    "_issue": 2,  # aihub/domain/bounds.py
+    "self._add": 2,  # a node's issues in aihub/domain/spec.py
+    "issues.add": 3,
+    "self.issues.add": 3,
+    "problems.add": 1,  # aihub/services/modules.py
+}
 
 #: raises in these layers whose text is fixed on purpose, because no person reads it — (file, class): why.
 #: A raise with a literal or f-string of a class that is neither user-facing nor listed here fails too, so a new
@@ -101,6 +114,18 @@ def _untranslatable_raises(relative: str, source: str, module: object) -> list[s
     return found
 
 
+def _untranslatable_messages(relative: str, source: str) -> list[str]:
+    """``file:line callee`` of each call of :data:`MESSAGE_ARGUMENTS` given a fixed text as its message."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Call):
+            callee = ast.unparse(node.func)
+            position = MESSAGE_ARGUMENTS.get(callee)
+            if position is not None and len(node.args) > position and _plain_text(node.args[position]):
+                found.append(f"{relative}:{node.lineno} {callee}")
+    return found
+
+
 def _internal_raises(relative: str, source: str) -> set[tuple[str, str]]:
     """The :data:`INTERNAL` entries ``source`` uses."""
     used = set()
@@ -119,7 +144,9 @@ def untranslatable_raises() -> list[str]:
         for path in sorted((REPO / layer).rglob("*.py")):
             relative = path.relative_to(REPO).as_posix()
             module = importlib.import_module(relative.removesuffix(".py").replace("/", "."))
-            found += _untranslatable_raises(relative, path.read_text(encoding="utf-8"), module)
+            source = path.read_text(encoding="utf-8")
+            found += _untranslatable_raises(relative, source, module)
+            found += _untranslatable_messages(relative, source)
     return found
 
 
@@ -146,6 +173,9 @@ def test_every_internal_exception_listed_is_still_raised() -> None:
         ("raise InvalidInput(message, field=field)", False),
         ('raise AssertionError(f"{start!r} is not on a cycle")', True),  # not classified in this probe file
         ("raise ValueError(message)", False),
+        ('problems.add("gitUrl", f"{url!r} has no host")', True),
+        ('problems.add("gitUrl", msg("the git URL {url} has no host", url=url))', False),
+        ('issues.add(key, "document", "", "the spec is empty")', True),
     ],
 )
 def test_the_guard_tells_literals_from_messages(source: str, found: bool) -> None:
@@ -154,8 +184,10 @@ def test_the_guard_tells_literals_from_messages(source: str, found: bool) -> Non
         "from aihub.domain.git import GitError\n"
         "from aihub.domain.messages import msg\n"
         "from aihub.services.errors import Conflict, InvalidInput, NotFound\n"
-        f"def probe(run_id, url, message, field, start):\n    {source}\n"
+        f"def probe(run_id, url, message, field, start, problems, issues, key):\n    {source}\n"
     )
     module = types.ModuleType("probe")
     exec(compile(code, "probe.py", "exec"), module.__dict__)
-    assert bool(_untranslatable_raises("aihub/services/probe.py", code, module)) is found
+    relative = "aihub/services/probe.py"
+    hits = _untranslatable_raises(relative, code, module) + _untranslatable_messages(relative, code)
+    assert bool(hits) is found
