@@ -148,11 +148,25 @@ def error_page(request: Request, exc: ServiceError) -> Response:
     )
 
 
+#: what a number in the path names, for the refusal of one past 64 bits
+_PATH_NUMBERS = {
+    "run_id": msg("run"),
+    "version_id": msg("version"),
+    "workflow_id": msg("workflow"),
+    "module_id": msg("module"),
+    "build_id": msg("build"),
+    "review_id": msg("review"),
+    "attempt": msg("attempt"),
+    "index": msg("group"),
+}
+
+
 def check_path_numbers(request: Request) -> None:
     """An id, attempt or index in the path past 64 bits names nothing (``aihub.domain.ids``): not found."""
     for name, value in request.path_params.items():
         if isinstance(value, int) and not in_row_id_range(value):
-            raise NotFound(msg("no {what} {value}", what=name.removesuffix("_id"), value=value), field=name)
+            what = _PATH_NUMBERS.get(name, name.removesuffix("_id"))
+            raise NotFound(msg("no {what} {value}", what=what, value=value), field=name)
 
 
 def page(handler: Handler) -> Callable[[Request], Awaitable[Response]]:

@@ -118,6 +118,10 @@ async def test_not_found_pages_name_what_is_missing_in_chinese(web: Web) -> None
     assert workflow.status_code == 404 and "未找到工作流 99999" in error_box(workflow.text)
     version = await client.get("/versions/99999")
     assert version.status_code == 404 and "未找到工作流版本 99999" in error_box(version.text)
+    module = await client.get("/modules/99999")
+    assert module.status_code == 404 and "未找到模块 99999" in error_box(module.text)
+    huge = await client.get(f"/runs/{2**64}")  # past 64 bits: names nothing
+    assert huge.status_code == 404 and f"不存在运行实例 {2**64}" in error_box(huge.text)
     # another user's run looks exactly like a missing one
     spec = await create_workflow(await User.get(username="carol"), example())
     created = await (await web.client("carol")).post(f"/versions/{spec.id}/run", {"name": "mine"})
