@@ -8,7 +8,7 @@ extracted into the catalogues like any other (``babel.cfg`` lists ``msg`` as a k
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 
 class Message(str):
@@ -33,3 +33,17 @@ class Message(str):
 def msg(template: str, /, **params: object) -> Message:
     """A translatable message: ``template`` uses ``{name}`` placeholders filled from ``params``."""
     return Message(template, params)
+
+
+#: beyond this many items :func:`joined` joins plain text (a message nests one level per item)
+MAX_JOINED = 100
+
+
+def joined(items: Sequence[str]) -> str:
+    """``items`` joined by ``"; "``, each still translatable: nested ``{first}; {rest}`` messages."""
+    if not items or len(items) > MAX_JOINED:
+        return "; ".join(items)
+    result = items[-1]
+    for item in reversed(items[:-1]):
+        result = msg("{first}; {rest}", first=item, rest=result)
+    return result

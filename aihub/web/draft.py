@@ -469,11 +469,14 @@ class _Reader:
     def __init__(self) -> None:
         self.lost: list[str] = []
 
+    def _lose(self, where: str, message: str) -> None:
+        self.lost.append(msg("{field}: {message}", field=where, message=message))
+
     def mapping(self, value: object, where: str) -> Mapping[str, Any]:
         if value is None:
             return {}
         if not isinstance(value, Mapping):
-            self.lost.append(f"{where}: must be a mapping")
+            self._lose(where, msg("must be a mapping"))
             return {}
         return value
 
@@ -481,31 +484,31 @@ class _Reader:
         if value is None:
             return []
         if not isinstance(value, list):
-            self.lost.append(f"{where}: must be a list")
+            self._lose(where, msg("must be a list"))
             return []
         if len(value) > MAX_ROWS:
-            self.lost.append(f"{where}: more than {MAX_ROWS} entries")
+            self._lose(where, msg("more than {count} entries", count=MAX_ROWS))
             return []
         rows = []
         for index, item in enumerate(value):
             if isinstance(item, Mapping):
                 rows.append(item)
             else:
-                self.lost.append(f"{where}[{index}]: must be a mapping")
+                self._lose(f"{where}[{index}]", msg("must be a mapping"))
         return rows
 
     def names(self, value: object, where: str) -> list[str]:
         if value is None:
             return []
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            self.lost.append(f"{where}: must be a list of names")
+            self._lose(where, msg("must be a list of names"))
             return []
         return list(value)
 
     def known(self, data: Mapping[str, Any], allowed: Iterable[str], where: str) -> None:
         for key in data:
             if key not in allowed:
-                self.lost.append(f"{where}: unknown field '{key}'")
+                self._lose(where, msg("unknown field {name}", name=repr(key)))
 
 
 def draft_from_spec(data: Mapping[str, Any]) -> tuple[Draft, list[str]]:

@@ -21,7 +21,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from aihub.domain.ids import parse_count, parse_row_id
-from aihub.domain.messages import msg
+from aihub.domain.messages import joined, msg
 from aihub.domain.spec import SpecError, SpecIssue, parse_spec
 from aihub.services.editor import (
     EditorChoices,
@@ -217,7 +217,7 @@ def _to_form(state: Editor) -> None:
         return
     draft, lost = draft_from_spec(data)
     if lost:
-        message = msg("the form cannot show this spec; fix it here first: {lost}", lost="; ".join(lost))
+        message = msg("the form cannot show this spec; fix it here first: {lost}", lost=joined(lost))
         state.issues = [SpecIssue("document", "", message)]
         return
     state.mode, state.draft = "form", draft

@@ -6,7 +6,7 @@ import copy
 import json
 import pickle
 
-from aihub.domain.messages import Message, msg
+from aihub.domain.messages import MAX_JOINED, Message, joined, msg
 
 
 def test_a_message_is_its_english_text_and_keeps_its_template() -> None:
@@ -29,3 +29,14 @@ def test_copies_and_pickles_keep_text_template_and_params() -> None:
         assert isinstance(clone, Message)
         assert (str(clone), clone.template, clone.params) == ("longer x nested", "x {a}", {"a": "nested"})
         assert clone.params["a"].template == "nested"
+
+
+def test_joined_items_stay_messages_one_by_one() -> None:
+    items = [msg("a {x}", x=1), "b", msg("c")]
+    text = joined(items)
+    assert text == "a 1; b; c"
+    assert (text.template, text.params["first"], text.params["rest"]) == ("{first}; {rest}", items[0], "b; c")
+    assert text.params["rest"].params["rest"] is items[2]
+    assert joined([]) == "" and joined(["only"]) == "only"
+    many = [f"x{i}" for i in range(MAX_JOINED + 1)]
+    assert joined(many) == "; ".join(many) and not isinstance(joined(many), Message)

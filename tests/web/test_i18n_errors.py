@@ -95,6 +95,10 @@ async def test_an_invalid_yaml_spec_is_refused_in_chinese(web: Web) -> None:
         ("nodes: [a", "YAML 无效（第 2 行，第 1 列）："),
         ("- a\n- b\n", "配置信息必须是包含 'name' 和 'nodes' 的映射（实际为列表）"),
         ("{}", "配置信息为空"),
+        (
+            "name: x\ncolour: red\nnodes:\n  - name: a\n    size: 1\n",
+            "表单无法显示这个配置；请先在这里修正：workflow：未知字段 'colour'；nodes[0]：未知字段 'size'",
+        ),
     ):
         form.set("spec", text)
         response = await client.post("/workflows/new", form.data("tab-form"), htmx=True)
