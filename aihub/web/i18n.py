@@ -228,6 +228,11 @@ EVENT_KINDS = (
 REVIEW_STATUS_NAMES = (NC_("review", "PENDING"), NC_("review", "APPROVED"), NC_("review", "REJECTED"))
 
 
+#: a spec issue as the UI shows it (where, then what), and the locations that are words, not names
+SPEC_ISSUE = N_("{field}: {message}")
+SPEC_LOCATIONS = (N_("document"), N_("workflow"))
+
+
 def error_title(code: str | None) -> str:
     return gettext(ERROR_TITLES.get(code or "ERROR", ERROR_TITLES["ERROR"]))
 
@@ -294,7 +299,9 @@ def translate(message: object) -> str:
     """A message of the core in the current language: a :class:`Message` by its template, else the text itself
     when the catalogue has it (messages without arguments), else as it is."""
     if isinstance(message, SpecIssue):
-        return f"{translate(message.location)}: {translate(message.message)}"
+        return gettext(SPEC_ISSUE).format(
+            field=translate(message.location), message=translate(message.message)
+        )
     if isinstance(message, Message):
         translated = gettext(message.template)
         if translated == message.template:

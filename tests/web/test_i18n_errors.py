@@ -92,7 +92,7 @@ async def test_an_invalid_yaml_spec_is_refused_in_chinese(web: Web) -> None:
     response = await client.post("/workflows/new", form.data("tab-yaml"), htmx=True)
     form = Form(response.text, "editor-body")
     for text, shown in (
-        ("nodes: [a", "YAML 无效（第 2 行，第 1 列）："),
+        ("nodes: [a", "文档：YAML 无效（第 2 行，第 1 列）："),
         ("- a\n- b\n", "配置信息必须是包含 'name' 和 'nodes' 的映射（实际为列表）"),
         ("{}", "配置信息为空"),
         (
