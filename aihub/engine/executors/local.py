@@ -286,10 +286,13 @@ class LocalExecutor:
         saved = None if child is not None else read_json(scratch / "report.json")
         if saved is None:
             await self._until_ended(handle)
-            if _read_exit(scratch) is None and (scratch / "stop").exists():
-                _record_stopped_supervisor(child, scratch)
+            recorded = _read_exit_with_time(scratch)
+            if recorded[0] is None:  # (the report reads it again: a stop may have recorded it meanwhile)
+                recorded = None
+                if (scratch / "stop").exists():
+                    _record_stopped_supervisor(child, scratch)
             ended_at = child.recorded_at if isinstance(child, Launched) else None
-            report = await _report(self.artifacts, handle.data, scratch, ended_at)
+            report = await _report(self.artifacts, handle.data, scratch, ended_at, recorded)
             if handle.data["outputs"]:
                 write_json(scratch / "report.json", report.to_json())
         else:
@@ -458,14 +461,19 @@ class LocalExecutor:
 
 
 async def _report(
-    artifacts: ArtifactStore, data: dict[str, Any], scratch: Path, ended_at: float | None = None
+    artifacts: ArtifactStore,
+    data: dict[str, Any],
+    scratch: Path,
+    ended_at: float | None = None,
+    recorded: tuple[str | None, datetime] | None = None,
 ) -> ExitReport:
     """The attempt's report from its files. ``ended_at``: when the launcher heard the supervisor's word (a
     fine clock, a fraction of a millisecond after the end), else the ``exit`` file's mtime is the end
-    (the kernel's coarse clock: a tick, and 2-6 ms early here)."""
+    (the kernel's coarse clock: a tick, and 2-6 ms early here). ``recorded``: the ``exit`` file as the caller
+    has just read it (a recorded status does not change), else it is read here."""
     stopped = (scratch / "stop").exists()
     report = ExitReport(None, started_at=datetime.fromisoformat(data["started_at"]), stopped=stopped)
-    status, report.finished_at = _read_exit_with_time(scratch)
+    status, report.finished_at = recorded or _read_exit_with_time(scratch)
     if ended_at is not None and status is not None:
         report.finished_at = max(report.finished_at, datetime.fromtimestamp(ended_at, UTC))
     if status is None:
