@@ -1023,6 +1023,24 @@ def _reject_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return result
 
 
+#: the fixed problem texts of PyYAML (libyaml) that a spec's author meets most, as messages so that they are
+#: translated; any other problem is shown as PyYAML words it
+_YAML_PROBLEMS = {
+    str(message): message
+    for message in (
+        msg("did not find expected ',' or ']'"),
+        msg("did not find expected '-' indicator"),
+        msg("did not find expected key"),
+        msg("could not find expected ':'"),
+        msg("mapping values are not allowed in this context"),
+        msg("found unexpected end of stream"),
+        msg("found character that cannot start any token"),
+        msg("found undefined alias"),
+        msg("but found another document"),
+    )
+}
+
+
 def _parse_text(text: str) -> object:
     if text.lstrip().startswith(("{", "[")):
         try:
@@ -1034,6 +1052,7 @@ def _parse_text(text: str) -> object:
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         problem = exc.problem or exc.context or msg("syntax error")
+        problem = _YAML_PROBLEMS.get(problem, problem)
         if mark is None:
             raise ValueError(msg("invalid YAML: {problem}", problem=problem)) from exc
         raise ValueError(

@@ -92,7 +92,8 @@ async def test_an_invalid_yaml_spec_is_refused_in_chinese(web: Web) -> None:
     response = await client.post("/workflows/new", form.data("tab-yaml"), htmx=True)
     form = Form(response.text, "editor-body")
     for text, shown in (
-        ("nodes: [a", "文档：YAML 无效（第 2 行，第 1 列）："),
+        ("nodes: [a", "文档：YAML 无效（第 2 行，第 1 列）：缺少预期的 ',' 或 ']'"),
+        ("name: x\nnodes:\n\t- a\n", "出现了不能作为 YAML 记号开头的字符（例如用 Tab 缩进"),
         ("- a\n- b\n", "配置信息必须是包含 'name' 和 'nodes' 的映射（实际为列表）"),
         ("{}", "配置信息为空"),
         (
