@@ -281,9 +281,13 @@ def close_inherited() -> None:
                 os.close(int(name))
 
 
-def main() -> None:
+def _configure(args: list[str]) -> None:
     global _proc_by_supervisor
-    _proc_by_supervisor = "--proc-by-supervisor" in sys.argv[1:]
+    _proc_by_supervisor = "--proc-by-supervisor" in args
+
+
+def main() -> None:
+    _configure(sys.argv[1:])
     close_inherited()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the server decides when this ends (stdin's end)
     os.chdir("/")  # (so that no directory of the server's stays in use)
