@@ -1,6 +1,7 @@
 """``PreparedSelect`` (SQL made once per dialect and shape) answers what the query builder answers: ``get_run``
 through it against ``runs_visible_to(user).get_or_none`` for every caller kind and run, on SQLite and
-PostgreSQL; a select that would need related models is refused."""
+PostgreSQL (there read on the reader connections of ``aihub.db.pg_reads``); a select that would need related
+models is refused."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import pytest
 
 from aihub.bus.memory import MemoryBus
 from aihub.db.models import Run, Workflow
+from aihub.db.pg import ResilientAsyncpgClient
 from aihub.db.prepared import PreparedSelect
 from aihub.services.access import get_run, runs_visible_to
 from aihub.services.errors import NotFound
@@ -34,6 +36,7 @@ async def test_get_run_sees_what_the_query_builder_sees(db: Settings) -> None:
         runs.append(await create_run(bus, owner, version.id))
     await Run.filter(id=runs[0].id).update(started_at=datetime(2026, 12, 5, 10, 30, 1, 123456, tzinfo=UTC))
     seen = 0
+    before = reader_reads()
     for user in (admin, alice, bob, carol):
         for run_id in [r.id for r in runs] + [10_000]:
             expected = await runs_visible_to(user).get_or_none(id=run_id)
@@ -50,6 +53,14 @@ async def test_get_run_sees_what_the_query_builder_sees(db: Settings) -> None:
                 assert str(got.created_at) == str(expected.created_at)
             seen += got is not None
     assert seen == 4 + 2 + 2 + 1  # admin all; alice hers; bob his and alice's shared one; carol hers
+    postgres = isinstance(Run._meta.db, ResilientAsyncpgClient)
+    assert reader_reads() - before == (4 * 5 if postgres else 0)  # PostgreSQL: every shape on the readers
+
+
+def reader_reads() -> int:
+    """Reads answered by PostgreSQL's reader connections (``aihub.db.pg_reads``) so far."""
+    db = Run._meta.db
+    return db.readers.reads if isinstance(db, ResilientAsyncpgClient) and db.readers else 0
 
 
 async def test_selects_with_related_models_are_refused(db: Settings) -> None:
