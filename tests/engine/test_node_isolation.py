@@ -9,6 +9,7 @@ without them they skip locally and fail in CI, like the other isolation tests.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import errno
 import os
 import shutil
@@ -23,6 +24,7 @@ import pytest
 from aihub.engine.executors import launcher as launcher_module
 from aihub.engine.executors.base import ExitReport, Job, JobKey, StorageMount
 from aihub.engine.executors.local import LocalExecutor
+from aihub.engine.executors.local_supervisors import _Tools
 from aihub.runtime import build_executor
 from aihub.settings import Settings
 from aihub.storage.local import build_storage
@@ -41,24 +43,51 @@ def data_dir() -> Iterator[Path]:
     shutil.rmtree(path, ignore_errors=True)
 
 
-@pytest.fixture(params=["proc-by-launcher", "proc-by-supervisor"])
-async def executor(
-    data_dir: Path, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
-) -> AsyncIterator[LocalExecutor]:
-    """The executor exactly as the runtime builds it from default settings; each test twice: the launcher mounts
-    each node's /proc (``pidns=``, Linux 6.15 and later), or leaves it to the supervisor, as it does on a kernel
-    without that option."""
-    monkeypatch.setattr(launcher_module, "PROC_BY_SUPERVISOR", request.param == "proc-by-supervisor")
+async def _isolated_executor(data_dir: Path, way: str, monkeypatch: pytest.MonkeyPatch) -> LocalExecutor:
+    """The executor exactly as the runtime builds it from default settings, nodes started ``way``: through the
+    launcher, which mounts each node's /proc (``pidns=``, Linux 6.15 and later) or leaves it to the supervisor
+    (as on a kernel without that option); or as an ``unshare(1)`` chain (no launcher: a server that is not
+    root, or where the launcher cannot work)."""
+    monkeypatch.setattr(launcher_module, "PROC_BY_SUPERVISOR", way == "proc-by-supervisor")
+    if way == "unshare":
+        found = _Tools.find
+        monkeypatch.setattr(
+            _Tools, "find", staticmethod(lambda: dataclasses.replace(found(), launcher=False))
+        )
     settings = Settings(data_dir=data_dir)
     settings.ensure_dirs()
     executor = build_executor(settings, *build_storage(settings))
     assert isinstance(executor, LocalExecutor)
     await executor.probe()
-    if os.geteuid() != 0 or not executor.supervisors.isolated or not executor.supervisors.pid_namespace:
-        message = f"no root with mount and PID namespaces here: {executor.supervisors.weaknesses}"
+    supervisors = executor.supervisors
+    if os.geteuid() != 0 or not supervisors.isolated or not supervisors.pid_namespace:
+        message = f"no root with mount and PID namespaces here: {supervisors.weaknesses}"
         if os.environ.get("CI") == "true":
             pytest.fail(message)
         pytest.skip(message)
+    assert (supervisors.launcher is None) == (way == "unshare"), "the way asked for is the way taken"
+    return executor
+
+
+LAUNCHER_WAYS = ["proc-by-launcher", "proc-by-supervisor"]
+
+
+@pytest.fixture(params=[*LAUNCHER_WAYS, "unshare"])
+async def executor(
+    data_dir: Path, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[LocalExecutor]:
+    """Each test three ways (see :func:`_isolated_executor`)."""
+    executor = await _isolated_executor(data_dir, request.param, monkeypatch)
+    yield executor
+    await executor.close()
+
+
+@pytest.fixture(params=LAUNCHER_WAYS)
+async def launched(
+    data_dir: Path, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[LocalExecutor]:
+    """The launcher's ways only (tests of the launcher itself)."""
+    executor = await _isolated_executor(data_dir, request.param, monkeypatch)
     yield executor
     await executor.close()
 
@@ -106,9 +135,10 @@ async def test_a_node_s_proc_is_its_own_namespace_s(executor: LocalExecutor) -> 
     first, own, _ = log.splitlines()
     assert "shim.sh" in first and int(own) < 10, log
     launcher = executor.supervisors.launcher
-    assert launcher is not None and launcher.pid is not None
-    flag = b"--proc-by-supervisor" in Path(f"/proc/{launcher.pid}/cmdline").read_bytes()
-    assert flag == launcher_module.PROC_BY_SUPERVISOR  # the way asked for is the way taken
+    if launcher is not None:
+        assert launcher.pid is not None
+        flag = b"--proc-by-supervisor" in Path(f"/proc/{launcher.pid}/cmdline").read_bytes()
+        assert flag == launcher_module.PROC_BY_SUPERVISOR  # the way asked for is the way taken
 
 
 async def test_the_data_dir_is_out_of_reach(executor: LocalExecutor, data_dir: Path) -> None:
@@ -271,12 +301,12 @@ async def test_mounts_are_read_only_nosuid_nodev_and_stay_in_the_node(
     assert host_tmp() == before
 
 
-async def test_nodes_go_on_when_the_launcher_is_gone(executor: LocalExecutor) -> None:
+async def test_nodes_go_on_when_the_launcher_is_gone(launched: LocalExecutor) -> None:
     """The launcher starts supervisors and says how they ended. Killed (OOM, an operator), it must take no
     node along; their ends are followed like a stranger's (pidfd, `exit`), and the next start has a new one."""
+    executor = launched
     launcher = executor.supervisors.launcher
-    if launcher is None:
-        pytest.skip("nodes are not started through the launcher here")
+    assert launcher is not None
     job = _job("sleep 1; exit 7")
     handle = await executor.start(job)
     old = launcher.pid
@@ -301,14 +331,14 @@ async def test_the_end_is_reported_before_the_namespace_is_gone(executor: LocalE
     the node's leftovers but not reaped, its parent outside being stopped: the namespace cannot end, and yet
     the end is reported; the supervisor goes once that process is reaped."""
     nsenter = shutil.which("nsenter")
-    if executor.supervisors.launcher is None or nsenter is None:
-        pytest.skip("nodes are not started through the launcher here, or no nsenter(1)")
+    assert nsenter is not None, "nsenter(1) (util-linux) is part of the test set-up"
     node_sleep, outsider_sleep = _unique_sleep(), _unique_sleep()
     handle = await executor.start(_job(f"sleep {node_sleep}"))
-    supervisor = handle.data["pid"]
+    supervisor = handle.data["pid"]  # (unshare(1) without the launcher: PID 1 of the namespace is its child)
     node = await _host_pid(node_sleep)
+    pid_1 = supervisor if executor.supervisors.launcher else _children(supervisor)[0]
     outsider = await asyncio.create_subprocess_exec(
-        nsenter, "--target", str(supervisor), "--pid", "--", "sleep", outsider_sleep
+        nsenter, "--target", str(pid_1), "--pid", "--", "sleep", outsider_sleep
     )
     try:
         inside = await _host_pid(outsider_sleep)
@@ -330,11 +360,9 @@ async def test_the_end_is_reported_before_the_namespace_is_gone(executor: LocalE
 
 
 async def test_an_attempt_ends_after_the_nodes_last_act(executor: LocalExecutor) -> None:
-    """finished_at is when the launcher heard the supervisor's word: never before what the node did last (the
-    `exit` file's mtime, the kernel's coarse clock, is a tick or more early, often before the node's last act:
-    the hand-off and running-slot figures built on it were off by milliseconds)."""
-    if executor.supervisors.launcher is None:
-        pytest.skip("nodes are not started through the launcher here")
+    """finished_at is when the supervisor's word was read (by the launcher, or the executor): never before what
+    the node did last (the `exit` file's mtime, the kernel's coarse clock, is a tick or more early, often before
+    the node's last act: the hand-off and running-slot figures built on it were off by milliseconds)."""
     for _ in range(5):
         report, log = await _run(executor, "date +%s.%N")
         assert report.exit_code == 0 and report.finished_at is not None
@@ -350,6 +378,10 @@ def _sigkill_pending(pid: int) -> bool:
         int(line.split()[1], 16) for line in status.splitlines() if line.startswith(("SigPnd:", "ShdPnd:"))
     ]
     return any(mask & 1 << (signal.SIGKILL - 1) for mask in pending)
+
+
+def _children(pid: int) -> list[int]:
+    return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
 
 
 def _launchers() -> list[int]:

@@ -67,6 +67,7 @@ from aihub.engine.executors.container_report import (
     rebuild_log,
 )
 from aihub.engine.executors.k8s_pod import LABEL_ATTEMPT, LABEL_NODE, LABEL_RUN, label_value, pod_name
+from aihub.engine.executors.processes import child_ended
 from aihub.settings import absolute_path
 from aihub.storage.base import ArtifactStore, LogStore
 
@@ -281,7 +282,7 @@ class ContainerExecutor:
         data = handle.data
         child = self._children.get(handle.id)
         if child is not None:
-            await _child_ended(child)
+            await child_ended(child)
             self._children.pop(handle.id, None)
             return child.returncode
         writer_alive = _alive(data.get("pid"), data.get("start_time"))
@@ -412,28 +413,6 @@ def _alive(pid: int | None, start_time: int | None) -> bool:
         return False
     fields = raw[raw.rindex(b")") + 2 :].split()
     return fields[0] not in (b"Z", b"X") and int(fields[19]) == start_time
-
-
-async def _child_ended(child: subprocess.Popen[bytes]) -> None:
-    """Wait for our attached client without a blocked thread (a pidfd; else polling), then reap it."""
-    try:
-        fd = os.pidfd_open(child.pid)
-    except (AttributeError, OSError):
-        delay = 0.005
-        while child.poll() is None:
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 0.1)
-        return
-    loop = asyncio.get_running_loop()
-    ready = loop.create_future()
-    loop.add_reader(fd, lambda: ready.done() or ready.set_result(None))
-    try:
-        if child.poll() is None:
-            await ready
-    finally:
-        loop.remove_reader(fd)
-        os.close(fd)
-    child.wait()
 
 
 async def _until_gone(pid: int | None, start_time: int | None, within: float) -> None:

@@ -63,7 +63,6 @@ from aihub.engine.executors.base import (
     read_json,
     write_json,
 )
-from aihub.engine.executors.launcher import Launched
 from aihub.engine.executors.local_files import (
     IMAGE_NOT_USED,
     AttemptFiles,
@@ -74,6 +73,7 @@ from aihub.engine.executors.local_files import (
     resolver,
 )
 from aihub.engine.executors.local_supervisors import (
+    _WATCHED,
     SHIM,
     Supervisors,
     _Child,
@@ -83,6 +83,7 @@ from aihub.engine.executors.local_supervisors import (
     _start_time,
     _write_exit,
 )
+from aihub.engine.executors.processes import readable
 from aihub.engine.outputs import collect_outputs
 from aihub.settings import absolute_path
 from aihub.storage.base import ArtifactStore, LogStore
@@ -144,16 +145,6 @@ def _reap_orphans() -> None:
     for proc in list(_orphans):
         if proc.poll() is not None:
             _orphans.discard(proc)
-
-
-async def _readable(fd: int) -> None:
-    loop = asyncio.get_running_loop()
-    ready = loop.create_future()
-    loop.add_reader(fd, lambda: ready.done() or ready.set_result(None))
-    try:
-        await ready
-    finally:
-        loop.remove_reader(fd)
 
 
 # ------------------------------------------------------------------------------------------------ executor
@@ -291,7 +282,7 @@ class LocalExecutor:
                 recorded = None
                 if (scratch / "stop").exists():
                     _record_stopped_supervisor(child, scratch)
-            ended_at = child.recorded_at if isinstance(child, Launched) else None
+            ended_at = child.recorded_at if isinstance(child, _WATCHED) else None
             report = await _report(self.artifacts, handle.data, scratch, ended_at, recorded)
             if handle.data["outputs"]:
                 write_json(scratch / "report.json", report.to_json())
@@ -299,7 +290,7 @@ class LocalExecutor:
             report = ExitReport.from_json(saved)
         # removed off the hand-off path (again after a crash between saving and removing: harmless), once the
         # supervisor is gone: its PID namespace may still be ending, the node's leftovers with it
-        self._clean_later(scratch / "tmp", child.ended if isinstance(child, Launched) else None)
+        self._clean_later(scratch / "tmp", child.ended if isinstance(child, _WATCHED) else None)
         return report
 
     def _clean_later(self, path: Path, after: asyncio.Event | None = None) -> None:
@@ -320,9 +311,9 @@ class LocalExecutor:
         child = self._children.get(handle.id)
         if child is not None and child.pid != pid:
             child = None
-        if isinstance(child, Launched):
+        if isinstance(child, _WATCHED):
             # its status is recorded and what the node left is killed: no need to wait for the namespaces
-            # to be taken down (see launcher.py)
+            # to be taken down (see launcher.py; shim.sh)
             await child.recorded.wait()
             self._children.pop(handle.id, None)
             if child.reported or child.returncode is not None:
@@ -337,7 +328,7 @@ class LocalExecutor:
             return
         try:
             if child is not None or _alive(pid, start_time):  # so the fd is of the right process
-                await _readable(fd)
+                await readable(fd)
         finally:
             os.close(fd)
         if child is not None:

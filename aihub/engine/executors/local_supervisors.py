@@ -18,6 +18,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -26,6 +27,7 @@ from typing import Literal
 
 from aihub.engine.executors.base import Job
 from aihub.engine.executors.launcher import Launched, LauncherClient
+from aihub.engine.executors.processes import child_ended, readable
 
 log = logging.getLogger("aihub.engine.executors.local")  # (the executor's name, as operators know it)
 
@@ -35,9 +37,46 @@ DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 PID_NAMESPACE = ["--pid", "--fork", "--kill-child", "--mount-proc"]  # the namespace ends with unshare
 _TOOL_PATH = os.pathsep.join([os.environ.get("PATH", ""), "/usr/local/sbin:/usr/sbin:/sbin:/usr/bin:/bin"])
 
+
 # A supervisor this executor started: its own child (the unshare(1) chain, or no isolation), or one the
 # launcher started (which reaps it and says how it ended).
+class Spawned(subprocess.Popen[bytes]):
+    """A supervisor started here, not by the launcher (an ``unshare(1)`` chain, or no isolation), followed as the
+    launcher follows its own (:class:`~aihub.engine.executors.launcher.Launched`): its stdin is the write end of
+    a report pipe, on which the shim writes a word once it has recorded the node's status and killed what the
+    node left (as PID 1 of a PID namespace: before the kernel takes the namespace down). :meth:`follow` waits
+    for that word, then for the process's end, without a worker thread."""
+
+    report = -1  # the report pipe's read end (non-blocking), until followed
+    reported = False  # the shim said so itself (else ``recorded`` was set by its end)
+    recorded_at: float | None = None  # when its word was read: the node's end, on the fine clock
+
+    def follow(self) -> None:
+        """Start following it (on the event loop): ``recorded`` is set at its word or its end, ``ended`` at its
+        end (reaped)."""
+        self.recorded, self.ended = asyncio.Event(), asyncio.Event()
+        self._follower = asyncio.create_task(self._follow(), name=f"supervisor {self.pid}")
+
+    async def _follow(self) -> None:
+        report, self.report = self.report, -1
+        try:
+            if report >= 0:
+                await readable(report)
+                with contextlib.suppress(OSError):
+                    if os.read(report, 64):
+                        self.reported, self.recorded_at = True, time.time()
+                        self.recorded.set()
+            await child_ended(self)
+        finally:
+            if report >= 0:
+                os.close(report)
+            self.recorded.set()
+            self.ended.set()
+
+
 _Child = subprocess.Popen[bytes] | Launched
+#: supervisors whose word is followed (``recorded``, ``recorded_at``, ``ended``)
+_WATCHED = (Launched, Spawned)
 Bind = tuple[str, str, str]  # (host source, mount point, "rw" | "ro" | "tree")
 
 
@@ -253,7 +292,11 @@ class Supervisors:
             launched = await self.launcher.launch(request)
             return launched, launched.start_time
         shim = self.shim_argv(scratch, log_path, workdir, binds)
-        return await asyncio.to_thread(_spawn_and_stamp, [*self.unshare, *shim, *argv], env, scratch)
+        spawned, start_time = await asyncio.to_thread(
+            _spawn_and_stamp, [*self.unshare, *shim, *argv], env, scratch
+        )
+        spawned.follow()
+        return spawned, start_time
 
     def drop_privileges(self) -> list[str]:
         """setpriv(1) in front of the node's argv: the node user, no supplementary groups, no way back up."""
@@ -400,41 +443,50 @@ def _last_line(path: Path) -> str:
     return lines[-1] if lines else ""
 
 
-def _spawn_and_stamp(
-    argv: list[str], env: dict[str, str], cwd: Path
-) -> tuple[subprocess.Popen[bytes], int | None]:
+def _spawn_and_stamp(argv: list[str], env: dict[str, str], cwd: Path) -> tuple[Spawned, int | None]:
     proc = _spawn(argv, env, cwd)
     return proc, _start_time(proc.pid)
 
 
-def _spawn(argv: list[str], env: dict[str, str], cwd: Path) -> subprocess.Popen[bytes]:
-    """Start the supervisor in its own session (a fork+exec: well under a millisecond, so inline)."""
-    return subprocess.Popen(
-        argv,
-        env=env,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-        cwd=cwd,
-    )
+def _spawn(argv: list[str], env: dict[str, str], cwd: Path) -> Spawned:
+    """Start the supervisor in its own session, its stdin the write end of its report pipe (the shim keeps it
+    as fd 4 and gives the node /dev/null)."""
+    report, write_end = os.pipe2(os.O_CLOEXEC)
+    try:
+        proc = Spawned(
+            argv,
+            env=env,
+            stdin=write_end,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+            cwd=cwd,
+        )
+    except BaseException:
+        os.close(report)
+        raise
+    finally:
+        os.close(write_end)
+    os.set_blocking(report, False)
+    proc.report = report
+    return proc
 
 
 async def _ended(child: _Child) -> None:
     """Return once ``child`` has ended (reaped: by the launcher, or here)."""
-    if isinstance(child, Launched):
+    if isinstance(child, _WATCHED):
         await child.ended.wait()
     else:
-        await asyncio.to_thread(child.wait)
+        await child_ended(child)
 
 
 async def _recorded(child: _Child) -> None:
     """Return once ``child`` has recorded its node's status and killed what the node left, which is what the
-    executor waits for: the launcher passes the supervisor's word on, before its namespaces are gone."""
-    if isinstance(child, Launched):
+    executor waits for: the supervisor's word, before its namespaces are gone."""
+    if isinstance(child, _WATCHED):
         await child.recorded.wait()
     else:
-        await asyncio.to_thread(child.wait)
+        await child_ended(child)
 
 
 def _proc_stat(pid: int) -> tuple[str, int] | None:

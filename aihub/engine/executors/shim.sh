@@ -8,7 +8,8 @@
 # usage: sh shim.sh SCRATCH LOG WORKDIR MOUNT NBINDS [SRC DST MODE]... -- ARGV...
 #   SCRATCH  the attempt's scratch dir, where `exit` is written (and, in the command line, how the
 #            executor finds this process again after a restart)
-#   LOG      file the node's stdout+stderr are appended to (opened before any mount can hide its path), or
+#   LOG      file the node's stdout+stderr are appended to (opened before any mount can hide its path; the
+#            report pipe is then stdin, moved to fd 4), or
 #            "-": the launcher already made SCRATCH the working directory and the log stdout and stderr
 #            (before its mounts: the data dir they are in may be hidden from here on), and made the binds;
 #            it says on fd 3 when the namespace is ready ("ok"; "proc": ready, but this script mounts the PID
@@ -30,8 +31,8 @@
 # be set up. It is written with one small write(2): readers treat an empty file as not written yet. Then the
 # script kills its whole group, itself included: like a container whose main process ended, whatever the
 # node left running goes too. As PID 1 of a PID namespace (the kill spares it) it then says so on the
-# launcher's report pipe, so that the server need not wait for the namespace to be taken down; a launcher
-# that is gone (the server was killed) gets no word, and the write's error is ignored.
+# report pipe (fd 4: the launcher's, or the executor's), so that the server need not wait for the namespace to
+# be taken down; a reader that is gone (the server was killed) gets no word, and the write's error is ignored.
 
 _aihub_term=
 _aihub_report=
@@ -57,7 +58,9 @@ _aihub_finish() {
 
 if [ "$_aihub_log" != - ]; then
 	cd "$_aihub_scratch" || exit 121
-	exec </dev/null >>"$_aihub_log" 2>&1 || exit 122
+	# stdin is the report pipe (the executor's; /dev/null for others): fd 4 from here on, the node gets /dev/null
+	exec 4>&0 </dev/null >>"$_aihub_log" 2>&1 || exit 122
+	_aihub_report=1
 else
 	# The launcher is still setting up the namespace (the node's /proc): it writes "ok" on fd 3 once done,
 	# or the status to record instead. Its end without a word (killed) is a failed set-up too.
