@@ -12,7 +12,7 @@ transaction uses the transaction's connection (``aihub.db.prepared``).
 Any error of a reader (a lost connection, a schema change, a connect that fails) closes the connection it
 happened on, frees its place, and makes that call take the ordinary path — Tortoise's, with its retry on a lost
 connection (``aihub.db.pg``) — so the answers and the errors are the ordinary path's: a database that went away
-is still ``UNAVAILABLE``. A request cancelled during a read closes that connection too (its protocol state is
+is still ``UNAVAILABLE``. After a failed connect every call takes the ordinary path for a few seconds. A request cancelled during a read closes that connection too (its protocol state is
 unknown) and is cancelled as asked.
 """
 
@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -31,6 +32,9 @@ log = logging.getLogger("aihub.db")
 #: reader connections per client: a read is one short round trip, a few let PostgreSQL answer some requests while
 #: the event loop works on others
 SIZE = 4
+#: seconds without a reader after a connect failed (a server at its ``max_connections``, say): every read would
+#: otherwise pay for a failed connect before taking the ordinary path
+REST_AFTER_CONNECT_FAILURE = 5.0
 #: off: every prepared select goes through Tortoise's pool (the tests compare both)
 ENABLED = True
 #: the ``application_name`` of the readers (after the configured one, if any): they are told apart in
@@ -60,11 +64,14 @@ class PgReaders:
         for _ in range(size):
             self._free.put_nowait(None)
         self._closed = False
+        self._resting_until = 0.0
         self.reads = 0
+        #: connects tried (the tests check the rest after a failed one)
+        self.connects = 0
 
     async def fetch(self, sql: str, args: Sequence[Any]) -> list[asyncpg.Record] | None:
         """The rows of ``sql`` with ``args``, or None: read them the ordinary way (module docstring)."""
-        if self._closed:
+        if self._closed or time.monotonic() < self._resting_until:
             return None
         free = self._free
         connection = free.get_nowait() if free.qsize() else await free.get()
@@ -72,7 +79,7 @@ class PgReaders:
             if self._closed:
                 raise _Closed
             if connection is None:
-                connection = await asyncpg.connect(**self._options)
+                connection = await self._open()
             rows: list[asyncpg.Record] = await connection.fetch(sql, *args)
         except BaseException as exc:
             if connection is not None:
@@ -92,6 +99,14 @@ class PgReaders:
         free.put_nowait(connection)
         self.reads += 1
         return rows
+
+    async def _open(self) -> asyncpg.Connection:
+        self.connects += 1
+        try:
+            return await asyncpg.connect(**self._options)
+        except Exception:
+            self._resting_until = time.monotonic() + REST_AFTER_CONNECT_FAILURE
+            raise
 
     async def close(self) -> None:
         """Close the idle readers; one in use is closed when its read ends. Later calls read the ordinary way."""

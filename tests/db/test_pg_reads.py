@@ -5,6 +5,7 @@ recover from a killed connection and a cancelled read without losing a place; cl
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import Callable
 from typing import Any
 
@@ -186,3 +187,23 @@ async def test_closing_the_database_closes_the_readers(settings: Settings, db: S
 
 async def _no_readers(database: str) -> bool:
     return not await readers_seen(database)
+
+
+async def test_no_reader_is_tried_for_a_while_after_a_failed_connect(
+    db_backend: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The hazard: with the server refusing new connections (``max_connections`` reached, say), every read paid
+    for a failed connect before taking the ordinary path."""
+    with socket.socket() as unused:
+        unused.bind(("127.0.0.1", 0))
+        port = unused.getsockname()[1]  # nothing listens there once it is closed
+    readers = pg_reads.PgReaders({"host": "127.0.0.1", "port": port, "user": "postgres", "database": "x"})
+    assert await readers.fetch("SELECT 1", []) is None
+    assert readers.connects == 1
+    assert await readers.fetch("SELECT 1", []) is None
+    assert readers.connects == 1, "a connect was tried again at once"
+    monkeypatch.setattr(pg_reads, "REST_AFTER_CONNECT_FAILURE", 0.0)
+    readers._resting_until = 0.0  # (the rest is over)
+    assert await readers.fetch("SELECT 1", []) is None
+    assert readers.connects == 2
+    await readers.close()
