@@ -12,8 +12,8 @@ transaction uses the transaction's connection (``aihub.db.prepared``).
 Any error of a reader (a lost connection, a schema change, a connect that fails) closes the connection it
 happened on, frees its place, and makes that call take the ordinary path — Tortoise's, with its retry on a lost
 connection (``aihub.db.pg``) — so the answers and the errors are the ordinary path's: a database that went away
-is still ``UNAVAILABLE``. After a failed connect every call takes the ordinary path for a few seconds. A request cancelled during a read closes that connection too (its protocol state is
-unknown) and is cancelled as asked.
+is still ``UNAVAILABLE``. After a failed connect every call takes the ordinary path for a few seconds. A request
+cancelled during a read closes that connection too (its protocol state is unknown) and is cancelled as asked.
 """
 
 from __future__ import annotations

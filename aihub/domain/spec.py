@@ -813,21 +813,20 @@ def _element_name(item: object) -> str | None:
     return name if isinstance(name, str) else None
 
 
+def _not_a_list(issues: _Issues, field: str, raw: object) -> None:
+    """The workflow's ``params`` or ``nodes`` is there but not a list."""
+    problem = msg("must be a list (got {kind})", kind=_type_name(raw))
+    issues.add(
+        (_WORKFLOW, 0), _WORKFLOW_LOCATION, field, msg("{field}: {message}", field=field, message=problem)
+    )
+
+
 def _validate_params(raw: object, issues: _Issues) -> tuple[list[str | None] | None, list[ParamDecl]]:
     """Validates each run param on its own; returns all raw names (None if unknowable) and the valid params."""
     if raw is None:
         return [], []
     if not isinstance(raw, list):
-        issues.add(
-            (_WORKFLOW, 0),
-            _WORKFLOW_LOCATION,
-            "params",
-            msg(
-                "{field}: {message}",
-                field="params",
-                message=msg("must be a list (got {kind})", kind=_type_name(raw)),
-            ),
-        )
+        _not_a_list(issues, "params", raw)
         return None, []
     params: list[ParamDecl] = []
     for index, item in enumerate(raw):
@@ -848,16 +847,7 @@ def _validate_nodes(raw: object, issues: _Issues) -> _Draft:
         )
         return draft
     if not isinstance(raw, list):
-        issues.add(
-            (_WORKFLOW, 0),
-            _WORKFLOW_LOCATION,
-            "nodes",
-            msg(
-                "{field}: {message}",
-                field="nodes",
-                message=msg("must be a list (got {kind})", kind=_type_name(raw)),
-            ),
-        )
+        _not_a_list(issues, "nodes", raw)
         return draft
     for index, item in enumerate(raw):
         draft.node_names.append(_element_name(item))
