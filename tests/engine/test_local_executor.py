@@ -905,3 +905,33 @@ def test_setpriv_gets_names_only_where_they_stand_for_the_same_ids(monkeypatch: 
 
 def _entry(**fields: Any) -> Any:
     return type("Entry", (), fields)()
+
+
+def test_a_kernel_that_forbids_user_namespaces_is_named_in_the_reason(tmp_path: Path) -> None:
+    """A server that is not root on Ubuntu 23.10+ (AppArmor) or an older Debian kernel gets no isolation; the
+    warning says which switch forbids it, not only unshare(1)'s error."""
+    assert supervisors_module.user_namespace_restriction(tmp_path) == ""  # no such sysctl: nothing to say
+    (tmp_path / "apparmor_restrict_unprivileged_userns").write_text("0\n")
+    (tmp_path / "unprivileged_userns_clone").write_text("1\n")
+    assert supervisors_module.user_namespace_restriction(tmp_path) == ""  # both allow it
+    (tmp_path / "apparmor_restrict_unprivileged_userns").write_text("1\n")
+    hint = supervisors_module.user_namespace_restriction(tmp_path)
+    assert "kernel.apparmor_restrict_unprivileged_userns=1" in hint and "run the server as root" in hint
+    (tmp_path / "apparmor_restrict_unprivileged_userns").write_text("0\n")
+    (tmp_path / "unprivileged_userns_clone").write_text("0\n")
+    assert "kernel.unprivileged_userns_clone=0" in supervisors_module.user_namespace_restriction(tmp_path)
+
+
+async def test_a_server_that_is_not_root_says_why_it_gets_no_isolation(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The probe's reason (the start-up warning, every node's container tab) carries the hint."""
+    sysctl = tmp_path / "sysctl"
+    sysctl.mkdir()
+    (sysctl / "apparmor_restrict_unprivileged_userns").write_text("1\n")
+    monkeypatch.setattr(supervisors_module, "SYSCTL", sysctl)
+    monkeypatch.setattr(supervisors_module.os, "geteuid", lambda: 1000)
+    tools = supervisors_module._Tools("/bin/sh", None, None, None, launcher=False)  # no way can work
+    sup = supervisors_module.Supervisors(tmp_path / "runs", isolation="auto", run_as="auto", private_paths=[])
+    reason = await sup._probe_isolation(tools)
+    assert reason.startswith("unshare(1) or mount(8) not found; this kernel forbids user namespaces")

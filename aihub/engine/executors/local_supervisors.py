@@ -108,6 +108,28 @@ class _Way:
     pid_namespace: bool
 
 
+#: where the kernel says whether a user that is not root may have a user namespace of its own
+SYSCTL = Path("/proc/sys/kernel")
+#: sysctl -> the value that forbids it: AppArmor's restriction (Ubuntu 23.10 and later), Debian's older switch
+_USERNS_OFF = {"apparmor_restrict_unprivileged_userns": "1", "unprivileged_userns_clone": "0"}
+
+
+def user_namespace_restriction(sysctl: Path | None = None) -> str:
+    """Why a server that is not root gets no user namespace here, said so that an operator can act ("" when no
+    known switch forbids it). ``sysctl``: :data:`SYSCTL`."""
+    for name, off in _USERNS_OFF.items():
+        try:
+            value = ((sysctl or SYSCTL) / name).read_text().strip()
+        except OSError:
+            continue
+        if value == off:
+            return (
+                f"this kernel forbids user namespaces to users that are not root (kernel.{name}={value}): "
+                "run the server as root, or allow them (docs/engine.md, 'Private /tmp')"
+            )
+    return ""
+
+
 def _isolation_ways(tools: _Tools, root: bool) -> list[_Way]:
     """The ways to try, best first: a PID namespace before none (its own /proc, and whatever a node leaves
     running dies with it); the launcher (root) before unshare(1) as root; then
@@ -231,7 +253,8 @@ class Supervisors:
                 self.isolated = True
                 return ""
             await self.forget()
-        return reason
+        hint = "" if os.geteuid() == 0 else user_namespace_restriction()
+        return f"{reason}; {hint}" if hint else reason
 
     async def _try_isolation(self) -> str:
         """Run the real supervisor, the way chosen, with a private /tmp; "" when that worked."""
