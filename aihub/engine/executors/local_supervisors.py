@@ -38,8 +38,6 @@ PID_NAMESPACE = ["--pid", "--fork", "--kill-child", "--mount-proc"]  # the names
 _TOOL_PATH = os.pathsep.join([os.environ.get("PATH", ""), "/usr/local/sbin:/usr/sbin:/sbin:/usr/bin:/bin"])
 
 
-# A supervisor this executor started: its own child (the unshare(1) chain, or no isolation), or one the
-# launcher started (which reaps it and says how it ended).
 class Spawned(subprocess.Popen[bytes]):
     """A supervisor started here, not by the launcher (an ``unshare(1)`` chain, or no isolation), followed as the
     launcher follows its own (:class:`~aihub.engine.executors.launcher.Launched`): its stdin is the write end of
@@ -74,6 +72,8 @@ class Spawned(subprocess.Popen[bytes]):
             self.ended.set()
 
 
+# A supervisor this executor started: its own child (the unshare(1) chain, or no isolation), or one the
+# launcher started (which reaps it and says how it ended).
 _Child = subprocess.Popen[bytes] | Launched
 #: supervisors whose word is followed (``recorded``, ``recorded_at``, ``ended``)
 _WATCHED = (Launched, Spawned)
