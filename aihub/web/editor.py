@@ -342,6 +342,8 @@ async def render_editor(
     request: Request, user: User, state: Editor, target: Target, choices: EditorChoices, *, status: int = 200
 ) -> Response:
     ctx = await _context(state, target, choices)
+    if "canvas" in ctx:  # the page's copy of what it shows (a choice answered by the side panel alone)
+        ctx["digest"] = draft_digest(state.draft)
     if request.url.path == "/workflows/new" and not is_htmx(request):
         ctx["examples"] = list_examples()
         ctx["templates"] = await template_versions()
@@ -394,7 +396,6 @@ async def _context(state: Editor, target: Target, choices: EditorChoices) -> dic
         shown = [state.selected] if state.selected is not None else []
         outputs = choices.module_outputs
         ctx["canvas"] = draw(draft, broken, state.view_box)
-        ctx["digest"] = draft_digest(draft)
         ctx["sources"] = {i: draft.sources(i, outputs, ancestors_only=True) for i in shown}
         ctx["deps"] = {i: draft.dependency_choices(i) for i in shown}
         module = choices.module(draft.nodes[shown[0]].module) if shown else None

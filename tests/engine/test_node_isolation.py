@@ -76,17 +76,8 @@ LAUNCHER_WAYS = ["proc-by-launcher", "proc-by-supervisor"]
 async def executor(
     data_dir: Path, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
 ) -> AsyncIterator[LocalExecutor]:
-    """Each test three ways (see :func:`_isolated_executor`)."""
-    executor = await _isolated_executor(data_dir, request.param, monkeypatch)
-    yield executor
-    await executor.close()
-
-
-@pytest.fixture(params=LAUNCHER_WAYS)
-async def launched(
-    data_dir: Path, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
-) -> AsyncIterator[LocalExecutor]:
-    """The launcher's ways only (tests of the launcher itself)."""
+    """Each test three ways (see :func:`_isolated_executor`); tests of the launcher itself take
+    :data:`LAUNCHER_WAYS` only (``parametrize(..., indirect=True)``)."""
     executor = await _isolated_executor(data_dir, request.param, monkeypatch)
     yield executor
     await executor.close()
@@ -301,10 +292,10 @@ async def test_mounts_are_read_only_nosuid_nodev_and_stay_in_the_node(
     assert host_tmp() == before
 
 
-async def test_nodes_go_on_when_the_launcher_is_gone(launched: LocalExecutor) -> None:
+@pytest.mark.parametrize("executor", LAUNCHER_WAYS, indirect=True)
+async def test_nodes_go_on_when_the_launcher_is_gone(executor: LocalExecutor) -> None:
     """The launcher starts supervisors and says how they ended. Killed (OOM, an operator), it must take no
     node along; their ends are followed like a stranger's (pidfd, `exit`), and the next start has a new one."""
-    executor = launched
     launcher = executor.supervisors.launcher
     assert launcher is not None
     job = _job("sleep 1; exit 7")
