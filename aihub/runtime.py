@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from aihub.bus import Bus, build_bus
-from aihub.db.setup import close_db, init_db, migrate
+from aihub.db.setup import close_db, init_db, migrate, sqlite_file
+from aihub.db.wal import checkpointer_for
 from aihub.domain.bounds import DEFAULT_LIMITS
 from aihub.engine.builds import BuildManager
 from aihub.engine.executors.base import Executor
@@ -188,6 +189,7 @@ async def open_runtime(
     pickup: asyncio.Task[None] | None = None
     checkpoints: asyncio.Task[None] | None = None
     stop_listening = None
+    checkpointer = checkpointer_for(sqlite_file(settings))  # (SQLite: WAL checkpoints off the commit path)
     try:
         if run_engine:
             partition_for = getattr(bus, "partition_for", None)
@@ -226,4 +228,6 @@ async def open_runtime(
         try:
             await bus.close()  # may fail (a broker that is gone): the database is closed all the same
         finally:
+            if checkpointer is not None:
+                await checkpointer.close()
             await close_db()

@@ -14,6 +14,7 @@ import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 from tortoise import Tortoise
 from tortoise.backends.base.client import BaseDBAsyncClient
@@ -22,6 +23,7 @@ from tortoise.backends.base.executor import EXECUTOR_CACHE
 from tortoise.connection import get_connection
 from tortoise.context import TortoiseContext
 
+from aihub.db import wal
 from aihub.db.config import tortoise_config
 from aihub.settings import Settings
 
@@ -37,6 +39,9 @@ SQLITE_PRAGMAS: dict[str, str] = {
     "busy_timeout": "5000",  # wait for a lock instead of failing with "database is locked"
     "foreign_keys": "ON",  # ON DELETE CASCADE / SET NULL need it
     "synchronous": "NORMAL",  # safe with WAL, far fewer fsyncs
+    # checkpoints run in the background (aihub.db.wal), not in a node's status write; this is the fallback
+    "wal_autocheckpoint": str(wal.FALLBACK_PAGES),
+    "journal_size_limit": str(wal.WAL_SIZE_LIMIT),
 }
 
 #: Key of the PostgreSQL advisory lock that serialises concurrent ``migrate()`` calls (any int8 works).
@@ -47,15 +52,21 @@ def database_config(settings: Settings, *, aerich: bool = True) -> dict[str, Any
     """The Tortoise config of ``settings`` with the default connection expanded and SQLite pragmas added
     (``aerich``: with aerich's migration table, see :func:`aihub.db.config.tortoise_config`)."""
     config = tortoise_config(settings, aerich=aerich)
-    connection = expand_db_url(config["connections"]["default"])
+    url = config["connections"]["default"]
+    connection = expand_db_url(url)
     if connection["engine"] == POSTGRES_ENGINE:
         connection["engine"] = "aihub.db.pg"  # the same, with lost connections retried
     if connection["engine"] == SQLITE_ENGINE:
         credentials = connection["credentials"]
-        for pragma, value in SQLITE_PRAGMAS.items():
-            credentials.setdefault(pragma, value)
+        given = parse_qs(urlsplit(url).query)  # (Tortoise fills in defaults of its own: ours win over those)
+        credentials.update((k, v) for k, v in SQLITE_PRAGMAS.items() if k not in given)
     config["connections"]["default"] = connection
     return config
+
+
+def sqlite_file(settings: Settings) -> Path | None:
+    """The SQLite database file of ``settings``; None for PostgreSQL or an in-memory database."""
+    return _sqlite_path(database_config(settings, aerich=False))
 
 
 def _sqlite_path(config: dict[str, Any]) -> Path | None:
