@@ -237,6 +237,13 @@ class Attempts:
     ) -> None:
         outputs = {k: v.to_json() for k, v in report.outputs.items()}
         stored = [("output_stored", _describe_output(k, v)) for k, v in outputs.items()]
+        early = not self.engine.settings.shares_capacity
+        if early:
+            # the children it makes ready launch during the write below (their jobs read these outputs); each
+            # records its start after it, under the run's lock held here (``Engine.start_early``)
+            state.nodes[name].outputs = outputs
+            state.unblock_children(name)
+            self.engine.start_early(state, state.children[name])
         await transition_node(
             self.engine.bus,
             state.run,
@@ -249,7 +256,8 @@ class Attempts:
             outputs=outputs,
             extra_events=stored,
         )
-        state.unblock_children(name)
+        if not early:
+            state.unblock_children(name)
 
     def _observe(self, cluster: str, attempt: Attempt) -> None:
         metrics = self.engine.metrics

@@ -198,15 +198,33 @@ class Engine:
             while state.ready:
                 name = next(iter(state.ready))
                 del state.ready[name]
-                node = state.nodes[name]
-                if (
-                    node.status is NodeStatus.WAITING
-                    and name not in state.running
-                    and name not in state.queued
-                ):
+                if self._may_queue(state, name):
                     await self._enqueue(state, name)
         self.dispatcher.dispatch()
         await self._maybe_finish(state)
+
+    def _may_queue(self, state: RunState, name: str) -> bool:
+        node = state.nodes[name]
+        return node.status is NodeStatus.WAITING and name not in state.running and name not in state.queued
+
+    def start_early(self, state: RunState, names: list[str]) -> None:
+        """Queue and dispatch the ready ``names`` that can start, while the end of the parent that made them
+        ready is still being written (``Attempts._record_success``): their launch overlaps that write, and each
+        records its start once the run's lock is free, after the parent's end. Only where this engine alone
+        moves the run's nodes (no shared capacity: no other worker); nodes that can never start stay ready and
+        fail in ``advance``, after the parent's end, as before."""
+        if self.settings.shares_capacity or state.stopping or state.failed_node is not None:
+            return
+        for name in names:
+            spec = state.spec.node(name)
+            if (
+                name in state.ready
+                and self._may_queue(state, name)
+                and self.dispatcher.unstartable(spec) is None
+            ):
+                del state.ready[name]
+                self.dispatcher.enqueue(state, name)
+        self.dispatcher.dispatch()
 
     async def _enqueue(self, state: RunState, name: str) -> None:
         reason = self.dispatcher.unstartable(state.spec.node(name))
