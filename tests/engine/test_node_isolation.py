@@ -24,7 +24,7 @@ import pytest
 from aihub.engine.executors import launcher as launcher_module
 from aihub.engine.executors.base import ExitReport, Job, JobKey, StorageMount
 from aihub.engine.executors.local import LocalExecutor
-from aihub.engine.executors.local_supervisors import _Tools
+from aihub.engine.executors.local_supervisors import _base_env, _ended, _Tools
 from aihub.runtime import build_executor
 from aihub.settings import Settings
 from aihub.storage.local import build_storage
@@ -290,6 +290,55 @@ async def test_mounts_are_read_only_nosuid_nodev_and_stay_in_the_node(
     assert int(tmps) >= 1
     assert str(data_dir) not in Path("/proc/self/mountinfo").read_text()
     assert host_tmp() == before
+
+
+async def test_storages_with_blanks_backslashes_and_chinese_in_their_paths_are_mounted_as_given(
+    executor: LocalExecutor, data_dir: Path
+) -> None:
+    """Each bind's paths arrive whole, whichever way: as system-call arguments (the launcher), or as fstab(5)
+    fields escaped for the supervisor's one ``mount --all`` (a space or a tab would split a field there, a
+    backslash start an escape), in order, read-only where asked."""
+    odd = "数据 集\tA\\b\nc"
+    outside = data_dir.parent / f"aihub-odd-{uuid.uuid4().hex}"
+    source, shelf = outside / f"in {odd}", outside / f"ro {odd}"
+    for path in (source, shelf):
+        path.mkdir(parents=True)
+        path.chmod(0o777)  # nodes run as nobody (the server is root here)
+    (shelf / "book").write_text("read me")
+    storages = [
+        StorageMount("rw", f"/tmp/w {odd}", host_path=str(source)),
+        StorageMount("ro", f"/tmp/r {odd}", host_path=str(shelf), read_only=True),
+    ]
+    try:
+        job = _job('cd "$W" && cat "$R/book" > copy && ! touch "$R/x" 2>/dev/null', storages=storages)
+        job = dataclasses.replace(job, env={"W": f"/tmp/w {odd}", "R": f"/tmp/r {odd}"})
+        handle = await executor.start(job)
+        async with asyncio.timeout(DEADLINE):
+            report = await executor.wait(handle)
+        log = executor.logs.path(7, "node", job.key.attempt).read_text()
+        assert report.exit_code == 0, log
+        assert (source / "copy").read_text() == "read me"
+        assert sorted(p.name for p in shelf.iterdir()) == ["book"]
+    finally:
+        shutil.rmtree(outside, ignore_errors=True)
+
+
+async def test_a_bind_that_cannot_be_made_is_a_set_up_error_with_the_reason_in_the_log(
+    executor: LocalExecutor, data_dir: Path
+) -> None:
+    supervisors = executor.supervisors
+    scratch = data_dir / "runs" / f"bind-{uuid.uuid4().hex}"
+    (scratch / "tmp").mkdir(parents=True)
+    binds = [
+        (str(data_dir / "gone"), str(scratch / "tmp" / "x"), "rw"),
+        (str(scratch / "tmp"), "/tmp", "tree"),
+    ]
+    child, _ = await supervisors.launch(scratch, scratch / "log", "/", binds, ["true"], _base_env("/"))
+    async with asyncio.timeout(DEADLINE):
+        await _ended(child)
+    status = (scratch / "exit").read_text().strip()
+    assert status.startswith("error: could not mount ") and status.endswith(" (see the log)"), status
+    assert f"{scratch}/tmp/x" in (scratch / "log").read_text()  # which one, and why (mount's or the kernel's)
 
 
 @pytest.mark.parametrize("executor", LAUNCHER_WAYS, indirect=True)

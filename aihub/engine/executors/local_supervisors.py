@@ -316,7 +316,7 @@ class Supervisors:
             return launched, launched.start_time
         shim = self.shim_argv(scratch, log_path, workdir, binds)
         spawned, start_time = await asyncio.to_thread(
-            _spawn_and_stamp, [*self.unshare, *shim, *argv], env, scratch
+            _spawn_and_stamp, [*self.unshare, *shim, *argv], env, scratch, fstab(binds)
         )
         spawned.follow()
         return spawned, start_time
@@ -344,7 +344,6 @@ class Supervisors:
         tools = self.require_tools()
         # with the launcher (no log_path), mount(8) for a /proc the launcher may leave to the supervisor
         mount = tools.mount if (binds or log_path is None) and tools.mount else "-"
-        flat = [part for bind in binds for part in bind]
         paths = (scratch, log_path or "/", workdir)
         relative = [str(p) for p in paths if not os.path.isabs(p)]
         if relative:  # the supervisor changes directory before it opens them
@@ -356,8 +355,7 @@ class Supervisors:
             str(log_path or "-"),
             workdir,
             mount,
-            str(len(binds)),
-            *flat,
+            "fstab" if binds else "0",  # (the binds themselves: ``fstab``, written beside)
             "--",
         ]
 
@@ -466,7 +464,29 @@ def _last_line(path: Path) -> str:
     return lines[-1] if lines else ""
 
 
-def _spawn_and_stamp(argv: list[str], env: dict[str, str], cwd: Path) -> tuple[Spawned, int | None]:
+#: mount(8)'s options for each kind of bind (``ro``: nosuid,nodev too, see shim.sh)
+_BIND_OPTIONS = {"tree": "rbind", "ro": "bind,ro,nosuid,nodev", "rw": "bind"}
+
+
+def fstab(binds: list[Bind]) -> str:
+    """The binds as fstab(5) lines, for the supervisor's one ``mount --all --fstab``: in order, each path's
+    blanks and backslashes escaped as fstab(5) says (``\\040`` ...), so that every path stays one field."""
+    return "".join(
+        f"{_fstab_field(source)} {_fstab_field(target)} none {_BIND_OPTIONS[mode]} 0 0\n"
+        for source, target, mode in binds
+    )
+
+
+def _fstab_field(path: str) -> str:
+    return "".join(f"\\{ord(c):03o}" if c in " \t\n\\" else c for c in path)
+
+
+def _spawn_and_stamp(
+    argv: list[str], env: dict[str, str], cwd: Path, binds: str = ""
+) -> tuple[Spawned, int | None]:
+    """Write the supervisor's ``fstab`` (``binds``, if any) in ``cwd``, its scratch dir, and start it."""
+    if binds:
+        (cwd / "fstab").write_bytes(os.fsencode(binds))  # (paths are bytes to the kernel)
     proc = _spawn(argv, env, cwd)
     return proc, _start_time(proc.pid)
 

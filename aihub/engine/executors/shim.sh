@@ -5,7 +5,7 @@
 # Every variable of the script starts with `_aihub_` (the executor refuses such names in a node's env) and
 # every expansion is quoted, so nothing a node's env holds (even IFS) changes what it does.
 #
-# usage: sh shim.sh SCRATCH LOG WORKDIR MOUNT NBINDS [SRC DST MODE]... -- ARGV...
+# usage: sh shim.sh SCRATCH LOG WORKDIR MOUNT BINDS -- ARGV...
 #   SCRATCH  the attempt's scratch dir, where `exit` is written (and, in the command line, how the
 #            executor finds this process again after a restart)
 #   LOG      file the node's stdout+stderr are appended to (opened before any mount can hide its path; the
@@ -17,8 +17,9 @@
 #            (see launcher.py)
 #   WORKDIR  the node's working directory
 #   MOUNT    absolute path of mount(8), or "-" when there are no binds (and, with LOG "-", no mount(8) here)
-#   NBINDS   number of SRC DST MODE triples (MODE: rw | ro | tree = recursive); applied in order, inside the
-#            private mount namespace the executor started this script in
+#   BINDS    "fstab": the binds are the lines of SCRATCH/fstab (written by the executor: its own paths, escaped
+#            as fstab(5) says), made in order by one mount(8) inside the private mount namespace the executor
+#            started this script in (one process, not one per bind); "0": none
 #
 # The environment is the node's, except LC_ALL=C (the node's own LC_ALL, if any, is in _aihub_lc_all).
 #
@@ -43,7 +44,7 @@ _aihub_scratch=$1
 _aihub_log=$2
 _aihub_workdir=$3
 _aihub_mount=$4
-_aihub_nbinds=$5
+_aihub_binds=$5
 shift 5
 
 _aihub_finish() {
@@ -81,23 +82,16 @@ else
 	fi
 fi
 
-while [ "$_aihub_nbinds" -gt 0 ]; do
-	case $3 in
-	tree) "$_aihub_mount" --rbind -- "$1" "$2" ;;
-	# read-only (bind, then remount ro in the same mount(8)): nosuid,nodev too, because in a user namespace
-	# (a server that is not root, e.g. in a container) the outer mount's nosuid/nodev are locked and a
-	# remount that drops them is refused
-	ro) "$_aihub_mount" --bind -o ro,nosuid,nodev -- "$1" "$2" ;;
-	*) "$_aihub_mount" --bind -- "$1" "$2" ;;
-	esac || {
+if [ "$_aihub_binds" = fstab ]; then
+	# read-only binds carry nosuid,nodev too: in a user namespace (a server that is not root, e.g. in a
+	# container) the outer mount's nosuid/nodev are locked and a remount that drops them is refused
+	"$_aihub_mount" --all --fstab "$_aihub_scratch/fstab" || {
 		# A stop that arrives while mount(8) runs kills it too (it shares the group): that is a stop,
 		# not a set-up error.
 		[ -z "$_aihub_term" ] || _aihub_finish 143
-		_aihub_finish "error: could not mount $1 at $2 (see the log)"
+		_aihub_finish "error: could not mount the node's storages and private /tmp (see the log)"
 	}
-	shift 3
-	_aihub_nbinds=$((_aihub_nbinds - 1))
-done
+fi
 shift # the "--"
 
 # A stop touches `stop` before it signals: as PID 1 of a PID namespace this script does not get a SIGTERM
