@@ -323,6 +323,35 @@ async def test_storages_with_blanks_backslashes_and_chinese_in_their_paths_are_m
         shutil.rmtree(outside, ignore_errors=True)
 
 
+@pytest.mark.parametrize("under_tmp", [True, False], ids=["under-tmp", "elsewhere"])
+async def test_a_storage_inside_another_storage_is_seen_there(
+    executor: LocalExecutor, data_dir: Path, under_tmp: bool
+) -> None:
+    """``/data`` and ``/data/models``: the inner one is bound onto the outer one's mount, where the node looks
+    (at the outer one's source it was under that mount, out of sight: the node found the outer's empty dir)."""
+    outside = data_dir.parent / f"aihub-nested-{uuid.uuid4().hex}"
+    outer, inner = outside / "outer", outside / "inner"
+    for path in (outer, inner):
+        path.mkdir(parents=True)
+        path.chmod(0o777)  # nodes run as nobody (the server is root here)
+    (inner / "model").write_text("weights")
+    where = "/tmp/data" if under_tmp else str(outside / "seen")
+    storages = [
+        StorageMount("data", where, host_path=str(outer)),
+        StorageMount("models", f"{where}/models", host_path=str(inner), read_only=True),
+    ]
+    try:
+        job = _job(f"cat {where}/models/model && ! touch {where}/models/x 2>/dev/null && touch {where}/mine")
+        handle = await executor.start(dataclasses.replace(job, storages=storages))
+        async with asyncio.timeout(DEADLINE):
+            report = await executor.wait(handle)
+        log = executor.logs.path(7, "node", job.key.attempt).read_text()
+        assert (report.exit_code, log) == (0, "weights"), log
+        assert (outer / "mine").exists() and not (inner / "x").exists()
+    finally:
+        shutil.rmtree(outside, ignore_errors=True)
+
+
 async def test_a_bind_that_cannot_be_made_is_a_set_up_error_with_the_reason_in_the_log(
     executor: LocalExecutor, data_dir: Path
 ) -> None:

@@ -241,16 +241,20 @@ class AttemptFiles:
         for storage in sorted(job.storages, key=lambda s: posixpath.normpath(s.path)):
             source = _storage_source(storage)
             target = posixpath.normpath(storage.path)
-            mountpoint = host_path(scratch, target, True, mounted)  # inside /tmp or an earlier storage
+            # the directory to bind onto, as the host sees it: inside /tmp or inside an earlier storage's source
+            made = host_path(scratch, target, True, mounted)
             mounted.append((target, str(source)))
             try:
                 if source.is_dir():
-                    mountpoint.mkdir(parents=True, exist_ok=True)
+                    made.mkdir(parents=True, exist_ok=True)
                 else:
-                    mountpoint.parent.mkdir(parents=True, exist_ok=True)
-                    mountpoint.touch(exist_ok=True)
+                    made.parent.mkdir(parents=True, exist_ok=True)
+                    made.touch(exist_ok=True)
             except OSError as exc:
                 raise _LaunchError(f"storage '{storage.name}': cannot create {target}: {exc}") from exc
+            # bound at its path as the namespace sees it by then: one inside an earlier storage lands on that
+            # storage's mount (at the earlier storage's source it would be under the mount, out of sight)
+            mountpoint = host_path(scratch, target, True)
             binds.append((str(source), str(mountpoint), "ro" if storage.read_only else "rw"))
         binds.append((str(scratch / "tmp"), "/tmp", "tree"))
         empty = str(self.work_root / ".empty")
