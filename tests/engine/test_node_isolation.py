@@ -371,6 +371,50 @@ async def test_a_bind_that_cannot_be_made_is_a_set_up_error_with_the_reason_in_t
 
 
 @pytest.mark.parametrize("executor", LAUNCHER_WAYS, indirect=True)
+async def test_the_launcher_puts_a_plain_attempts_files_in_place_itself(
+    executor: LocalExecutor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A node with nothing to unpack and the default working dir: the launcher renames a spare into place and
+    writes ``meta.json`` (no trip to a worker thread); the attempt is found again from it, as ever. One that
+    needs more file work gets it from the server first."""
+    prepared: list[str] = []
+    prepare = executor.files.prepare_attempt
+
+    def spied(job: Job, scratch: Path) -> object:
+        prepared.append(job.argv[-1])
+        return prepare(job, scratch)
+
+    monkeypatch.setattr(executor.files, "prepare_attempt", spied)
+    await executor.settle()  # (the spares made at the probe)
+    job = _job("pwd")
+    handle = await executor.start(job)
+    async with asyncio.timeout(DEADLINE):
+        report = await executor.wait(handle)
+    log = executor.logs.path(7, "node", job.key.attempt).read_text()
+    assert (report.exit_code, log, prepared) == (0, "/tmp/workflow_space\n", []), log
+    found = await executor.find(job.key)
+    assert found is not None and found.data["argv"] == job.argv and found.data["started_at"]
+    sub = dataclasses.replace(_job("pwd"), workdir="/tmp/workflow_space/sub")
+    handle = await executor.start(sub)
+    async with asyncio.timeout(DEADLINE):
+        report = await executor.wait(handle)
+    assert (report.exit_code, prepared) == (0, ["pwd"])
+
+
+@pytest.mark.parametrize("executor", LAUNCHER_WAYS, indirect=True)
+async def test_a_spare_the_launcher_cannot_put_in_place_fails_the_attempt_clearly(
+    executor: LocalExecutor,
+) -> None:
+    await executor.settle()
+    shutil.rmtree(executor.files._spares[-1])  # (the next start's)
+    report, log = await _run(executor, "true")
+    assert report.exit_code is None and (report.error or "").startswith("could not launch: "), report
+    assert "No such file or directory" in log
+    report, log = await _run(executor, "echo fine")  # the next spare
+    assert (report.exit_code, log) == (0, "fine\n")
+
+
+@pytest.mark.parametrize("executor", LAUNCHER_WAYS, indirect=True)
 async def test_nodes_go_on_when_the_launcher_is_gone(executor: LocalExecutor) -> None:
     """The launcher starts supervisors and says how they ended. Killed (OOM, an operator), it must take no
     node along; their ends are followed like a stranger's (pidfd, `exit`), and the next start has a new one."""

@@ -39,7 +39,8 @@ Nothing here is parsed as shell code: the request's argv, env and paths go to ``
 Protocol (one JSON object or one line of words per line, on stdin and stdout; it ends at stdin's end):
 
 - request ``{"id": N, "argv": [...], "env": {...}, "scratch": S, "log": L, "binds": [[SRC, DST, MODE], ...],
-  "pid_namespace": bool}``
+  "pid_namespace": bool}``, and optionally ``"spare": P, "meta": TEXT``: first rename the directory P (made
+  ahead by the server) to S and write TEXT to ``S/meta.json``
 - ``started N PID START_TIME`` (``/proc/PID/stat`` field 22) or ``failed N MESSAGE``
 - ``ended PID TIME``: the supervisor PID recorded the node's status and killed what the node left; it is
   still exiting (always before its ``exited``, and never for a supervisor that did not write its report
@@ -187,6 +188,21 @@ def mount_proc(pid: int, log: int) -> str:
     return ""
 
 
+def put_in_place(spare: str, scratch: str, meta: str) -> None:
+    """The attempt's scratch dir: the server's spare renamed into place, with the server's ``meta.json`` (done
+    here, in this process, so that the server's start makes no trip to a worker thread for them)."""
+    os.rename(spare, scratch)
+    fd = os.open(
+        os.path.join(scratch, "meta.json"), os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666
+    )
+    try:
+        data = meta.encode()
+        while data:
+            data = data[os.write(fd, data) :]
+    finally:
+        os.close(fd)
+
+
 def start_time(pid: int) -> int:
     with open(f"/proc/{pid}/stat", "rb") as f:
         raw = f.read()
@@ -199,6 +215,8 @@ _reports: dict[int, int] = {}  # supervisor pid -> the read end of its report pi
 def launch(request: dict[str, Any]) -> str:
     """Start one supervisor (see the module docstring); the reply line."""
     try:
+        if "spare" in request:
+            put_in_place(request["spare"], request["scratch"], request["meta"])
         pid, report = _spawn_in_namespaces(request)
     except (OSError, SetupError) as exc:
         return f"failed {request['id']} {' '.join(str(exc).split())}"

@@ -214,15 +214,15 @@ class LocalExecutor:
                 return existing
             await asyncio.to_thread(shutil.rmtree, scratch, True)
         job = self.files.out_of_private_paths(job)
-        # file operations and the fork+exec run in a worker thread: on a slow disk they would otherwise
-        # stall the event loop, and with it the hand-off of every other running node
-        log_path, data = await asyncio.to_thread(self.files.prepare_attempt, job, scratch)
+        # file operations and the fork+exec run in a worker thread (or the launcher's process): on a slow disk
+        # they would otherwise stall the event loop, and with it the hand-off of every other running node
+        log_path, data, spare = await self.files.prepare(job, scratch)
         try:
             binds = await self.files.prepare_filesystem(job, scratch, data)
             env = Supervisors.supervisor_env(self.files.node_env(job, scratch))
             argv = [*self.supervisors.drop_privileges(), *job.argv]
             proc, data["start_time"] = await self.supervisors.launch(
-                scratch, log_path, data["workdir"], binds, argv, env
+                scratch, log_path, data["workdir"], binds, argv, env, spare=spare, meta=data
             )
         except (_LaunchError, OSError) as exc:
             message = str(exc) if isinstance(exc, _LaunchError) else f"could not launch: {exc}"
@@ -234,6 +234,7 @@ class LocalExecutor:
 
     def _fail_launch(self, key: JobKey, scratch: Path, data: dict[str, Any], message: str) -> Handle:
         """An attempt that could not start still gets a handle; ``wait`` reports the message."""
+        self.files.ensure_meta(scratch, data)  # (the launcher may not have put them in place)
         _append_log(data, message)
         _write_exit(scratch, f"error: {message}")
         return Handle(self.name, key.slug, data)

@@ -155,6 +155,41 @@ class AttemptFiles:
             _append_log(data, f"{IMAGE_NOT_USED} (image {job.image})")
         return log_path, data
 
+    async def prepare(self, job: Job, scratch: Path) -> tuple[Path, dict[str, Any], Path | None]:
+        """(log path, meta data, spare): the attempt's files made in a worker thread (no spare), or left to
+        the launcher (see :meth:`spare_for_launcher`)."""
+        if prepared := self.spare_for_launcher(job, scratch):
+            return prepared
+        log_path, data = await asyncio.to_thread(self.prepare_attempt, job, scratch)
+        return log_path, data, None
+
+    def ensure_meta(self, scratch: Path, data: dict[str, Any]) -> None:
+        """The scratch dir and ``meta.json`` of an attempt whose launch failed before the launcher put them in
+        place, so that ``wait`` and ``find`` see its failure."""
+        if not (scratch / "meta.json").exists():
+            scratch.mkdir(mode=0o700, parents=True, exist_ok=True)
+            (scratch / "meta.json").write_text(json.dumps(data))
+
+    def spare_for_launcher(self, job: Job, scratch: Path) -> tuple[Path, dict[str, Any], Path] | None:
+        """(log path, meta data, spare) when the launcher can make this attempt's files itself — rename the spare
+        into place and write ``meta.json``, in its own process, so the start makes no trip to a worker thread —
+        because the start has no other file work in the scratch dir (no input to unpack, the default working
+        dir, no storage under /tmp, no image line for the log); else None (:meth:`prepare_attempt`)."""
+        if (
+            self.sup.launcher is None
+            or job.artifacts_in
+            or job.image
+            or (job.workdir or WORKFLOW_SPACE) != WORKFLOW_SPACE
+            or any(_under_tmp(s.path) for s in job.storages)
+        ):
+            return None
+        with self._spare_lock:
+            if not self._spares:
+                return None
+            spare = self._spares.pop()
+        log_path = self.logs.path(job.key.run_id, job.key.node, job.key.attempt)
+        return log_path, self._meta(job, scratch, log_path), spare
+
     def _prepare_scratch(self, job: Job, scratch: Path, log_path: Path) -> dict[str, Any]:
         """Create the scratch dir and write ``meta.json``: everything a later ``find`` needs."""
         # Every file operation counts (a loaded disk makes each one cost): without isolation the attempt
@@ -163,8 +198,14 @@ class AttemptFiles:
             scratch.mkdir(mode=0o700, parents=True)
             if self.sup.isolated:
                 self._make_tmp(scratch)
+        data = self._meta(job, scratch, log_path)
+        (scratch / "meta.json").write_text(json.dumps(data))  # a fresh dir: no reader sees it half-written
+        return data
+
+    def _meta(self, job: Job, scratch: Path, log_path: Path) -> dict[str, Any]:
+        """What ``meta.json`` holds: everything a later ``find`` needs."""
         storages = [(posixpath.normpath(s.path), s.host_path or s.path) for s in job.storages]
-        data: dict[str, Any] = {
+        return {
             "scratch": str(scratch),
             "log": str(log_path),
             "key": {"run_id": job.key.run_id, "node": job.key.node, "attempt": job.key.attempt},
@@ -183,8 +224,6 @@ class AttemptFiles:
             "pid": None,
             "start_time": None,
         }
-        (scratch / "meta.json").write_text(json.dumps(data))  # a fresh dir: no reader sees it half-written
-        return data
 
     async def prepare_filesystem(self, job: Job, scratch: Path, data: dict[str, Any]) -> list[Bind]:
         """Check storages, create mount points and the workdir, unpack input artifacts; returns the binds."""
@@ -407,6 +446,11 @@ def _append_log(data: dict[str, Any], message: str) -> None:
     """A line of the platform's own in the attempt's log, where users look for what happened."""
     with contextlib.suppress(OSError, KeyError), open(data["log"], "a") as f:
         f.write(f"aihub: {message}\n")
+
+
+def _under_tmp(node_path: str) -> bool:
+    path = posixpath.normpath(node_path)
+    return path == "/tmp" or path.startswith("/tmp/")
 
 
 def _rebase(value: str, old: str, new: str) -> str:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import json
 import logging
 import os
 import shutil
@@ -23,7 +24,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from aihub.engine.executors.base import Job
 from aihub.engine.executors.launcher import Launched, LauncherClient
@@ -300,9 +301,13 @@ class Supervisors:
         binds: list[Bind],
         argv: list[str],
         env: dict[str, str],
+        *,
+        spare: Path | None = None,
+        meta: dict[str, Any] | None = None,
     ) -> tuple[_Child, int | None]:
         """Start the supervisor of ``argv`` (and its start time): through the launcher, which makes the
-        namespace and the binds itself, or as a chain of ``[unshare] sh shim.sh`` that mounts them."""
+        namespace and the binds itself, or as a chain of ``[unshare] sh shim.sh`` that mounts them.
+        ``spare``: the launcher first renames it to ``scratch`` and writes ``meta`` there as ``meta.json``."""
         if self.launcher is not None:
             request = {
                 "argv": [*self.shim_argv(scratch, None, workdir, []), *argv],
@@ -312,6 +317,8 @@ class Supervisors:
                 "binds": binds,
                 "pid_namespace": self.pid_namespace,
             }
+            if spare is not None:
+                request |= {"spare": str(spare), "meta": json.dumps(meta)}
             launched = await self.launcher.launch(request)
             return launched, launched.start_time
         shim = self.shim_argv(scratch, log_path, workdir, binds)
