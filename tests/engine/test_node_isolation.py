@@ -437,6 +437,11 @@ async def test_nodes_go_on_when_the_launcher_is_gone(executor: LocalExecutor) ->
     assert set(_launchers()) - others == {launcher.pid}, "two launches that found it gone start one launcher"
 
 
+def _state(pid: int) -> str:
+    """The process's state letter (``/proc/PID/stat``: R, S, T for stopped, Z, ...)."""
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+
+
 async def test_the_end_is_reported_before_the_namespace_is_gone(executor: LocalExecutor) -> None:
     """Once the supervisor recorded the node's status and SIGKILLed what the node left, the attempt has ended:
     the server does not wait for the kernel to take the PID namespace down (which waits for every process in it
@@ -456,6 +461,8 @@ async def test_the_end_is_reported_before_the_namespace_is_gone(executor: LocalE
     try:
         inside = await _host_pid(outsider_sleep)
         outsider.send_signal(signal.SIGSTOP)  # it cannot reap its child now
+        # (once it is stopped: a loaded machine may not have run it since, and it could still reap)
+        await until(lambda: _state(outsider.pid) == "T", "nsenter to be stopped")
         os.kill(node, signal.SIGKILL)
         async with asyncio.timeout(DEADLINE):
             report = await executor.wait(handle)
