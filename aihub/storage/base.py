@@ -71,6 +71,10 @@ class LogStore(Protocol):
         """The append-only log file of one attempt (its parent directory exists)."""
         ...
 
+    def location(self, run_id: int, node: str, attempt: int) -> Path:
+        """Where :meth:`path` is, with nothing created (no file-system call)."""
+        ...
+
     async def read(
         self, run_id: int, node: str, attempt: int, offset: int = 0, limit: int = 65536
     ) -> tuple[bytes, int]:

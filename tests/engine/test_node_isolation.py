@@ -385,13 +385,16 @@ async def test_the_launcher_puts_a_plain_attempts_files_in_place_itself(
         return prepare(job, scratch)
 
     monkeypatch.setattr(executor.files, "prepare_attempt", spied)
+    made_dirs: list[str] = []  # the log store makes a log's directory in path(): a file-system call
+    path = executor.logs.path
+    monkeypatch.setattr(executor.logs, "path", lambda *key: made_dirs.append(key[1]) or path(*key))
     await executor.settle()  # (the spares made at the probe)
-    job = _job("pwd")
+    job = dataclasses.replace(_job("pwd"), key=JobKey(7, f"fresh_{uuid.uuid4().hex[:8]}", 1))
     handle = await executor.start(job)
     async with asyncio.timeout(DEADLINE):
         report = await executor.wait(handle)
-    log = executor.logs.path(7, "node", job.key.attempt).read_text()
-    assert (report.exit_code, log, prepared) == (0, "/tmp/workflow_space\n", []), log
+    log = executor.logs.location(7, job.key.node, 1).read_text()  # its directory made by the launcher
+    assert (report.exit_code, log, prepared, made_dirs) == (0, "/tmp/workflow_space\n", [], []), log
     found = await executor.find(job.key)
     assert found is not None and found.data["argv"] == job.argv and found.data["started_at"]
     sub = dataclasses.replace(_job("pwd"), workdir="/tmp/workflow_space/sub")

@@ -40,7 +40,7 @@ Protocol (one JSON object or one line of words per line, on stdin and stdout; it
 
 - request ``{"id": N, "argv": [...], "env": {...}, "scratch": S, "log": L, "binds": [[SRC, DST, MODE], ...],
   "pid_namespace": bool}``, and optionally ``"spare": P, "meta": TEXT``: first rename the directory P (made
-  ahead by the server) to S and write TEXT to ``S/meta.json``
+  ahead by the server) to S, write TEXT to ``S/meta.json`` and make the directory of L
 - ``started N PID START_TIME`` (``/proc/PID/stat`` field 22) or ``failed N MESSAGE``
 - ``ended PID TIME``: the supervisor PID recorded the node's status and killed what the node left; it is
   still exiting (always before its ``exited``, and never for a supervisor that did not write its report
@@ -188,10 +188,12 @@ def mount_proc(pid: int, log: int) -> str:
     return ""
 
 
-def put_in_place(spare: str, scratch: str, meta: str) -> None:
-    """The attempt's scratch dir: the server's spare renamed into place, with the server's ``meta.json`` (done
-    here, in this process, so that the server's start makes no trip to a worker thread for them)."""
+def put_in_place(spare: str, scratch: str, meta: str, log: str) -> None:
+    """The attempt's scratch dir: the server's spare renamed into place, with the server's ``meta.json``, and
+    the directory of its log (done here, in this process, so that the server's start makes no trip to a worker
+    thread for them)."""
     os.rename(spare, scratch)
+    os.makedirs(os.path.dirname(log), exist_ok=True)
     fd = os.open(
         os.path.join(scratch, "meta.json"), os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666
     )
@@ -216,7 +218,7 @@ def launch(request: dict[str, Any]) -> str:
     """Start one supervisor (see the module docstring); the reply line."""
     try:
         if "spare" in request:
-            put_in_place(request["spare"], request["scratch"], request["meta"])
+            put_in_place(request["spare"], request["scratch"], request["meta"], request["log"])
         pid, report = _spawn_in_namespaces(request)
     except (OSError, SetupError) as exc:
         return f"failed {request['id']} {' '.join(str(exc).split())}"

@@ -164,11 +164,12 @@ class AttemptFiles:
         return log_path, data, None
 
     def ensure_meta(self, scratch: Path, data: dict[str, Any]) -> None:
-        """The scratch dir and ``meta.json`` of an attempt whose launch failed before the launcher put them in
-        place, so that ``wait`` and ``find`` see its failure."""
+        """The scratch dir, ``meta.json`` and log directory of an attempt whose launch failed before the
+        launcher put them in place, so that ``wait`` and ``find`` see its failure, and its log says why."""
         if not (scratch / "meta.json").exists():
             scratch.mkdir(mode=0o700, parents=True, exist_ok=True)
             (scratch / "meta.json").write_text(json.dumps(data))
+            Path(data["log"]).parent.mkdir(parents=True, exist_ok=True)
 
     def spare_for_launcher(self, job: Job, scratch: Path) -> tuple[Path, dict[str, Any], Path] | None:
         """(log path, meta data, spare) when the launcher can make this attempt's files itself — rename the spare
@@ -187,7 +188,8 @@ class AttemptFiles:
             if not self._spares:
                 return None
             spare = self._spares.pop()
-        log_path = self.logs.path(job.key.run_id, job.key.node, job.key.attempt)
+        # (no file-system call here: the launcher makes the log's directory)
+        log_path = self.logs.location(job.key.run_id, job.key.node, job.key.attempt)
         return log_path, self._meta(job, scratch, log_path), spare
 
     def _prepare_scratch(self, job: Job, scratch: Path, log_path: Path) -> dict[str, Any]:
