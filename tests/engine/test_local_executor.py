@@ -737,16 +737,19 @@ async def test_isolated_attempts_take_scratch_dirs_made_ahead(isolated: LocalExe
     await isolated.settle()
     now = set(spare_dir.iterdir())
     assert len(now) == SPARES and len(ready - now) == 1, "one taken, one made"
-    # another server's, still running (the parent of this test's process), and those of servers now gone
+    # another server's, still running (the parent of this test's process); another executor's of this process
+    # (engine workers side by side); and those of servers now gone
     others = spare_dir.parent
-    running = others / local_files_module._process_tag(os.getppid())
-    gone = [others / "1-999999999999", others / "not-a-server"]  # (pid 1 did not start so late)
-    for path in (running, *gone):
+    running = others / f"{local_files_module._process_tag(os.getppid())}-0a1b2c3d"
+    sibling = others / f"{local_files_module._process_tag(os.getpid())}-5e6f7a8b"
+    gone = [others / "1-999999999999-0a1b2c3d", others / "1-999999999999", others / "not-a-server"]
+    for path in (running, sibling, *gone):  # (pid 1 did not start so late)
         (path / "spare").mkdir(parents=True)
     await isolated.probe()
     await isolated.settle()
     assert len(set(spare_dir.iterdir())) == SPARES, "its own, made again"
-    assert (running / "spare").is_dir() and not any(path.exists() for path in gone)
+    assert (running / "spare").is_dir() and (sibling / "spare").is_dir()
+    assert not any(path.exists() for path in gone)
 
 
 async def test_an_attempts_files_are_made_before_its_start(executor: LocalExecutor) -> None:

@@ -61,8 +61,9 @@ class AttemptFiles:
         self.artifacts = artifacts
         self.logs = logs
         self.sup = sup
-        # this process's own (another server on the same data dir keeps its own): <pid>-<start time>
-        self.spare_dir = work_root / SPARE_DIR / _process_tag(os.getpid())
+        # this executor's own (another server on the same data dir, or another executor of this process — engine
+        # workers side by side — keeps its own): <pid>-<start time>-<random>
+        self.spare_dir = work_root / SPARE_DIR / f"{_process_tag(os.getpid())}-{uuid.uuid4().hex[:8]}"
         self._spares: list[Path] = []  # ready, for the current isolation and node user
         self._spare_lock = threading.Lock()  # (starts and refills run in worker threads)
         self._making = 0  # spares being made
@@ -70,7 +71,7 @@ class AttemptFiles:
 
     # --------------------------------------------------------------------------------------- spares
     def reset_spares(self) -> None:
-        """Forget and remove this process's spares (at probe they were made for another isolation; at close
+        """Forget and remove this executor's spares (at probe they were made for another isolation; at close
         they are no longer needed), and those of servers that are gone. Blocking: call it in a worker
         thread."""
         with self._spare_lock:
@@ -79,7 +80,8 @@ class AttemptFiles:
         with contextlib.suppress(OSError), os.scandir(self.spare_dir.parent) as entries:
             for entry in entries:
                 pid, _, _ = entry.name.partition("-")
-                if not pid.isdigit() or entry.name != _process_tag(int(pid)):  # (gone, or its pid reused)
+                alive = pid.isdigit() and entry.name.startswith(f"{_process_tag(int(pid))}-")
+                if not alive:  # (gone, or its pid reused)
                     shutil.rmtree(entry.path, ignore_errors=True)
 
     def spares_wanted(self) -> int:
