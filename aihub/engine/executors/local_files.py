@@ -183,7 +183,7 @@ class AttemptFiles:
             or job.artifacts_in
             or job.image
             or (job.workdir or WORKFLOW_SPACE) != WORKFLOW_SPACE
-            or any(_under_tmp(s.path) for s in job.storages)
+            or any(_relative_to(posixpath.normpath(s.path), "/tmp") is not None for s in job.storages)
         ):
             return None
         with self._spare_lock:
@@ -450,11 +450,6 @@ def _append_log(data: dict[str, Any], message: str) -> None:
     """A line of the platform's own in the attempt's log, where users look for what happened."""
     with contextlib.suppress(OSError, KeyError), open(data["log"], "a") as f:
         f.write(f"aihub: {message}\n")
-
-
-def _under_tmp(node_path: str) -> bool:
-    path = posixpath.normpath(node_path)
-    return path == "/tmp" or path.startswith("/tmp/")
 
 
 def _rebase(value: str, old: str, new: str) -> str:
