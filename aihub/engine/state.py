@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aihub.db.models import Attempt, DataStorage, ModuleBuild, NodeRun, Run, WorkflowVersion
+from aihub.domain.compact import compact_spec, shared_empty
 from aihub.domain.spec import WorkflowSpec, parse_spec
 from aihub.engine import policies
 from aihub.engine.capacity import Pool
@@ -82,14 +83,16 @@ async def load_run_state(run_id: int) -> RunState | None:
     # node for the run's life, and alive beside the node rows it raised the peak by as much
     version = WorkflowVersion.filter(id=run.version_id).first()
     raw_spec, pinned = await version.values_list("spec", "pinned_builds")  # type: ignore[attr-defined]
-    spec = parse_spec(raw_spec)
+    names: dict[str, str] = {}  # one object per name, for the spec, the rows and the maps below
+    spec = compact_spec(parse_spec(raw_spec), names)
     del raw_spec
-    nodes = {n.name: n for n in await NodeRun.filter(run_id=run_id)}
-    parents = spec.parents()
+    nodes = {n.name: n for n in _compact_rows(await NodeRun.filter(run_id=run_id), names, run.id)}
+    parents = {name: shared_empty([names.get(p, p) for p in ps]) for name, ps in spec.parents().items()}
     children: dict[str, list[str]] = {name: [] for name in parents}
     for name, ps in parents.items():
         for p in ps:
             children[p].append(name)
+    children = {name: shared_empty(cs) for name, cs in children.items()}
     statuses = {n: r.status for n, r in nodes.items()}
     blocked = policies.unfinished_parents(parents, statuses)
     return RunState(
@@ -104,6 +107,18 @@ async def load_run_state(run_id: int) -> RunState | None:
         storages=await _storages(spec),
         failed_node=policies.first_failed(statuses),
     )
+
+
+def _compact_rows(rows: list[NodeRun], names: dict[str, str], run_id: int) -> list[NodeRun]:
+    """The rows, each with the spec's object for its name and the run's for its run id, and the shared empty
+    dict for empty ``inputs`` and ``outputs`` (the engine replaces them, never changes them: see
+    :mod:`aihub.domain.compact`)."""
+    for row in rows:
+        row.name = names.setdefault(row.name, row.name)
+        row.run_id = run_id  # type: ignore[attr-defined]
+        row.inputs = shared_empty(row.inputs)
+        row.outputs = shared_empty(row.outputs)
+    return rows
 
 
 async def _pinned_builds(pinned: dict[str, Any] | None) -> dict[str, ModuleBuild]:
