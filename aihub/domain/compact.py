@@ -2,8 +2,9 @@
 equal string.
 
 The engine holds a run's parsed spec and its node rows until the run ends (``aihub.engine.state.RunState``).
-Parsed apart, a node's spec has four empty containers of its own (``inputs``, ``outputs``, ``env`` and
-``storages`` of a plain node: 232 bytes) and its own copy of each parent's name and of its command, and each
+Parsed apart, a node's spec has empty containers of its own (``inputs``, ``outputs``, ``env`` and ``storages``
+of a plain node: 232 bytes; ``depends_on`` too at the top of the graph) and its own copy of each parent's name
+and of its command, and each
 node row has its own empty ``inputs`` and ``outputs`` and another copy of its name: about a quarter of what a
 10,000-node run keeps per node. :func:`compact_spec` gives them one object each.
 
