@@ -39,6 +39,7 @@ async def validate_spec(user: User, source: str | bytes | Mapping[str, Any]) -> 
     try:
         raw = await asyncio.to_thread(_bounded_parse, source, limits)
         modules, pins = await resolve_modules(user, raw)
+        del raw  # (not kept alive beside the second parse: two parsed copies of a big spec at once)
         spec = await asyncio.to_thread(_full_parse, source, clusters, storages, modules)
     except SpecError as exc:
         raise InvalidInput(exc.message, field="spec") from exc
