@@ -52,10 +52,22 @@ def wait_status(server: WebServer, tok: str, run_id: str, status: str) -> None:
     raise AssertionError(f"run {run_id} did not reach {status}")
 
 
+#: the marks the flaky nodes of the current test leave (removed after it)
+_MARKS: list[Path] = []
+
+
+@pytest.fixture(autouse=True)
+def _remove_marks() -> Iterator[None]:
+    yield
+    while _MARKS:
+        _MARKS.pop().unlink(missing_ok=True)
+
+
 def flaky_run(server: WebServer, name: str) -> tuple[str, str]:
     """A failed run of prepare → flaky → report, where flaky fails once and succeeds when retried."""
     # outside the data dir, which nodes cannot see; nodes run as nobody, so /var/tmp (sticky, world-writable)
     mark = Path("/var/tmp") / f"aihub-a11y-{uuid.uuid4().hex}"
+    _MARKS.append(mark)
     flaky = f"if [ -f {mark} ]; then echo recovered; else touch {mark}; echo failing; exit 3; fi"
     spec = {
         "name": f"a11y-{name}",

@@ -4,10 +4,13 @@ green live, read step2's logs; a failing node turns red and "Retry" on the run p
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import a11y
+import pytest
 from playwright.sync_api import Page, expect
 from webserver import ADMIN_PASSWORD, WebServer
 
@@ -109,10 +112,16 @@ def test_quick_start_runs_live_and_shows_logs(page: Page, server: WebServer) -> 
     assert csp_errors == []
 
 
-def test_failed_node_turns_red_and_retry_makes_it_green(page: Page, server: WebServer) -> None:
-    # not in the data dir: nodes cannot see it (and run as nobody), so a shared, world-writable dir
-    shared = Path(tempfile.mkdtemp(prefix="aihub-flaky-", dir="/var/tmp"))
-    shared.chmod(0o777)
+@pytest.fixture
+def shared() -> Iterator[Path]:
+    """Not in the data dir: nodes cannot see that (and run as nobody), so a world-writable dir in /var/tmp."""
+    path = Path(tempfile.mkdtemp(prefix="aihub-flaky-", dir="/var/tmp"))
+    path.chmod(0o777)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def test_failed_node_turns_red_and_retry_makes_it_green(page: Page, server: WebServer, shared: Path) -> None:
     mark = shared / "flaky-mark"
     spec = f"""name: flaky-demo
 description: fails once, then succeeds
