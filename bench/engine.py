@@ -278,7 +278,7 @@ def shim_launcher(rt: Runtime, work: Path) -> Callable[[str], Awaitable[None]]:
     isolated = executor.supervisors.isolated
     empty = str(executor.work_root / ".empty")
     hidden = [p for p in executor.supervisors.private_paths if not p.is_relative_to("/tmp") and p.is_dir()]
-    argv = [*executor.supervisors.drop_privileges(), "sh", "-c", "true"]
+    argv = ["sh", "-c", "true"]
 
     async def launch(name: str) -> None:
         scratch = work / name

@@ -36,6 +36,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from aihub.engine.executors import launcher as launcher_module  # noqa: E402
 from aihub.engine.executors.local_supervisors import (  # noqa: E402
     Bind,
     Supervisors,
@@ -54,22 +55,26 @@ def _tree_cpu(sup: Supervisors | None) -> float:
     own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
     total = own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
     pid = sup.launcher.pid if sup is not None and sup.launcher is not None else None
-    if pid is not None:
-        stat = Path(f"/proc/{pid}/stat").read_bytes()
-        fields = stat[stat.rindex(b")") + 2 :].split()
-        total += sum(int(f) for f in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+    if pid is not None:  # the launcher with what it reaped, and its warm sandboxes (its live children)
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        for one in [pid, *map(int, children)]:
+            stat = Path(f"/proc/{one}/stat").read_bytes()
+            fields = stat[stat.rindex(b")") + 2 :].split()
+            total += sum(int(f) for f in fields[11:15]) / os.sysconf("SC_CLK_TCK")
     return total
 
 
-async def probed(data_dir: Path, launcher: bool) -> Supervisors:
+async def probed(data_dir: Path, launcher: bool, per_node: bool = False) -> Supervisors:
     real_find = _Tools.find
     sup = Supervisors(data_dir / "runs", isolation="auto", run_as="auto", private_paths=[data_dir])
     try:
         if not launcher:
             _Tools.find = staticmethod(lambda: _replace_launcher(real_find()))  # type: ignore[method-assign]
+        launcher_module.PER_NODE_NAMESPACES = per_node
         await sup.probe()
     finally:
         _Tools.find = real_find  # type: ignore[method-assign]
+        launcher_module.PER_NODE_NAMESPACES = False
     if not sup.isolated or not sup.pid_namespace or (sup.launcher is not None) != launcher:
         raise SystemExit(f"cannot isolate nodes this way here (run as root): {sup.weaknesses}")
     return sup
@@ -80,7 +85,7 @@ def _replace_launcher(tools: _Tools) -> _Tools:
 
 
 def supervised(sup: Supervisors, data_dir: Path) -> tuple[Launch, Settle]:
-    argv = [*sup.drop_privileges(), "sh", "-c", "true"]
+    argv = ["sh", "-c", "true"]
     env = Supervisors.supervisor_env(_base_env("/tmp/workflow_space"))
     empty = str(sup.work_root / ".empty")
     children = []
@@ -129,7 +134,11 @@ async def measure(
 async def main_async(launches: int, rounds: int) -> None:
     data_dir = Path(tempfile.mkdtemp(prefix="aihub-launch-", dir="/var/tmp"))
     try:
-        ways = {"launcher": await probed(data_dir, True), "unshare chain": await probed(data_dir, False)}
+        ways = {
+            "launcher": await probed(data_dir, True),
+            "launcher, new namespaces per node": await probed(data_dir, True, per_node=True),
+            "unshare chain": await probed(data_dir, False),
+        }
         results: dict[str, list[tuple[float, float]]] = {name: [] for name in (*ways, "bare")}
         for r in range(rounds):
             for name, sup in ways.items():
@@ -142,12 +151,12 @@ async def main_async(launches: int, rounds: int) -> None:
         print(
             f"{launches} launches x {rounds} rounds, one at a time; load {one:.1f} {five:.1f} {fifteen:.1f}"
         )
-        print(f"{'way':<16} {'CPU ms/launch':>14} {'wall ms/launch':>15}   (median of rounds; all rounds)")
+        print(f"{'way':<34} {'CPU ms/launch':>14} {'wall ms/launch':>15}   (median of rounds; all rounds)")
         for name, rows in results.items():
             cpu = sorted(c for c, _ in rows)[len(rows) // 2]
             wall = sorted(w for _, w in rows)[len(rows) // 2]
             every = ", ".join(f"{c:.2f}/{w:.2f}" for c, w in rows)
-            print(f"{name:<16} {cpu:>14.2f} {wall:>15.2f}   ({every})")
+            print(f"{name:<34} {cpu:>14.2f} {wall:>15.2f}   ({every})")
         for sup in ways.values():
             await sup.close()
     finally:

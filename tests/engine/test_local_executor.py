@@ -628,6 +628,12 @@ async def test_supervisor_killed_alone_reports_vanished(executor: LocalExecutor)
     node = await _host_pid(sleep)
     os.kill(handle.data["pid"], signal.SIGKILL)
     report = await executor.wait(handle)
+    if (Path(handle.data["scratch"]) / "supervisor").exists():
+        # in a warm sandbox the launcher started the node itself: that was the node's shell, and its status
+        # is recorded (the sleep goes with what the node left)
+        assert (report.exit_code, report.error) == (128 + signal.SIGKILL, None)
+        await until(lambda: _gone(node), "the node's leftovers to be killed")
+        return
     assert (report.exit_code, report.error) == (None, VANISHED)
     if executor.supervisors.pid_namespace:  # its PID namespace ended with it, and took the node along
         await until(lambda: _gone(node), "the node to end with its namespace")

@@ -45,10 +45,12 @@ def data_dir() -> Iterator[Path]:
 
 async def _isolated_executor(data_dir: Path, way: str, monkeypatch: pytest.MonkeyPatch) -> LocalExecutor:
     """The executor exactly as the runtime builds it from default settings, nodes started ``way``: through the
-    launcher, which mounts each node's /proc (``pidns=``, Linux 6.15 and later) or leaves it to the supervisor
-    (as on a kernel without that option); or as an ``unshare(1)`` chain (no launcher: a server that is not
-    root, or where the launcher cannot work)."""
+    launcher, in its warm sandboxes (the default), or in new namespaces for each node, whose /proc the launcher
+    mounts (``pidns=``, Linux 6.15 and later) or leaves to the supervisor (as on a kernel without that
+    option); or as an ``unshare(1)`` chain (no launcher: a server that is not root, or where the launcher
+    cannot work)."""
     monkeypatch.setattr(launcher_module, "PROC_BY_SUPERVISOR", way == "proc-by-supervisor")
+    monkeypatch.setattr(launcher_module, "PER_NODE_NAMESPACES", way in PER_NODE_WAYS)
     if way == "unshare":
         found = _Tools.find
         monkeypatch.setattr(
@@ -69,7 +71,8 @@ async def _isolated_executor(data_dir: Path, way: str, monkeypatch: pytest.Monke
     return executor
 
 
-LAUNCHER_WAYS = ["proc-by-launcher", "proc-by-supervisor"]
+PER_NODE_WAYS = ["proc-by-launcher", "proc-by-supervisor"]
+LAUNCHER_WAYS = ["sandbox", *PER_NODE_WAYS]
 
 
 @pytest.fixture(params=[*LAUNCHER_WAYS, "unshare"])
@@ -120,16 +123,23 @@ async def test_a_node_sees_neither_the_server_nor_its_environment(
 
 
 async def test_a_node_s_proc_is_its_own_namespace_s(executor: LocalExecutor) -> None:
-    """PID 1 is the node's supervisor and the node's shell has a PID of that namespace, whoever mounted /proc."""
-    report, log = await _run(executor, "tr '\\0' ' ' </proc/1/cmdline; echo; echo $$; grep -c . /proc/mounts")
+    """PID 1 is the node's supervisor (or the warm sandbox it runs in), and the node's /proc shows only its own
+    namespace's few processes, whoever mounted it."""
+    report, log = await _run(
+        executor, "tr '\\0' ' ' </proc/1/cmdline; echo; ls /proc | grep -c '^[0-9]'; grep -c . /proc/mounts"
+    )
     assert report.exit_code == 0, log
-    first, own, _ = log.splitlines()
-    assert "shim.sh" in first and int(own) < 10, log
+    first, processes, _ = log.splitlines()
     launcher = executor.supervisors.launcher
+    sandbox = launcher is not None and not launcher_module.PER_NODE_NAMESPACES
+    assert ("launcher.py" if sandbox else "shim.sh") in first, log
+    assert int(processes) <= 5, log  # PID 1, the supervisor, the node's shell and its helpers
     if launcher is not None:
         assert launcher.pid is not None
-        flag = b"--proc-by-supervisor" in Path(f"/proc/{launcher.pid}/cmdline").read_bytes()
-        assert flag == launcher_module.PROC_BY_SUPERVISOR  # the way asked for is the way taken
+        cmdline = Path(f"/proc/{launcher.pid}/cmdline").read_bytes()
+        # the way asked for is the way taken
+        assert (b"--proc-by-supervisor" in cmdline) == launcher_module.PROC_BY_SUPERVISOR
+        assert (b"--per-node-namespaces" in cmdline) == launcher_module.PER_NODE_NAMESPACES
 
 
 async def test_the_data_dir_is_out_of_reach(executor: LocalExecutor, data_dir: Path) -> None:
@@ -445,6 +455,7 @@ def _state(pid: int) -> str:
     return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
 
 
+@pytest.mark.parametrize("executor", [*PER_NODE_WAYS, "unshare"], indirect=True)
 async def test_the_end_is_reported_before_the_namespace_is_gone(executor: LocalExecutor) -> None:
     """Once the supervisor recorded the node's status and SIGKILLed what the node left, the attempt has ended:
     the server does not wait for the kernel to take the PID namespace down (which waits for every process in it

@@ -60,13 +60,16 @@ import functools
 import itertools
 import json
 import os
+import re
+import select
 import selectors
 import signal
+import socket
 import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 CLONE_NEWNS = 0x00020000
 CLONE_NEWPID = 0x20000000
@@ -78,10 +81,13 @@ MS_REMOUNT = 32
 MS_BIND = 4096
 MS_REC = 16384
 MS_PRIVATE = 1 << 18
+PR_SET_NO_NEW_PRIVS = 38
 GATE_FD = 3
 REPORT_FD = 4
 #: start launchers that leave each namespace's /proc to its supervisor, as on kernels before 6.15 (tests)
 PROC_BY_SUPERVISOR = False
+#: start launchers that make new namespaces for each supervisor, not warm sandboxes (tests)
+PER_NODE_NAMESPACES = False
 # what Python or this process changed (SIG_IGN survives exec): the supervisor and the node get the defaults
 DEFAULT_SIGNALS = (signal.SIGINT, signal.SIGPIPE, signal.SIGXFSZ, signal.SIGCHLD)
 
@@ -94,6 +100,7 @@ def _libc() -> ctypes.CDLL:
     libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p]
     libc.unshare.argtypes = [ctypes.c_int]
     libc.setns.argtypes = [ctypes.c_int, ctypes.c_int]
+    libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
     return libc
 
 
@@ -138,9 +145,8 @@ def own_namespaces(pid_namespace: bool) -> Iterator[None]:
     """This process in a new mount namespace (private propagation), its children in a new PID namespace
     when asked; both set back to its own on the way out (the kernel refuses a second CLONE_NEWPID while
     children still go elsewhere). A failure to go back ends this process: the server starts a new one."""
-    for kind, name in ((CLONE_NEWNS, "mnt"), (CLONE_NEWPID, "pid")):
-        if kind not in _own:
-            _own[kind] = os.open(f"/proc/self/ns/{name}", os.O_RDONLY | os.O_CLOEXEC)
+    for kind in (CLONE_NEWNS, CLONE_NEWPID):
+        _own_namespace(kind)
     kinds = [CLONE_NEWPID] if pid_namespace else []
     try:
         if pid_namespace:
@@ -153,6 +159,14 @@ def own_namespaces(pid_namespace: bool) -> Iterator[None]:
         for kind in kinds:
             if _libc().setns(_own[kind], kind) != 0:
                 os._exit(70)
+
+
+def _own_namespace(kind: int) -> int:
+    """An fd of this process's own namespace of ``kind`` (opened once, before any change)."""
+    if kind not in _own:
+        name = "mnt" if kind == CLONE_NEWNS else "pid"
+        _own[kind] = os.open(f"/proc/self/ns/{name}", os.O_RDONLY | os.O_CLOEXEC)
+    return _own[kind]
 
 
 def bind_all(binds: list[list[str]], log: int) -> str:
@@ -224,7 +238,8 @@ def launch(request: dict[str, Any]) -> str:
         return f"failed {request['id']} {' '.join(str(exc).split())}"
     finally:
         os.chdir("/")
-    _reports[pid] = report
+    if report >= 0:
+        _reports[pid] = report
     return f"started {request['id']} {pid} {start_time(pid)}"
 
 
@@ -244,34 +259,434 @@ def report_line(pid: int) -> list[str]:
 
 
 def _spawn_in_namespaces(request: dict[str, Any]) -> tuple[int, int]:
-    gate_r, gate_w = os.pipe()
-    report_r, report_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
-    os.set_blocking(report_w, True)  # (the supervisor's end: a plain pipe)
-    null = log = -1
+    """Start the node in a sandbox (or its supervisor), or its supervisor in new namespaces: (pid, the read
+    end of its report pipe or -1)."""
+    sandbox = take_sandbox() if request["pid_namespace"] and _warm else None
     try:
-        with own_namespaces(request["pid_namespace"]):
+        pid, report, scratch = _spawn_in(sandbox, request)
+    except BaseException:
+        if sandbox is not None:
+            if sandbox.clean_now():  # (binds that may have been made)
+                _idle.append(sandbox)
+            else:
+                sandbox.retire()
+        raise
+    if sandbox is not None:  # (back in this process's namespaces: its /proc)
+        sandbox.lend(pid, scratch)
+    return pid, report
+
+
+def _spawn_in(sandbox: Sandbox | None, request: dict[str, Any]) -> tuple[int, int, int]:
+    """(pid, report pipe or -1, the scratch dir's fd when the node itself was started, else -1)"""
+    null = log = here = -1
+    try:
+        with sandbox.entered() if sandbox else own_namespaces(request["pid_namespace"]):
             os.chdir(request["scratch"])
+            here = os.open(".", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
             null = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
             log = os.open(request["log"], os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o666)
             status = bind_all(request["binds"], log)
-            pid = os.posix_spawn(
-                request["argv"][0],
-                request["argv"],
-                request["env"],
-                file_actions=[(os.POSIX_SPAWN_DUP2, fd, to) for fd, to in ((null, 0), (log, 1), (log, 2))]
-                + [(os.POSIX_SPAWN_DUP2, gate_r, GATE_FD), (os.POSIX_SPAWN_DUP2, report_w, REPORT_FD)],
-                setsid=True,
-                setsigdef=DEFAULT_SIGNALS,
-            )
-            if not status and request["pid_namespace"]:
-                status = mount_proc(pid, log)
+            if sandbox is not None and not status and "node" in request:
+                pid = _spawn_node(request, null, log)
+                os.fchdir(here)
+                if pid is not None:
+                    here, scratch = -1, here
+                    return pid, -1, scratch
+            return (*_spawn_supervisor(request, null, log, status, sandbox), -1)
+    finally:
+        for fd in (null, log, here):
+            if fd >= 0:
+                os.close(fd)
+
+
+def _spawn_supervisor(
+    request: dict[str, Any], null: int, log: int, status: str, sandbox: Sandbox | None
+) -> tuple[int, int]:
+    """``sh shim.sh`` (in this process's namespaces: set them back before it may go on, through the gate)."""
+    gate_r, gate_w = os.pipe()
+    report_r, report_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
+    os.set_blocking(report_w, True)  # (the supervisor's end: a plain pipe)
+    try:
+        pid = os.posix_spawn(
+            request["argv"][0],
+            request["argv"],
+            request["env"],
+            file_actions=[(os.POSIX_SPAWN_DUP2, fd, to) for fd, to in ((null, 0), (log, 1), (log, 2))]
+            + [(os.POSIX_SPAWN_DUP2, gate_r, GATE_FD), (os.POSIX_SPAWN_DUP2, report_w, REPORT_FD)],
+            setsid=True,
+            setsigdef=DEFAULT_SIGNALS,
+        )
+        if sandbox is None and not status and request["pid_namespace"]:
+            status = mount_proc(pid, log)
         os.write(gate_w, (status or "ok").encode(errors="replace") + b"\n")
         report_r, keep = -1, report_r
         return pid, keep
     finally:
-        for fd in (gate_r, gate_w, report_r, report_w, null, log):
+        for fd in (gate_r, gate_w, report_r, report_w):
             if fd >= 0:
                 os.close(fd)
+
+
+def _spawn_node(request: dict[str, Any], null: int, log: int) -> int | None:
+    """The node itself, without a supervisor (in a sandbox, whose PID 1 and this process do the supervisor's
+    work), as the node user; None when anything is not as usual (a stop already asked for, no such program
+    or working directory, an exec that fails): the supervisor then runs it, and says why it cannot start
+    just as it always did."""
+    node = request["node"]
+    argv = request["argv"][node["at"] :]
+    env = node_env(request["env"])
+    env.pop("OLDPWD", None)  # (as the supervisor's shell leaves them: it changed into the working directory)
+    env["PWD"] = node["workdir"]
+    if os.path.lexists("stop"):  # (in the scratch dir)
+        return None
+    try:
+        os.chdir(node["workdir"])
+    except OSError:
+        return None
+    program = find_program(argv[0], env.get("PATH", ""))
+    if program is None:
+        return None
+    user = node["user"]
+    try:
+        if (
+            user is not None
+        ):  # real ids only: posix_spawn's RESETIDS makes them the child's, and exec all of them
+            os.setresgid(user[1], -1, -1)
+            os.setresuid(user[0], -1, -1)
+        return os.posix_spawn(
+            program,
+            argv,
+            env,
+            file_actions=[(os.POSIX_SPAWN_DUP2, fd, to) for fd, to in ((null, 0), (log, 1), (log, 2))],
+            setsid=True,
+            setsigdef=DEFAULT_SIGNALS,
+            resetids=user is not None,
+        )
+    except OSError:
+        return None
+    finally:
+        os.setresuid(0, -1, -1)
+        os.setresgid(0, -1, -1)
+
+
+def node_env(env: dict[str, str]) -> dict[str, str]:
+    """The node's own environment from its supervisor's (see ``Supervisors.supervisor_env``): its own LC_ALL."""
+    own = {name: value for name, value in env.items() if name not in ("LC_ALL", "_aihub_lc_all")}
+    if "_aihub_lc_all" in env:
+        own["LC_ALL"] = env["_aihub_lc_all"]
+    return own
+
+
+def find_program(name: str, path: str) -> str | None:
+    """``name`` as the shell's ``exec`` finds it: a path as it is, else the first executable file of that name
+    in ``path`` (an empty entry: the working directory)."""
+    if "/" in name:
+        return name
+    for directory in path.split(":"):
+        candidate = os.path.join(directory or ".", name)
+        if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
+            return candidate
+    return None
+
+
+# ------------------------------------------------------------------------------------ warm sandboxes
+
+#: nodes that get a PID namespace run in warm sandboxes (False: new namespaces for each, as before;
+#: ``--per-node-namespaces``)
+_warm = True
+#: seconds a sandbox is lent out for (then it is replaced): it sees the host's mounts as they were when it was
+#: made, and a mount made on the host later reaches nodes with the next sandbox
+SANDBOX_MAX_AGE = 60.0
+SHIM = os.fsencode(Path(__file__).with_name("shim.sh"))
+MNT_DETACH = 2
+_sandboxes: dict[int, Sandbox] = {}  # the sandbox's pid (its PID 1, as this process sees it) -> sandbox
+_lent: dict[int, Sandbox] = {}  # the pid of a supervisor running in a sandbox -> the sandbox
+_idle: list[Sandbox] = []
+_selector: selectors.BaseSelector | None = None  # the main loop's (it watches each sandbox's replies)
+
+
+class Sandbox:
+    """PID 1 of a PID and a mount namespace of its own, made once and lent to one node at a time.
+
+    Making and taking down a PID and a mount namespace for every node, and the supervisor's three processes
+    (``sh shim.sh``, its subshell, ``setpriv``), cost several times the node's own ``sh -c`` (issue 18). A
+    sandbox is made once. For each node this process enters its namespaces (``setns``: the node becomes a
+    process of the sandbox's PID namespace, its binds are made in the sandbox's mount namespace), starts the
+    node *itself* (``posix_spawn`` as the node user: see :func:`_spawn_node`; the supervisor only where
+    something is unusual), and goes back. It reaps the node and records its status in ``exit``, as the
+    supervisor would; then the sandbox is told ``clean``: it SIGKILLs every process left in its namespace,
+    reaps them, and unmounts every mount made since it started (the node's binds, or a root node's own). It
+    answers ``clean``, and only then is the node's end reported (``ended``, ``exited``) and the sandbox lent
+    again. Nothing of one node is left for the next: not a process, not a mount, not its ``/tmp``.
+
+    Its ``/proc`` is its PID namespace's, mounted by itself (no ``pidns=`` needed). The node's pid, start time
+    and the sandbox's are in ``supervisor`` in its scratch dir, for a server that did not start it. When this
+    process ends (the server stopped or restarted), each sandbox waits for what it was lent to end, records a
+    node's status itself, and exits (the kernel kills what is left in its namespace): a running node keeps
+    running as it did in namespaces of its own, and the next server finds it."""
+
+    def __init__(self) -> None:
+        self.channel, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            with own_namespaces(True):
+                self.pid = os.fork()
+                if self.pid == 0:
+                    self.channel.close()
+                    _sandbox_main(theirs)
+        finally:
+            theirs.close()
+        _sandboxes[self.pid] = self
+        self.made = time.monotonic()
+        self.namespaces: list[tuple[int, int]] = []
+        self.supervisor: int | None = None  # what it is lent to: a node, or a supervisor
+        self.scratch = (
+            -1
+        )  # the node's scratch dir, when it is lent to a node (else the supervisor writes exit)
+        self.code: int | None = (
+            None  # the exit status of what it was lent to, once reaped (until it is clean)
+        )
+        self.reaped_at = 0.0
+        if self.channel.recv(64) != b"ready":  # (its /proc mounted, the mounts it starts with noted)
+            self.retire()
+            raise SetupError("the sandbox for the node's namespaces could not be made")
+        for name, kind in (("mnt", CLONE_NEWNS), ("pid", CLONE_NEWPID)):
+            self.namespaces.append((os.open(f"/proc/{self.pid}/ns/{name}", os.O_RDONLY | os.O_CLOEXEC), kind))
+        if _selector is not None:
+            _selector.register(self.channel, selectors.EVENT_READ, self)
+
+    @contextlib.contextmanager
+    def entered(self) -> Iterator[None]:
+        """This process in the sandbox's mount namespace, its children in its PID namespace."""
+        entered = []
+        try:
+            for fd, kind in self.namespaces:
+                _check(_libc().setns(fd, kind), "setns")
+                entered.append(kind)
+            yield
+        finally:
+            for kind in reversed(entered):
+                if _libc().setns(_own_namespace(kind), kind) != 0:
+                    os._exit(70)
+
+    def lend(self, pid: int, scratch: int = -1) -> None:
+        """Lent to ``pid``: a node started in it (``scratch``, its scratch dir, is kept), or a supervisor."""
+        self.supervisor, self.scratch = pid, scratch
+        _lent[pid] = self
+        if scratch < 0:
+            return
+        record = f"{pid} {start_time(pid)} {self.pid} {start_time(self.pid)}\n"
+        _write_at(scratch, "supervisor", record)
+        with open(f"/proc/{pid}/status", "rb") as f:  # its pid in the sandbox's namespace (the last one)
+            inner = next(line.split()[-1] for line in f if line.startswith(b"NSpid:"))
+        with contextlib.suppress(OSError):  # (a sandbox that is gone: its end is reaped here)
+            socket.send_fds(self.channel, [b"node " + inner], [scratch])
+
+    def clean_now(self) -> bool:
+        """Have the sandbox clean up, and wait for it (a failed start); False when it could not."""
+        try:
+            self.channel.send(b"clean")
+            return self.channel.recv(64) == b"clean"
+        except OSError:
+            return False
+
+    def supervisor_reaped(self, code: int) -> list[str]:
+        """What it was lent to has ended: a node's status is recorded, the sandbox cleans up, and the end is
+        reported after that."""
+        self.code, self.reaped_at = code, time.time()
+        if self.scratch >= 0:
+            with contextlib.suppress(OSError):  # (nothing recorded: the executor says the node vanished)
+                _write_at(self.scratch, "exit", f"{code if code >= 0 else 128 - code}\n")
+        try:
+            self.channel.send(b"clean")
+        except OSError:  # (the sandbox is gone, and what was in it)
+            return self.give_back()
+        return []
+
+    def answered(self) -> list[str]:
+        """The sandbox's answer (``clean``), or its end: the end of what it was lent to, once reaped."""
+        try:
+            clean = self.channel.recv(64) == b"clean"
+        except OSError:
+            clean = False
+        lines = self.give_back() if self.code is not None else []
+        if clean:
+            _idle.append(self)
+        else:
+            self.retire()
+        return lines
+
+    def give_back(self) -> list[str]:
+        pid, code, self.supervisor, self.code = self.supervisor, self.code, None, None
+        _lent.pop(pid or 0, None)
+        if self.scratch >= 0:
+            os.close(self.scratch)
+            self.scratch = -1
+        return [f"ended {pid} {self.reaped_at:.6f}", f"exited {pid} {code}"]
+
+    def retire(self) -> None:
+        """No more lending: the sandbox exits once what runs in it has ended (it is reaped here)."""
+        if self.channel.fileno() < 0:
+            return
+        if _selector is not None:
+            with contextlib.suppress(KeyError):  # (one that never got ready was not registered)
+                _selector.unregister(self.channel)
+        self.channel.close()
+        for fd, _ in self.namespaces:
+            os.close(fd)
+        self.namespaces = []
+        with contextlib.suppress(ValueError):
+            _idle.remove(self)
+
+
+def _write_at(directory: int, name: str, text: str) -> None:
+    """``text`` as the file ``name`` in ``directory`` (an fd), in one write (readers take an empty file for
+    one not written yet)."""
+    fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644, dir_fd=directory)
+    try:
+        os.write(fd, text.encode())
+    finally:
+        os.close(fd)
+
+
+def take_sandbox() -> Sandbox:
+    """An idle sandbox young enough, or a new one."""
+    while _idle:
+        sandbox = _idle.pop()
+        if time.monotonic() - sandbox.made < SANDBOX_MAX_AGE:
+            return sandbox
+        sandbox.retire()
+    return Sandbox()
+
+
+def sandbox_reaped(pid: int) -> list[str]:
+    """A sandbox ended (retired, or killed): what was reaped in it whose end it never answered ends now."""
+    sandbox = _sandboxes.pop(pid)
+    lines = sandbox.give_back() if sandbox.code is not None else []
+    sandbox.retire()
+    return lines
+
+
+def _sandbox_main(channel: socket.socket) -> NoReturn:
+    """The sandbox (this process's fork, PID 1 of the new namespaces): never returns."""
+    code = 1
+    try:
+        signal.set_wakeup_fd(-1)
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        null = os.open(os.devnull, os.O_RDWR)
+        for fd in (0, 1, 2):  # (not the server's pipes: their ends must go with this process)
+            os.dup2(null, fd)
+        for name in os.listdir("/proc/self/fd"):
+            if int(name) not in (0, 1, 2, channel.fileno()):
+                with contextlib.suppress(OSError):
+                    os.close(int(name))
+        mount("proc", "/proc", "proc", MS_NOSUID | MS_NOEXEC | MS_NODEV)
+        _serve(channel)
+        code = 0
+    finally:
+        os._exit(code)
+
+
+def _serve(channel: socket.socket) -> None:
+    baseline = {mount_id for mount_id, _ in _mounts()}
+    channel.send(b"ready")
+    node: tuple[int, int] | None = None  # the node lent it (its pid here, its scratch dir)
+    while True:
+        said, fds, _, _ = socket.recv_fds(channel, 64, 1)
+        if said.startswith(b"node "):
+            node = (int(said.split()[1]), fds[0])
+        elif said == b"clean":
+            if node is not None:
+                os.close(node[1])
+                node = None
+            if not _clean(baseline):
+                return  # (exiting takes everything in the namespace along)
+            channel.send(b"clean")
+        else:  # this process is gone (or retired it)
+            _until_lent_ends(node)
+            return
+
+
+def _until_lent_ends(node: tuple[int, int] | None) -> None:
+    """This process is gone: wait for the node (recording its status, as this process would have) or the
+    supervisors (``shim.sh``, which record their own) running here to end."""
+    if node is not None:
+        pid, scratch = node
+        with contextlib.suppress(OSError):  # (gone already: this process reaped it)
+            fd = os.pidfd_open(pid)
+            try:
+                select.select([fd], [], [])
+                with open(f"/proc/{pid}/stat", "rb") as f:  # (a zombie: its exit code is its last field)
+                    status = int(f.read().split()[-1])
+            finally:
+                os.close(fd)
+            code = os.waitstatus_to_exitcode(status)
+            _write_at(scratch, "exit", f"{code if code >= 0 else 128 - code}\n")
+    while supervisors := [pid for pid in _running_here() if _runs_shim(pid)]:
+        for pid in supervisors:
+            try:
+                fd = os.pidfd_open(pid)
+            except OSError:
+                continue
+            try:
+                select.select([fd], [], [])
+            finally:
+                os.close(fd)
+
+
+def _clean(baseline: set[int]) -> bool:
+    """Kill and reap every process of the namespace but this one; unmount what is not in ``baseline``."""
+    for _ in range(10):
+        with contextlib.suppress(ProcessLookupError):  # (none left)
+            os.kill(-1, signal.SIGKILL)
+        while True:
+            try:
+                os.waitpid(-1, 0)
+            except ChildProcessError:
+                break
+        if not _running_here():
+            return _unmount_since(baseline)
+    return False
+
+
+def _running_here() -> list[int]:
+    """The namespace's processes but PID 1, zombies left out (one whose parent is outside, as ``nsenter``,
+    stays one until that parent reaps it)."""
+    found = []
+    for name in os.listdir("/proc"):
+        if name.isdigit() and name != "1":
+            with contextlib.suppress(OSError):
+                with open(f"/proc/{name}/stat", "rb") as f:
+                    stat = f.read()
+                if stat[stat.rindex(b")") + 2 : stat.rindex(b")") + 3] != b"Z":
+                    found.append(int(name))
+    return found
+
+
+def _mounts() -> list[tuple[int, bytes]]:
+    """(mount id, mount point) of this mount namespace, in the order they were mounted."""
+    with open("/proc/self/mountinfo", "rb") as f:
+        fields = [line.split(b" ") for line in f.read().splitlines()]
+    unescape = functools.partial(re.sub, rb"\\([0-7]{3})", lambda m: bytes([int(m[1], 8)]))
+    return [(int(line[0]), unescape(line[4])) for line in fields]
+
+
+def _unmount_since(baseline: set[int]) -> bool:
+    """Unmount (lazily, whole trees) every mount not in ``baseline``, the last made first."""
+    for _ in range(10):
+        extra = [point for mount_id, point in _mounts() if mount_id not in baseline]
+        if not extra:
+            return True
+        for point in reversed(extra):
+            _libc().umount2(point, MNT_DETACH)  # (an error: the next round sees what stayed)
+    return False
+
+
+def _runs_shim(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return SHIM in f.read().split(b"\0")
+    except OSError:
+        return False
 
 
 def reap() -> list[str]:
@@ -283,11 +698,19 @@ def reap() -> list[str]:
             return lines
         if pid == 0:
             return lines
+        if pid in _sandboxes:
+            lines += sandbox_reaped(pid)
+            continue
         lines += report_line(pid)  # (its line, if it wrote one, is there: it came before its exit)
         fd = _reports.pop(pid, None)
         if fd is not None:
             os.close(fd)
-        lines.append(f"exited {pid} {os.waitstatus_to_exitcode(status)}")
+        code = os.waitstatus_to_exitcode(status)
+        sandbox = _lent.get(pid)
+        if sandbox is not None:
+            lines += sandbox.supervisor_reaped(code)
+        else:
+            lines.append(f"exited {pid} {code}")
 
 
 def close_inherited() -> None:
@@ -302,20 +725,45 @@ def close_inherited() -> None:
 
 
 def _configure(args: list[str]) -> None:
-    global _proc_by_supervisor
+    global _proc_by_supervisor, _warm, SANDBOX_MAX_AGE
     _proc_by_supervisor = "--proc-by-supervisor" in args
+    _warm = "--per-node-namespaces" not in args
+    for arg in args:
+        if arg.startswith("--sandbox-max-age="):
+            SANDBOX_MAX_AGE = float(arg.partition("=")[2])
+
+
+def _no_way_up() -> None:
+    """What setpriv gives a node run through the supervisor, for a node started here to inherit: no
+    supplementary groups, no way to gain privileges (setuid files, file capabilities) by exec."""
+    if os.geteuid() == 0:
+        os.setgroups([])
+        _check(_libc().prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "prctl")
+
+
+def _watch_reports(selector: selectors.BaseSelector, watched: dict[int, int]) -> None:
+    """Watch the report pipes of the supervisors running, and no other."""
+    for fd in [fd for fd, pid in watched.items() if _reports.get(pid) != fd]:  # read, or reaped
+        selector.unregister(fd)
+        del watched[fd]
+    for pid, fd in _reports.items():
+        if fd not in watched:
+            selector.register(fd, selectors.EVENT_READ)
+            watched[fd] = pid
 
 
 def main() -> None:
     _configure(sys.argv[1:])
     close_inherited()
+    _no_way_up()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the server decides when this ends (stdin's end)
     os.chdir("/")  # (so that no directory of the server's stays in use)
     wake_r, wake_w = os.pipe()
     os.set_blocking(wake_w, False)
     signal.set_wakeup_fd(wake_w)
     signal.signal(signal.SIGCHLD, lambda *_: None)  # (a handler, so that the wake-up fd is written)
-    selector = selectors.DefaultSelector()
+    global _selector
+    selector = _selector = selectors.DefaultSelector()
     selector.register(sys.stdin.fileno(), selectors.EVENT_READ)
     selector.register(wake_r, selectors.EVENT_READ)
     watched: dict[int, int] = {}  # report pipe -> supervisor pid, as registered with the selector
@@ -327,6 +775,8 @@ def main() -> None:
             if key.fd == wake_r:
                 with contextlib.suppress(BlockingIOError):
                     os.read(wake_r, 512)
+            elif isinstance(key.data, Sandbox):
+                replies += key.data.answered()
             elif key.fd in watched:
                 replies += report_line(watched[key.fd])
             else:
@@ -336,13 +786,7 @@ def main() -> None:
                 *lines, pending = (pending + chunk).split(b"\n")
                 replies += [launch(json.loads(line)) for line in lines if line]
         replies += reap()
-        for fd in [fd for fd, pid in watched.items() if _reports.get(pid) != fd]:  # read, or reaped
-            selector.unregister(fd)
-            del watched[fd]
-        for pid, fd in _reports.items():
-            if fd not in watched:
-                selector.register(fd, selectors.EVENT_READ)
-                watched[fd] = pid
+        _watch_reports(selector, watched)
         if replies:
             out.write("".join(line + "\n" for line in replies))
             out.flush()
@@ -418,6 +862,8 @@ class LauncherClient:
             "-I",
             str(Path(__file__)),
             *(["--proc-by-supervisor"] if PROC_BY_SUPERVISOR else []),
+            *(["--per-node-namespaces"] if PER_NODE_NAMESPACES else []),
+            f"--sandbox-max-age={SANDBOX_MAX_AGE:g}",
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             start_new_session=True,  # (a Ctrl-C meant for the server's terminal is not for it)

@@ -122,6 +122,38 @@ def _cmdline(pid: int) -> list[str]:
         return []
 
 
+def _find_node(scratch: Path) -> tuple[int, int | None] | None:
+    """(pid, start time) of the running attempt in ``scratch``: a node the launcher started in a warm sandbox
+    (``supervisor`` names it and the sandbox, which records its status once the launcher is gone: while the
+    sandbox runs, the attempt has not ended unrecorded), or its supervisor (found by its command line)."""
+    record = _sandbox_record(scratch)
+    if record is not None and (_alive(*record[:2]) or _alive(*record[2:])):
+        return record[0], record[1]
+    pid = _find_supervisor(scratch)
+    return None if pid is None else (pid, _start_time(pid))
+
+
+def _sandbox_record(scratch: Path) -> tuple[int, int, int, int] | None:
+    """``supervisor``: the node's pid and start time, and its sandbox's (see launcher.py), if there is one."""
+    try:
+        pid, start, holder, holder_start = map(int, (scratch / "supervisor").read_text().split())
+    except (OSError, ValueError):
+        return None
+    return pid, start, holder, holder_start
+
+
+async def _until_recorded(scratch: Path) -> None:
+    """Return once the node's status is recorded, or once nothing is left that could record it: a node in a
+    warm sandbox whose launcher is gone has its status recorded by the sandbox, just after its end."""
+    interval = 0.001
+    while _read_exit(scratch) is None:
+        record = _sandbox_record(scratch)
+        if record is None or not _alive(*record[2:]):
+            return
+        await asyncio.sleep(interval)
+        interval = min(interval * 2, _POLL_MAX)
+
+
 def _find_supervisor(scratch: Path) -> int | None:
     """The pid of the running supervisor of the attempt in ``scratch``: ``... shim.sh SCRATCH ...`` (or
     the ``unshare ... sh shim.sh SCRATCH`` it is in its first moments)."""
@@ -220,9 +252,8 @@ class LocalExecutor:
         try:
             binds = await self.files.prepare_filesystem(job, scratch, data)
             env = Supervisors.supervisor_env(self.files.node_env(job, scratch))
-            argv = [*self.supervisors.drop_privileges(), *job.argv]
             proc, data["start_time"] = await self.supervisors.launch(
-                scratch, log_path, data["workdir"], binds, argv, env, spare=spare, meta=data
+                scratch, log_path, data["workdir"], binds, job.argv, env, spare=spare, meta=data
             )
         except (_LaunchError, OSError) as exc:
             message = str(exc) if isinstance(exc, _LaunchError) else f"could not launch: {exc}"
@@ -249,9 +280,9 @@ class LocalExecutor:
         if data is None:
             return None
         if not (scratch / "exit").exists():
-            pid = await asyncio.to_thread(_find_supervisor, scratch)
-            if pid is not None:
-                data["pid"], data["start_time"] = pid, _start_time(pid)
+            found = await asyncio.to_thread(_find_node, scratch)
+            if found is not None:
+                data["pid"], data["start_time"] = found
             elif not (scratch / "exit").exists():  # (it may have ended meanwhile: status first, then exit)
                 return None  # never started, or gone without a trace (the host restarted)
         return Handle(self.name, key.slug, data)
@@ -279,6 +310,9 @@ class LocalExecutor:
         if saved is None:
             await self._until_ended(handle)
             recorded = _read_exit_with_time(scratch)
+            if recorded[0] is None:  # (a sandbox whose launcher is gone records it just after the end)
+                await _until_recorded(scratch)
+                recorded = _read_exit_with_time(scratch)
             if recorded[0] is None:  # (the report reads it again: a stop may have recorded it meanwhile)
                 recorded = None
                 if (scratch / "stop").exists():

@@ -305,28 +305,46 @@ class Supervisors:
         spare: Path | None = None,
         meta: dict[str, Any] | None = None,
     ) -> tuple[_Child, int | None]:
-        """Start the supervisor of ``argv`` (and its start time): through the launcher, which makes the
-        namespace and the binds itself, or as a chain of ``[unshare] sh shim.sh`` that mounts them.
-        ``spare``: the launcher first renames it to ``scratch`` and writes ``meta`` there as ``meta.json``."""
+        """Start the node ``argv`` (the node user's, ``env`` its supervisor's: see :meth:`supervisor_env`) and
+        return its process and start time: through the launcher, which makes the namespace and the binds
+        itself, and starts the node in a warm sandbox (where it can, the node itself) or its supervisor; or as
+        a chain of ``[unshare] sh shim.sh`` that mounts them. ``spare``: the launcher first renames it to
+        ``scratch`` and writes ``meta`` there as ``meta.json``."""
         if self.launcher is not None:
-            request = {
-                "argv": [*self.shim_argv(scratch, None, workdir, []), *argv],
-                "env": env,
-                "scratch": str(scratch),
-                "log": str(log_path),
-                "binds": binds,
-                "pid_namespace": self.pid_namespace,
-            }
+            request = self._request(scratch, log_path, workdir, binds, argv, env)
             if spare is not None:
                 request |= {"spare": str(spare), "meta": json.dumps(meta)}
             launched = await self.launcher.launch(request)
             return launched, launched.start_time
+        argv = [*self.drop_privileges(), *argv]
         shim = self.shim_argv(scratch, log_path, workdir, binds)
         spawned, start_time = await asyncio.to_thread(
             _spawn_and_stamp, [*self.unshare, *shim, *argv], env, scratch, fstab(binds)
         )
         spawned.follow()
         return spawned, start_time
+
+    def _request(
+        self,
+        scratch: Path,
+        log_path: Path,
+        workdir: str,
+        binds: list[Bind],
+        argv: list[str],
+        env: dict[str, str],
+    ) -> dict[str, Any]:
+        """The launcher's request (see launcher.py): the supervisor's argv, and the node's alone (``at``) for
+        the launcher to start without it."""
+        shim = [*self.shim_argv(scratch, None, workdir, []), *self.drop_privileges()]
+        return {
+            "argv": [*shim, *argv],
+            "env": env,
+            "scratch": str(scratch),
+            "log": str(log_path),
+            "binds": binds,
+            "pid_namespace": self.pid_namespace,
+            "node": {"at": len(shim), "workdir": workdir, "user": self.node_user},
+        }
 
     def drop_privileges(self) -> list[str]:
         """setpriv(1) in front of the node's argv: the node user, no supplementary groups, no way back up."""

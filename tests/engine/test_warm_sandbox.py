@@ -1,0 +1,174 @@
+"""Warm sandboxes (issue 18, target 1): a root server's nodes run one after another in long-lived PID and mount
+namespaces, started without a supervisor — and nothing of one node reaches the next.
+
+The isolation tests (``test_node_isolation.py``) run every attack against this way too (``sandbox``); these
+are what is particular to it: the reuse, the cleaning between nodes, the supervisor kept for the unusual, the
+replacing of an old or a dead sandbox.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from aihub.engine.executors import launcher as launcher_module
+from aihub.engine.executors.local import LocalExecutor
+from aihub.runtime import build_executor
+from aihub.settings import Settings
+from aihub.storage.local import build_storage
+from tests.engine.test_local_executor import _host_pid, _unique_sleep
+from tests.engine.test_node_isolation import DEADLINE, _isolated_executor, _job, _run, _running, data_dir
+from tests.polling import until
+
+__all__ = ["data_dir"]  # (the fixture, shared)
+
+#: what a node prints of its sandbox: PID 1's start time, then its shell's parent's pid in the namespace (0: a
+#: parent outside it)
+WHO = "cut -d' ' -f22 /proc/1/stat; echo $PPID"
+
+
+@pytest.fixture
+async def executor(data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[LocalExecutor]:
+    executor = await _isolated_executor(data_dir, "sandbox", monkeypatch)
+    yield executor
+    await executor.close()
+
+
+def _sandboxes(executor: LocalExecutor) -> list[int]:
+    """The launcher's children that are sandboxes (PID 1 of a PID namespace of their own)."""
+    launcher = executor.supervisors.launcher
+    assert launcher is not None and launcher.pid is not None
+    found = []
+    for pid in Path(f"/proc/{launcher.pid}/task/{launcher.pid}/children").read_text().split():
+        try:
+            nspid = next(
+                ln for ln in Path(f"/proc/{pid}/status").read_text().splitlines() if ln[:6] == "NSpid:"
+            )
+        except (OSError, StopIteration):
+            continue
+        if nspid.split()[-1] == "1":
+            found.append(int(pid))
+    return found
+
+
+async def test_nodes_in_turn_share_the_sandbox_and_nothing_else(executor: LocalExecutor) -> None:
+    """The second node runs in the first one's sandbox (PID 1 is the same process), started by the launcher
+    itself (its parent is outside the namespace: no supervisor); it finds none of the first one's detached
+    processes, files in /tmp or mounts."""
+    sleep = _unique_sleep()
+    first, log = await _run(
+        executor, f"{WHO}; setsid sleep {sleep} & touch /tmp/left-behind; grep -c . /proc/mounts"
+    )
+    assert first.exit_code == 0, log
+    pid_1, parent, mounts = log.split()
+    assert parent == "0", "the launcher started the node itself"
+    await until(lambda: not _running(sleep), "the detached sleep to be killed")
+    second, log = await _run(
+        executor, f"{WHO}; ls -A /tmp; ps -eo args | grep -c '[s]leep {sleep}'; grep -c . /proc/mounts"
+    )
+    assert second.exit_code == 0, log
+    assert log.split() == [pid_1, "0", "workflow_space", "0", mounts], log  # (/tmp as the executor makes it)
+    assert len(_sandboxes(executor)) == 1
+
+
+async def test_the_node_s_files_say_what_started_it(executor: LocalExecutor) -> None:
+    """``supervisor`` names the node and its sandbox (a server that did not start it finds it by that); the
+    node's status is recorded in ``exit`` by the launcher, 128 + N when signal N ended it."""
+    sleep = _unique_sleep()
+    job = _job(f"sleep {sleep}")
+    handle = await executor.start(job)
+    node = await _host_pid(sleep)
+    scratch = Path(handle.data["scratch"])
+    pid, _, sandbox, _ = map(int, (scratch / "supervisor").read_text().split())
+    assert (
+        handle.data["pid"] != node
+    )  # (the shell, which runs sleep: the node's process group is the shell's)
+    assert pid == handle.data["pid"] and sandbox in _sandboxes(executor)
+    os.kill(node, signal.SIGKILL)
+    async with asyncio.timeout(DEADLINE):
+        report = await executor.wait(handle)
+    assert report.exit_code == 128 + signal.SIGKILL, report
+    assert (scratch / "exit").read_text() == f"{128 + signal.SIGKILL}\n"
+
+
+@pytest.mark.parametrize(
+    ("command", "code", "said"),
+    [
+        ("no-such-program-x", 127, "No such file or directory"),
+        ("/etc/passwd", 126, "Permission denied"),
+    ],
+)
+async def test_what_cannot_start_still_goes_through_the_supervisor(
+    executor: LocalExecutor, command: str, code: int, said: str
+) -> None:
+    """A program that is not there, or cannot be run, is left to the supervisor, which says so as it always
+    did (setpriv's message in the log, its exit status)."""
+    job = _job("").__class__(key=_job("").key, argv=[command], env={})
+    handle = await executor.start(job)
+    async with asyncio.timeout(DEADLINE):
+        report = await executor.wait(handle)
+    log = executor.logs.path(7, "node", job.key.attempt).read_text()
+    assert report.exit_code == code and said in log, (report, log)
+    assert not (Path(handle.data["scratch"]) / "supervisor").exists()
+    again, log = await _run(executor, WHO)
+    assert again.exit_code == 0 and log.split()[1] == "0", log  # the next one is started directly again
+
+
+async def test_a_root_node_s_mounts_do_not_reach_the_next_node(data_dir: Path) -> None:
+    """A node run as root (``AIHUB_LOCAL_RUN_AS=server``) may mount what it likes in its namespace; the
+    sandbox unmounts it all before the next node."""
+    settings = Settings(data_dir=data_dir, local_run_as="server")
+    settings.ensure_dirs()
+    executor = build_executor(settings, *build_storage(settings))
+    assert isinstance(executor, LocalExecutor)
+    await executor.probe()
+    try:
+        first, log = await _run(
+            executor,
+            "grep -c . /proc/mounts; ls -A /mnt; mount -t tmpfs none /mnt && touch /mnt/mine && ls /mnt",
+        )
+        assert first.exit_code == 0, log
+        *before, mine = log.split()
+        assert mine == "mine"
+        second, log = await _run(executor, "grep -c . /proc/mounts; ls -A /mnt")
+        assert second.exit_code == 0 and log.split() == before, log
+    finally:
+        await executor.close()
+
+
+async def test_an_old_sandbox_is_replaced(data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A sandbox sees the host's mounts as they were when it was made: it is lent for SANDBOX_MAX_AGE seconds,
+    then replaced (here at once: each node gets a new one), and the old one exits."""
+    monkeypatch.setattr(launcher_module, "SANDBOX_MAX_AGE", 0.0)
+    executor = await _isolated_executor(data_dir, "sandbox", monkeypatch)
+    try:
+        seen = set()
+        for _ in range(3):
+            report, log = await _run(executor, WHO)
+            assert report.exit_code == 0, log
+            seen.add(log.split()[0])
+        assert len(seen) == 3, "each node had a sandbox of its own"
+        await until(lambda: len(_sandboxes(executor)) <= 1, "the old sandboxes to exit")
+    finally:
+        await executor.close()
+
+
+async def test_a_sandbox_that_dies_takes_its_node_and_is_replaced(executor: LocalExecutor) -> None:
+    """Killed (OOM, an operator), a sandbox takes its node along — the attempt ends, as one whose process
+    vanished — and the next node gets a new sandbox."""
+    sleep = _unique_sleep()
+    handle = await executor.start(_job(f"sleep {sleep}"))
+    await _host_pid(sleep)
+    (sandbox,) = _sandboxes(executor)
+    os.kill(sandbox, signal.SIGKILL)
+    async with asyncio.timeout(DEADLINE):
+        report = await executor.wait(handle)
+    assert report.exit_code == 128 + signal.SIGKILL, report
+    again, log = await _run(executor, "echo again")
+    assert again.exit_code == 0 and log == "again\n"
+    assert sandbox not in _sandboxes(executor)
