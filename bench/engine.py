@@ -45,7 +45,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -132,9 +132,10 @@ def _cpu() -> tuple[float, float]:
 
 
 def _launchers_cpu() -> float:
-    """CPU seconds of the local executor's launchers (children of this process that live on), with the
-    supervisors they reaped, which getrusage of this process does not see."""
-    total = 0
+    """CPU seconds of the local executor's launchers (children of this process that live on) and of their warm
+    sandboxes (the launchers' children), with the processes they reaped, which getrusage of this process does
+    not see."""
+    launchers, rest = {}, {}
     with os.scandir("/proc") as entries:
         for entry in entries:
             try:
@@ -143,8 +144,14 @@ def _launchers_cpu() -> float:
             except (OSError, NotADirectoryError):
                 continue
             fields = stat[stat.rindex(b")") + 2 :].split()
-            if int(fields[1]) == os.getpid() and LAUNCHER_SCRIPT in cmdline:
-                total += sum(int(f) for f in fields[11:15])  # utime stime cutime cstime
+            if LAUNCHER_SCRIPT in cmdline:  # (utime stime cutime cstime)
+                cpu = sum(int(f) for f in fields[11:15])
+                (launchers if int(fields[1]) == os.getpid() else rest)[int(entry.name)] = (
+                    int(fields[1]),
+                    cpu,
+                )
+    total = sum(cpu for _, cpu in launchers.values())
+    total += sum(cpu for parent, cpu in rest.values() if parent in launchers)
     return total / os.sysconf("SC_CLK_TCK")
 
 
@@ -267,22 +274,23 @@ async def launch_true(name: str) -> None:
         raise RuntimeError("true failed")
 
 
-def shim_launcher(rt: Runtime, work: Path) -> Callable[[str], Awaitable[None]]:
-    """Launch per node what the local executor launches, the way it launches it (through its launcher, or
-    its unshare(1) chain: mount and PID namespaces, the shim, the /tmp bind, the data dir's hiding and
-    setpriv to the node user), nothing else: no database, no scheduler, no scratch files but the dir. A slot
-    is free once the executor would see the node's end (its status recorded, what it left killed), as in the
-    engine: the namespace's teardown goes on meanwhile."""
+def shim_launcher(rt: Runtime, work: Path, names: Iterable[str]) -> Callable[[str], Awaitable[None]]:
+    """Launch per node what the local executor launches, the way it launches it (through its launcher: in a
+    warm sandbox, the node itself as the node user; or its unshare(1) chain: mount and PID namespaces, the
+    shim, setpriv; the /tmp bind and the data dir's hiding either way), nothing else: no database, no
+    scheduler, no scratch files but the dirs, made ahead. A slot is free once the executor would see the node's
+    end (its status recorded, what it left killed), as in the engine."""
     executor = rt.executor
     assert isinstance(executor, LocalExecutor)
     isolated = executor.supervisors.isolated
     empty = str(executor.work_root / ".empty")
     hidden = [p for p in executor.supervisors.private_paths if not p.is_relative_to("/tmp") and p.is_dir()]
     argv = ["sh", "-c", "true"]
+    for name in names:  # made ahead, as the engine's spare scratch dirs are (not on the measured path)
+        (work / name / "tmp" / "workflow_space").mkdir(parents=True)
 
     async def launch(name: str) -> None:
         scratch = work / name
-        (scratch / "tmp" / "workflow_space").mkdir(parents=True)
         binds = [(str(scratch / "tmp"), "/tmp", "tree")] if isolated else []
         binds += [(empty, str(path), "ro") for path in hidden] if isolated else []
         env = executor.supervisors.supervisor_env(_base_env("/tmp/workflow_space"))
@@ -326,7 +334,7 @@ async def bench_overhead(rt: Runtime, user: User, sizes: Sizes) -> list[Overhead
             engine.append((await engine_run(rt, user, parents, shape.split()[0]))[1])
             pool.append((await measured(pool_run(parents, launch_true)))[1])
             shutil.rmtree(work, ignore_errors=True)
-            shim.append((await measured(pool_run(parents, shim_launcher(rt, work))))[1])
+            shim.append((await measured(pool_run(parents, shim_launcher(rt, work, parents))))[1])
         rows.append(Overhead(shape, len(parents), *map(median_measure, (engine, pool, shim))))
         walls = "; ".join(
             f"{what} " + " ".join(f"{m.wall:.2f}" for m in ms)

@@ -9,6 +9,7 @@ replacing of an old or a dead sandbox.
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import os
 import signal
 from collections.abc import AsyncIterator
@@ -27,6 +28,7 @@ from tests.polling import until
 
 __all__ = ["data_dir"]  # (the fixture, shared)
 
+PR_SET_CHILD_SUBREAPER = 36
 #: what a node prints of its sandbox: PID 1's start time, then its shell's parent's pid in the namespace (0: a
 #: parent outside it)
 WHO = "cut -d' ' -f22 /proc/1/stat; echo $PPID"
@@ -172,3 +174,27 @@ async def test_a_sandbox_that_dies_takes_its_node_and_is_replaced(executor: Loca
     again, log = await _run(executor, "echo again")
     assert again.exit_code == 0 and log == "again\n"
     assert sandbox not in _sandboxes(executor)
+
+
+async def test_idle_sandboxes_end_with_their_launcher(
+    data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Closing the executor ends its launcher, which first lets its idle sandboxes go and reaps them: none is
+    left behind to be reaped by whoever inherits it (a lent one stays with its node:
+    ``test_nodes_go_on_when_the_launcher_is_gone``). This process is made a subreaper for the test, so that an
+    orphaned sandbox would become its child."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    executor = await _isolated_executor(data_dir, "sandbox", monkeypatch)
+    assert libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
+    try:
+        report, log = await _run(executor, "true")
+        assert report.exit_code == 0, log
+        sandboxes = _sandboxes(executor)
+        assert len(sandboxes) == 1
+        await executor.close()
+        for pid in sandboxes:
+            with pytest.raises(ChildProcessError):  # never orphaned to this process: the launcher reaped it
+                os.waitpid(pid, os.WNOHANG)  # noqa: ASYNC222 (WNOHANG: it does not wait)
+    finally:
+        libc.prctl(PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0)
+        await executor.close()

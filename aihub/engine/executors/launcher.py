@@ -1,4 +1,5 @@
-"""The local executor's launcher: one small process that starts supervisors in new namespaces.
+"""The local executor's launcher: one small process that starts nodes in warm sandboxes, or supervisors in new
+namespaces.
 
 Run as ``python -I launcher.py`` by :class:`~aihub.engine.executors.local.LocalExecutor` when the server is
 root; standard library only, so it starts without the server's packages (tens of milliseconds, once).
@@ -26,6 +27,12 @@ own* namespaces, starts the supervisor with ``posix_spawn`` (a vfork: no copy of
    supervisor, inside the namespace, mounts its ``/proc`` with mount(8), as ``unshare --mount-proc`` does;
 5. returns to its own mount and PID namespaces (``setns``), and later reaps the supervisor and reports its end.
 
+That is the way of ``--per-node-namespaces``. By default a node that gets a PID namespace runs in a *warm
+sandbox* instead (:class:`Sandbox`): namespaces made once per slot and lent to one node at a time, which this
+process enters (``setns``) instead of making new ones, and cleans between nodes; and it starts the node itself,
+without ``shim.sh`` (:func:`_spawn_node`), where nothing is unusual. It then records the node's status in
+``exit`` itself, and reports ``ended`` and ``exited`` once the sandbox is clean.
+
 The end is reported twice. A supervisor that is PID 1 of its PID namespace writes a line on the report pipe
 once it has recorded the node's status (its ``exit`` file) and SIGKILLed everything else in the namespace:
 that is ``ended``, and the server may go on (collect the outputs, start the next node). The supervisor's own
@@ -40,8 +47,11 @@ Protocol (one JSON object or one line of words per line, on stdin and stdout; it
 
 - request ``{"id": N, "argv": [...], "env": {...}, "scratch": S, "log": L, "binds": [[SRC, DST, MODE], ...],
   "pid_namespace": bool}``, and optionally ``"spare": P, "meta": TEXT``: first rename the directory P (made
-  ahead by the server) to S, write TEXT to ``S/meta.json`` and make the directory of L
-- ``started N PID START_TIME`` (``/proc/PID/stat`` field 22) or ``failed N MESSAGE``
+  ahead by the server) to S, write TEXT to ``S/meta.json`` and make the directory of L; and ``"node": {"at":
+  K, "workdir": W, "user": [UID, GID] or null}``: ``argv[K:]`` is the node's own argv, which a sandbox may
+  start without the supervisor (the node's environment is ``env`` with its own ``LC_ALL``)
+- ``started N PID START_TIME`` (``/proc/PID/stat`` field 22) or ``failed N MESSAGE``; PID is the supervisor's,
+  or the node's where it was started without one (its process group's, in both cases)
 - ``ended PID TIME``: the supervisor PID recorded the node's status and killed what the node left; it is
   still exiting (always before its ``exited``, and never for a supervisor that did not write its report
   line). TIME (seconds since the epoch) is when this process read that line: the node's end to within the
@@ -433,6 +443,9 @@ class Sandbox:
                 if self.pid == 0:
                     self.channel.close()
                     _sandbox_main(theirs)
+        except BaseException:
+            self.channel.close()
+            raise
         finally:
             theirs.close()
         _sandboxes[self.pid] = self
@@ -558,6 +571,17 @@ def take_sandbox() -> Sandbox:
     return Sandbox()
 
 
+def _let_idle_sandboxes_go() -> None:
+    """The server is done with this process: the idle sandboxes exit and are reaped here (their CPU counted
+    with this process's); the ones lent keep what runs in them (see :class:`Sandbox`)."""
+    idle = list(_idle)
+    for sandbox in idle:
+        sandbox.retire()
+    for sandbox in idle:
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(sandbox.pid, 0)
+
+
 def sandbox_reaped(pid: int) -> list[str]:
     """A sandbox ended (retired, or killed): what was reaped in it whose end it never answered ends now."""
     sandbox = _sandboxes.pop(pid)
@@ -572,6 +596,7 @@ def _sandbox_main(channel: socket.socket) -> NoReturn:
     try:
         signal.set_wakeup_fd(-1)
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        signal.signal(signal.SIGALRM, _time_out)
         null = os.open(os.devnull, os.O_RDWR)
         for fd in (0, 1, 2):  # (not the server's pipes: their ends must go with this process)
             os.dup2(null, fd)
@@ -633,19 +658,34 @@ def _until_lent_ends(node: tuple[int, int] | None) -> None:
                 os.close(fd)
 
 
+#: seconds a sandbox may take to reap what it killed (one stuck in the kernel, say on a dead NFS server): then
+#: it exits instead (the kernel takes its namespace down), and the node's end is reported all the same
+CLEAN_TIMEOUT = 10
+
+
 def _clean(baseline: set[int]) -> bool:
     """Kill and reap every process of the namespace but this one; unmount what is not in ``baseline``."""
-    for _ in range(10):
-        with contextlib.suppress(ProcessLookupError):  # (none left)
-            os.kill(-1, signal.SIGKILL)
-        while True:
-            try:
-                os.waitpid(-1, 0)
-            except ChildProcessError:
-                break
-        if not _running_here():
-            return _unmount_since(baseline)
-    return False
+    signal.alarm(CLEAN_TIMEOUT)
+    try:
+        for _ in range(10):
+            with contextlib.suppress(ProcessLookupError):  # (none left)
+                os.kill(-1, signal.SIGKILL)
+            while True:
+                try:
+                    os.waitpid(-1, 0)
+                except ChildProcessError:
+                    break
+            if not _running_here():
+                return _unmount_since(baseline)
+        return False
+    except TimeoutError:
+        return False
+    finally:
+        signal.alarm(0)
+
+
+def _time_out(signum: int, frame: object) -> None:
+    raise TimeoutError
 
 
 def _running_here() -> list[int]:
@@ -782,6 +822,7 @@ def main() -> None:
             else:
                 chunk = os.read(key.fd, 1 << 20)
                 if not chunk:
+                    _let_idle_sandboxes_go()
                     return
                 *lines, pending = (pending + chunk).split(b"\n")
                 replies += [launch(json.loads(line)) for line in lines if line]
