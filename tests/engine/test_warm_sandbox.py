@@ -29,9 +29,9 @@ from tests.polling import until
 __all__ = ["data_dir"]  # (the fixture, shared)
 
 PR_SET_CHILD_SUBREAPER = 36
-#: what a node prints of its sandbox: PID 1's start time, then its shell's parent's pid in the namespace (0: a
-#: parent outside it)
-WHO = "cut -d' ' -f22 /proc/1/stat; echo $PPID"
+#: what a node prints of its sandbox: its PID namespace (``pid:[INODE]``), then its shell's parent's pid in that
+#: namespace (0: a parent outside it)
+WHO = "readlink /proc/self/ns/pid; echo $PPID"
 
 
 @pytest.fixture
@@ -59,7 +59,7 @@ def _sandboxes(executor: LocalExecutor) -> list[int]:
 
 
 async def test_nodes_in_turn_share_the_sandbox_and_nothing_else(executor: LocalExecutor) -> None:
-    """The second node runs in the first one's sandbox (PID 1 is the same process), started by the launcher
+    """The second node runs in the first one's sandbox (the same PID namespace), started by the launcher
     itself (its parent is outside the namespace: no supervisor); it finds none of the first one's detached
     processes, files in /tmp or mounts."""
     sleep = _unique_sleep()
@@ -67,14 +67,15 @@ async def test_nodes_in_turn_share_the_sandbox_and_nothing_else(executor: LocalE
         executor, f"{WHO}; setsid sleep {sleep} & touch /tmp/left-behind; grep -c . /proc/mounts"
     )
     assert first.exit_code == 0, log
-    pid_1, parent, mounts = log.split()
+    namespace, parent, mounts = log.split()
     assert parent == "0", "the launcher started the node itself"
     await until(lambda: not _running(sleep), "the detached sleep to be killed")
     second, log = await _run(
         executor, f"{WHO}; ls -A /tmp; ps -eo args | grep -c '[s]leep {sleep}'; grep -c . /proc/mounts"
     )
     assert second.exit_code == 0, log
-    assert log.split() == [pid_1, "0", "workflow_space", "0", mounts], log  # (/tmp as the executor makes it)
+    # (/tmp as the executor makes it)
+    assert log.split() == [namespace, "0", "workflow_space", "0", mounts], log
     assert len(_sandboxes(executor)) == 1
 
 
@@ -149,12 +150,13 @@ async def test_an_old_sandbox_is_replaced(data_dir: Path, monkeypatch: pytest.Mo
     monkeypatch.setattr(launcher_module, "SANDBOX_MAX_AGE", 0.0)
     executor = await _isolated_executor(data_dir, "sandbox", monkeypatch)
     try:
-        seen = set()
+        seen = []
         for _ in range(3):
             report, log = await _run(executor, WHO)
             assert report.exit_code == 0, log
-            seen.add(log.split()[0])
-        assert len(seen) == 3, "each node had a sandbox of its own"
+            seen.append(log.split()[0])
+        # each node had a new one (compared in turn: a namespace's inode number is reused once it is gone)
+        assert seen[0] != seen[1] != seen[2], seen
         await until(lambda: len(_sandboxes(executor)) <= 1, "the old sandboxes to exit")
     finally:
         await executor.close()
