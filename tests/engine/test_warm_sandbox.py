@@ -200,3 +200,15 @@ async def test_idle_sandboxes_end_with_their_launcher(
     finally:
         libc.prctl(PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0)
         await executor.close()
+
+
+async def test_an_idle_sandbox_killed_does_not_fail_the_next_node(executor: LocalExecutor) -> None:
+    """Killed between two nodes (and perhaps not reaped yet when the next node comes), a sandbox is replaced:
+    the next node starts in a new one."""
+    report, log = await _run(executor, WHO)
+    assert report.exit_code == 0, log
+    (sandbox,) = _sandboxes(executor)
+    os.kill(sandbox, signal.SIGKILL)
+    again, log_again = await _run(executor, WHO)
+    assert again.exit_code == 0, log_again
+    assert log_again.split()[0] != log.split()[0], "a new sandbox"

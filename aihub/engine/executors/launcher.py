@@ -271,16 +271,28 @@ def report_line(pid: int) -> list[str]:
 def _spawn_in_namespaces(request: dict[str, Any]) -> tuple[int, int]:
     """Start the node in a sandbox (or its supervisor), or its supervisor in new namespaces: (pid, the read
     end of its report pipe or -1)."""
+    try:
+        return _spawn_once(request)
+    except _SandboxGone:  # an idle sandbox killed since its last node, not reaped yet: again, in a new one
+        return _spawn_once(request)
+
+
+class _SandboxGone(SetupError):
+    pass
+
+
+def _spawn_once(request: dict[str, Any]) -> tuple[int, int]:
     sandbox = take_sandbox() if request["pid_namespace"] and _warm else None
     try:
         pid, report, scratch = _spawn_in(sandbox, request)
-    except BaseException:
-        if sandbox is not None:
-            if sandbox.clean_now():  # (binds that may have been made)
-                _idle.append(sandbox)
-            else:
-                sandbox.retire()
-        raise
+    except (OSError, SetupError) as exc:
+        if sandbox is None:
+            raise
+        if sandbox.clean_now():  # (binds that may have been made)
+            _idle.append(sandbox)
+            raise
+        sandbox.retire()
+        raise _SandboxGone(str(exc)) from exc
     if sandbox is not None:  # (back in this process's namespaces: its /proc)
         sandbox.lend(pid, scratch)
     return pid, report
@@ -437,6 +449,9 @@ class Sandbox:
 
     def __init__(self) -> None:
         self.channel, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        # (what this process waits for: its start, a ping, a failed start's clean-up; one stopped or stuck
+        # is given up after that, not waited for forever)
+        self.channel.settimeout(CLEAN_TIMEOUT + 5)
         try:
             with own_namespaces(True):
                 self.pid = os.fork()
@@ -451,17 +466,16 @@ class Sandbox:
         _sandboxes[self.pid] = self
         self.made = time.monotonic()
         self.namespaces: list[tuple[int, int]] = []
-        self.supervisor: int | None = None  # what it is lent to: a node, or a supervisor
-        self.scratch = (
-            -1
-        )  # the node's scratch dir, when it is lent to a node (else the supervisor writes exit)
-        self.code: int | None = (
-            None  # the exit status of what it was lent to, once reaped (until it is clean)
-        )
+        # what it is lent to (a node, or a supervisor); the node's scratch dir (a supervisor writes its own exit)
+        self.supervisor: int | None = None
+        self.scratch = -1
+        # the exit status of what it was lent to, once reaped (until the sandbox is clean)
+        self.code: int | None = None
         self.reaped_at = 0.0
         if self.channel.recv(64) != b"ready":  # (its /proc mounted, the mounts it starts with noted)
             self.retire()
             raise SetupError("the sandbox for the node's namespaces could not be made")
+        self.start_time = start_time(self.pid)
         for name, kind in (("mnt", CLONE_NEWNS), ("pid", CLONE_NEWPID)):
             self.namespaces.append((os.open(f"/proc/{self.pid}/ns/{name}", os.O_RDONLY | os.O_CLOEXEC), kind))
         if _selector is not None:
@@ -487,12 +501,21 @@ class Sandbox:
         _lent[pid] = self
         if scratch < 0:
             return
-        record = f"{pid} {start_time(pid)} {self.pid} {start_time(self.pid)}\n"
-        _write_at(scratch, "supervisor", record)
+        with contextlib.suppress(OSError):  # (only a server that did not start it needs it)
+            _write_at(scratch, "supervisor", f"{pid} {start_time(pid)} {self.pid} {self.start_time}\n")
         with open(f"/proc/{pid}/status", "rb") as f:  # its pid in the sandbox's namespace (the last one)
             inner = next(line.split()[-1] for line in f if line.startswith(b"NSpid:"))
         with contextlib.suppress(OSError):  # (a sandbox that is gone: its end is reaped here)
             socket.send_fds(self.channel, [b"node " + inner], [scratch])
+
+    def alive(self) -> bool:
+        """The sandbox answers (one killed since its last node, and not reaped yet, would take the next node
+        along as it goes): a round trip, tens of microseconds."""
+        try:
+            self.channel.send(b"ping")
+            return self.channel.recv(64) == b"pong"
+        except OSError:
+            return False
 
     def clean_now(self) -> bool:
         """Have the sandbox clean up, and wait for it (a failed start); False when it could not."""
@@ -562,10 +585,10 @@ def _write_at(directory: int, name: str, text: str) -> None:
 
 
 def take_sandbox() -> Sandbox:
-    """An idle sandbox young enough, or a new one."""
+    """An idle sandbox young enough and alive, or a new one."""
     while _idle:
         sandbox = _idle.pop()
-        if time.monotonic() - sandbox.made < SANDBOX_MAX_AGE:
+        if time.monotonic() - sandbox.made < SANDBOX_MAX_AGE and sandbox.alive():
             return sandbox
         sandbox.retire()
     return Sandbox()
@@ -617,7 +640,9 @@ def _serve(channel: socket.socket) -> None:
     node: tuple[int, int] | None = None  # the node lent it (its pid here, its scratch dir)
     while True:
         said, fds, _, _ = socket.recv_fds(channel, 64, 1)
-        if said.startswith(b"node "):
+        if said == b"ping":
+            channel.send(b"pong")
+        elif said.startswith(b"node "):
             node = (int(said.split()[1]), fds[0])
         elif said == b"clean":
             if node is not None:
