@@ -424,6 +424,7 @@ MNT_DETACH = 2
 _sandboxes: dict[int, Sandbox] = {}  # the sandbox's pid (its PID 1, as this process sees it) -> sandbox
 _lent: dict[int, Sandbox] = {}  # the pid of a supervisor running in a sandbox -> the sandbox
 _idle: list[Sandbox] = []
+_cleaning: list[Sandbox] = []  # its node's end reported, its mounts not undone yet
 _selector: selectors.BaseSelector | None = None  # the main loop's (it watches each sandbox's replies)
 
 
@@ -436,10 +437,10 @@ class Sandbox:
     process of the sandbox's PID namespace, its binds are made in the sandbox's mount namespace), starts the
     node *itself* (``posix_spawn`` as the node user: see :func:`_spawn_node`; the supervisor only where
     something is unusual), and goes back. It reaps the node and records its status in ``exit``, as the
-    supervisor would; then the sandbox is told ``clean``: it SIGKILLs every process left in its namespace,
-    reaps them, and unmounts every mount made since it started (the node's binds, or a root node's own). It
-    answers ``clean``, and only then is the node's end reported (``ended``, ``exited``) and the sandbox lent
-    again. Nothing of one node is left for the next: not a process, not a mount, not its ``/tmp``.
+    supervisor would; then the sandbox is told ``clean``: it SIGKILLs every process left in its namespace and
+    reaps them, and says ``ended``: only then is the node's end reported (``ended``, ``exited``). Then it
+    unmounts every mount made since it started (the node's binds, or a root node's own), says ``clean``, and
+    is lent again. Nothing of one node is left for the next: not a process, not a mount, not its ``/tmp``.
 
     Its ``/proc`` is its PID namespace's, mounted by itself (no ``pidns=`` needed). The node's pid, start time
     and the sandbox's are in ``supervisor`` in its scratch dir, for a server that did not start it. When this
@@ -449,9 +450,6 @@ class Sandbox:
 
     def __init__(self) -> None:
         self.channel, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        # (what this process waits for: its start, a ping, a failed start's clean-up; one stopped or stuck
-        # is given up after that, not waited for forever)
-        self.channel.settimeout(CLEAN_TIMEOUT + 5)
         try:
             with own_namespaces(True):
                 self.pid = os.fork()
@@ -472,7 +470,7 @@ class Sandbox:
         # the exit status of what it was lent to, once reaped (until the sandbox is clean)
         self.code: int | None = None
         self.reaped_at = 0.0
-        if self.channel.recv(64) != b"ready":  # (its /proc mounted, the mounts it starts with noted)
+        if self.receive() != b"ready":  # (its /proc mounted, the mounts it starts with noted)
             self.retire()
             raise SetupError("the sandbox for the node's namespaces could not be made")
         self.start_time = start_time(self.pid)
@@ -508,22 +506,32 @@ class Sandbox:
         with contextlib.suppress(OSError):  # (a sandbox that is gone: its end is reaped here)
             socket.send_fds(self.channel, [b"node " + inner], [scratch])
 
+    def receive(self) -> bytes:
+        """The sandbox's next word, waited for here (b"" when it is gone, or still silent after
+        CLEAN_TIMEOUT + 5 s: stopped, or stuck); the main loop reads the others as they come."""
+        try:
+            if select.select([self.channel], [], [], CLEAN_TIMEOUT + 5)[0]:
+                return self.channel.recv(64)
+        except OSError:
+            pass
+        return b""
+
     def alive(self) -> bool:
         """The sandbox answers (one killed since its last node, and not reaped yet, would take the next node
         along as it goes): a round trip, tens of microseconds."""
         try:
             self.channel.send(b"ping")
-            return self.channel.recv(64) == b"pong"
         except OSError:
             return False
+        return self.receive() == b"pong"
 
     def clean_now(self) -> bool:
         """Have the sandbox clean up, and wait for it (a failed start); False when it could not."""
         try:
             self.channel.send(b"clean")
-            return self.channel.recv(64) == b"clean"
         except OSError:
             return False
+        return self.receive() == b"ended" and self.receive() == b"clean"
 
     def supervisor_reaped(self, code: int) -> list[str]:
         """What it was lent to has ended: a node's status is recorded, the sandbox cleans up, and the end is
@@ -539,17 +547,29 @@ class Sandbox:
         return []
 
     def answered(self) -> list[str]:
-        """The sandbox's answer (``clean``), or its end: the end of what it was lent to, once reaped."""
-        try:
-            clean = self.channel.recv(64) == b"clean"
+        """The sandbox's answer — ``ended`` (what was lent it, and all it left, is gone), then ``clean`` (its
+        mounts undone too: it may be lent again) — or its end; the end of what it was lent to once both the
+        sandbox said so and it is reaped here."""
+        try:  # (not waiting: the word that made it readable may have been read meanwhile, by take_sandbox)
+            said = self.channel.recv(64, socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            return []
         except OSError:
-            clean = False
+            said = b""
         lines = self.give_back() if self.code is not None else []
-        if clean:
+        self.cleaned(said)
+        return lines
+
+    def cleaned(self, said: bytes) -> None:
+        """Where the sandbox's word puts it: unmounting, idle, or gone."""
+        with contextlib.suppress(ValueError):
+            _cleaning.remove(self)
+        if said == b"ended":
+            _cleaning.append(self)
+        elif said == b"clean":
             _idle.append(self)
         else:
             self.retire()
-        return lines
 
     def give_back(self) -> list[str]:
         pid, code, self.supervisor, self.code = self.supervisor, self.code, None, None
@@ -570,8 +590,9 @@ class Sandbox:
         for fd, _ in self.namespaces:
             os.close(fd)
         self.namespaces = []
-        with contextlib.suppress(ValueError):
-            _idle.remove(self)
+        for pool in (_idle, _cleaning):
+            with contextlib.suppress(ValueError):
+                pool.remove(self)
 
 
 def _write_at(directory: int, name: str, text: str) -> None:
@@ -585,7 +606,11 @@ def _write_at(directory: int, name: str, text: str) -> None:
 
 
 def take_sandbox() -> Sandbox:
-    """An idle sandbox young enough and alive, or a new one."""
+    """An idle sandbox young enough and alive (one still undoing its last node's mounts is waited for: that
+    is quicker than a new one), or a new one."""
+    while _cleaning and not _idle:
+        sandbox = _cleaning[-1]
+        sandbox.cleaned(sandbox.receive())
     while _idle:
         sandbox = _idle.pop()
         if time.monotonic() - sandbox.made < SANDBOX_MAX_AGE and sandbox.alive():
@@ -597,7 +622,7 @@ def take_sandbox() -> Sandbox:
 def _let_idle_sandboxes_go() -> None:
     """The server is done with this process: the idle sandboxes exit and are reaped here (their CPU counted
     with this process's); the ones lent keep what runs in them (see :class:`Sandbox`)."""
-    idle = list(_idle)
+    idle = [*_idle, *_cleaning]
     for sandbox in idle:
         sandbox.retire()
     for sandbox in idle:
@@ -648,9 +673,12 @@ def _serve(channel: socket.socket) -> None:
             if node is not None:
                 os.close(node[1])
                 node = None
-            if not _clean(baseline):
+            if not _kill_all():
                 return  # (exiting takes everything in the namespace along)
-            channel.send(b"clean")
+            channel.send(b"ended")  # (the node's end may be reported: nothing of it runs any more)
+            if not _unmount_since(baseline):
+                return
+            channel.send(b"clean")  # (and the sandbox may be lent again)
         else:  # this process is gone (or retired it)
             _until_lent_ends(node)
             return
@@ -688,8 +716,8 @@ def _until_lent_ends(node: tuple[int, int] | None) -> None:
 CLEAN_TIMEOUT = 10
 
 
-def _clean(baseline: set[int]) -> bool:
-    """Kill and reap every process of the namespace but this one; unmount what is not in ``baseline``."""
+def _kill_all() -> bool:
+    """Kill and reap every process of the namespace but this one; False when some would not go."""
     signal.alarm(CLEAN_TIMEOUT)
     try:
         for _ in range(10):
@@ -701,7 +729,7 @@ def _clean(baseline: set[int]) -> bool:
                 except ChildProcessError:
                     break
             if not _running_here():
-                return _unmount_since(baseline)
+                return True
         return False
     except TimeoutError:
         return False
