@@ -64,17 +64,17 @@ def _tree_cpu(sup: Supervisors | None) -> float:
     return total
 
 
-async def probed(data_dir: Path, launcher: bool, per_node: bool = False) -> Supervisors:
+async def probed(data_dir: Path, launcher: bool, warm: bool = False) -> Supervisors:
     real_find = _Tools.find
     sup = Supervisors(data_dir / "runs", isolation="auto", run_as="auto", private_paths=[data_dir])
     try:
         if not launcher:
             _Tools.find = staticmethod(lambda: _replace_launcher(real_find()))  # type: ignore[method-assign]
-        launcher_module.PER_NODE_NAMESPACES = per_node
+        launcher_module.WARM_SANDBOXES = warm
         await sup.probe()
     finally:
         _Tools.find = real_find  # type: ignore[method-assign]
-        launcher_module.PER_NODE_NAMESPACES = False
+        launcher_module.WARM_SANDBOXES = False
     if not sup.isolated or not sup.pid_namespace or (sup.launcher is not None) != launcher:
         raise SystemExit(f"cannot isolate nodes this way here (run as root): {sup.weaknesses}")
     return sup
@@ -136,7 +136,7 @@ async def main_async(launches: int, rounds: int) -> None:
     try:
         ways = {
             "launcher": await probed(data_dir, True),
-            "launcher, new namespaces per node": await probed(data_dir, True, per_node=True),
+            "launcher, warm sandboxes": await probed(data_dir, True, warm=True),
             "unshare chain": await probed(data_dir, False),
         }
         results: dict[str, list[tuple[float, float]]] = {name: [] for name in (*ways, "bare")}

@@ -1,8 +1,8 @@
 """One way's launch cost in a process of its own (issue 18, round six): the A/B behind docs/benchmarks.md.
 
 Run as root: ``python bench/launch_ways.py WAY CONCURRENCY [--launches N] [--tree DIR]`` with WAY ``launcher``
-(the executor's own ``Supervisors.launch``, through the launcher) or ``bare`` (``true`` from
-``asyncio.create_subprocess_exec``). 50 launches warm up, then N are measured with CONCURRENCY at once. To
+(the executor's own ``Supervisors.launch``, through the launcher), ``warm`` (the same, the launcher's warm
+sandboxes on) or ``bare`` (``true`` from ``asyncio.create_subprocess_exec``). 50 launches warm up, then N are measured with CONCURRENCY at once. To
 compare two versions, give another source tree (``git archive REV | tar -x -C DIR``) as ``--tree``: its
 ``aihub`` and its own ``bench/launch.py`` (its way of launching) are used; alternate the trees. Prints wall and CPU per launch: this process
 with its reaped children, and the launcher with its sandboxes and what they reaped.
@@ -42,7 +42,11 @@ async def main_async(way: str, concurrency: int, launches: int) -> None:
     import launch as bench  # (the tree's: see main)
 
     data_dir = Path(tempfile.mkdtemp(prefix="aihub-launch-", dir="/var/tmp"))
-    sup = None if way == "bare" else await bench.probed(data_dir, True)
+    sup = (
+        None
+        if way == "bare"
+        else await bench.probed(data_dir, True, **({"warm": True} if way == "warm" else {}))
+    )
     launch, settle = (bench.bare, bench._nothing) if sup is None else bench.supervised(sup, data_dir)
     pid = sup.launcher.pid if sup is not None and sup.launcher is not None else None
 
@@ -72,7 +76,7 @@ async def main_async(way: str, concurrency: int, launches: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("way", choices=["launcher", "bare"])
+    parser.add_argument("way", choices=["launcher", "warm", "bare"])
     parser.add_argument("concurrency", type=int)
     parser.add_argument("--launches", type=int, default=300)
     parser.add_argument(

@@ -45,12 +45,12 @@ def data_dir() -> Iterator[Path]:
 
 async def _isolated_executor(data_dir: Path, way: str, monkeypatch: pytest.MonkeyPatch) -> LocalExecutor:
     """The executor exactly as the runtime builds it from default settings, nodes started ``way``: through the
-    launcher, in its warm sandboxes (the default), or in new namespaces for each node, whose /proc the launcher
+    launcher, in its warm sandboxes (not the default yet), or in new namespaces for each node, whose /proc the launcher
     mounts (``pidns=``, Linux 6.15 and later) or leaves to the supervisor (as on a kernel without that
     option); or as an ``unshare(1)`` chain (no launcher: a server that is not root, or where the launcher
     cannot work)."""
     monkeypatch.setattr(launcher_module, "PROC_BY_SUPERVISOR", way == "proc-by-supervisor")
-    monkeypatch.setattr(launcher_module, "PER_NODE_NAMESPACES", way in PER_NODE_WAYS)
+    monkeypatch.setattr(launcher_module, "WARM_SANDBOXES", way == "sandbox")
     if way == "unshare":
         found = _Tools.find
         monkeypatch.setattr(
@@ -131,7 +131,7 @@ async def test_a_node_s_proc_is_its_own_namespace_s(executor: LocalExecutor) -> 
     assert report.exit_code == 0, log
     first, processes, _ = log.splitlines()
     launcher = executor.supervisors.launcher
-    sandbox = launcher is not None and not launcher_module.PER_NODE_NAMESPACES
+    sandbox = launcher is not None and launcher_module.WARM_SANDBOXES
     assert ("launcher.py" if sandbox else "shim.sh") in first, log
     assert int(processes) <= 5, log  # PID 1, the supervisor, the node's shell and its helpers
     if launcher is not None:
@@ -139,7 +139,7 @@ async def test_a_node_s_proc_is_its_own_namespace_s(executor: LocalExecutor) -> 
         cmdline = Path(f"/proc/{launcher.pid}/cmdline").read_bytes()
         # the way asked for is the way taken
         assert (b"--proc-by-supervisor" in cmdline) == launcher_module.PROC_BY_SUPERVISOR
-        assert (b"--per-node-namespaces" in cmdline) == launcher_module.PER_NODE_NAMESPACES
+        assert (b"--warm-sandboxes" in cmdline) == launcher_module.WARM_SANDBOXES
 
 
 async def test_the_data_dir_is_out_of_reach(executor: LocalExecutor, data_dir: Path) -> None:

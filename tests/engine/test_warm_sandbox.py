@@ -1,5 +1,6 @@
-"""Warm sandboxes (issue 18, target 1): a root server's nodes run one after another in long-lived PID and mount
-namespaces, started without a supervisor — and nothing of one node reaches the next.
+"""Warm sandboxes (issue 18, target 1; the launcher's ``--warm-sandboxes``, not the default yet): a root server's
+nodes run one after another in long-lived PID and mount namespaces, started without a supervisor — and nothing
+of one node reaches the next.
 
 The isolation tests (``test_node_isolation.py``) run every attack against this way too (``sandbox``); these
 are what is particular to it: the reuse, the cleaning between nodes, the supervisor kept for the unusual, the
@@ -122,9 +123,12 @@ async def test_what_cannot_start_still_goes_through_the_supervisor(
     assert again.exit_code == 0 and log.split()[1] == "0", log  # the next one is started directly again
 
 
-async def test_a_root_node_s_mounts_do_not_reach_the_next_node(data_dir: Path) -> None:
+async def test_a_root_node_s_mounts_do_not_reach_the_next_node(
+    data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A node run as root (``AIHUB_LOCAL_RUN_AS=server``) may mount what it likes in its namespace; the
     sandbox unmounts it all before the next node."""
+    monkeypatch.setattr(launcher_module, "WARM_SANDBOXES", True)
     settings = Settings(data_dir=data_dir, local_run_as="server")
     settings.ensure_dirs()
     executor = build_executor(settings, *build_storage(settings))

@@ -27,8 +27,8 @@ own* namespaces, starts the supervisor with ``posix_spawn`` (a vfork: no copy of
    supervisor, inside the namespace, mounts its ``/proc`` with mount(8), as ``unshare --mount-proc`` does;
 5. returns to its own mount and PID namespaces (``setns``), and later reaps the supervisor and reports its end.
 
-That is the way of ``--per-node-namespaces``. By default a node that gets a PID namespace runs in a *warm
-sandbox* instead (:class:`Sandbox`): namespaces made once per slot and lent to one node at a time, which this
+That is the default. With ``--warm-sandboxes`` (not the default yet: see :class:`Sandbox`), a node that gets a
+PID namespace runs in a *warm sandbox* instead (:class:`Sandbox`): namespaces made once per slot and lent to one node at a time, which this
 process enters (``setns``) instead of making new ones, and cleans between nodes; and it starts the node itself,
 without ``shim.sh`` (:func:`_spawn_node`), where nothing is unusual. It then records the node's status in
 ``exit`` itself, and reports ``ended`` and ``exited`` once the sandbox is clean.
@@ -96,8 +96,8 @@ GATE_FD = 3
 REPORT_FD = 4
 #: start launchers that leave each namespace's /proc to its supervisor, as on kernels before 6.15 (tests)
 PROC_BY_SUPERVISOR = False
-#: start launchers that make new namespaces for each supervisor, not warm sandboxes (tests)
-PER_NODE_NAMESPACES = False
+#: start launchers that run nodes in warm sandboxes (tests, benchmarks: not the default yet, see Sandbox)
+WARM_SANDBOXES = False
 # what Python or this process changed (SIG_IGN survives exec): the supervisor and the node get the defaults
 DEFAULT_SIGNALS = (signal.SIGINT, signal.SIGPIPE, signal.SIGXFSZ, signal.SIGCHLD)
 
@@ -413,9 +413,8 @@ def find_program(name: str, path: str) -> str | None:
 
 # ------------------------------------------------------------------------------------ warm sandboxes
 
-#: nodes that get a PID namespace run in warm sandboxes (False: new namespaces for each, as before;
-#: ``--per-node-namespaces``)
-_warm = True
+#: nodes that get a PID namespace run in warm sandboxes (``--warm-sandboxes``; else new namespaces for each)
+_warm = False
 #: seconds a sandbox is lent out for (then it is replaced): it sees the host's mounts as they were when it was
 #: made, and a mount made on the host later reaches nodes with the next sandbox
 SANDBOX_MAX_AGE = 60.0
@@ -446,7 +445,13 @@ class Sandbox:
     and the sandbox's are in ``supervisor`` in its scratch dir, for a server that did not start it. When this
     process ends (the server stopped or restarted), each sandbox waits for what it was lent to end, records a
     node's status itself, and exits (the kernel kills what is left in its namespace): a running node keeps
-    running as it did in namespaces of its own, and the next server finds it."""
+    running as it did in namespaces of its own, and the next server finds it.
+
+    Not the default yet, for two reasons. The node is this process's child, not the sandbox's: when this
+    process dies, the node is reparented to the host's init, and the sandbox reads its status from the zombie
+    (``/proc/PID/stat``) before that init reaps it — a race that an init quick to reap (systemd, tini) can win,
+    and the node's end is then "vanished". And measured in the engine (docs/benchmarks.md, round six) it is
+    not faster yet, though each launch costs less CPU."""
 
     def __init__(self) -> None:
         self.channel, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -820,7 +825,7 @@ def close_inherited() -> None:
 def _configure(args: list[str]) -> None:
     global _proc_by_supervisor, _warm, SANDBOX_MAX_AGE
     _proc_by_supervisor = "--proc-by-supervisor" in args
-    _warm = "--per-node-namespaces" not in args
+    _warm = "--warm-sandboxes" in args
     for arg in args:
         if arg.startswith("--sandbox-max-age="):
             SANDBOX_MAX_AGE = float(arg.partition("=")[2])
@@ -956,7 +961,7 @@ class LauncherClient:
             "-I",
             str(Path(__file__)),
             *(["--proc-by-supervisor"] if PROC_BY_SUPERVISOR else []),
-            *(["--per-node-namespaces"] if PER_NODE_NAMESPACES else []),
+            *(["--warm-sandboxes"] if WARM_SANDBOXES else []),
             f"--sandbox-max-age={SANDBOX_MAX_AGE:g}",
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
