@@ -275,11 +275,11 @@ async def launch_true(name: str) -> None:
 
 
 def shim_launcher(rt: Runtime, work: Path, names: Iterable[str]) -> Callable[[str], Awaitable[None]]:
-    """Launch per node what the local executor launches, the way it launches it (through its launcher: in a
-    warm sandbox, the node itself as the node user; or its unshare(1) chain: mount and PID namespaces, the
-    shim, setpriv; the /tmp bind and the data dir's hiding either way), nothing else: no database, no
-    scheduler, no scratch files but the dirs, made ahead. A slot is free once the executor would see the node's
-    end (its status recorded, what it left killed), as in the engine."""
+    """Launch per node what the local executor launches, the way it launches it (through its launcher, or its
+    unshare(1) chain: mount and PID namespaces, the shim, the /tmp bind, the data dir's hiding and setpriv to
+    the node user; or, with the launcher's warm sandboxes on, the node itself in a sandbox), nothing else: no
+    database, no scheduler, no scratch files but the dirs, made ahead. A slot is free once the executor would
+    see the node's end (its status recorded, what it left killed), as in the engine."""
     executor = rt.executor
     assert isinstance(executor, LocalExecutor)
     isolated = executor.supervisors.isolated
