@@ -304,7 +304,8 @@ def _spawn_in(sandbox: Sandbox | None, request: dict[str, Any]) -> tuple[int, in
     try:
         with sandbox.entered() if sandbox else own_namespaces(request["pid_namespace"]):
             os.chdir(request["scratch"])
-            here = os.open(".", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+            if sandbox is not None:  # (kept for the node's exit, when it is started itself)
+                here = os.open(".", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
             null = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
             log = os.open(request["log"], os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o666)
             status = bind_all(request["binds"], log)
