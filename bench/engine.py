@@ -57,6 +57,7 @@ sys.path.insert(0, str(ROOT))
 from aihub.bus.base import Subscription  # noqa: E402
 from aihub.db.models import Attempt, NodeEvent, User  # noqa: E402
 from aihub.domain.status import RunStatus  # noqa: E402
+from aihub.engine.executors import launcher as launcher_module  # noqa: E402
 from aihub.engine.executors.local import LocalExecutor  # noqa: E402
 from aihub.engine.executors.local_supervisors import _base_env, _recorded  # noqa: E402
 from aihub.runtime import Runtime, open_runtime  # noqa: E402
@@ -419,6 +420,7 @@ def bench_scale(sizes: Sizes, data_root: Path) -> list[Scale]:
     rows = []
     for n in (sizes.scale // 10, sizes.scale):
         argv = [sys.executable, __file__, "--scale-child", str(n), "--data-root", str(data_root)]
+        argv += ["--warm-sandboxes"] if launcher_module.WARM_SANDBOXES else []
         out = subprocess.run(argv, check=True, capture_output=True, text=True).stdout
         raw = json.loads(out.splitlines()[-1])
         rows.append(Scale(**{**raw, "run": Measure(**raw["run"])}))
@@ -542,8 +544,14 @@ def main() -> None:
     parser.add_argument(
         "--data-root", type=Path, default=Path("/var/tmp"), help="where data dirs are made (default /var/tmp)"
     )
+    parser.add_argument(
+        "--warm-sandboxes",
+        action="store_true",
+        help="nodes in the launcher's warm sandboxes (not the default)",
+    )
     parser.add_argument("--scale-child", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    launcher_module.WARM_SANDBOXES = args.warm_sandboxes
     if args.scale_child:
         print(json.dumps(asdict(asyncio.run(scale_child(args.scale_child, args.data_root)))))
         return

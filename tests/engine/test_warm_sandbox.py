@@ -31,7 +31,7 @@ __all__ = ["data_dir"]  # (the fixture, shared)
 
 PR_SET_CHILD_SUBREAPER = 36
 #: what a node prints of its sandbox: its PID namespace (``pid:[INODE]``), then its shell's parent's pid in that
-#: namespace (0: a parent outside it)
+#: namespace (1: the sandbox started it itself; another: the supervisor's subshell)
 WHO = "readlink /proc/self/ns/pid; echo $PPID"
 
 
@@ -60,8 +60,8 @@ def _sandboxes(executor: LocalExecutor) -> list[int]:
 
 
 async def test_nodes_in_turn_share_the_sandbox_and_nothing_else(executor: LocalExecutor) -> None:
-    """The second node runs in the first one's sandbox (the same PID namespace), started by the launcher
-    itself (its parent is outside the namespace: no supervisor); it finds none of the first one's detached
+    """The second node runs in the first one's sandbox (the same PID namespace), started by the sandbox
+    itself (its parent is PID 1: no supervisor); it finds none of the first one's detached
     processes, files in /tmp or mounts."""
     sleep = _unique_sleep()
     first, log = await _run(
@@ -69,20 +69,20 @@ async def test_nodes_in_turn_share_the_sandbox_and_nothing_else(executor: LocalE
     )
     assert first.exit_code == 0, log
     namespace, parent, mounts = log.split()
-    assert parent == "0", "the launcher started the node itself"
+    assert parent == "1", "the sandbox started the node itself"
     await until(lambda: not _running(sleep), "the detached sleep to be killed")
     second, log = await _run(
         executor, f"{WHO}; ls -A /tmp; ps -eo args | grep -c '[s]leep {sleep}'; grep -c . /proc/mounts"
     )
     assert second.exit_code == 0, log
     # (/tmp as the executor makes it)
-    assert log.split() == [namespace, "0", "workflow_space", "0", mounts], log
+    assert log.split() == [namespace, "1", "workflow_space", "0", mounts], log
     assert len(_sandboxes(executor)) == 1
 
 
 async def test_the_node_s_files_say_what_started_it(executor: LocalExecutor) -> None:
     """``supervisor`` names the node and its sandbox (a server that did not start it finds it by that); the
-    node's status is recorded in ``exit`` by the launcher, 128 + N when signal N ended it."""
+    node's status is recorded in ``exit`` by the sandbox, 128 + N when signal N ended it."""
     sleep = _unique_sleep()
     job = _job(f"sleep {sleep}")
     handle = await executor.start(job)
@@ -120,7 +120,7 @@ async def test_what_cannot_start_still_goes_through_the_supervisor(
     assert report.exit_code == code and said in log, (report, log)
     assert not (Path(handle.data["scratch"]) / "supervisor").exists()
     again, log = await _run(executor, WHO)
-    assert again.exit_code == 0 and log.split()[1] == "0", log  # the next one is started directly again
+    assert again.exit_code == 0 and log.split()[1] == "1", log  # the next one is started directly again
 
 
 async def test_a_root_node_s_mounts_do_not_reach_the_next_node(
@@ -232,3 +232,29 @@ async def test_nodes_back_to_back_keep_to_one_sandbox(executor: LocalExecutor) -
         namespaces.add(Path(handle.data["log"]).read_text())
     assert len(namespaces) == 1, namespaces
     assert len(_sandboxes(executor)) == 1
+
+
+def _parent(pid: int) -> int:
+    return int(next(ln for ln in Path(f"/proc/{pid}/status").read_text().splitlines() if ln[:5] == "PPid:")[5:])
+
+
+async def test_the_node_is_the_sandbox_s_child_and_outlives_the_launcher(executor: LocalExecutor) -> None:
+    """The sandbox starts the node as its own child, so that when the launcher dies nothing else (the host's
+    init, which may reap at once) can take the node's status: the sandbox records it. (Started by the
+    launcher, as before, the node was handed to the host's init, and its status was read off the zombie.)"""
+    sleep = _unique_sleep()
+    handle = await executor.start(_job(f"sleep {sleep}; exit 7"))
+    node = await _host_pid(sleep)
+    scratch = Path(handle.data["scratch"])
+    pid, _, sandbox, _ = map(int, (scratch / "supervisor").read_text().split())
+    assert pid == handle.data["pid"] and _parent(pid) == sandbox
+    launcher = executor.supervisors.launcher
+    assert launcher is not None and launcher.pid is not None
+    os.kill(launcher.pid, signal.SIGKILL)
+    await until(lambda: _parent(sandbox) != launcher.pid, "the launcher to be gone")
+    assert _parent(pid) == sandbox
+    os.kill(node, signal.SIGKILL)
+    async with asyncio.timeout(DEADLINE):
+        report = await executor.wait(handle)
+    assert report.exit_code == 7, report
+    assert (scratch / "exit").read_text() == "7\n"

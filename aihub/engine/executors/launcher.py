@@ -238,19 +238,21 @@ def start_time(pid: int) -> int:
 _reports: dict[int, int] = {}  # supervisor pid -> the read end of its report pipe (non-blocking)
 
 
-def launch(request: dict[str, Any]) -> str:
-    """Start one supervisor (see the module docstring); the reply line."""
+def launch(raw: bytes) -> list[str]:
+    """Start one node (see the module docstring): the reply line, or none yet (a sandbox answers later)."""
+    request = json.loads(raw)
+    if request["pid_namespace"] and _warm and len(raw) <= MESSAGE_MAX:
+        return _lend(request, raw)
     try:
         if "spare" in request:
             put_in_place(request["spare"], request["scratch"], request["meta"], request["log"])
         pid, report = _spawn_in_namespaces(request)
     except (OSError, SetupError) as exc:
-        return f"failed {request['id']} {' '.join(str(exc).split())}"
+        return [f"failed {request['id']} {' '.join(str(exc).split())}"]
     finally:
         os.chdir("/")
-    if report >= 0:
-        _reports[pid] = report
-    return f"started {request['id']} {pid} {start_time(pid)}"
+    _reports[pid] = report
+    return [f"started {request['id']} {pid} {start_time(pid)}"]
 
 
 def report_line(pid: int) -> list[str]:
@@ -269,63 +271,26 @@ def report_line(pid: int) -> list[str]:
 
 
 def _spawn_in_namespaces(request: dict[str, Any]) -> tuple[int, int]:
-    """Start the node in a sandbox (or its supervisor), or its supervisor in new namespaces: (pid, the read
-    end of its report pipe or -1)."""
+    """The supervisor in new namespaces: (pid, the read end of its report pipe)."""
+    null = log = -1
     try:
-        return _spawn_once(request)
-    except _SandboxGone:  # an idle sandbox killed since its last node, not reaped yet: again, in a new one
-        return _spawn_once(request)
-
-
-class _SandboxGone(SetupError):
-    pass
-
-
-def _spawn_once(request: dict[str, Any]) -> tuple[int, int]:
-    sandbox = take_sandbox() if request["pid_namespace"] and _warm else None
-    try:
-        pid, report, scratch = _spawn_in(sandbox, request)
-    except (OSError, SetupError) as exc:
-        if sandbox is None:
-            raise
-        if sandbox.clean_now():  # (binds that may have been made)
-            _idle.append(sandbox)
-            raise
-        sandbox.retire()
-        raise _SandboxGone(str(exc)) from exc
-    if sandbox is not None:  # (back in this process's namespaces: its /proc)
-        sandbox.lend(pid, scratch)
-    return pid, report
-
-
-def _spawn_in(sandbox: Sandbox | None, request: dict[str, Any]) -> tuple[int, int, int]:
-    """(pid, report pipe or -1, the scratch dir's fd when the node itself was started, else -1)"""
-    null = log = here = -1
-    try:
-        with sandbox.entered() if sandbox else own_namespaces(request["pid_namespace"]):
+        with own_namespaces(request["pid_namespace"]):
             os.chdir(request["scratch"])
-            if sandbox is not None:  # (kept for the node's exit, when it is started itself)
-                here = os.open(".", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
             null = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
             log = os.open(request["log"], os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o666)
             status = bind_all(request["binds"], log)
-            if sandbox is not None and not status and "node" in request:
-                pid = _spawn_node(request, null, log)
-                os.fchdir(here)
-                if pid is not None:
-                    here, scratch = -1, here
-                    return pid, -1, scratch
-            return (*_spawn_supervisor(request, null, log, status, sandbox), -1)
+            return _spawn_supervisor(request, null, log, status, proc=request["pid_namespace"])
     finally:
-        for fd in (null, log, here):
+        for fd in (null, log):
             if fd >= 0:
                 os.close(fd)
 
 
 def _spawn_supervisor(
-    request: dict[str, Any], null: int, log: int, status: str, sandbox: Sandbox | None
+    request: dict[str, Any], null: int, log: int, status: str, proc: bool
 ) -> tuple[int, int]:
-    """``sh shim.sh`` (in this process's namespaces: set them back before it may go on, through the gate)."""
+    """``sh shim.sh`` (in new namespaces, which this process must leave before it may go on, through the gate;
+    ``proc``: then mount its PID namespace's /proc first)."""
     gate_r, gate_w = os.pipe()
     report_r, report_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
     os.set_blocking(report_w, True)  # (the supervisor's end: a plain pipe)
@@ -339,7 +304,7 @@ def _spawn_supervisor(
             setsid=True,
             setsigdef=DEFAULT_SIGNALS,
         )
-        if sandbox is None and not status and request["pid_namespace"]:
+        if proc and not status:
             status = mount_proc(pid, log)
         os.write(gate_w, (status or "ok").encode(errors="replace") + b"\n")
         report_r, keep = -1, report_r
@@ -351,10 +316,9 @@ def _spawn_supervisor(
 
 
 def _spawn_node(request: dict[str, Any], null: int, log: int) -> int | None:
-    """The node itself, without a supervisor (in a sandbox, whose PID 1 and this process do the supervisor's
-    work), as the node user; None when anything is not as usual (a stop already asked for, no such program
-    or working directory, an exec that fails): the supervisor then runs it, and says why it cannot start
-    just as it always did."""
+    """The node itself, without a supervisor (in a sandbox, which does the supervisor's work), as the node
+    user; None when anything is not as usual (a stop already asked for, no such program or working directory,
+    an exec that fails): the supervisor then runs it, and says why it cannot start just as it always did."""
     node = request["node"]
     argv = request["argv"][node["at"] :]
     env = node_env(request["env"])
@@ -371,9 +335,7 @@ def _spawn_node(request: dict[str, Any], null: int, log: int) -> int | None:
         return None
     user = node["user"]
     try:
-        if (
-            user is not None
-        ):  # real ids only: posix_spawn's RESETIDS makes them the child's, and exec all of them
+        if user is not None:  # real ids only: posix_spawn's RESETIDS makes them the child's, and exec all
             os.setresgid(user[1], -1, -1)
             os.setresuid(user[0], -1, -1)
         return os.posix_spawn(
@@ -419,40 +381,41 @@ _warm = False
 #: seconds a sandbox is lent out for (then it is replaced): it sees the host's mounts as they were when it was
 #: made, and a mount made on the host later reaches nodes with the next sandbox
 SANDBOX_MAX_AGE = 60.0
-SHIM = os.fsencode(Path(__file__).with_name("shim.sh"))
+#: the largest request a sandbox takes (one message); a larger one starts in new namespaces
+MESSAGE_MAX = 1 << 17
 MNT_DETACH = 2
 _sandboxes: dict[int, Sandbox] = {}  # the sandbox's pid (its PID 1, as this process sees it) -> sandbox
-_lent: dict[int, Sandbox] = {}  # the pid of a supervisor running in a sandbox -> the sandbox
 _idle: list[Sandbox] = []
 _cleaning: list[Sandbox] = []  # its node's end reported, its mounts not undone yet
-_selector: selectors.BaseSelector | None = None  # the main loop's (it watches each sandbox's replies)
+_selector: selectors.BaseSelector | None = None  # the main loop's (it watches each sandbox's words)
 
 
 class Sandbox:
-    """PID 1 of a PID and a mount namespace of its own, made once and lent to one node at a time.
+    """This process's side of a sandbox: PID 1 of a PID and a mount namespace of its own, made once and lent
+    to one node at a time.
 
     Making and taking down a PID and a mount namespace for every node, and the supervisor's three processes
     (``sh shim.sh``, its subshell, ``setpriv``), cost several times the node's own ``sh -c`` (issue 18). A
-    sandbox is made once. For each node this process enters its namespaces (``setns``: the node becomes a
-    process of the sandbox's PID namespace, its binds are made in the sandbox's mount namespace), starts the
-    node *itself* (``posix_spawn`` as the node user: see :func:`_spawn_node`; the supervisor only where
-    something is unusual), and goes back. It reaps the node and records its status in ``exit``, as the
-    supervisor would; then the sandbox is told ``clean``: it SIGKILLs every process left in its namespace and
-    reaps them, and says ``ended``: only then is the node's end reported (``ended``, ``exited``). Then it
-    unmounts every mount made since it started (the node's binds, or a root node's own), says ``clean``, and
-    is lent again. Nothing of one node is left for the next: not a process, not a mount, not its ``/tmp``.
+    sandbox is a fork of this process, made once, that does all of a node's start itself (see
+    :func:`_run_lent`), in parallel with this process and the other sandboxes: it puts the scratch dir in
+    place, makes the binds in its mount namespace, and starts the node *itself* as its child (``posix_spawn``
+    as the node user; ``shim.sh`` only where something is unusual). Here the request is handed over, and the
+    sandbox's words are turned into the protocol's lines:
 
-    Its ``/proc`` is its PID namespace's, mounted by itself (no ``pidns=`` needed). The node's pid, start time
-    and the sandbox's are in ``supervisor`` in its scratch dir, for a server that did not start it. When this
-    process ends (the server stopped or restarted), each sandbox waits for what it was lent to end, records a
-    node's status itself, and exits (the kernel kills what is left in its namespace): a running node keeps
-    running as it did in namespaces of its own, and the next server finds it.
+    - ``started INNER START`` with a pidfd of the node: its pid here is read from the pidfd (``have PID ...``
+      goes back, and the sandbox may reap the node from then on, not before);
+    - ``failed MESSAGE``: nothing started;
+    - ``ended CODE TIME``: the node ended at TIME (the sandbox reaped it and recorded its status) and nothing
+      it left runs any more: ``ended`` and ``exited``;
+    - ``clean``: its mounts are undone too, it may be lent again.
 
-    Not the default yet, for two reasons. The node is this process's child, not the sandbox's: when this
-    process dies, the node is reparented to the host's init, and the sandbox reads its status from the zombie
-    (``/proc/PID/stat``) before that init reaps it — a race that an init quick to reap (systemd, tini) can win,
-    and the node's end is then "vanished". And measured in the engine (docs/benchmarks.md, round six) it is
-    not faster yet, though each launch costs less CPU."""
+    Its ``/proc`` is its PID namespace's, mounted by itself. The node's pid and start time and the sandbox's
+    are in ``supervisor`` in its scratch dir, for a server that did not start it. When this process ends (the
+    server stopped or restarted), a sandbox waits for its node (its own child: its status is never lost),
+    records it, and exits (the kernel kills what is left in its namespace): a running node keeps running, as
+    it did in namespaces of its own, and the next server finds it.
+
+    Not the default yet: measured in the engine (docs/benchmarks.md) it has not been faster yet."""
 
     def __init__(self) -> None:
         self.channel, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -469,48 +432,24 @@ class Sandbox:
             theirs.close()
         _sandboxes[self.pid] = self
         self.made = time.monotonic()
-        self.namespaces: list[tuple[int, int]] = []
-        # what it is lent to (a node, or a supervisor); the node's scratch dir (a supervisor writes its own exit)
-        self.supervisor: int | None = None
-        self.scratch = -1
-        # the exit status of what it was lent to, once reaped (until the sandbox is clean)
-        self.code: int | None = None
-        self.reaped_at = 0.0
+        self.asked: tuple[dict[str, Any], bytes, int] | None = None  # a start not answered yet, and its tries
+        self.node: tuple[int, str] | None = None  # the node started (its pid here, its scratch dir)
         if self.receive() != b"ready":  # (its /proc mounted, the mounts it starts with noted)
             self.retire()
             raise SetupError("the sandbox for the node's namespaces could not be made")
         self.start_time = start_time(self.pid)
-        for name, kind in (("mnt", CLONE_NEWNS), ("pid", CLONE_NEWPID)):
-            self.namespaces.append((os.open(f"/proc/{self.pid}/ns/{name}", os.O_RDONLY | os.O_CLOEXEC), kind))
         if _selector is not None:
             _selector.register(self.channel, selectors.EVENT_READ, self)
 
-    @contextlib.contextmanager
-    def entered(self) -> Iterator[None]:
-        """This process in the sandbox's mount namespace, its children in its PID namespace."""
-        entered = []
+    def lend(self, request: dict[str, Any], raw: bytes, tries: int) -> bool:
+        """Hand a start over (False: the sandbox is gone)."""
         try:
-            for fd, kind in self.namespaces:
-                _check(_libc().setns(fd, kind), "setns")
-                entered.append(kind)
-            yield
-        finally:
-            for kind in reversed(entered):
-                if _libc().setns(_own_namespace(kind), kind) != 0:
-                    os._exit(70)
-
-    def lend(self, pid: int, scratch: int = -1) -> None:
-        """Lent to ``pid``: a node started in it (``scratch``, its scratch dir, is kept), or a supervisor."""
-        self.supervisor, self.scratch = pid, scratch
-        _lent[pid] = self
-        if scratch < 0:
-            return
-        with contextlib.suppress(OSError):  # (only a server that did not start it needs it)
-            _write_at(scratch, "supervisor", f"{pid} {start_time(pid)} {self.pid} {self.start_time}\n")
-        with open(f"/proc/{pid}/status", "rb") as f:  # its pid in the sandbox's namespace (the last one)
-            inner = next(line.split()[-1] for line in f if line.startswith(b"NSpid:"))
-        with contextlib.suppress(OSError):  # (a sandbox that is gone: its end is reaped here)
-            socket.send_fds(self.channel, [b"node " + inner], [scratch])
+            self.channel.send(raw)
+        except OSError:
+            self.retire()
+            return False
+        self.asked = (request, raw, tries)
+        return True
 
     def receive(self) -> bytes:
         """The sandbox's next word, waited for here (b"" when it is gone, or still silent after
@@ -522,68 +461,84 @@ class Sandbox:
             pass
         return b""
 
-    def alive(self) -> bool:
-        """The sandbox answers (one killed since its last node, and not reaped yet, would take the next node
-        along as it goes): a round trip, tens of microseconds."""
-        try:
-            self.channel.send(b"ping")
-        except OSError:
-            return False
-        return self.receive() == b"pong"
-
-    def clean_now(self) -> bool:
-        """Have the sandbox clean up, and wait for it (a failed start); False when it could not."""
-        try:
-            self.channel.send(b"clean")
-        except OSError:
-            return False
-        return self.receive() == b"ended" and self.receive() == b"clean"
-
-    def supervisor_reaped(self, code: int) -> list[str]:
-        """What it was lent to has ended: a node's status is recorded, the sandbox cleans up, and the end is
-        reported after that."""
-        self.code, self.reaped_at = code, time.time()
-        if self.scratch >= 0:
-            with contextlib.suppress(OSError):  # (nothing recorded: the executor says the node vanished)
-                _write_at(self.scratch, "exit", f"{code if code >= 0 else 128 - code}\n")
-        try:
-            self.channel.send(b"clean")
-        except OSError:  # (the sandbox is gone, and what was in it)
-            return self.give_back()
-        return []
-
     def answered(self) -> list[str]:
-        """The sandbox's answer — ``ended`` (what was lent it, and all it left, is gone), then ``clean`` (its
-        mounts undone too: it may be lent again) — or its end; the end of what it was lent to once both the
-        sandbox said so and it is reaped here."""
-        try:  # (not waiting: the word that made it readable may have been read meanwhile, by take_sandbox)
-            said = self.channel.recv(64, socket.MSG_DONTWAIT)
+        """The sandbox's next word, read without waiting (the word that made it readable may have been read
+        meanwhile, by take_sandbox), and what it means."""
+        try:
+            said, fds, _, _ = socket.recv_fds(self.channel, 128, 1, socket.MSG_DONTWAIT)
         except BlockingIOError:
             return []
         except OSError:
-            said = b""
-        lines = self.give_back() if self.code is not None else []
-        self.cleaned(said)
+            said, fds = b"", []
+        return self.heard(said, fds) if said else self.gone()
+
+    def heard(self, said: bytes, fds: list[int]) -> list[str]:
+        word, _, rest = said.partition(b" ")
+        if word == b"started" and fds and self.asked is not None:
+            return self._started(rest, fds[0])
+        for fd in fds:  # (none expected)
+            os.close(fd)
+        if word == b"failed" and self.asked is not None:
+            request, self.asked = self.asked[0], None
+            _cleaning.append(self)
+            return [f"failed {request['id']} {rest.decode(errors='replace')}"]
+        if word == b"ended" and self.node is not None:
+            (pid, _), self.node = self.node, None
+            code, when = rest.split()
+            _cleaning.append(self)
+            return [f"ended {pid} {float(when):.6f}", f"exited {pid} {int(code)}"]
+        if word == b"clean":
+            with contextlib.suppress(ValueError):
+                _cleaning.remove(self)
+            _idle.append(self)
+            return []
+        return self.gone()
+
+    def _started(self, rest: bytes, pidfd: int) -> list[str]:
+        try:
+            pid = _pid_of(pidfd)
+        finally:
+            os.close(pidfd)
+        assert self.asked is not None
+        request, self.asked = self.asked[0], None
+        self.node = (pid, request["scratch"])
+        start = int(rest.split()[1])
+        with contextlib.suppress(OSError):  # (one gone meanwhile: its end comes with its reaping)
+            self.channel.send(f"have {pid} {start} {self.pid} {self.start_time}".encode())
+        return [f"started {request['id']} {pid} {start}"]
+
+    def gone(self) -> list[str]:
+        """The sandbox ended (killed, or once retired) or said what it should not: a start it had not answered
+        goes to another sandbox (once), a node it ran ended with it (the kernel killed what was in its
+        namespace); what it said before it went counts."""
+        if self.channel.fileno() < 0:
+            return []
+        lines: list[str] = []
+        with contextlib.suppress(OSError):
+            while said := self._left_word():
+                if said.split(b" ")[0] in (b"ended", b"clean"):
+                    lines += self.heard(said, [])
+                elif self.asked is not None:  # it started the node, which went with it: not run again
+                    lines.append(f"failed {self.asked[0]['id']} the sandbox for the node's namespaces ended")
+                    self.asked = None
+        asked, node, self.asked, self.node = self.asked, self.node, None, None
+        self.retire()
+        if node is not None:
+            pid, scratch = node
+            with contextlib.suppress(OSError):  # (unless it recorded the node's own end first)
+                fd = os.open(os.path.join(scratch, "exit"), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+                os.write(fd, f"{128 + signal.SIGKILL}\n".encode())
+                os.close(fd)
+            lines += [f"ended {pid} {time.time():.6f}", f"exited {pid} {-signal.SIGKILL}"]
+        if asked is not None:
+            lines += _lend(*asked)
         return lines
 
-    def cleaned(self, said: bytes) -> None:
-        """Where the sandbox's word puts it: unmounting, idle, or gone."""
-        with contextlib.suppress(ValueError):
-            _cleaning.remove(self)
-        if said == b"ended":
-            _cleaning.append(self)
-        elif said == b"clean":
-            _idle.append(self)
-        else:
-            self.retire()
-
-    def give_back(self) -> list[str]:
-        pid, code, self.supervisor, self.code = self.supervisor, self.code, None, None
-        _lent.pop(pid or 0, None)
-        if self.scratch >= 0:
-            os.close(self.scratch)
-            self.scratch = -1
-        return [f"ended {pid} {self.reaped_at:.6f}", f"exited {pid} {code}"]
+    def _left_word(self) -> bytes:
+        said, fds, _, _ = socket.recv_fds(self.channel, 128, 1, socket.MSG_DONTWAIT)
+        for fd in fds:
+            os.close(fd)
+        return said
 
     def retire(self) -> None:
         """No more lending: the sandbox exits once what runs in it has ended (it is reaped here)."""
@@ -593,12 +548,30 @@ class Sandbox:
             with contextlib.suppress(KeyError):  # (one that never got ready was not registered)
                 _selector.unregister(self.channel)
         self.channel.close()
-        for fd, _ in self.namespaces:
-            os.close(fd)
-        self.namespaces = []
         for pool in (_idle, _cleaning):
             with contextlib.suppress(ValueError):
                 pool.remove(self)
+
+
+def _pid_of(pidfd: int) -> int:
+    """The pid, in this process's PID namespace, of the process a pidfd refers to."""
+    with open(f"/proc/self/fdinfo/{pidfd}", "rb") as f:
+        return int(next(line for line in f if line.startswith(b"Pid:")).split()[1])
+
+
+def _lend(request: dict[str, Any], raw: bytes, tries: int = 2) -> list[str]:
+    """Hand a start to a sandbox (its answer comes later), or say it failed: two sandboxes ended under it."""
+    try:
+        while tries > 0:
+            tries -= 1
+            if os.path.lexists(request["scratch"]) and "spare" in request:  # (put in place by one that ended)
+                request = {name: value for name, value in request.items() if name != "spare"}
+                raw = json.dumps(request).encode()
+            if take_sandbox().lend(request, raw, tries):
+                return []
+    except (OSError, SetupError) as exc:
+        return [f"failed {request['id']} {' '.join(str(exc).split())}"]
+    return [f"failed {request['id']} the sandbox for the node's namespaces ended"]
 
 
 def _write_at(directory: int, name: str, text: str) -> None:
@@ -612,14 +585,18 @@ def _write_at(directory: int, name: str, text: str) -> None:
 
 
 def take_sandbox() -> Sandbox:
-    """An idle sandbox young enough and alive (one still undoing its last node's mounts is waited for: that
-    is quicker than a new one), or a new one."""
+    """An idle sandbox young enough (one still undoing its last node's mounts is waited for: that is quicker
+    than a new one), or a new one."""
     while _cleaning and not _idle:
         sandbox = _cleaning[-1]
-        sandbox.cleaned(sandbox.receive())
+        said = sandbox.receive()
+        if said == b"clean":
+            sandbox.heard(said, [])
+        else:
+            sandbox.retire()  # (its end, reaped later, reports nothing more: it had nothing lent)
     while _idle:
         sandbox = _idle.pop()
-        if time.monotonic() - sandbox.made < SANDBOX_MAX_AGE and sandbox.alive():
+        if time.monotonic() - sandbox.made < SANDBOX_MAX_AGE:
             return sandbox
         sandbox.retire()
     return Sandbox()
@@ -636,12 +613,7 @@ def _let_idle_sandboxes_go() -> None:
             os.waitpid(sandbox.pid, 0)
 
 
-def sandbox_reaped(pid: int) -> list[str]:
-    """A sandbox ended (retired, or killed): what was reaped in it whose end it never answered ends now."""
-    sandbox = _sandboxes.pop(pid)
-    lines = sandbox.give_back() if sandbox.code is not None else []
-    sandbox.retire()
-    return lines
+# ------------------------------------------------------------------------------------ in the sandbox
 
 
 def _sandbox_main(channel: socket.socket) -> NoReturn:
@@ -650,7 +622,6 @@ def _sandbox_main(channel: socket.socket) -> NoReturn:
     try:
         signal.set_wakeup_fd(-1)
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-        signal.signal(signal.SIGALRM, _time_out)
         null = os.open(os.devnull, os.O_RDWR)
         for fd in (0, 1, 2):  # (not the server's pipes: their ends must go with this process)
             os.dup2(null, fd)
@@ -659,62 +630,82 @@ def _sandbox_main(channel: socket.socket) -> NoReturn:
                 with contextlib.suppress(OSError):
                     os.close(int(name))
         mount("proc", "/proc", "proc", MS_NOSUID | MS_NOEXEC | MS_NODEV)
-        _serve(channel)
+        baseline = {mount_id for mount_id, _ in _mounts()}
+        channel.send(b"ready")
+        while said := channel.recv(MESSAGE_MAX):  # (its end: the launcher is gone, or retired it)
+            if not _run_lent(channel, json.loads(said), baseline):
+                break
         code = 0
     finally:
         os._exit(code)
 
 
-def _serve(channel: socket.socket) -> None:
-    baseline = {mount_id for mount_id, _ in _mounts()}
-    channel.send(b"ready")
-    node: tuple[int, int] | None = None  # the node lent it (its pid here, its scratch dir)
-    while True:
-        said, fds, _, _ = socket.recv_fds(channel, 64, 1)
-        if said == b"ping":
-            channel.send(b"pong")
-        elif said.startswith(b"node "):
-            node = (int(said.split()[1]), fds[0])
-        elif said == b"clean":
-            if node is not None:
-                os.close(node[1])
-                node = None
-            if not _kill_all():
-                return  # (exiting takes everything in the namespace along)
-            channel.send(b"ended")  # (the node's end may be reported: nothing of it runs any more)
-            if not _unmount_since(baseline):
-                return
-            channel.send(b"clean")  # (and the sandbox may be lent again)
-        else:  # this process is gone (or retired it)
-            _until_lent_ends(node)
-            return
+def _run_lent(channel: socket.socket, request: dict[str, Any], baseline: set[int]) -> bool:
+    """One node, from its start to the sandbox cleaned after it; False when the sandbox is to end (the launcher
+    is gone: the node ran to its end and its status is recorded; or the sandbox could not be cleaned)."""
+    try:
+        pid, scratch, own = _start_lent(request)
+    except (OSError, SetupError) as exc:
+        channel.send(b"failed " + " ".join(str(exc).split()).encode(errors="replace"))
+        return _clean(channel, baseline, None)
+    finally:
+        os.chdir("/")
+    pidfd = os.pidfd_open(pid)
+    try:
+        socket.send_fds(channel, [b"started %d %d" % (pid, start_time(pid))], [pidfd])
+        said = channel.recv(128)  # "have PID START SANDBOX START" (then, and only then, it may be reaped)
+        if said and own:
+            with contextlib.suppress(OSError):  # (only a server that did not start it needs it)
+                _write_at(scratch, "supervisor", said.decode().partition(" ")[2] + "\n")
+        if said:  # (the launcher's end, meanwhile: the node goes on)
+            said = b"go on" if pidfd in select.select([channel, pidfd], [], [])[0] else b""
+        code, when = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]), time.time()
+        if own:  # (the supervisor records its own)
+            with contextlib.suppress(OSError):  # (nothing recorded: the executor says the node vanished)
+                _write_at(scratch, "exit", f"{code if code >= 0 else 128 - code}\n")
+    finally:
+        os.close(pidfd)
+        os.close(scratch)
+    return bool(said) and _clean(channel, baseline, b"ended %d %.6f" % (code, when))
 
 
-def _until_lent_ends(node: tuple[int, int] | None) -> None:
-    """This process is gone: wait for the node (recording its status, as this process would have) or the
-    supervisors (``shim.sh``, which record their own) running here to end."""
-    if node is not None:
-        pid, scratch = node
-        with contextlib.suppress(OSError):  # (gone already: this process reaped it)
-            fd = os.pidfd_open(pid)
-            try:
-                select.select([fd], [], [])
-                with open(f"/proc/{pid}/stat", "rb") as f:  # (a zombie: its exit code is its last field)
-                    status = int(f.read().split()[-1])
-            finally:
+def _start_lent(request: dict[str, Any]) -> tuple[int, int, bool]:
+    """Start the node here (or its supervisor, when anything is unusual): (its pid, an fd of its scratch dir,
+    whether it is the node itself)."""
+    if "spare" in request:
+        put_in_place(request["spare"], request["scratch"], request["meta"], request["log"])
+    os.chdir(request["scratch"])
+    scratch = os.open(".", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)  # (the binds may hide the data dir)
+    null = log = -1
+    try:
+        null = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+        log = os.open(request["log"], os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o666)
+        status = bind_all(request["binds"], log)
+        pid = _spawn_node(request, null, log) if not status and "node" in request else None
+        own = pid is not None
+        if pid is None:
+            os.fchdir(scratch)
+            pid, report = _spawn_supervisor(request, null, log, status, proc=False)
+            os.close(report)  # (a supervisor that is not PID 1 says nothing on it)
+        scratch, kept = -1, scratch
+        return pid, kept, own
+    finally:
+        for fd in (null, log, scratch):
+            if fd >= 0:
                 os.close(fd)
-            code = os.waitstatus_to_exitcode(status)
-            _write_at(scratch, "exit", f"{code if code >= 0 else 128 - code}\n")
-    while supervisors := [pid for pid in _running_here() if _runs_shim(pid)]:
-        for pid in supervisors:
-            try:
-                fd = os.pidfd_open(pid)
-            except OSError:
-                continue
-            try:
-                select.select([fd], [], [])
-            finally:
-                os.close(fd)
+
+
+def _clean(channel: socket.socket, baseline: set[int], ended: bytes | None) -> bool:
+    """Kill and reap what is left, say ``ended`` (when a node was started), undo the mounts, say ``clean``;
+    False when that could not be done (the sandbox ends instead)."""
+    if not _kill_all():
+        return False  # (exiting takes everything in the namespace along)
+    if ended is not None:
+        channel.send(ended)  # (the node's end may be reported: nothing of it runs any more)
+    if not _unmount_since(baseline):
+        return False
+    channel.send(b"clean")  # (and the sandbox may be lent again)
+    return True
 
 
 #: seconds a sandbox may take to reap what it killed (one stuck in the kernel, say on a dead NFS server): then
@@ -723,7 +714,9 @@ CLEAN_TIMEOUT = 10
 
 
 def _kill_all() -> bool:
-    """Kill and reap every process of the namespace but this one; False when some would not go."""
+    """Kill and reap every process of the namespace but this one; False when some would not go. (SIGALRM is
+    handled only meanwhile: PID 1 of a namespace gets no signal from it that it does not handle.)"""
+    signal.signal(signal.SIGALRM, _time_out)
     signal.alarm(CLEAN_TIMEOUT)
     try:
         for _ in range(10):
@@ -741,6 +734,7 @@ def _kill_all() -> bool:
         return False
     finally:
         signal.alarm(0)
+        signal.signal(signal.SIGALRM, signal.SIG_DFL)
 
 
 def _time_out(signum: int, frame: object) -> None:
@@ -780,12 +774,7 @@ def _unmount_since(baseline: set[int]) -> bool:
     return False
 
 
-def _runs_shim(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return SHIM in f.read().split(b"\0")
-    except OSError:
-        return False
+# ------------------------------------------------------------------------------------ the main loop
 
 
 def reap() -> list[str]:
@@ -798,18 +787,13 @@ def reap() -> list[str]:
         if pid == 0:
             return lines
         if pid in _sandboxes:
-            lines += sandbox_reaped(pid)
+            lines += _sandboxes.pop(pid).gone()
             continue
         lines += report_line(pid)  # (its line, if it wrote one, is there: it came before its exit)
         fd = _reports.pop(pid, None)
         if fd is not None:
             os.close(fd)
-        code = os.waitstatus_to_exitcode(status)
-        sandbox = _lent.get(pid)
-        if sandbox is not None:
-            lines += sandbox.supervisor_reaped(code)
-        else:
-            lines.append(f"exited {pid} {code}")
+        lines.append(f"exited {pid} {os.waitstatus_to_exitcode(status)}")
 
 
 def close_inherited() -> None:
@@ -884,7 +868,8 @@ def main() -> None:
                     _let_idle_sandboxes_go()
                     return
                 *lines, pending = (pending + chunk).split(b"\n")
-                replies += [launch(json.loads(line)) for line in lines if line]
+                for line in lines:
+                    replies += launch(line) if line else []
         replies += reap()
         _watch_reports(selector, watched)
         if replies:
