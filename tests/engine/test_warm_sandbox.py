@@ -235,7 +235,9 @@ async def test_nodes_back_to_back_keep_to_one_sandbox(executor: LocalExecutor) -
 
 
 def _parent(pid: int) -> int:
-    return int(next(ln for ln in Path(f"/proc/{pid}/status").read_text().splitlines() if ln[:5] == "PPid:")[5:])
+    return int(
+        next(ln for ln in Path(f"/proc/{pid}/status").read_text().splitlines() if ln[:5] == "PPid:")[5:]
+    )
 
 
 async def test_the_node_is_the_sandbox_s_child_and_outlives_the_launcher(executor: LocalExecutor) -> None:
@@ -258,3 +260,23 @@ async def test_the_node_is_the_sandbox_s_child_and_outlives_the_launcher(executo
         report = await executor.wait(handle)
     assert report.exit_code == 7, report
     assert (scratch / "exit").read_text() == "7\n"
+
+
+async def test_a_request_too_large_for_a_sandbox_starts_in_new_namespaces(executor: LocalExecutor) -> None:
+    """A sandbox takes a request as one message of at most MESSAGE_MAX bytes; a node whose environment is
+    larger (long parameters, say) starts the per-node way instead, and runs all the same."""
+    first, log = await _run(executor, WHO)
+    assert first.exit_code == 0, log
+    sandbox = log.split()[0]
+    value = "x" * (launcher_module.MESSAGE_MAX // 2)  # (one string of the environment may not pass 128 KiB)
+    job = _job(f'{WHO}; printf %s%s "$BIG" "$BIG2" | wc -c')
+    job = job.__class__(key=job.key, argv=job.argv, env={"BIG": value, "BIG2": value})
+    handle = await executor.start(job)
+    async with asyncio.timeout(DEADLINE):
+        report = await executor.wait(handle)
+    log = executor.logs.path(7, "node", job.key.attempt).read_text()
+    assert report.exit_code == 0, log
+    namespace, _, size = log.split()
+    assert namespace != sandbox and size == str(2 * len(value)), log
+    again, log = await _run(executor, WHO)
+    assert again.exit_code == 0 and log.split()[0] == sandbox, log

@@ -28,10 +28,11 @@ own* namespaces, starts the supervisor with ``posix_spawn`` (a vfork: no copy of
 5. returns to its own mount and PID namespaces (``setns``), and later reaps the supervisor and reports its end.
 
 That is the default. With ``--warm-sandboxes`` (not the default yet: see :class:`Sandbox`), a node that gets a
-PID namespace runs in a *warm sandbox* instead (:class:`Sandbox`): namespaces made once per slot and lent to one node at a time, which this
-process enters (``setns``) instead of making new ones, and cleans between nodes; and it starts the node itself,
-without ``shim.sh`` (:func:`_spawn_node`), where nothing is unusual. It then records the node's status in
-``exit`` itself, and reports ``ended`` and ``exited`` once the sandbox is clean.
+PID namespace runs in a *warm sandbox* instead: a fork of this process that is PID 1 of namespaces made once
+and lent to one node at a time. This process hands it the request; the sandbox puts the scratch dir in place,
+makes the binds, starts the node itself as its own child (:func:`_spawn_node`; ``shim.sh`` where anything is
+unusual), records its status in ``exit``, cleans up after it, and says so; this process turns its words into
+the lines below.
 
 The end is reported twice. A supervisor that is PID 1 of its PID namespace writes a line on the report pipe
 once it has recorded the node's status (its ``exit`` file) and SIGKILLed everything else in the namespace:
@@ -51,11 +52,13 @@ Protocol (one JSON object or one line of words per line, on stdin and stdout; it
   K, "workdir": W, "user": [UID, GID] or null}``: ``argv[K:]`` is the node's own argv, which a sandbox may
   start without the supervisor (the node's environment is ``env`` with its own ``LC_ALL``)
 - ``started N PID START_TIME`` (``/proc/PID/stat`` field 22) or ``failed N MESSAGE``; PID is the supervisor's,
-  or the node's where it was started without one (its process group's, in both cases)
+  or the node's where a sandbox started it without one (its process group's, in both cases). Replies come in
+  the order the starts are done, which for sandboxes need not be the order of the requests
 - ``ended PID TIME``: the supervisor PID recorded the node's status and killed what the node left; it is
   still exiting (always before its ``exited``, and never for a supervisor that did not write its report
   line). TIME (seconds since the epoch) is when this process read that line: the node's end to within the
   supervisor's last steps, where the ``exit`` file's mtime is the kernel's coarse clock (a tick, and late);
+  for a node a sandbox started itself, when the sandbox reaped it (and ``exited`` follows at once);
 - ``exited PID CODE``: the supervisor PID ended; CODE is its exit status, or minus the signal that killed it
   (as :attr:`subprocess.Popen.returncode`).
 """
@@ -676,11 +679,11 @@ def _start_lent(request: dict[str, Any]) -> tuple[int, int, bool]:
         put_in_place(request["spare"], request["scratch"], request["meta"], request["log"])
     os.chdir(request["scratch"])
     scratch = os.open(".", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)  # (the binds may hide the data dir)
-    null = log = -1
+    log = -1
     try:
-        null = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
         log = os.open(request["log"], os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o666)
         status = bind_all(request["binds"], log)
+        null = 0  # (the sandbox's stdin is /dev/null)
         pid = _spawn_node(request, null, log) if not status and "node" in request else None
         own = pid is not None
         if pid is None:
@@ -690,7 +693,7 @@ def _start_lent(request: dict[str, Any]) -> tuple[int, int, bool]:
         scratch, kept = -1, scratch
         return pid, kept, own
     finally:
-        for fd in (null, log, scratch):
+        for fd in (log, scratch):
             if fd >= 0:
                 os.close(fd)
 
@@ -769,8 +772,11 @@ def _unmount_since(baseline: set[int]) -> bool:
         extra = [point for mount_id, point in _mounts() if mount_id not in baseline]
         if not extra:
             return True
+        failed = 0
         for point in reversed(extra):
-            _libc().umount2(point, MNT_DETACH)  # (an error: the next round sees what stayed)
+            failed += _libc().umount2(point, MNT_DETACH) != 0  # (the next round sees what stayed)
+        if not failed:
+            return True
     return False
 
 

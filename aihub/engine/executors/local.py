@@ -48,7 +48,7 @@ import shutil
 import signal
 import socket
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -145,11 +145,18 @@ def _sandbox_record(scratch: Path) -> tuple[int, int, int, int] | None:
 async def _until_recorded(scratch: Path) -> None:
     """Return once the node's status is recorded, or once nothing is left that could record it: a node in a
     warm sandbox whose launcher is gone has its status recorded by the sandbox, just after its end."""
-    interval = 0.001
-    while _read_exit(scratch) is None:
+
+    def waiting() -> bool:
         record = _sandbox_record(scratch)
-        if record is None or not _alive(*record[2:]):
-            return
+        return _read_exit(scratch) is None and record is not None and _alive(*record[2:])
+
+    await _poll_while(waiting)
+
+
+async def _poll_while(condition: Callable[[], bool]) -> None:
+    """Return once ``condition()`` is false, checked after 1 ms, then twice as long each time up to _POLL_MAX."""
+    interval = 0.001
+    while condition():
         await asyncio.sleep(interval)
         interval = min(interval * 2, _POLL_MAX)
 
@@ -373,10 +380,7 @@ class LocalExecutor:
     async def _poll_until_ended(
         self, slug: str, child: _Child | None, pid: int, start_time: int | None
     ) -> None:
-        interval = 0.001
-        while (child.poll() is None) if child is not None else _alive(pid, start_time):
-            await asyncio.sleep(interval)
-            interval = min(interval * 2, _POLL_MAX)
+        await _poll_while(lambda: (child.poll() is None) if child is not None else _alive(pid, start_time))
         self._children.pop(slug, None)
 
     # ------------------------------------------------------------------------------------------- stop

@@ -26,6 +26,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
+from aihub.engine.executors import launcher as launcher_module
 from aihub.engine.executors.base import Job
 from aihub.engine.executors.launcher import Launched, LauncherClient
 from aihub.engine.executors.processes import child_ended, readable
@@ -336,15 +337,17 @@ class Supervisors:
         """The launcher's request (see launcher.py): the supervisor's argv, and the node's alone (``at``) for
         the launcher to start without it."""
         shim = [*self.shim_argv(scratch, None, workdir, []), *self.drop_privileges()]
-        return {
+        request = {
             "argv": [*shim, *argv],
             "env": env,
             "scratch": str(scratch),
             "log": str(log_path),
             "binds": binds,
             "pid_namespace": self.pid_namespace,
-            "node": {"at": len(shim), "workdir": workdir, "user": self.node_user},
         }
+        if launcher_module.WARM_SANDBOXES:  # (only a sandbox starts the node without the supervisor)
+            request["node"] = {"at": len(shim), "workdir": workdir, "user": self.node_user}
+        return request
 
     def drop_privileges(self) -> list[str]:
         """setpriv(1) in front of the node's argv: the node user, no supplementary groups, no way back up."""
