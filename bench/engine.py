@@ -278,7 +278,7 @@ async def launch_true(name: str) -> None:
 def shim_launcher(rt: Runtime, work: Path, names: Iterable[str]) -> Callable[[str], Awaitable[None]]:
     """Launch per node what the local executor launches, the way it launches it (through its launcher, or its
     unshare(1) chain: mount and PID namespaces, the shim, the /tmp bind, the data dir's hiding and setpriv to
-    the node user; or, with the launcher's warm sandboxes on, the node itself in a sandbox), nothing else: no
+    the node user; or, by default, the node itself in one of the launcher's warm sandboxes), nothing else: no
     database, no scheduler, no scratch files but the dirs, made ahead. A slot is free once the executor would
     see the node's end (its status recorded, what it left killed), as in the engine."""
     executor = rt.executor
@@ -420,7 +420,7 @@ def bench_scale(sizes: Sizes, data_root: Path) -> list[Scale]:
     rows = []
     for n in (sizes.scale // 10, sizes.scale):
         argv = [sys.executable, __file__, "--scale-child", str(n), "--data-root", str(data_root)]
-        argv += ["--warm-sandboxes"] if launcher_module.WARM_SANDBOXES else []
+        argv += [] if launcher_module.WARM_SANDBOXES else ["--per-node-namespaces"]
         out = subprocess.run(argv, check=True, capture_output=True, text=True).stdout
         raw = json.loads(out.splitlines()[-1])
         rows.append(Scale(**{**raw, "run": Measure(**raw["run"])}))
@@ -545,13 +545,13 @@ def main() -> None:
         "--data-root", type=Path, default=Path("/var/tmp"), help="where data dirs are made (default /var/tmp)"
     )
     parser.add_argument(
-        "--warm-sandboxes",
+        "--per-node-namespaces",
         action="store_true",
-        help="nodes in the launcher's warm sandboxes (not the default)",
+        help="new namespaces and shim.sh for each node, not the launcher's warm sandboxes (the default)",
     )
     parser.add_argument("--scale-child", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    launcher_module.WARM_SANDBOXES = args.warm_sandboxes
+    launcher_module.WARM_SANDBOXES = not args.per_node_namespaces
     if args.scale_child:
         print(json.dumps(asdict(asyncio.run(scale_child(args.scale_child, args.data_root)))))
         return
