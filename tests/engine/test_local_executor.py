@@ -26,6 +26,7 @@ from typing import Any
 import pytest
 
 from aihub.engine.artifacts import pack, sha256_file
+from aihub.engine.executors import launcher as launcher_module
 from aihub.engine.executors import local as local_module
 from aihub.engine.executors import local_files as local_files_module
 from aihub.engine.executors import local_supervisors as supervisors_module
@@ -725,9 +726,16 @@ async def test_nodes_survive_a_killed_server_and_are_reattached(
     assert again.outputs == report.outputs, "the handle the server recorded works just as well"
 
 
-async def test_isolated_attempts_take_scratch_dirs_made_ahead(isolated: LocalExecutor) -> None:
+async def test_isolated_attempts_take_scratch_dirs_made_ahead(
+    isolated: LocalExecutor, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The hand-off renames a spare scratch dir (private /tmp, workflow_space) into place instead of making
-    one, and a new spare is made in the background; spares left by an earlier server go at the probe."""
+    one, and a new spare is made in the background; spares left by an earlier server go at the probe. (Nodes
+    in new namespaces each: a warm sandbox makes its own, ``test_warm_sandbox.py``.)"""
+    monkeypatch.setattr(launcher_module, "WARM_SANDBOXES", False)
+    await isolated.close()
+    await isolated.probe()
+    assert not isolated.supervisors.sandboxes
     spare_dir = isolated.files.spare_dir
     await isolated.settle()
     ready = set(spare_dir.iterdir())

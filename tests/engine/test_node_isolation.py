@@ -414,7 +414,7 @@ async def test_the_launcher_puts_a_plain_attempts_files_in_place_itself(
     assert (report.exit_code, prepared) == (0, ["pwd"])
 
 
-@pytest.mark.parametrize("executor", LAUNCHER_WAYS, indirect=True)
+@pytest.mark.parametrize("executor", PER_NODE_WAYS, indirect=True)  # (a sandbox's: test_warm_sandbox.py)
 async def test_a_spare_the_launcher_cannot_put_in_place_fails_the_attempt_clearly(
     executor: LocalExecutor,
 ) -> None:

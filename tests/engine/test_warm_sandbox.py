@@ -280,3 +280,52 @@ async def test_a_request_too_large_for_a_sandbox_starts_in_new_namespaces(execut
     assert namespace != sandbox and size == str(2 * len(value)), log
     again, log = await _run(executor, WHO)
     assert again.exit_code == 0 and log.split()[0] == sandbox, log
+
+
+def _made_ahead(executor: LocalExecutor) -> list[Path]:
+    spare_dir = executor.files.spare_dir
+    return sorted(spare_dir.iterdir()) if spare_dir.is_dir() else []
+
+
+async def test_a_sandbox_makes_the_next_scratch_dir_ahead(executor: LocalExecutor) -> None:
+    """Between two nodes a sandbox makes the next one's scratch dir (private /tmp 1777, the node user's empty
+    workflow_space) and renames it into place at the next start; the server makes no spares of its own, and
+    the sandbox removes the one it holds when it ends."""
+    await executor.settle()
+    assert _made_ahead(executor) == [] and executor.files._spares == []
+    first, log = await _run(executor, "true")
+    assert first.exit_code == 0, log
+    await until(lambda: len(_made_ahead(executor)) == 1, "the sandbox to make the next scratch dir")
+    (ahead,) = _made_ahead(executor)
+    assert ahead.name.startswith("sandbox-")
+    inode = ahead.stat().st_ino
+    job = _job("stat -c '%a %U' /tmp /tmp/workflow_space; ls -A /tmp/workflow_space | wc -l")
+    handle = await executor.start(job)
+    async with asyncio.timeout(DEADLINE):
+        report = await executor.wait(handle)
+    log = executor.logs.path(7, "node", job.key.attempt).read_text()
+    assert report.exit_code == 0, log
+    assert log.split() == ["1777", "root", "755", "nobody", "0"], log
+    assert Path(handle.data["scratch"]).stat().st_ino == inode, "the one made ahead"
+    await until(lambda: len(_made_ahead(executor)) == 1, "the next one")
+    launcher = executor.supervisors.launcher
+    assert launcher is not None
+    await launcher.close()  # (the sandbox ends with the launcher: the executor keeps its spare dir)
+    await until(lambda: _made_ahead(executor) == [], "the sandbox to remove the one it held")
+
+
+async def test_a_scratch_dir_the_sandbox_cannot_put_in_place_fails_the_attempt_clearly(
+    executor: LocalExecutor,
+) -> None:
+    """A start the sandbox cannot set up (here: the dir it made ahead already holds a ``meta.json``) fails
+    with the reason; the sandbox is cleaned and lent to the next node, which runs."""
+    first, log = await _run(executor, WHO)
+    assert first.exit_code == 0, log
+    namespace = log.split()[0]
+    await until(lambda: len(_made_ahead(executor)) == 1, "the sandbox to make the next scratch dir")
+    (_made_ahead(executor)[0] / "meta.json").write_text("{}")
+    report, _ = await _run(executor, "true")
+    assert report.exit_code is None and (report.error or "").startswith("could not launch: "), report
+    assert "File exists" in (report.error or ""), report
+    again, log = await _run(executor, WHO)
+    assert again.exit_code == 0 and log.split()[0] == namespace, log

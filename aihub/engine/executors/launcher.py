@@ -48,7 +48,9 @@ Protocol (one JSON object or one line of words per line, on stdin and stdout; it
 
 - request ``{"id": N, "argv": [...], "env": {...}, "scratch": S, "log": L, "binds": [[SRC, DST, MODE], ...],
   "pid_namespace": bool}``, and optionally ``"spare": P, "meta": TEXT``: first rename the directory P (made
-  ahead by the server) to S, write TEXT to ``S/meta.json`` and make the directory of L; and ``"node": {"at":
+  ahead by the server) to S, write TEXT to ``S/meta.json`` and make the directory of L; or ``"make": {"spares":
+  D, "owner": [UID, GID] or null}, "meta": TEXT``: the same, but S is made here, with its private ``tmp`` (a
+  sandbox renames one it made ahead in D between two nodes, where it has one); and ``"node": {"at":
   K, "workdir": W, "user": [UID, GID] or null}``: ``argv[K:]`` is the node's own argv, which a sandbox may
   start without the supervisor (the node's environment is ``env`` with its own ``LC_ALL``)
 - ``started N PID START_TIME`` (``/proc/PID/stat`` field 22) or ``failed N MESSAGE``; PID is the supervisor's,
@@ -76,6 +78,7 @@ import os
 import re
 import select
 import selectors
+import shutil
 import signal
 import socket
 import sys
@@ -216,21 +219,76 @@ def mount_proc(pid: int, log: int) -> str:
     return ""
 
 
-def put_in_place(spare: str, scratch: str, meta: str, log: str) -> None:
-    """The attempt's scratch dir: the server's spare renamed into place, with the server's ``meta.json``, and
-    the directory of its log (done here, in this process, so that the server's start makes no trip to a worker
-    thread for them)."""
-    os.rename(spare, scratch)
+def put_in_place(request: dict[str, Any]) -> None:
+    """The attempt's scratch dir — the server's spare renamed into place (``spare``), or made here (``make``) —
+    with the server's ``meta.json``, and the directory of its log (done here, in this process, so that the
+    server's start makes no trip to a worker thread for them); nothing without either."""
+    scratch, log = request["scratch"], request["log"]
+    if "spare" in request:
+        os.rename(request["spare"], scratch)
+    elif "make" in request:
+        make_scratch(scratch, request["make"])
+    else:
+        return
     os.makedirs(os.path.dirname(log), exist_ok=True)
     fd = os.open(
         os.path.join(scratch, "meta.json"), os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666
     )
     try:
-        data = meta.encode()
+        data = request["meta"].encode()
         while data:
             data = data[os.write(fd, data) :]
     finally:
         os.close(fd)
+
+
+#: a scratch dir made ahead by this sandbox between two nodes, and for what (``make``'s ``spares`` and ``owner``)
+_ahead: tuple[str, tuple[str, Any]] | None = None
+
+
+def make_scratch(scratch: str, make: dict[str, Any]) -> None:
+    """An isolated attempt's scratch dir with its private ``tmp`` (1777) and the node user's (``owner``)
+    ``workflow_space``, as the server's spares are: the one made ahead renamed into place, or made now."""
+    global _ahead
+    ahead, _ahead = _ahead, None
+    if ahead is not None and ahead[1] == (make["spares"], make["owner"]):
+        try:
+            os.rename(ahead[0], scratch)
+            return
+        except OSError:  # (the server removed its spares meanwhile)
+            pass
+    _make_skeleton(scratch, make["owner"])
+
+
+def _make_skeleton(path: str, owner: list[int] | None) -> None:
+    os.mkdir(path, 0o700)
+    tmp = os.path.join(path, "tmp")
+    os.mkdir(tmp)
+    os.mkdir(os.path.join(tmp, "workflow_space"))
+    os.chmod(tmp, 0o1777)  # like any /tmp
+    if owner is not None:
+        os.chown(os.path.join(tmp, "workflow_space"), *owner)
+
+
+def make_ahead(make: dict[str, Any] | None) -> None:
+    """Make the next scratch dir ahead, in ``make``'s ``spares`` dir (a sandbox with nothing else to do); an
+    error only means none is ready."""
+    global _ahead
+    if make is None or (_ahead is not None and _ahead[1] == (make["spares"], make["owner"])):
+        return
+    drop_ahead()
+    path = os.path.join(make["spares"], f"sandbox-{os.urandom(8).hex()}")
+    with contextlib.suppress(OSError):
+        os.makedirs(make["spares"], 0o700, exist_ok=True)
+        _make_skeleton(path, make["owner"])
+        _ahead = (path, (make["spares"], make["owner"]))
+
+
+def drop_ahead() -> None:
+    global _ahead
+    if _ahead is not None:
+        shutil.rmtree(_ahead[0], ignore_errors=True)
+        _ahead = None
 
 
 def start_time(pid: int) -> int:
@@ -248,8 +306,7 @@ def launch(raw: bytes) -> list[str]:
     if request["pid_namespace"] and _warm and len(raw) <= MESSAGE_MAX:
         return _lend(request, raw)
     try:
-        if "spare" in request:
-            put_in_place(request["spare"], request["scratch"], request["meta"], request["log"])
+        put_in_place(request)
         pid, report = _spawn_in_namespaces(request)
     except (OSError, SetupError) as exc:
         return [f"failed {request['id']} {' '.join(str(exc).split())}"]
@@ -567,8 +624,9 @@ def _lend(request: dict[str, Any], raw: bytes, tries: int = 2) -> list[str]:
     try:
         while tries > 0:
             tries -= 1
-            if os.path.lexists(request["scratch"]) and "spare" in request:  # (put in place by one that ended)
-                request = {name: value for name, value in request.items() if name != "spare"}
+            if os.path.lexists(request["scratch"]) and ("spare" in request or "make" in request):
+                # (put in place by one that ended)
+                request = {name: value for name, value in request.items() if name not in ("spare", "make")}
                 raw = json.dumps(request).encode()
             if take_sandbox().lend(request, raw, tries):
                 return []
@@ -636,10 +694,14 @@ def _sandbox_main(channel: socket.socket) -> NoReturn:
         baseline = {mount_id for mount_id, _ in _mounts()}
         channel.send(b"ready")
         while said := channel.recv(MESSAGE_MAX):  # (its end: the launcher is gone, or retired it)
-            if not _run_lent(channel, json.loads(said), baseline):
+            request = json.loads(said)
+            if not _run_lent(channel, request, baseline):
                 break
+            if not select.select([channel], [], [], 0)[0]:  # (nothing asked meanwhile)
+                make_ahead(request.get("make"))
         code = 0
     finally:
+        drop_ahead()
         os._exit(code)
 
 
@@ -675,8 +737,7 @@ def _run_lent(channel: socket.socket, request: dict[str, Any], baseline: set[int
 def _start_lent(request: dict[str, Any]) -> tuple[int, int, bool]:
     """Start the node here (or its supervisor, when anything is unusual): (its pid, an fd of its scratch dir,
     whether it is the node itself)."""
-    if "spare" in request:
-        put_in_place(request["spare"], request["scratch"], request["meta"], request["log"])
+    put_in_place(request)
     os.chdir(request["scratch"])
     scratch = os.open(".", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)  # (the binds may hide the data dir)
     log = -1

@@ -86,7 +86,7 @@ class AttemptFiles:
 
     def spares_wanted(self) -> int:
         """How many spares to make now (each through :meth:`make_spare`)."""
-        if not self.sup.isolated:
+        if not self.sup.isolated or self.sup.sandboxes:  # (a sandbox makes its own: see spare_for_launcher)
             return 0
         with self._spare_lock:
             wanted = max(SPARES - len(self._spares) - self._making, 0)
@@ -157,7 +157,9 @@ class AttemptFiles:
             _append_log(data, f"{IMAGE_NOT_USED} (image {job.image})")
         return log_path, data
 
-    async def prepare(self, job: Job, scratch: Path) -> tuple[Path, dict[str, Any], Path | None]:
+    async def prepare(
+        self, job: Job, scratch: Path
+    ) -> tuple[Path, dict[str, Any], Path | dict[str, Any] | None]:
         """(log path, meta data, spare): the attempt's files made in a worker thread (no spare), or left to
         the launcher (see :meth:`spare_for_launcher`)."""
         if prepared := self.spare_for_launcher(job, scratch):
@@ -173,11 +175,15 @@ class AttemptFiles:
             (scratch / "meta.json").write_text(json.dumps(data))
             Path(data["log"]).parent.mkdir(parents=True, exist_ok=True)
 
-    def spare_for_launcher(self, job: Job, scratch: Path) -> tuple[Path, dict[str, Any], Path] | None:
+    def spare_for_launcher(
+        self, job: Job, scratch: Path
+    ) -> tuple[Path, dict[str, Any], Path | dict[str, Any]] | None:
         """(log path, meta data, spare) when the launcher can make this attempt's files itself — rename the spare
-        into place and write ``meta.json``, in its own process, so the start makes no trip to a worker thread —
-        because the start has no other file work in the scratch dir (no input to unpack, the default working
-        dir, no storage under /tmp, no image line for the log); else None (:meth:`prepare_attempt`)."""
+        into place, or, in a warm sandbox, make the scratch dir (from one the sandbox made ahead in
+        ``spare_dir``, between two nodes: the server makes no spares then); and write ``meta.json``, in its own
+        process, so the start makes no trip to a worker thread — because the start has no other file work in
+        the scratch dir (no input to unpack, the default working dir, no storage under /tmp, no image line for
+        the log); else None (:meth:`prepare_attempt`)."""
         if (
             self.sup.launcher is None
             or job.artifacts_in
@@ -186,10 +192,14 @@ class AttemptFiles:
             or any(_relative_to(posixpath.normpath(s.path), "/tmp") is not None for s in job.storages)
         ):
             return None
-        with self._spare_lock:
-            if not self._spares:
-                return None
-            spare = self._spares.pop()
+        spare: Path | dict[str, Any]
+        if self.sup.sandboxes:
+            spare = {"spares": str(self.spare_dir), "owner": self.sup.node_user}
+        else:
+            with self._spare_lock:
+                if not self._spares:
+                    return None
+                spare = self._spares.pop()
         # (no file-system call here: the launcher makes the log's directory)
         log_path = self.logs.location(job.key.run_id, job.key.node, job.key.attempt)
         return log_path, self._meta(job, scratch, log_path), spare

@@ -303,18 +303,20 @@ class Supervisors:
         argv: list[str],
         env: dict[str, str],
         *,
-        spare: Path | None = None,
+        spare: Path | dict[str, Any] | None = None,
         meta: dict[str, Any] | None = None,
     ) -> tuple[_Child, int | None]:
         """Start the node ``argv`` (the node user's, ``env`` its supervisor's: see :meth:`supervisor_env`) and
         return its process and start time: through the launcher, which makes the namespace and the binds
         itself, and starts the node in a warm sandbox (where it can, the node itself) or its supervisor; or as
-        a chain of ``[unshare] sh shim.sh`` that mounts them. ``spare``: the launcher first renames it to
-        ``scratch`` and writes ``meta`` there as ``meta.json``."""
+        a chain of ``[unshare] sh shim.sh`` that mounts them. ``spare``: the launcher first puts ``scratch`` in
+        place — renames that dir to it, or, given the launcher's ``make`` (see launcher.py), makes it — and
+        writes ``meta`` there as ``meta.json``."""
         if self.launcher is not None:
             request = self._request(scratch, log_path, workdir, binds, argv, env)
             if spare is not None:
-                request |= {"spare": str(spare), "meta": json.dumps(meta)}
+                place = {"make": spare} if isinstance(spare, dict) else {"spare": str(spare)}
+                request |= place | {"meta": json.dumps(meta)}
             launched = await self.launcher.launch(request)
             return launched, launched.start_time
         argv = [*self.drop_privileges(), *argv]
@@ -345,9 +347,14 @@ class Supervisors:
             "binds": binds,
             "pid_namespace": self.pid_namespace,
         }
-        if launcher_module.WARM_SANDBOXES:  # (only a sandbox starts the node without the supervisor)
+        if self.sandboxes:  # (only a sandbox starts the node without the supervisor)
             request["node"] = {"at": len(shim), "workdir": workdir, "user": self.node_user}
         return request
+
+    @property
+    def sandboxes(self) -> bool:
+        """Nodes start in the launcher's warm sandboxes (see launcher.py)."""
+        return self.launcher is not None and self.pid_namespace and launcher_module.WARM_SANDBOXES
 
     def drop_privileges(self) -> list[str]:
         """setpriv(1) in front of the node's argv: the node user, no supplementary groups, no way back up."""
