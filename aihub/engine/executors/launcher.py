@@ -463,15 +463,17 @@ class Sandbox:
     as the node user; ``shim.sh`` only where something is unusual). Here the request is handed over, and the
     sandbox's words are turned into the protocol's lines:
 
-    - ``started INNER START`` with a pidfd of the node: its pid here is read from the pidfd (``have PID ...``
-      goes back, and the sandbox may reap the node from then on, not before);
+    - ``started INNER START node|supervisor`` with a pidfd of what it started: its pid here is read from the
+      pidfd, a node's ``supervisor`` file is written, ``have`` goes back, and the sandbox may reap it from then
+      on, not before;
     - ``failed MESSAGE``: nothing started;
     - ``ended CODE TIME``: the node ended at TIME (the sandbox reaped it and recorded its status) and nothing
       it left runs any more: ``ended`` and ``exited``;
     - ``clean``: its mounts are undone too, it may be lent again.
 
     Its ``/proc`` is its PID namespace's, mounted by itself. The node's pid and start time and the sandbox's
-    are in ``supervisor`` in its scratch dir, for a server that did not start it. When this process ends (the
+    are in ``supervisor`` in its scratch dir (written here before the server hears ``started``), for a server
+    that did not start it. When this process ends (the
     server stopped or restarted), a sandbox waits for its node (its own child: its status is never lost),
     records it, and exits (the kernel kills what is left in its namespace): a running node keeps running, as
     it did in namespaces of its own, and the next server finds it. (docs/benchmarks.md, round seven: the
@@ -562,10 +564,17 @@ class Sandbox:
         assert self.asked is not None
         request, self.asked = self.asked[0], None
         self.node = (pid, request["scratch"])
-        start = int(rest.split()[1])
+        _, start, what = rest.split()
+        if (
+            what == b"node"
+        ):  # (a supervisor is found by its command line; a node by this, once the server is back)
+            with contextlib.suppress(OSError):
+                _write_at(
+                    request["scratch"], "supervisor", f"{pid} {int(start)} {self.pid} {self.start_time}\n"
+                )
         with contextlib.suppress(OSError):  # (one gone meanwhile: its end comes with its reaping)
-            self.channel.send(f"have {pid} {start} {self.pid} {self.start_time}".encode())
-        return [f"started {request['id']} {pid} {start}"]
+            self.channel.send(b"have")
+        return [f"started {request['id']} {pid} {int(start)}"]
 
     def gone(self) -> list[str]:
         """The sandbox ended (killed, or once retired) or said what it should not: a start it had not answered
@@ -635,10 +644,13 @@ def _lend(request: dict[str, Any], raw: bytes, tries: int = 2) -> list[str]:
     return [f"failed {request['id']} the sandbox for the node's namespaces ended"]
 
 
-def _write_at(directory: int, name: str, text: str) -> None:
-    """``text`` as the file ``name`` in ``directory`` (an fd), in one write (readers take an empty file for
-    one not written yet)."""
-    fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644, dir_fd=directory)
+def _write_at(directory: int | str, name: str, text: str) -> None:
+    """``text`` as the file ``name`` in ``directory`` (an fd, or a path), in one write (readers take an empty
+    file for one not written yet)."""
+    if isinstance(directory, str):
+        name, directory = os.path.join(directory, name), -1
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
+    fd = os.open(name, flags, 0o644, dir_fd=directory if directory >= 0 else None)
     try:
         os.write(fd, text.encode())
     finally:
@@ -717,11 +729,9 @@ def _run_lent(channel: socket.socket, request: dict[str, Any], baseline: set[int
         os.chdir("/")
     pidfd = os.pidfd_open(pid)
     try:
-        socket.send_fds(channel, [b"started %d %d" % (pid, start_time(pid))], [pidfd])
-        said = channel.recv(128)  # "have PID START SANDBOX START" (then, and only then, it may be reaped)
-        if said and own:
-            with contextlib.suppress(OSError):  # (only a server that did not start it needs it)
-                _write_at(scratch, "supervisor", said.decode().partition(" ")[2] + "\n")
+        what = b"node" if own else b"supervisor"
+        socket.send_fds(channel, [b"started %d %d %s" % (pid, start_time(pid), what)], [pidfd])
+        said = channel.recv(64)  # "have": the launcher knows the node (then, and only then, it may be reaped)
         if said:  # (the launcher's end, meanwhile: the node goes on)
             said = b"go on" if pidfd in select.select([channel, pidfd], [], [])[0] else b""
         code, when = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]), time.time()
