@@ -329,3 +329,28 @@ async def test_a_scratch_dir_the_sandbox_cannot_put_in_place_fails_the_attempt_c
     assert "File exists" in (report.error or ""), report
     again, log = await _run(executor, WHO)
     assert again.exit_code == 0 and log.split()[0] == namespace, log
+
+
+async def test_a_start_whose_sandbox_dies_under_it_goes_to_a_new_one(executor: LocalExecutor) -> None:
+    """A sandbox killed after it took a start, before it answered (here it waits to open the node's log, a
+    FIFO no one reads yet): the launcher hands the start to a new sandbox, which finds the scratch dir in
+    place and starts the node, once."""
+    job = _job("echo ran")
+    log = executor.logs.location(7, "node", job.key.attempt)
+    log.parent.mkdir(parents=True, exist_ok=True)
+    os.mkfifo(log)
+    start = asyncio.create_task(executor.start(job))
+    scratch = executor.work_root / job.key.slug
+    await until(lambda: (scratch / "meta.json").exists(), "the sandbox to take the start")
+    (first,) = _sandboxes(executor)
+    os.kill(first, signal.SIGKILL)
+    await until(lambda: [first] != _sandboxes(executor) != [], "a new sandbox to take the start")
+    reader = os.open(log, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        async with asyncio.timeout(DEADLINE):
+            handle = await start
+            report = await executor.wait(handle)
+        assert report.exit_code == 0, report
+        assert os.read(reader, 100) == b"ran\n", "the node ran once"
+    finally:
+        os.close(reader)

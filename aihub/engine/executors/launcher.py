@@ -565,13 +565,11 @@ class Sandbox:
         request, self.asked = self.asked[0], None
         self.node = (pid, request["scratch"])
         _, start, what = rest.split()
-        if (
-            what == b"node"
-        ):  # (a supervisor is found by its command line; a node by this, once the server is back)
+        # (a supervisor is found by its command line; a node by this file, once the server is back)
+        if what == b"node":
             with contextlib.suppress(OSError):
-                _write_at(
-                    request["scratch"], "supervisor", f"{pid} {int(start)} {self.pid} {self.start_time}\n"
-                )
+                text = f"{pid} {int(start)} {self.pid} {self.start_time}\n"
+                _write_at(request["scratch"], "supervisor", text)
         with contextlib.suppress(OSError):  # (one gone meanwhile: its end comes with its reaping)
             self.channel.send(b"have")
         return [f"started {request['id']} {pid} {int(start)}"]
@@ -630,13 +628,14 @@ def _pid_of(pidfd: int) -> int:
 
 def _lend(request: dict[str, Any], raw: bytes, tries: int = 2) -> list[str]:
     """Hand a start to a sandbox (its answer comes later), or say it failed: two sandboxes ended under it."""
+    if (
+        tries < 2 and "meta" in request and os.path.lexists(request["scratch"])
+    ):  # (put in place by one that ended)
+        request = {name: value for name, value in request.items() if name not in ("spare", "make")}
+        raw = json.dumps(request).encode()
     try:
         while tries > 0:
             tries -= 1
-            if os.path.lexists(request["scratch"]) and ("spare" in request or "make" in request):
-                # (put in place by one that ended)
-                request = {name: value for name, value in request.items() if name not in ("spare", "make")}
-                raw = json.dumps(request).encode()
             if take_sandbox().lend(request, raw, tries):
                 return []
     except (OSError, SetupError) as exc:
