@@ -45,7 +45,7 @@ def data_dir() -> Iterator[Path]:
 
 async def _isolated_executor(data_dir: Path, way: str, monkeypatch: pytest.MonkeyPatch) -> LocalExecutor:
     """The executor exactly as the runtime builds it from default settings, nodes started ``way``: through the
-    launcher, in its warm sandboxes (not the default yet), or in new namespaces for each node, whose /proc the launcher
+    launcher, in its warm sandboxes (the default), or in new namespaces for each node, whose /proc the launcher
     mounts (``pidns=``, Linux 6.15 and later) or leaves to the supervisor (as on a kernel without that
     option); or as an ``unshare(1)`` chain (no launcher: a server that is not root, or where the launcher
     cannot work)."""

@@ -1,4 +1,4 @@
-"""Warm sandboxes (issue 18, target 1; the launcher's ``--warm-sandboxes``, not the default yet): a root server's
+"""Warm sandboxes (issue 18, target 1; the launcher's ``--warm-sandboxes``, the default): a root server's
 nodes run one after another in long-lived PID and mount namespaces, started without a supervisor — and nothing
 of one node reaches the next.
 
