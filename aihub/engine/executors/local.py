@@ -480,11 +480,12 @@ class LocalExecutor:
         """Stop following attempts. Running nodes keep running: the next server re-attaches to them."""
         await self._waits.cancel()
         await self.settle()
-        await asyncio.to_thread(self.files.reset_spares)
         _orphans.update(c for c in self._children.values() if isinstance(c, subprocess.Popen))
         self._children.clear()
         _reap_orphans()
+        # (the launcher first: an idle sandbox may be making a scratch dir in the spare dir)
         await self.supervisors.close()
+        await asyncio.to_thread(self.files.reset_spares)
 
 
 # ---------------------------------------------------------------------------------------------- helpers

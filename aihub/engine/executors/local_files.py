@@ -53,9 +53,8 @@ class AttemptFiles:
     ``workflow_space``) is made ahead, off the hand-off path: a few *spares* wait in ``work_root/.spare/`` and a
     start renames one into place (one rename(2) instead of three mkdir(2), a chmod and a chown, each of which
     costs on a loaded disk); a background thread makes the next. Without a spare (the first starts, a burst)
-    the start makes the dirs itself, as before. Where nodes start in the launcher's warm sandboxes, the server
-    makes none: each sandbox makes the next one itself between two nodes, in ``spare_dir`` (see launcher.py).
-    """
+    the start makes the dirs itself. For the launcher's warm sandboxes the server makes none: each sandbox makes
+    its next one itself between two nodes, in ``spare_dir`` (see launcher.py)."""
 
     def __init__(self, work_root: Path, artifacts: ArtifactStore, logs: LogStore, sup: Supervisors) -> None:
         self.work_root = work_root
