@@ -359,13 +359,3 @@ async def test_a_start_whose_sandbox_dies_under_it_goes_to_a_new_one(executor: L
         assert os.read(reader, 100) == b"ran\n", "the node ran once"
     finally:
         os.close(reader)
-
-
-async def test_nodes_run_at_the_normal_priority(executor: LocalExecutor) -> None:
-    """A sandbox cleans up after a node at a lower priority (nice CLEANING_NICE), and is back at 0 for the
-    next node, which runs at 0."""
-    for _ in range(2):  # (the second in the sandbox that cleaned up after the first)
-        report, log = await _run(executor, "nice")
-        assert (report.exit_code, log) == (0, "0\n"), log
-    (sandbox,) = _sandboxes(executor)
-    await until(lambda: os.getpriority(os.PRIO_PROCESS, sandbox) == launcher_module.CLEANING_NICE, "cleaning")

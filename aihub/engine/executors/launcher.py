@@ -705,7 +705,6 @@ def _sandbox_main(channel: socket.socket) -> NoReturn:
         baseline = {mount_id for mount_id, _ in _mounts()}
         channel.send(b"ready")
         while said := channel.recv(MESSAGE_MAX):  # (its end: the launcher is gone, or retired it)
-            os.setpriority(os.PRIO_PROCESS, 0, 0)  # (a root process may go back: see _clean)
             request = json.loads(said)
             if not _run_lent(channel, request, baseline):
                 break
@@ -776,16 +775,11 @@ def _clean(channel: socket.socket, baseline: set[int], ended: bytes | None) -> b
         return False  # (exiting takes everything in the namespace along)
     if ended is not None:
         channel.send(ended)  # (the node's end may be reported: nothing of it runs any more)
-    # the rest (and the next scratch dir made ahead) gives way to the server's hand-off on a busy machine
-    os.setpriority(os.PRIO_PROCESS, 0, CLEANING_NICE)
     if not _unmount_since(baseline):
         return False
     channel.send(b"clean")  # (and the sandbox may be lent again)
     return True
 
-
-#: the sandbox's nice value while it cleans up after a node (its node and the next start run at 0)
-CLEANING_NICE = 10
 
 #: seconds a sandbox may take to reap what it killed (one stuck in the kernel, say on a dead NFS server): then
 #: it exits instead (the kernel takes its namespace down), and the node's end is reported all the same
