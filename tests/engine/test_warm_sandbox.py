@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import errno
 import os
 import signal
 from collections.abc import AsyncIterator
@@ -359,3 +360,19 @@ async def test_a_start_whose_sandbox_dies_under_it_goes_to_a_new_one(executor: L
         assert os.read(reader, 100) == b"ran\n", "the node ran once"
     finally:
         os.close(reader)
+
+
+def test_a_kernel_without_pidfds_starts_nodes_in_new_namespaces(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A sandbox hands its node over as a pidfd (Linux 5.3 and later): on an older kernel the launcher keeps
+    to new namespaces for each node, as without ``--warm-sandboxes``, instead of failing every start."""
+    for name in ("_warm", "_proc_by_supervisor", "SANDBOX_MAX_AGE"):  # (what _configure sets: put back after)
+        monkeypatch.setattr(launcher_module, name, getattr(launcher_module, name))
+    launcher_module._configure(["--warm-sandboxes"])
+    assert launcher_module._warm is True
+
+    def no_pidfds(pid: int, flags: int = 0) -> int:
+        raise OSError(errno.ENOSYS, os.strerror(errno.ENOSYS))
+
+    monkeypatch.setattr(os, "pidfd_open", no_pidfds)
+    launcher_module._configure(["--warm-sandboxes"])
+    assert launcher_module._warm is False

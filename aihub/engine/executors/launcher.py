@@ -890,10 +890,20 @@ def close_inherited() -> None:
 def _configure(args: list[str]) -> None:
     global _proc_by_supervisor, _warm, SANDBOX_MAX_AGE
     _proc_by_supervisor = "--proc-by-supervisor" in args
-    _warm = "--warm-sandboxes" in args
+    _warm = "--warm-sandboxes" in args and _pidfds()
     for arg in args:
         if arg.startswith("--sandbox-max-age="):
             SANDBOX_MAX_AGE = float(arg.partition("=")[2])
+
+
+def _pidfds() -> bool:
+    """Whether this kernel has pidfds (Linux 5.3 and later), through which a sandbox hands its node over: on
+    an older one nodes start in new namespaces each, as without ``--warm-sandboxes``."""
+    try:
+        os.close(os.pidfd_open(os.getpid()))
+    except (AttributeError, OSError):
+        return False
+    return True
 
 
 def _no_way_up() -> None:
