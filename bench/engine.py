@@ -8,12 +8,13 @@ docs/benchmarks.md explains the choices and holds the figures.
   depends on node *i* of layer *k-1*), and a fan-out 1→999 — on the built-in ``local`` cluster with 2 CPUs.
   Each is timed through the whole engine (``create_run`` → the run's SUCCEEDED event) and through a minimal
   pool in the same process: ``asyncio.create_subprocess_exec("true")`` under a semaphore of 2, following the
-  same edges. A second pool launches, per node, what the local executor launches, the way it does (its
-  launcher, or ``unshare`` + ``shim.sh`` + ``mount``; then ``sh -c true``): it separates the price of the
+  same edges. A second pool launches, per node, what the local executor launches, the way it does (as root,
+  the launcher's warm sandboxes, or with ``--per-node-namespaces`` new namespaces and ``shim.sh`` for each
+  node; else ``unshare`` + ``shim.sh`` + ``mount``; then ``sh -c true``): it separates the price of the
   process chain from the engine's own.
 - **hand-off**: a 200-node chain of ``date +%s.%N`` nodes; parent exit → child start from the Attempt rows
-  (the parent's ``finished_at`` is when the launcher heard its supervisor's word, a fraction of a millisecond
-  after the exit — as root; else the mtime of its ``exit`` file, the kernel's coarse clock: a tick, 4 ms
+  (the parent's ``finished_at`` is when its sandbox reaped it, or the launcher heard its supervisor's word, a
+  fraction of a millisecond after the exit — as root; else the mtime of its ``exit`` file, the kernel's coarse clock: a tick, 4 ms
   here, and a new file's mtime lags its write by 2-6 ms, which overstates the hand-off by about that; the
   child's ``started_at`` is taken just before its supervisor is spawned), from the parent's own clock (the
   time it printed, its last act, to the child's ``started_at``: exact to the node's exit, so a little
