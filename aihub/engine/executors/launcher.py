@@ -83,7 +83,7 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -186,6 +186,11 @@ def _own_namespace(kind: int) -> int:
     return _own[kind]
 
 
+def _open_log(path: str) -> int:
+    """The attempt's log, for the supervisor's or the node's output (appended to)."""
+    return os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o666)
+
+
 def bind_all(binds: list[list[str]], log: int) -> str:
     """Apply the binds in order; "" or the status the supervisor records (the reason goes to the log)."""
     for source, target, mode in binds:
@@ -251,7 +256,7 @@ def make_scratch(scratch: str, make: dict[str, Any]) -> None:
     ``workflow_space``, as the server's spares are: the one made ahead renamed into place, or made now."""
     global _ahead
     ahead, _ahead = _ahead, None
-    if ahead is not None and ahead[1] == (make["spares"], make["owner"]):
+    if ahead is not None and ahead[1] == _made_for(make):
         try:
             os.rename(ahead[0], scratch)
             return
@@ -260,12 +265,22 @@ def make_scratch(scratch: str, make: dict[str, Any]) -> None:
     _make_skeleton(scratch, make["owner"])
 
 
-def _make_skeleton(path: str, owner: list[int] | None) -> None:
+def _made_for(make: dict[str, Any]) -> tuple[str, Any]:
+    return make["spares"], make["owner"]
+
+
+def _make_skeleton(path: str, owner: Sequence[int] | None) -> None:
     os.mkdir(path, 0o700)
-    tmp = os.path.join(path, "tmp")
+    make_private_tmp(path, owner)
+
+
+def make_private_tmp(scratch: str, owner: Sequence[int] | None) -> None:
+    """``scratch/tmp`` (1777, like any /tmp) with the node user's (``owner``) empty ``workflow_space``; the
+    server's spares are made by this too."""
+    tmp = os.path.join(scratch, "tmp")
     os.mkdir(tmp)
     os.mkdir(os.path.join(tmp, "workflow_space"))
-    os.chmod(tmp, 0o1777)  # like any /tmp
+    os.chmod(tmp, 0o1777)
     if owner is not None:
         os.chown(os.path.join(tmp, "workflow_space"), *owner)
 
@@ -274,14 +289,14 @@ def make_ahead(make: dict[str, Any] | None) -> None:
     """Make the next scratch dir ahead, in ``make``'s ``spares`` dir (a sandbox with nothing else to do); an
     error only means none is ready."""
     global _ahead
-    if make is None or (_ahead is not None and _ahead[1] == (make["spares"], make["owner"])):
+    if make is None or (_ahead is not None and _ahead[1] == _made_for(make)):
         return
     drop_ahead()
     path = os.path.join(make["spares"], f"sandbox-{os.urandom(8).hex()}")
     with contextlib.suppress(OSError):
         os.makedirs(make["spares"], 0o700, exist_ok=True)
         _make_skeleton(path, make["owner"])
-        _ahead = (path, (make["spares"], make["owner"]))
+        _ahead = (path, _made_for(make))
 
 
 def drop_ahead() -> None:
@@ -338,7 +353,7 @@ def _spawn_in_namespaces(request: dict[str, Any]) -> tuple[int, int]:
         with own_namespaces(request["pid_namespace"]):
             os.chdir(request["scratch"])
             null = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
-            log = os.open(request["log"], os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o666)
+            log = _open_log(request["log"])
             status = bind_all(request["binds"], log)
             return _spawn_supervisor(request, null, log, status, proc=request["pid_namespace"])
     finally:
@@ -751,7 +766,7 @@ def _start_lent(request: dict[str, Any]) -> tuple[int, int, bool]:
     scratch = os.open(".", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)  # (the binds may hide the data dir)
     log = -1
     try:
-        log = os.open(request["log"], os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o666)
+        log = _open_log(request["log"])
         status = bind_all(request["binds"], log)
         null = 0  # (the sandbox's stdin is /dev/null)
         pid = _spawn_node(request, null, log) if not status and "node" in request else None

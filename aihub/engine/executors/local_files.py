@@ -25,6 +25,7 @@ from typing import Any
 
 from aihub.engine.artifacts import ArtifactError, unpack
 from aihub.engine.executors.base import Job, Resources, StorageMount
+from aihub.engine.executors.launcher import make_private_tmp
 from aihub.engine.executors.local_supervisors import WORKFLOW_SPACE, Bind, Supervisors, _base_env
 from aihub.storage.base import ArtifactMissing, ArtifactStore, LogStore, StoreError
 
@@ -121,12 +122,7 @@ class AttemptFiles:
         return True
 
     def _make_tmp(self, scratch: Path) -> None:
-        tmp = scratch / "tmp"
-        tmp.mkdir()
-        (tmp / "workflow_space").mkdir()
-        os.chmod(tmp, 0o1777)  # like any /tmp
-        if self.sup.node_user is not None:
-            os.chown(tmp / "workflow_space", *self.sup.node_user)
+        make_private_tmp(str(scratch), self.sup.node_user)  # (as a warm sandbox makes its own)
 
     def out_of_private_paths(self, job: Job) -> Job:
         """A storage seen at its own host path inside a hidden directory (the local build of a module, under
