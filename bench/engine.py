@@ -46,8 +46,8 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -429,12 +429,14 @@ def bench_scale(sizes: Sizes, data_root: Path) -> list[Scale]:
     return rows
 
 
-async def bench_profile(rt: Runtime, user: User, sizes: Sizes, top: int = 30) -> str:
+async def bench_profile(rt: Runtime, user: User, sizes: Sizes, dump: Path | None, top: int = 30) -> str:
     parents = layered(sizes.nodes, sizes.width)
     profiler = cProfile.Profile(time.thread_time)  # the event loop's CPU, not its waits in epoll
     profiler.enable()
     _, measure = await engine_run(rt, user, parents, "profile")
     profiler.disable()
+    if dump is not None:
+        profiler.dump_stats(dump)
     out = io.StringIO()
     out.write(f"layered run of {len(parents)} nodes under cProfile: {measure.wall:.2f} s\n")
     stats = pstats.Stats(profiler, stream=out)
@@ -468,12 +470,56 @@ def per_node(m: Measure, n: int) -> str:
     return f"{1000 * m.cpu_self / n:5.1f} + {1000 * m.cpu_children / n:4.1f}"
 
 
+def file_system(path: Path) -> str:
+    """The file system ``path`` is on, and for ext4 whether it has a journal: without one, each new inode is
+    checked against every inode freed in its group in the last minute or more (ext4's ``recently_deleted``),
+    which made creating a file cost milliseconds after a large removal here (docs/benchmarks.md, round eight)."""
+    found = ("?", "?", "?")
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            fields = line.split()
+            point, rest = fields[4], fields[fields.index("-") + 1 :]
+            if path.resolve().is_relative_to(point) and len(point) >= len(found[0]):
+                found = (point, rest[0], fields[2])
+    point, kind, device = found
+    if kind != "ext4":
+        return kind
+    try:
+        name = Path(f"/sys/dev/block/{device}").resolve().name
+    except OSError:
+        return "ext4"
+    return "ext4, with a journal" if any(Path("/proc/fs/jbd2").glob(f"{name}-*")) else "ext4, no journal"
+
+
+@contextmanager
+def journaled_ext4(under: Path, size_gib: int = 8) -> Iterator[Path]:
+    """A fresh ext4 file system with a journal (mkfs.ext4's defaults, as on most hosts), in a sparse image
+    file under ``under``, loop-mounted: a root-only way to measure off this machine's journal-less disk."""
+    work = Path(tempfile.mkdtemp(prefix="aihub-bench-fs-", dir=under))
+    image, point = work / "fs.img", work / "mnt"
+    try:
+        with image.open("wb") as f:
+            f.truncate(size_gib << 30)
+        subprocess.run(["mkfs.ext4", "-q", "-F", str(image)], check=True)
+        point.mkdir()
+        subprocess.run(["mount", "-o", "loop", str(image), str(point)], check=True)
+        try:
+            yield point
+        finally:
+            subprocess.run(["umount", str(point)], check=True)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
 def print_report(
     rows: list[Overhead], handoff: Handoff, scale: list[Scale], isolation: str, data_root: Path
 ) -> None:
     backend = Settings().resolved_database_url.split(":", 1)[0]
     print(f"machine: {machine()}; commit {revision()}")
-    print(f"database: {backend}; data dirs in {data_root}; node isolation: {isolation}; local_cpus={CPUS}")
+    print(
+        f"database: {backend}; data dirs in {data_root} ({file_system(data_root)}); node isolation: {isolation};"
+        f" local_cpus={CPUS}"
+    )
     print(load())
     print()
     print("wall s (CPU ms per node: this process + node processes); running: mean attempts running")
@@ -519,7 +565,7 @@ def print_report(
     )
 
 
-async def main_async(sizes: Sizes, profile: bool, data_root: Path) -> None:
+async def main_async(sizes: Sizes, profile: bool, data_root: Path, dump: Path | None = None) -> None:
     print(f"start: {load()}", file=sys.stderr)
     async with bench_runtime(data_root) as (rt, user):
         assert isinstance(rt.executor, LocalExecutor)
@@ -529,7 +575,7 @@ async def main_async(sizes: Sizes, profile: bool, data_root: Path) -> None:
         rows = await bench_overhead(rt, user, sizes)
         print("hand-off ...", file=sys.stderr)
         handoff = await bench_handoff(rt, user, sizes)
-        report = await bench_profile(rt, user, sizes) if profile else ""
+        report = await bench_profile(rt, user, sizes, dump) if profile or dump else ""
     print("scale ...", file=sys.stderr)
     scale = bench_scale(sizes, data_root)
     print_report(rows, handoff, scale, isolation, data_root)
@@ -543,7 +589,15 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="small sizes, one repetition (a smoke test)")
     parser.add_argument("--profile", action="store_true", help="also cProfile the layered run")
     parser.add_argument(
+        "--profile-out", type=Path, help="--profile, and the raw cProfile stats written there (for pstats)"
+    )
+    parser.add_argument(
         "--data-root", type=Path, default=Path("/var/tmp"), help="where data dirs are made (default /var/tmp)"
+    )
+    parser.add_argument(
+        "--journaled-ext4",
+        action="store_true",
+        help="data dirs on a fresh, loop-mounted ext4 with a journal made under --data-root (root only)",
     )
     parser.add_argument(
         "--per-node-namespaces",
@@ -556,7 +610,12 @@ def main() -> None:
     if args.scale_child:
         print(json.dumps(asdict(asyncio.run(scale_child(args.scale_child, args.data_root)))))
         return
-    asyncio.run(main_async(QUICK if args.quick else FULL, args.profile, args.data_root))
+    sizes = QUICK if args.quick else FULL
+    if args.journaled_ext4:
+        with journaled_ext4(args.data_root) as root:
+            asyncio.run(main_async(sizes, args.profile, root, args.profile_out))
+    else:
+        asyncio.run(main_async(sizes, args.profile, args.data_root, args.profile_out))
 
 
 if __name__ == "__main__":

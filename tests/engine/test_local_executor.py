@@ -515,6 +515,26 @@ async def test_private_tmp_is_removed_after_wait(isolated: LocalExecutor) -> Non
     assert (scratch / "exit").exists(), "the small status files stay for a later find()"
 
 
+async def test_private_tmp_dirs_of_attempts_ending_together_go_in_one_worker_call(
+    isolated: LocalExecutor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Removing an ended attempt's private /tmp waits a moment for the ends that follow: one worker thread's
+    round trip for them all, not one per node (round eight). A nearly-empty one and a full one alike."""
+    calls: list[list[Path]] = []
+    remove_all = local_module._remove_all
+    monkeypatch.setattr(local_module, "_remove_all", lambda paths: (calls.append(paths), remove_all(paths)))
+    monkeypatch.setattr(local_module, "REMOVE_BATCH_SECONDS", 2.0)  # (the three ends come within it)
+    jobs = [_job("true"), _job("echo x > /tmp/workflow_space/f"), _job("mkdir /tmp/d && echo y > /tmp/d/g")]
+    handles = [await isolated.start(job) for job in jobs]
+    async with asyncio.timeout(DEADLINE):
+        await asyncio.gather(*(isolated.wait(handle) for handle in handles))
+        await isolated.settle()
+    tmps = [Path(handle.data["scratch"]) / "tmp" for handle in handles]
+    assert sorted(map(sorted, calls)) == [sorted(tmps)]
+    assert not any(tmp.exists() for tmp in tmps)
+    assert all((Path(handle.data["scratch"]) / "exit").exists() for handle in handles)
+
+
 # ---------------------------------------------------------------------------------------------------- stop
 
 

@@ -48,7 +48,7 @@ import shutil
 import signal
 import socket
 import subprocess
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -97,6 +97,9 @@ ELSEWHERE = (
 )
 _POLL_MAX = 0.1  # seconds between checks when pidfds are unavailable
 _KILL_WAIT = 5.0  # seconds for a SIGKILLed group to be gone
+#: seconds an ended attempt's private /tmp waits, to be removed in one worker call with those of the attempts that
+#: end meanwhile (a thread round trip for each node was most of the worker threads' CPU per node: round eight)
+REMOVE_BATCH_SECONDS = 0.05
 
 # Popen objects of supervisors still running when their executor was closed: kept (so no ResourceWarning)
 # and reaped opportunistically, so they do not stay zombies for the life of the server.
@@ -217,7 +220,7 @@ class LocalExecutor:
         self.files = AttemptFiles(self.work_root, artifacts, logs, self.supervisors)
         self._children: dict[str, _Child] = {}
         self._waits = SharedWaits()
-        self._cleanups: set[asyncio.Task[None]] = set()
+        self._background = Background()
         self._host = socket.gethostname()
 
     async def ready(self) -> None:
@@ -237,9 +240,7 @@ class LocalExecutor:
     def _make_spares(self) -> None:
         """Make the spare scratch dirs wanted, in the background (see :class:`AttemptFiles`)."""
         for _ in range(self.files.spares_wanted()):
-            task = asyncio.create_task(asyncio.to_thread(self.files.make_spare), name="spare scratch dir")
-            self._cleanups.add(task)
-            task.add_done_callback(self._cleanups.discard)
+            self._background.run(asyncio.to_thread(self.files.make_spare), "spare scratch dir")
 
     # ------------------------------------------------------------------------------------------ start
     async def start(self, job: Job) -> Handle:
@@ -332,18 +333,13 @@ class LocalExecutor:
             report = ExitReport.from_json(saved)
         # removed off the hand-off path (again after a crash between saving and removing: harmless), once the
         # supervisor is gone: its PID namespace may still be ending, the node's leftovers with it
-        self._clean_later(scratch / "tmp", child.ended if isinstance(child, _WATCHED) else None)
+        self._background.remove_later(scratch / "tmp", child.ended if isinstance(child, _WATCHED) else None)
         return report
-
-    def _clean_later(self, path: Path, after: asyncio.Event | None = None) -> None:
-        task = asyncio.create_task(_remove_tree(path, after), name=f"clean {path}")
-        self._cleanups.add(task)
-        task.add_done_callback(self._cleanups.discard)
 
     async def settle(self) -> None:
         """Wait for the background work: removing finished attempts' private /tmp, making spare scratch dirs
         (tests, shutdown)."""
-        await asyncio.gather(*list(self._cleanups), return_exceptions=True)
+        await self._background.settle()
 
     async def _until_ended(self, handle: Handle) -> None:
         """Return once the supervisor has ended (reaping it when it is our child)."""
@@ -531,18 +527,57 @@ def _record_stopped_supervisor(child: _Child | None, scratch: Path) -> None:
         _write_exit(scratch, str(128 - code))
 
 
-async def _remove_tree(path: Path, after: asyncio.Event | None = None) -> None:
-    """Remove the attempt's private /tmp in a worker thread: even the usual nearly-empty one costs two
-    rmdir(2), 2-3 ms on a disk mounted with ``discard``, which the event loop (every other node's hand-off)
-    must not wait for."""
-    if after is not None:
+class Background:
+    """The executor's work off the hand-off path, in tasks the executor waits for on its way out: spare scratch
+    dirs made, and ended attempts' private /tmp removed."""
+
+    def __init__(self) -> None:
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._removals: list[Path] = []  # private /tmp dirs to remove in the next batch
+        self._removing: asyncio.Task[None] | None = None  # the batch under way
+
+    def run(self, work: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
+        task = asyncio.create_task(work, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    def remove_later(self, path: Path, after: asyncio.Event | None = None) -> None:
+        """Remove an ended attempt's private /tmp in a worker thread, with those of the attempts that end in the
+        next ``REMOVE_BATCH_SECONDS``: one worker call for them all, not one each (``after``: once set)."""
+        if after is not None and not after.is_set():  # (its namespace is still being taken down)
+            self.run(self._remove_after(path, after), f"clean {path}")
+            return
+        self._removals.append(path)
+        if self._removing is None:
+            self._removing = self.run(self._remove_batches(), "private /tmp removal")
+
+    async def _remove_after(self, path: Path, after: asyncio.Event) -> None:
         await after.wait()
-    await asyncio.to_thread(_remove_sync, path)
+        self.remove_later(path)
+
+    async def _remove_batches(self) -> None:
+        try:
+            while self._removals:
+                await asyncio.sleep(REMOVE_BATCH_SECONDS)
+                paths, self._removals = self._removals, []
+                await asyncio.to_thread(_remove_all, paths)
+        finally:
+            self._removing = None
+
+    async def settle(self) -> None:
+        """Return once every task, and every task they started, has ended."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
 
-def _remove_sync(path: Path) -> None:
-    if not _remove_if_nearly_empty(path):
-        shutil.rmtree(path, True)
+def _remove_all(paths: list[Path]) -> None:
+    """Remove attempts' private /tmp dirs (in a worker thread: even the usual nearly-empty one costs two rmdir(2),
+    2-3 ms on a disk mounted with ``discard``, which the event loop, every other node's hand-off, must not wait
+    for)."""
+    for path in paths:
+        if not _remove_if_nearly_empty(path):
+            shutil.rmtree(path, True)
 
 
 def _remove_if_nearly_empty(path: Path) -> bool:
