@@ -128,7 +128,8 @@ async def test_a_root_node_s_mounts_do_not_reach_the_next_node(
     data_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A node run as root (``AIHUB_LOCAL_RUN_AS=server``) may mount what it likes in its namespace; the
-    sandbox unmounts it all before the next node."""
+    sandbox makes each node's mounts in a copy of its own mount namespace, dropped, mounts and all, before the
+    next node."""
     monkeypatch.setattr(launcher_module, "WARM_SANDBOXES", True)
     settings = Settings(data_dir=data_dir, local_run_as="server")
     settings.ensure_dirs()

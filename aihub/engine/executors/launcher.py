@@ -75,7 +75,6 @@ import functools
 import itertools
 import json
 import os
-import re
 import select
 import selectors
 import shutil
@@ -459,7 +458,6 @@ _warm = False
 SANDBOX_MAX_AGE = 60.0
 #: the largest request a sandbox takes (one message); a larger one starts in new namespaces
 MESSAGE_MAX = 1 << 17
-MNT_DETACH = 2
 _sandboxes: dict[int, Sandbox] = {}  # the sandbox's pid (its PID 1, as this process sees it) -> sandbox
 _idle: list[Sandbox] = []
 _cleaning: list[Sandbox] = []  # its node's end reported, its mounts not undone yet
@@ -717,11 +715,11 @@ def _sandbox_main(channel: socket.socket) -> NoReturn:
                 with contextlib.suppress(OSError):
                     os.close(int(name))
         mount("proc", "/proc", "proc", MS_NOSUID | MS_NOEXEC | MS_NODEV)
-        baseline = {mount_id for mount_id, _ in _mounts()}
+        home = os.open("/proc/self/ns/mnt", os.O_RDONLY | os.O_CLOEXEC)  # (each node gets a copy of it)
         channel.send(b"ready")
         while said := channel.recv(MESSAGE_MAX):  # (its end: the launcher is gone, or retired it)
             request = json.loads(said)
-            if not _run_lent(channel, request, baseline):
+            if not _run_lent(channel, request, home):
                 break
             if not select.select([channel], [], [], 0)[0]:  # (nothing asked meanwhile)
                 make_ahead(request.get("make"))
@@ -731,14 +729,14 @@ def _sandbox_main(channel: socket.socket) -> NoReturn:
         os._exit(code)
 
 
-def _run_lent(channel: socket.socket, request: dict[str, Any], baseline: set[int]) -> bool:
+def _run_lent(channel: socket.socket, request: dict[str, Any], home: int) -> bool:
     """One node, from its start to the sandbox cleaned after it; False when the sandbox is to end (the launcher
     is gone: the node ran to its end and its status is recorded; or the sandbox could not be cleaned)."""
     try:
         pid, scratch, own = _start_lent(request)
     except (OSError, SetupError) as exc:
         channel.send(b"failed " + " ".join(str(exc).split()).encode(errors="replace"))
-        return _clean(channel, baseline, None)
+        return _clean(channel, home, None)
     finally:
         os.chdir("/")
     pidfd = os.pidfd_open(pid)
@@ -755,7 +753,7 @@ def _run_lent(channel: socket.socket, request: dict[str, Any], baseline: set[int
     finally:
         os.close(pidfd)
         os.close(scratch)
-    return bool(said) and _clean(channel, baseline, b"ended %d %.6f" % (code, when))
+    return bool(said) and _clean(channel, home, b"ended %d %.6f" % (code, when))
 
 
 def _start_lent(request: dict[str, Any]) -> tuple[int, int, bool]:
@@ -767,6 +765,9 @@ def _start_lent(request: dict[str, Any]) -> tuple[int, int, bool]:
     log = -1
     try:
         log = _open_log(request["log"])
+        # the node's mounts in a copy of the sandbox's mount namespace, which goes with them when the sandbox
+        # goes back to its own (``_clean``): no mount table to read, no path to unmount by
+        _check(_libc().unshare(CLONE_NEWNS), "unshare")
         status = bind_all(request["binds"], log)
         null = 0  # (the sandbox's stdin is /dev/null)
         pid = _spawn_node(request, null, log) if not status and "node" in request else None
@@ -783,14 +784,15 @@ def _start_lent(request: dict[str, Any]) -> tuple[int, int, bool]:
                 os.close(fd)
 
 
-def _clean(channel: socket.socket, baseline: set[int], ended: bytes | None) -> bool:
-    """Kill and reap what is left, say ``ended`` (when a node was started), undo the mounts, say ``clean``;
-    False when that could not be done (the sandbox ends instead)."""
+def _clean(channel: socket.socket, home: int, ended: bytes | None) -> bool:
+    """Kill and reap what is left, say ``ended`` (when a node was started), go back to the sandbox's own mount
+    namespace ``home`` (the node's copy, with every mount made in it, is dropped by the kernel: nothing uses
+    it any more), say ``clean``; False when that could not be done (the sandbox ends instead)."""
     if not _kill_all():
         return False  # (exiting takes everything in the namespace along)
     if ended is not None:
         channel.send(ended)  # (the node's end may be reported: nothing of it runs any more)
-    if not _unmount_since(baseline):
+    if _libc().setns(home, CLONE_NEWNS) != 0:
         return False
     channel.send(b"clean")  # (and the sandbox may be lent again)
     return True
@@ -845,28 +847,6 @@ def _running_here() -> list[int]:
                 if stat[stat.rindex(b")") + 2 : stat.rindex(b")") + 3] != b"Z":
                     found.append(int(name))
     return found
-
-
-def _mounts() -> list[tuple[int, bytes]]:
-    """(mount id, mount point) of this mount namespace, in the order they were mounted."""
-    with open("/proc/self/mountinfo", "rb") as f:
-        fields = [line.split(b" ") for line in f.read().splitlines()]
-    unescape = functools.partial(re.sub, rb"\\([0-7]{3})", lambda m: bytes([int(m[1], 8)]))
-    return [(int(line[0]), unescape(line[4])) for line in fields]
-
-
-def _unmount_since(baseline: set[int]) -> bool:
-    """Unmount (lazily, whole trees) every mount not in ``baseline``, the last made first."""
-    for _ in range(10):
-        extra = [point for mount_id, point in _mounts() if mount_id not in baseline]
-        if not extra:
-            return True
-        failed = 0
-        for point in reversed(extra):
-            failed += _libc().umount2(point, MNT_DETACH) != 0  # (the next round sees what stayed)
-        if not failed:
-            return True
-    return False
 
 
 # ------------------------------------------------------------------------------------ the main loop
