@@ -1,7 +1,9 @@
 """Engine benchmark (issue 3, point 9): the real engine against a minimal asyncio pool, on no-op nodes.
 
 Run from the repository root: ``.venv/bin/python bench/engine.py [--quick] [--profile]``.
-``AIHUB_DATABASE_URL`` selects the database (default: SQLite in a fresh data dir under /var/tmp).
+``AIHUB_DATABASE_URL`` selects the database (default: SQLite in a fresh data dir under /var/tmp; with
+``--journaled-ext4`` on a fresh ext4 with a journal, loop-mounted: this machine's disk has none, see
+``data_fs.py``).
 docs/benchmarks.md explains the choices and holds the figures.
 
 - **overhead**: 1,000 ``true`` nodes in three shapes — a chain, 10 layers x 100 (node *i* of layer *k*
@@ -46,14 +48,16 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from data_fs import file_system, journaled_ext4  # noqa: E402  (bench/, this script's directory)
 
 from aihub.bus.base import Subscription  # noqa: E402
 from aihub.db.models import Attempt, NodeEvent, User  # noqa: E402
@@ -468,47 +472,6 @@ def revision() -> str:
 
 def per_node(m: Measure, n: int) -> str:
     return f"{1000 * m.cpu_self / n:5.1f} + {1000 * m.cpu_children / n:4.1f}"
-
-
-def file_system(path: Path) -> str:
-    """The file system ``path`` is on, and for ext4 whether it has a journal: without one, each new inode is
-    checked against every inode freed in its group in the last minute or more (ext4's ``recently_deleted``),
-    which made creating a file cost milliseconds after a large removal here (docs/benchmarks.md, round eight)."""
-    found = ("?", "?", "?")
-    with open("/proc/self/mountinfo") as f:
-        for line in f:
-            fields = line.split()
-            point, rest = fields[4], fields[fields.index("-") + 1 :]
-            if path.resolve().is_relative_to(point) and len(point) >= len(found[0]):
-                found = (point, rest[0], fields[2])
-    point, kind, device = found
-    if kind != "ext4":
-        return kind
-    try:
-        name = Path(f"/sys/dev/block/{device}").resolve().name
-    except OSError:
-        return "ext4"
-    return "ext4, with a journal" if any(Path("/proc/fs/jbd2").glob(f"{name}-*")) else "ext4, no journal"
-
-
-@contextmanager
-def journaled_ext4(under: Path, size_gib: int = 8) -> Iterator[Path]:
-    """A fresh ext4 file system with a journal (mkfs.ext4's defaults, as on most hosts), in a sparse image
-    file under ``under``, loop-mounted: a root-only way to measure off this machine's journal-less disk."""
-    work = Path(tempfile.mkdtemp(prefix="aihub-bench-fs-", dir=under))
-    image, point = work / "fs.img", work / "mnt"
-    try:
-        with image.open("wb") as f:
-            f.truncate(size_gib << 30)
-        subprocess.run(["mkfs.ext4", "-q", "-F", str(image)], check=True)
-        point.mkdir()
-        subprocess.run(["mount", "-o", "loop", str(image), str(point)], check=True)
-        try:
-            yield point
-        finally:
-            subprocess.run(["umount", str(point)], check=True)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
 
 
 def print_report(

@@ -1,6 +1,8 @@
 """Our engine side by side with a peer (issue 18, point 4): Prefect 3, on the same three shapes, in one run.
 
-Run from the repository root: ``.venv/bin/python bench/peers.py [--nodes 1000] [--repeats 2]``.
+Run from the repository root: ``.venv/bin/python bench/peers.py [--nodes 1000] [--repeats 2] [--journaled-ext4]``
+(the last puts both systems' data on a fresh ext4 with a journal: this machine's disk has none, which slows
+file creation for everyone after large removals; ``data_fs.py``).
 Not part of ``make test``. Prefect lives in its own virtualenv, made on first use under
 ``$AIHUB_BENCH_CACHE`` (default ``~/.cache/aihub-bench``) with ``pip install 'prefect>=3.4,<4'``; our side is
 this checkout's ``.venv/bin/aihub``. docs/benchmarks.md ("Peers") holds the figures and what they mean.
@@ -45,6 +47,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 
+from data_fs import file_system, journaled_ext4  # noqa: E402
 from engine import Parents, chain, fan_out, layered, to_spec  # noqa: E402
 
 PREFECT_REQUIREMENT = "prefect>=3.4,<4"
@@ -227,11 +230,25 @@ def main() -> None:
     parser.add_argument("--nodes", type=int, default=1000)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--keep", action="store_true", help="keep the work dir (logs, data dirs)")
+    parser.add_argument(
+        "--journaled-ext4",
+        action="store_true",
+        help="the work dir on a fresh, loop-mounted ext4 with a journal (root only; see bench/data_fs.py)",
+    )
     args = parser.parse_args()
     become_subreaper()
     cache = Path(os.environ.get("AIHUB_BENCH_CACHE") or Path.home() / ".cache" / "aihub-bench")
     python = prefect_python(cache)
-    work = Path(tempfile.mkdtemp(prefix="aihub-peers-", dir="/var/tmp"))
+    if args.journaled_ext4:
+        with journaled_ext4(Path("/var/tmp")) as root:
+            compare(args, python, root)
+    else:
+        compare(args, python, Path("/var/tmp"))
+
+
+def compare(args: argparse.Namespace, python: Path, under: Path) -> None:
+    """Both systems on every shape, interleaved, with their data under ``under``; the report printed."""
+    work = Path(tempfile.mkdtemp(prefix="aihub-peers-", dir=under))
     os.chmod(work, 0o755)
     shapes = {
         "chain": chain(args.nodes),
@@ -249,7 +266,7 @@ def main() -> None:
             for system in order:
                 print(f"repeat {repeat + 1}: {shape} on {system.name} ...", file=sys.stderr)
                 results[system.name, shape].samples.append(system.run(shape, parents, log))
-    print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, work dir {work}")
+    print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, work dir {work} ({file_system(work)})")
     report(list(results.values()), args.nodes)
     if not args.keep:
         shutil.rmtree(work, ignore_errors=True)

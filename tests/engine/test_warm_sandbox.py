@@ -15,17 +15,27 @@ import errno
 import os
 import signal
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from aihub.engine.executors import launcher as launcher_module
+from aihub.engine.executors import local as local_module
+from aihub.engine.executors.launcher import Launched
 from aihub.engine.executors.local import LocalExecutor
 from aihub.runtime import build_executor
 from aihub.settings import Settings
 from aihub.storage.local import build_storage
 from tests.engine.test_local_executor import _host_pid, _unique_sleep
-from tests.engine.test_node_isolation import DEADLINE, _isolated_executor, _job, _run, _running, data_dir
+from tests.engine.test_node_isolation import (
+    DEADLINE,
+    _isolated_executor,
+    _job,
+    _run,
+    _running,
+    data_dir,
+)
 from tests.polling import until
 
 __all__ = ["data_dir"]  # (the fixture, shared)
@@ -122,6 +132,29 @@ async def test_what_cannot_start_still_goes_through_the_supervisor(
     assert not (Path(handle.data["scratch"]) / "supervisor").exists()
     again, log = await _run(executor, WHO)
     assert again.exit_code == 0 and log.split()[1] == "1", log  # the next one is started directly again
+
+
+@pytest.mark.parametrize(("command", "code"), [("exit 3", 3), ("kill -TERM $$", 128 + signal.SIGTERM)])
+async def test_a_node_s_status_comes_with_the_sandbox_s_word(
+    executor: LocalExecutor, monkeypatch: pytest.MonkeyPatch, command: str, code: int
+) -> None:
+    """The sandbox records a node's status in ``exit`` and then says it (``exited PID CODE node``): the server
+    takes it from that word, at the time the node was reaped, without reading the file on its event loop; the
+    file says the same, for a server that comes later."""
+
+    def no_reading(scratch: Path) -> None:
+        raise AssertionError(f"{scratch}/exit read on the event loop")
+
+    monkeypatch.setattr(local_module, "_read_exit_with_time", no_reading)
+    job = _job(command)
+    handle = await executor.start(job)
+    child = executor._children[handle.id]
+    async with asyncio.timeout(DEADLINE):
+        report = await executor.wait(handle)
+    assert report.exit_code == code and report.error is None, report
+    assert isinstance(child, Launched) and child.recorded_at is not None
+    assert report.finished_at == datetime.fromtimestamp(child.recorded_at, UTC)
+    assert (Path(handle.data["scratch"]) / "exit").read_text() == f"{code}\n"
 
 
 async def test_a_root_node_s_mounts_do_not_reach_the_next_node(

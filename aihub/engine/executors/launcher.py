@@ -62,7 +62,8 @@ Protocol (one JSON object or one line of words per line, on stdin and stdout; it
   supervisor's last steps, where the ``exit`` file's mtime is the kernel's coarse clock (a tick, and late);
   for a node a sandbox started itself, when the sandbox reaped it (and ``exited`` follows at once);
 - ``exited PID CODE``: the supervisor PID ended; CODE is its exit status, or minus the signal that killed it
-  (as :attr:`subprocess.Popen.returncode`).
+  (as :attr:`subprocess.Popen.returncode`); ``exited PID CODE node``: the node a sandbox started itself
+  ended so, and the sandbox recorded that in ``exit`` (CODE, or 128 + N for signal N) before it said so.
 """
 
 from __future__ import annotations
@@ -508,7 +509,8 @@ class Sandbox:
         _sandboxes[self.pid] = self
         self.made = time.monotonic()
         self.asked: tuple[dict[str, Any], bytes, int] | None = None  # a start not answered yet, and its tries
-        self.node: tuple[int, str] | None = None  # the node started (its pid here, its scratch dir)
+        # what it started (its pid here, its scratch dir, whether the node itself rather than its supervisor)
+        self.node: tuple[int, str, bool] | None = None
         if self.receive() != b"ready":  # (its /proc mounted, the mounts it starts with noted)
             self.retire()
             raise SetupError("the sandbox for the node's namespaces could not be made")
@@ -558,10 +560,10 @@ class Sandbox:
             _cleaning.append(self)
             return [f"failed {request['id']} {rest.decode(errors='replace')}"]
         if word == b"ended" and self.node is not None:
-            (pid, _), self.node = self.node, None
+            (pid, _, own), self.node = self.node, None
             code, when = rest.split()
             _cleaning.append(self)
-            return [f"ended {pid} {float(when):.6f}", f"exited {pid} {int(code)}"]
+            return [f"ended {pid} {float(when):.6f}", f"exited {pid} {int(code)}" + (" node" if own else "")]
         if word == b"clean":
             with contextlib.suppress(ValueError):
                 _cleaning.remove(self)
@@ -576,8 +578,8 @@ class Sandbox:
             os.close(pidfd)
         assert self.asked is not None
         request, self.asked = self.asked[0], None
-        self.node = (pid, request["scratch"])
         _, start, what = rest.split()
+        self.node = (pid, request["scratch"], what == b"node")
         # (a supervisor is found by its command line; a node by this file, once the server is back)
         if what == b"node":
             with contextlib.suppress(OSError):
@@ -604,7 +606,7 @@ class Sandbox:
         asked, node, self.asked, self.node = self.asked, self.node, None, None
         self.retire()
         if node is not None:
-            pid, scratch = node
+            pid, scratch, _ = node
             with contextlib.suppress(OSError):  # (unless it recorded the node's own end first)
                 fd = os.open(os.path.join(scratch, "exit"), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
                 os.write(fd, f"{128 + signal.SIGKILL}\n".encode())
@@ -978,6 +980,9 @@ class Launched:
         self.recorded = asyncio.Event()
         self.reported = False  # it said so itself (True), or recorded was set by its end or the launcher's
         self.recorded_at: float | None = None  # when the launcher read its word (see ``ended``)
+        # it was the node itself, which its sandbox reaped and recorded (``exited PID CODE node``): then
+        # ``returncode`` is what ``exit`` says, and ``recorded_at`` when the node was reaped
+        self.node_recorded = False
 
     def _end(self, returncode: int | None) -> None:
         self.returncode = returncode
@@ -1066,9 +1071,10 @@ class LauncherClient:
                 launched.recorded.set()
             return
         if kind == "exited":
-            pid, code = tail.split()
+            pid, code, *what = tail.split()
             launched = self._launched.pop(int(pid), None)
             if launched is not None:
+                launched.node_recorded = what == ["node"]
                 launched._end(int(code))
             return
         ident, _, rest = tail.partition(" ")

@@ -63,6 +63,7 @@ from aihub.engine.executors.base import (
     read_json,
     write_json,
 )
+from aihub.engine.executors.launcher import Launched
 from aihub.engine.executors.local_files import (
     IMAGE_NOT_USED,
     AttemptFiles,
@@ -317,7 +318,7 @@ class LocalExecutor:
         saved = None if child is not None else read_json(scratch / "report.json")
         if saved is None:
             await self._until_ended(handle)
-            recorded = _read_exit_with_time(scratch)
+            recorded = _recorded_by_sandbox(child) or _read_exit_with_time(scratch)
             if recorded[0] is None:  # (a sandbox whose launcher is gone records it just after the end)
                 await _until_recorded(scratch)
                 recorded = _read_exit_with_time(scratch)
@@ -517,6 +518,16 @@ async def _report(
                 decls, resolver(data), artifacts, data["max_text"], tmp_dir=scratch
             )
     return report
+
+
+def _recorded_by_sandbox(child: _Child | None) -> tuple[str, datetime] | None:
+    """What a node's ``exit`` says, as its sandbox told the launcher just after writing it, and when the node was
+    reaped; None for anything else (the file is read): saves the event loop a file's open and read a node."""
+    if not isinstance(child, Launched) or not child.node_recorded or child.recorded_at is None:
+        return None
+    code = child.returncode
+    assert code is not None
+    return str(code if code >= 0 else 128 - code), datetime.fromtimestamp(child.recorded_at, UTC)
 
 
 def _record_stopped_supervisor(child: _Child | None, scratch: Path) -> None:
