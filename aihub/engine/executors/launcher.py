@@ -511,7 +511,7 @@ class Sandbox:
         self.asked: tuple[dict[str, Any], bytes, int] | None = None  # a start not answered yet, and its tries
         # what it started (its pid here, its scratch dir, whether the node itself rather than its supervisor)
         self.node: tuple[int, str, bool] | None = None
-        if self.receive() != b"ready":  # (its /proc mounted, the mounts it starts with noted)
+        if self.receive() != b"ready":  # (its /proc mounted, its own mount namespace kept for going back)
             self.retire()
             raise SetupError("the sandbox for the node's namespaces could not be made")
         self.start_time = start_time(self.pid)
