@@ -49,7 +49,7 @@ import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, nullcontext
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -574,11 +574,8 @@ def main() -> None:
         print(json.dumps(asdict(asyncio.run(scale_child(args.scale_child, args.data_root)))))
         return
     sizes = QUICK if args.quick else FULL
-    if args.journaled_ext4:
-        with journaled_ext4(args.data_root) as root:
-            asyncio.run(main_async(sizes, args.profile, root, args.profile_out))
-    else:
-        asyncio.run(main_async(sizes, args.profile, args.data_root, args.profile_out))
+    with journaled_ext4(args.data_root) if args.journaled_ext4 else nullcontext(args.data_root) as root:
+        asyncio.run(main_async(sizes, args.profile, root, args.profile_out))
 
 
 if __name__ == "__main__":

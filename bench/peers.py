@@ -38,6 +38,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -239,11 +240,9 @@ def main() -> None:
     become_subreaper()
     cache = Path(os.environ.get("AIHUB_BENCH_CACHE") or Path.home() / ".cache" / "aihub-bench")
     python = prefect_python(cache)
-    if args.journaled_ext4:
-        with journaled_ext4(Path("/var/tmp")) as root:
-            compare(args, python, root)
-    else:
-        compare(args, python, Path("/var/tmp"))
+    under = Path("/var/tmp")
+    with journaled_ext4(under) if args.journaled_ext4 else nullcontext(under) as root:
+        compare(args, python, root)
 
 
 def compare(args: argparse.Namespace, python: Path, under: Path) -> None:

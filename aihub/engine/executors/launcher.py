@@ -306,6 +306,12 @@ def drop_ahead() -> None:
         _ahead = None
 
 
+def recorded_status(code: int) -> str:
+    """The status recorded in ``exit`` for a process that ended with ``code`` (as
+    :attr:`subprocess.Popen.returncode`: minus N for signal N, recorded as 128 + N, as a shell does)."""
+    return str(code if code >= 0 else 128 - code)
+
+
 def start_time(pid: int) -> int:
     with open(f"/proc/{pid}/stat", "rb") as f:
         raw = f.read()
@@ -461,7 +467,7 @@ SANDBOX_MAX_AGE = 60.0
 MESSAGE_MAX = 1 << 17
 _sandboxes: dict[int, Sandbox] = {}  # the sandbox's pid (its PID 1, as this process sees it) -> sandbox
 _idle: list[Sandbox] = []
-_cleaning: list[Sandbox] = []  # its node's end reported, its mounts not undone yet
+_cleaning: list[Sandbox] = []  # its node's end reported, not back in its own mount namespace yet
 _selector: selectors.BaseSelector | None = None  # the main loop's (it watches each sandbox's words)
 
 
@@ -579,9 +585,10 @@ class Sandbox:
         assert self.asked is not None
         request, self.asked = self.asked[0], None
         _, start, what = rest.split()
-        self.node = (pid, request["scratch"], what == b"node")
+        own = what == b"node"
+        self.node = (pid, request["scratch"], own)
         # (a supervisor is found by its command line; a node by this file, once the server is back)
-        if what == b"node":
+        if own:
             with contextlib.suppress(OSError):
                 text = f"{pid} {int(start)} {self.pid} {self.start_time}\n"
                 _write_at(request["scratch"], "supervisor", text)
@@ -751,7 +758,7 @@ def _run_lent(channel: socket.socket, request: dict[str, Any], home: int) -> boo
         code, when = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]), time.time()
         if own:  # (the supervisor records its own)
             with contextlib.suppress(OSError):  # (nothing recorded: the executor says the node vanished)
-                _write_at(scratch, "exit", f"{code if code >= 0 else 128 - code}\n")
+                _write_at(scratch, "exit", f"{recorded_status(code)}\n")
     finally:
         os.close(pidfd)
         os.close(scratch)

@@ -63,7 +63,7 @@ from aihub.engine.executors.base import (
     read_json,
     write_json,
 )
-from aihub.engine.executors.launcher import Launched
+from aihub.engine.executors.launcher import Launched, recorded_status
 from aihub.engine.executors.local_files import (
     IMAGE_NOT_USED,
     AttemptFiles,
@@ -527,7 +527,7 @@ def _recorded_by_sandbox(child: _Child | None) -> tuple[str, datetime] | None:
         return None
     code = child.returncode
     assert code is not None
-    return str(code if code >= 0 else 128 - code), datetime.fromtimestamp(child.recorded_at, UTC)
+    return recorded_status(code), datetime.fromtimestamp(child.recorded_at, UTC)
 
 
 def _record_stopped_supervisor(child: _Child | None, scratch: Path) -> None:
@@ -535,7 +535,7 @@ def _record_stopped_supervisor(child: _Child | None, scratch: Path) -> None:
     took it): record the signal, as the supervisor would have (128 + N)."""
     code = child.poll() if child is not None else None
     if code is not None and code < 0:  # unshare ends with its child's signal
-        _write_exit(scratch, str(128 - code))
+        _write_exit(scratch, recorded_status(code))
 
 
 class Background:
