@@ -82,6 +82,8 @@ class Statements:
     attempt_insert: str  # INSERT INTO attempt (<attempt_fields>) VALUES (...) [RETURNING id: PostgreSQL]
     attempt_update: str  # UPDATE attempt SET <ATTEMPT_END_FIELDS> WHERE id=?
     attempt_fields: tuple[str, ...]  # an attempt's fields but its id (what ``Model.save`` writes)
+    node_insert: str  # INSERT INTO node_run (<node_fields>) VALUES (...)
+    node_fields: tuple[str, ...]  # a node row's fields but its id
 
 
 _STATEMENTS: dict[str, Statements] = {}
@@ -107,13 +109,18 @@ def _insert(model: type[Model], fields: Sequence[str], mark: Callable[[int], str
     return f'INSERT INTO "{model._meta.db_table}" ({names}) VALUES ({values})'
 
 
+def _all_but_id(model: type[Model]) -> tuple[str, ...]:
+    return tuple(f for f in model._meta.fields_db_projection if f != model._meta.pk_attr)
+
+
 def statements(dialect: str) -> Statements:
     """The statements in ``dialect`` (SQLite and PostgreSQL, the databases the platform runs on)."""
     if dialect not in _STATEMENTS:
         if dialect not in _MARK:
             raise NotImplementedError(f"no node statements for the {dialect} dialect")
         mark = _MARK[dialect]
-        attempt_fields = tuple(f for f in Attempt._meta.fields_db_projection if f != Attempt._meta.pk_attr)
+        attempt_fields = _all_but_id(Attempt)
+        node_fields = _all_but_id(NodeRun)
         _STATEMENTS[dialect] = Statements(
             node_cas=_update(NodeRun, NODE_FIELDS, ("id", "status"), mark),
             event_insert=_insert(NodeEvent, EVENT_FIELDS, mark),
@@ -121,6 +128,8 @@ def statements(dialect: str) -> Statements:
             + (f' RETURNING "{Attempt._meta.db_pk_column}"' if dialect == "postgres" else ""),
             attempt_update=_update(Attempt, ATTEMPT_END_FIELDS, ("id",), mark),
             attempt_fields=attempt_fields,
+            node_insert=_insert(NodeRun, node_fields, mark),
+            node_fields=node_fields,
         )
     return _STATEMENTS[dialect]
 
@@ -282,6 +291,25 @@ def _node_values(node: NodeRun, previous: NodeStatus) -> list[Any]:
     """The parameters of ``node_cas``: the node's fields, then its id and the status it was read with."""
     status = converters(NodeRun, _STATUS)[0](previous, node)
     return [*_values(node, NODE_FIELDS), node.id, status]
+
+
+async def insert_nodes(run_id: int, names: Sequence[str]) -> None:
+    """A new run's node rows, one per name, each field but the name as ``NodeRun(run_id=run_id, name=...)``
+    sets it (the defaults), in the caller's transaction: one statement, sent once with every row.
+    ``bulk_create`` made and converted a model instance per node, 40-60 ms for 1,000 nodes (issue 18)."""
+    if not names:
+        return
+    db: BaseDBAsyncClient = NodeRun._meta.db
+    sql = statements(db.capabilities.dialect)
+    template = _values(NodeRun(run_id=run_id, name=names[0]), sql.node_fields)
+    at = sql.node_fields.index("name")
+    name_value = converters(NodeRun, ("name",))[0]
+    rows = []
+    for name in names:
+        row = template.copy()
+        row[at] = name_value(name, NodeRun)  # checked as the field checks it (its length)
+        rows.append(row)
+    await db.execute_many(sql.node_insert, rows)
 
 
 async def set_node(node: NodeRun, previous: NodeStatus) -> bool:

@@ -12,7 +12,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aihub.db.models import Attempt, DataStorage, ModuleBuild, NodeRun, Run, WorkflowVersion
+from aihub.domain import dag
 from aihub.domain.compact import compact_spec, shared_empty
+from aihub.domain.handover import HANDOVER
 from aihub.domain.spec import WorkflowSpec, parse_spec
 from aihub.engine import policies
 from aihub.engine.capacity import Pool
@@ -79,13 +81,9 @@ async def load_run_state(run_id: int) -> RunState | None:
     run = await Run.get_or_none(id=run_id)
     if run is None or run.status.is_terminal:
         return None
-    # the version's JSON is parsed and dropped before the nodes are read: kept on ``run`` it cost ~0.4 KiB a
-    # node for the run's life, and alive beside the node rows it raised the peak by as much
-    version = WorkflowVersion.filter(id=run.version_id).first()
-    raw_spec, pinned = await version.values_list("spec", "pinned_builds")  # type: ignore[attr-defined]
     names: dict[str, str] = {}  # one object per name, for the spec, the rows and the maps below
-    spec = compact_spec(parse_spec(raw_spec), names)
-    del raw_spec
+    spec, pinned = await _spec_and_pins(run)
+    spec = compact_spec(spec, names)
     nodes = {n.name: n for n in _compact_rows(await NodeRun.filter(run_id=run_id), names, run.id)}
     parents = {name: shared_empty([names.get(p, p) for p in ps]) for name, ps in spec.parents().items()}
     children: dict[str, list[str]] = {name: [] for name in parents}
@@ -96,7 +94,7 @@ async def load_run_state(run_id: int) -> RunState | None:
     statuses = {n: r.status for n, r in nodes.items()}
     blocked = policies.unfinished_parents(parents, statuses)
     return RunState(
-        ready=dict.fromkeys(policies.ready_nodes(spec.topological_order(), blocked, statuses)),
+        ready=dict.fromkeys(policies.ready_nodes(dag.topological_order(parents), blocked, statuses)),
         run=run,
         spec=spec,
         nodes=nodes,
@@ -107,6 +105,19 @@ async def load_run_state(run_id: int) -> RunState | None:
         storages=await _storages(spec),
         failed_node=policies.first_failed(statuses),
     )
+
+
+async def _spec_and_pins(run: Run) -> tuple[WorkflowSpec, dict[str, Any] | None]:
+    """The run's parsed spec (``create_run``'s own parse when it was made in this process) and its version's
+    pinned builds."""
+    version = WorkflowVersion.filter(id=run.version_id).first()
+    spec = HANDOVER.take(run.id, run.version_id)  # type: ignore[attr-defined]
+    if spec is not None:
+        return spec, await version.values_list("pinned_builds", flat=True)  # type: ignore[attr-defined]
+    # the version's JSON is parsed and dropped before the nodes are read: kept on ``run`` it cost ~0.4 KiB a
+    # node for the run's life, and alive beside the node rows it raised the peak by as much
+    raw_spec, pinned = await version.values_list("spec", "pinned_builds")  # type: ignore[attr-defined]
+    return parse_spec(raw_spec), pinned
 
 
 def _compact_rows(rows: list[NodeRun], names: dict[str, str], run_id: int) -> list[NodeRun]:

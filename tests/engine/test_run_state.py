@@ -5,11 +5,22 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
+from aihub.bus.memory import MemoryBus
 from aihub.db.models import NodeRun, User
 from aihub.domain.compact import EMPTY_DICT, EMPTY_LIST
+from aihub.domain.handover import HANDOVER, SpecHandover
+from aihub.domain.spec import parse_spec
 from aihub.domain.status import NodeStatus, RunStatus
+from aihub.engine import state as state_module
 from aihub.engine.state import load_run_state
 from aihub.runtime import Runtime
+from aihub.services.runs import create_run
+from aihub.services.status import transition_run
+from aihub.services.users import create_user
+from aihub.services.workflows import create_workflow
+from aihub.settings import Settings
 from tests.engine.support import node_log, start_run, wait_for_node, wait_for_run
 
 
@@ -52,3 +63,54 @@ async def test_a_run_state_keeps_one_object_per_name_and_shares_empties(
     assert "o" in rows["prepare"].outputs and "o" in rows["train"].inputs
     assert rows["score"].inputs == {} and rows["score"].outputs == {}
     assert "got 你好" in await node_log(rt, run.id, "train")
+
+
+async def test_the_engine_runs_a_new_run_on_create_run_s_own_parse(
+    rt: Runtime, user: User, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``create_run`` hands its parse to the engine of its process: the engine parses nothing, and the run
+    still passes its values; the handover keeps nothing after the engine took it."""
+    parses: list[object] = []
+    real = state_module.parse_spec
+    monkeypatch.setattr(state_module, "parse_spec", lambda raw: parses.append(raw) or real(raw))
+    spec = {
+        "name": "handed-over",
+        "nodes": [
+            {
+                "name": "make",
+                "command": "echo 42 > /tmp/n",
+                "outputs": [{"name": "n", "path": "/tmp/n", "type": "text"}],
+            },
+            {"name": "use", "command": 'test "$n" = 42', "inputs": [{"name": "n", "from": "make.n"}]},
+        ],
+    }
+    run = await start_run(rt, user, spec)
+    assert (await wait_for_run(rt, run.id)).status is RunStatus.SUCCEEDED
+    assert parses == []
+    assert HANDOVER.take(run.id, run.version_id) is None  # type: ignore[attr-defined]
+
+
+async def test_a_run_without_a_handed_over_parse_is_parsed_from_its_version(db: Settings) -> None:
+    """An engine in another process (here: the handover emptied) parses the version's spec itself."""
+    owner = await create_user("bob", "bob-password-1")
+    version = await create_workflow(owner, {"name": "wf", "nodes": [{"name": "a", "command": "true"}]})
+    run = await create_run(MemoryBus(), owner, version.id)
+    await run.fetch_related("version")
+    assert HANDOVER.take(run.id, version.id) is not None  # given, and now gone
+    await transition_run(MemoryBus(), run, RunStatus.RUNNING, message="test")
+    state = await load_run_state(run.id)
+    assert state is not None and [n.name for n in state.spec.nodes] == ["a"]
+
+
+def test_the_handover_gives_a_spec_once_for_its_own_version_and_keeps_few() -> None:
+    handover = SpecHandover(limit=2)
+    spec = parse_spec({"name": "wf", "nodes": [{"name": "a", "command": "true"}]})
+    handover.give(1, 10, spec)
+    assert handover.take(1, 11) is None  # another version: not this spec
+    assert handover.take(1, 10) is None  # and the wrong take dropped it
+    handover.give(1, 10, spec)
+    assert handover.take(1, 10) is spec
+    assert handover.take(1, 10) is None
+    for run_id in (1, 2, 3):
+        handover.give(run_id, 10, spec)
+    assert len(handover) == 2 and handover.take(1, 10) is None and handover.take(3, 10) is spec
