@@ -274,10 +274,25 @@ async def pool_run(parents: Parents, launch: Callable[[str], Awaitable[None]], s
                 tg.create_task(node(name))
 
 
-async def launch_true(name: str) -> None:
-    proc = await asyncio.create_subprocess_exec("true")
-    if await proc.wait() != 0:
-        raise RuntimeError("true failed")
+def bare_launcher(argv: Sequence[str], spans: list[float]) -> Callable[[str], Awaitable[None]]:
+    """Launch ``argv`` per node, nothing else; each node's time from its spawn to its reaping goes to ``spans``
+    (what an attempt of the engine spans: from just before its spawn to its end heard)."""
+
+    async def launch(name: str) -> None:
+        started = time.perf_counter()
+        proc = await asyncio.create_subprocess_exec(*argv)
+        if await proc.wait() != 0:
+            raise RuntimeError(f"{argv[0]} failed")
+        spans.append(time.perf_counter() - started)
+
+    return launch
+
+
+async def bare_pool_run(parents: Parents, argv: Sequence[str] = ("true",)) -> Measure:
+    """The bare pool of ``argv`` nodes, measured, with its mean number of nodes running."""
+    spans: list[float] = []
+    _, measure = await measured(pool_run(parents, bare_launcher(argv, spans)))
+    return replace(measure, running=sum(spans) / measure.wall)
 
 
 def shim_launcher(rt: Runtime, work: Path, names: Iterable[str]) -> Callable[[str], Awaitable[None]]:
@@ -338,7 +353,7 @@ async def bench_overhead(rt: Runtime, user: User, sizes: Sizes) -> list[Overhead
         engine, pool, shim = [], [], []
         for _ in range(sizes.repeats):  # interleaved, so drift of the machine's load hits all three
             engine.append((await engine_run(rt, user, parents, shape.split()[0]))[1])
-            pool.append((await measured(pool_run(parents, launch_true)))[1])
+            pool.append(await bare_pool_run(parents))
             shutil.rmtree(work, ignore_errors=True)
             shim.append((await measured(pool_run(parents, shim_launcher(rt, work, parents))))[1])
         rows.append(Overhead(shape, len(parents), *map(median_measure, (engine, pool, shim))))
@@ -348,6 +363,33 @@ async def bench_overhead(rt: Runtime, user: User, sizes: Sizes) -> list[Overhead
         )
         print(f"  {shape}: {walls} s; {load()}", file=sys.stderr)
     return rows
+
+
+#: the working nodes' command: long enough that a node's own time, not the hand-off, fills a slot
+WORK_SECONDS = "0.05"
+
+
+@dataclass(frozen=True)
+class Working:
+    nodes: int
+    engine: Measure
+    pool: Measure
+
+
+async def bench_working(rt: Runtime, user: User, sizes: Sizes) -> Working:
+    """A fan-out of ``sleep 0.05`` nodes (a fifth of the overhead's size): the engine against the bare pool,
+    and how many of the 2 slots each keeps running when a node lasts longer than the engine's hand-off."""
+    parents = fan_out(sizes.nodes // 5)
+    engine, pool = [], []
+    for _ in range(sizes.repeats):
+        engine.append((await engine_run(rt, user, parents, "working", f"sleep {WORK_SECONDS}"))[1])
+        pool.append(await bare_pool_run(parents, ("sleep", WORK_SECONDS)))
+    walls = "; ".join(
+        f"{what} " + " ".join(f"{m.wall:.2f}" for m in ms)
+        for what, ms in (("engine", engine), ("pool", pool))
+    )
+    print(f"  working fan-out: {walls} s; {load()}", file=sys.stderr)
+    return Working(len(parents), median_measure(engine), median_measure(pool))
 
 
 @dataclass
@@ -475,7 +517,12 @@ def per_node(m: Measure, n: int) -> str:
 
 
 def print_report(
-    rows: list[Overhead], handoff: Handoff, scale: list[Scale], isolation: str, data_root: Path
+    rows: list[Overhead],
+    working: Working,
+    handoff: Handoff,
+    scale: list[Scale],
+    isolation: str,
+    data_root: Path,
 ) -> None:
     backend = Settings().resolved_database_url.split(":", 1)[0]
     print(f"machine: {machine()}; commit {revision()}")
@@ -485,17 +532,23 @@ def print_report(
     )
     print(load())
     print()
-    print("wall s (CPU ms per node: this process + node processes); running: mean attempts running")
+    print("wall s (CPU ms per node: this process + node processes); running: mean nodes running (of 2 slots)")
     print(
-        f"{'shape':<16} {'engine':>20} {'running':>7} {'pool (true)':>20} {'ratio':>6} {'shim pool':>20}"
-        f" {'engine/shim':>11}"
+        f"{'shape':<16} {'engine':>20} {'running':>7} {'pool (true)':>20} {'running':>7} {'ratio':>6}"
+        f" {'shim pool':>20} {'engine/shim':>11}"
     )
     for r in rows:
         cells = [f"{m.wall:6.2f} ({per_node(m, r.nodes)})" for m in (r.engine, r.pool, r.shim_pool)]
         print(
-            f"{r.shape:<16} {cells[0]:>20} {r.engine.running or 0:>7.2f} {cells[1]:>20} {r.ratio:>6.2f}"
-            f" {cells[2]:>20} {r.engine.wall / r.shim_pool.wall:>11.2f}"
+            f"{r.shape:<16} {cells[0]:>20} {r.engine.running or 0:>7.2f} {cells[1]:>20} {r.pool.running or 0:>7.2f}"
+            f" {r.ratio:>6.2f} {cells[2]:>20} {r.engine.wall / r.shim_pool.wall:>11.2f}"
         )
+    w = working
+    print(
+        f"working nodes (sleep {WORK_SECONDS}), fan-out 1->{w.nodes - 1}: engine {w.engine.wall:.2f} s, running"
+        f" {w.engine.running or 0:.2f}; pool {w.pool.wall:.2f} s, running {w.pool.running or 0:.2f};"
+        f" ratio {w.engine.wall / w.pool.wall:.2f}"
+    )
     print()
     print("engine CPU ms per node by thread (of 'this process' above):")
     print(f"{'shape':<16} " + " ".join(f"{k:>15}" for k in THREAD_KINDS))
@@ -536,12 +589,14 @@ async def main_async(sizes: Sizes, profile: bool, data_root: Path, dump: Path | 
         await engine_run(rt, user, chain(20), "warm-up")
         print("overhead ...", file=sys.stderr)
         rows = await bench_overhead(rt, user, sizes)
+        print("working nodes ...", file=sys.stderr)
+        working = await bench_working(rt, user, sizes)
         print("hand-off ...", file=sys.stderr)
         handoff = await bench_handoff(rt, user, sizes)
         report = await bench_profile(rt, user, sizes, dump) if profile or dump else ""
     print("scale ...", file=sys.stderr)
     scale = bench_scale(sizes, data_root)
-    print_report(rows, handoff, scale, isolation, data_root)
+    print_report(rows, working, handoff, scale, isolation, data_root)
     if report:
         print()
         print(report)

@@ -552,6 +552,20 @@ async def test_stop_terminates_the_whole_process_group(executor: LocalExecutor) 
     await until(lambda: _gone(grandchild), "the grandchild to be gone")
 
 
+async def test_a_stop_while_the_attempt_is_waited_for_is_reported(executor: LocalExecutor) -> None:
+    """As the engine does: the wait is under way when the stop comes (the executor knows it asked for the
+    stop; it does not look for the ``stop`` file of its own child)."""
+    handle = await executor.start(_job(f"sleep {_unique_sleep()}"))
+    waiting = asyncio.create_task(executor.wait(handle))
+    await until(lambda: (Path(handle.data["scratch"]) / "meta.json").exists(), "the attempt to be in place")
+    await executor.stop(handle, grace=10)
+    async with asyncio.timeout(DEADLINE):
+        report = await waiting
+    assert report.stopped and (report.exit_code, report.ok) == (128 + signal.SIGTERM, False)
+    ok = await executor.wait(await executor.start(_job("true")))
+    assert (ok.stopped, ok.exit_code) == (False, 0)  # the next attempt is not taken for a stopped one
+
+
 async def test_stop_kills_a_node_that_ignores_sigterm_after_the_grace(executor: LocalExecutor) -> None:
     sleep = _unique_sleep()
     job = _job(f'trap "" TERM; sleep {sleep} & wait')

@@ -156,6 +156,28 @@ async def test_the_data_dir_is_out_of_reach(executor: LocalExecutor, data_dir: P
     assert f"hidden: {data_dir}" in executor.supervisors.isolation_text(_job("true"))
 
 
+async def test_a_private_dir_made_after_the_first_start_is_hidden_from_the_next_node(
+    executor: LocalExecutor, data_dir: Path
+) -> None:
+    """A private path is looked for again at each start until it is a directory (one found is not looked for
+    again): one made while the server runs is hidden from the nodes started after."""
+    later = Path(tempfile.mkdtemp(prefix="aihub-private-", dir="/var/tmp")) / "made-later"
+    later.parent.chmod(0o755)  # (readable by the node user, but for the hiding)
+    try:
+        executor.supervisors.private_paths.append(later)
+        report, log = await _run(executor, f"test -e {later} || echo ABSENT; ls -A {data_dir} | wc -l")
+        assert report.exit_code == 0 and log.split() == ["ABSENT", "0"], log
+        later.mkdir(mode=0o755)
+        (later / "secret").write_text("made later")
+        (later / "secret").chmod(0o644)
+        show = f"echo entries $(ls -A {later} | wc -l) $(ls -A {data_dir} | wc -l); cat {later}/secret"
+        report, log = await _run(executor, show)
+        assert "made later" not in log and "entries 0 0" in log, log  # the data dir still hidden too
+        assert report.exit_code != 0, log
+    finally:
+        shutil.rmtree(later.parent, ignore_errors=True)
+
+
 async def test_a_module_build_in_the_hidden_data_dir_still_runs(
     executor: LocalExecutor, data_dir: Path
 ) -> None:

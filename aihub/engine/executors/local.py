@@ -220,6 +220,7 @@ class LocalExecutor:
         )
         self.files = AttemptFiles(self.work_root, artifacts, logs, self.supervisors)
         self._children: dict[str, _Child] = {}
+        self._stops: set[str] = set()  # attempts this executor asked to stop (it wrote their ``stop`` file)
         self._waits = SharedWaits()
         self._background = Background()
         self._host = socket.gethostname()
@@ -327,7 +328,10 @@ class LocalExecutor:
                 if (scratch / "stop").exists():
                     _record_stopped_supervisor(child, scratch)
             ended_at = child.recorded_at if isinstance(child, _WATCHED) else None
-            report = await _report(self.artifacts, handle.data, scratch, ended_at, recorded)
+            # our own child's ``stop`` file can only be our own (no stat for it on the event loop)
+            stopped = handle.id in self._stops if child is not None else None
+            report = await _report(self.artifacts, handle.data, scratch, ended_at, recorded, stopped)
+            self._stops.discard(handle.id)
             if handle.data["outputs"]:
                 write_json(scratch / "report.json", report.to_json())
         else:
@@ -391,6 +395,7 @@ class LocalExecutor:
         if self._elsewhere(handle) or _read_exit(scratch) is not None or handle.data.get("pid") is None:
             return  # (another host's process: its PID means nothing here)
         (scratch / "stop").touch()
+        self._stops.add(handle.id)
         if not self._signal_group(handle, signal.SIGTERM):
             return  # nothing of this attempt is left to stop
         with contextlib.suppress(TimeoutError):
@@ -494,12 +499,15 @@ async def _report(
     scratch: Path,
     ended_at: float | None = None,
     recorded: tuple[str | None, datetime] | None = None,
+    stopped: bool | None = None,
 ) -> ExitReport:
     """The attempt's report from its files. ``ended_at``: when the launcher heard the supervisor's word (a
     fine clock, a fraction of a millisecond after the end), else the ``exit`` file's mtime is the end
     (the kernel's coarse clock: a tick, and 2-6 ms early here). ``recorded``: the ``exit`` file as the caller
-    has just read it (a recorded status does not change), else it is read here."""
-    stopped = (scratch / "stop").exists()
+    has just read it (a recorded status does not change), else it is read here. ``stopped``: whether a stop was
+    asked for, when the caller knows, else the ``stop`` file says."""
+    if stopped is None:
+        stopped = (scratch / "stop").exists()
     report = ExitReport(None, started_at=datetime.fromisoformat(data["started_at"]), stopped=stopped)
     status, report.finished_at = recorded or _read_exit_with_time(scratch)
     if ended_at is not None and status is not None:

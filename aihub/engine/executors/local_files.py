@@ -69,6 +69,7 @@ class AttemptFiles:
         self._spare_lock = threading.Lock()  # (starts and refills run in worker threads)
         self._making = 0  # spares being made
         self._outside_tmp: list[Path] | None = None
+        self._known_dirs: set[Path] = set()  # private paths found to be directories (see _hidden_dirs)
 
     # --------------------------------------------------------------------------------------- spares
     def reset_spares(self) -> None:
@@ -308,14 +309,18 @@ class AttemptFiles:
         binds.append((str(scratch / "tmp"), "/tmp", "tree"))
         empty = str(self.work_root / ".empty")
         # (one under /tmp is out of sight already, and could not be found once the private /tmp is in place)
-        binds.extend((empty, str(path), "ro") for path in self._hidden_outside_tmp() if path.is_dir())
+        binds.extend((empty, str(path), "ro") for path in self._hidden_dirs())
         return binds
 
-    def _hidden_outside_tmp(self) -> list[Path]:
-        """The private paths not under /tmp (where the private /tmp hides them already); found once."""
+    def _hidden_dirs(self) -> list[Path]:
+        """The private dirs not under /tmp (where the private /tmp hides them), one holding the work root last
+        (the empty dir bound onto each is in it). One found to be a directory (the server's own) is taken to
+        stay one: no ``stat`` on the event loop; one not there yet is looked for again at each start."""
         if self._outside_tmp is None:
-            self._outside_tmp = [p for p in self.sup.private_paths if not p.is_relative_to("/tmp")]
-        return self._outside_tmp
+            outside = [p for p in self.sup.private_paths if not p.is_relative_to("/tmp")]
+            self._outside_tmp = sorted(outside, key=self.work_root.is_relative_to)  # (stable: False first)
+        self._known_dirs.update(p for p in self._outside_tmp if p not in self._known_dirs and p.is_dir())
+        return [p for p in self._outside_tmp if p in self._known_dirs]
 
     def _check_storages_without_isolation(self, job: Job) -> None:
         for storage in job.storages:
