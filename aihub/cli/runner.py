@@ -80,9 +80,11 @@ class Printer:
 async def follow_run(rt: Runtime, run: Run, printer: Printer) -> Run:
     """Print every status change and log line of ``run`` until it ends; returns the finished run.
 
-    A node's log lines are printed before the line saying how that attempt ended.
+    A node's log lines are printed before the line saying how that attempt ended. An attempt's log is followed
+    until this run's own events say the attempt ended (no database query per look at the log: with a query
+    each, following the logs of a run of short nodes cost as much as running it).
     """
-    followers: dict[tuple[str, int], asyncio.Task[None]] = {}
+    followers: dict[tuple[str, int], tuple[asyncio.Task[None], asyncio.Event]] = {}
     sub = rt.bus.subscribe(run.id)
     try:
         await run.refresh_from_db()
@@ -94,25 +96,35 @@ async def follow_run(rt: Runtime, run: Run, printer: Printer) -> Run:
                 continue
             if event.node and event.attempt and event.node_status != NodeStatus.RUNNING:
                 follower = followers.pop((event.node, event.attempt), None)
-                if follower is not None:
-                    await follower  # the attempt ended: its log is drained first
+                if follower is not None:  # the attempt ended: its log is drained first
+                    follower[1].set()
+                    await follower[0]
             printer.status(event)
             if event.node and event.node_status == NodeStatus.RUNNING and event.attempt:
                 key = (event.node, event.attempt)
-                followers[key] = asyncio.create_task(_follow_logs(rt, run.id, *key, printer))
+                ended = asyncio.Event()
+                task = asyncio.create_task(_follow_logs(rt, run.id, *key, printer, ended))
+                followers[key] = (task, ended)
             if event.node is None and RunStatus(event.run_status).is_terminal:
                 break
-        await asyncio.gather(*followers.values())
+        for _, ended in followers.values():  # the run is over, and every attempt with it
+            ended.set()
+        await asyncio.gather(*(task for task, _ in followers.values()))
     finally:
         sub.close()
-        for task in followers.values():
+        for task, _ in followers.values():
             task.cancel()
     await run.refresh_from_db()
     return run
 
 
-async def _follow_logs(rt: Runtime, run_id: int, node: str, attempt: int, printer: Printer) -> None:
-    async for line in follow_log(rt.logs, run_id, node, attempt):
+async def _follow_logs(
+    rt: Runtime, run_id: int, node: str, attempt: int, printer: Printer, ended: asyncio.Event
+) -> None:
+    async def done() -> bool:
+        return ended.is_set()
+
+    async for line in follow_log(rt.logs, run_id, node, attempt, done=done, wake=ended):
         printer.log(node, printable(line))  # a log cannot drive the terminal
 
 

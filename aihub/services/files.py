@@ -8,6 +8,7 @@ cannot answer (S3 away) is :class:`Unavailable`, never an unhandled error.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
@@ -107,14 +108,16 @@ async def follow_log(
     *,
     offset: int = 0,
     done: DoneCheck | None = None,
+    wake: asyncio.Event | None = None,
 ) -> AsyncIterator[str]:
     """The lines of the log of a node the caller was allowed to see, from ``offset``, as they are written,
-    until the attempt is over (``done``, by default: the database says so) and the log is drained."""
+    until the attempt is over (``done``, by default: the database says so) and the log is drained; ``wake``:
+    see ``LogStore.follow``."""
 
     async def over() -> bool:
         return await attempt_log_finished(run_id, node, number)
 
-    async for line in logs.follow(run_id, node, number, done=done or over, offset=offset):
+    async for line in logs.follow(run_id, node, number, done=done or over, offset=offset, wake=wake):
         yield line
 
 

@@ -11,6 +11,8 @@ reads it, so a corrupt object is refused (:class:`ArtifactCorrupt`) wherever it 
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
@@ -86,11 +88,19 @@ class LogStore(Protocol):
         ...
 
     def follow(
-        self, run_id: int, node: str, attempt: int, *, done: DoneCheck, offset: int = 0
+        self,
+        run_id: int,
+        node: str,
+        attempt: int,
+        *,
+        done: DoneCheck,
+        offset: int = 0,
+        wake: asyncio.Event | None = None,
     ) -> AsyncIterator[str]:
         """Yield lines from ``offset`` as they are written until ``done()`` is true and the file is drained.
 
-        Lines longer than a cap are split into chunks, so memory stays bounded.
+        Lines longer than a cap are split into chunks, so memory stays bounded. ``wake``, once set, ends the
+        wait between two looks at the log at once (its setter knows ``done()`` has turned true).
         """
         ...
 
@@ -101,3 +111,13 @@ class LogStore(Protocol):
 
 class DoneCheck(Protocol):
     async def __call__(self) -> bool: ...
+
+
+async def pause(seconds: float, wake: asyncio.Event | None) -> None:
+    """Wait ``seconds`` between two looks at a log, or less: until ``wake`` is set."""
+    if wake is None:
+        await asyncio.sleep(seconds)
+        return
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(seconds):
+            await wake.wait()

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from aihub.settings import Settings, absolute_path
-from aihub.storage.base import ArtifactCorrupt, ArtifactMissing, ArtifactStore, DoneCheck
+from aihub.storage.base import ArtifactCorrupt, ArtifactMissing, ArtifactStore, DoneCheck, pause
 
 __all__ = ["MAX_LINE_BYTES", "LocalArtifactStore", "LocalLogStore", "build_storage"]
 
@@ -234,7 +234,14 @@ class LocalLogStore:
         return await asyncio.to_thread(_tail_lines, location, count)
 
     async def follow(
-        self, run_id: int, node: str, attempt: int, *, done: DoneCheck, offset: int = 0
+        self,
+        run_id: int,
+        node: str,
+        attempt: int,
+        *,
+        done: DoneCheck,
+        offset: int = 0,
+        wake: asyncio.Event | None = None,
     ) -> AsyncIterator[str]:
         """Yield lines from ``offset`` as they are appended, until ``done()`` is true and the file is drained.
 
@@ -248,21 +255,21 @@ class LocalLogStore:
         try:
             while True:
                 finished = await done()
-                if f is None:
-                    f = await asyncio.to_thread(_open_if_exists, location, offset)
-                while f is not None and (data := await asyncio.to_thread(f.read, MAX_LINE_BYTES)):
+                more = True
+                while more:  # (one trip to a worker thread per look: a short log is one look)
+                    f, data, compacted, more = await asyncio.to_thread(_look, f, location, offset)
                     for line in splitter.feed(data):
                         yield line
-                if f is not None and await asyncio.to_thread(_compacted_behind, f):
-                    # the log capper cut the middle out (aihub.storage.logcap): go on from the new end
-                    for line in splitter.flush():
-                        yield line
-                    yield COMPACTED_NOTE
+                    if compacted:
+                        # the log capper cut the middle out (aihub.storage.logcap): go on from the new end
+                        for line in splitter.flush():
+                            yield line
+                        yield COMPACTED_NOTE
                 if finished:
                     for line in splitter.flush():
                         yield line
                     return
-                await asyncio.sleep(self.poll_interval)
+                await pause(self.poll_interval, wake)
         finally:
             if f is not None:
                 f.close()
@@ -313,6 +320,24 @@ def _compacted_behind(f: BinaryIO) -> bool:
         return False
     f.seek(size)
     return True
+
+
+#: the most one look at a followed log reads
+LOOK_BYTES = 4 * MAX_LINE_BYTES
+
+
+def _look(f: BinaryIO | None, path: Path, offset: int) -> tuple[BinaryIO | None, bytes, bool, bool]:
+    """One look at a followed log, in a worker thread: (the file — opened at ``offset`` now if it was not yet
+    and it exists —, what was appended to it, at most :data:`LOOK_BYTES`, whether the log capper cut the file
+    behind the reader (which then goes on from its end), whether there may be more to read at once)."""
+    if f is None:
+        f = _open_if_exists(path, offset)
+        if f is None:
+            return None, b"", False, False
+    data = f.read(LOOK_BYTES)
+    if len(data) == LOOK_BYTES:
+        return f, data, False, True
+    return f, data, _compacted_behind(f), False
 
 
 def _open_if_exists(path: Path, offset: int) -> BinaryIO | None:

@@ -48,7 +48,7 @@ from obstore.exceptions import BaseError, NotFoundError
 from obstore.store import S3Store
 
 from aihub.settings import parse_store_url
-from aihub.storage.base import ArtifactCorrupt, ArtifactMissing, DoneCheck, StoreError
+from aihub.storage.base import ArtifactCorrupt, ArtifactMissing, DoneCheck, StoreError, pause
 from aihub.storage.local import (
     COMPACTED_NOTE,
     MAX_LINE_BYTES,
@@ -504,12 +504,19 @@ class S3LogStore(LocalLogStore):
         return self.store._get(key, what=f"{self.store.location}/{key} does not exist")
 
     async def follow(
-        self, run_id: int, node: str, attempt: int, *, done: DoneCheck, offset: int = 0
+        self,
+        run_id: int,
+        node: str,
+        attempt: int,
+        *,
+        done: DoneCheck,
+        offset: int = 0,
+        wake: asyncio.Event | None = None,
     ) -> AsyncIterator[str]:
         """The local file when this host has one; else the object: its checkpoints while the attempt runs
         (polled every ``remote_poll`` seconds), then its archive, until ``done()`` and drained."""
         if self._local(run_id, node, attempt) is not None:
-            async for line in super().follow(run_id, node, attempt, done=done, offset=offset):
+            async for line in super().follow(run_id, node, attempt, done=done, offset=offset, wake=wake):
                 yield line
             return
         key = log_key(run_id, node, attempt)
@@ -533,7 +540,7 @@ class S3LogStore(LocalLogStore):
                 for line in splitter.flush():
                     yield line
                 return
-            await asyncio.sleep(self.remote_poll)
+            await pause(self.remote_poll, wake)
 
 
 def _read_head(path: Path, size: int) -> bytes:

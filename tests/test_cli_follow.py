@@ -1,0 +1,93 @@
+"""``aihub run``'s following of a run (``aihub.cli.runner.follow_run``): each attempt's log lines come before
+the line saying how that attempt ended, and the end of an attempt is known from the run's own events — no
+database query per look at a log, which made following a run of short nodes cost as much as running it."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+
+from aihub.cli import runner
+from aihub.services import files, queries
+from aihub.settings import Settings
+from aihub.storage.local import LocalLogStore
+
+
+@pytest.fixture
+def host_dir() -> Iterator[Path]:
+    """A directory nodes can see and write (their /tmp is private; they run as nobody here)."""
+    path = Path(tempfile.mkdtemp(prefix="aihub-follow-", dir="/var/tmp"))
+    path.chmod(0o777)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+async def test_logs_come_before_each_attempt_s_end_without_a_query_per_look(
+    tmp_path: Path, host_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_query(*args: object) -> None:
+        raise AssertionError("the database was asked whether an attempt is over")
+
+    monkeypatch.setattr(files, "attempt_log_finished", no_query)
+    monkeypatch.setattr(queries, "attempt_log_finished", no_query)
+    marker = host_dir / "tried"
+    nodes = [{"name": "root", "command": "echo 'root says 1'; echo 'root says 2'"}]
+    nodes += [{"name": f"leaf{i}", "command": f"echo 'leaf{i} says'", "depends_on": ["root"]} for i in range(6)]
+    nodes.append(
+        {
+            "name": "flaky",
+            "command": f"if [ -e {marker} ]; then echo second-try; else touch {marker}; echo first-try; exit 1; fi",
+            "retries": 1,
+            "depends_on": ["leaf0"],
+        }
+    )
+    spec = tmp_path / "wf.yaml"
+    spec.write_text(yaml.safe_dump({"name": "follow", "nodes": nodes}))
+    out = io.StringIO()
+    settings = Settings(data_dir=tmp_path / "data")
+    args = argparse.Namespace(file=str(spec), param=[], name=None)
+    async with asyncio.timeout(120):
+        assert await runner.run_file(settings, args, out) == 0, out.getvalue()
+    lines = out.getvalue().splitlines()
+
+    def at(text: str) -> int:
+        return lines.index(text)
+
+    assert at("root | root says 1") < at("root | root says 2") < at("root: SUCCEEDED — exited with code 0")
+    for i in range(6):
+        assert at(f"leaf{i} | leaf{i} says") < at(f"leaf{i}: SUCCEEDED — exited with code 0")
+    retried = next(i for i, line in enumerate(lines) if line.startswith("flaky: WAITING"))
+    assert at("flaky | first-try") < retried < at("flaky | second-try")
+    assert at("flaky | second-try") < next(i for i, line in enumerate(lines) if line.startswith("flaky (1): SUCCEEDED"))
+
+
+async def test_a_wake_ends_the_wait_between_two_looks_at_a_log(tmp_path: Path) -> None:
+    """A follower told to look again (``wake``) does not sleep out its poll interval first."""
+    logs = LocalLogStore(tmp_path / "logs", poll_interval=60)
+    logs.path(1, "a", 1).write_text("one\n")
+    wake = asyncio.Event()
+
+    async def done() -> bool:
+        return wake.is_set()
+
+    seen: list[str] = []
+
+    async def follow() -> None:
+        async for line in logs.follow(1, "a", 1, done=done, wake=wake):
+            seen.append(line)
+            if line == "one":  # written after the first look, before the end
+                with logs.location(1, "a", 1).open("a") as f:
+                    f.write("two\n")
+                wake.set()
+
+    async with asyncio.timeout(10):  # far below the poll interval
+        await follow()
+    assert seen == ["one", "two"]
