@@ -40,7 +40,9 @@ async def test_logs_come_before_each_attempt_s_end_without_a_query_per_look(
     monkeypatch.setattr(queries, "attempt_log_finished", no_query)
     marker = host_dir / "tried"
     nodes = [{"name": "root", "command": "echo 'root says 1'; echo 'root says 2'"}]
-    nodes += [{"name": f"leaf{i}", "command": f"echo 'leaf{i} says'", "depends_on": ["root"]} for i in range(6)]
+    nodes += [
+        {"name": f"leaf{i}", "command": f"echo 'leaf{i} says'", "depends_on": ["root"]} for i in range(6)
+    ]
     nodes.append(
         {
             "name": "flaky",
@@ -66,7 +68,9 @@ async def test_logs_come_before_each_attempt_s_end_without_a_query_per_look(
         assert at(f"leaf{i} | leaf{i} says") < at(f"leaf{i}: SUCCEEDED — exited with code 0")
     retried = next(i for i, line in enumerate(lines) if line.startswith("flaky: WAITING"))
     assert at("flaky | first-try") < retried < at("flaky | second-try")
-    assert at("flaky | second-try") < next(i for i, line in enumerate(lines) if line.startswith("flaky (1): SUCCEEDED"))
+    assert at("flaky | second-try") < next(
+        i for i, line in enumerate(lines) if line.startswith("flaky (1): SUCCEEDED")
+    )
 
 
 async def test_a_wake_ends_the_wait_between_two_looks_at_a_log(tmp_path: Path) -> None:

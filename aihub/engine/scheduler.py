@@ -24,6 +24,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aihub.bus.base import Bus, RunEvent, SubscriberTooSlow
+from aihub.domain.handover import HANDOVER
 from aihub.domain.status import NodeStatus, RunStatus
 from aihub.engine import policies
 from aihub.engine.attempts import Attempts
@@ -69,6 +70,7 @@ class Engine:
         self._subscription = None
         self._idle = asyncio.Event()
         self._idle.set()
+        self._handed_over = False  # this engine takes create_run's parses (``aihub.domain.handover``)
 
     @property
     def capacity(self) -> Capacity:
@@ -91,6 +93,9 @@ class Engine:
         """Probe the executor, load cluster pools, listen for run events, and (``recover``) resume every
         active run of the database. The embedded ``aihub run`` does not recover: a server may own them."""
         self.dispatcher.closed = False
+        if not self._handed_over:  # create_run in this process leaves its parse for this engine
+            HANDOVER.open()
+            self._handed_over = True
         probe = getattr(self.executor, "probe", None)
         if probe is not None:
             await probe()
@@ -125,6 +130,9 @@ class Engine:
     async def close(self) -> None:
         """Stop following runs; running nodes keep running and are re-attached on the next start."""
         self.dispatcher.close()
+        if self._handed_over:
+            HANDOVER.close()
+            self._handed_over = False
         if self._subscription is not None:
             self._subscription.close()
         tasks = list(self._tasks)

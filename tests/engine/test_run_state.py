@@ -16,6 +16,7 @@ from aihub.domain.status import NodeStatus, RunStatus
 from aihub.engine import state as state_module
 from aihub.engine.state import load_run_state
 from aihub.runtime import Runtime
+from aihub.services import runs as runs_module
 from aihub.services.runs import create_run
 from aihub.services.status import transition_run
 from aihub.services.users import create_user
@@ -90,13 +91,18 @@ async def test_the_engine_runs_a_new_run_on_create_run_s_own_parse(
     assert HANDOVER.take(run.id, run.version_id) is None  # type: ignore[attr-defined]
 
 
-async def test_a_run_without_a_handed_over_parse_is_parsed_from_its_version(db: Settings) -> None:
-    """An engine in another process (here: the handover emptied) parses the version's spec itself."""
+async def test_a_run_without_a_handed_over_parse_is_parsed_from_its_version(
+    db: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A process without an engine (an API replica) keeps no parse; an engine elsewhere parses the version's
+    spec itself."""
+    handover = SpecHandover()  # (this process's, as it is without an engine)
+    monkeypatch.setattr(runs_module, "HANDOVER", handover)
+    monkeypatch.setattr(state_module, "HANDOVER", handover)
     owner = await create_user("bob", "bob-password-1")
     version = await create_workflow(owner, {"name": "wf", "nodes": [{"name": "a", "command": "true"}]})
     run = await create_run(MemoryBus(), owner, version.id)
-    await run.fetch_related("version")
-    assert HANDOVER.take(run.id, version.id) is not None  # given, and now gone
+    assert len(handover) == 0
     await transition_run(MemoryBus(), run, RunStatus.RUNNING, message="test")
     state = await load_run_state(run.id)
     assert state is not None and [n.name for n in state.spec.nodes] == ["a"]
@@ -106,6 +112,9 @@ def test_the_handover_gives_a_spec_once_for_its_own_version_and_keeps_few() -> N
     handover = SpecHandover(limit=2)
     spec = parse_spec({"name": "wf", "nodes": [{"name": "a", "command": "true"}]})
     handover.give(1, 10, spec)
+    assert handover.take(1, 10) is None  # no engine in this process: nothing kept
+    handover.open()
+    handover.give(1, 10, spec)
     assert handover.take(1, 11) is None  # another version: not this spec
     assert handover.take(1, 10) is None  # and the wrong take dropped it
     handover.give(1, 10, spec)
@@ -114,3 +123,7 @@ def test_the_handover_gives_a_spec_once_for_its_own_version_and_keeps_few() -> N
     for run_id in (1, 2, 3):
         handover.give(run_id, 10, spec)
     assert len(handover) == 2 and handover.take(1, 10) is None and handover.take(3, 10) is spec
+    handover.close()  # the last engine of the process stops: nothing kept any more
+    assert len(handover) == 0
+    handover.give(4, 10, spec)
+    assert len(handover) == 0
