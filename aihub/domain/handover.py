@@ -2,18 +2,23 @@
 
 ``create_run`` parses the version's spec to check the run's parameters and name the node rows; the engine then
 loads the run and would parse the same spec again (about 25 ms for 1,000 nodes, on the path to the first node's
-start). Versions never change, so the parse is left here under the run's id and version, and the engine takes
+start). Versions never change, so the parse is left here under the run (:data:`RunKey`), and the engine takes
 it (:meth:`SpecHandover.take` removes it: nothing keeps a spec alive past the engine's load). Only while an
 engine runs in this process (:meth:`SpecHandover.open`): an API process without one keeps nothing. One whose
 run an engine elsewhere takes (engine workers) stays until pushed out: at most ``limit`` are kept, the oldest
-dropped first. Run ids are never reused (autoincrement), and the version is checked as well.
+dropped first. A run is known by its id, its version and its creation time: ids are not reused within a
+database, and the time tells a run of another database with the same ids apart (tests open many in one process).
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
+from datetime import datetime
 
 from aihub.domain.spec import WorkflowSpec
+
+#: a run: its id, its version's id and its ``created_at``
+RunKey = tuple[int, int, datetime]
 
 
 class SpecHandover:
@@ -21,7 +26,7 @@ class SpecHandover:
 
     def __init__(self, limit: int = 16) -> None:
         self.limit = limit
-        self._specs: OrderedDict[int, tuple[int, WorkflowSpec]] = OrderedDict()
+        self._specs: OrderedDict[int, tuple[RunKey, WorkflowSpec]] = OrderedDict()
         self._engines = 0  # engines of this process that may take them
 
     def open(self) -> None:
@@ -34,17 +39,17 @@ class SpecHandover:
         if not self._engines:
             self._specs.clear()
 
-    def give(self, run_id: int, version_id: int, spec: WorkflowSpec) -> None:
+    def give(self, run: RunKey, spec: WorkflowSpec) -> None:
         if not self._engines:
             return
-        self._specs[run_id] = (version_id, spec)
+        self._specs[run[0]] = (run, spec)
         while len(self._specs) > self.limit:
             self._specs.popitem(last=False)
 
-    def take(self, run_id: int, version_id: int) -> WorkflowSpec | None:
-        """The spec given for ``run_id``, if it was of ``version_id``; either way nothing is kept for it."""
-        given = self._specs.pop(run_id, None)
-        return given[1] if given is not None and given[0] == version_id else None
+    def take(self, run: RunKey) -> WorkflowSpec | None:
+        """The spec given for ``run``, if it was given for this very run; either way nothing is kept for its id."""
+        given = self._specs.pop(run[0], None)
+        return given[1] if given is not None and given[0] == run else None
 
     def __len__(self) -> int:
         return len(self._specs)

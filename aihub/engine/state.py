@@ -111,7 +111,7 @@ async def _spec_and_pins(run: Run) -> tuple[WorkflowSpec, dict[str, Any] | None]
     """The run's parsed spec (``create_run``'s own parse when it was made in this process) and its version's
     pinned builds."""
     version = WorkflowVersion.filter(id=run.version_id).first()
-    spec = HANDOVER.take(run.id, run.version_id)  # type: ignore[attr-defined]
+    spec = HANDOVER.take((run.id, run.version_id, run.created_at))  # type: ignore[attr-defined]
     if spec is not None:
         return spec, await version.values_list("pinned_builds", flat=True)  # type: ignore[attr-defined]
     # the version's JSON is parsed and dropped before the nodes are read: kept on ``run`` it cost ~0.4 KiB a

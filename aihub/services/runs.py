@@ -62,7 +62,7 @@ async def create_run(
             copied_from_id=copied_from,
         )
         await insert_nodes(run.id, [n.name for n in spec.nodes])
-    HANDOVER.give(run.id, version.id, spec)  # the engine, if it is in this process, need not parse it again
+    HANDOVER.give((run.id, version.id, run.created_at), spec)  # the engine here need not parse it again
     await bus.publish(run_event(run, message="created"))
     return run
 

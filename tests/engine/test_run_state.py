@@ -3,6 +3,7 @@ and the maps between them, and shared empty containers; a run on that state stil
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -10,7 +11,7 @@ import pytest
 from aihub.bus.memory import MemoryBus
 from aihub.db.models import NodeRun, User
 from aihub.domain.compact import EMPTY_DICT, EMPTY_LIST
-from aihub.domain.handover import HANDOVER, SpecHandover
+from aihub.domain.handover import HANDOVER, RunKey, SpecHandover
 from aihub.domain.spec import parse_spec
 from aihub.domain.status import NodeStatus, RunStatus
 from aihub.engine import state as state_module
@@ -88,7 +89,7 @@ async def test_the_engine_runs_a_new_run_on_create_run_s_own_parse(
     run = await start_run(rt, user, spec)
     assert (await wait_for_run(rt, run.id)).status is RunStatus.SUCCEEDED
     assert parses == []
-    assert HANDOVER.take(run.id, run.version_id) is None  # type: ignore[attr-defined]
+    assert HANDOVER.take((run.id, run.version_id, run.created_at)) is None  # type: ignore[attr-defined]
 
 
 async def test_a_run_without_a_handed_over_parse_is_parsed_from_its_version(
@@ -108,22 +109,29 @@ async def test_a_run_without_a_handed_over_parse_is_parsed_from_its_version(
     assert state is not None and [n.name for n in state.spec.nodes] == ["a"]
 
 
-def test_the_handover_gives_a_spec_once_for_its_own_version_and_keeps_few() -> None:
+def test_the_handover_gives_a_spec_once_for_its_own_run_and_keeps_few() -> None:
     handover = SpecHandover(limit=2)
     spec = parse_spec({"name": "wf", "nodes": [{"name": "a", "command": "true"}]})
-    handover.give(1, 10, spec)
-    assert handover.take(1, 10) is None  # no engine in this process: nothing kept
+    at = datetime(2026, 12, 6, 12, 0, tzinfo=UTC)
+
+    def run(run_id: int, version_id: int = 10, created: datetime = at) -> RunKey:
+        return (run_id, version_id, created)
+
+    handover.give(run(1), spec)
+    assert handover.take(run(1)) is None  # no engine in this process: nothing kept
     handover.open()
-    handover.give(1, 10, spec)
-    assert handover.take(1, 11) is None  # another version: not this spec
-    assert handover.take(1, 10) is None  # and the wrong take dropped it
-    handover.give(1, 10, spec)
-    assert handover.take(1, 10) is spec
-    assert handover.take(1, 10) is None
+    handover.give(run(1), spec)
+    assert handover.take(run(1, version_id=11)) is None  # another version: not this spec
+    assert handover.take(run(1)) is None  # and the wrong take dropped it
+    handover.give(run(1), spec)
+    assert handover.take(run(1, created=at + timedelta(microseconds=1))) is None  # another run with that id
+    handover.give(run(1), spec)
+    assert handover.take(run(1)) is spec
+    assert handover.take(run(1)) is None
     for run_id in (1, 2, 3):
-        handover.give(run_id, 10, spec)
-    assert len(handover) == 2 and handover.take(1, 10) is None and handover.take(3, 10) is spec
+        handover.give(run(run_id), spec)
+    assert len(handover) == 2 and handover.take(run(1)) is None and handover.take(run(3)) is spec
     handover.close()  # the last engine of the process stops: nothing kept any more
     assert len(handover) == 0
-    handover.give(4, 10, spec)
+    handover.give(run(4), spec)
     assert len(handover) == 0
