@@ -13,7 +13,10 @@ docs/benchmarks.md explains the choices and holds the figures.
   same edges. A second pool launches, per node, what the local executor launches, the way it does (as root,
   the launcher's warm sandboxes, or with ``--per-node-namespaces`` new namespaces and ``shim.sh`` for each
   node; else ``unshare`` + ``shim.sh`` + ``mount``; then ``sh -c true``): it separates the price of the
-  process chain from the engine's own.
+  process chain from the engine's own. Both the engine and the bare pool report "running": the mean number of
+  nodes running (each from just before its spawn to its end heard), of the 2 slots.
+- **working nodes**: a fan-out of ``sleep 0.05`` nodes (a fifth of the overhead's size), through the engine
+  and through the bare pool: how many of the 2 slots each keeps busy when nodes outlast the hand-off.
 - **hand-off**: a 200-node chain of ``date +%s.%N`` nodes; parent exit → child start from the Attempt rows
   (the parent's ``finished_at`` is when its sandbox reaped it, or the launcher heard its supervisor's word, a
   fraction of a millisecond after the exit — as root; else the mtime of its ``exit`` file, the kernel's coarse clock: a tick, 4 ms
