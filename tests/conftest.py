@@ -17,6 +17,8 @@ unreachable, PostgreSQL tests skip locally and fail when ``CI=true``.
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
@@ -166,3 +168,13 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
             sep="\n  ",
         )
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+@pytest.fixture
+def host_dir() -> Iterator[Path]:
+    """A host directory nodes can see: the local executor gives every node a private /tmp, so pytest's
+    tmp_path (under /tmp) is invisible inside nodes."""
+    path = Path(tempfile.mkdtemp(prefix="aihub-test-", dir="/var/tmp"))
+    path.chmod(0o777)  # nodes run as nobody (the server is root here)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)

@@ -7,9 +7,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import io
-import shutil
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,15 +16,6 @@ from aihub.cli import runner
 from aihub.services import files, queries
 from aihub.settings import Settings
 from aihub.storage.local import LocalLogStore
-
-
-@pytest.fixture
-def host_dir() -> Iterator[Path]:
-    """A directory nodes can see and write (their /tmp is private; they run as nobody here)."""
-    path = Path(tempfile.mkdtemp(prefix="aihub-follow-", dir="/var/tmp"))
-    path.chmod(0o777)
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
 
 
 async def test_logs_come_before_each_attempt_s_end_without_a_query_per_look(

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import shutil
-import tempfile
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator
 
 import pytest
 
@@ -25,13 +22,3 @@ async def rt(settings: Settings) -> AsyncIterator[Runtime]:
 @pytest.fixture
 async def user(rt: Runtime) -> User:
     return await create_user("alice", "alice-password-1")
-
-
-@pytest.fixture
-def host_dir() -> Iterator[Path]:
-    """A host directory nodes can see: the local executor gives every node a private /tmp, so pytest's
-    tmp_path (under /tmp) is invisible inside nodes."""
-    path = Path(tempfile.mkdtemp(prefix="aihub-test-", dir="/var/tmp"))
-    path.chmod(0o777)  # nodes run as nobody (the server is root here)
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
