@@ -121,20 +121,21 @@ def _parsed_timestamp(text: str) -> datetime.datetime:
     return parsed
 
 
-class SideReaders:
-    """A read-only connection per SQLite client (module docstring), opened on first use, replaced when the
-    client reconnects; ``enabled`` off (tests compare both ways), every read goes through aiosqlite."""
+class SideConnections:
+    """A connection of its own per SQLite client, for work done on the event loop's thread (see the module
+    docstring and :mod:`aihub.db.node_writes`): opened by ``open_side`` on first use, replaced when the client
+    reconnects, closed by :meth:`close_all`; ``enabled`` off (tests compare both ways), none is given and the
+    work takes the ordinary path."""
 
-    def __init__(self) -> None:
+    def __init__(self, open_side: Callable[[SqliteClient], sqlite3.Connection | None]) -> None:
         self.enabled = True
+        self._open = open_side
         self._by_client: weakref.WeakKeyDictionary[SqliteClient, tuple[Any, sqlite3.Connection | None]] = (
             weakref.WeakKeyDictionary()
         )
-        #: reads answered by a side connection (the tests check this path is taken)
-        self.reads = 0
 
-    def read(self, db: SqliteClient, sql: str, args: list[Any]) -> Sequence[Any] | None:
-        """The rows of ``sql`` read on this thread, or None: read them the ordinary way."""
+    def connection(self, db: SqliteClient) -> sqlite3.Connection | None:
+        """``db``'s side connection, or None: it has none (not a file in WAL mode, not connected, disabled)."""
         live = db._connection
         if not self.enabled or live is None:
             return None
@@ -142,9 +143,30 @@ class SideReaders:
         if entry is None or entry[0] is not live:
             if entry is not None and entry[1] is not None:
                 entry[1].close()
-            entry = (live, _open_side(db.filename))
+            entry = (live, self._open(db))
             self._by_client[db] = entry
-        conn = entry[1]
+        return entry[1]
+
+    def close_all(self) -> None:
+        """Close every side connection (the databases are being closed)."""
+        entries = list(self._by_client.values())
+        self._by_client.clear()
+        for _, conn in entries:
+            if conn is not None:
+                conn.close()
+
+
+class SideReaders(SideConnections):
+    """A read-only connection per SQLite client (module docstring)."""
+
+    def __init__(self) -> None:
+        super().__init__(lambda db: _open_side(db.filename))
+        #: reads answered by a side connection (the tests check this path is taken)
+        self.reads = 0
+
+    def read(self, db: SqliteClient, sql: str, args: list[Any]) -> Sequence[Any] | None:
+        """The rows of ``sql`` read on this thread, or None: read them the ordinary way."""
+        conn = self.connection(db)
         if conn is None:
             return None
         try:
@@ -155,10 +177,16 @@ class SideReaders:
         return rows
 
 
+def wal_file(filename: str) -> bool:
+    """Whether ``filename`` names a database file that a second connection can open (not ``:memory:``, not a
+    URI)."""
+    return bool(filename) and filename != ":memory:" and not filename.startswith("file:")
+
+
 def _open_side(filename: str) -> sqlite3.Connection | None:
     """A read-only connection to ``filename`` if it is a file database in WAL mode (readers never wait for
     writers there), else None."""
-    if not filename or filename == ":memory:" or filename.startswith("file:"):
+    if not wal_file(filename):
         return None
     try:
         conn = sqlite3.connect(filename, isolation_level=None, check_same_thread=False)

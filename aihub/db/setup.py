@@ -23,7 +23,7 @@ from tortoise.backends.base.executor import EXECUTOR_CACHE
 from tortoise.connection import get_connection
 from tortoise.context import TortoiseContext
 
-from aihub.db import wal
+from aihub.db import node_writes, prepared, wal
 from aihub.db.config import tortoise_config
 from aihub.settings import Settings
 
@@ -103,7 +103,10 @@ async def init_db(settings: Settings) -> None:
 
 
 async def close_db() -> None:
-    """Close the connections opened by ``init_db`` (a no-op when there are none)."""
+    """Close the connections opened by ``init_db`` and the side connections to them (a no-op when there are
+    none). The side connections first: they are kept by client, and a closed client may be gone."""
+    prepared.side_readers.close_all()
+    node_writes.side_writers.close_all()
     await Tortoise.close_connections()
 
 
