@@ -465,6 +465,9 @@ _warm = False
 SANDBOX_MAX_AGE = 60.0
 #: the largest request a sandbox takes (one message); a larger one starts in new namespaces
 MESSAGE_MAX = 1 << 17
+#: bytes read from the server at a time (a request is a few KiB; below malloc's mmap threshold, so a read is
+#: not an mmap and an mremap of a megabyte, as it was)
+READ_SIZE = 1 << 16
 _sandboxes: dict[int, Sandbox] = {}  # the sandbox's pid (its PID 1, as this process sees it) -> sandbox
 _idle: list[Sandbox] = []
 _cleaning: list[Sandbox] = []  # its node's end reported, not back in its own mount namespace yet
@@ -726,8 +729,9 @@ def _sandbox_main(channel: socket.socket) -> NoReturn:
         mount("proc", "/proc", "proc", MS_NOSUID | MS_NOEXEC | MS_NODEV)
         home = os.open("/proc/self/ns/mnt", os.O_RDONLY | os.O_CLOEXEC)  # (each node gets a copy of it)
         channel.send(b"ready")
-        while said := channel.recv(MESSAGE_MAX):  # (its end: the launcher is gone, or retired it)
-            request = json.loads(said)
+        buffer = bytearray(MESSAGE_MAX)  # (one buffer: a fresh 128 KiB each time is an mmap and an mremap)
+        while size := channel.recv_into(buffer):  # (its end: the launcher is gone, or retired it)
+            request = json.loads(buffer[:size])
             if not _run_lent(channel, request, home):
                 break
             if not select.select([channel], [], [], 0)[0]:  # (nothing asked meanwhile)
@@ -929,16 +933,22 @@ def _watch_reports(selector: selectors.BaseSelector, watched: dict[int, int]) ->
             watched[fd] = pid
 
 
+def _wake_on_sigchld() -> int:
+    """The read end of a pipe that a SIGCHLD writes to (a child ended: something to reap)."""
+    wake_r, wake_w = os.pipe()
+    os.set_blocking(wake_w, False)
+    signal.set_wakeup_fd(wake_w)
+    signal.signal(signal.SIGCHLD, lambda *_: None)  # (a handler, so that the wake-up fd is written)
+    return wake_r
+
+
 def main() -> None:
     _configure(sys.argv[1:])
     close_inherited()
     _no_way_up()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the server decides when this ends (stdin's end)
     os.chdir("/")  # (so that no directory of the server's stays in use)
-    wake_r, wake_w = os.pipe()
-    os.set_blocking(wake_w, False)
-    signal.set_wakeup_fd(wake_w)
-    signal.signal(signal.SIGCHLD, lambda *_: None)  # (a handler, so that the wake-up fd is written)
+    wake_r = _wake_on_sigchld()
     global _selector
     selector = _selector = selectors.DefaultSelector()
     selector.register(sys.stdin.fileno(), selectors.EVENT_READ)
@@ -948,8 +958,10 @@ def main() -> None:
     out = sys.stdout
     while True:
         replies: list[str] = []
+        child_ended = False  # (a SIGCHLD, seen on the wake-up pipe: only then is there anything to reap)
         for key, _ in selector.select():
             if key.fd == wake_r:
+                child_ended = True
                 with contextlib.suppress(BlockingIOError):
                     os.read(wake_r, 512)
             elif isinstance(key.data, Sandbox):
@@ -957,14 +969,15 @@ def main() -> None:
             elif key.fd in watched:
                 replies += report_line(watched[key.fd])
             else:
-                chunk = os.read(key.fd, 1 << 20)
+                chunk = os.read(key.fd, READ_SIZE)
                 if not chunk:
                     _let_idle_sandboxes_go()
                     return
                 *lines, pending = (pending + chunk).split(b"\n")
                 for line in lines:
                     replies += launch(line) if line else []
-        replies += reap()
+        if child_ended:
+            replies += reap()
         _watch_reports(selector, watched)
         if replies:
             out.write("".join(line + "\n" for line in replies))
