@@ -244,6 +244,10 @@ class Attempts:
             state.nodes[name].outputs = outputs
             state.unblock_children(name)
             self.engine.start_early(state, state.children[name])
+        # the launches dispatched since this end was heard (the freed slot's, the children's) go to the
+        # launcher first: on SQLite the write below runs at once on this thread (``node_writes.SideWriters``),
+        # and would otherwise hold them back by its whole length instead of overlapping it
+        await asyncio.sleep(0)
         await transition_node(
             self.engine.bus,
             state.run,
