@@ -428,12 +428,13 @@ class SideWriters(SideConnections):
 def _open_writer(db: SqliteClient) -> sqlite3.Connection | None:
     """A connection to ``db``'s file, with its pragmas (foreign keys, the checkpoint fallback) but no wait for
     a lock, if it is a file in WAL mode; else None."""
-    if not wal_file(db.filename):
+    pragmas = getattr(db, "pragmas", None)  # (Tortoise's: without them, no side connection)
+    if not wal_file(db.filename) or pragmas is None:
         return None
     conn = None
     try:
         conn = sqlite3.connect(db.filename, isolation_level=None, check_same_thread=False)
-        for pragma, value in db.pragmas.items():
+        for pragma, value in pragmas.items():
             if pragma != "busy_timeout":
                 conn.execute(f"PRAGMA {pragma}={value}")  # (as Tortoise applies them to its connection)
         conn.execute("PRAGMA busy_timeout=0")
@@ -450,7 +451,8 @@ side_writers = SideWriters()
 
 
 async def _write_sqlite(db: SqliteClient, sql: Statements, work: _Transition) -> tuple[bool, int | None]:
-    if not db._lock.locked():  # (Tortoise's connection is idle: see SideWriters)
+    lock = getattr(db, "_lock", None)  # (Tortoise's private lock: without it, never on the side)
+    if lock is not None and not lock.locked():  # (Tortoise's connection is idle: see SideWriters)
         side = side_writers.connection(db)
         if side is not None:
             done = _write_on_this_thread(side, sql, work)
