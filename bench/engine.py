@@ -1,6 +1,6 @@
 """Engine benchmark (issue 3, point 9): the real engine against a minimal asyncio pool, on no-op nodes.
 
-Run from the repository root: ``.venv/bin/python bench/engine.py [--quick] [--profile]``.
+Run from the repository root: ``.venv/bin/python bench/engine.py [--quick] [--profile] [--repeats N]``.
 ``AIHUB_DATABASE_URL`` selects the database (default: SQLite in a fresh data dir under /var/tmp; with
 ``--journaled-ext4`` on a fresh ext4 with a journal, loop-mounted: this machine's disk has none, see
 ``data_fs.py``).
@@ -625,6 +625,11 @@ def main() -> None:
         action="store_true",
         help="new namespaces and shim.sh for each node, not the launcher's warm sandboxes (the default)",
     )
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        help=f"engine / pool / shim pool runs per shape, interleaved; the median is reported (default {FULL.repeats})",
+    )
     parser.add_argument("--scale-child", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     launcher_module.WARM_SANDBOXES = not args.per_node_namespaces
@@ -632,6 +637,8 @@ def main() -> None:
         print(json.dumps(asdict(asyncio.run(scale_child(args.scale_child, args.data_root)))))
         return
     sizes = QUICK if args.quick else FULL
+    if args.repeats:
+        sizes = replace(sizes, repeats=args.repeats)
     with journaled_ext4(args.data_root) if args.journaled_ext4 else nullcontext(args.data_root) as root:
         asyncio.run(main_async(sizes, args.profile, root, args.profile_out))
 
