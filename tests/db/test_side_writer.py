@@ -14,6 +14,7 @@ from tortoise.exceptions import IntegrityError
 from tortoise.transactions import in_transaction
 
 from aihub.bus.memory import MemoryBus
+from aihub.db import wal
 from aihub.db.models import Attempt, NodeEvent, NodeRun, Run
 from aihub.db.node_writes import side_writers
 from aihub.db.setup import close_db, init_db
@@ -151,3 +152,19 @@ def _target(fd: str) -> str:
         return os.readlink(f"/proc/self/fd/{fd}")
     except OSError:
         return ""
+
+
+async def test_the_side_connection_has_the_servers_pragmas_and_never_waits(run: Run) -> None:
+    """What keeps the write on the loop's thread cheap: no checkpoint (and its fsync) in its commits before the
+    fallback size, WAL without an fsync at commit, and no wait for another writer's lock."""
+    side = side_writers.connection(NodeRun._meta.db)
+    assert side is not None
+
+    def pragma(name: str) -> object:
+        return side.execute(f"PRAGMA {name}").fetchone()[0]
+
+    assert pragma("journal_mode") == "wal"
+    assert pragma("wal_autocheckpoint") == wal.FALLBACK_PAGES
+    assert pragma("synchronous") == 1  # NORMAL
+    assert pragma("foreign_keys") == 1
+    assert pragma("busy_timeout") == 0
