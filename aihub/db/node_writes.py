@@ -50,7 +50,7 @@ from tortoise.transactions import in_transaction
 from tortoise.validators import MaxLengthValidator
 
 from aihub.db.models import Attempt, NodeEvent, NodeRun
-from aihub.db.prepared import SideConnections, wal_file
+from aihub.db.prepared import SideConnections, open_side
 from aihub.domain.status import NodeStatus
 
 #: the node row's fields a status writer sets (everything but the run, the name and the id)
@@ -426,25 +426,12 @@ class SideWriters(SideConnections):
 
 
 def _open_writer(db: SqliteClient) -> sqlite3.Connection | None:
-    """A connection to ``db``'s file, with its pragmas (foreign keys, the checkpoint fallback) but no wait for
-    a lock, if it is a file in WAL mode; else None."""
+    """A side connection to ``db``'s file with its pragmas (foreign keys, the checkpoint fallback), as Tortoise
+    applies them to its own, but no wait for a lock (see :func:`~aihub.db.prepared.open_side`)."""
     pragmas = getattr(db, "pragmas", None)  # (Tortoise's: without them, no side connection)
-    if not wal_file(db.filename) or pragmas is None:
+    if pragmas is None:
         return None
-    conn = None
-    try:
-        conn = sqlite3.connect(db.filename, isolation_level=None, check_same_thread=False)
-        for pragma, value in pragmas.items():
-            if pragma != "busy_timeout":
-                conn.execute(f"PRAGMA {pragma}={value}")  # (as Tortoise applies them to its connection)
-        conn.execute("PRAGMA busy_timeout=0")
-        mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
-    except sqlite3.Error:
-        mode = None
-    if conn is not None and str(mode).lower() != "wal":
-        conn.close()
-        return None
-    return conn
+    return open_side(db.filename, {k: str(v) for k, v in pragmas.items() if k != "busy_timeout"})
 
 
 side_writers = SideWriters()

@@ -160,7 +160,7 @@ class SideReaders(SideConnections):
     """A read-only connection per SQLite client (module docstring)."""
 
     def __init__(self) -> None:
-        super().__init__(lambda db: _open_side(db.filename))
+        super().__init__(lambda db: _open_reader(db.filename))
         #: reads answered by a side connection (the tests check this path is taken)
         self.reads = 0
 
@@ -177,28 +177,31 @@ class SideReaders(SideConnections):
         return rows
 
 
-def wal_file(filename: str) -> bool:
-    """Whether ``filename`` names a database file that a second connection can open (not ``:memory:``, not a
-    URI)."""
-    return bool(filename) and filename != ":memory:" and not filename.startswith("file:")
-
-
-def _open_side(filename: str) -> sqlite3.Connection | None:
-    """A read-only connection to ``filename`` if it is a file database in WAL mode (readers never wait for
-    writers there), else None."""
-    if not wal_file(filename):
+def open_side(filename: str, pragmas: dict[str, str]) -> sqlite3.Connection | None:
+    """A second connection to ``filename`` for the event loop's thread, with ``pragmas`` and no wait for a lock
+    (``busy_timeout=0``), if it is a database file (not ``:memory:``, not a URI) in WAL mode, where readers
+    never wait for writers; else None (nothing left open)."""
+    if not filename or filename == ":memory:" or filename.startswith("file:"):
         return None
+    conn = None
     try:
         conn = sqlite3.connect(filename, isolation_level=None, check_same_thread=False)
-        conn.row_factory = sqlite3.Row
-        conn.execute("PRAGMA query_only=ON")
-        conn.execute("PRAGMA busy_timeout=0")
-        mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
+        for pragma, value in {**pragmas, "busy_timeout": "0"}.items():
+            conn.execute(f"PRAGMA {pragma}={value}")
+        if str(conn.execute("PRAGMA journal_mode").fetchone()[0]).lower() == "wal":
+            return conn
     except sqlite3.Error:
-        return None
-    if str(mode).lower() != "wal":
+        pass
+    if conn is not None:
         conn.close()
-        return None
+    return None
+
+
+def _open_reader(filename: str) -> sqlite3.Connection | None:
+    """A read-only side connection to ``filename`` (see :func:`open_side`)."""
+    conn = open_side(filename, {"query_only": "ON"})
+    if conn is not None:
+        conn.row_factory = sqlite3.Row
     return conn
 
 
