@@ -14,6 +14,7 @@ import ctypes
 import errno
 import os
 import signal
+import socket
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -399,14 +400,78 @@ async def test_a_start_whose_sandbox_dies_under_it_goes_to_a_new_one(executor: L
 def test_a_kernel_without_pidfds_starts_nodes_in_new_namespaces(monkeypatch: pytest.MonkeyPatch) -> None:
     """A sandbox hands its node over as a pidfd (Linux 5.3 and later): on an older kernel the launcher keeps
     to new namespaces for each node, as without ``--warm-sandboxes``, instead of failing every start."""
-    for name in ("_warm", "_proc_by_supervisor", "SANDBOX_MAX_AGE"):  # (what _configure sets: put back after)
+    for name in ("_warm", "_proc_by_supervisor", "_lines_out", "SANDBOX_MAX_AGE"):  # (what _configure sets)
         monkeypatch.setattr(launcher_module, name, getattr(launcher_module, name))
-    launcher_module._configure(["--warm-sandboxes"])
+    launcher_module._configure(["--warm-sandboxes", "--lines-fd=9"])
     assert launcher_module._warm is True
 
     def no_pidfds(pid: int, flags: int = 0) -> int:
         raise OSError(errno.ENOSYS, os.strerror(errno.ENOSYS))
 
     monkeypatch.setattr(os, "pidfd_open", no_pidfds)
-    launcher_module._configure(["--warm-sandboxes"])
+    launcher_module._configure(["--warm-sandboxes", "--lines-fd=9"])
     assert launcher_module._warm is False
+
+
+def _dead_sandbox(words: list[bytes], scratch: Path) -> launcher_module.Sandbox:
+    """The launcher's side of a sandbox lent a start (id 5, in ``scratch``) that said ``words`` on its channel,
+    then died (its end of the channel closed): no fork, the launcher's bookkeeping alone."""
+    sandbox = launcher_module.Sandbox.__new__(launcher_module.Sandbox)
+    sandbox.channel, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    sandbox.pid, sandbox.made, sandbox.node, sandbox.told = 0, 0.0, None, []
+    sandbox.asked = ({"id": 5, "scratch": str(scratch)}, b"{}", 1)
+    launcher_module._lent.append(sandbox)
+    for word in words:
+        theirs.send(word)
+    theirs.close()
+    return sandbox
+
+
+@pytest.mark.parametrize(
+    ("words", "told", "recorded"),
+    [
+        # it died after it told the launcher its node started, maybe before it told the server: the node
+        # ended with it, killed
+        ([b"started 4242 77 node"], ["started 5 4242 77", "ended 4242 T", "exited 4242 -9"], "137"),
+        # after it said the node's end, maybe before the server heard it: that end, as it said it
+        (
+            [b"started 4242 77 node", b"ended 3 12.5 1"],
+            ["started 5 4242 77", "ended 4242 12.500000", "exited 4242 3 node"],
+            None,
+        ),
+        ([b"failed no space left on device"], ["failed 5 no space left on device"], None),
+        # clean: nothing to say again
+        ([b"started 4242 77 node", b"ended 0 12.5 1", b"clean"], [], None),
+    ],
+)
+def test_a_sandbox_that_dies_has_its_lines_said_again(
+    words: list[bytes], told: list[str], recorded: str | None, tmp_path: Path
+) -> None:
+    """A sandbox tells the launcher each thing before it tells the server (see launcher.Sandbox): one that
+    dies in between has the launcher say it for it, and one that died just after has it said twice (the
+    server takes it once: the next test)."""
+    lines = _dead_sandbox(words, tmp_path).gone()
+    said_now = [  # (the launcher's own "ended" says when it found the sandbox gone)
+        "ended 4242 T" if line.startswith("ended 4242 ") and line != "ended 4242 12.500000" else line
+        for line in lines
+    ]
+    assert said_now == told
+    exit_file = tmp_path / "exit"
+    assert (exit_file.read_text().strip() if exit_file.exists() else None) == recorded
+    assert not launcher_module._lent and not launcher_module._cleaning and not launcher_module._idle
+
+
+async def test_the_server_takes_a_line_said_twice_once() -> None:
+    """The launcher says again what a dead sandbox may have said (the test before): the server's side follows
+    the first of each and ignores the second."""
+    client = launcher_module.LauncherClient()
+    future: asyncio.Future[Launched] = asyncio.get_running_loop().create_future()
+    client._pending[5] = future
+    for line in ("started 5 4242 77", "started 5 4242 77", "ended 4242 12.5", "exited 4242 3 node"):
+        client._handle(line + "\n")
+    launched = future.result()
+    for line in ("ended 4242 13.0", "exited 4242 -9", "failed 5 the sandbox ended"):  # (the launcher's)
+        client._handle(line + "\n")
+    assert (launched.pid, launched.start_time, launched.returncode) == (4242, 77, 3)
+    assert launched.node_recorded and launched.recorded_at == 12.5
+    assert not client._pending and not client._launched

@@ -31,8 +31,8 @@ With ``--warm-sandboxes`` (which the server gives it by default: see :class:`San
 namespace runs in a *warm sandbox* instead: a fork of this process that is PID 1 of namespaces made once
 and lent to one node at a time. This process hands it the request; the sandbox puts the scratch dir in place,
 makes the binds, starts the node itself as its own child (:func:`_spawn_node`; ``shim.sh`` where anything is
-unusual), records its status in ``exit``, cleans up after it, and says so; this process turns its words into
-the lines below.
+unusual), records its status in ``exit``, cleans up after it, and writes the lines below itself, on the
+server's *lines pipe* (``--lines-fd``), not through this process.
 
 The end is reported twice. A supervisor that is PID 1 of its PID namespace writes a line on the report pipe
 once it has recorded the node's status (its ``exit`` file) and SIGKILLed everything else in the namespace:
@@ -44,7 +44,9 @@ has to wait for any more. ``exited`` follows once it is reaped. A supervisor kil
 
 Nothing here is parsed as shell code: the request's argv, env and paths go to ``posix_spawn`` as they are.
 
-Protocol (one JSON object or one line of words per line, on stdin and stdout; it ends at stdin's end):
+Protocol (one JSON object or one line of words per line, on stdin, and on stdout or, for a node started in a
+sandbox, the lines pipe; it ends at stdin's end; a line may come twice, from a sandbox and again from this
+process once that sandbox ended: the second is to be ignored):
 
 - request ``{"id": N, "argv": [...], "env": {...}, "scratch": S, "log": L, "binds": [[SRC, DST, MODE], ...],
   "pid_namespace": bool}``, and optionally ``"spare": P, "meta": TEXT``: first rename the directory P (made
@@ -314,8 +316,7 @@ def recorded_status(code: int) -> str:
 
 def start_time(pid: int) -> int:
     with open(f"/proc/{pid}/stat", "rb") as f:
-        raw = f.read()
-    return int(raw[raw.rindex(b")") + 2 :].split()[19])
+        return _stat_start(f.read())
 
 
 _reports: dict[int, int] = {}  # supervisor pid -> the read end of its report pipe (non-blocking)
@@ -468,10 +469,15 @@ MESSAGE_MAX = 1 << 17
 #: bytes read from the server at a time (a request is a few KiB; below malloc's mmap threshold, so a read is
 #: not an mmap and an mremap of a megabyte, as it was)
 READ_SIZE = 1 << 16
+#: the write end of the server's *lines pipe* (``--lines-fd``), on which sandboxes say what became of their
+#: nodes; -1: none (then no sandboxes)
+_lines_out = -1
+#: the longest reason a sandbox gives for a start that failed (its line stays one atomic write to the pipe)
+REASON_MAX = 1024
 _sandboxes: dict[int, Sandbox] = {}  # the sandbox's pid (its PID 1, as this process sees it) -> sandbox
 _idle: list[Sandbox] = []
-_cleaning: list[Sandbox] = []  # its node's end reported, not back in its own mount namespace yet
-_selector: selectors.BaseSelector | None = None  # the main loop's (it watches each sandbox's words)
+_lent: list[Sandbox] = []  # a node's start handed over, its end not said yet
+_cleaning: list[Sandbox] = []  # its node's end said, not back in its own mount namespace yet
 
 
 class Sandbox:
@@ -483,24 +489,27 @@ class Sandbox:
     sandbox is a fork of this process, made once, that does all of a node's start itself (see
     :func:`_run_lent`), in parallel with this process and the other sandboxes: it puts the scratch dir in
     place, makes the binds in its mount namespace, and starts the node *itself* as its child (``posix_spawn``
-    as the node user; ``shim.sh`` only where something is unusual). Here the request is handed over, and the
-    sandbox's words are turned into the protocol's lines:
+    as the node user; ``shim.sh`` only where something is unusual).
 
-    - ``started INNER START node|supervisor`` with a pidfd of what it started: its pid here is read from the
-      pidfd, a node's ``supervisor`` file is written, ``have`` goes back, and the sandbox may reap it from then
-      on, not before;
-    - ``failed MESSAGE``: nothing started;
-    - ``ended CODE TIME``: the node ended at TIME (the sandbox reaped it and recorded its status) and nothing
-      it left runs any more: ``ended`` and ``exited``;
-    - ``clean``: its mounts are undone too, it may be lent again.
+    This process only hands the request over. The sandbox tells the server itself, on the lines pipe
+    (``--lines-fd``, which it shares with the other sandboxes: each line is one write, shorter than
+    ``PIPE_BUF``, so lines never mix), what the protocol says: ``started`` (it reads its node's pid as the
+    server sees it from the launcher's ``/proc``, which it keeps open), ``failed``, ``ended`` and ``exited``.
+    Each time it first tells this process (a word on its channel, read only when this process needs to know:
+    to lend a sandbox, or when one ended): ``started PID START node|supervisor``, ``failed REASON``, ``ended
+    CODE TIME``, then ``clean`` (its mounts undone: it may be lent again). So what the server has heard is
+    never more than this process knows, and a sandbox that dies between its word and its line has its lines
+    said again here, with the node's end (the server takes a line it already had as said twice: it ignores
+    it). Before it was told that way, this process woke up four times a node to pass the words on (round
+    eleven, docs/benchmarks.md): now once, for the request.
 
     Its ``/proc`` is its PID namespace's, mounted by itself. The node's pid and start time and the sandbox's
-    are in ``supervisor`` in its scratch dir (written here before the server hears ``started``), for a server
-    that did not start it. When this process ends (the
-    server stopped or restarted), a sandbox waits for its node (its own child: its status is never lost),
-    records it, and exits (the kernel kills what is left in its namespace): a running node keeps running, as
-    it did in namespaces of its own, and the next server finds it. (docs/benchmarks.md, round seven: the
-    engine takes a sixth to a quarter less time with sandboxes than with new namespaces for each node.)"""
+    are in ``supervisor`` in its scratch dir (written before the server hears ``started``), for a server that
+    did not start it. When this process ends (the server stopped or restarted), a sandbox waits for its node
+    (its own child: its status is never lost), records it, and exits (the kernel kills what is left in its
+    namespace): a running node keeps running, as it did in namespaces of its own, and the next server finds
+    it. (docs/benchmarks.md, round seven: the engine takes a sixth to a quarter less time with sandboxes than
+    with new namespaces for each node.)"""
 
     def __init__(self) -> None:
         self.channel, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -518,14 +527,13 @@ class Sandbox:
         _sandboxes[self.pid] = self
         self.made = time.monotonic()
         self.asked: tuple[dict[str, Any], bytes, int] | None = None  # a start not answered yet, and its tries
-        # what it started (its pid here, its scratch dir, whether the node itself rather than its supervisor)
-        self.node: tuple[int, str, bool] | None = None
-        if self.receive() != b"ready":  # (its /proc mounted, its own mount namespace kept for going back)
+        self.node: tuple[int, str] | None = (
+            None  # what it started and has not said the end of: (pid, scratch)
+        )
+        self.told: list[str] = []  # the lines it told the server (or was about to) since it was last clean
+        if self.receive(CLEAN_TIMEOUT + 5) != b"ready":  # (its /proc mounted, its own mount namespace kept)
             self.retire()
             raise SetupError("the sandbox for the node's namespaces could not be made")
-        self.start_time = start_time(self.pid)
-        if _selector is not None:
-            _selector.register(self.channel, selectors.EVENT_READ, self)
 
     def lend(self, request: dict[str, Any], raw: bytes, tries: int) -> bool:
         """Hand a start over (False: the sandbox is gone)."""
@@ -535,88 +543,70 @@ class Sandbox:
             self.retire()
             return False
         self.asked = (request, raw, tries)
+        _lent.append(self)
         return True
 
-    def receive(self) -> bytes:
-        """The sandbox's next word, waited for here (b"" when it is gone, or still silent after
-        CLEAN_TIMEOUT + 5 s: stopped, or stuck); the main loop reads the others as they come."""
+    def receive(self, wait: float) -> bytes:
+        """The sandbox's next word, waited for up to ``wait`` seconds (b"" when it is gone, or still silent)."""
         try:
-            if select.select([self.channel], [], [], CLEAN_TIMEOUT + 5)[0]:
-                return self.channel.recv(64)
+            if select.select([self.channel], [], [], wait)[0]:
+                return self.channel.recv(REASON_MAX + 64)
         except OSError:
             pass
         return b""
 
-    def answered(self) -> list[str]:
-        """The sandbox's next word, read without waiting (the word that made it readable may have been read
-        meanwhile, by take_sandbox), and what it means."""
-        try:
-            said, fds, _, _ = socket.recv_fds(self.channel, 128, 1, socket.MSG_DONTWAIT)
-        except BlockingIOError:
-            return []
-        except OSError:
-            said, fds = b"", []
-        return self.heard(said, fds) if said else self.gone()
+    def catch_up(self, until_clean: bool = False) -> None:
+        """Take in the words the sandbox said meanwhile (``until_clean``: and wait for ``clean`` while it is
+        cleaning, up to CLEAN_TIMEOUT + 5 s); one that ended is left to its reaping."""
+        deadline = time.monotonic() + CLEAN_TIMEOUT + 5
+        while self.channel.fileno() >= 0:
+            wait = max(0.0, deadline - time.monotonic()) if until_clean and self in _cleaning else 0.0
+            said = self.receive(wait)
+            if not said:
+                return
+            self.heard(said)
 
-    def heard(self, said: bytes, fds: list[int]) -> list[str]:
+    def heard(self, said: bytes) -> None:
+        """One word of the sandbox's: what it is about to tell the server, or that it is clean."""
         word, _, rest = said.partition(b" ")
-        if word == b"started" and fds and self.asked is not None:
-            return self._started(rest, fds[0])
-        for fd in fds:  # (none expected)
-            os.close(fd)
-        if word == b"failed" and self.asked is not None:
+        if word == b"started" and self.asked is not None:
             request, self.asked = self.asked[0], None
-            _cleaning.append(self)
-            return [f"failed {request['id']} {rest.decode(errors='replace')}"]
-        if word == b"ended" and self.node is not None:
-            (pid, _, own), self.node = self.node, None
-            code, when = rest.split()
-            _cleaning.append(self)
-            return [f"ended {pid} {float(when):.6f}", f"exited {pid} {int(code)}" + (" node" if own else "")]
-        if word == b"clean":
-            with contextlib.suppress(ValueError):
-                _cleaning.remove(self)
-            _idle.append(self)
-            return []
-        return self.gone()
+            pid, start, _ = rest.split()
+            self.node = (int(pid), request["scratch"])
+            self.told = [f"started {request['id']} {int(pid)} {int(start)}"]
+        elif word == b"failed" and self.asked is not None:
+            request, self.asked = self.asked[0], None
+            self.told = [f"failed {request['id']} {rest.decode(errors='replace')}"]
+            self._move(_lent, _cleaning)
+        elif word == b"ended" and self.node is not None:
+            (pid, _), self.node = self.node, None
+            code, when, own = rest.split()
+            self.told += [
+                f"ended {pid} {float(when):.6f}",
+                f"exited {pid} {int(code)}" + (" node" if own == b"1" else ""),
+            ]
+            self._move(_lent, _cleaning)
+        elif word == b"clean":
+            self.told = []
+            self._move(_cleaning, _idle)
+        else:
+            self.retire()  # (said what it should not: its end, reaped later, says the rest)
 
-    def _started(self, rest: bytes, pidfd: int) -> list[str]:
-        try:
-            pid = _pid_of(pidfd)
-        finally:
-            os.close(pidfd)
-        assert self.asked is not None
-        request, self.asked = self.asked[0], None
-        _, start, what = rest.split()
-        own = what == b"node"
-        self.node = (pid, request["scratch"], own)
-        # (a supervisor is found by its command line; a node by this file, once the server is back)
-        if own:
-            with contextlib.suppress(OSError):
-                text = f"{pid} {int(start)} {self.pid} {self.start_time}\n"
-                _write_at(request["scratch"], "supervisor", text)
-        with contextlib.suppress(OSError):  # (one gone meanwhile: its end comes with its reaping)
-            self.channel.send(b"have")
-        return [f"started {request['id']} {pid} {int(start)}"]
+    def _move(self, source: list[Sandbox], target: list[Sandbox]) -> None:
+        with contextlib.suppress(ValueError):
+            source.remove(self)
+        target.append(self)
 
     def gone(self) -> list[str]:
-        """The sandbox ended (killed, or once retired) or said what it should not: a start it had not answered
-        goes to another sandbox (once), a node it ran ended with it (the kernel killed what was in its
-        namespace); what it said before it went counts."""
-        if self.channel.fileno() < 0:
-            return []
-        lines: list[str] = []
-        with contextlib.suppress(OSError):
-            while said := self._left_word():
-                if said.split(b" ")[0] in (b"ended", b"clean"):
-                    lines += self.heard(said, [])
-                elif self.asked is not None:  # it started the node, which went with it: not run again
-                    lines.append(f"failed {self.asked[0]['id']} the sandbox for the node's namespaces ended")
-                    self.asked = None
-        asked, node, self.asked, self.node = self.asked, self.node, None, None
+        """The sandbox ended (killed, or once retired): the lines it told the server, or was about to, once
+        more (the server ignores a line it had); a node it ran ended with it (the kernel killed what was in its
+        namespace); a start it had not answered goes to another sandbox (once)."""
+        self.catch_up()
+        lines, asked, node = self.told, self.asked, self.node
+        self.told, self.asked, self.node = [], None, None
         self.retire()
         if node is not None:
-            pid, scratch, _ = node
+            pid, scratch = node
             with contextlib.suppress(OSError):  # (unless it recorded the node's own end first)
                 fd = os.open(os.path.join(scratch, "exit"), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
                 os.write(fd, f"{128 + signal.SIGKILL}\n".encode())
@@ -626,29 +616,14 @@ class Sandbox:
             lines += _lend(*asked)
         return lines
 
-    def _left_word(self) -> bytes:
-        said, fds, _, _ = socket.recv_fds(self.channel, 128, 1, socket.MSG_DONTWAIT)
-        for fd in fds:
-            os.close(fd)
-        return said
-
     def retire(self) -> None:
         """No more lending: the sandbox exits once what runs in it has ended (it is reaped here)."""
         if self.channel.fileno() < 0:
             return
-        if _selector is not None:
-            with contextlib.suppress(KeyError):  # (one that never got ready was not registered)
-                _selector.unregister(self.channel)
         self.channel.close()
-        for pool in (_idle, _cleaning):
+        for pool in (_idle, _lent, _cleaning):
             with contextlib.suppress(ValueError):
                 pool.remove(self)
-
-
-def _pid_of(pidfd: int) -> int:
-    """The pid, in this process's PID namespace, of the process a pidfd refers to."""
-    with open(f"/proc/self/fdinfo/{pidfd}", "rb") as f:
-        return int(next(line for line in f if line.startswith(b"Pid:")).split()[1])
 
 
 def _lend(request: dict[str, Any], raw: bytes, tries: int = 2) -> list[str]:
@@ -684,13 +659,13 @@ def _write_at(directory: int | str, name: str, text: str) -> None:
 def take_sandbox() -> Sandbox:
     """An idle sandbox young enough (one still undoing its last node's mounts is waited for: that is quicker
     than a new one), or a new one."""
+    for sandbox in [*_lent, *_cleaning]:
+        sandbox.catch_up()
     while _cleaning and not _idle:
         sandbox = _cleaning[-1]
-        said = sandbox.receive()
-        if said == b"clean":
-            sandbox.heard(said, [])
-        else:
-            sandbox.retire()  # (its end, reaped later, reports nothing more: it had nothing lent)
+        sandbox.catch_up(until_clean=True)
+        if sandbox in _cleaning:
+            sandbox.retire()  # (its end, reaped later, says the rest)
     while _idle:
         sandbox = _idle.pop()
         if time.monotonic() - sandbox.made < SANDBOX_MAX_AGE:
@@ -702,6 +677,8 @@ def take_sandbox() -> Sandbox:
 def _let_idle_sandboxes_go() -> None:
     """The server is done with this process: the idle sandboxes exit and are reaped here (their CPU counted
     with this process's); the ones lent keep what runs in them (see :class:`Sandbox`)."""
+    for sandbox in [*_lent, *_cleaning]:
+        sandbox.catch_up()
     idle = [*_idle, *_cleaning]
     for sandbox in idle:
         sandbox.retire()
@@ -711,6 +688,39 @@ def _let_idle_sandboxes_go() -> None:
 
 
 # ------------------------------------------------------------------------------------ in the sandbox
+
+
+class Outside:
+    """What a sandbox knows of the launcher's PID namespace: the launcher's ``/proc`` (opened before its own
+    hides it), and its own pid and start time there."""
+
+    def __init__(self) -> None:
+        self.proc = os.open("/proc", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        self.pid = int(os.readlink("self", dir_fd=self.proc))
+        self.start = _stat_start(self._read(f"{self.pid}/stat"))
+
+    def pid_of(self, pidfd: int) -> int:
+        """The pid, as the launcher and the server see it, of the process a pidfd refers to."""
+        info = self._read(f"{self.pid}/fdinfo/{pidfd}")
+        return int(next(line for line in info.splitlines() if line.startswith(b"Pid:")).split()[1])
+
+    def _read(self, path: str) -> bytes:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC, dir_fd=self.proc)
+        try:
+            return os.read(fd, 4096)
+        finally:
+            os.close(fd)
+
+
+def _stat_start(stat: bytes) -> int:
+    """The start time (field 22) of a ``/proc/PID/stat``."""
+    return int(stat[stat.rindex(b")") + 2 :].split()[19])
+
+
+def _tell(lines: bytes) -> None:
+    """Lines for the server, on the lines pipe, in one write; nothing when it no longer reads them."""
+    with contextlib.suppress(OSError):
+        os.write(_lines_out, lines)
 
 
 def _sandbox_main(channel: socket.socket) -> NoReturn:
@@ -723,16 +733,17 @@ def _sandbox_main(channel: socket.socket) -> NoReturn:
         for fd in (0, 1, 2):  # (not the server's pipes: their ends must go with this process)
             os.dup2(null, fd)
         for name in os.listdir("/proc/self/fd"):
-            if int(name) not in (0, 1, 2, channel.fileno()):
+            if int(name) not in (0, 1, 2, channel.fileno(), _lines_out):
                 with contextlib.suppress(OSError):
                     os.close(int(name))
+        outside = Outside()
         mount("proc", "/proc", "proc", MS_NOSUID | MS_NOEXEC | MS_NODEV)
         home = os.open("/proc/self/ns/mnt", os.O_RDONLY | os.O_CLOEXEC)  # (each node gets a copy of it)
         channel.send(b"ready")
         buffer = bytearray(MESSAGE_MAX)  # (one buffer: a fresh 128 KiB each time is an mmap and an mremap)
         while size := channel.recv_into(buffer):  # (its end: the launcher is gone, or retired it)
             request = json.loads(buffer[:size])
-            if not _run_lent(channel, request, home):
+            if not _run_lent(channel, request, home, outside):
                 break
             if not select.select([channel], [], [], 0)[0]:  # (nothing asked meanwhile)
                 make_ahead(request.get("make"))
@@ -742,23 +753,29 @@ def _sandbox_main(channel: socket.socket) -> NoReturn:
         os._exit(code)
 
 
-def _run_lent(channel: socket.socket, request: dict[str, Any], home: int) -> bool:
+def _run_lent(channel: socket.socket, request: dict[str, Any], home: int, outside: Outside) -> bool:
     """One node, from its start to the sandbox cleaned after it; False when the sandbox is to end (the launcher
-    is gone: the node ran to its end and its status is recorded; or the sandbox could not be cleaned)."""
+    is gone: the node ran to its end and its status is recorded; or the sandbox could not be cleaned). Each
+    line for the server comes after the word that tells the launcher (see :class:`Sandbox`)."""
     try:
         pid, scratch, own = _start_lent(request)
     except (OSError, SetupError) as exc:
-        channel.send(b"failed " + " ".join(str(exc).split()).encode(errors="replace"))
+        reason = " ".join(str(exc).split()).encode(errors="replace")[:REASON_MAX]
+        channel.send(b"failed " + reason)
+        _tell(b"failed %d %s\n" % (request["id"], reason))
         return _clean(channel, home, None)
     finally:
         os.chdir("/")
     pidfd = os.pidfd_open(pid)
     try:
-        what = b"node" if own else b"supervisor"
-        socket.send_fds(channel, [b"started %d %d %s" % (pid, start_time(pid), what)], [pidfd])
-        said = channel.recv(64)  # "have": the launcher knows the node (then, and only then, it may be reaped)
-        if said:  # (the launcher's end, meanwhile: the node goes on)
-            said = b"go on" if pidfd in select.select([channel, pidfd], [], [])[0] else b""
+        outer, start = outside.pid_of(pidfd), start_time(pid)
+        if own:  # (a supervisor is found by its command line; a node by this file, once the server is back)
+            with contextlib.suppress(OSError):
+                _write_at(scratch, "supervisor", f"{outer} {start} {outside.pid} {outside.start}\n")
+        channel.send(b"started %d %d %s" % (outer, start, b"node" if own else b"supervisor"))
+        _tell(b"started %d %d %d\n" % (request["id"], outer, start))
+        # (a lent sandbox's channel has nothing more to say but its end: the launcher is gone, the node goes on)
+        go_on = pidfd in select.select([channel, pidfd], [], [])[0]
         code, when = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]), time.time()
         if own:  # (the supervisor records its own)
             with contextlib.suppress(OSError):  # (nothing recorded: the executor says the node vanished)
@@ -766,7 +783,11 @@ def _run_lent(channel: socket.socket, request: dict[str, Any], home: int) -> boo
     finally:
         os.close(pidfd)
         os.close(scratch)
-    return bool(said) and _clean(channel, home, b"ended %d %.6f" % (code, when))
+    ended = (
+        b"ended %d %.6f %d" % (code, when, own),
+        b"ended %d %.6f\nexited %d %d%s\n" % (outer, when, outer, code, b" node" if own else b""),
+    )
+    return go_on and _clean(channel, home, ended)
 
 
 def _start_lent(request: dict[str, Any]) -> tuple[int, int, bool]:
@@ -797,14 +818,17 @@ def _start_lent(request: dict[str, Any]) -> tuple[int, int, bool]:
                 os.close(fd)
 
 
-def _clean(channel: socket.socket, home: int, ended: bytes | None) -> bool:
-    """Kill and reap what is left, say ``ended`` (when a node was started), go back to the sandbox's own mount
-    namespace ``home`` (the node's copy, with every mount made in it, is dropped by the kernel: nothing uses
-    it any more), say ``clean``; False when that could not be done (the sandbox ends instead)."""
+def _clean(channel: socket.socket, home: int, ended: tuple[bytes, bytes] | None) -> bool:
+    """Kill and reap what is left, say the node's end (when one was started: ``ended`` is the word for the
+    launcher and the lines for the server), go back to the sandbox's own mount namespace ``home`` (the node's
+    copy, with every mount made in it, is dropped by the kernel: nothing uses it any more), say ``clean``;
+    False when that could not be done (the sandbox ends instead)."""
     if not _kill_all():
         return False  # (exiting takes everything in the namespace along)
-    if ended is not None:
-        channel.send(ended)  # (the node's end may be reported: nothing of it runs any more)
+    if ended is not None:  # (the node's end may be reported: nothing of it runs any more)
+        word, lines = ended
+        channel.send(word)
+        _tell(lines)
     if _libc().setns(home, CLONE_NEWNS) != 0:
         return False
     channel.send(b"clean")  # (and the sandbox may be lent again)
@@ -885,23 +909,28 @@ def reap() -> list[str]:
 
 
 def close_inherited() -> None:
-    """Close every descriptor but the standard three. The server's event loop may not have (uvloop's spawn,
+    """Close every descriptor but the standard three and the lines pipe (kept from supervisors and nodes:
+    close-on-exec; the sandboxes, forks, keep it). The server's event loop may not have (uvloop's spawn,
     libuv's, closes none): its inheritable descriptors and the other ends of this process's pipes would reach
     every supervisor and node, which posix_spawn starts with all that is not close-on-exec — a node left running
     would hold the server's stdout, or a pipe the server's parent waits on."""
     for name in os.listdir("/proc/self/fd"):
-        if int(name) > 2:
+        if int(name) > 2 and int(name) != _lines_out:
             with contextlib.suppress(OSError):  # (the listing's own descriptor, closed already)
                 os.close(int(name))
+    if _lines_out >= 0:
+        os.set_inheritable(_lines_out, False)
 
 
 def _configure(args: list[str]) -> None:
-    global _proc_by_supervisor, _warm, SANDBOX_MAX_AGE
+    global _proc_by_supervisor, _warm, _lines_out, SANDBOX_MAX_AGE
     _proc_by_supervisor = "--proc-by-supervisor" in args
-    _warm = "--warm-sandboxes" in args and _pidfds()
     for arg in args:
         if arg.startswith("--sandbox-max-age="):
             SANDBOX_MAX_AGE = float(arg.partition("=")[2])
+        elif arg.startswith("--lines-fd="):
+            _lines_out = int(arg.partition("=")[2])
+    _warm = "--warm-sandboxes" in args and _lines_out >= 0 and _pidfds()
 
 
 def _pidfds() -> bool:
@@ -949,8 +978,7 @@ def main() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the server decides when this ends (stdin's end)
     os.chdir("/")  # (so that no directory of the server's stays in use)
     wake_r = _wake_on_sigchld()
-    global _selector
-    selector = _selector = selectors.DefaultSelector()
+    selector = selectors.DefaultSelector()
     selector.register(sys.stdin.fileno(), selectors.EVENT_READ)
     selector.register(wake_r, selectors.EVENT_READ)
     watched: dict[int, int] = {}  # report pipe -> supervisor pid, as registered with the selector
@@ -964,8 +992,6 @@ def main() -> None:
                 child_ended = True
                 with contextlib.suppress(BlockingIOError):
                     os.read(wake_r, 512)
-            elif isinstance(key.data, Sandbox):
-                replies += key.data.answered()
             elif key.fd in watched:
                 replies += report_line(watched[key.fd])
             else:
@@ -1019,6 +1045,7 @@ class LauncherClient:
     def __init__(self) -> None:
         self._proc: asyncio.subprocess.Process | None = None
         self._reader: asyncio.Task[None] | None = None
+        self._lines: asyncio.Task[None] | None = None  # reads the sandboxes' lines pipe
         self._ids = itertools.count(1)
         self._pending: dict[int, asyncio.Future[Launched]] = {}
         self._launched: dict[int, Launched] = {}
@@ -1052,19 +1079,42 @@ class LauncherClient:
 
     async def _start(self) -> None:
         await self.close()
-        self._proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-I",
-            str(Path(__file__)),
-            *(["--proc-by-supervisor"] if PROC_BY_SUPERVISOR else []),
-            *(["--warm-sandboxes"] if WARM_SANDBOXES else []),
-            f"--sandbox-max-age={SANDBOX_MAX_AGE:g}",
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            start_new_session=True,  # (a Ctrl-C meant for the server's terminal is not for it)
-            env={"LC_ALL": "C"},  # nothing of the server's environment (its secrets) in one more process
-        )
+        lines_r, lines_w = os.pipe()  # (the sandboxes' lines: see Sandbox)
+        try:
+            self._proc = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-I",
+                str(Path(__file__)),
+                *(["--proc-by-supervisor"] if PROC_BY_SUPERVISOR else []),
+                *(["--warm-sandboxes"] if WARM_SANDBOXES else []),
+                f"--sandbox-max-age={SANDBOX_MAX_AGE:g}",
+                f"--lines-fd={lines_w}",
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+                pass_fds=(lines_w,),
+                start_new_session=True,  # (a Ctrl-C meant for the server's terminal is not for it)
+                env={"LC_ALL": "C"},  # nothing of the server's environment (its secrets) in one more process
+            )
+        except BaseException:
+            os.close(lines_r)
+            raise
+        finally:
+            os.close(lines_w)
+        self._lines = asyncio.create_task(self._read_lines(lines_r), name="local executor sandboxes")
         self._reader = asyncio.create_task(self._read(self._proc), name="local executor launcher")
+
+    async def _read_lines(self, fd: int) -> None:
+        """The sandboxes' lines, until the launcher is gone (sandboxes still running may outlive it, holding
+        the pipe: the launcher's own stdout says when it ended)."""
+        reader = asyncio.StreamReader()
+        transport, _ = await asyncio.get_running_loop().connect_read_pipe(
+            lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(fd, "rb", buffering=0)
+        )
+        try:
+            while line := await reader.readline():
+                self._handle(line.decode())
+        finally:
+            transport.close()
 
     async def _read(self, proc: asyncio.subprocess.Process) -> None:
         assert proc.stdout is not None
@@ -1072,6 +1122,8 @@ class LauncherClient:
             while line := await proc.stdout.readline():
                 self._handle(line.decode())
         finally:  # the launcher is gone: nothing pending will be answered, no exit reported
+            if self._lines is not None:
+                self._lines.cancel()
             for future in self._pending.values():
                 if not future.done():
                     future.set_exception(OSError("the launcher ended"))
@@ -1098,7 +1150,9 @@ class LauncherClient:
                 launched._end(int(code))
             return
         ident, _, rest = tail.partition(" ")
-        future = self._pending.pop(int(ident))
+        future = self._pending.pop(int(ident), None)
+        if future is None:  # (said twice: by a sandbox, and again by the launcher once it ended; see Sandbox)
+            return
         if kind == "started":
             pid, start_time = rest.split()
             launched = Launched(int(pid), int(start_time))
@@ -1109,7 +1163,8 @@ class LauncherClient:
 
     async def close(self) -> None:
         """End the launcher (supervisors it started keep running); wait for it and its reader."""
-        proc, reader, self._proc, self._reader = self._proc, self._reader, None, None
+        proc, reader, lines = self._proc, self._reader, self._lines
+        self._proc = self._reader = self._lines = None
         if proc is None:
             return
         if proc.stdin is not None:
@@ -1122,6 +1177,10 @@ class LauncherClient:
             await proc.wait()
         if reader is not None:
             await reader
+        if lines is not None:
+            lines.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await lines
 
 
 if __name__ == "__main__":
