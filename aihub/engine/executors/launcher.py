@@ -739,18 +739,27 @@ def _sandbox_main(channel: socket.socket) -> NoReturn:
         outside = Outside()
         mount("proc", "/proc", "proc", MS_NOSUID | MS_NOEXEC | MS_NODEV)
         home = os.open("/proc/self/ns/mnt", os.O_RDONLY | os.O_CLOEXEC)  # (each node gets a copy of it)
+        _copy_home()
         channel.send(b"ready")
         buffer = bytearray(MESSAGE_MAX)  # (one buffer: a fresh 128 KiB each time is an mmap and an mremap)
         while size := channel.recv_into(buffer):  # (its end: the launcher is gone, or retired it)
             request = json.loads(buffer[:size])
             if not _run_lent(channel, request, home, outside):
                 break
+            _copy_home()
             if not select.select([channel], [], [], 0)[0]:  # (nothing asked meanwhile)
                 make_ahead(request.get("make"))
         code = 0
     finally:
         drop_ahead()
         os._exit(code)
+
+
+def _copy_home() -> None:
+    """Go into a copy of the sandbox's own mount namespace, for the next node's mounts: they go with it when
+    the sandbox goes back to its own (``_clean``), no mount table to read, no path to unmount by. Made ahead,
+    between two nodes (the copy is most of the namespace work: not on the next node's way any more)."""
+    _check(_libc().unshare(CLONE_NEWNS), "unshare")
 
 
 def _run_lent(channel: socket.socket, request: dict[str, Any], home: int, outside: Outside) -> bool:
@@ -799,9 +808,6 @@ def _start_lent(request: dict[str, Any]) -> tuple[int, int, bool]:
     log = -1
     try:
         log = _open_log(request["log"])
-        # the node's mounts in a copy of the sandbox's mount namespace, which goes with them when the sandbox
-        # goes back to its own (``_clean``): no mount table to read, no path to unmount by
-        _check(_libc().unshare(CLONE_NEWNS), "unshare")
         status = bind_all(request["binds"], log)
         null = 0  # (the sandbox's stdin is /dev/null)
         pid = _spawn_node(request, null, log) if not status and "node" in request else None
