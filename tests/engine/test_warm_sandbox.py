@@ -15,6 +15,7 @@ import errno
 import os
 import signal
 import socket
+import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -100,11 +101,13 @@ async def test_the_node_s_files_say_what_started_it(executor: LocalExecutor) -> 
     handle = await executor.start(job)
     node = await _host_pid(sleep)
     scratch = Path(handle.data["scratch"])
-    pid, _, sandbox, _ = map(int, (scratch / "supervisor").read_text().split())
+    pid, start, sandbox, sandbox_start = map(int, (scratch / "supervisor").read_text().split())
     assert (
         handle.data["pid"] != node
     )  # (the shell, which runs sleep: the node's process group is the shell's)
     assert pid == handle.data["pid"] and sandbox in _sandboxes(executor)
+    # (the sandbox reads its node's start time off the clock, not /proc: see launcher.spawned)
+    assert (start, sandbox_start) == (launcher_module.start_time(pid), launcher_module.start_time(sandbox))
     os.kill(node, signal.SIGKILL)
     async with asyncio.timeout(DEADLINE):
         report = await executor.wait(handle)
@@ -475,3 +478,23 @@ async def test_the_server_takes_a_line_said_twice_once() -> None:
     assert (launched.pid, launched.start_time, launched.returncode) == (4242, 77, 3)
     assert launched.node_recorded and launched.recorded_at == 12.5
     assert not client._pending and not client._launched
+
+
+@pytest.mark.parametrize("same_tick", [True, False])
+def test_a_start_time_read_off_the_clock_is_the_kernel_s(
+    same_tick: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A sandbox takes its node's start time from the clock around the spawn (a read of ``/proc/PID/stat``
+    waits for the node's exec); where the two readings are in different ticks, from ``/proc`` after all."""
+    if not same_tick:  # (each reading a tick later than the one before)
+        clock = iter(range(1, 100))
+        monkeypatch.setattr(time, "clock_gettime_ns", lambda _: next(clock) * 10**9)
+    started = launcher_module.spawned(lambda: os.posix_spawn("/bin/sleep", ["sleep", "30"], {}))
+    assert started is not None
+    pid, start = started
+    try:
+        assert start == launcher_module.start_time(pid)
+    finally:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+    assert launcher_module.spawned(lambda: None) is None

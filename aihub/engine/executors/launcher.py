@@ -85,7 +85,7 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -319,6 +319,21 @@ def start_time(pid: int) -> int:
         return _stat_start(f.read())
 
 
+def spawned(spawn: Callable[[], int | None]) -> tuple[int, int] | None:
+    """The pid ``spawn()`` returns (None: nothing started), and its start time, as ``/proc/PID/stat`` says it
+    (field 22: clock ticks of CLOCK_BOOTTIME at its fork), without reading it where that can be avoided: a
+    read waits for the child's exec, which is most of a short node's life (round eleven,
+    docs/benchmarks.md). The fork is between two readings of the clock; when both fall in the same tick, that
+    tick is its start time."""
+    tick = 10**9 // os.sysconf("SC_CLK_TCK")  # (nanoseconds)
+    before = time.clock_gettime_ns(time.CLOCK_BOOTTIME) // tick
+    pid = spawn()
+    if pid is None:
+        return None
+    after = time.clock_gettime_ns(time.CLOCK_BOOTTIME) // tick
+    return pid, before if before == after else start_time(pid)
+
+
 _reports: dict[int, int] = {}  # supervisor pid -> the read end of its report pipe (non-blocking)
 
 
@@ -527,9 +542,8 @@ class Sandbox:
         _sandboxes[self.pid] = self
         self.made = time.monotonic()
         self.asked: tuple[dict[str, Any], bytes, int] | None = None  # a start not answered yet, and its tries
-        self.node: tuple[int, str] | None = (
-            None  # what it started and has not said the end of: (pid, scratch)
-        )
+        # what it started and has not said the end of: (its pid here, its scratch dir)
+        self.node: tuple[int, str] | None = None
         self.told: list[str] = []  # the lines it told the server (or was about to) since it was last clean
         if self.receive(CLEAN_TIMEOUT + 5) != b"ready":  # (its /proc mounted, its own mount namespace kept)
             self.retire()
@@ -767,7 +781,7 @@ def _run_lent(channel: socket.socket, request: dict[str, Any], home: int, outsid
     is gone: the node ran to its end and its status is recorded; or the sandbox could not be cleaned). Each
     line for the server comes after the word that tells the launcher (see :class:`Sandbox`)."""
     try:
-        pid, scratch, own = _start_lent(request)
+        pid, start, scratch, own = _start_lent(request)
     except (OSError, SetupError) as exc:
         reason = " ".join(str(exc).split()).encode(errors="replace")[:REASON_MAX]
         channel.send(b"failed " + reason)
@@ -777,7 +791,7 @@ def _run_lent(channel: socket.socket, request: dict[str, Any], home: int, outsid
         os.chdir("/")
     pidfd = os.pidfd_open(pid)
     try:
-        outer, start = outside.pid_of(pidfd), start_time(pid)
+        outer = outside.pid_of(pidfd)
         if own:  # (a supervisor is found by its command line; a node by this file, once the server is back)
             with contextlib.suppress(OSError):
                 _write_at(scratch, "supervisor", f"{outer} {start} {outside.pid} {outside.start}\n")
@@ -799,9 +813,9 @@ def _run_lent(channel: socket.socket, request: dict[str, Any], home: int, outsid
     return go_on and _clean(channel, home, ended)
 
 
-def _start_lent(request: dict[str, Any]) -> tuple[int, int, bool]:
-    """Start the node here (or its supervisor, when anything is unusual): (its pid, an fd of its scratch dir,
-    whether it is the node itself)."""
+def _start_lent(request: dict[str, Any]) -> tuple[int, int, int, bool]:
+    """Start the node here (or its supervisor, when anything is unusual): (its pid, its start time, an fd of
+    its scratch dir, whether it is the node itself)."""
     put_in_place(request)
     os.chdir(request["scratch"])
     scratch = os.open(".", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)  # (the binds may hide the data dir)
@@ -810,18 +824,25 @@ def _start_lent(request: dict[str, Any]) -> tuple[int, int, bool]:
         log = _open_log(request["log"])
         status = bind_all(request["binds"], log)
         null = 0  # (the sandbox's stdin is /dev/null)
-        pid = _spawn_node(request, null, log) if not status and "node" in request else None
-        own = pid is not None
-        if pid is None:
+        node = not status and "node" in request
+        started = spawned(lambda: _spawn_node(request, null, log)) if node else None
+        own = started is not None
+        if started is None:
             os.fchdir(scratch)
-            pid, report = _spawn_supervisor(request, null, log, status, proc=False)
-            os.close(report)  # (a supervisor that is not PID 1 says nothing on it)
+            started = spawned(lambda: _spawn_quiet_supervisor(request, null, log, status))
+        assert started is not None
         scratch, kept = -1, scratch
-        return pid, kept, own
+        return *started, kept, own
     finally:
         for fd in (log, scratch):
             if fd >= 0:
                 os.close(fd)
+
+
+def _spawn_quiet_supervisor(request: dict[str, Any], null: int, log: int, status: str) -> int:
+    pid, report = _spawn_supervisor(request, null, log, status, proc=False)
+    os.close(report)  # (a supervisor that is not PID 1 says nothing on it)
+    return pid
 
 
 def _clean(channel: socket.socket, home: int, ended: tuple[bytes, bytes] | None) -> bool:
