@@ -563,9 +563,11 @@ class Sandbox:
     def receive(self, wait: float) -> bytes:
         """The sandbox's next word, waited for up to ``wait`` seconds (b"" when it is gone, or still silent)."""
         try:
+            if wait <= 0:
+                return self.channel.recv(REASON_MAX + 64, socket.MSG_DONTWAIT)
             if select.select([self.channel], [], [], wait)[0]:
                 return self.channel.recv(REASON_MAX + 64)
-        except OSError:
+        except OSError:  # (BlockingIOError: nothing said)
             pass
         return b""
 
@@ -672,8 +674,8 @@ def _write_at(directory: int | str, name: str, text: str) -> None:
 
 def take_sandbox() -> Sandbox:
     """An idle sandbox young enough (one still undoing its last node's mounts is waited for: that is quicker
-    than a new one), or a new one."""
-    for sandbox in [*_lent, *_cleaning]:
+    than a new one), or a new one. What the lent ones said is read only when none is known to be idle."""
+    for sandbox in [] if _idle else [*_lent, *_cleaning]:
         sandbox.catch_up()
     while _cleaning and not _idle:
         sandbox = _cleaning[-1]
