@@ -13,6 +13,7 @@ import asyncio
 import ctypes
 import errno
 import os
+import select
 import signal
 import socket
 import time
@@ -498,3 +499,13 @@ def test_a_start_time_read_off_the_clock_is_the_kernel_s(
         os.kill(pid, signal.SIGKILL)
         os.waitpid(pid, 0)
     assert launcher_module.spawned(lambda: None) is None
+
+
+def test_a_failed_start_s_reason_is_one_line_of_utf8_short_enough_for_one_write() -> None:
+    """A sandbox's ``failed`` line is one write to the pipe that all sandboxes share (shorter than PIPE_BUF, so
+    that no other line comes inside it), and the server decodes it: its reason is cut, not inside a character."""
+    exc = OSError(f"cannot rename\n{'节点' * 1000}: File exists")
+    reason = launcher_module.failure_reason(exc)
+    assert len(reason) <= launcher_module.REASON_MAX < select.PIPE_BUF - 64
+    assert reason.decode() == f"cannot rename {'节点' * 1000}"[: len(reason.decode())]
+    assert b"\n" not in reason and len(reason) > launcher_module.REASON_MAX - 3

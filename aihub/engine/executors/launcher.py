@@ -733,6 +733,12 @@ def _stat_start(stat: bytes) -> int:
     return int(stat[stat.rindex(b")") + 2 :].split()[19])
 
 
+def failure_reason(exc: Exception) -> bytes:
+    """Why a start failed, on one line, in UTF-8, cut to REASON_MAX bytes (not inside a character)."""
+    reason = " ".join(str(exc).split()).encode(errors="replace")[:REASON_MAX]
+    return reason.decode(errors="ignore").encode()
+
+
 def _tell(lines: bytes) -> None:
     """Lines for the server, on the lines pipe, in one write; nothing when it no longer reads them."""
     with contextlib.suppress(OSError):
@@ -785,7 +791,7 @@ def _run_lent(channel: socket.socket, request: dict[str, Any], home: int, outsid
     try:
         pid, start, scratch, own = _start_lent(request)
     except (OSError, SetupError) as exc:
-        reason = " ".join(str(exc).split()).encode(errors="replace")[:REASON_MAX]
+        reason = failure_reason(exc)
         channel.send(b"failed " + reason)
         _tell(b"failed %d %s\n" % (request["id"], reason))
         return _clean(channel, home, None)
@@ -1141,7 +1147,7 @@ class LauncherClient:
         )
         try:
             while line := await reader.readline():
-                self._handle(line.decode())
+                self._handle(line.decode(errors="replace"))
         finally:
             transport.close()
 
