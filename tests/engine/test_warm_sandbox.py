@@ -509,3 +509,16 @@ def test_a_failed_start_s_reason_is_one_line_of_utf8_short_enough_for_one_write(
     assert len(reason) <= launcher_module.REASON_MAX < select.PIPE_BUF - 64
     assert reason.decode() == f"cannot rename {'节点' * 1000}"[: len(reason.decode())]
     assert b"\n" not in reason and len(reason) > launcher_module.REASON_MAX - 3
+
+
+def test_a_start_retried_after_its_sandbox_died_gets_what_that_left_undone(tmp_path: Path) -> None:
+    """A sandbox that died after it renamed the scratch dir into place and before it wrote ``meta.json`` (or
+    made the log's directory): the launcher hands the start to another without ``spare`` or ``make``, and that
+    one writes what is missing (``find`` and ``wait`` need ``meta.json``); what was written is kept."""
+    scratch = tmp_path / "attempt"
+    scratch.mkdir()
+    request = {"scratch": str(scratch), "log": str(tmp_path / "logs" / "1.log"), "meta": '{"a": 1}'}
+    launcher_module.put_in_place(request)
+    assert (scratch / "meta.json").read_text() == '{"a": 1}' and (tmp_path / "logs").is_dir()
+    launcher_module.put_in_place({**request, "meta": '{"a": 2}'})
+    assert (scratch / "meta.json").read_text() == '{"a": 1}'

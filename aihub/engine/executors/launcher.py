@@ -229,18 +229,20 @@ def mount_proc(pid: int, log: int) -> str:
 def put_in_place(request: dict[str, Any]) -> None:
     """The attempt's scratch dir — the server's spare renamed into place (``spare``), or made here (``make``) —
     with the server's ``meta.json``, and the directory of its log (done here, in this process, so that the
-    server's start makes no trip to a worker thread for them); nothing without either."""
+    server's start makes no trip to a worker thread for them). Without either, with ``meta`` (a start handed
+    to a second sandbox after the first ended under it): what the first may have left undone."""
     scratch, log = request["scratch"], request["log"]
+    meta = os.path.join(scratch, "meta.json")
     if "spare" in request:
         os.rename(request["spare"], scratch)
     elif "make" in request:
         make_scratch(scratch, request["make"])
-    else:
+    elif "meta" not in request or os.path.lexists(meta):
+        # (with ``meta`` alone: a start retried after its sandbox ended, which had put the dir in place and
+        # may have died before it wrote ``meta.json`` or made the log's directory)
         return
     os.makedirs(os.path.dirname(log), exist_ok=True)
-    fd = os.open(
-        os.path.join(scratch, "meta.json"), os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666
-    )
+    fd = os.open(meta, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
     try:
         data = request["meta"].encode()
         while data:
