@@ -87,7 +87,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, BinaryIO, NoReturn
+from typing import Any, NoReturn
 
 CLONE_NEWNS = 0x00020000
 CLONE_NEWPID = 0x20000000
@@ -1137,17 +1137,15 @@ class LauncherClient:
             raise
         finally:
             os.close(lines_w)
-        # (a file object: closed with it, even if the task is cancelled before it runs)
-        pipe = os.fdopen(lines_r, "rb", buffering=0)
-        self._lines = asyncio.create_task(self._read_lines(pipe), name="local executor sandboxes")
+        self._lines = asyncio.create_task(self._read_lines(lines_r), name="local executor sandboxes")
         self._reader = asyncio.create_task(self._read(self._proc), name="local executor launcher")
 
-    async def _read_lines(self, pipe: BinaryIO) -> None:
+    async def _read_lines(self, fd: int) -> None:
         """The sandboxes' lines, until the launcher is gone (sandboxes still running may outlive it, holding
         the pipe: the launcher's own stdout says when it ended)."""
         reader = asyncio.StreamReader()
         transport, _ = await asyncio.get_running_loop().connect_read_pipe(
-            lambda: asyncio.StreamReaderProtocol(reader), pipe
+            lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(fd, "rb", buffering=0)
         )
         try:
             while line := await reader.readline():
