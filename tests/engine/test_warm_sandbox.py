@@ -436,16 +436,16 @@ def _dead_sandbox(words: list[bytes], scratch: Path) -> launcher_module.Sandbox:
     [
         # it died after it told the launcher its node started, maybe before it told the server: the node
         # ended with it, killed
-        ([b"started 4242 77 node"], ["started 5 4242 77", "ended 4242 T", "exited 4242 -9"], "137"),
+        ([b"started 5 4242 77\n"], ["started 5 4242 77", "ended 4242 T", "exited 4242 -9"], "137"),
         # after it said the node's end, maybe before the server heard it: that end, as it said it
         (
-            [b"started 4242 77 node", b"ended 3 12.5 1"],
+            [b"started 5 4242 77\n", b"ended 4242 12.500000\nexited 4242 3 node\n"],
             ["started 5 4242 77", "ended 4242 12.500000", "exited 4242 3 node"],
             None,
         ),
-        ([b"failed no space left on device"], ["failed 5 no space left on device"], None),
+        ([b"failed 5 no space left on device\n"], ["failed 5 no space left on device"], None),
         # clean: nothing to say again
-        ([b"started 4242 77 node", b"ended 0 12.5 1", b"clean"], [], None),
+        ([b"started 5 4242 77\n", b"ended 4242 12.5\nexited 4242 0 node\n", b"clean"], [], None),
     ],
 )
 def test_a_sandbox_that_dies_has_its_lines_said_again(

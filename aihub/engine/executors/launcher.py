@@ -512,9 +512,9 @@ class Sandbox:
     (``--lines-fd``, which it shares with the other sandboxes: each line is one write, shorter than
     ``PIPE_BUF``, so lines never mix), what the protocol says: ``started`` (it reads its node's pid as the
     server sees it from the launcher's ``/proc``, which it keeps open), ``failed``, ``ended`` and ``exited``.
-    Each time it first tells this process (a word on its channel, read only when this process needs to know:
-    to lend a sandbox, or when one ended): ``started PID START node|supervisor``, ``failed REASON``, ``ended
-    CODE TIME``, then ``clean`` (its mounts undone: it may be lent again). So what the server has heard is
+    Each time it first sends this process the same lines as a word on its channel (read only when this
+    process needs to know: to lend a sandbox, or when one ended), and at last ``clean`` (its mounts undone: it
+    may be lent again). So what the server has heard is
     never more than this process knows, and a sandbox that dies between its word and its line has its lines
     said again here, with the node's end (the server takes a line it already had as said twice: it ignores
     it). Before it was told that way, this process woke up four times a node to pass the words on (round
@@ -585,24 +585,19 @@ class Sandbox:
             self.heard(said)
 
     def heard(self, said: bytes) -> None:
-        """One word of the sandbox's: what it is about to tell the server, or that it is clean."""
-        word, _, rest = said.partition(b" ")
-        if word == b"started" and self.asked is not None:
+        """One word of the sandbox's: the very lines it is about to tell the server, or that it is clean."""
+        word = said.partition(b" ")[0]
+        lines = said.decode(errors="replace").splitlines()
+        if word == b"started" and self.asked is not None:  # started ID PID START
             request, self.asked = self.asked[0], None
-            pid, start, _ = rest.split()
-            self.node = (int(pid), request["scratch"])
-            self.told = [f"started {request['id']} {int(pid)} {int(start)}"]
+            self.node = (int(lines[0].split()[2]), request["scratch"])
+            self.told = lines
         elif word == b"failed" and self.asked is not None:
-            request, self.asked = self.asked[0], None
-            self.told = [f"failed {request['id']} {rest.decode(errors='replace')}"]
+            self.asked, self.told = None, lines
             self._move(_lent, _cleaning)
-        elif word == b"ended" and self.node is not None:
-            (pid, _), self.node = self.node, None
-            code, when, own = rest.split()
-            self.told += [
-                f"ended {pid} {float(when):.6f}",
-                f"exited {pid} {int(code)}" + (" node" if own == b"1" else ""),
-            ]
+        elif word == b"ended" and self.node is not None:  # ended PID TIME, exited PID CODE [node]
+            self.node = None
+            self.told += lines
             self._move(_lent, _cleaning)
         elif word == b"clean":
             self.told = []
@@ -741,8 +736,10 @@ def failure_reason(exc: Exception) -> bytes:
     return reason.decode(errors="ignore").encode()
 
 
-def _tell(lines: bytes) -> None:
-    """Lines for the server, on the lines pipe, in one write; nothing when it no longer reads them."""
+def _tell(channel: socket.socket, lines: bytes) -> None:
+    """Lines for the server: first to the launcher, as a word on ``channel`` (see :class:`Sandbox`), then on the
+    lines pipe, in one write (nothing there when the server no longer reads it)."""
+    channel.send(lines)
     with contextlib.suppress(OSError):
         os.write(_lines_out, lines)
 
@@ -793,9 +790,7 @@ def _run_lent(channel: socket.socket, request: dict[str, Any], home: int, outsid
     try:
         pid, start, scratch, own = _start_lent(request)
     except (OSError, SetupError) as exc:
-        reason = failure_reason(exc)
-        channel.send(b"failed " + reason)
-        _tell(b"failed %d %s\n" % (request["id"], reason))
+        _tell(channel, b"failed %d %s\n" % (request["id"], failure_reason(exc)))
         return _clean(channel, home, None)
     finally:
         os.chdir("/")
@@ -805,8 +800,7 @@ def _run_lent(channel: socket.socket, request: dict[str, Any], home: int, outsid
         if own:  # (a supervisor is found by its command line; a node by this file, once the server is back)
             with contextlib.suppress(OSError):
                 _write_at(scratch, "supervisor", f"{outer} {start} {outside.pid} {outside.start}\n")
-        channel.send(b"started %d %d %s" % (outer, start, b"node" if own else b"supervisor"))
-        _tell(b"started %d %d %d\n" % (request["id"], outer, start))
+        _tell(channel, b"started %d %d %d\n" % (request["id"], outer, start))
         # (a lent sandbox's channel has nothing more to say but its end: the launcher is gone, the node goes on)
         go_on = pidfd in select.select([channel, pidfd], [], [])[0]
         code, when = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]), time.time()
@@ -816,10 +810,7 @@ def _run_lent(channel: socket.socket, request: dict[str, Any], home: int, outsid
     finally:
         os.close(pidfd)
         os.close(scratch)
-    ended = (
-        b"ended %d %.6f %d" % (code, when, own),
-        b"ended %d %.6f\nexited %d %d%s\n" % (outer, when, outer, code, b" node" if own else b""),
-    )
+    ended = b"ended %d %.6f\nexited %d %d%s\n" % (outer, when, outer, code, b" node" if own else b"")
     return go_on and _clean(channel, home, ended)
 
 
@@ -855,17 +846,15 @@ def _spawn_quiet_supervisor(request: dict[str, Any], null: int, log: int, status
     return pid
 
 
-def _clean(channel: socket.socket, home: int, ended: tuple[bytes, bytes] | None) -> bool:
-    """Kill and reap what is left, say the node's end (when one was started: ``ended`` is the word for the
-    launcher and the lines for the server), go back to the sandbox's own mount namespace ``home`` (the node's
-    copy, with every mount made in it, is dropped by the kernel: nothing uses it any more), say ``clean``;
-    False when that could not be done (the sandbox ends instead)."""
+def _clean(channel: socket.socket, home: int, ended: bytes | None) -> bool:
+    """Kill and reap what is left, tell the node's end (``ended``, when one was started), go back to the
+    sandbox's own mount namespace ``home`` (the node's copy, with every mount made in it, is dropped by the
+    kernel: nothing uses it any more), say ``clean``; False when that could not be done (the sandbox ends
+    instead)."""
     if not _kill_all():
         return False  # (exiting takes everything in the namespace along)
     if ended is not None:  # (the node's end may be reported: nothing of it runs any more)
-        word, lines = ended
-        channel.send(word)
-        _tell(lines)
+        _tell(channel, ended)
     if _libc().setns(home, CLONE_NEWNS) != 0:
         return False
     channel.send(b"clean")  # (and the sandbox may be lent again)
