@@ -11,6 +11,8 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
+from tortoise.queryset import QuerySetSingle
+
 from aihub.db.models import Attempt, NodeRun
 from aihub.domain.status import NodeStatus
 from aihub.engine import policies
@@ -116,12 +118,7 @@ class Attempts:
         return attempt
 
     async def _try_cache(self, state: RunState, name: str, key: str) -> bool:
-        source = (
-            await NodeRun.filter(cache_key=key, status=NodeStatus.SUCCEEDED)
-            .exclude(id=state.nodes[name].id)
-            .order_by("-finished_at")
-            .first()
-        )
+        source = await cache_source(key, state.nodes[name].id)
         if source is None:
             return False
         self.engine.dispatcher.release(state, name)
@@ -272,6 +269,17 @@ class Attempts:
             metrics.labelled(metrics.node_duration, cluster).observe(seconds)
         took = f" after {seconds:.1f} s" if seconds is not None else ""
         log.info("attempt %d ended %s on cluster %s%s", attempt.number, attempt.status.value, cluster, took)
+
+
+def cache_source(key: str, node_id: int) -> QuerySetSingle[NodeRun | None]:
+    """The latest succeeded node run with the cache key ``key``, other than ``node_id`` (its outputs are the
+    cache's). Served by the partial index on ``(cache_key, status)``: ``cache_key = ?`` implies it is set."""
+    return (
+        NodeRun.filter(cache_key=key, status=NodeStatus.SUCCEEDED)
+        .exclude(id=node_id)
+        .order_by("-finished_at")
+        .first()
+    )
 
 
 def _describe_output(name: str, value: dict[str, Any]) -> str:

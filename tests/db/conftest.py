@@ -29,13 +29,21 @@ async def _sqlite_schema(conn: BaseDBAsyncClient) -> Schema:
             cols = tuple(c["name"] for c in sorted(info, key=lambda c: c["seqno"]))
             # auto-index names depend on declaration order only: keep the ones we chose
             name = None if index["name"].startswith("sqlite_autoindex") else index["name"]
-            indexes.add((name, cols, bool(index["unique"])))
+            indexes.add((name, cols, bool(index["unique"]), await _sqlite_condition(conn, index)))
         foreign_keys = {
             (fk["from"], fk["table"], fk["to"], fk["on_delete"])
             for fk in await conn.execute_query_dict(f'PRAGMA foreign_key_list("{table}")')
         }
         schema[table] = {"columns": columns, "indexes": indexes, "constraints": foreign_keys}
     return schema
+
+
+async def _sqlite_condition(conn: BaseDBAsyncClient, index: dict[str, Any]) -> str | None:
+    """A partial index's condition (its ``WHERE``, as written), else None."""
+    if not index["partial"]:
+        return None
+    rows = await conn.execute_query_dict("SELECT sql FROM sqlite_master WHERE name = ?", [index["name"]])
+    return " ".join(rows[0]["sql"].partition(" WHERE ")[2].split())
 
 
 async def _postgres_schema(conn: BaseDBAsyncClient) -> Schema:
@@ -53,12 +61,15 @@ async def _postgres_schema(conn: BaseDBAsyncClient) -> Schema:
         )
     for row in await conn.execute_query_dict(
         "SELECT t.relname AS table_name, i.relname AS index_name, ix.indisunique AS is_unique,"
+        " pg_get_expr(ix.indpred, ix.indrelid) AS condition,"
         " array(SELECT a.attname FROM unnest(ix.indkey) WITH ORDINALITY AS k(attnum, ord)"
         "       JOIN pg_attribute a ON a.attrelid = t.oid AND a.attnum = k.attnum ORDER BY k.ord) AS cols"
         " FROM pg_index ix JOIN pg_class t ON t.oid = ix.indrelid JOIN pg_class i ON i.oid = ix.indexrelid"
         " JOIN pg_namespace n ON n.oid = t.relnamespace WHERE n.nspname = 'public'"
     ):
-        schema[row["table_name"]]["indexes"].add((row["index_name"], tuple(row["cols"]), row["is_unique"]))
+        schema[row["table_name"]]["indexes"].add(
+            (row["index_name"], tuple(row["cols"]), row["is_unique"], row["condition"])
+        )
     for row in await conn.execute_query_dict(
         "SELECT c.conrelid::regclass::text AS table_name, c.conname, pg_get_constraintdef(c.oid) AS definition"
         " FROM pg_constraint c JOIN pg_namespace n ON n.oid = c.connamespace WHERE n.nspname = 'public'"

@@ -9,8 +9,10 @@ from pathlib import Path
 
 from tortoise.connection import get_connection
 from tortoise.context import TortoiseContext
+from tortoise.transactions import in_transaction
 
 from aihub.db.setup import MIGRATIONS_DIR, database_config, migrate, migrations_dir
+from aihub.engine.attempts import cache_source
 from aihub.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -54,6 +56,38 @@ async def test_schema_comparison_sees_a_missing_column(
     await get_connection("default").execute_script('ALTER TABLE "run" ADD COLUMN "not_in_models" VARCHAR(20)')
     migrated = await introspect(get_connection("default"))
     assert migrated["run"]["columns"].keys() - expected["run"]["columns"].keys() == {"not_in_models"}
+
+
+CACHE_INDEX = "idx_node_run_cache_k_e6f03c"
+
+
+async def test_schema_comparison_sees_a_lost_index_condition(
+    db: Settings, new_database_url, db_backend, introspect
+) -> None:
+    """Guards the comparison of indexes: the cache-key index made again without its ``WHERE`` is a difference,
+    and the condition is what differs."""
+    reference = Settings(data_dir=db.data_dir, database_url=await new_database_url(db_backend))
+    expected = {i[0]: i for i in (await _schema_from_models(reference, introspect))["node_run"]["indexes"]}
+    await get_connection("default").execute_script(
+        f'DROP INDEX "{CACHE_INDEX}"; CREATE INDEX "{CACHE_INDEX}" ON "node_run" ("cache_key", "status")'
+    )
+    migrated = {i[0]: i for i in (await introspect(get_connection("default")))["node_run"]["indexes"]}
+    assert "cache_key" in expected[CACHE_INDEX][3] and "NOT NULL" in expected[CACHE_INDEX][3]
+    assert migrated[CACHE_INDEX][3] is None
+    assert migrated[CACHE_INDEX][:3] == expected[CACHE_INDEX][:3]
+
+
+async def test_the_cache_lookup_uses_the_partial_index(db: Settings, db_backend: str) -> None:
+    """The index holds only rows with a cache key; the engine's lookup (``cache_key = ?``) still finds them
+    through it, on both databases (PostgreSQL told not to scan the table, which it would for so few rows)."""
+    sql = cache_source("0" * 64, 1).sql(params_inline=True)
+    async with in_transaction() as conn:
+        if db_backend == "postgres":
+            await conn.execute_script("SET LOCAL enable_seqscan = off")
+            plan = [row["QUERY PLAN"] for row in await conn.execute_query_dict(f"EXPLAIN {sql}")]
+        else:
+            plan = [row["detail"] for row in await conn.execute_query_dict(f"EXPLAIN QUERY PLAN {sql}")]
+    assert any(CACHE_INDEX in line for line in plan), plan
 
 
 def test_models_match_the_last_migration_state() -> None:

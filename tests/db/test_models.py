@@ -248,7 +248,7 @@ async def test_enum_fields_reject_unknown_values() -> None:
 
 async def test_run_list_indexes_exist(introspect) -> None:
     schema = await introspect(get_connection("default"))
-    run_indexes = {columns for _name, columns, _unique in schema["run"]["indexes"]}
+    run_indexes = {columns for _name, columns, _unique, _condition in schema["run"]["indexes"]}
     assert {
         ("status", "created_at"),
         ("owner_id", "created_at"),
