@@ -198,6 +198,62 @@ def test_embedded_commands_as_written(clone: Clone) -> None:
             clone.sh(f".venv/bin/aihub run {relative}")
 
 
+NOBODY = 65534  # uid and gid
+#: pip's cache for the unprivileged user's set-up, kept between runs of the suite (theirs: root's is unreadable)
+NOBODY_PIP_CACHE = Path("/var/tmp/aihub-test-pip-cache-nobody")
+
+
+def test_the_readme_as_a_user_who_is_not_root() -> None:
+    """Most users run `aihub` as themselves, not as root; this suite runs as root here. A clone that is an
+    unprivileged user's own, set up by them (`make install`, with the system's `python3`: root's is out of their
+    reach) and the README's first run, as written, with a home of their own: the data dir is made under that
+    home and is theirs, the run succeeds with the seed's parameter passing, and it warns that its nodes run as
+    that user."""
+    if os.geteuid() != 0:
+        pytest.skip("the suite itself runs as a user who is not root: the other tests here are this one")
+    NOBODY_PIP_CACHE.mkdir(exist_ok=True)
+    os.chown(NOBODY_PIP_CACHE, NOBODY, NOBODY)
+    with tempfile.TemporaryDirectory(prefix="aihub-nobody-", dir="/var/tmp") as tmp:
+        base = Path(tmp)
+        base.chmod(0o755)
+        path, home = base / "aihub", base / "home"
+        subprocess.run(["git", "clone", "--quiet", str(ROOT), str(path)], check=True, timeout=120)
+        home.mkdir()
+        subprocess.run(["chown", "-R", f"{NOBODY}:{NOBODY}", str(path), str(home)], check=True)
+        env = {
+            "PATH": "/usr/bin:/bin",
+            "HOME": str(home),
+            "LANG": "C.UTF-8",
+            "PIP_CACHE_DIR": str(NOBODY_PIP_CACHE),
+        }
+        setpriv = ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups"]
+        command = next(
+            c for c in embedded_commands() if aihub_command(c) == "run" and "pass-params-demo" in c
+        )
+        results = []
+        for line in ("make install", command):
+            results.append(
+                subprocess.run(
+                    [*setpriv, "bash", "-c", line],
+                    cwd=path,
+                    env=env,
+                    capture_output=True,
+                    text=True,
+                    timeout=600,
+                    start_new_session=True,
+                )
+            )
+            assert results[-1].returncode == 0, f"$ {line}\n{results[-1].stdout}\n{results[-1].stderr}"
+        run = results[-1].stdout
+        first = run.splitlines()[0]
+        assert first.startswith(f"data dir: {home}/.local/share/aihub "), first
+        warning = "SECURITY: local executor: nodes run as the server's user (the server is not root)"
+        assert warning in results[-1].stderr, results[-1].stderr
+        assert step2_lines(run) == shown_output(README, "step2 | ")
+        assert "run 1: SUCCEEDED" in run
+        assert (home / ".local/share/aihub").stat().st_uid == NOBODY
+
+
 @dataclass
 class Server:
     process: subprocess.Popen[str]
