@@ -6,6 +6,7 @@ values of ``aihub.domain.status``; JSON columns hold spec/params/handles as plai
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
 from tortoise import fields
@@ -46,12 +47,12 @@ class Model(_TortoiseModel, metaclass=_Meta):
 
 
 class SetIndex(Index):
-    """An index of the rows whose first field is set (``WHERE <field> IS NOT NULL``): a row without it is never
-    written to the index, and a query that compares that field (``field = ?``) can still use it. Tortoise's
-    ``PartialIndex`` can only say ``field = value``."""
+    """An index of the rows whose first field is set (``WHERE <field> IS NOT NULL``; a plain field, whose column
+    has its name): a row without it is never written to the index, and a query that compares that field
+    (``field = ?``) can still use it. Tortoise's ``PartialIndex`` can only say ``field = value``."""
 
-    def __init__(self, *, fields: tuple[str, ...], name: str | None = None) -> None:
-        super().__init__(fields=fields, name=name)
+    def __init__(self, *, fields: Sequence[str], name: str | None = None) -> None:
+        super().__init__(fields=tuple(fields), name=name)
         self.extra = f' WHERE "{fields[0]}" IS NOT NULL'
 
 
