@@ -226,29 +226,20 @@ def test_the_readme_as_a_user_who_is_not_root() -> None:
             "LANG": "C.UTF-8",
             "PIP_CACHE_DIR": str(NOBODY_PIP_CACHE),
         }
-        setpriv = ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups"]
+        nobody = Clone(path, env)
+        as_nobody = shlex.join(
+            ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", "bash", "-c"]
+        )
         command = next(
             c for c in embedded_commands() if aihub_command(c) == "run" and "pass-params-demo" in c
         )
-        results = []
-        for line in ("make install", command):
-            results.append(
-                subprocess.run(
-                    [*setpriv, "bash", "-c", line],
-                    cwd=path,
-                    env=env,
-                    capture_output=True,
-                    text=True,
-                    timeout=600,
-                    start_new_session=True,
-                )
-            )
-            assert results[-1].returncode == 0, f"$ {line}\n{results[-1].stdout}\n{results[-1].stderr}"
-        run = results[-1].stdout
+        nobody.sh(f"{as_nobody} {shlex.quote('make install')}")
+        result = nobody.sh(f"{as_nobody} {shlex.quote(command)}")
+        run = result.stdout
         first = run.splitlines()[0]
         assert first.startswith(f"data dir: {home}/.local/share/aihub "), first
         warning = "SECURITY: local executor: nodes run as the server's user (the server is not root)"
-        assert warning in results[-1].stderr, results[-1].stderr
+        assert warning in result.stderr, result.stderr
         assert step2_lines(run) == shown_output(README, "step2 | ")
         assert "run 1: SUCCEEDED" in run
         assert (home / ".local/share/aihub").stat().st_uid == NOBODY
