@@ -20,12 +20,17 @@ from aihub.engine.executors.base import ExitReport, Handle
 from aihub.engine.jobs import build_job, node_cache_key
 from aihub.engine.params import InputError
 from aihub.engine.state import RunState
-from aihub.services.status import transition_node, utcnow
+from aihub.services.status import hold_start, transition_node, utcnow, write_start
 
 if TYPE_CHECKING:
     from aihub.engine.scheduler import Engine
 
 log = logging.getLogger("aihub.engine")
+
+#: seconds a node's start is held before it is written (``services.status.hold_start``): a node that ends sooner
+#: has its start written with its end, in one transaction instead of two (issue 18, round thirteen); what the
+#: database and the bus's ``started`` lag behind the launch at most
+START_WRITE_DELAY = 0.05
 
 
 class Attempts:
@@ -106,16 +111,36 @@ class Attempts:
             started_at=utcnow(),
         )
         label = policies.attempt_label(node.attempt, node.retry_count)
-        await transition_node(
-            self.engine.bus,
-            state.run,
-            node,
-            NodeStatus.RUNNING,
-            kind="started",
-            message=label,
-            attempt=attempt,
-        )
+        hold_start(state.run, node, attempt, kind="started", message=label)
+        loop = asyncio.get_running_loop()
+        state.start_writes[name] = loop.call_later(START_WRITE_DELAY, self._write_start_soon, state, name)
         return attempt
+
+    def _write_start_soon(self, state: RunState, name: str) -> None:
+        state.start_writes.pop(name, None)
+        self.engine.spawn(
+            self._write_start(state, name), f"write start {state.run.id}/{name}", state, node=name
+        )
+
+    async def _write_start(self, state: RunState, name: str) -> None:
+        """A start held this long is written (under the run's lock, so the run's events keep their order)."""
+        async with state.lock:
+            await self._write_held(state, state.nodes[name])
+
+    async def _write_held(self, state: RunState, node: NodeRun) -> None:
+        try:
+            await write_start(self.engine.bus, state.run, node)
+        except Exception as exc:  # still held: written with the node's next transition
+            log.warning("the start of %s/%s is not written yet: %s", state.run.id, node.name, exc)
+
+    async def write_held_starts(self, state: RunState) -> None:
+        """Write every start of the run still held (the engine lets the run go: it closes, or another worker
+        takes the run over), once nothing else of the run's runs."""
+        for timer in state.start_writes.values():
+            timer.cancel()
+        state.start_writes.clear()
+        for node in state.nodes.values():
+            await self._write_held(state, node)
 
     async def _try_cache(self, state: RunState, name: str, key: str) -> bool:
         source = await cache_source(key, state.nodes[name].id)
@@ -161,6 +186,9 @@ class Attempts:
     async def finish(self, state: RunState, name: str, attempt: Attempt | None, report: ExitReport) -> None:
         # The node stays among the running ones (and keeps its lease) until its end is recorded, so the run
         # cannot be finished meanwhile by another node's end; released whatever happens, even a failed write.
+        timer = state.start_writes.pop(name, None)
+        if timer is not None:  # (a start still held is written with this end)
+            timer.cancel()
         retry = False
         try:
             retry = await self._record_end(state, name, attempt, report)

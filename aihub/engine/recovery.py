@@ -59,6 +59,7 @@ class Recovery:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        await self.engine.attempts.write_held_starts(state)  # (before the next owner reads the run)
         for name in list(state.running):
             self.engine.dispatcher.release(
                 state, name, claim=False

@@ -139,6 +139,8 @@ class Engine:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        for state in list(self.runs.values()):  # (the next start finds them written)
+            await self.attempts.write_held_starts(state)
         await self.executor.close()
 
     def spawn(

@@ -55,6 +55,8 @@ class RunState:
     stopping: bool = False
     finished: bool = False
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    #: the timers that write nodes' held starts (``Attempts.record_start``)
+    start_writes: dict[str, asyncio.TimerHandle] = field(default_factory=dict)
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
 
     @property

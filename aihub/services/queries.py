@@ -243,7 +243,8 @@ async def run_events(
     query = NodeEvent.filter(run_id=run.id)
     if node is not None:
         query = query.filter(node=node)
-    return await query.order_by("id").limit(limit)
+    # in the order they happened: a node's held start is written after events that came later (``hold_start``)
+    return await query.order_by("created_at", "id").limit(limit)
 
 
 # ------------------------------------------------------------------------------------------------ modules

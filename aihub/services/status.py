@@ -4,16 +4,27 @@ Each writer checks ``aihub.domain.status``'s table and writes conditionally — 
 in the database is still one the table lets move (compare-and-set), so two writers can never both move it.
 Run and node writers also set timings and counters once, append the event, commit, and only then publish on
 the bus. Engine, GraphQL, web and CLI all go through here.
+
+A node's start may be *held* (``hold_start``): the engine has launched the node and moved it to RUNNING in
+memory, and its write (the row, the new attempt, the ``started`` event) waits until ``write_start`` — or, for a
+node that ends first, goes into its end's transaction: one transaction instead of two (issue 18, round
+thirteen). Still written first and published after; only later. Meanwhile the database says the node is
+WAITING, as it did between the launch and the write before: recovery finds such an attempt through the
+executor (``Recovery._reattach``).
 """
 
 from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Any
 
 from tortoise.transactions import in_transaction
 
 from aihub.bus.base import Bus, RunEvent
 from aihub.db import node_writes
 from aihub.db.models import Attempt, Module, ModuleBuild, ModuleReview, NodeEvent, NodeRun, Run
-from aihub.db.node_writes import NODE_FIELDS
+from aihub.db.node_writes import ATTEMPT_END_FIELDS, NODE_FIELDS
 from aihub.db.retry import retrying
 from aihub.domain.clock import utcnow
 from aihub.domain.messages import msg
@@ -148,6 +159,63 @@ def _apply_attempt(attempt: Attempt, target: NodeStatus, message: str, exit_code
         attempt.message = message
 
 
+@dataclass
+class HeldStart:
+    """A node's start, applied to the node and its new attempt in memory, not written yet (``hold_start``)."""
+
+    previous: NodeStatus  # the status the database has (compare-and-set)
+    attempt: Attempt  # the new attempt, inserted with the write
+    events: list[list[Any]]  # the ``started`` event's row, timed when the node started
+    published: RunEvent  # what the bus gets once it is written
+    writing: asyncio.Future[None] | None = None  # ``write_start`` is writing it
+
+
+def _held(node: NodeRun) -> HeldStart | None:
+    return node.__dict__.get("_held_start")
+
+
+def _hold(node: NodeRun, start: HeldStart | None) -> None:
+    node.__dict__["_held_start"] = start
+
+
+def hold_start(run: Run, node: NodeRun, attempt: Attempt, *, kind: str, message: str) -> None:
+    """Move ``node`` to RUNNING with its new ``attempt`` (not saved yet) in memory only: written, then published,
+    by ``write_start``, or with the node's next transition, whichever comes first. Raises
+    ``IllegalTransition`` as ``transition_node`` does (then nothing changed)."""
+    check_node_transition(node.name, node.status, NodeStatus.RUNNING)
+    if _held(node) is not None:
+        raise RuntimeError(f"node {node.name!r}: a start is held already")
+    previous = node.status
+    _apply_node(node, NodeStatus.RUNNING, message, None, None)
+    _apply_attempt(attempt, NodeStatus.RUNNING, message, None)
+    events = [node_writes.event_row(run.id, node.name, node.attempt or None, kind, message)]
+    _hold(node, HeldStart(previous, attempt, events, run_event(run, node, message)))
+
+
+async def write_start(bus: Bus, run: Run, node: NodeRun) -> None:
+    """Write ``node``'s held start now, then publish it (nothing when none is held). If the write fails the start
+    stays held (a later transition of the node writes it) and the error is raised."""
+    start = _held(node)
+    if start is None or start.writing is not None:
+        return
+    start.writing = asyncio.get_running_loop().create_future()
+    try:
+        await _write_node(run, node, start.previous, start.attempt, start.events)
+        _hold(node, None)
+    finally:
+        start.writing.set_result(None)
+        start.writing = None
+    await bus.publish(start.published)
+
+
+async def _take_held(node: NodeRun) -> HeldStart | None:
+    """The node's held start, taken off it (once one being written is: then there is none)."""
+    while (start := _held(node)) is not None and start.writing is not None:
+        await asyncio.shield(start.writing)
+    _hold(node, None)
+    return start
+
+
 async def transition_node(
     bus: Bus,
     run: Run,
@@ -164,13 +232,46 @@ async def transition_node(
     """Move ``node`` to ``target`` if the table allows it and the database still has the status ``node``
     was read with (compare-and-set); ``attempt`` is saved in the same transaction: a new one whole, a finished one
     its end (``node_writes.ATTEMPT_END_FIELDS``: status, exit code, message, start and end times).
-    Raises ``IllegalTransition`` or ``StaleStatus`` (then nothing is written and ``node`` is as it was)."""
-    check_node_transition(node.name, node.status, target)
-    previous = node.status
+    Raises ``IllegalTransition`` or ``StaleStatus`` (then nothing is written and ``node`` is as it was).
+    A start held for the node (``hold_start``) is written in the same transaction, and published first."""
+    start = await _take_held(node)
+    try:
+        check_node_transition(node.name, node.status, target)
+        if start is not None and attempt is not None and attempt is not start.attempt:
+            raise RuntimeError(f"node {node.name!r}: a transition of another attempt than the held start's")
+    except BaseException:
+        _hold(node, start)
+        raise
+    previous = start.previous if start is not None else node.status
+    attempt = attempt if attempt is not None or start is None else start.attempt
     before = {f: getattr(node, f) for f in NODE_FIELDS}
+    attempt_before = {f: getattr(attempt, f) for f in ATTEMPT_END_FIELDS} if attempt is not None else {}
     _apply_node(node, target, message, exit_code, outputs)
     if attempt is not None:
         _apply_attempt(attempt, target, message, exit_code)
+    events = [
+        node_writes.event_row(run.id, node.name, node.attempt or None, k, m)
+        for k, m in (*extra_events, (kind, message))
+    ]
+    try:
+        await _write_node(run, node, previous, attempt, [*(start.events if start else ()), *events])
+    except BaseException:
+        for f, value in before.items():
+            setattr(node, f, value)
+        for f, value in attempt_before.items():
+            setattr(attempt, f, value)
+        _hold(node, start)
+        raise
+    if start is not None:
+        await bus.publish(start.published)
+    await bus.publish(run_event(run, node, message))
+
+
+async def _write_node(
+    run: Run, node: NodeRun, previous: NodeStatus, attempt: Attempt | None, events: list[list[Any]]
+) -> None:
+    """One node transition's transaction (``node_writes.write_transition``), retried (``retrying``) after a lost
+    connection once it is known that the lost try did not commit. Raises ``StaleStatus``."""
     new_attempt = attempt is not None and attempt.id is None
 
     async def write(number: int) -> None:
@@ -182,20 +283,10 @@ async def transition_node(
         if number and new_attempt:  # the lost transaction may have given it an id: it is new again
             attempt.id = None  # type: ignore[union-attr]
             attempt._saved_in_db = False  # type: ignore[union-attr]
-        events = [
-            node_writes.event_row(run.id, node.name, node.attempt or None, k, m)
-            for k, m in (*extra_events, (kind, message))
-        ]
         if not await node_writes.write_transition(node, previous, attempt, events):
             raise _stale(node, previous)
 
-    try:
-        await retrying(write, what=f"node {run.id}/{node.name} -> {target.value}")
-    except BaseException:
-        for f, value in before.items():
-            setattr(node, f, value)
-        raise
-    await bus.publish(run_event(run, node, message))
+    await retrying(write, what=f"node {run.id}/{node.name} -> {node.status.value}")
 
 
 async def reset_nodes(bus: Bus, run: Run, nodes: list[NodeRun], *, message: str) -> None:

@@ -57,6 +57,8 @@ INTERNAL: dict[tuple[str, str], str] = {
     # its arguments are a kind and two statuses, not a text; services check a status before they move it and
     # answer Conflict or StaleStatus (both msg) — an IllegalTransition reaching a person is a bug
     ("aihub/domain/status.py", "IllegalTransition"): "bug guard",
+    # a node's start held twice, or another attempt ended than the held start's: the engine's bug, never a user's
+    ("aihub/services/status.py", "RuntimeError"): "bug guard",
     # a resolver cancelled by something else: answered as a generic INTERNAL error with the request id
     ("aihub/graphql/errors.py", "UnexpectedCancellation"): "answered as INTERNAL",
     # tells the prebuilt-query path to fall back to graphql-core's own; never leaves the server

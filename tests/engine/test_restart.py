@@ -16,6 +16,7 @@ from aihub.domain.status import NodeStatus, RunStatus
 from aihub.runtime import open_runtime
 from aihub.settings import Settings
 from tests.engine.support import wait_for_node, wait_for_run
+from tests.polling import until
 
 CHILD = r"""
 import asyncio, json, sys
@@ -27,6 +28,9 @@ from aihub.settings import Settings
 
 async def main():
     spec = json.loads(sys.argv[1])
+    if len(sys.argv) > 2:  # hold each start this long (seconds) before it is written
+        from aihub.engine import attempts
+        attempts.START_WRITE_DELAY = float(sys.argv[2])
     async with open_runtime(Settings()) as rt:
         user = await create_user("bob", "bob-password-1")
         version = await create_workflow(user, spec)
@@ -65,29 +69,34 @@ def _spec(tmp: Path) -> dict:
     }
 
 
-async def _run_in_child_until(settings: Settings, spec: dict, stop_at: list[str]) -> int:
+async def _run_in_child_until(
+    settings: Settings, spec: dict, stop_at: list[str], held: tuple[float, Path, str] | None = None
+) -> int:
     """Start a run in a server process of its own; kill it with SIGKILL once a node event starts with
-    ``stop_at`` (node, status[, attempt]). Returns the run's id."""
+    ``stop_at`` (node, status[, attempt]), or, with ``held`` (delay, file, word), once that file has that word,
+    each start held that long. Returns the run's id."""
     env = {
         **os.environ,
         "AIHUB_DATA_DIR": str(settings.data_dir),
         "AIHUB_DATABASE_URL": settings.resolved_database_url,
         "PYTHONPATH": str(Path(__file__).resolve().parents[2]),
     }
+    delay = [str(held[0])] if held else []
     child = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", CHILD, json.dumps(spec), env=env, stdout=asyncio.subprocess.PIPE
+        sys.executable, "-c", CHILD, json.dumps(spec), *delay, env=env, stdout=asyncio.subprocess.PIPE
     )
     assert child.stdout is not None
-    run_id = None
+    run_id, line = None, []
     try:
         async with asyncio.timeout(60):
-            while True:
+            while run_id is None or (held is None and line[1 : 1 + len(stop_at)] != stop_at):
                 line = (await child.stdout.readline()).decode().split()
                 assert line, "child exited early"
                 if line[0] == "RUN":
                     run_id = int(line[1])
-                if line[1 : 1 + len(stop_at)] == stop_at:
-                    break
+        if held is not None:
+            _, path, word = held
+            await until(lambda: path.exists() and word in path.read_text().split(), f"{word} in {path}")
     finally:
         child.send_signal(signal.SIGKILL)
         await child.wait()
@@ -111,6 +120,26 @@ async def test_kill_9_while_running_loses_nothing(
         assert run.status is RunStatus.SUCCEEDED, run.message
         b = await NodeRun.get(run_id=run_id, name="b")
         assert (b.attempt, b.outputs["o"]["value"]) == (1, "done")
+    assert (host_dir / "count").read_text().split() == ["a", "b", "c"]  # nothing ran twice
+
+
+async def test_kill_9_while_a_start_is_held_runs_nothing_twice(settings: Settings, host_dir: Path) -> None:
+    """The server is killed after it launched ``b`` and before it wrote its start (held: the database says
+    WAITING): the next server finds ``b`` through the executor, follows it, and runs it once."""
+    run_id = await _run_in_child_until(settings, _spec(host_dir), [], held=(3600, host_dir / "count", "b"))
+    async with open_runtime(settings, run_engine=False):
+        b = await NodeRun.get(run_id=run_id, name="b")
+        assert (b.status, b.attempt) == (NodeStatus.WAITING, 0)
+        assert not await Attempt.filter(node_run_id=b.id).exists()
+
+    async with open_runtime(settings) as rt:
+        await wait_for_node(rt, run_id, "b", NodeStatus.RUNNING)
+        (host_dir / "gate").touch()
+        run = await wait_for_run(rt, run_id)
+        assert run.status is RunStatus.SUCCEEDED, run.message
+        b = await NodeRun.get(run_id=run_id, name="b")
+        assert (b.attempt, b.outputs["o"]["value"]) == (1, "done")
+        assert await Attempt.filter(node_run_id=b.id).count() == 1
     assert (host_dir / "count").read_text().split() == ["a", "b", "c"]  # nothing ran twice
 
 

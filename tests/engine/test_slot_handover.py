@@ -14,6 +14,7 @@ import pytest
 from aihub.db import node_writes
 from aihub.db.models import NodeEvent, NodeRun, User
 from aihub.domain.status import NodeStatus, RunStatus
+from aihub.engine import attempts as attempts_module
 from aihub.engine.executors.base import Handle, Job
 from aihub.runtime import Runtime
 from tests.engine.support import node_log, start_run, wait_for_run
@@ -38,6 +39,7 @@ async def test_the_next_node_launches_while_an_end_is_written(
     rt: Runtime, user: User, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     rt.settings.local_cpus = 1  # one node at a time: "b" waits in the queue for "a"'s share
+    monkeypatch.setattr(attempts_module, "START_WRITE_DELAY", 3600)  # each start is written with its end
     await rt.engine.load_pools()
     pool = rt.engine.capacity.pools["local"]
     seen = _hold_the_end_of(monkeypatch, "a", NodeStatus.SUCCEEDED)
@@ -57,9 +59,10 @@ async def test_the_next_node_launches_while_an_end_is_written(
     assert "a" in state.running and state.running["a"].freed  # still running for the run, not for the pool
     assert "b" in state.running and not state.running["b"].freed  # b got a's share: dispatched already
     assert pool.used_cpu == state.running["b"].lease.cpu_millis
-    # b launches meanwhile; its own start is written only after a's end (same run: one writer at a time)
+    # b launches meanwhile; its own start is written only after a's end (same run: one writer at a time), and
+    # a's start goes with a's end
     await asyncio.wait_for(launched.wait(), 60)
-    assert (await NodeRun.get(run_id=run.id, name="a")).status is NodeStatus.RUNNING
+    assert (await NodeRun.get(run_id=run.id, name="a")).status is NodeStatus.WAITING
     assert (await NodeRun.get(run_id=run.id, name="b")).status is NodeStatus.WAITING
     seen["gate"].set()
     run = await wait_for_run(rt, run.id)
@@ -119,12 +122,13 @@ def _spy_on_starts(rt: Runtime, monkeypatch: pytest.MonkeyPatch) -> dict[str, as
 async def test_a_child_launches_while_its_parents_end_is_written(
     rt: Runtime, user: User, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr(attempts_module, "START_WRITE_DELAY", 3600)  # each start is written with its end
     seen = _hold_the_end_of(monkeypatch, "a", NodeStatus.SUCCEEDED)
     launched = _spy_on_starts(rt, monkeypatch)
     run = await start_run(rt, user, {"name": "wf", "nodes": CHAIN})
     await asyncio.wait_for(seen["held"].wait(), 60)
-    await asyncio.wait_for(launched["b"].wait(), 60)  # with a's outputs, a's end not written yet
-    assert (await NodeRun.get(run_id=run.id, name="a")).status is NodeStatus.RUNNING
+    await asyncio.wait_for(launched["b"].wait(), 60)  # with a's outputs, a's end (and start) not written yet
+    assert (await NodeRun.get(run_id=run.id, name="a")).status is NodeStatus.WAITING
     assert (await NodeRun.get(run_id=run.id, name="b")).status is NodeStatus.WAITING
     seen["gate"].set()
     run = await wait_for_run(rt, run.id)

@@ -13,7 +13,7 @@ import pytest
 
 from aihub.services import files as files_service
 from aihub.services import queries
-from tests.graphql.harness import Server
+from tests.graphql.harness import Server, wait_for
 from tests.graphql.test_runs_api import start
 
 pytestmark = pytest.mark.parametrize("db_backend", ["sqlite"], indirect=True)
@@ -40,6 +40,7 @@ async def test_a_live_log_ends_with_its_attempt_without_polling_the_database(
         ],
     }
     run_id = await start(users, spec)
+    await wait_for(users, run_id, node="a", node_status="RUNNING")  # (attempt 1 is written)
     users.http.cookies.set("aihub_session", users.tokens["alice"])
     seen: list[str] = []
     async with users.http.stream("GET", f"/runs/{run_id}/nodes/a/logs/1/live?offset=0") as stream:
