@@ -16,6 +16,7 @@ executor (``Recovery._reattach``).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -166,7 +167,7 @@ class HeldStart:
     previous: NodeStatus  # the status the database has (compare-and-set)
     attempt: Attempt  # the new attempt, inserted with the write
     events: list[list[Any]]  # the ``started`` event's row, timed when the node started
-    published: RunEvent  # what the bus gets once it is written
+    published: RunEvent  # what the bus gets once it is written (with the run's status then: ``_published``)
     writing: asyncio.Future[None] | None = None  # ``write_start`` is writing it
 
 
@@ -205,7 +206,13 @@ async def write_start(bus: Bus, run: Run, node: NodeRun) -> None:
     finally:
         start.writing.set_result(None)
         start.writing = None
-    await bus.publish(start.published)
+    await bus.publish(_published(start, run))
+
+
+def _published(start: HeldStart, run: Run) -> RunEvent:
+    """The held start's event, with the run's status as it is now (a stop may have been asked for meanwhile: a
+    subscriber must not see the run go back)."""
+    return dataclasses.replace(start.published, run_status=run.status.value)
 
 
 async def _take_held(node: NodeRun) -> HeldStart | None:
@@ -263,7 +270,7 @@ async def transition_node(
         _hold(node, start)
         raise
     if start is not None:
-        await bus.publish(start.published)
+        await bus.publish(_published(start, run))
     await bus.publish(run_event(run, node, message))
 
 

@@ -13,10 +13,10 @@ from aihub.bus.base import RunEvent
 from aihub.bus.memory import MemoryBus
 from aihub.db import node_writes
 from aihub.db.models import Attempt, NodeEvent, NodeRun, Run, User
-from aihub.domain.status import IllegalTransition, NodeStatus
+from aihub.domain.status import IllegalTransition, NodeStatus, RunStatus
 from aihub.services.queries import run_events
 from aihub.services.runs import create_run
-from aihub.services.status import hold_start, transition_node, utcnow, write_start
+from aihub.services.status import hold_start, transition_node, transition_run, utcnow, write_start
 from aihub.services.users import create_user
 from aihub.services.workflows import create_workflow
 from aihub.settings import Settings
@@ -223,3 +223,16 @@ async def test_the_run_s_events_read_in_the_order_they_happened(run: Run, user: 
     ]
     read = [(e.node, e.kind) for e in await run_events(user, run.id) if e.node is not None]
     assert read == [("a", "started"), ("b", "started"), ("b", "exited"), ("a", "exited")]
+
+
+async def test_a_held_start_is_published_with_the_run_s_status_when_written(run: Run) -> None:
+    """A stop asked for while the start was held: its event must not show the run RUNNING again."""
+    bus = MemoryBus()
+    await transition_run(bus, run, RunStatus.RUNNING)
+    node = await NodeRun.get(run_id=run.id, name="a")
+    _start(run, node)
+    await transition_run(bus, run, RunStatus.STOPPING, message="stop requested")
+    sub = _published(bus, run)
+    await write_start(bus, run, node)
+    event = sub._queue.get_nowait()
+    assert (event.node, event.node_status, event.run_status) == ("a", "RUNNING", "STOPPING")
