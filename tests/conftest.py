@@ -23,12 +23,16 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import pytest
 import tortoise.context
 
+from aihub.db import node_writes
+from aihub.db.models import NodeRun
 from aihub.db.setup import close_db, init_db, migrate
+from aihub.domain.status import NodeStatus
 from aihub.settings import Settings
 from tests.s3support import CREDENTIALS, S3Server
 
@@ -178,3 +182,21 @@ def host_dir() -> Iterator[Path]:
     path.chmod(0o777)  # nodes run as nobody (the server is root here)
     yield path
     shutil.rmtree(path, ignore_errors=True)
+
+
+NodeTransactions = list[tuple[str, NodeStatus, NodeStatus]]
+
+
+@pytest.fixture
+def node_transactions(monkeypatch: pytest.MonkeyPatch) -> NodeTransactions:
+    """Each node status transaction from here on (``node_writes.write_transition``): (the node, the status it moves
+    from, the status written)."""
+    seen: NodeTransactions = []
+    write = node_writes.write_transition
+
+    async def counted(node: NodeRun, previous: NodeStatus, *args: Any) -> bool:
+        seen.append((node.name, previous, node.status))
+        return await write(node, previous, *args)
+
+    monkeypatch.setattr(node_writes, "write_transition", counted)
+    return seen

@@ -5,39 +5,22 @@ closes is written then (issue 18, round thirteen: one transaction a node instead
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from aihub.db import node_writes
 from aihub.db.models import Attempt, NodeEvent, NodeRun, User
 from aihub.domain.status import NodeStatus, RunStatus
 from aihub.engine import attempts as attempts_module
 from aihub.runtime import Runtime, open_runtime
 from aihub.services.users import create_user
 from aihub.settings import Settings
+from tests.conftest import NodeTransactions
 from tests.engine.support import start_run, wait_for_node, wait_for_run
 from tests.polling import until
 
-Writes = list[tuple[str, NodeStatus, NodeStatus]]
-
-
-@pytest.fixture
-def writes(monkeypatch: pytest.MonkeyPatch) -> Writes:
-    """Each node transaction of the engine: (node, the status it moves from, the status written)."""
-    seen: Writes = []
-    write = node_writes.write_transition
-
-    async def counted(node: NodeRun, previous: NodeStatus, *args: Any) -> bool:
-        seen.append((node.name, previous, node.status))
-        return await write(node, previous, *args)
-
-    monkeypatch.setattr(node_writes, "write_transition", counted)
-    return seen
-
 
 async def test_nodes_that_end_before_their_start_is_written_are_written_once(
-    rt: Runtime, user: User, writes: Writes, monkeypatch: pytest.MonkeyPatch
+    rt: Runtime, user: User, node_transactions: NodeTransactions, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(attempts_module, "START_WRITE_DELAY", 3600)
     sub = rt.bus.subscribe(None)
@@ -46,7 +29,7 @@ async def test_nodes_that_end_before_their_start_is_written_are_written_once(
         run = await start_run(rt, user, {"name": "wf", "nodes": nodes})
         run = await wait_for_run(rt, run.id)
         assert run.status is RunStatus.SUCCEEDED, run.message
-        assert writes == [
+        assert node_transactions == [
             ("a", NodeStatus.WAITING, NodeStatus.SUCCEEDED),
             ("b", NodeStatus.WAITING, NodeStatus.SUCCEEDED),
         ]
@@ -75,7 +58,7 @@ async def test_nodes_that_end_before_their_start_is_written_are_written_once(
 
 
 async def test_a_node_that_runs_on_has_its_start_written_while_it_runs(
-    rt: Runtime, user: User, writes: Writes, host_dir: Path
+    rt: Runtime, user: User, node_transactions: NodeTransactions, host_dir: Path
 ) -> None:
     """The default delay: the database says RUNNING, with the attempt and its handle, before the node ends."""
     gate = host_dir / "gate"
@@ -84,11 +67,11 @@ async def test_a_node_that_runs_on_has_its_start_written_while_it_runs(
     node = await wait_for_node(rt, run.id, "a", NodeStatus.RUNNING)
     attempt = await Attempt.get(node_run_id=node.id)
     assert attempt.status is NodeStatus.RUNNING and attempt.handle
-    assert writes == [("a", NodeStatus.WAITING, NodeStatus.RUNNING)]
+    assert node_transactions == [("a", NodeStatus.WAITING, NodeStatus.RUNNING)]
     gate.touch()
     run = await wait_for_run(rt, run.id)
     assert run.status is RunStatus.SUCCEEDED, run.message
-    assert writes[1:] == [("a", NodeStatus.RUNNING, NodeStatus.SUCCEEDED)]
+    assert node_transactions[1:] == [("a", NodeStatus.RUNNING, NodeStatus.SUCCEEDED)]
 
 
 async def test_a_start_held_when_the_engine_closes_is_written_and_followed_by_the_next(

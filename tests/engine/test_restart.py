@@ -109,17 +109,23 @@ async def test_kill_9_while_running_loses_nothing(
     settings: Settings, host_dir: Path, gate_before_restart: bool
 ) -> None:
     run_id = await _run_in_child_until(settings, _spec(host_dir), ["b", "RUNNING"])
-    if gate_before_restart:
-        (host_dir / "gate").touch()
+    await _finish_after_restart(settings, run_id, host_dir, gate_before_restart)
 
+
+async def _finish_after_restart(settings: Settings, run_id: int, host_dir: Path, gate_before: bool) -> None:
+    """A new server finishes the run of ``_spec`` (``b`` let go on before it starts, or once it follows ``b``):
+    ``b`` ran once, as attempt 1, with its output, and nothing ran twice."""
+    if gate_before:
+        (host_dir / "gate").touch()
     async with open_runtime(settings) as rt:
-        if not gate_before_restart:
+        if not gate_before:
             await wait_for_node(rt, run_id, "b", NodeStatus.RUNNING)
             (host_dir / "gate").touch()
         run = await wait_for_run(rt, run_id)
         assert run.status is RunStatus.SUCCEEDED, run.message
         b = await NodeRun.get(run_id=run_id, name="b")
         assert (b.attempt, b.outputs["o"]["value"]) == (1, "done")
+        assert await Attempt.filter(node_run_id=b.id).count() == 1
     assert (host_dir / "count").read_text().split() == ["a", "b", "c"]  # nothing ran twice
 
 
@@ -131,16 +137,7 @@ async def test_kill_9_while_a_start_is_held_runs_nothing_twice(settings: Setting
         b = await NodeRun.get(run_id=run_id, name="b")
         assert (b.status, b.attempt) == (NodeStatus.WAITING, 0)
         assert not await Attempt.filter(node_run_id=b.id).exists()
-
-    async with open_runtime(settings) as rt:
-        await wait_for_node(rt, run_id, "b", NodeStatus.RUNNING)
-        (host_dir / "gate").touch()
-        run = await wait_for_run(rt, run_id)
-        assert run.status is RunStatus.SUCCEEDED, run.message
-        b = await NodeRun.get(run_id=run_id, name="b")
-        assert (b.attempt, b.outputs["o"]["value"]) == (1, "done")
-        assert await Attempt.filter(node_run_id=b.id).count() == 1
-    assert (host_dir / "count").read_text().split() == ["a", "b", "c"]  # nothing ran twice
+    await _finish_after_restart(settings, run_id, host_dir, gate_before=False)
 
 
 async def test_kill_9_between_attempts_keeps_the_retries_used(settings: Settings, host_dir: Path) -> None:

@@ -5,6 +5,8 @@ written, in the order things happened."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -20,6 +22,7 @@ from aihub.services.status import hold_start, transition_node, transition_run, u
 from aihub.services.users import create_user
 from aihub.services.workflows import create_workflow
 from aihub.settings import Settings
+from tests.conftest import NodeTransactions
 
 SPEC = {"name": "wf", "nodes": [{"name": "a", "command": "true"}, {"name": "b", "command": "true"}]}
 
@@ -35,25 +38,23 @@ async def run(user: User) -> Run:
     return await create_run(MemoryBus(), user, version.id)
 
 
-@pytest.fixture
-def writes(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, NodeStatus, NodeStatus]]:
-    """Each node transaction: (node, the status it moves from, the status written)."""
-    seen: list[tuple[str, NodeStatus, NodeStatus]] = []
-    write = node_writes.write_transition
-
-    async def counted(node: NodeRun, previous: NodeStatus, *args: Any) -> bool:
-        seen.append((node.name, previous, node.status))
-        return await write(node, previous, *args)
-
-    monkeypatch.setattr(node_writes, "write_transition", counted)
-    return seen
-
-
 def _start(run: Run, node: NodeRun) -> Attempt:
     node.attempt += 1
     attempt = Attempt(node_run_id=node.id, number=node.attempt, executor="local", started_at=utcnow())
     hold_start(run, node, attempt, kind="started", message="attempt 1")
     return attempt
+
+
+@contextlib.contextmanager
+def _database_down(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Every node transaction fails meanwhile."""
+
+    async def down(*args: Any) -> bool:
+        raise RuntimeError("the database is down")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(node_writes, "write_transition", down)
+        yield
 
 
 def _published(bus: MemoryBus, run: Run) -> Any:
@@ -68,7 +69,7 @@ def _drain(sub: Any) -> list[tuple[str | None, str | None]]:
 
 
 async def test_a_start_held_until_the_end_is_written_with_it_in_one_transaction(
-    run: Run, writes: list[tuple[str, NodeStatus, NodeStatus]]
+    run: Run, node_transactions: NodeTransactions
 ) -> None:
     bus = MemoryBus()
     sub = _published(bus, run)
@@ -89,7 +90,9 @@ async def test_a_start_held_until_the_end_is_written_with_it_in_one_transaction(
         attempt=attempt,
         exit_code=0,
     )
-    assert writes == [("a", NodeStatus.WAITING, NodeStatus.SUCCEEDED)]  # one transaction, from WAITING
+    assert node_transactions == [
+        ("a", NodeStatus.WAITING, NodeStatus.SUCCEEDED)
+    ]  # one transaction, from WAITING
     row = await NodeRun.get(id=node.id)
     assert (row.status, row.attempt, row.exit_code) == (NodeStatus.SUCCEEDED, 1, 0)
     assert row.started_at == node.started_at and row.finished_at is not None
@@ -106,7 +109,7 @@ async def test_a_start_held_until_the_end_is_written_with_it_in_one_transaction(
 
 
 async def test_a_start_written_on_its_own_is_published_then_and_the_end_goes_as_usual(
-    run: Run, writes: list[tuple[str, NodeStatus, NodeStatus]]
+    run: Run, node_transactions: NodeTransactions
 ) -> None:
     bus = MemoryBus()
     sub = _published(bus, run)
@@ -119,7 +122,7 @@ async def test_a_start_written_on_its_own_is_published_then_and_the_end_goes_as_
     assert (await Attempt.get(node_run_id=node.id)).status is NodeStatus.RUNNING
     assert _drain(sub) == [("a", "RUNNING")]
     await transition_node(bus, run, node, NodeStatus.FAILED, kind="exited", attempt=attempt, exit_code=3)
-    assert writes == [
+    assert node_transactions == [
         ("a", NodeStatus.WAITING, NodeStatus.RUNNING),
         ("a", NodeStatus.RUNNING, NodeStatus.FAILED),
     ]
@@ -133,16 +136,9 @@ async def test_a_held_start_that_could_not_be_written_goes_with_the_end(
     bus = MemoryBus()
     node = await NodeRun.get(run_id=run.id, name="a")
     attempt = _start(run, node)
-    write = node_writes.write_transition
-
-    async def down(*args: Any) -> bool:
-        raise RuntimeError("the database is down")
-
-    monkeypatch.setattr(node_writes, "write_transition", down)
-    with pytest.raises(RuntimeError, match="the database is down"):
+    with _database_down(monkeypatch), pytest.raises(RuntimeError, match="the database is down"):
         await write_start(bus, run, node)
     assert node.status is NodeStatus.RUNNING  # still started, still held
-    monkeypatch.setattr(node_writes, "write_transition", write)
     await transition_node(bus, run, node, NodeStatus.SUCCEEDED, kind="exited", attempt=attempt, exit_code=0)
     kinds = await NodeEvent.filter(run_id=run.id, node="a").order_by("id").values_list("kind", flat=True)
     assert kinds == ["started", "exited"]
@@ -155,13 +151,7 @@ async def test_an_end_that_could_not_be_written_keeps_the_start_held(
     bus = MemoryBus()
     node = await NodeRun.get(run_id=run.id, name="a")
     attempt = _start(run, node)
-    write = node_writes.write_transition
-
-    async def down(*args: Any) -> bool:
-        raise RuntimeError("the database is down")
-
-    monkeypatch.setattr(node_writes, "write_transition", down)
-    with pytest.raises(RuntimeError):
+    with _database_down(monkeypatch), pytest.raises(RuntimeError):
         await transition_node(
             bus, run, node, NodeStatus.SUCCEEDED, kind="exited", attempt=attempt, exit_code=0
         )
@@ -172,21 +162,20 @@ async def test_an_end_that_could_not_be_written_keeps_the_start_held(
         None,
         None,
     )
-    monkeypatch.setattr(node_writes, "write_transition", write)
     await write_start(bus, run, node)
     assert (await NodeRun.get(id=node.id)).status is NodeStatus.RUNNING
     assert (await Attempt.get(node_run_id=node.id)).finished_at is None
 
 
 async def test_a_transition_waits_for_the_start_being_written(
-    run: Run, writes: list[tuple[str, NodeStatus, NodeStatus]]
+    run: Run, node_transactions: NodeTransactions
 ) -> None:
     bus = MemoryBus()
     node = await NodeRun.get(run_id=run.id, name="a")
     attempt = _start(run, node)
     end = transition_node(bus, run, node, NodeStatus.SUCCEEDED, kind="exited", attempt=attempt, exit_code=0)
     await asyncio.gather(write_start(bus, run, node), end)
-    assert writes == [
+    assert node_transactions == [
         ("a", NodeStatus.WAITING, NodeStatus.RUNNING),
         ("a", NodeStatus.RUNNING, NodeStatus.SUCCEEDED),
     ]
