@@ -31,6 +31,10 @@ log = logging.getLogger("aihub.engine")
 #: has its start written with its end, in one transaction instead of two (issue 18, round thirteen); what the
 #: database and the bus's ``started`` lag behind the launch at most
 START_WRITE_DELAY = 0.05
+#: seconds the engine spends at most writing a run's held starts when it lets the run go (it closes, or another
+#: worker takes the run over) — a database that does not answer must not hold a shutdown or a rebalance up: a
+#: start not written is found through the executor by the next owner (``Recovery._reattach``)
+LET_GO_WRITE_SECONDS = 5.0
 
 
 class Attempts:
@@ -139,8 +143,16 @@ class Attempts:
         for timer in state.start_writes.values():
             timer.cancel()
         state.start_writes.clear()
-        for node in state.nodes.values():
-            await self._write_held(state, node)
+        try:
+            async with asyncio.timeout(LET_GO_WRITE_SECONDS):
+                for node in state.nodes.values():
+                    await self._write_held(state, node)
+        except TimeoutError:
+            log.warning(
+                "run %s: held starts not written within %s s; the next owner finds those nodes running",
+                state.run.id,
+                LET_GO_WRITE_SECONDS,
+            )
 
     async def _try_cache(self, state: RunState, name: str, key: str) -> bool:
         source = await cache_source(key, state.nodes[name].id)

@@ -4,10 +4,13 @@ closes is written then (issue 18, round thirteen: one transaction a node instead
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from aihub.db import node_writes
 from aihub.db.models import Attempt, NodeEvent, NodeRun, User
 from aihub.domain.status import NodeStatus, RunStatus
 from aihub.engine import attempts as attempts_module
@@ -95,3 +98,33 @@ async def test_a_start_held_when_the_engine_closes_is_written_and_followed_by_th
         assert run.status is RunStatus.SUCCEEDED, run.message
         assert await Attempt.filter(node_run__run_id=run.id).count() == 1
     assert launched.read_text().split() == ["x"]  # followed, not run again
+
+
+async def test_a_database_that_does_not_answer_does_not_hold_the_engine_s_close_up(
+    settings: Settings, host_dir: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The held start is left to the next server (it finds the node through the executor)."""
+    monkeypatch.setattr(attempts_module, "START_WRITE_DELAY", 3600)
+    monkeypatch.setattr(attempts_module, "LET_GO_WRITE_SECONDS", 0.2)
+    launched, gate = host_dir / "launched", host_dir / "gate"
+    command = f'echo x >> "{launched}"; while [ ! -f "{gate}" ]; do sleep 0.05; done'
+    write = node_writes.write_transition
+
+    async def no_answer(*args: Any) -> bool:
+        await asyncio.Event().wait()  # (cancelled by the close's bound)
+        return False
+
+    async with asyncio.timeout(30), open_runtime(settings) as rt:  # (the close too)
+        user = await create_user("alice", "alice-password-1")
+        run = await start_run(rt, user, {"name": "wf", "nodes": [{"name": "a", "command": command}]})
+        await until(launched.exists, "the node to run")
+        monkeypatch.setattr(node_writes, "write_transition", no_answer)
+    assert f"run {run.id}: held starts not written within 0.2 s" in caplog.text
+    monkeypatch.setattr(node_writes, "write_transition", write)
+    async with open_runtime(settings, run_engine=False):
+        assert (await NodeRun.get(run_id=run.id, name="a")).status is NodeStatus.WAITING  # not written
+    gate.touch()
+    async with open_runtime(settings) as rt:
+        run = await wait_for_run(rt, run.id)
+        assert run.status is RunStatus.SUCCEEDED, run.message
+    assert launched.read_text().split() == ["x"]  # found and followed, not run again
