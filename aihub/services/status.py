@@ -249,8 +249,9 @@ async def transition_node(
     except BaseException:
         _hold(node, start)
         raise
-    previous = start.previous if start is not None else node.status
-    attempt = attempt if attempt is not None or start is None else start.attempt
+    previous = node.status
+    if start is not None:
+        previous, attempt = start.previous, start.attempt
     before = {f: getattr(node, f) for f in NODE_FIELDS}
     attempt_before = {f: getattr(attempt, f) for f in ATTEMPT_END_FIELDS} if attempt is not None else {}
     _apply_node(node, target, message, exit_code, outputs)

@@ -57,6 +57,12 @@ def _database_down(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
         yield
 
 
+async def _a_started(run: Run) -> tuple[MemoryBus, NodeRun, Attempt]:
+    """A bus, and node ``a`` with its start held."""
+    node = await NodeRun.get(run_id=run.id, name="a")
+    return MemoryBus(), node, _start(run, node)
+
+
 def _published(bus: MemoryBus, run: Run) -> Any:
     return bus.subscribe(run.id)
 
@@ -71,10 +77,8 @@ def _drain(sub: Any) -> list[tuple[str | None, str | None]]:
 async def test_a_start_held_until_the_end_is_written_with_it_in_one_transaction(
     run: Run, node_transactions: NodeTransactions
 ) -> None:
-    bus = MemoryBus()
+    bus, node, attempt = await _a_started(run)
     sub = _published(bus, run)
-    node = await NodeRun.get(run_id=run.id, name="a")
-    attempt = _start(run, node)
     assert node.status is NodeStatus.RUNNING and node.started_at is not None  # in memory
     row = await NodeRun.get(id=node.id)
     assert (row.status, row.attempt) == (NodeStatus.WAITING, 0)  # not written: the database is as it was
@@ -111,10 +115,8 @@ async def test_a_start_held_until_the_end_is_written_with_it_in_one_transaction(
 async def test_a_start_written_on_its_own_is_published_then_and_the_end_goes_as_usual(
     run: Run, node_transactions: NodeTransactions
 ) -> None:
-    bus = MemoryBus()
+    bus, node, attempt = await _a_started(run)
     sub = _published(bus, run)
-    node = await NodeRun.get(run_id=run.id, name="a")
-    attempt = _start(run, node)
     await write_start(bus, run, node)
     await write_start(bus, run, node)  # (nothing held any more: nothing written)
     row = await NodeRun.get(id=node.id)
@@ -133,9 +135,7 @@ async def test_a_start_written_on_its_own_is_published_then_and_the_end_goes_as_
 async def test_a_held_start_that_could_not_be_written_goes_with_the_end(
     run: Run, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    bus = MemoryBus()
-    node = await NodeRun.get(run_id=run.id, name="a")
-    attempt = _start(run, node)
+    bus, node, attempt = await _a_started(run)
     with _database_down(monkeypatch), pytest.raises(RuntimeError, match="the database is down"):
         await write_start(bus, run, node)
     assert node.status is NodeStatus.RUNNING  # still started, still held
@@ -148,9 +148,7 @@ async def test_a_held_start_that_could_not_be_written_goes_with_the_end(
 async def test_an_end_that_could_not_be_written_keeps_the_start_held(
     run: Run, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    bus = MemoryBus()
-    node = await NodeRun.get(run_id=run.id, name="a")
-    attempt = _start(run, node)
+    bus, node, attempt = await _a_started(run)
     with _database_down(monkeypatch), pytest.raises(RuntimeError):
         await transition_node(
             bus, run, node, NodeStatus.SUCCEEDED, kind="exited", attempt=attempt, exit_code=0
@@ -170,9 +168,7 @@ async def test_an_end_that_could_not_be_written_keeps_the_start_held(
 async def test_a_transition_waits_for_the_start_being_written(
     run: Run, node_transactions: NodeTransactions
 ) -> None:
-    bus = MemoryBus()
-    node = await NodeRun.get(run_id=run.id, name="a")
-    attempt = _start(run, node)
+    bus, node, attempt = await _a_started(run)
     end = transition_node(bus, run, node, NodeStatus.SUCCEEDED, kind="exited", attempt=attempt, exit_code=0)
     await asyncio.gather(write_start(bus, run, node), end)
     assert node_transactions == [
