@@ -20,7 +20,7 @@ from aihub.engine.executors.base import ExitReport, Handle
 from aihub.engine.jobs import build_job, node_cache_key
 from aihub.engine.params import InputError
 from aihub.engine.state import RunState
-from aihub.services.status import hold_start, transition_node, utcnow, write_start
+from aihub.services.status import held_start, hold_start, transition_node, utcnow, write_start
 
 if TYPE_CHECKING:
     from aihub.engine.scheduler import Engine
@@ -31,10 +31,15 @@ log = logging.getLogger("aihub.engine")
 #: has its start written with its end, in one transaction instead of two (issue 18, round thirteen); what the
 #: database and the bus's ``started`` lag behind the launch at most
 START_WRITE_DELAY = 0.05
-#: seconds the engine spends at most writing a run's held starts when it lets the run go (it closes, or another
-#: worker takes the run over) — a database that does not answer must not hold a shutdown or a rebalance up: a
-#: start not written is found through the executor by the next owner (``Recovery._reattach``)
+#: seconds the engine spends at most writing held starts when it lets runs go (it closes, or another worker
+#: takes runs over), for all of them together — a database that does not answer must not hold a shutdown or a
+#: rebalance up: a start not written is found through the executor by the next owner (``Recovery._reattach``)
 LET_GO_WRITE_SECONDS = 5.0
+
+
+def let_go_deadline() -> float:
+    """When the held starts of the runs let go now are to be written by (the loop's clock)."""
+    return asyncio.get_running_loop().time() + LET_GO_WRITE_SECONDS
 
 
 class Attempts:
@@ -137,15 +142,19 @@ class Attempts:
         except Exception as exc:  # still held: written with the node's next transition
             log.warning("the start of %s/%s is not written yet: %s", state.run.id, node.name, exc)
 
-    async def write_held_starts(self, state: RunState) -> None:
+    async def write_held_starts(self, state: RunState, deadline: float) -> None:
         """Write every start of the run still held (the engine lets the run go: it closes, or another worker
-        takes the run over), once nothing else of the run's runs."""
+        takes the run over), once nothing else of the run's runs; by ``deadline`` (``let_go_deadline``: one
+        for all the runs let go together), then the rest is left to the next owner."""
         for timer in state.start_writes.values():
             timer.cancel()
         state.start_writes.clear()
+        held = [node for node in state.nodes.values() if held_start(node) is not None]
         try:
-            async with asyncio.timeout(LET_GO_WRITE_SECONDS):
-                for node in state.nodes.values():
+            async with asyncio.timeout_at(deadline):
+                for node in held:
+                    if asyncio.get_running_loop().time() >= deadline:
+                        raise TimeoutError
                     await self._write_held(state, node)
         except TimeoutError:
             log.warning(

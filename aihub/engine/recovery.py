@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from aihub.db.models import Attempt, Run, TokenKind
 from aihub.domain.status import NodeStatus, RunStatus
+from aihub.engine.attempts import let_go_deadline
 from aihub.engine.executors.base import Handle, JobKey
 from aihub.engine.state import RunState, load_run_state
 from aihub.services.status import StaleStatus, transition_run
@@ -44,13 +45,14 @@ class Recovery:
 
     async def on_revoke(self, partitions: frozenset[int]) -> None:
         """Another worker takes these runs over: stop following them (their nodes keep running)."""
+        deadline = let_go_deadline()
         for run_id, state in list(self.engine.runs.items()):
             if self.engine.bus.partition_for(run_id) in partitions:  # type: ignore[attr-defined]
-                await self._let_go(state)
+                await self._let_go(state, deadline)
         for hook in self.engine.partitions_revoked:
             await hook(partitions)
 
-    async def _let_go(self, state: RunState) -> None:
+    async def _let_go(self, state: RunState, deadline: float) -> None:
         self.engine.runs.pop(state.run.id, None)
         state.finished = True
         state.queued.clear()
@@ -59,7 +61,7 @@ class Recovery:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        await self.engine.attempts.write_held_starts(state)  # (before the next owner reads the run)
+        await self.engine.attempts.write_held_starts(state, deadline)  # (before the next owner reads the run)
         for name in list(state.running):
             self.engine.dispatcher.release(
                 state, name, claim=False

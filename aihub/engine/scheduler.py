@@ -27,7 +27,7 @@ from aihub.bus.base import Bus, RunEvent, SubscriberTooSlow
 from aihub.domain.handover import HANDOVER
 from aihub.domain.status import NodeStatus, RunStatus
 from aihub.engine import policies
-from aihub.engine.attempts import Attempts
+from aihub.engine.attempts import Attempts, let_go_deadline
 from aihub.engine.capacity import Capacity
 from aihub.engine.dispatch import Dispatcher
 from aihub.engine.executors.base import Executor, Handle
@@ -139,8 +139,9 @@ class Engine:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        deadline = let_go_deadline()
         for state in list(self.runs.values()):  # (the next start finds them written)
-            await self.attempts.write_held_starts(state)
+            await self.attempts.write_held_starts(state, deadline)
         await self.executor.close()
 
     def spawn(

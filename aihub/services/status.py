@@ -171,7 +171,8 @@ class HeldStart:
     writing: asyncio.Future[None] | None = None  # ``write_start`` is writing it
 
 
-def _held(node: NodeRun) -> HeldStart | None:
+def held_start(node: NodeRun) -> HeldStart | None:
+    """The start of ``node`` held (``hold_start``) and not written yet, if any."""
     return node.__dict__.get("_held_start")
 
 
@@ -184,7 +185,7 @@ def hold_start(run: Run, node: NodeRun, attempt: Attempt, *, kind: str, message:
     by ``write_start``, or with the node's next transition, whichever comes first. Raises
     ``IllegalTransition`` as ``transition_node`` does (then nothing changed)."""
     check_node_transition(node.name, node.status, NodeStatus.RUNNING)
-    if _held(node) is not None:
+    if held_start(node) is not None:
         raise RuntimeError(f"node {node.name!r}: a start is held already")
     previous = node.status
     _apply_node(node, NodeStatus.RUNNING, message, None, None)
@@ -196,7 +197,7 @@ def hold_start(run: Run, node: NodeRun, attempt: Attempt, *, kind: str, message:
 async def write_start(bus: Bus, run: Run, node: NodeRun) -> None:
     """Write ``node``'s held start now, then publish it (nothing when none is held). If the write fails the start
     stays held (a later transition of the node writes it) and the error is raised."""
-    start = _held(node)
+    start = held_start(node)
     if start is None or start.writing is not None:
         return
     start.writing = asyncio.get_running_loop().create_future()
@@ -217,7 +218,7 @@ def _published(start: HeldStart, run: Run) -> RunEvent:
 
 async def _take_held(node: NodeRun) -> HeldStart | None:
     """The node's held start, taken off it (once one being written is: then there is none)."""
-    while (start := _held(node)) is not None and start.writing is not None:
+    while (start := held_start(node)) is not None and start.writing is not None:
         await asyncio.shield(start.writing)
     _hold(node, None)
     return start
