@@ -8,6 +8,7 @@ import argparse
 import asyncio
 import io
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -15,6 +16,7 @@ import yaml
 from aihub.cli import runner
 from aihub.services import files, queries
 from aihub.settings import Settings
+from aihub.storage import local as local_module
 from aihub.storage.local import LocalLogStore
 
 
@@ -83,3 +85,42 @@ async def test_a_wake_ends_the_wait_between_two_looks_at_a_log(tmp_path: Path) -
     async with asyncio.timeout(10):  # far below the poll interval
         await follow()
     assert seen == ["one", "two"]
+
+
+async def test_a_log_with_nothing_new_costs_no_trip_to_a_worker_thread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A follower looks at the file's size first (one ``stat`` on the loop) and reads in a worker thread only
+    when something was appended: a quiet node's log is not read at each poll, and the log of a node that
+    printed nothing (or has no log yet) not at all."""
+    looks: list[object] = []
+    look = local_module._look
+
+    def counted(*args: Any) -> Any:
+        looks.append(args[1])
+        return look(*args)
+
+    monkeypatch.setattr(local_module, "_look", counted)
+    logs = LocalLogStore(tmp_path / "logs", poll_interval=0.001)
+    logs.path(1, "quiet", 1).write_text("one\n")
+    logs.path(1, "silent", 1).write_text("")
+    polls = 0
+
+    async def done() -> bool:
+        nonlocal polls
+        polls += 1
+        if polls == 10:
+            assert looks == [logs.location(1, "quiet", 1)], "read once, then only its size asked"
+            with logs.location(1, "quiet", 1).open("a") as f:
+                f.write("two\n")
+        return polls == 20
+
+    async def at_once() -> bool:
+        return True
+
+    async with asyncio.timeout(10):
+        assert [line async for line in logs.follow(1, "quiet", 1, done=done)] == ["one", "two"]
+        assert len(looks) == 2
+        assert [line async for line in logs.follow(1, "silent", 1, done=at_once)] == []
+        assert [line async for line in logs.follow(1, "missing", 1, done=at_once)] == []
+    assert len(looks) == 2, "neither the empty log nor the missing one was read"

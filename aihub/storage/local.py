@@ -252,12 +252,13 @@ class LocalLogStore:
         location = self._location(run_id, node, attempt)
         splitter = _LineSplitter()
         f: BinaryIO | None = None
+        position = offset  # (the reader's, in the file)
         try:
             while True:
                 finished = await done()
-                more = True
+                more = _changed(location, position)
                 while more:  # (one trip to a worker thread per look: a short log is one look)
-                    f, data, compacted, more = await asyncio.to_thread(_look, f, location, offset)
+                    f, data, compacted, more, position = await asyncio.to_thread(_look, f, location, offset)
                     for line in splitter.feed(data):
                         yield line
                     if compacted:
@@ -326,18 +327,32 @@ def _compacted_behind(f: BinaryIO) -> bool:
 LOOK_BYTES = 4 * MAX_LINE_BYTES
 
 
-def _look(f: BinaryIO | None, path: Path, offset: int) -> tuple[BinaryIO | None, bytes, bool, bool]:
+def _changed(path: Path, position: int) -> bool:
+    """Whether a look at a followed log can find anything: its size is not the reader's position (something was
+    appended, or the log capper cut the file behind the reader). One ``stat`` on the event loop (microseconds:
+    the inode is in memory) instead of a trip to a worker thread and back for a log with nothing new — a quiet
+    node's at each poll, and the whole log of a node that printed nothing (issue 18, ``aihub run``)."""
+    try:
+        return os.stat(path).st_size != position
+    except FileNotFoundError:
+        return False
+    except OSError:
+        return True  # (the look says what is wrong)
+
+
+def _look(f: BinaryIO | None, path: Path, offset: int) -> tuple[BinaryIO | None, bytes, bool, bool, int]:
     """One look at a followed log, in a worker thread: (the file — opened at ``offset`` now if it was not yet
     and it exists —, what was appended to it, at most :data:`LOOK_BYTES`, whether the log capper cut the file
-    behind the reader (which then goes on from its end), whether there may be more to read at once)."""
+    behind the reader (which then goes on from its end), whether there may be more to read at once, the reader's
+    position then)."""
     if f is None:
         f = _open_if_exists(path, offset)
         if f is None:
-            return None, b"", False, False
+            return None, b"", False, False, offset
     data = f.read(LOOK_BYTES)
     if len(data) == LOOK_BYTES:
-        return f, data, False, True
-    return f, data, _compacted_behind(f), False
+        return f, data, False, True, f.tell()
+    return f, data, _compacted_behind(f), False, f.tell()
 
 
 def _open_if_exists(path: Path, offset: int) -> BinaryIO | None:
