@@ -14,9 +14,10 @@ import re
 import uuid
 from contextvars import ContextVar
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from starlette.types import ASGIApp, Receive, Scope, Send
+if TYPE_CHECKING:
+    from starlette.types import ASGIApp, Receive, Scope, Send
 
 request_id_var: ContextVar[str | None] = ContextVar("aihub_request_id", default=None)
 run_id_var: ContextVar[int | None] = ContextVar("aihub_run_id", default=None)

@@ -17,11 +17,12 @@ from typing import TYPE_CHECKING, Any
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
-from starlette.requests import Request
-from starlette.responses import PlainTextResponse, Response
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 if TYPE_CHECKING:
+    from starlette.requests import Request
+    from starlette.responses import Response
+    from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
     from aihub.engine.scheduler import Engine
 
 #: node durations and queue waits: from a second to a day
@@ -258,6 +259,8 @@ class RequestMetrics:
 
 def metrics_endpoint(metrics: Metrics, token: str | None) -> Any:
     """``/metrics``: 404 without ``AIHUB_METRICS_TOKEN``; with it, only for ``Authorization: Bearer <token>``."""
+    from starlette.responses import PlainTextResponse, Response  # (the server's: not for ``aihub run``)
+
     expected = f"Bearer {token}".encode() if token else b""
 
     async def endpoint(request: Request) -> Response:

@@ -9,14 +9,29 @@ measured by ``bench/startup.py``.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
+import yaml
+
 from aihub.db.setup import migration_files
 
-#: packages ``aihub run`` has no use for (the server's API and pages, the client, migrations when up to date)
-NOT_FOR_RUN = ("strawberry", "graphql", "aerich", "httpx", "websockets", "uvicorn", "jinja2")
+#: packages ``aihub run`` has no use for (the server's API and pages, the client, migrations when up to date,
+#: PostgreSQL's driver, module READMEs' Markdown)
+NOT_FOR_RUN = (
+    "strawberry",
+    "graphql",
+    "aerich",
+    "httpx",
+    "websockets",
+    "uvicorn",
+    "jinja2",
+    "starlette",
+    "asyncpg",
+    "markdown_it",
+)
 
 PROBE = """
 import asyncio, json, sys
@@ -48,3 +63,36 @@ def test_the_runner_imports_no_api_client_or_migration_tool(tmp_path: Path) -> N
     again = _probe(tmp_path)  # up to date: one query, no aerich
     assert again["applied"] == []
     assert again["aerich_after"] is False
+
+
+#: ``aihub run FILE`` itself, in-process on the embedded defaults, then what it had loaded
+RUN_PROBE = """
+import json, sys
+from aihub.cli import main
+code = main(["run", sys.argv[1]])
+print(json.dumps({"code": code, "loaded": sorted(name for name in NOT_FOR_RUN if name in sys.modules)}))
+"""
+
+
+def test_a_run_on_the_embedded_defaults_loads_none_of_them(tmp_path: Path) -> None:
+    """The whole of ``aihub run FILE`` — the choice between a server and running in-process, the run, its end —
+    not only its imports: a helper reached on the way (the saved login's URL once brought in the HTTP and
+    WebSocket clients, a fifth of a small workflow's run) is caught here."""
+    spec = tmp_path / "wf.yaml"
+    spec.write_text(yaml.safe_dump({"name": "probe", "nodes": [{"name": "a", "command": "echo hello"}]}))
+    env = {name: value for name, value in os.environ.items() if not name.startswith("AIHUB_")}
+    env |= {"AIHUB_DATA_DIR": str(tmp_path / "data"), "AIHUB_CONFIG_DIR": str(tmp_path / "config")}
+    code = f"NOT_FOR_RUN = {NOT_FOR_RUN!r}\n" + RUN_PROBE
+    for loaded in (["aerich"], []):  # (the first run makes the database)
+        result = subprocess.run(
+            [sys.executable, "-c", code, str(spec)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env=env,
+            cwd="/",
+        )
+        assert result.returncode == 0, result.stderr
+        *out, last = result.stdout.strip().splitlines()
+        assert "a | hello" in out, result.stdout
+        assert json.loads(last) == {"code": 0, "loaded": loaded}, result.stderr

@@ -10,7 +10,6 @@ import asyncio
 import contextlib
 import itertools
 import json
-import os
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +18,10 @@ from typing import Any
 import httpx
 import websockets
 
+from aihub.cli.login import config_dir, forget_login, save_login, saved_token, server_url
 from aihub.cli.terminal import printable
+
+__all__ = ["config_dir", "forget_login", "save_login", "saved_token", "server_url"]  # (aihub.cli.login's)
 
 SUBPROTOCOL = "graphql-transport-ws"
 
@@ -37,47 +39,6 @@ class ClientError(Exception):
         extensions = first.get("extensions") or {}
         message = "; ".join(str(e.get("message")) for e in errors)
         return cls(message, code=extensions.get("code"), field=extensions.get("field"))
-
-
-def config_dir() -> Path:
-    configured = os.environ.get("AIHUB_CONFIG_DIR")
-    if configured:
-        return Path(configured)
-    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
-    return Path(base) / "aihub"
-
-
-def _read(name: str) -> str | None:
-    try:
-        return (config_dir() / name).read_text().strip() or None
-    except FileNotFoundError:
-        return None
-
-
-def server_url() -> str | None:
-    url = os.environ.get("AIHUB_URL") or _read("url")
-    return url.rstrip("/") if url else None
-
-
-def saved_token() -> str | None:
-    return os.environ.get("AIHUB_TOKEN") or _read("token")
-
-
-def save_login(url: str, token: str) -> Path:
-    directory = config_dir()
-    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-    for name, value in (("url", url), ("token", token)):
-        path = directory / name
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(value + "\n")
-        path.chmod(0o600)
-    return directory
-
-
-def forget_login() -> None:
-    with contextlib.suppress(FileNotFoundError):
-        (config_dir() / "token").unlink()
 
 
 @dataclass

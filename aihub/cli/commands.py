@@ -59,7 +59,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from aihub.cli.client import server_url
+    from aihub.cli.login import server_url
 
     if server_url() is not None:
         return _client(_run_remote, args)

@@ -25,12 +25,12 @@ from __future__ import annotations
 import contextlib
 import datetime
 import sqlite3
+import sys
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tortoise import timezone
-from tortoise.backends.asyncpg.client import AsyncpgDBClient
 from tortoise.backends.base.client import BaseDBAsyncClient, TransactionalDBClient
 from tortoise.backends.sqlite.client import SqliteClient
 from tortoise.exceptions import IntegrityError, OperationalError
@@ -48,6 +48,9 @@ from tortoise.fields.data import JSON_DUMPS, CharEnumFieldInstance
 from tortoise.models import Model
 from tortoise.transactions import in_transaction
 from tortoise.validators import MaxLengthValidator
+
+if TYPE_CHECKING:
+    from tortoise.backends.asyncpg.client import AsyncpgDBClient
 
 from aihub.db.models import Attempt, NodeEvent, NodeRun
 from aihub.db.prepared import SideConnections, open_side
@@ -359,7 +362,7 @@ async def write_transition(
     )
     if isinstance(db, SqliteClient) and not isinstance(db, TransactionalDBClient):
         written, attempt_id = await _write_sqlite(db, sql, work)
-    elif isinstance(db, AsyncpgDBClient) and not isinstance(db, TransactionalDBClient):
+    elif _is_asyncpg(db) and not isinstance(db, TransactionalDBClient):
         written, attempt_id = await _write_postgres(db, work)
     else:
         written, attempt_id = await _write_in_transaction(sql, work)
@@ -391,7 +394,16 @@ async def _write_in_transaction(sql: Statements, work: _Transition) -> tuple[boo
     return True, attempt_id
 
 
+def _is_asyncpg(db: BaseDBAsyncClient) -> bool:
+    """A connection of Tortoise's asyncpg client (whose module, and asyncpg, a run on SQLite never imports:
+    ``tests/test_startup.py``)."""
+    client = sys.modules.get("tortoise.backends.asyncpg.client")
+    return client is not None and isinstance(db, client.AsyncpgDBClient)
+
+
 async def _write_postgres(db: AsyncpgDBClient, work: _Transition) -> tuple[bool, int | None]:
+    from tortoise.backends.asyncpg.client import AsyncpgDBClient  # (loaded: ``db`` is one)
+
     kind = "" if work.attempt is None else "insert" if work.insert_attempt else "update"
     values = [*work.node, *(work.attempt or ()), *(v for row in work.events for v in row)]
     # Tortoise's own statement, not db/pg.py's retried one: see the module's docstring

@@ -33,8 +33,6 @@ from tortoise.fields.data import DatetimeField
 from tortoise.models import Model
 from tortoise.queryset import QuerySet
 
-from aihub.db.pg import ResilientAsyncpgClient
-
 M = TypeVar("M", bound=Model)
 
 #: sentinel parameter values: large negative numbers no real row id or count takes
@@ -85,7 +83,9 @@ class PreparedSelect(Generic[M]):
         rows: Sequence[Any] | None = None
         if kind is SqliteClient:
             rows = side_readers.read(db, sql, args)
-        elif kind is ResilientAsyncpgClient:  # (not a transaction's client: that reads on its connection)
+        elif kind.__module__ == "aihub.db.pg" and kind.__name__ == "ResilientAsyncpgClient":
+            # (not a transaction's client: that reads on its connection; aihub.db.pg, and asyncpg, are
+            # imported by Tortoise for PostgreSQL only)
             rows = await db.fetch_prepared(sql, args)
         if rows is None:
             _, rows = await db.execute_query(sql, args)

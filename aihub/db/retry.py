@@ -11,22 +11,13 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import sys
 from collections.abc import Awaitable, Callable
-from typing import ParamSpec, TypeVar
-
-import asyncpg
+from typing import Any, ParamSpec, TypeVar
 
 log = logging.getLogger("aihub.db")
 
 T = TypeVar("T")
-
-_CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
-    ConnectionError,  # reset, refused, broken pipe
-    asyncpg.PostgresConnectionError,  # class 08, ConnectionDoesNotExistError included
-    asyncpg.AdminShutdownError,  # pg_terminate_backend, a fast shutdown
-    asyncpg.CrashShutdownError,
-    asyncpg.CannotConnectNowError,  # starting up or in recovery
-)
 
 FIRST_DELAY = 0.05
 MAX_DELAY = 2.0
@@ -40,19 +31,38 @@ class AppliedButAnswerLost(ConnectionError):
 
 def is_connection_error(exc: BaseException) -> bool:
     """True when ``exc`` (or what it wraps) says the database connection was lost, not what was asked."""
+    # (asyncpg's errors come only from asyncpg, which Tortoise imports for PostgreSQL only: on SQLite, as for
+    # ``aihub run``, it is never imported — tests/test_startup.py)
+    asyncpg = sys.modules.get("asyncpg")
     seen: set[int] = set()
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:
-        if isinstance(current, _CONNECTION_ERRORS):
+        if isinstance(current, ConnectionError):  # reset, refused, broken pipe
             return True
-        if isinstance(current, asyncpg.InterfaceError) and "closed" in str(current):
-            return True  # "connection is closed"
-        if isinstance(current, asyncpg.InternalClientError) and "in progress" in str(current):
-            # the protocol of a connection the server killed mid-statement is left in a wrong state; it is
-            # discarded (aihub.db.pg), and the work runs again on a new one
+        if asyncpg is not None and _lost_postgres_connection(current, asyncpg):
             return True
         seen.add(id(current))
         current = current.__cause__ or current.__context__
+    return False
+
+
+def _lost_postgres_connection(exc: BaseException, asyncpg: Any) -> bool:
+    if isinstance(
+        exc,
+        (
+            asyncpg.PostgresConnectionError,  # class 08, ConnectionDoesNotExistError included
+            asyncpg.AdminShutdownError,  # pg_terminate_backend, a fast shutdown
+            asyncpg.CrashShutdownError,
+            asyncpg.CannotConnectNowError,  # starting up or in recovery
+        ),
+    ):
+        return True
+    if isinstance(exc, asyncpg.InterfaceError):
+        return "closed" in str(exc)  # "connection is closed"
+    if isinstance(exc, asyncpg.InternalClientError):
+        # the protocol of a connection the server killed mid-statement is left in a wrong state; it is
+        # discarded (aihub.db.pg), and the work runs again on a new one
+        return "in progress" in str(exc)
     return False
 
 

@@ -51,7 +51,6 @@ from aihub.domain.spec import (
 )
 from aihub.services.access import reviews_visible_to
 from aihub.services.errors import Forbidden, InvalidInput, NotFound
-from aihub.services.markdown import render_markdown
 from aihub.services.status import move_build, move_module, move_reviews, utcnow
 from aihub.settings import Settings
 
@@ -639,7 +638,7 @@ async def view_module(user: User, module: Module) -> ModuleView:
         env=dict(source.get("env", {})),
         inputs=list(source.get("inputs", [])),
         outputs=list(source.get("outputs", [])),
-        readme_html=await asyncio.to_thread(render_markdown, readme) if readme else "",
+        readme_html=await asyncio.to_thread(_render_markdown, readme) if readme else "",
         can_edit=owner_view,
         published=shown.published
         if owner_view and shown.published and (build is None or shown.published.id != build.id)
@@ -892,3 +891,11 @@ class DbBuildStore:
         return list(
             await ModuleBuild.filter(status=BuildStatus.BUILDING).order_by("id").values_list("id", flat=True)
         )
+
+
+def _render_markdown(text: str) -> str:
+    """A module's README as HTML (markdown-it is imported here, not by every process that imports this module:
+    ``aihub run`` has no use for it)."""
+    from aihub.services.markdown import render_markdown
+
+    return render_markdown(text)
