@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import datetime
 import sqlite3
+import sys
 import weakref
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from typing import Any, Generic, NamedTuple, TypeVar
@@ -83,9 +84,9 @@ class PreparedSelect(Generic[M]):
         rows: Sequence[Any] | None = None
         if kind is SqliteClient:
             rows = side_readers.read(db, sql, args)
-        elif kind.__module__ == "aihub.db.pg" and kind.__name__ == "ResilientAsyncpgClient":
+        elif kind is getattr(sys.modules.get("aihub.db.pg"), "ResilientAsyncpgClient", None):
             # (not a transaction's client: that reads on its connection; aihub.db.pg, and asyncpg, are
-            # imported by Tortoise for PostgreSQL only)
+            # imported, by Tortoise, for PostgreSQL only)
             rows = await db.fetch_prepared(sql, args)
         if rows is None:
             _, rows = await db.execute_query(sql, args)
