@@ -17,6 +17,9 @@ docs/benchmarks.md explains the choices and holds the figures.
   nodes running (each from just before its spawn to its end heard), of the 2 slots.
 - **working nodes**: a fan-out of ``sleep 0.05`` nodes (a fifth of the overhead's size), through the engine
   and through the bare pool: how many of the 2 slots each keeps busy when nodes outlast the hand-off.
+- **bound**: the shim pool's fan-out with 0, 0.25, 0.5 and 1 ms of CPU spent on the event loop after each
+  node's end, before its slot is free: how many slots ``true`` nodes keep busy against what the loop spends a
+  node (on 2 CPUs the loop and the nodes share the machine), beside the engine's own loop CPU and "running".
 - **hand-off**: a 200-node chain of ``date +%s.%N`` nodes; parent exit → child start from the Attempt rows
   (the parent's ``finished_at`` is when its sandbox reaped it, or the launcher heard its supervisor's word, a
   fraction of a millisecond after the exit — as root; else the mtime of its ``exit`` file, the kernel's coarse clock: a tick, 4 ms
@@ -298,12 +301,16 @@ async def bare_pool_run(parents: Parents, argv: Sequence[str] = ("true",)) -> Me
     return replace(measure, running=sum(spans) / measure.wall)
 
 
-def shim_launcher(rt: Runtime, work: Path, names: Iterable[str]) -> Callable[[str], Awaitable[None]]:
+def shim_launcher(
+    rt: Runtime, work: Path, names: Iterable[str], spans: list[float] | None = None, loop_cpu_ms: float = 0.0
+) -> Callable[[str], Awaitable[None]]:
     """Launch per node what the local executor launches, the way it launches it (through its launcher, or its
     unshare(1) chain: mount and PID namespaces, the shim, the /tmp bind, the data dir's hiding and setpriv to
     the node user; or, by default, the node itself in one of the launcher's warm sandboxes), nothing else: no
     database, no scheduler, no scratch files but the dirs, made ahead. A slot is free once the executor would
-    see the node's end (its status recorded, what it left killed), as in the engine."""
+    see the node's end (its status recorded, what it left killed), as in the engine. Each node's time from
+    just before its launch to its end heard goes to ``spans``; with ``loop_cpu_ms``, the event loop then
+    spends that much CPU before the slot is free (as the engine records an end, then frees its capacity)."""
     executor = rt.executor
     assert isinstance(executor, LocalExecutor)
     isolated = executor.supervisors.isolated
@@ -314,6 +321,7 @@ def shim_launcher(rt: Runtime, work: Path, names: Iterable[str]) -> Callable[[st
         (work / name / "tmp" / "workflow_space").mkdir(parents=True)
 
     async def launch(name: str) -> None:
+        started = time.perf_counter()
         scratch = work / name
         binds = [(str(scratch / "tmp"), "/tmp", "tree")] if isolated else []
         binds += [(empty, str(path), "ro") for path in hidden] if isolated else []
@@ -324,6 +332,11 @@ def shim_launcher(rt: Runtime, work: Path, names: Iterable[str]) -> Callable[[st
         await _recorded(child)
         if (scratch / "exit").read_text().strip() != "0":
             raise RuntimeError(f"the shim failed: {(scratch / 'log').read_text()}")
+        if spans is not None:
+            spans.append(time.perf_counter() - started)
+        busy_until = time.thread_time() + loop_cpu_ms / 1000
+        while time.thread_time() < busy_until:
+            pass
 
     return launch
 
@@ -393,6 +406,36 @@ async def bench_working(rt: Runtime, user: User, sizes: Sizes) -> Working:
     )
     print(f"  working fan-out: {walls} s; {load()}", file=sys.stderr)
     return Working(len(parents), median_measure(engine), median_measure(pool))
+
+
+#: the event loop's CPU a node (ms) that the bound section adds to the shim pool's fan-out
+LOOP_CPU_MS = (0.0, 0.25, 0.5, 1.0)
+
+
+@dataclass(frozen=True)
+class Bound:
+    loop_cpu_ms: float
+    shim_pool: Measure  # with its mean number of nodes running
+
+
+async def bench_bound(rt: Runtime, sizes: Sizes) -> list[Bound]:
+    """Slot use against the event loop's own CPU a node: the shim pool's fan-out (the engine's launch path,
+    without database or scheduler) with the loop spending ``LOOP_CPU_MS`` of CPU after each node's end, before
+    its slot is free. On 2 CPUs the loop and the nodes share the machine: with ``true`` nodes, what the loop
+    spends a node bounds how many slots stay busy, however the nodes are launched."""
+    parents = fan_out(sizes.nodes)
+    work = rt.settings.data_dir / "shim-pool"
+    runs: dict[float, list[Measure]] = {ms: [] for ms in LOOP_CPU_MS}
+    for _ in range(sizes.repeats):
+        for ms in LOOP_CPU_MS:
+            shutil.rmtree(work, ignore_errors=True)
+            spans: list[float] = []
+            _, m = await measured(pool_run(parents, shim_launcher(rt, work, parents, spans, ms)))
+            runs[ms].append(replace(m, running=sum(spans) / m.wall))
+    shutil.rmtree(work, ignore_errors=True)
+    cells = "; ".join(f"{ms} ms " + " ".join(f"{m.running:.2f}" for m in v) for ms, v in runs.items())
+    print(f"  bound, running: {cells}; {load()}", file=sys.stderr)
+    return [Bound(ms, median_measure(v)) for ms, v in runs.items()]
 
 
 @dataclass
@@ -522,6 +565,7 @@ def per_node(m: Measure, n: int) -> str:
 def print_report(
     rows: list[Overhead],
     working: Working,
+    bound: list[Bound],
     handoff: Handoff,
     scale: list[Scale],
     isolation: str,
@@ -551,6 +595,17 @@ def print_report(
         f"working nodes (sleep {WORK_SECONDS}), fan-out 1->{w.nodes - 1}: engine {w.engine.wall:.2f} s, running"
         f" {w.engine.running or 0:.2f}; pool {w.pool.wall:.2f} s, running {w.pool.running or 0:.2f};"
         f" ratio {w.engine.wall / w.pool.wall:.2f}"
+    )
+    fan = rows[-1]
+    print(
+        f"slot use against the event loop's CPU a node ({fan.shape}, the shim pool with that much CPU spent on"
+        f" the loop after each end): "
+        + "; ".join(
+            f"{b.loop_cpu_ms:.2f} ms: {b.shim_pool.wall:.2f} s, running {b.shim_pool.running or 0:.2f}"
+            for b in bound
+        )
+        + f"; the engine: {1000 * (fan.engine.threads or {}).get('event loop', 0.0) / fan.nodes:.2f} ms,"
+        f" running {fan.engine.running or 0:.2f}"
     )
     print()
     print("engine CPU ms per node by thread (of 'this process' above):")
@@ -594,12 +649,14 @@ async def main_async(sizes: Sizes, profile: bool, data_root: Path, dump: Path | 
         rows = await bench_overhead(rt, user, sizes)
         print("working nodes ...", file=sys.stderr)
         working = await bench_working(rt, user, sizes)
+        print("bound ...", file=sys.stderr)
+        bound = await bench_bound(rt, sizes)
         print("hand-off ...", file=sys.stderr)
         handoff = await bench_handoff(rt, user, sizes)
         report = await bench_profile(rt, user, sizes, dump) if profile or dump else ""
     print("scale ...", file=sys.stderr)
     scale = bench_scale(sizes, data_root)
-    print_report(rows, working, handoff, scale, isolation, data_root)
+    print_report(rows, working, bound, handoff, scale, isolation, data_root)
     if report:
         print()
         print(report)
