@@ -6,6 +6,7 @@ import asyncio
 import inspect
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 
@@ -39,3 +40,15 @@ def until_sync(
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {what}")
         time.sleep(interval)  # polling another process's state, with a deadline
+
+
+def gate_wait(gate: Path | str, exists: str = "-f") -> str:
+    """A node's shell command that waits until ``gate`` exists (``test exists gate``) — or until the gate's
+    directory is gone: a test that fails before it makes the gate leaves no node waiting for ever once its
+    directory is removed (``host_dir`` and the like are, at the test's end). ``gate`` is a path, or a shell
+    variable's name (``$GATE``) for a gate the node is given in its environment."""
+    if isinstance(gate, str) and gate.startswith("$"):
+        path, parent = f'"{gate}"', f'"${{{gate[1:]}%/*}}"'
+    else:
+        path, parent = f'"{gate}"', f'"{Path(gate).parent}"'
+    return f"while [ ! {exists} {path} ] && [ -d {parent} ]; do sleep 0.05; done"

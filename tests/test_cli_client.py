@@ -17,6 +17,7 @@ import pytest
 
 from tests.graphql.conftest import _fast_password_hashing, app_options, server, shared_dir, users  # noqa: F401
 from tests.graphql.harness import PASSWORD, Server, wait_for
+from tests.polling import gate_wait
 
 ROOT = Path(__file__).resolve().parents[1]
 SEED = ROOT / "examples" / "pass-params-demo.yaml"
@@ -188,7 +189,7 @@ async def test_no_server_bad_token_unreachable(cli: Cli) -> None:
 def gated(gate: Path) -> str:
     return (
         "name: gated\nparams: [{name: word, default: x}]\nnodes:\n"
-        f"  - name: a\n    command: 'echo before; while [ ! -f {gate} ]; do sleep 0.05; done; echo after'\n"
+        f"  - name: a\n    command: 'echo before; {gate_wait(gate)}; echo after'\n"
         "  - name: b\n    depends_on: [a]\n    inputs: [{name: w, from: params.word}]\n    command: 'echo $w'\n"
     )
 

@@ -12,7 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from aihub.settings import Settings
 from tests.graphql.harness import LOGIN, start_server, stop_server
-from tests.polling import until
+from tests.polling import gate_wait, until
 
 ROOT = Path(__file__).resolve().parents[1]
 TOKEN = "metrics-token-1"
@@ -177,7 +177,7 @@ async def test_capacity_and_queue_gauges_while_nodes_wait(tmp_path: Path) -> Non
     )
     shared.chmod(0o777)  # nodes run as nobody when the server is root
     gate = shared / "gate"
-    wait = f'while [ ! -f "{gate}" ]; do sleep 0.05; done'
+    wait = gate_wait(gate)
     spec = {"name": "two-waiters", "nodes": [{"name": "a", "command": wait}, {"name": "b", "command": wait}]}
     settings = _settings(tmp_path, metrics_token=TOKEN, local_cpus=1)  # room for one node at a time
     server, task, _ = await start_server(settings)

@@ -19,13 +19,7 @@ from aihub.services.users import create_user
 from aihub.settings import Settings
 from tests.conftest import NodeTransactions
 from tests.engine.support import start_run, wait_for_node, wait_for_run
-from tests.polling import until
-
-
-def _waits_for(gate: Path) -> str:
-    """A node's command that waits until ``gate`` exists — or its directory is gone: a test that fails before it
-    makes the gate leaves no node waiting (``host_dir`` is removed at its end)."""
-    return f'while [ ! -f "{gate}" ] && [ -d "{gate.parent}" ]; do sleep 0.05; done'
+from tests.polling import gate_wait, until
 
 
 async def test_nodes_that_end_before_their_start_is_written_are_written_once(
@@ -71,7 +65,7 @@ async def test_a_node_that_runs_on_has_its_start_written_while_it_runs(
 ) -> None:
     """The default delay: the database says RUNNING, with the attempt and its handle, before the node ends."""
     gate = host_dir / "gate"
-    command = _waits_for(gate)
+    command = gate_wait(gate)
     run = await start_run(rt, user, {"name": "wf", "nodes": [{"name": "a", "command": command}]})
     node = await wait_for_node(rt, run.id, "a", NodeStatus.RUNNING)
     attempt = await Attempt.get(node_run_id=node.id)
@@ -88,7 +82,7 @@ async def test_a_start_held_when_the_engine_closes_is_written_and_followed_by_th
 ) -> None:
     monkeypatch.setattr(attempts_module, "START_WRITE_DELAY", 3600)
     launched, gate = host_dir / "launched", host_dir / "gate"
-    command = f'echo x >> "{launched}"; ' + _waits_for(gate)
+    command = f'echo x >> "{launched}"; ' + gate_wait(gate)
     async with open_runtime(settings) as rt:
         user = await create_user("alice", "alice-password-1")
         run = await start_run(rt, user, {"name": "wf", "nodes": [{"name": "a", "command": command}]})
@@ -127,7 +121,7 @@ async def test_a_database_that_does_not_answer_does_not_hold_the_engine_s_close_
         runs = []
         for name in ("one", "two"):
             launched = host_dir / name
-            command = f'echo x >> "{launched}"; ' + _waits_for(gate)
+            command = f'echo x >> "{launched}"; ' + gate_wait(gate)
             runs.append(
                 await start_run(rt, user, {"name": name, "nodes": [{"name": "a", "command": command}]})
             )

@@ -16,7 +16,7 @@ from aihub.domain.status import NodeStatus, RunStatus
 from aihub.runtime import open_runtime
 from aihub.settings import Settings
 from tests.engine.support import wait_for_node, wait_for_run
-from tests.polling import until
+from tests.polling import gate_wait, until
 
 CHILD = r"""
 import asyncio, json, sys
@@ -54,7 +54,7 @@ def _spec(tmp: Path) -> dict:
             {"name": "a", "command": count, "env": {**env, "N": "a"}},
             {
                 "name": "b",
-                "command": count + '; while [ ! -f "$GATE" ]; do sleep 0.05; done; echo done > /tmp/b.txt',
+                "command": count + "; " + gate_wait("$GATE") + "; echo done > /tmp/b.txt",
                 "env": {**env, "N": "b"},
                 "depends_on": ["a"],
                 "outputs": [{"name": "o", "path": "/tmp/b.txt", "type": "text"}],
@@ -145,8 +145,7 @@ async def test_kill_9_between_attempts_keeps_the_retries_used(settings: Settings
     two of its attempts: the automatic retries it used are stored with the node, not only in memory."""
     count, gate = host_dir / "count", host_dir / "gate"
     command = (
-        f'echo x >> "{count}"; if [ "$(wc -l < "{count}")" -eq 2 ]; then '
-        f'while [ ! -f "{gate}" ]; do sleep 0.05; done; fi; exit 3'
+        f'echo x >> "{count}"; if [ "$(wc -l < "{count}")" -eq 2 ]; then ' + gate_wait(gate) + "; fi; exit 3"
     )
     spec = {"name": "flaky", "nodes": [{"name": "f", "command": command, "retries": 2}]}
     run_id = await _run_in_child_until(settings, spec, ["f", "RUNNING", "2"])

@@ -24,6 +24,7 @@ from aihub.services.users import create_user
 from aihub.services.workflows import create_workflow
 from aihub.settings import Settings
 from tests.engine.support import node_log, start_run, wait_for_node, wait_for_run
+from tests.polling import gate_wait
 
 
 async def test_a_run_state_keeps_one_object_per_name_and_shares_empties(
@@ -35,7 +36,7 @@ async def test_a_run_state_keeps_one_object_per_name_and_shares_empties(
         "nodes": [
             {
                 "name": "prepare",
-                "command": 'while [ ! -e "$GATE" ]; do sleep 0.05; done; echo 你好 > /tmp/o.txt',
+                "command": gate_wait("$GATE", "-e") + "; echo 你好 > /tmp/o.txt",
                 "env": {"GATE": str(gate)},
                 "outputs": [{"name": "o", "path": "/tmp/o.txt", "type": "text"}],
             },

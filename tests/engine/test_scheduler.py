@@ -14,6 +14,7 @@ from aihub.runtime import Runtime
 from aihub.services.errors import Conflict, InvalidInput
 from aihub.services.runs import copy_run, retry_run, stop_run
 from tests.engine.support import node_log, start_run, wait_for_node, wait_for_run
+from tests.polling import gate_wait
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
@@ -429,7 +430,7 @@ async def test_nodes_waiting_for_a_deleted_cluster_fail_clearly(
     cluster = await VirtualCluster.create(name="solo", cpu_millis=500, memory_mib=256, capacity=1)
     gate = host_dir / "gate"
     nodes = [
-        {"name": "a", "command": f'while [ ! -e "{gate}" ]; do sleep 0.05; done', "cluster": "solo"},
+        {"name": "a", "command": gate_wait(gate, "-e"), "cluster": "solo"},
         {"name": "b", "command": "true", "cluster": "solo"},
     ]
     run = await start_run(rt, user, spec(*nodes))

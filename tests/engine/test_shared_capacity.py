@@ -26,7 +26,7 @@ from aihub.services.workflows import create_workflow
 from aihub.settings import Settings
 from aihub.storage.local import build_storage
 from tests.engine.support import start_run, wait_for_run
-from tests.polling import until
+from tests.polling import gate_wait, until
 
 CLUSTER = "shared"
 SKU = Resources(cpu_millis=500, memory_mib=256)
@@ -275,7 +275,7 @@ async def test_a_reattached_running_node_is_claimed_again(db: Settings, host_dir
     user = await create_user("alice", "alice-password-1")
     await VirtualCluster.create(name=CLUSTER, cpu_millis=500, memory_mib=256, capacity=1)
     gate = host_dir / "gate"
-    wait = f'while [ ! -f "{gate}" ]; do sleep 0.05; done'
+    wait = gate_wait(gate)
     version = await create_workflow(user, spec({"name": "g", "command": wait, "cluster": CLUSTER}))
     async with engine(db, bus):
         run = await create_run(bus, user, version.id)

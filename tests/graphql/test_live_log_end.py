@@ -15,6 +15,7 @@ from aihub.services import files as files_service
 from aihub.services import queries
 from tests.graphql.harness import Server, wait_for
 from tests.graphql.test_runs_api import start
+from tests.polling import gate_wait
 
 pytestmark = pytest.mark.parametrize("db_backend", ["sqlite"], indirect=True)
 
@@ -35,9 +36,7 @@ async def test_a_live_log_ends_with_its_attempt_without_polling_the_database(
     gate = shared_dir / "gate"
     spec = {
         "name": "live-log-end",
-        "nodes": [
-            {"name": "a", "command": f"echo one; while [ ! -e {gate} ]; do sleep 0.05; done; echo two"}
-        ],
+        "nodes": [{"name": "a", "command": f"echo one; {gate_wait(gate, '-e')}; echo two"}],
     }
     run_id = await start(users, spec)
     await wait_for(users, run_id, node="a", node_status="RUNNING")  # (attempt 1 is written)

@@ -18,6 +18,7 @@ import pytest
 
 from aihub.settings import Settings
 from tests.graphql.harness import LOGIN, free_socket
+from tests.polling import gate_wait
 
 ROOT = Path(__file__).resolve().parents[2]
 RUN_EVENTS = "subscription($id: ID!) { runEvents(runId: $id) { node nodeStatus runStatus } }"
@@ -125,9 +126,7 @@ async def test_serve_first_start_graphiql_graceful_restart(settings: Settings, s
     gate = shared_dir / "gate"
     spec = {
         "name": "survivor",
-        "nodes": [
-            {"name": "a", "command": f'echo before; while [ ! -f "{gate}" ]; do sleep 0.05; done; echo after'}
-        ],
+        "nodes": [{"name": "a", "command": f"echo before; {gate_wait(gate)}; echo after"}],
     }
     async with serve(settings, port) as server:
         # the generated admin password is printed once

@@ -15,7 +15,7 @@ from aihub.services import live as live_feed
 from aihub.services import runs as run_services
 from aihub.services.access import get_run
 from tests.graphql.harness import RUN_EVENTS, GraphQLErrors, Server, WsClient
-from tests.polling import until
+from tests.polling import gate_wait, until
 
 pytestmark = pytest.mark.usefixtures("users")
 
@@ -156,7 +156,7 @@ class TestRunEventsEngineOff:
 
 
 def gated(gate: Path) -> dict[str, Any]:
-    wait = f'while [ ! -f "{gate}" ]; do sleep 0.05; done'
+    wait = gate_wait(gate)
     return {
         "name": "gated",
         "nodes": [

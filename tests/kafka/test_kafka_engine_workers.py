@@ -19,7 +19,7 @@ from aihub.services.users import create_user
 from aihub.services.workflows import create_workflow
 from aihub.settings import Settings
 from aihub.storage.local import build_storage
-from tests.polling import until
+from tests.polling import gate_wait, until
 
 pytestmark = pytest.mark.parametrize("db_backend", ["sqlite"], indirect=True)
 
@@ -46,7 +46,7 @@ def _spec(host_dir: Path) -> dict:
             {"name": "a", "command": 'echo "a$AI_HUB_WORKFLOW_RUN_ID" >> "$COUNT"', "env": env},
             {
                 "name": "g",
-                "command": 'echo "g$AI_HUB_WORKFLOW_RUN_ID" >> "$COUNT"; while [ ! -f "$GATE" ]; do sleep 0.05; done',
+                "command": 'echo "g$AI_HUB_WORKFLOW_RUN_ID" >> "$COUNT"; ' + gate_wait("$GATE"),
                 "env": env,
                 "depends_on": ["a"],
             },

@@ -25,6 +25,7 @@ from tests.conftest import NewDatabaseUrl
 from tests.graphql.harness import LOGIN, WsClient
 from tests.graphql.test_server import free_port, gql, serve, wait_node
 from tests.kafka.test_roles import PASSWORD, _env
+from tests.polling import gate_wait
 
 RUN_EVENTS = "subscription($id: ID!) { runEvents(runId: $id) { node nodeStatus runStatus } }"
 
@@ -36,8 +37,7 @@ def _gated_spec(name: str, gate: Path, starts: Path) -> dict[str, Any]:
         "nodes": [
             {
                 "name": "a",
-                "command": f'echo a >> "{starts}"; echo before; '
-                f'while [ ! -f "{gate}" ]; do sleep 0.05; done; echo after',
+                "command": f'echo a >> "{starts}"; echo before; ' + gate_wait(gate) + "; echo after",
             },
             {"name": "b", "depends_on": ["a"], "command": f'echo b >> "{starts}"; echo from-b'},
         ],

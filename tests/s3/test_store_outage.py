@@ -19,6 +19,7 @@ import yaml
 
 from aihub.settings import Settings
 from aihub.storage import build_storage
+from tests.polling import gate_wait
 from tests.s3support import CREDENTIALS, S3Server
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -41,10 +42,7 @@ def _spec(host_dir: Path) -> Path:
     """The seed's example; step1 says it started, then waits at a gate before it writes its outputs."""
     spec = yaml.safe_load((ROOT / "examples" / "pass-params-demo.yaml").read_text())
     step1 = spec["nodes"][0]
-    step1["command"] = (
-        f'touch "{host_dir / "started"}"; while [ ! -f "{host_dir / "gate"}" ]; do sleep 0.05; done\n'
-        + step1["command"]
-    )
+    step1["command"] = f'touch "{host_dir / "started"}"; {gate_wait(host_dir / "gate")}\n' + step1["command"]
     path = host_dir / "spec.yaml"
     path.write_text(yaml.safe_dump(spec))
     return path

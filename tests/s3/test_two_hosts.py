@@ -23,6 +23,7 @@ from aihub.settings import Settings
 from tests.conftest import NewDatabaseUrl
 from tests.graphql.harness import LOGIN
 from tests.graphql.test_server import ServeProcess, free_port, gql, serve
+from tests.polling import gate_wait
 from tests.s3support import S3Server
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -37,7 +38,7 @@ def _spec(gate: Path) -> dict[str, Any]:
     spec = yaml.safe_load((ROOT / "examples" / "pass-params-demo.yaml").read_text())
     step1, step2 = spec["nodes"]
     step1["command"] = "echo step1 writes its outputs\n" + step1["command"]
-    step2["command"] = f'while [ ! -f "{gate}" ]; do sleep 0.05; done\n' + step2["command"]
+    step2["command"] = gate_wait(gate) + "\n" + step2["command"]
     step2["retries"] = 1
     return spec
 
