@@ -96,3 +96,28 @@ def test_a_run_on_the_embedded_defaults_loads_none_of_them(tmp_path: Path) -> No
         *out, last = result.stdout.strip().splitlines()
         assert "a | hello" in out, result.stdout
         assert json.loads(last) == {"code": 0, "loaded": loaded}, result.stderr
+
+
+def test_the_set_up_byte_compiles_what_a_run_imports() -> None:
+    """``make run`` and ``make test`` byte-compile the package: where Python is told not to write bytecode
+    (``PYTHONDONTWRITEBYTECODE``: some hosts, many images) every ``aihub`` process would otherwise compile each
+    of our modules again, a quarter of a small workflow's ``aihub run`` (docs/benchmarks.md, "CLI start-up")."""
+    package = Path(__file__).resolve().parents[1] / "aihub"
+    result = subprocess.run(
+        [sys.executable, "-v", "-c", "import aihub.cli, aihub.cli.runner, aihub.runtime"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"},
+        check=True,
+    )
+    compiled = [
+        line for line in result.stderr.splitlines() if line.startswith(f"# code object from {package}/")
+    ]
+    assert (
+        len([line for line in result.stderr.splitlines() if f"{package}/" in line and "matches" in line]) > 50
+    )
+    assert compiled == [], (
+        "compiled from source at each start (the set-up runs `python -m compileall -q aihub`):\n"
+        + "\n".join(compiled)
+    )
