@@ -12,7 +12,7 @@ LOCALE_DIR := aihub/web/locale
 # Our modules byte-compiled (only those changed since): a Python told not to write bytecode (PYTHONDONTWRITEBYTECODE,
 # set on some hosts and in many images) would otherwise compile each of them again in every process it starts,
 # a quarter of `aihub run`'s start (docs/benchmarks.md, "CLI start-up").
-COMPILE := $(BIN)/python -m compileall -q aihub > /dev/null
+COMPILE := $(BIN)/python -m compileall -q aihub
 
 .PHONY: run test install install-test lint format bench clean image i18n-extract i18n-update i18n-compile
 
