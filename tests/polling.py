@@ -47,8 +47,6 @@ def gate_wait(gate: Path | str, exists: str = "-f") -> str:
     directory is gone: a test that fails before it makes the gate leaves no node waiting for ever once its
     directory is removed (``host_dir`` and the like are, at the test's end). ``gate`` is a path, or a shell
     variable's name (``$GATE``) for a gate the node is given in its environment."""
-    if isinstance(gate, str) and gate.startswith("$"):
-        path, parent = f'"{gate}"', f'"${{{gate[1:]}%/*}}"'
-    else:
-        path, parent = f'"{gate}"', f'"{Path(gate).parent}"'
-    return f"while [ ! {exists} {path} ] && [ -d {parent} ]; do sleep 0.05; done"
+    variable = isinstance(gate, str) and gate.startswith("$")
+    parent = f"${{{str(gate)[1:]}%/*}}" if variable else Path(gate).parent
+    return f'while [ ! {exists} "{gate}" ] && [ -d "{parent}" ]; do sleep 0.05; done'

@@ -111,12 +111,9 @@ def test_the_set_up_byte_compiles_what_a_run_imports() -> None:
         env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"},
         check=True,
     )
-    compiled = [
-        line for line in result.stderr.splitlines() if line.startswith(f"# code object from {package}/")
-    ]
-    assert (
-        len([line for line in result.stderr.splitlines() if f"{package}/" in line and "matches" in line]) > 50
-    )
+    lines = result.stderr.splitlines()
+    compiled = [line for line in lines if line.startswith(f"# code object from {package}/")]
+    assert len([line for line in lines if f"{package}/" in line and "matches" in line]) > 50
     assert compiled == [], (
         "compiled from source at each start (the set-up runs `python -m compileall -q aihub`):\n"
         + "\n".join(compiled)
