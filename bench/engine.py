@@ -41,6 +41,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import cProfile
+import heapq
 import io
 import json
 import os
@@ -54,6 +55,7 @@ import tempfile
 import threading
 import time
 import uuid
+from bisect import insort
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager, nullcontext
 from dataclasses import asdict, dataclass, replace
@@ -128,6 +130,8 @@ class Measure:
     cpu_self: float
     cpu_children: float
     running: float | None = None  # engine runs: mean number of attempts running (of the CPUS slots)
+    gaps: tuple[float, ...] = ()  # seconds from each end to the start that took its slot (``refill_gaps``)
+    span: float | None = None  # mean seconds a node spans (its start to its end heard)
     threads: dict[str, float] | None = None  # engine runs: CPU seconds of this process's threads, by kind
 
 
@@ -195,6 +199,33 @@ def thread_cpu() -> dict[str, float]:
     return totals
 
 
+Span = tuple[float, float]  # a node's (start, end), seconds on one clock
+
+
+def with_spans(measure: Measure, spans: Sequence[Span]) -> Measure:
+    """``measure`` with its mean number of nodes running and the refill gaps of its slots (``spans``)."""
+    total = sum(end - start for start, end in spans)
+    gaps = tuple(refill_gaps(spans))
+    return replace(measure, running=total / measure.wall, gaps=gaps, span=total / max(len(spans), 1))
+
+
+def refill_gaps(spans: Iterable[Span], slots: int = CPUS) -> list[float]:
+    """For each node that started on a slot another node had left: the time from that node's end to this
+    start (the earliest end not yet taken over, as a FIFO pool hands slots on). Starts on a slot no node had
+    used yet (the first ``slots``, or where fewer ran at once) have none. What keeps a slot empty between two
+    nodes: with nodes of span S, slot use is about ``slots * S / (S + gap)``."""
+    running: list[float] = []  # ends of the nodes running at the start looked at (a heap)
+    freed: list[float] = []  # ends not yet taken over by a start (in order)
+    gaps = []
+    for start, end in sorted(spans):
+        while running and running[0] <= start:
+            insort(freed, heapq.heappop(running))
+        if freed:
+            gaps.append(start - freed.pop(0))
+        heapq.heappush(running, end)
+    return gaps
+
+
 def median_measure(values: list[Measure]) -> Measure:
     """The measurement with the median wall time (its CPU figures are of the same run)."""
     return sorted(values, key=lambda m: m.wall)[len(values) // 2]
@@ -241,8 +272,8 @@ async def engine_run(
     if status != RunStatus.SUCCEEDED.value:
         raise RuntimeError(f"bench run {run_id} ({label}) ended {status}")
     attempts = await Attempt.filter(node_run__run_id=run_id).values_list("started_at", "finished_at")
-    running = sum((end - start).total_seconds() for start, end in attempts) / measure.wall
-    return run_id, replace(measure, running=running, threads=threads)
+    spans = [(start.timestamp(), end.timestamp()) for start, end in attempts]
+    return run_id, replace(with_spans(measure, spans), threads=threads)
 
 
 async def _run_to_end(rt: Runtime, user: User, version_id: int, sub: Subscription) -> tuple[int, str]:
@@ -280,8 +311,8 @@ async def pool_run(parents: Parents, launch: Callable[[str], Awaitable[None]], s
                 tg.create_task(node(name))
 
 
-def bare_launcher(argv: Sequence[str], spans: list[float]) -> Callable[[str], Awaitable[None]]:
-    """Launch ``argv`` per node, nothing else; each node's time from its spawn to its reaping goes to ``spans``
+def bare_launcher(argv: Sequence[str], spans: list[Span]) -> Callable[[str], Awaitable[None]]:
+    """Launch ``argv`` per node, nothing else; each node's span from its spawn to its reaping goes to ``spans``
     (what an attempt of the engine spans: from just before its spawn to its end heard)."""
 
     async def launch(name: str) -> None:
@@ -289,20 +320,20 @@ def bare_launcher(argv: Sequence[str], spans: list[float]) -> Callable[[str], Aw
         proc = await asyncio.create_subprocess_exec(*argv)
         if await proc.wait() != 0:
             raise RuntimeError(f"{argv[0]} failed")
-        spans.append(time.perf_counter() - started)
+        spans.append((started, time.perf_counter()))
 
     return launch
 
 
 async def bare_pool_run(parents: Parents, argv: Sequence[str] = ("true",)) -> Measure:
     """The bare pool of ``argv`` nodes, measured, with its mean number of nodes running."""
-    spans: list[float] = []
+    spans: list[Span] = []
     _, measure = await measured(pool_run(parents, bare_launcher(argv, spans)))
-    return replace(measure, running=sum(spans) / measure.wall)
+    return with_spans(measure, spans)
 
 
 def shim_launcher(
-    rt: Runtime, work: Path, names: Iterable[str], spans: list[float] | None = None, loop_cpu_ms: float = 0.0
+    rt: Runtime, work: Path, names: Iterable[str], spans: list[Span] | None = None, loop_cpu_ms: float = 0.0
 ) -> Callable[[str], Awaitable[None]]:
     """Launch per node what the local executor launches, the way it launches it (through its launcher, or its
     unshare(1) chain: mount and PID namespaces, the shim, the /tmp bind, the data dir's hiding and setpriv to
@@ -333,7 +364,7 @@ def shim_launcher(
         if (scratch / "exit").read_text().strip() != "0":
             raise RuntimeError(f"the shim failed: {(scratch / 'log').read_text()}")
         if spans is not None:
-            spans.append(time.perf_counter() - started)
+            spans.append((started, time.perf_counter()))
         if loop_cpu_ms:  # (the bound section's; the shim pool itself spends nothing here)
             busy_until = time.thread_time() + loop_cpu_ms / 1000
             while time.thread_time() < busy_until:
@@ -372,7 +403,9 @@ async def bench_overhead(rt: Runtime, user: User, sizes: Sizes) -> list[Overhead
             engine.append((await engine_run(rt, user, parents, shape.split()[0]))[1])
             pool.append(await bare_pool_run(parents))
             shutil.rmtree(work, ignore_errors=True)
-            shim.append((await measured(pool_run(parents, shim_launcher(rt, work, parents))))[1])
+            spans: list[Span] = []
+            _, measure = await measured(pool_run(parents, shim_launcher(rt, work, parents, spans)))
+            shim.append(with_spans(measure, spans))
         rows.append(Overhead(shape, len(parents), *map(median_measure, (engine, pool, shim))))
         walls = "; ".join(
             f"{what} " + " ".join(f"{m.wall:.2f}" for m in ms)
@@ -430,9 +463,9 @@ async def bench_bound(rt: Runtime, sizes: Sizes) -> list[Bound]:
     for _ in range(sizes.repeats):
         for ms in LOOP_CPU_MS:
             shutil.rmtree(work, ignore_errors=True)
-            spans: list[float] = []
+            spans: list[Span] = []
             _, m = await measured(pool_run(parents, shim_launcher(rt, work, parents, spans, ms)))
-            runs[ms].append(replace(m, running=sum(spans) / m.wall))
+            runs[ms].append(with_spans(m, spans))
     shutil.rmtree(work, ignore_errors=True)
     cells = "; ".join(f"{ms} ms " + " ".join(f"{m.running:.2f}" for m in v) for ms, v in runs.items())
     print(f"  bound, running: {cells}; {load()}", file=sys.stderr)
@@ -559,6 +592,15 @@ def revision() -> str:
     return head.strip() + (" + uncommitted changes to the engine" if dirty.strip() else "")
 
 
+def gap_cell(m: Measure) -> str:
+    """A measurement's refill gaps (p50 / p90) and its nodes' mean span, in ms."""
+    if not m.gaps or m.span is None:
+        return "-"
+    return (
+        f"{1000 * percentile(m.gaps, 50):.2f} / {1000 * percentile(m.gaps, 90):.2f}, span {1000 * m.span:.2f}"
+    )
+
+
 def per_node(m: Measure, n: int) -> str:
     return f"{1000 * m.cpu_self / n:5.1f} + {1000 * m.cpu_children / n:4.1f}"
 
@@ -607,6 +649,14 @@ def print_report(
         )
         + f"; the engine: {1000 * (fan.engine.threads or {}).get('event loop', 0.0) / fan.nodes:.2f} ms,"
         f" running {fan.engine.running or 0:.2f}"
+    )
+    print(
+        f"what empties a slot ({fan.shape}): a node's end -> the next start on its slot, ms p50 / p90; mean span"
+        " ms (running = 2 x span / (span + gap)): "
+        + "; ".join(
+            f"{what} {gap_cell(m)}"
+            for what, m in (("engine", fan.engine), ("pool", fan.pool), ("shim pool", fan.shim_pool))
+        )
     )
     print()
     print("engine CPU ms per node by thread (of 'this process' above):")
