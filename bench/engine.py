@@ -14,7 +14,8 @@ docs/benchmarks.md explains the choices and holds the figures.
   the launcher's warm sandboxes, or with ``--per-node-namespaces`` new namespaces and ``shim.sh`` for each
   node; else ``unshare`` + ``shim.sh`` + ``mount``; then ``sh -c true``): it separates the price of the
   process chain from the engine's own. Both the engine and the bare pool report "running": the mean number of
-  nodes running (each from just before its spawn to its end heard), of the 2 slots.
+  nodes running (each from just before its spawn to its end heard), of the 2 slots; and, for the fan-out, what
+  empties a slot: each node's end to the next start on its slot (``refill_gaps``), beside the nodes' mean span.
 - **working nodes**: a fan-out of ``sleep 0.05`` nodes (a fifth of the overhead's size), through the engine
   and through the bare pool: how many of the 2 slots each keeps busy when nodes outlast the hand-off.
 - **bound**: the shim pool's fan-out with 0, 0.25, 0.5 and 1 ms of CPU spent on the event loop after each
