@@ -56,7 +56,7 @@ import tempfile
 import threading
 import time
 import uuid
-from bisect import insort
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager, nullcontext
 from dataclasses import asdict, dataclass, replace
@@ -216,13 +216,14 @@ def refill_gaps(spans: Iterable[Span], slots: int = CPUS) -> list[float]:
     used yet (the first ``slots``, or where fewer ran at once) have none. What keeps a slot empty between two
     nodes: with nodes of span S, slot use is about ``slots * S / (S + gap)``."""
     running: list[float] = []  # ends of the nodes running at the start looked at (a heap)
-    freed: list[float] = []  # ends not yet taken over by a start (in order)
+    # ends not yet taken over by a start, in order (an end heard at a later start is after every start before)
+    freed: deque[float] = deque()
     gaps = []
     for start, end in sorted(spans):
         while running and running[0] <= start:
-            insort(freed, heapq.heappop(running))
+            freed.append(heapq.heappop(running))
         if freed:
-            gaps.append(start - freed.pop(0))
+            gaps.append(start - freed.popleft())
         heapq.heappush(running, end)
     return gaps
 
@@ -653,7 +654,7 @@ def print_report(
     )
     print(
         f"what empties a slot ({fan.shape}): a node's end -> the next start on its slot, ms p50 / p90; mean span"
-        " ms (running = 2 x span / (span + gap)): "
+        f" ms (running = {CPUS} x span / (span + gap)): "
         + "; ".join(
             f"{what} {gap_cell(m)}"
             for what, m in (("engine", fan.engine), ("pool", fan.pool), ("shim pool", fan.shim_pool))
