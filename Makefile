@@ -13,6 +13,10 @@ LOCALE_DIR := aihub/web/locale
 # set on some hosts and in many images) would otherwise compile each of them again in every process it starts,
 # a quarter of `aihub run`'s start (docs/benchmarks.md, "CLI start-up").
 COMPILE := $(BIN)/python -m compileall -q aihub
+# The message catalogues (.mo, not kept in git): made from their .po at set-up, and again whenever a .po is newer,
+# so a translation edited in a checkout shows at the next `make run` / `make test` (the set-up's stamp follows
+# pyproject.toml only).
+CATALOGS := $(patsubst %.po,%.mo,$(wildcard $(LOCALE_DIR)/*/LC_MESSAGES/messages.po))
 
 .PHONY: run test install install-test lint format bench clean image i18n-extract i18n-update i18n-compile
 
@@ -38,16 +42,19 @@ install: $(VENV)/.installed
 
 install-test: $(VENV)/.installed-test
 
-run: install
+run: install $(CATALOGS)
 	@$(COMPILE)
 	@echo "==> starting the server (it migrates the database first)"
 	@$(BIN)/aihub serve $(SERVE_ARGS)
 
-test: install-test
+test: install-test $(CATALOGS)
 	@$(COMPILE)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+$(LOCALE_DIR)/%/LC_MESSAGES/messages.mo: $(LOCALE_DIR)/%/LC_MESSAGES/messages.po | $(VENV)/.installed
+	@$(BIN)/pybabel -q compile --use-fuzzy -d $(LOCALE_DIR) -l $*
 
 # The platform's image (Containerfile; docs/image.md): podman, else docker. IMAGE_BUILD_ARGS adds options, e.g.
 # IMAGE_BUILD_ARGS="--build-arg BASE_IMAGE=..." (the tests build it FROM a base made offline).

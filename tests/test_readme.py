@@ -158,6 +158,39 @@ def test_readme_has_the_commands_this_test_runs() -> None:
         assert argv[:1] == ["make"] or argv[:2] == ["AIHUB_PORT=8080", "make"] or aihub_command(line), line
 
 
+README_ZH = (ROOT / "README.zh-CN.md").read_text()
+
+
+def _local_links(markdown: str) -> list[str]:
+    """The targets of the markdown's links and images that are files of this repository (no URL, no anchor)."""
+    return [
+        target.partition("#")[0]
+        for target in re.findall(r"\]\(([^)\s]+)\)", markdown)
+        if "://" not in target and not target.startswith("#")
+    ]
+
+
+def test_the_chinese_readme_shows_only_what_this_test_runs() -> None:
+    """README.zh-CN.md, for our Chinese-speaking users, is a summary of README.md: every command it shows is one
+    README.md shows, word for word but for the comment (so it runs here, as written), its spec and the seed's output are README.md's to the letter,
+    each README links to the other, and every file either links to exists. Seen failing with a command that
+    README.md does not show, and with a link to a file that is not there."""
+    english = {tuple(words(line)) for block in sh_blocks(README) for line in block}
+    chinese = [line for block in sh_blocks(README_ZH) for line in block]
+    assert chinese, "README.zh-CN.md shows no command"
+    assert [line for line in chinese if tuple(words(line)) not in english] == []  # (its comments are Chinese)
+    for command in ("make run", "make test", "make install"):
+        assert any(" ".join(words(line)[:2]) == command for line in chinese), command
+    assert shown_output(README_ZH, "step2 | ") == shown_output(README, "step2 | ")
+    yaml_blocks = [
+        [body for info, body in fenced_blocks(text) if info == "yaml"] for text in (README, README_ZH)
+    ]
+    assert yaml_blocks[1] and yaml_blocks[1] == yaml_blocks[0]
+    assert "README.zh-CN.md" in _local_links(README) and "README.md" in _local_links(README_ZH)
+    for target in _local_links(README) + _local_links(README_ZH):
+        assert (ROOT / target).exists(), target
+
+
 def embedded_commands() -> list[str]:
     """The README's commands before the first ``aihub login`` (the embedded ones), without ``make run/test``."""
     lines = [line for block in sh_blocks(README) for line in block]
