@@ -187,6 +187,8 @@ def _not_reserved_env(value: str) -> str:
 
 
 def _workflow_name(value: str) -> str:
+    if not value:  # (a new workflow's form before its name is typed: what to do, not the name's whole rule)
+        raise ValueError(msg("is required"))
     if not is_human_name(value):
         raise ValueError(
             msg(

@@ -70,6 +70,8 @@ def check_workflow_name(name: str, field: str = "name") -> str:
 
     The length is checked first, on its own: the characters' rule is ``domain.names``'s."""
     name = name.strip()
+    if not name:
+        raise InvalidInput(msg("a workflow name is required"), field=field)
     if len(name) > MAX_NAME_LENGTH:
         raise InvalidInput(
             msg(

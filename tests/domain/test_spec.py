@@ -497,7 +497,7 @@ def test_valid_names_are_accepted(good: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "bad", ["Pass-Params", "-demo", "demo_1", "a" * 64, "", "图像 分类", "-训练", "图" * 64]
+    "bad", ["Pass-Params", "-demo", "demo_1", "a" * 64, " ", "图像 分类", "-训练", "图" * 64]
 )
 def test_workflow_name_pattern(bad: str) -> None:
     issues = issues_of(mutated(put("name", value=bad)))
@@ -506,6 +506,13 @@ def test_workflow_name_pattern(bad: str) -> None:
         f"workflow: name: {bad!r} is not a valid workflow name: use 1 to 63 letters (Chinese too; Latin ones "
         "lowercase), digits and '-', starting with a letter or digit"
     ]
+
+
+def test_an_empty_workflow_name_is_required_not_invalid() -> None:
+    """A new workflow's form before its name is typed: it says the name is wanted, not the name's whole rule."""
+    issues = issues_of(mutated(put("name", value="")))
+
+    assert [str(i) for i in issues] == ["workflow: name: is required"]
 
 
 @pytest.mark.parametrize(

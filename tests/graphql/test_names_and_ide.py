@@ -29,7 +29,7 @@ SPEC = {"name": "original", "nodes": [{"name": "a", "command": "true"}]}
         ("x" * 64, "at most 63 characters (got 64)"),
         ("Bad Name!", "not a valid workflow name"),
         ("-dash", "not a valid workflow name"),
-        ("", "not a valid workflow name"),
+        ("", "a workflow name is required"),
     ],
 )
 async def test_create_workflow_name_follows_the_spec_rule(users: Server, name: str, needle: str) -> None:

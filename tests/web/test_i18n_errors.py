@@ -115,6 +115,20 @@ async def test_an_invalid_yaml_spec_is_refused_in_chinese(web: Web) -> None:
     assert "the spec must be a mapping with 'name' and 'nodes' (got a list)" in error["message"]
 
 
+async def test_a_new_workflow_without_a_name_asks_for_one_in_chinese(web: Web) -> None:
+    """The editor validates as the user goes: before a name is typed it says the name is wanted (必填), not the
+    name's whole character rule about an empty string ('' 不是有效的工作流名称…); a bad name still gets the rule."""
+    client = await zh_client(web)
+    page = await client.get("/workflows/new?view=form")
+    form = Form(page.text, "editor-body")
+    response = await client.post("/workflows/new", form.data("add-node"), htmx=True)
+    assert error_at(response.text, "name") == "name：必填"
+    form = Form(response.text, "editor-body")
+    form.set("name", "Bad Name")
+    response = await client.post("/workflows/new", form.data(), htmx=True)
+    assert error_at(response.text, "name").startswith("name：'Bad Name' 不是有效的工作流名称")
+
+
 async def test_not_found_pages_name_what_is_missing_in_chinese(web: Web) -> None:
     client = await zh_client(web)
     run = await client.get("/runs/99999")
