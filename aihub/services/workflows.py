@@ -68,7 +68,7 @@ _WORKFLOW_NAME = TypeAdapter(WorkflowName)
 def check_workflow_name(name: str, field: str = "name") -> str:
     """A workflow name given apart from its spec (``createWorkflow(name:)``), under the spec's rule for names.
 
-    The length is checked first, on its own: the characters' rule is ``domain.names``'s."""
+    An empty name and the length are checked first, on their own: the characters' rule is ``domain.names``'s."""
     name = name.strip()
     if not name:
         raise InvalidInput(msg("a workflow name is required"), field=field)
