@@ -210,11 +210,11 @@ def with_spans(measure: Measure, spans: Sequence[Span]) -> Measure:
     return replace(measure, running=total / measure.wall, gaps=gaps, span=total / max(len(spans), 1))
 
 
-def refill_gaps(spans: Iterable[Span], slots: int = CPUS) -> list[float]:
+def refill_gaps(spans: Iterable[Span]) -> list[float]:
     """For each node that started on a slot another node had left: the time from that node's end to this
     start (the earliest end not yet taken over, as a FIFO pool hands slots on). Starts on a slot no node had
-    used yet (the first ``slots``, or where fewer ran at once) have none. What keeps a slot empty between two
-    nodes: with nodes of span S, slot use is about ``slots * S / (S + gap)``."""
+    used yet (while fewer ran at once than there are slots: the spans say so themselves) have none. What keeps
+    a slot empty between two nodes: with nodes of span S on N slots, slot use is about ``N * S / (S + gap)``."""
     running: list[float] = []  # ends of the nodes running at the start looked at (a heap)
     # ends not yet taken over by a start, in order (an end heard at a later start is after every start before)
     freed: deque[float] = deque()

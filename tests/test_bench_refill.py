@@ -32,20 +32,20 @@ def bench() -> Iterator[ModuleType]:
 def test_each_start_on_a_freed_slot_is_timed_from_the_earliest_end_not_taken_over(bench: ModuleType) -> None:
     # two slots: a and b fill them; c takes a's (ended at 1), d takes b's (ended at 2), e takes c's (at 2.5)
     spans = [(0.0, 1.0), (0.0, 2.0), (1.5, 2.5), (2.1, 4.0), (3.0, 3.2)]
-    assert bench.refill_gaps(spans, slots=2) == pytest.approx([0.5, 0.1, 0.5])
+    assert bench.refill_gaps(spans) == pytest.approx([0.5, 0.1, 0.5])
     # (the order the spans come in does not matter)
-    assert bench.refill_gaps(list(reversed(spans)), slots=2) == pytest.approx([0.5, 0.1, 0.5])
+    assert bench.refill_gaps(list(reversed(spans))) == pytest.approx([0.5, 0.1, 0.5])
 
 
 def test_a_start_on_a_slot_no_node_used_yet_has_no_gap(bench: ModuleType) -> None:
     # a fan-out: the root runs alone; its first child takes its slot, the second the slot never used
     spans = [(0.0, 1.0), (1.2, 2.0), (1.3, 2.5), (2.05, 3.0)]
-    assert bench.refill_gaps(spans, slots=2) == pytest.approx([0.2, 0.05])
+    assert bench.refill_gaps(spans) == pytest.approx([0.2, 0.05])
 
 
 def test_a_chain_on_one_slot_has_the_hand_offs_as_its_gaps(bench: ModuleType) -> None:
     spans = [(0.0, 1.0), (1.25, 2.0), (2.5, 3.0)]
-    assert bench.refill_gaps(spans, slots=1) == pytest.approx([0.25, 0.5])
+    assert bench.refill_gaps(spans) == pytest.approx([0.25, 0.5])
 
 
 def test_a_measure_with_spans_has_its_mean_running_mean_span_and_gaps(bench: ModuleType) -> None:
