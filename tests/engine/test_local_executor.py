@@ -19,7 +19,7 @@ import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -248,6 +248,20 @@ async def test_exit_codes(executor: LocalExecutor, tmp_path: Path) -> None:
     assert failed.outputs == {}, "no outputs from a failed attempt"
     missing = await _run(executor, Job(JobKey(1, "node", next(_keys)), ["/no/such/program"], {}))
     assert missing.exit_code == 127
+
+
+async def test_a_node_never_ends_before_it_started(tmp_path: Path) -> None:
+    """The end of a node run without the launcher is its ``exit`` file's mtime, the kernel's coarse clock (a tick,
+    a few ms early), and its start the server's fine clock: a node that ended within a tick of its start was
+    reported ending before it started (seen once in test_exit_codes[off]). Made deterministic here."""
+    started = datetime.now(UTC)
+    (tmp_path / "exit").write_text("0\n")
+    early = started.timestamp() - 0.004
+    os.utime(tmp_path / "exit", (early, early))
+    data = {"started_at": started.isoformat(), "outputs": []}
+    report = await local_module._report(LocalArtifactStore(tmp_path / "artifacts"), data, tmp_path)
+    assert (report.exit_code, report.started_at) == (0, started)
+    assert report.finished_at == started
 
 
 async def test_stdout_and_stderr_go_to_the_log_in_order(executor: LocalExecutor) -> None:

@@ -512,6 +512,8 @@ async def _report(
     status, report.finished_at = recorded or _read_exit_with_time(scratch)
     if ended_at is not None and status is not None:
         report.finished_at = max(report.finished_at, datetime.fromtimestamp(ended_at, UTC))
+    # (the coarse clock of a node that ended within a tick of its start may put its end before its start)
+    report.finished_at = max(report.finished_at, report.started_at)
     if status is None:
         report.error = VANISHED
     elif status.startswith("error:"):
