@@ -11,7 +11,7 @@ from typing import Any
 
 import httpx
 import pytest
-from playwright.sync_api import Page, expect
+from playwright.sync_api import Browser, Page, expect
 from test_quick_start import log_in
 from webserver import ADMIN_PASSWORD, WebServer
 
@@ -213,3 +213,43 @@ def test_a_finished_runs_page_shows_every_attempt_the_legend_and_asks_before_sto
     page.locator("#stop-run").click()
     page.locator("#confirm-stop").click()
     expect(page.locator("#run-status")).to_have_text("STOPPED", timeout=60_000)
+
+
+@pytest.mark.parametrize("language", ["zh-CN", "en"])
+def test_the_runs_lists_filters_stand_in_one_row_beside_its_heading(
+    browser: Browser, server: WebServer, language: str
+) -> None:
+    """The runs list's heading, filters and "Create run" are one row on a wide screen, each date filter's label
+    just before its field. (The filter form is an inline form in the toolbar: its flex layout lost to
+    ``form.inline``'s ``display: inline``, and the labels and date fields each took a line of their own.)"""
+    context = browser.new_context(
+        base_url=server.url, locale=language, viewport={"width": 1280, "height": 800}
+    )
+    page = context.new_page()
+    page.goto("/login")
+    page.locator("input[name=username]").fill("admin")
+    page.locator("input[name=password]").fill(ADMIN_PASSWORD)
+    page.locator("input[name=password]").press("Enter")
+    expect(page.locator("#create-run-button")).to_be_visible()  # (logged in: the runs list)
+    page.goto("/runs")
+    heading = page.locator("main h1").bounding_box()
+    assert heading is not None
+    middle = heading["y"] + heading["height"] / 2
+    row = [
+        "#runs-filter select[name=status]",
+        "#runs-workflow",
+        "#runs-owner",
+        "label[for=runs-from]",
+        "#runs-from",
+        "label[for=runs-to]",
+        "#runs-to",
+        "#create-run-button",
+    ]
+    boxes = [page.locator(selector).bounding_box() for selector in row]
+    left = heading["x"] + heading["width"]
+    for selector, box in zip(row, boxes, strict=True):
+        assert box is not None, selector
+        assert box["y"] <= middle <= box["y"] + box["height"], f"{selector} is not beside the heading: {box}"
+        assert box["x"] >= left, f"{selector} is not after what comes before it: {box}"
+        left = box["x"] + box["width"]
+    context.close()
