@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
@@ -27,9 +27,16 @@ async def home(request: Request, user: User) -> Response:
     return redirect(request, "/runs")
 
 
+async def favicon(request: Request) -> Response:
+    """For a client that asks ``/favicon.ico`` without reading the page's ``<link rel="icon">`` (a bookmark, a
+    feed reader): the one icon there is. No login needed, as for the static files."""
+    return RedirectResponse("/static/favicon.svg", status_code=301)
+
+
 def web_routes() -> list[BaseRoute]:
     return [
         Route("/", home),
+        Route("/favicon.ico", favicon),
         *auth_routes(),
         *editor_routes(),
         *workflow_routes(),

@@ -220,12 +220,16 @@ def test_the_runs_lists_filters_stand_in_one_row_beside_its_heading(
     browser: Browser, server: WebServer, language: str
 ) -> None:
     """The runs list's heading, filters and "Create run" are one row on a wide screen, each date filter's label
-    just before its field. (The filter form is an inline form in the toolbar: its flex layout lost to
+    just before its field; and the console shows no error on the way (login, the list). (The filter form is an inline form in the toolbar: its flex layout lost to
     ``form.inline``'s ``display: inline``, and the labels and date fields each took a line of their own.)"""
     context = browser.new_context(
         base_url=server.url, locale=language, viewport={"width": 1280, "height": 800}
     )
     page = context.new_page()
+    errors: list[
+        str
+    ] = []  # (the console showed a 404 on every page: /favicon.ico, which it asked for unbidden)
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
     page.goto("/login")
     page.locator("input[name=username]").fill("admin")
     page.locator("input[name=password]").fill(ADMIN_PASSWORD)
@@ -252,4 +256,6 @@ def test_the_runs_lists_filters_stand_in_one_row_beside_its_heading(
         assert box["y"] <= middle <= box["y"] + box["height"], f"{selector} is not beside the heading: {box}"
         assert box["x"] >= left, f"{selector} is not after what comes before it: {box}"
         left = box["x"] + box["width"]
+    expect(page.locator("link[rel=icon]")).to_have_attribute("href", "/static/favicon.svg")
+    assert errors == []
     context.close()

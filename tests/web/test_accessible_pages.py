@@ -278,3 +278,27 @@ async def test_create_run_errors_are_tied_to_their_fields(web: Web) -> None:
     assert long.status_code == 400 and name
     assert 'aria-invalid="true"' in name[0] and 'aria-describedby="name-error"' in name[0]
     assert 'id="name-error"' in long.text
+
+
+async def test_every_page_has_the_icon_and_favicon_ico_finds_it(web: Web) -> None:
+    """A tab and a bookmark show our icon: every page links it (the login page and GraphiQL, before any login,
+    too), it is served, and ``/favicon.ico`` — what a browser asks when a page says nothing, and what the
+    console showed as a 404 on every page — leads to it."""
+    anonymous = web.anonymous()
+    admin = await web.client()
+    link = '<link rel="icon" href="/static/favicon.svg" type="image/svg+xml">'
+    for client, url in (
+        (anonymous, "/login"),
+        (admin, "/runs"),
+        (admin, "/workflows/new"),
+        (admin, "/graphql"),
+    ):
+        response = await client.get(url)
+        assert response.status_code == 200, url
+        assert link in response.text, url
+    icon = await anonymous.get("/static/favicon.svg")
+    assert icon.status_code == 200
+    assert icon.headers["content-type"].startswith("image/svg+xml")
+    assert icon.text.startswith("<svg") and "</svg>" in icon.text
+    ico = await anonymous.get("/favicon.ico")
+    assert ico.status_code == 301 and ico.headers["location"] == "/static/favicon.svg"
