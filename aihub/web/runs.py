@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, date, datetime, time, timedelta
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
@@ -35,7 +36,7 @@ from aihub.services.queries import (
 from aihub.services.runs import copy_run, create_run, retry_run, stop_run
 from aihub.services.versions import get_readable_version
 from aihub.web.graphs import version_graph
-from aihub.web.i18n import current_locale
+from aihub.web.i18n import current_locale, format_datetime
 from aihub.web.live import log_stream, run_context, run_stream
 from aihub.web.paging import paginate
 from aihub.web.render import is_htmx, render
@@ -48,6 +49,30 @@ if TYPE_CHECKING:
     from aihub.runtime import Runtime
 
 TABS = ("io", "details", "logs", "container", "events")
+
+
+def _times_shown(described: dict[str, Any]) -> dict[str, Any]:
+    """An executor's description of an attempt (the container tab) with its times (``..._at``: ISO 8601 text,
+    as the API gives them) written as the page writes every other time, in the reader's language."""
+    return {key: _time_shown(value) if key.endswith("_at") else value for key, value in described.items()}
+
+
+#: an RFC 3339 time's fraction past the microseconds Python reads (podman and docker give nanoseconds)
+_NANOSECONDS = re.compile(r"(\.\d{6})\d+")
+
+
+def _time_shown(value: object, form: str = "medium") -> object:
+    """An executor's time (ISO 8601 / RFC 3339 text) as the page writes times; anything else (no time, the
+    zero time a container engine gives what has not happened) as it is."""
+    if not isinstance(value, str):
+        return value
+    try:
+        when = datetime.fromisoformat(_NANOSECONDS.sub(r"\1", value))
+    except ValueError:
+        return value
+    return format_datetime(when, form) if when.year > 1 else value
+
+
 TABLE_PAGE = 100
 LOG_PAGE = 256 * 1024
 
@@ -379,7 +404,9 @@ async def node_panel(request: Request, user: User) -> Response:
         if tab == "container":
             _, attempt = await get_attempt(user, run_id, name, number)
             try:
-                ctx["container"] = await executors.describe_attempt(rt.attempt_views, attempt.handle)
+                ctx["container"] = _times_shown(
+                    await executors.describe_attempt(rt.attempt_views, attempt.handle)
+                )
             except ExecutorUnavailable as exc:
                 ctx.update(container={}, container_error=exc.reason)
         else:
@@ -396,9 +423,8 @@ async def node_panel(request: Request, user: User) -> Response:
         if number > 0:
             _, attempt = await get_attempt(user, run_id, name, number)
             try:
-                ctx["cluster_events"] = await executors.attempt_executor_events(
-                    rt.attempt_views, attempt.handle
-                )
+                events = await executors.attempt_executor_events(rt.attempt_views, attempt.handle)
+                ctx["cluster_events"] = [{**e, "time": _time_shown(e.get("time"), "time")} for e in events]
             except ExecutorUnavailable as exc:
                 ctx["cluster_events_error"] = exc.reason
     ctx["attempts"] = list(range(row.attempt, 0, -1))
