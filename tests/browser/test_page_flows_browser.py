@@ -215,6 +215,15 @@ def test_a_finished_runs_page_shows_every_attempt_the_legend_and_asks_before_sto
     expect(page.locator("#run-status")).to_have_text("STOPPED", timeout=60_000)
 
 
+def log_in_as_admin(page: Page) -> None:
+    """Logged in, whatever the page's language (by the fields' names, not their labels)."""
+    page.goto("/login")
+    page.locator("input[name=username]").fill("admin")
+    page.locator("input[name=password]").fill(ADMIN_PASSWORD)
+    page.locator("input[name=password]").press("Enter")
+    expect(page.locator("#create-run-button")).to_be_visible()  # (the runs list)
+
+
 @pytest.mark.parametrize("language", ["zh-CN", "en"])
 def test_the_runs_lists_filters_stand_in_one_row_beside_its_heading(
     browser: Browser, server: WebServer, language: str
@@ -230,11 +239,7 @@ def test_the_runs_lists_filters_stand_in_one_row_beside_its_heading(
         str
     ] = []  # (the console showed a 404 on every page: /favicon.ico, which it asked for unbidden)
     page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-    page.goto("/login")
-    page.locator("input[name=username]").fill("admin")
-    page.locator("input[name=password]").fill(ADMIN_PASSWORD)
-    page.locator("input[name=password]").press("Enter")
-    expect(page.locator("#create-run-button")).to_be_visible()  # (logged in: the runs list)
+    log_in_as_admin(page)
     page.goto("/runs")
     heading = page.locator("main h1").bounding_box()
     assert heading is not None
@@ -258,4 +263,25 @@ def test_the_runs_lists_filters_stand_in_one_row_beside_its_heading(
         left = box["x"] + box["width"]
     expect(page.locator("link[rel=icon]")).to_have_attribute("href", "/static/favicon.svg")
     assert errors == []
+    context.close()
+
+
+def test_a_button_in_a_narrow_table_column_keeps_its_word_on_one_line(
+    browser: Browser, server: WebServer
+) -> None:
+    """The clusters table's last column is narrow: its "Add" button (添加) broke into 添 and 加, one above the
+    other. Counted as the lines its text lays out on."""
+    context = browser.new_context(
+        base_url=server.url, locale="zh-CN", viewport={"width": 1280, "height": 800}
+    )
+    page = context.new_page()
+    log_in_as_admin(page)
+    page.goto("/admin/clusters")
+    add = page.locator("#create-cluster")
+    expect(add).to_have_text("添加")
+    lines = add.evaluate(
+        "b => { const r = document.createRange(); r.selectNodeContents(b); "
+        "return new Set([...r.getClientRects()].map(x => Math.round(x.top))).size }"
+    )
+    assert lines == 1
     context.close()
