@@ -11,7 +11,7 @@ from typing import Any
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, Page, expect
+from playwright.sync_api import Browser, Locator, Page, expect
 from test_quick_start import log_in
 from webserver import ADMIN_PASSWORD, WebServer
 
@@ -224,12 +224,23 @@ def log_in_as_admin(page: Page) -> None:
     expect(page.locator("#create-run-button")).to_be_visible()  # (the runs list)
 
 
+def text_lines(locator: Locator) -> int:
+    """How many lines the element's text lays out on."""
+    return int(
+        locator.evaluate(
+            "e => { const r = document.createRange(); r.selectNodeContents(e); "
+            "return new Set([...r.getClientRects()].map(x => Math.round(x.top))).size }"
+        )
+    )
+
+
 @pytest.mark.parametrize("language", ["zh-CN", "en"])
 def test_the_runs_lists_filters_stand_in_one_row_beside_its_heading(
     browser: Browser, server: WebServer, language: str
 ) -> None:
     """The runs list's heading, filters and "Create run" are one row on a wide screen, each date filter's label
-    just before its field; and the console shows no error on the way (login, the list). (The filter form is an inline form in the toolbar: its flex layout lost to
+    just before its field, also where the row wraps on a narrow screen; and the console shows no error on the
+    way (login, the list). (The filter form is an inline form in the toolbar: its flex layout lost to
     ``form.inline``'s ``display: inline``, and the labels and date fields each took a line of their own.)"""
     context = browser.new_context(
         base_url=server.url, locale=language, viewport={"width": 1280, "height": 800}
@@ -263,6 +274,13 @@ def test_the_runs_lists_filters_stand_in_one_row_beside_its_heading(
         left = box["x"] + box["width"]
     expect(page.locator("link[rel=icon]")).to_have_attribute("href", "/static/favicon.svg")
     assert errors == []
+
+    page.set_viewport_size({"width": 360, "height": 800})  # the row wraps; a label keeps to its field
+    for label, field in (("label[for=runs-from]", "#runs-from"), ("label[for=runs-to]", "#runs-to")):
+        at, box = page.locator(label).bounding_box(), page.locator(field).bounding_box()
+        assert at is not None and box is not None
+        assert box["y"] <= at["y"] + at["height"] / 2 <= box["y"] + box["height"], (label, at, box)
+        assert at["x"] + at["width"] <= box["x"], (label, at, box)
     context.close()
 
 
@@ -279,9 +297,31 @@ def test_a_button_in_a_narrow_table_column_keeps_its_word_on_one_line(
     page.goto("/admin/clusters")
     add = page.locator("#create-cluster")
     expect(add).to_have_text("添加")
-    lines = add.evaluate(
-        "b => { const r = document.createRange(); r.selectNodeContents(b); "
-        "return new Set([...r.getClientRects()].map(x => Math.round(x.top))).size }"
+    assert text_lines(add) == 1
+    context.close()
+
+
+def test_on_a_phone_the_runs_table_scrolls_instead_of_breaking_its_words(
+    browser: Browser, server: WebServer, three: dict[str, Any]
+) -> None:
+    """At 360 px the runs table used to fit by breaking every cell: ``three-versions`` a few letters a line,
+    成功 one character above the other. Now it scrolls sideways in a region of its own (named, focusable, as the
+    table of nodes), its words whole, and the page itself is no wider than the screen."""
+    gql(
+        server,
+        'mutation($v: ID!) { createRun(versionId: $v, name: "手机上的运行") { id } }',
+        three["token"],
+        v=three["versions"][0],
     )
-    assert lines == 1
+    context = browser.new_context(base_url=server.url, locale="zh-CN", viewport={"width": 360, "height": 800})
+    page = context.new_page()
+    log_in_as_admin(page)
+    row = page.locator(".run-row", has_text="手机上的运行")
+    expect(row).to_be_visible()
+
+    assert text_lines(row.locator("td").nth(3)) == 1  # the workflow's name
+    assert text_lines(row.locator(".badge")) == 1
+    region = page.get_by_role("region", name="运行实例")
+    assert region.evaluate("e => e.scrollWidth > e.clientWidth")  # it scrolls, within itself
+    assert page.evaluate("() => document.documentElement.scrollWidth") <= 360
     context.close()
