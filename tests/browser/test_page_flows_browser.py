@@ -306,7 +306,7 @@ def test_on_a_phone_the_runs_table_scrolls_instead_of_breaking_its_words(
 ) -> None:
     """At 360 px the runs table used to fit by breaking every cell: ``three-versions`` a few letters a line,
     成功 one character above the other. Now it scrolls sideways in a region of its own (named, focusable, as the
-    table of nodes), its words whole, and the page itself is no wider than the screen."""
+    table of nodes), its words whole, and the page itself is no wider than the screen; the workflows too."""
     gql(
         server,
         'mutation($v: ID!) { createRun(versionId: $v, name: "手机上的运行") { id } }',
@@ -323,5 +323,12 @@ def test_on_a_phone_the_runs_table_scrolls_instead_of_breaking_its_words(
     assert text_lines(row.locator(".badge")) == 1
     region = page.get_by_role("region", name="运行实例")
     assert region.evaluate("e => e.scrollWidth > e.clientWidth")  # it scrolls, within itself
+    assert page.evaluate("() => document.documentElement.scrollWidth") <= 360
+
+    page.goto("/workflows")  # the same for the workflows, a description wrapping as prose
+    name = page.locator(".workflow-row", has_text="three-versions").locator(".workflow-link")
+    expect(name).to_be_visible()
+    assert text_lines(name) == 1
+    assert page.get_by_role("region", name="工作流").evaluate("e => e.scrollWidth > e.clientWidth")
     assert page.evaluate("() => document.documentElement.scrollWidth") <= 360
     context.close()
