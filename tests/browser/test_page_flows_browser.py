@@ -276,11 +276,32 @@ def test_the_runs_lists_filters_stand_in_one_row_beside_its_heading(
     assert errors == []
 
     page.set_viewport_size({"width": 360, "height": 800})  # the row wraps; a label keeps to its field
-    for label, field in (("label[for=runs-from]", "#runs-from"), ("label[for=runs-to]", "#runs-to")):
-        at, box = page.locator(label).bounding_box(), page.locator(field).bounding_box()
+    assert labels_beside_their_fields(page) == 2
+    context.close()
+
+
+def labels_beside_their_fields(page: Page) -> int:
+    """Checks that each label of the page's filter rows stands just before its field, on its line; returns
+    how many there are."""
+    labels = page.locator(".filters label[for]:not(.visually-hidden)")
+    for label in labels.all():
+        field = page.locator(f"#{label.get_attribute('for')}")
+        at, box = label.bounding_box(), field.bounding_box()
         assert at is not None and box is not None
         assert box["y"] <= at["y"] + at["height"] / 2 <= box["y"] + box["height"], (label, at, box)
         assert at["x"] + at["width"] <= box["x"], (label, at, box)
+    return labels.count()
+
+
+def test_on_a_phone_the_admins_filters_keep_each_label_with_its_field(
+    browser: Browser, server: WebServer
+) -> None:
+    context = browser.new_context(base_url=server.url, locale="zh-CN", viewport={"width": 360, "height": 800})
+    page = context.new_page()
+    log_in_as_admin(page)
+    for url, count in (("/admin/users", 2), ("/admin/teams", 1)):
+        page.goto(url)
+        assert labels_beside_their_fields(page) == count, url
     context.close()
 
 
