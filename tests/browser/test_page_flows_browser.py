@@ -353,3 +353,29 @@ def test_on_a_phone_the_runs_table_scrolls_instead_of_breaking_its_words(
     assert page.get_by_role("region", name="工作流").evaluate("e => e.scrollWidth > e.clientWidth")
     assert page.evaluate("() => document.documentElement.scrollWidth") <= 360
     context.close()
+
+
+def test_a_tables_scroll_region_is_a_tab_stop_only_while_it_scrolls(
+    browser: Browser, server: WebServer
+) -> None:
+    """On a wide screen the runs table fits: its region is no Tab stop (one less on the keyboard's way to the
+    runs); narrowed until it scrolls, it becomes one, so that the arrow keys can scroll it (axe's
+    scrollable-region-focusable); widened again, it is none again."""
+    context = browser.new_context(
+        base_url=server.url, locale="zh-CN", viewport={"width": 1280, "height": 800}
+    )
+    page = context.new_page()
+    log_in_as_admin(page)
+    region = page.get_by_role("region", name="运行实例")
+    expect(region).not_to_have_attribute("tabindex", "0")
+    page.set_viewport_size({"width": 360, "height": 800})
+    expect(region).to_have_attribute("tabindex", "0")
+    region.focus()
+    expect(region).to_be_focused()
+    for _ in range(5):
+        page.keyboard.press("ArrowRight")  # (scrolls the focused region sideways, not the page)
+    assert region.evaluate("e => e.scrollLeft") > 0
+    assert page.evaluate("() => window.scrollX") == 0
+    page.set_viewport_size({"width": 1280, "height": 800})
+    expect(region).not_to_have_attribute("tabindex", "0")
+    context.close()

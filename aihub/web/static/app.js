@@ -114,4 +114,18 @@
     }
     announce(detailEl.getAttribute("data-announce") || "");
   });
+
+  // a table's scroll region (runs, workflows, nodes) is a Tab stop while it has something to scroll to, so
+  // that the keyboard can scroll it; where the table fits (a wide screen) it is not one more stop on the way.
+  // (The HTML makes each a stop: so it stays for a browser without this script.)
+  function scrollStops() {
+    document.querySelectorAll(".table-scroll").forEach(function (region) {
+      if (region.scrollWidth > region.clientWidth) { region.setAttribute("tabindex", "0"); }
+      else { region.removeAttribute("tabindex"); }
+    });
+  }
+  document.addEventListener("DOMContentLoaded", scrollStops);
+  document.addEventListener("htmx:afterSettle", scrollStops);
+  document.addEventListener("toggle", scrollStops, true);  // (a <details> opened: its table may not fit)
+  window.addEventListener("resize", scrollStops);
 })();
