@@ -379,3 +379,46 @@ def test_a_tables_scroll_region_is_a_tab_stop_only_while_it_scrolls(
     page.set_viewport_size({"width": 1280, "height": 800})
     expect(region).not_to_have_attribute("tabindex", "0")
     context.close()
+
+
+@pytest.mark.parametrize("language", ["en", "zh-CN"])
+def test_between_phone_and_desktop_the_header_wraps_instead_of_running_off(
+    browser: Browser, server: WebServer, language: str
+) -> None:
+    """From 641 px (where the menu no longer folds) to 900 px the header held one line: in English at 660 px
+    its language switch ran past the right edge, "Log out" and 中文 broke a word a line, and the runs page's
+    heading floated beside three lines of filters. Now the header wraps onto a second line and a toolbar's
+    filters wrap under its heading."""
+    context = browser.new_context(
+        base_url=server.url, locale=language, viewport={"width": 660, "height": 800}
+    )
+    page = context.new_page()
+    log_in_as_admin(page)
+    for width in (660, 800):
+        page.set_viewport_size({"width": width, "height": 800})
+        for url in ("/runs", "/workflows", "/modules", "/runs/new"):
+            page.goto(url)
+            expect(page.locator("main")).to_be_visible()
+            assert page.evaluate("() => document.documentElement.scrollWidth") <= width, (width, url)
+            for item in page.locator("header.top a, header.top button").all():
+                if item.is_visible():
+                    assert text_lines(item) == 1, (width, url, item.inner_text())
+    context.close()
+
+
+def test_a_chinese_column_heading_stays_whole(
+    browser: Browser, server: WebServer, three: dict[str, Any]
+) -> None:
+    """A workflow's version list has a narrow, often empty description column: its heading 描述 stood as 描
+    over 述. Chinese headings (two to four characters) keep to one line on a screen wider than a phone."""
+    context = browser.new_context(
+        base_url=server.url, locale="zh-CN", viewport={"width": 1280, "height": 800}
+    )
+    page = context.new_page()
+    log_in_as_admin(page)
+    page.goto("/workflows")
+    page.locator(f"#versions-{three['workflow']} summary").click()
+    headings = page.locator(f"#versions-{three['workflow']} th")
+    expect(headings.first).to_be_visible()
+    assert [text_lines(h) for h in headings.all()] == [1] * headings.count(), headings.all_inner_texts()
+    context.close()
