@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -215,6 +217,25 @@ def test_a_finished_runs_page_shows_every_attempt_the_legend_and_asks_before_sto
     expect(page.locator("#run-status")).to_have_text("STOPPED", timeout=60_000)
 
 
+@contextmanager
+def admin_page(
+    browser: Browser, server: WebServer, locale: str, width: int, console_errors: list[str] | None = None
+) -> Iterator[Page]:
+    """A page logged in as admin, in a context of its own: ``locale``, ``width`` px wide; the console's errors
+    from the first page on (the login page's included) go to ``console_errors``."""
+    context = browser.new_context(
+        base_url=server.url, locale=locale, viewport={"width": width, "height": 800}
+    )
+    try:
+        page = context.new_page()
+        if console_errors is not None:
+            page.on("console", lambda m: console_errors.append(m.text) if m.type == "error" else None)
+        log_in_as_admin(page)
+        yield page
+    finally:
+        context.close()
+
+
 def log_in_as_admin(page: Page) -> None:
     """Logged in, whatever the page's language (by the fields' names, not their labels)."""
     page.goto("/login")
@@ -240,44 +261,38 @@ def test_the_runs_lists_filters_stand_in_one_row_beside_its_heading(
 ) -> None:
     """The runs list's heading, filters and "Create run" are one row on a wide screen, each date filter's label
     just before its field, also where the row wraps on a narrow screen; and the console shows no error on the
-    way (login, the list). (The filter form is an inline form in the toolbar: its flex layout lost to
+    way. (The filter form is an inline form in the toolbar: its flex layout lost to
     ``form.inline``'s ``display: inline``, and the labels and date fields each took a line of their own.)"""
-    context = browser.new_context(
-        base_url=server.url, locale=language, viewport={"width": 1280, "height": 800}
-    )
-    page = context.new_page()
-    errors: list[
-        str
-    ] = []  # (the console showed a 404 on every page: /favicon.ico, which it asked for unbidden)
-    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-    log_in_as_admin(page)
-    page.goto("/runs")
-    heading = page.locator("main h1").bounding_box()
-    assert heading is not None
-    middle = heading["y"] + heading["height"] / 2
-    row = [
-        "#runs-filter select[name=status]",
-        "#runs-workflow",
-        "#runs-owner",
-        "label[for=runs-from]",
-        "#runs-from",
-        "label[for=runs-to]",
-        "#runs-to",
-        "#create-run-button",
-    ]
-    boxes = [page.locator(selector).bounding_box() for selector in row]
-    left = heading["x"] + heading["width"]
-    for selector, box in zip(row, boxes, strict=True):
-        assert box is not None, selector
-        assert box["y"] <= middle <= box["y"] + box["height"], f"{selector} is not beside the heading: {box}"
-        assert box["x"] >= left, f"{selector} is not after what comes before it: {box}"
-        left = box["x"] + box["width"]
-    expect(page.locator("link[rel=icon]")).to_have_attribute("href", "/static/favicon.svg")
-    assert errors == []
+    errors: list[str] = []  # (the console showed a 404 on every page: the /favicon.ico it asked for unbidden)
+    with admin_page(browser, server, language, 1280, console_errors=errors) as page:
+        page.goto("/runs")
+        heading = page.locator("main h1").bounding_box()
+        assert heading is not None
+        middle = heading["y"] + heading["height"] / 2
+        row = [
+            "#runs-filter select[name=status]",
+            "#runs-workflow",
+            "#runs-owner",
+            "label[for=runs-from]",
+            "#runs-from",
+            "label[for=runs-to]",
+            "#runs-to",
+            "#create-run-button",
+        ]
+        boxes = [page.locator(selector).bounding_box() for selector in row]
+        left = heading["x"] + heading["width"]
+        for selector, box in zip(row, boxes, strict=True):
+            assert box is not None, selector
+            assert box["y"] <= middle <= box["y"] + box["height"], (
+                f"{selector} is not beside the heading: {box}"
+            )
+            assert box["x"] >= left, f"{selector} is not after what comes before it: {box}"
+            left = box["x"] + box["width"]
+        expect(page.locator("link[rel=icon]")).to_have_attribute("href", "/static/favicon.svg")
+        assert errors == []
 
-    page.set_viewport_size({"width": 360, "height": 800})  # the row wraps; a label keeps to its field
-    assert labels_beside_their_fields(page) == 2
-    context.close()
+        page.set_viewport_size({"width": 360, "height": 800})  # the row wraps; a label keeps to its field
+        assert labels_beside_their_fields(page) == 2
 
 
 def labels_beside_their_fields(page: Page) -> int:
@@ -296,13 +311,10 @@ def labels_beside_their_fields(page: Page) -> int:
 def test_on_a_phone_the_admins_filters_keep_each_label_with_its_field(
     browser: Browser, server: WebServer
 ) -> None:
-    context = browser.new_context(base_url=server.url, locale="zh-CN", viewport={"width": 360, "height": 800})
-    page = context.new_page()
-    log_in_as_admin(page)
-    for url, count in (("/admin/users", 2), ("/admin/teams", 1)):
-        page.goto(url)
-        assert labels_beside_their_fields(page) == count, url
-    context.close()
+    with admin_page(browser, server, "zh-CN", 360) as page:
+        for url, count in (("/admin/users", 2), ("/admin/teams", 1)):
+            page.goto(url)
+            assert labels_beside_their_fields(page) == count, url
 
 
 def test_a_button_in_a_narrow_table_column_keeps_its_word_on_one_line(
@@ -310,16 +322,11 @@ def test_a_button_in_a_narrow_table_column_keeps_its_word_on_one_line(
 ) -> None:
     """The clusters table's last column is narrow: its "Add" button (添加) broke into 添 and 加, one above the
     other. Counted as the lines its text lays out on."""
-    context = browser.new_context(
-        base_url=server.url, locale="zh-CN", viewport={"width": 1280, "height": 800}
-    )
-    page = context.new_page()
-    log_in_as_admin(page)
-    page.goto("/admin/clusters")
-    add = page.locator("#create-cluster")
-    expect(add).to_have_text("添加")
-    assert text_lines(add) == 1
-    context.close()
+    with admin_page(browser, server, "zh-CN", 1280) as page:
+        page.goto("/admin/clusters")
+        add = page.locator("#create-cluster")
+        expect(add).to_have_text("添加")
+        assert text_lines(add) == 1
 
 
 def test_on_a_phone_the_runs_table_scrolls_instead_of_breaking_its_words(
@@ -334,25 +341,22 @@ def test_on_a_phone_the_runs_table_scrolls_instead_of_breaking_its_words(
         three["token"],
         v=three["versions"][0],
     )
-    context = browser.new_context(base_url=server.url, locale="zh-CN", viewport={"width": 360, "height": 800})
-    page = context.new_page()
-    log_in_as_admin(page)
-    row = page.locator(".run-row", has_text="手机上的运行")
-    expect(row).to_be_visible()
+    with admin_page(browser, server, "zh-CN", 360) as page:
+        row = page.locator(".run-row", has_text="手机上的运行")
+        expect(row).to_be_visible()
 
-    assert text_lines(row.locator("td").nth(3)) == 1  # the workflow's name
-    assert text_lines(row.locator(".badge")) == 1
-    region = page.get_by_role("region", name="运行实例")
-    assert region.evaluate("e => e.scrollWidth > e.clientWidth")  # it scrolls, within itself
-    assert page.evaluate("() => document.documentElement.scrollWidth") <= 360
+        assert text_lines(row.locator("td").nth(3)) == 1  # the workflow's name
+        assert text_lines(row.locator(".badge")) == 1
+        region = page.get_by_role("region", name="运行实例")
+        assert region.evaluate("e => e.scrollWidth > e.clientWidth")  # it scrolls, within itself
+        assert page.evaluate("() => document.documentElement.scrollWidth") <= 360
 
-    page.goto("/workflows")  # the same for the workflows, a description wrapping as prose
-    name = page.locator(f"#workflow-{three['workflow']} .workflow-link")  # (another test made its copy)
-    expect(name).to_be_visible()
-    assert text_lines(name) == 1
-    assert page.get_by_role("region", name="工作流").evaluate("e => e.scrollWidth > e.clientWidth")
-    assert page.evaluate("() => document.documentElement.scrollWidth") <= 360
-    context.close()
+        page.goto("/workflows")  # the same for the workflows, a description wrapping as prose
+        name = page.locator(f"#workflow-{three['workflow']} .workflow-link")  # (another test made its copy)
+        expect(name).to_be_visible()
+        assert text_lines(name) == 1
+        assert page.get_by_role("region", name="工作流").evaluate("e => e.scrollWidth > e.clientWidth")
+        assert page.evaluate("() => document.documentElement.scrollWidth") <= 360
 
 
 def test_a_tables_scroll_region_is_a_tab_stop_only_while_it_scrolls(
@@ -361,24 +365,19 @@ def test_a_tables_scroll_region_is_a_tab_stop_only_while_it_scrolls(
     """On a wide screen the runs table fits: its region is no Tab stop (one less on the keyboard's way to the
     runs); narrowed until it scrolls, it becomes one, so that the arrow keys can scroll it (axe's
     scrollable-region-focusable); widened again, it is none again."""
-    context = browser.new_context(
-        base_url=server.url, locale="zh-CN", viewport={"width": 1280, "height": 800}
-    )
-    page = context.new_page()
-    log_in_as_admin(page)
-    region = page.get_by_role("region", name="运行实例")
-    expect(region).not_to_have_attribute("tabindex", "0")
-    page.set_viewport_size({"width": 360, "height": 800})
-    expect(region).to_have_attribute("tabindex", "0")
-    region.focus()
-    expect(region).to_be_focused()
-    for _ in range(5):
-        page.keyboard.press("ArrowRight")  # (scrolls the focused region sideways, not the page)
-    assert region.evaluate("e => e.scrollLeft") > 0
-    assert page.evaluate("() => window.scrollX") == 0
-    page.set_viewport_size({"width": 1280, "height": 800})
-    expect(region).not_to_have_attribute("tabindex", "0")
-    context.close()
+    with admin_page(browser, server, "zh-CN", 1280) as page:
+        region = page.get_by_role("region", name="运行实例")
+        expect(region).not_to_have_attribute("tabindex", "0")
+        page.set_viewport_size({"width": 360, "height": 800})
+        expect(region).to_have_attribute("tabindex", "0")
+        region.focus()
+        expect(region).to_be_focused()
+        for _ in range(5):
+            page.keyboard.press("ArrowRight")  # (scrolls the focused region sideways, not the page)
+        assert region.evaluate("e => e.scrollLeft") > 0
+        assert page.evaluate("() => window.scrollX") == 0
+        page.set_viewport_size({"width": 1280, "height": 800})
+        expect(region).not_to_have_attribute("tabindex", "0")
 
 
 @pytest.mark.parametrize("language", ["en", "zh-CN"])
@@ -389,21 +388,16 @@ def test_between_phone_and_desktop_the_header_wraps_instead_of_running_off(
     its language switch ran past the right edge, "Log out" and 中文 broke a word a line, and the runs page's
     heading floated beside three lines of filters. Now the header wraps onto a second line and a toolbar's
     filters wrap under its heading."""
-    context = browser.new_context(
-        base_url=server.url, locale=language, viewport={"width": 660, "height": 800}
-    )
-    page = context.new_page()
-    log_in_as_admin(page)
-    for width in (660, 800):
-        page.set_viewport_size({"width": width, "height": 800})
-        for url in ("/runs", "/workflows", "/modules", "/runs/new"):
-            page.goto(url)
-            expect(page.locator("main")).to_be_visible()
-            assert page.evaluate("() => document.documentElement.scrollWidth") <= width, (width, url)
-            for item in page.locator("header.top a, header.top button").all():
-                if item.is_visible():
-                    assert text_lines(item) == 1, (width, url, item.inner_text())
-    context.close()
+    with admin_page(browser, server, language, 660) as page:
+        for width in (660, 800):
+            page.set_viewport_size({"width": width, "height": 800})
+            for url in ("/runs", "/workflows", "/modules", "/runs/new"):
+                page.goto(url)
+                expect(page.locator("main")).to_be_visible()
+                assert page.evaluate("() => document.documentElement.scrollWidth") <= width, (width, url)
+                for item in page.locator("header.top a, header.top button").all():
+                    if item.is_visible():
+                        assert text_lines(item) == 1, (width, url, item.inner_text())
 
 
 def test_a_chinese_column_heading_stays_whole(
@@ -411,14 +405,9 @@ def test_a_chinese_column_heading_stays_whole(
 ) -> None:
     """A workflow's version list has a narrow, often empty description column: its heading 描述 stood as 描
     over 述. Chinese headings (two to four characters) keep to one line on a screen wider than a phone."""
-    context = browser.new_context(
-        base_url=server.url, locale="zh-CN", viewport={"width": 1280, "height": 800}
-    )
-    page = context.new_page()
-    log_in_as_admin(page)
-    page.goto("/workflows")
-    page.locator(f"#versions-{three['workflow']} summary").click()
-    headings = page.locator(f"#versions-{three['workflow']} th")
-    expect(headings.first).to_be_visible()
-    assert [text_lines(h) for h in headings.all()] == [1] * headings.count(), headings.all_inner_texts()
-    context.close()
+    with admin_page(browser, server, "zh-CN", 1280) as page:
+        page.goto("/workflows")
+        page.locator(f"#versions-{three['workflow']} summary").click()
+        headings = page.locator(f"#versions-{three['workflow']} th")
+        expect(headings.first).to_be_visible()
+        assert [text_lines(h) for h in headings.all()] == [1] * headings.count(), headings.all_inner_texts()
